@@ -1,0 +1,1 @@
+"""The durable outbox: SQLite, WAL, msgpack. Knows no rule kind or protocol."""

@@ -1,0 +1,1 @@
+"""Southbound drivers: protocol traffic in, Samples out. They know nothing of rules or storage."""

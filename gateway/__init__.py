@@ -1,0 +1,1 @@
+"""PlantBridge daemon: wiring, CLI, supervision, upstream delivery."""

@@ -1,0 +1,199 @@
+"""The data types that cross package boundaries.
+
+Everyone may import this module; it imports nothing of ours. Types on the per-sample path are
+frozen, slotted dataclasses (pydantic is for config only: it is too slow per sample).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
+
+
+class Quality(enum.IntEnum):
+    """OPC UA style quality, reduced to the three classes rules care about."""
+
+    GOOD = 0
+    UNCERTAIN = 1
+    BAD = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One reading of one signal of one asset. `value` is None when quality is BAD."""
+
+    asset: str
+    signal: str
+    value: float | None
+    quality: Quality
+    source_ts: float  # seconds since the epoch, from the device when it tells us
+
+
+@dataclass(frozen=True, slots=True)
+class SampleBatch:
+    """Samples that arrived together. `ack` is called once what they caused is committed."""
+
+    samples: Sequence[Sample]
+    ack: Callable[[], None] | None = None
+
+
+class SourceState(enum.StrEnum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    DEGRADED = "degraded"  # connected, but some devices or items fail
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHealth:
+    state: SourceState
+    detail: str = ""
+    since: float = 0.0
+    samples_total: int = 0
+    rejected: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A streaming driver: `async with source: async for batch in source.batches(): ...`.
+
+    It owns its connection and reconnects inside itself with jittered backoff; expected faults
+    never escape `batches()`.
+    """
+
+    name: str
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    def batches(self) -> AsyncIterator[SampleBatch]: ...
+    def health(self) -> SourceHealth: ...
+
+
+# --- rules -------------------------------------------------------------------------------
+
+
+class TransitionKind(enum.StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDetails:
+    """What the maintenance request says, taken from the rule file."""
+
+    title: str
+    priority: int = 3  # 1 critical .. 4 low
+    failure_code: str = ""
+    breakdown: bool = False
+    long_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A condition episode was raised or cleared by a rule for one asset."""
+
+    kind: TransitionKind
+    rule_id: str
+    asset: str
+    signal: str
+    episode_id: str  # stable: derived from rule, asset and the raising sample's time
+    severity: int  # 1 critical .. 4 low
+    value: float | None
+    ts: float  # time of the sample (or tick) that caused it
+    reason: str  # plain words: "vibration 7.4 above 7.1 for 5 s"
+    request: RequestDetails
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeState:
+    """An open episode as persisted in the outbox: restored into rules after a restart."""
+
+    rule_id: str
+    asset: str
+    episode_id: str
+    raised_at: float
+    severity: int
+
+
+class Rule(Protocol):
+    """One rule bound to one asset. Pure, synchronous; time only from its arguments."""
+
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def asset(self) -> str: ...
+    def keys(self) -> Iterable[tuple[str, str]]: ...  # (asset, signal) it evaluates
+    def evaluate(self, sample: Sample) -> Transition | None: ...
+    def tick(self, now: float) -> Transition | None: ...
+    def restore(self, episode: EpisodeState) -> None: ...
+    def close(self, now: float, reason: str) -> Transition | None: ...  # removed on reload
+    def fingerprint(self) -> str: ...  # equal fingerprints: same definition, state carries over
+
+
+# --- outbox and delivery -------------------------------------------------------------------
+
+
+class MessageKind(enum.StrEnum):
+    MAINTENANCE_REQUEST = "maintenance_request"
+    STATUS_UPDATE = "status_update"
+
+
+class MessageClass(enum.IntEnum):
+    """Shedding order when the buffer budget is reached: lowest value goes first."""
+
+    TELEMETRY = 0
+    STATUS = 1
+    EVENT = 2  # maintenance requests and clears: never shed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to one sink. `key` is the idempotency key, stable across retries and restarts."""
+
+    key: str
+    sink: str
+    asset: str
+    episode_id: str
+    kind: MessageKind
+    body: Mapping[str, Any]  # canonical payload; stored as msgpack, rendered by the sink
+    created_at: float
+    message_class: MessageClass = MessageClass.EVENT
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A leased message. `upstream_ref` is the receipt the raise of the same episode got."""
+
+    id: int
+    message: OutboxMessage
+    attempts: int
+    upstream_ref: str | None = None
+
+
+class Outcome(enum.StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"  # permanent: dead letter, with the reason
+    RETRY = "retry"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    record_id: int
+    outcome: Outcome
+    receipt: str | None = None  # upstream id: service request number, notification number
+    reason: str = ""
+    retry_after_seconds: float | None = None
+
+
+class Sink(Protocol):
+    """An upstream adapter. Never touches SQLite; classifies every record it was given."""
+
+    name: str
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]: ...
+    async def check(self) -> None: ...  # raises when the upstream is unreachable or refuses us
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Upstream sinks (EAM/CMMS/ERP adapters) and the forwarder that drives them."""

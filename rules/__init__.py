@@ -1,0 +1,1 @@
+"""Local decisions: pure, synchronous, clock-injected rules."""

@@ -1,0 +1,1 @@
+"""Machines and upstream APIs for tests and the demo. Production code never imports this."""

@@ -1,0 +1,111 @@
+"""Test plumbing shared by all suites: free ports, real brokers, waiting on conditions.
+
+No sleep-and-hope: every wait polls a condition and fails with a message at its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 10.0,
+    what: str = "condition",
+    interval: float = 0.02,
+) -> None:
+    """Poll `predicate` until true; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if not isinstance(got, bool):
+            got = await got
+        if got:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def wait_for_sync(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition",
+                  interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def mosquitto_binary() -> str:
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
+    )
+    if found is None:
+        raise RuntimeError("mosquitto not installed: run `make test`, which installs it")
+    return found
+
+
+@dataclass
+class Mosquitto:
+    """A real broker on a free loopback port; restartable on the same port."""
+
+    port: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "persistence false\nmax_queued_messages 100000\n"
+        )
+        with open(self.workdir / "mosquitto.log", "ab") as log:
+            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
+                                         stderr=subprocess.STDOUT)
+        wait_for_sync(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def running_mosquitto(workdir: Path) -> Iterator[Mosquitto]:
+    broker = Mosquitto(port=free_port(), workdir=workdir)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
