@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from gateway.messages import dedup_key, messages_for
+from gateway.model import MessageKind, RequestDetails, Transition, TransitionKind
+
+
+def _t(kind: TransitionKind, episode: str = "vib/pump-1/1000") -> Transition:
+    return Transition(kind, "vib", "pump-1", "vibration", episode, 2, 7.4, 1.0,
+                      "vibration 7.4 above 7.1", RequestDetails("High vibration on {asset}",
+                                                                priority=2))
+
+
+def test_dedup_key_is_short_stable_and_distinct() -> None:
+    a, b = dedup_key("vib/pump-1/1000"), dedup_key("vib/pump-1/1001")
+    assert len(a) == 20 and a.startswith("PB")
+    assert a == dedup_key("vib/pump-1/1000")
+    assert a != b
+
+
+def test_raise_and_clear_messages_per_sink() -> None:
+    raised = messages_for(_t(TransitionKind.RAISED), ["cmms", "sap"], "site-a")
+    cleared = messages_for(_t(TransitionKind.CLEARED), ["cmms", "sap"], "site-a")
+    assert [m.sink for m in raised] == ["cmms", "sap"]
+    assert {m.kind for m in raised} == {MessageKind.MAINTENANCE_REQUEST}
+    assert {m.kind for m in cleared} == {MessageKind.STATUS_UPDATE}
+    keys = {m.key for m in raised + cleared}
+    assert len(keys) == 4  # one per intent and target
+    body = raised[0].body
+    assert body["title"] == "High vibration on pump-1"
+    assert body["raised_at"] == "1970-01-01T00:00:01.000Z"
+    assert cleared[0].body["status"] == "cleared"
+    # Re-deriving the same transition gives the same keys and bodies (retries are byte-identical).
+    again = messages_for(_t(TransitionKind.RAISED), ["cmms", "sap"], "site-a")
+    assert [(m.key, m.body) for m in again] == [(m.key, m.body) for m in raised]
+
+
+def test_unknown_placeholder_is_left_as_written() -> None:
+    t = Transition(TransitionKind.RAISED, "r", "a", "s", "e", 3, None, 0.0, "why",
+                   RequestDetails("Check {unknown} on {asset}"))
+    assert messages_for(t, ["x"], "s")[0].body["title"] == "Check {unknown} on {asset}"
