@@ -1,0 +1,265 @@
+"""Generic REST sink: POSTs maintenance requests and status updates with an Idempotency-Key.
+
+Every retry of a message sends the same `Idempotency-Key` (the outbox key, as an RFC 8941
+sf-string) and byte-identical canonical JSON (orjson, sorted keys), so an API with IETF/Stripe
+idempotency semantics creates each request once, however often we retry after a lost answer.
+Records of one asset are sent in order; different assets go concurrently (bounded).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+from pydantic import Field, model_validator
+
+from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
+from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.retry_policy import Verdict, classify_status
+
+USER_AGENT = "plantbridge/0.1"
+MAX_REASON = 400
+
+
+class UpstreamCheckError(Exception):
+    """`check()` found the upstream unreachable, or it refused us."""
+
+
+class BearerAuth(StrictModel):
+    kind: Literal["bearer"]
+    token: Secret
+
+
+class ApiKeyAuth(StrictModel):
+    kind: Literal["api_key"]
+    header: str = "X-API-Key"
+    key: Secret
+
+
+class NoAuth(StrictModel):
+    kind: Literal["none"] = "none"
+
+
+AuthConfig = Annotated[BearerAuth | ApiKeyAuth | NoAuth, Field(discriminator="kind")]
+
+
+class RestSinkConfig(StrictModel):
+    """`[[upstreams]] type = "rest"`: a CMMS/EAM REST API that honours Idempotency-Key."""
+
+    type: Literal["rest"]
+    name: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$")
+    auth: AuthConfig = NoAuth()
+    tls: TlsSettings = TlsSettings()
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request, all included
+    concurrent_requests: int = Field(default=4, ge=1, le=64)
+    request_path: str = "/api/v1/maintenance-requests"
+    status_path: str = "/api/v1/maintenance-requests/{upstream_ref}/status-updates"
+    health_path: str = "/api/v1/health"
+
+    @model_validator(mode="after")
+    def _paths(self) -> RestSinkConfig:
+        for label in ("request_path", "status_path", "health_path"):
+            if not getattr(self, label).startswith("/"):
+                raise ValueError(f"{label} must start with '/'")
+        if "{upstream_ref}" not in self.status_path:
+            raise ValueError("status_path must contain {upstream_ref}")
+        if self.connect_timeout_seconds > self.total_timeout_seconds:
+            raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
+        return self
+
+    def build(self) -> RestSink:
+        """Resolves secrets now: a missing token stops the start, not the first delivery."""
+        headers = {"User-Agent": USER_AGENT,
+                   "Accept": "application/json, application/problem+json"}
+        if isinstance(self.auth, BearerAuth):
+            headers["Authorization"] = f"Bearer {self.auth.token.reveal()}"
+        elif isinstance(self.auth, ApiKeyAuth):
+            headers[self.auth.header] = self.auth.key.reveal()
+        return RestSink(self, headers)
+
+
+def sf_string(value: str) -> str:
+    """RFC 8941 sf-string: printable ASCII in quotes, with \\ and \" escaped."""
+    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+        raise ValueError("idempotency key has characters an sf-string cannot carry")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def canonical_json(body: Any) -> bytes:
+    """Byte-identical on every retry: sorted keys, no whitespace."""
+    return orjson.dumps(dict(body), option=orjson.OPT_SORT_KEYS)
+
+
+def problem_text(body: bytes, content_type: str) -> str:
+    """Title and detail of an RFC 7807 problem (or a similar JSON error), else a text snippet."""
+    if "json" in content_type:
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = None
+        if isinstance(doc, dict):
+            err = doc.get("error")
+            parts = [doc.get("title"), doc.get("detail"),
+                     err.get("message") if isinstance(err, dict) else err]
+            said = " - ".join(str(p) for p in parts if p)
+            if said:
+                return said[:MAX_REASON]
+    text = body.decode("utf-8", "replace").strip()
+    return " ".join(text.split())[:200]
+
+
+def transport_reason(exc: BaseException) -> str:
+    """Plain words for a failure before any HTTP status arrived."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"certificate verify failed: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS error: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out waiting for the upstream"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "connection dropped before an answer (the request may have been committed)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+class RestSink:
+    """Implements `gateway.model.Sink`. One aiohttp session, created inside the running loop."""
+
+    def __init__(self, cfg: RestSinkConfig, headers: dict[str, str]) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._headers = headers
+        self._base = cfg.base_url.rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        tls = self._cfg.tls
+        if not self._base.startswith("https://"):
+            return True  # unused for http://
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if not tls.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self._cfg.total_timeout_seconds,
+                                            sock_connect=self._cfg.connect_timeout_seconds)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._cfg.concurrent_requests)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                                  headers=self._headers)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self) -> None:
+        try:
+            async with self._get_session().get(self._base + self._cfg.health_path,
+                                               allow_redirects=False) as resp:
+                body = await resp.read()
+                if not 200 <= resp.status < 300:
+                    raise UpstreamCheckError(
+                        f"{self.name}: HTTP {resp.status} "
+                        f"{problem_text(body, resp.content_type)}".rstrip())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamCheckError(f"{self.name}: {transport_reason(exc)}") from exc
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
+        """One Delivery per record. Per asset in order; after a RETRY, later records of that
+        asset in this batch wait too (a clear never overtakes its raise)."""
+        lanes: dict[str, list[OutboxRecord]] = {}
+        for rec in batch:
+            lanes.setdefault(rec.message.asset, []).append(rec)
+        out: dict[int, Delivery] = {}
+        limit = asyncio.Semaphore(self._cfg.concurrent_requests)
+
+        async def run_lane(records: list[OutboxRecord]) -> None:
+            held: Delivery | None = None
+            for rec in records:
+                if held is not None:
+                    out[rec.id] = Delivery(rec.id, Outcome.RETRY, reason=(
+                        f"held: earlier record {held.record_id} of asset "
+                        f"{rec.message.asset!r} is to be retried"),
+                        retry_after_seconds=held.retry_after_seconds)
+                    continue
+                async with limit:
+                    d = await self.send_one(rec)
+                out[rec.id] = d
+                if d.outcome is Outcome.RETRY:
+                    held = d
+
+        async with asyncio.TaskGroup() as tg:
+            for records in lanes.values():
+                tg.create_task(run_lane(records))
+        return [out[rec.id] for rec in batch]
+
+    async def send_one(self, rec: OutboxRecord) -> Delivery:
+        msg = rec.message
+        if msg.kind is MessageKind.MAINTENANCE_REQUEST:
+            path = self._cfg.request_path
+        elif msg.kind is MessageKind.STATUS_UPDATE:
+            if not rec.upstream_ref:
+                return Delivery(rec.id, Outcome.REJECTED, reason=(
+                    "no upstream reference: the maintenance request of episode "
+                    f"{msg.episode_id} was never accepted (dead-lettered?), nothing to update"))
+            path = self._cfg.status_path.replace("{upstream_ref}",
+                                                 quote(rec.upstream_ref, safe=""))
+        else:
+            return Delivery(rec.id, Outcome.REJECTED, reason=f"unsupported kind {msg.kind}")
+        try:
+            headers = {"Idempotency-Key": sf_string(msg.key),
+                       "Content-Type": "application/json"}
+            body = canonical_json(msg.body)
+        except (ValueError, TypeError) as exc:
+            return Delivery(rec.id, Outcome.REJECTED, reason=f"cannot encode the message: {exc}")
+        try:
+            async with self._get_session().post(self._base + path, data=body, headers=headers,
+                                                allow_redirects=False) as resp:
+                answer = await resp.read()
+                status, ctype = resp.status, resp.content_type
+                retry_after = resp.headers.get("Retry-After")
+                location = resp.headers.get("Location", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Delivery(rec.id, Outcome.RETRY, reason=transport_reason(exc))
+        problem = "" if 200 <= status < 300 else problem_text(answer, ctype)
+        if 300 <= status < 400 and location:
+            problem = f"{problem} (Location: {location})".strip()
+        verdict = classify_status(status, problem, retry_after)
+        if verdict.outcome is not Outcome.ACCEPTED:
+            return _delivery(rec.id, verdict)
+        if msg.kind is MessageKind.STATUS_UPDATE:
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=rec.upstream_ref)
+        receipt = _created_id(answer)
+        if receipt is None:
+            return Delivery(rec.id, Outcome.RETRY, reason=(
+                f"HTTP {status} without a usable 'id' in the body; retrying under the same "
+                "Idempotency-Key, whose replay returns the stored answer"))
+        return Delivery(rec.id, Outcome.ACCEPTED, receipt=receipt)
+
+
+def _delivery(record_id: int, v: Verdict) -> Delivery:
+    return Delivery(record_id, v.outcome, reason=v.reason[:MAX_REASON],
+                    retry_after_seconds=v.retry_after_seconds)
+
+
+def _created_id(answer: bytes) -> str | None:
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    ident = doc.get("id") if isinstance(doc, dict) else None
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        return str(ident)
+    return ident if isinstance(ident, str) and ident else None
