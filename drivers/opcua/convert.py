@@ -1,0 +1,65 @@
+"""OPC UA DataValues to Samples: status code to quality, timestamps, values to floats."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from asyncua import ua
+
+from gateway.model import Quality, Sample
+
+_SEVERITY = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD)
+
+
+def quality_of(code: int) -> Quality:
+    """The two severity bits of an OPC UA status code: 00 good, 01 uncertain, 1x bad."""
+    return _SEVERITY[(code >> 30) & 0x3]
+
+
+def status_name(code: int) -> str:
+    """`BadSensorFailure` for 0x808B0000; hex when the code is not a known one."""
+    name = ua.status_codes.code_to_name_doc.get(code & 0xFFFF0000)
+    return name[0] if name else f"0x{code:08X}"
+
+
+def _epoch(ts: dt.datetime | None) -> float | None:
+    if ts is None:
+        return None
+    if ts.tzinfo is None:  # OPC UA times are UTC; a naive datetime must not be read as local
+        ts = ts.replace(tzinfo=dt.UTC)
+    return ts.timestamp()
+
+
+class NotNumeric(ValueError):
+    """A good value that is neither a number nor a boolean: counted and logged, not passed on."""
+
+
+def as_float(value: Any) -> float:
+    if isinstance(value, bool | int | float):
+        return float(value)
+    raise NotNumeric(f"{type(value).__name__} value is not a number")
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """One configured node once resolved on the server: where its samples go."""
+
+    asset: str
+    signal: str
+    node_id: ua.NodeId
+    handle: int
+
+
+def to_sample(binding: Binding, dv: ua.DataValue | None, received: float) -> Sample:
+    """Bad status gives value None; time is SourceTimestamp, else ServerTimestamp, else now."""
+    if dv is None:
+        return Sample(binding.asset, binding.signal, None, Quality.BAD, received)
+    code = dv.StatusCode.value if dv.StatusCode is not None else 0
+    quality = quality_of(code)
+    ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or received
+    raw = dv.Value.Value if dv.Value is not None else None
+    if quality is Quality.BAD or raw is None:
+        return Sample(binding.asset, binding.signal, None, Quality.BAD, ts)
+    return Sample(binding.asset, binding.signal, as_float(raw), quality, ts)
