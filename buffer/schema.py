@@ -1,0 +1,100 @@
+"""Versioned schema. `PRAGMA user_version` is the version; each step runs in its own transaction.
+
+To change the schema, append a step: never edit a released one. Version N is reached by running
+steps 1..N in order, so a file of any earlier version migrates forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import aiosqlite
+
+APPLICATION_ID = 0x50427478  # "PBtx" in the file header: marks a file as ours
+
+# state of an outbox row
+PENDING = 0
+DELIVERED = 1
+DEAD = 2
+
+_V1 = (
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    """CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: stale Delivery ids miss
+        key TEXT NOT NULL UNIQUE,              -- idempotency key
+        sink TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        episode_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        class INTEGER NOT NULL,                -- MessageClass: shedding order
+        created_at REAL NOT NULL,
+        body BLOB,                             -- msgpack; NULL once delivered (the key stays)
+        size INTEGER NOT NULL,                 -- tracked bytes, for the budget
+        state INTEGER NOT NULL DEFAULT 0,      -- 0 pending, 1 delivered, 2 dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT NOT NULL DEFAULT '',
+        settled_at REAL                        -- delivered or dead-lettered at
+    )""",
+    "CREATE INDEX outbox_pending ON outbox(sink, asset, id) WHERE state = 0",
+    "CREATE INDEX outbox_shed ON outbox(class, id) WHERE state <> 1",
+    """CREATE TABLE episodes (
+        episode_id TEXT PRIMARY KEY,
+        rule_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        raised_at REAL NOT NULL,
+        severity INTEGER NOT NULL,
+        cleared_at REAL                        -- NULL while open
+    )""",
+    "CREATE INDEX episodes_open ON episodes(rule_id, asset) WHERE cleared_at IS NULL",
+    # A rule holds one episode per asset: a new raise supersedes an open one it never cleared.
+    # A replayed raise of a known episode changes nothing.
+    """CREATE TRIGGER episodes_supersede BEFORE INSERT ON episodes
+       WHEN NEW.cleared_at IS NULL
+        AND NOT EXISTS (SELECT 1 FROM episodes WHERE episode_id = NEW.episode_id)
+       BEGIN
+         UPDATE episodes SET cleared_at = NEW.raised_at
+          WHERE rule_id = NEW.rule_id AND asset = NEW.asset AND cleared_at IS NULL;
+       END""",
+    """CREATE TABLE receipts (
+        sink TEXT NOT NULL,
+        episode_id TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        stored_at REAL NOT NULL,
+        PRIMARY KEY (sink, episode_id)
+    ) WITHOUT ROWID""",
+)
+
+_V2 = (
+    # retention pruning of delivered rows without a full scan
+    "CREATE INDEX outbox_delivered ON outbox(settled_at) WHERE state = 1",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
+LATEST = len(MIGRATIONS)
+
+
+async def user_version(db: aiosqlite.Connection) -> int:
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(db: aiosqlite.Connection, target: int = LATEST) -> int:
+    """Bring the file from its version up to `target`; returns the version it started at.
+
+    The connection must be in autocommit mode (isolation_level=None).
+    """
+    start = await user_version(db)
+    for version in range(start + 1, target + 1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[version - 1]:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {version}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+    return start

@@ -1,0 +1,411 @@
+"""The transactional outbox: append (with the episode state it implies), lease, settle.
+
+One aiosqlite connection in WAL mode, every operation under one asyncio lock, every write one
+explicit transaction. A record leaves the pending state only when settled: ACCEPTED (delivered;
+the row keeps its key, without body, so re-enqueueing the same key stays a no-op until the
+retention prunes it) or REJECTED (dead letter, until requeued or dropped). Lease is a read: the
+caller (one forwarder per sink) settles what it leased; anything unsettled is simply leased
+again, so delivery is at least once and the sink's idempotency makes it once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Self
+
+import aiosqlite
+import msgpack
+
+from buffer.budget import Room, delete_rows, find_room, row_bytes
+from buffer.errors import BufferFull, StorageError, StorageFull
+from buffer.opening import connect
+from buffer.records import DeadLetter, OutboxStats, Synchronous
+from buffer.schema import DEAD, DELIVERED, PENDING, migrate
+from gateway.model import (
+    Delivery,
+    EpisodeState,
+    MessageClass,
+    MessageKind,
+    OutboxMessage,
+    OutboxRecord,
+    Outcome,
+    Transition,
+    TransitionKind,
+)
+
+__all__ = ["OutboxStore", "Synchronous"]
+
+DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
+PRUNE_INTERVAL_SECONDS = 300.0
+DEFAULT_RETRY_SECONDS = 1.0
+_CHUNK = 500
+_STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
+
+_INSERT = (
+    "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_EPISODE = (
+    "INSERT INTO episodes (episode_id, rule_id, asset, raised_at, severity, cleared_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
+    " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
+)
+# Head of line per asset of one sink, walked as a loose index scan over the pending index, so a
+# lease costs O(assets with pending records), not O(pending records).
+_LEASE = """
+WITH RECURSIVE assets(a) AS (
+    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink ORDER BY asset LIMIT 1)
+    UNION ALL
+    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink AND asset > assets.a
+            ORDER BY asset LIMIT 1)
+    FROM assets WHERE assets.a IS NOT NULL
+), heads(id) AS (
+    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND asset = assets.a
+            ORDER BY id LIMIT 1)
+    FROM assets WHERE assets.a IS NOT NULL
+)
+SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
+       o.attempts, r.receipt
+FROM heads JOIN outbox o ON o.id = heads.id
+LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
+WHERE o.next_attempt_at <= :now
+ORDER BY o.id LIMIT :limit
+"""
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+class OutboxStore:
+    """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, max_bytes: int | None,
+                 retention_seconds: float, recovered_from: Path | None) -> None:
+        self._db = db
+        self.path = path
+        self.max_bytes = max_bytes
+        self.retention_seconds = retention_seconds
+        self.recovered_from = recovered_from  # where a corrupt file was moved at open, if any
+        self._lock = asyncio.Lock()
+        self._packer = msgpack.Packer()
+        self._used = 0
+        self._resync = True  # recount tracked bytes before trusting the running total
+        self._pressure = False
+        self._shed: dict[MessageClass, int] = {}
+        self._refused = 0
+        self._last_prune: float | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.FULL,
+                   max_bytes: int | None = None,
+                   retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> OutboxStore:
+        """Open (creating, migrating, or recovering from corruption) the outbox at `path`.
+
+        Raises OutboxSchemaTooNew for a file of a newer release, OutboxForeignFile for an SQLite
+        file that is not an outbox, StorageError when the file cannot be opened at all.
+        """
+        path = Path(path)
+        if max_bytes is not None and max_bytes <= 0:
+            raise ValueError("max_bytes must be positive or None")
+        db, moved = await connect(path)
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
+            await db.execute("PRAGMA journal_size_limit = 67108864")
+            await migrate(db)
+        except sqlite3.Error as exc:
+            await db.close()
+            raise _translate(exc, path) from exc
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, max_bytes, retention_seconds, moved)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            async with self._lock:
+                await self._db.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- append ---------------------------------------------------------------------------
+
+    async def commit(self, transitions: Sequence[Transition],
+                     messages: Sequence[OutboxMessage]) -> int:
+        """Record transitions and enqueue messages in one transaction; returns how many messages
+        were new (a key already stored, delivered or not, is ignored).
+
+        Raises BufferFull (nothing written) when non-event messages do not fit the budget even
+        after shedding, StorageFull when the disk is full, StorageError on other I/O failures.
+        """
+        encoded: dict[str, tuple[OutboxMessage, tuple[Any, ...]]] = {}
+        for m in messages:
+            if m.key not in encoded:
+                body = self._packer.pack(dict(m.body))
+                size = row_bytes(m, body)
+                encoded[m.key] = (m, (m.key, m.sink, m.asset, m.episode_id, str(m.kind),
+                                      int(m.message_class), m.created_at, body, size))
+        episodes = [
+            (t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
+             None if t.kind is TransitionKind.RAISED else t.ts)
+            for t in transitions
+        ]
+        async with self._lock:
+            await self._sync_used()
+            room: Room | None = None
+            try:
+                async with self._write():
+                    existing = await self._existing_keys(list(encoded))
+                    new = [(m, row) for key, (m, row) in encoded.items() if key not in existing]
+                    added = sum(row[-1] for _, row in new)
+                    over = (self._used + added - self.max_bytes
+                            if self.max_bytes is not None and new else 0)
+                    if over > 0:
+                        room = await self._make_room(over, [m for m, _ in new])
+                    if new:
+                        await self._db.executemany(_INSERT, [row for _, row in new])
+                    if episodes:
+                        await self._db.executemany(_EPISODE, episodes)
+            except BufferFull:
+                self._pressure = True
+                self._refused += sum(1 for m, _ in encoded.values()
+                                     if m.message_class is not MessageClass.EVENT)
+                raise
+            self._used += added
+            if new:
+                self._pressure = room is not None
+            if room is not None:
+                self._used -= room.freed
+                for cls, n in room.shed.items():
+                    self._shed[cls] = self._shed.get(cls, 0) + n
+            return len(new)
+
+    async def _make_room(self, over: int, new: Sequence[OutboxMessage]) -> Room:
+        room = await find_room(self._db, over, [m.message_class for m in new])
+        if room.short > 0 and any(m.message_class is not MessageClass.EVENT for m in new):
+            assert self.max_bytes is not None
+            raise BufferFull(sum(1 for m in new if m.message_class is not MessageClass.EVENT),
+                             self._used, self.max_bytes)
+        await delete_rows(self._db, room.victims)
+        return room
+
+    async def _existing_keys(self, keys: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for chunk in _chunks(keys):
+            rows = await self._db.execute_fetchall(
+                f"SELECT key FROM outbox WHERE key IN ({_marks(len(chunk))})", chunk)
+            found.update(r[0] for r in rows)
+        return found
+
+    async def open_episodes(self) -> list[EpisodeState]:
+        """Episodes raised and not yet cleared, oldest first: restored into rules at start."""
+        async with self._lock:
+            rows = await self._read(
+                "SELECT rule_id, asset, episode_id, raised_at, severity FROM episodes"
+                " WHERE cleared_at IS NULL ORDER BY raised_at, episode_id")
+        return [EpisodeState(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+
+    # --- deliver --------------------------------------------------------------------------
+
+    async def lease(self, sink: str, limit: int, now: float) -> list[OutboxRecord]:
+        """Due pending records of `sink`, oldest first, at most one per asset (its head of line).
+
+        A read: nothing changes until `settle`. Run one leaser per sink.
+        """
+        if limit <= 0:
+            return []
+        async with self._lock:
+            rows = await self._read(_LEASE, {"sink": sink, "now": now, "limit": limit})
+        return [
+            OutboxRecord(
+                id=r[0],
+                message=OutboxMessage(
+                    key=r[1], sink=r[2], asset=r[3], episode_id=r[4], kind=MessageKind(r[5]),
+                    body=msgpack.unpackb(r[8]), created_at=r[7],
+                    message_class=MessageClass(r[6])),
+                attempts=r[9],
+                upstream_ref=r[10],
+            )
+            for r in rows
+        ]
+
+    async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
+        """Apply sink outcomes. Unknown or already settled record ids are ignored."""
+        first: dict[int, Delivery] = {}
+        for d in deliveries:
+            first.setdefault(d.record_id, d)
+        async with self._lock:
+            await self._sync_used()
+            freed = 0
+            async with self._write():
+                live: dict[int, tuple[str, str, int]] = {}
+                for chunk in _chunks(list(first)):
+                    rows = await self._db.execute_fetchall(
+                        "SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
+                        f" WHERE state = 0 AND id IN ({_marks(len(chunk))})", chunk)
+                    live.update((r[0], (r[1], r[2], r[3])) for r in rows)
+                ok, receipts, dead, retry = [], [], [], []
+                for rid, (sink, episode_id, body_len) in live.items():
+                    d = first[rid]
+                    if d.outcome is Outcome.ACCEPTED:
+                        ok.append((now, rid))
+                        freed += body_len
+                        if d.receipt:
+                            receipts.append((sink, episode_id, d.receipt, now))
+                    elif d.outcome is Outcome.REJECTED:
+                        dead.append((now, d.reason or "rejected", rid))
+                    else:
+                        delay = (DEFAULT_RETRY_SECONDS if d.retry_after_seconds is None
+                                 else max(0.0, d.retry_after_seconds))
+                        retry.append((now + delay, d.reason, rid))
+                await self._db.executemany(
+                    "UPDATE outbox SET state = 1, settled_at = ?,"
+                    " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?", ok)
+                # first receipt wins: the raise's id is what later messages must refer to
+                await self._db.executemany(
+                    "INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
+                    " VALUES (?, ?, ?, ?)", receipts)
+                await self._db.executemany(
+                    "UPDATE outbox SET state = 2, settled_at = ?, last_error = ?,"
+                    " attempts = attempts + 1 WHERE id = ?", dead)
+                await self._db.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
+                    " last_error = ? WHERE id = ?", retry)
+                pruned = await self._maybe_prune(now)
+            self._used -= freed
+            if pruned:
+                self._resync = True
+
+    async def _maybe_prune(self, now: float) -> bool:
+        """Forget delivered keys, closed episodes and their receipts past the retention."""
+        if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL_SECONDS:
+            return False
+        self._last_prune = now
+        cutoff = now - self.retention_seconds
+        cur = await self._db.execute(
+            "DELETE FROM outbox WHERE state = 1 AND settled_at < ?", (cutoff,))
+        removed = cur.rowcount
+        await self._db.execute(
+            "DELETE FROM episodes WHERE cleared_at IS NOT NULL AND cleared_at < ?", (cutoff,))
+        await self._db.execute(
+            "DELETE FROM receipts WHERE stored_at < ?"
+            " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
+            " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
+            (cutoff,))
+        return removed > 0
+
+    # --- operate --------------------------------------------------------------------------
+
+    async def stats(self, now: float) -> OutboxStats:
+        async with self._lock:
+            await self._sync_used()
+            counts = await self._read(
+                "SELECT sink, state, count(*) FROM outbox GROUP BY sink, state")
+            oldest = await self._read("SELECT min(created_at) FROM outbox WHERE state = 0")
+        by_state: dict[str, dict[str, int]] = {name: {} for name in _STATE_NAMES.values()}
+        for sink, state, n in counts:
+            by_state[_STATE_NAMES[state]][sink] = n
+        first = oldest[0][0] if oldest else None
+        budget = self.max_bytes
+        return OutboxStats(
+            pending=by_state["pending"],
+            dead=by_state["dead"],
+            delivered=by_state["delivered"],
+            oldest_pending_age_seconds=None if first is None else max(0.0, now - first),
+            bytes=self._used,
+            file_bytes=self._file_bytes(),
+            budget_bytes=budget,
+            shed={cls.name.lower(): n for cls, n in sorted(self._shed.items())},
+            refused=self._refused,
+            full=budget is not None and (self._pressure or self._used >= budget),
+        )
+
+    def _file_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            with contextlib.suppress(OSError):
+                total += os.stat(f"{self.path}{suffix}").st_size
+        return total
+
+    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        where, args = ("AND sink = ?", (sink,)) if sink is not None else ("", ())
+        async with self._lock:
+            rows = await self._read(
+                "SELECT id, key, sink, asset, kind, last_error, settled_at, attempts FROM outbox"
+                f" WHERE state = 2 {where} ORDER BY id LIMIT ?", (*args, limit))
+        return [DeadLetter(r[0], r[1], r[2], r[3], MessageKind(r[4]), r[5], r[6], r[7])
+                for r in rows]
+
+    async def requeue_dead(self, ids: Sequence[int]) -> int:
+        """Make dead letters pending again (due now, attempts reset); returns how many."""
+        return await self._update_dead(
+            "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = 0, settled_at = NULL"
+            " WHERE state = 2 AND id IN ({})", ids)
+
+    async def drop_dead(self, ids: Sequence[int]) -> int:
+        """Delete dead letters for good (their keys may then be enqueued again)."""
+        return await self._update_dead("DELETE FROM outbox WHERE state = 2 AND id IN ({})", ids)
+
+    async def _update_dead(self, sql: str, ids: Sequence[int]) -> int:
+        unique = list(dict.fromkeys(ids))
+        n = 0
+        async with self._lock, self._write():
+            for chunk in _chunks(unique):
+                cur = await self._db.execute(sql.format(_marks(len(chunk))), chunk)
+                n += cur.rowcount
+        self._resync = True
+        return n
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """One write transaction; any failure rolls it back and leaves the store usable."""
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+            yield
+            await self._db.execute("COMMIT")
+        except BaseException as exc:
+            self._resync = True
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, self.path) from exc
+            raise
+
+    async def _read(self, sql: str, args: Any = ()) -> list[Any]:
+        try:
+            return list(await self._db.execute_fetchall(sql, args))
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    async def _sync_used(self) -> None:
+        if self._resync:
+            rows = await self._read("SELECT COALESCE(sum(size), 0) FROM outbox")
+            self._used = int(rows[0][0])
+            self._resync = False
+
+
+def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return StorageFull(path)
+    return StorageError(path, str(exc))
+
