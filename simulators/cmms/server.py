@@ -66,6 +66,7 @@ class CmmsSimulator:
         self.requests: list[dict[str, Any]] = []
         self.status_updates: list[dict[str, Any]] = []
         self.received: Counter[tuple[str, str, int]] = Counter()
+        self.active_requests = 0  # API requests being handled right now (hung ones included)
         self.idempotency = IdempotencyStore(key_ttl_seconds, clock)
         self._runner: web.AppRunner | None = None
         self._release = asyncio.Event()  # set when going down: hung requests give up
@@ -144,6 +145,7 @@ class CmmsSimulator:
         info = request.match_info
         template = info.route.resource.canonical if info.route.resource else request.path
         status = NO_RESPONSE
+        self.active_requests += 1
         try:
             resp = await self._guarded(request, handler)
             status = NO_RESPONSE if request.get(DROPPED) else resp.status
@@ -152,6 +154,7 @@ class CmmsSimulator:
             status = exc.status
             raise
         finally:
+            self.active_requests -= 1
             self.received[(request.method, template, status)] += 1
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
