@@ -1,0 +1,282 @@
+"""Payload bytes -> samples, or named rejections. Pure and synchronous: no paho, no I/O.
+
+A payload may yield some samples and some rejections (an array with one bad element): the good
+ones pass, each bad one is counted under its reason. NaN, infinities and strings never become a
+sample with a value.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from drivers.mqtt.config import PayloadFormat, PayloadOptions, TimestampUnit
+from gateway.model import Quality, Sample
+
+
+class Reason(enum.StrEnum):
+    """Why a message or one element of it was rejected (the keys of SourceHealth.rejected)."""
+
+    EMPTY = "empty"
+    TOO_LARGE = "too_large"
+    MALFORMED_JSON = "malformed_json"
+    NOT_UTF8 = "not_utf8"
+    NOT_A_NUMBER = "not_a_number"
+    NAN = "nan"
+    INFINITE = "infinite"
+    NO_VALUE = "no_value"  # value_path not found in the object
+    NO_ASSET = "no_asset"
+    NO_SIGNAL = "no_signal"
+    BAD_TIMESTAMP = "bad_timestamp"
+    NOT_AN_OBJECT = "not_an_object"  # json_fields payload that is not an object
+    NO_MAPPING = "no_mapping"  # topic matches no route
+    BAD_TOPIC = "bad_topic"  # topic is not valid UTF-8
+    INTERNAL_ERROR = "internal_error"  # a bug in decoding: counted, never crashes the source
+
+
+class Rejected(Exception):
+    def __init__(self, reason: Reason, detail: str = "") -> None:
+        super().__init__(reason.value, detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(slots=True)
+class Decoded:
+    samples: list[Sample] = field(default_factory=list)
+    rejections: list[Rejected] = field(default_factory=list)
+
+
+_MISSING = object()
+_QUALITY_WORDS = {"good": Quality.GOOD, "ok": Quality.GOOD, "uncertain": Quality.UNCERTAIN,
+                  "bad": Quality.BAD}
+_UNIT_FACTOR = {TimestampUnit.SECONDS: 1.0, TimestampUnit.MILLISECONDS: 1e-3,
+                TimestampUnit.MICROSECONDS: 1e-6, TimestampUnit.NANOSECONDS: 1e-9}
+_MAX_TS = 1e10  # year 2286: anything later is a unit mistake
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def to_number(raw: object) -> float | None:
+    """A JSON scalar or text as a finite float; None stays None (bad quality). Raises Rejected."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        return 1.0 if raw else 0.0
+    if isinstance(raw, int | float):
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise Rejected(Reason.INFINITE, _short(raw)) from None
+    elif isinstance(raw, str):
+        text = raw.strip()
+        if text.lower() in ("true", "false"):
+            return 1.0 if text.lower() == "true" else 0.0
+        try:
+            value = float(text)
+        except ValueError:
+            raise Rejected(Reason.NOT_A_NUMBER, _short(raw)) from None
+    else:
+        raise Rejected(Reason.NOT_A_NUMBER, _short(raw))
+    if math.isnan(value):
+        raise Rejected(Reason.NAN, _short(raw))
+    if math.isinf(value):
+        raise Rejected(Reason.INFINITE, _short(raw))
+    return value
+
+
+def to_timestamp(raw: object, unit: TimestampUnit) -> float:
+    """Epoch seconds from a number (unit or magnitude) or an ISO 8601 text (naive means UTC)."""
+    number: float | None = None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        number = float(raw)
+    elif isinstance(raw, str):
+        try:
+            number = float(raw)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(raw.strip())
+            except ValueError:
+                raise Rejected(Reason.BAD_TIMESTAMP, _short(raw)) from None
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=UTC)
+            number = parsed.timestamp()
+            unit = TimestampUnit.SECONDS
+    else:
+        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
+    if not math.isfinite(number):
+        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
+    if unit is TimestampUnit.AUTO:
+        magnitude = abs(number)
+        unit = (TimestampUnit.NANOSECONDS if magnitude >= 1e17 else TimestampUnit.MICROSECONDS
+                if magnitude >= 1e14 else TimestampUnit.MILLISECONDS if magnitude >= 1e11
+                else TimestampUnit.SECONDS)
+    seconds = number * _UNIT_FACTOR[unit]
+    if not 0 < seconds < _MAX_TS:
+        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
+    return seconds
+
+
+def to_quality(raw: object) -> Quality:
+    """`good`/`ok`, `uncertain`, `bad`, booleans, or 0/1/2; anything else is UNCERTAIN."""
+    if isinstance(raw, bool):
+        return Quality.GOOD if raw else Quality.BAD
+    if isinstance(raw, str):
+        return _QUALITY_WORDS.get(raw.strip().lower(), Quality.UNCERTAIN)
+    if isinstance(raw, int) and raw in (0, 1, 2):
+        return Quality(raw)
+    return Quality.UNCERTAIN
+
+
+def _path(spec: str | None) -> tuple[str, ...] | None:
+    return None if spec is None else tuple(spec.split("."))
+
+
+def _get(obj: object, path: tuple[str, ...]) -> object:
+    for key in path:
+        if isinstance(obj, dict):
+            obj = obj.get(key, _MISSING)
+        elif isinstance(obj, list) and key.isdigit() and int(key) < len(obj):
+            obj = obj[int(key)]
+        else:
+            return _MISSING
+        if obj is _MISSING:
+            return _MISSING
+    return obj
+
+
+def _name(raw: object, missing: Reason) -> str:
+    if isinstance(raw, str) and raw:
+        return raw
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return str(raw)
+    raise Rejected(missing, "" if raw is _MISSING else _short(raw))
+
+
+class PayloadDecoder:
+    """Decodes one route's payloads according to its `PayloadOptions`."""
+
+    def __init__(self, options: PayloadOptions) -> None:
+        self.format = options.format
+        self._value = _path(options.value_path) or ()
+        self._ts = _path(options.timestamp_path)
+        self._unit = options.timestamp_unit
+        self._quality = _path(options.quality_path)
+        self._asset = _path(options.asset_path)
+        self._signal = _path(options.signal_path)
+        self._fields = _path(options.fields_path)
+        self._only = frozenset(options.fields) if options.fields is not None else None
+        # Top-level keys that describe the sample rather than being signals (json_fields).
+        self._meta = frozenset(p[0] for p in (self._ts, self._quality, self._asset) if p)
+
+    def decode(self, payload: bytes | bytearray, asset: str | None, signal: str | None,
+               received_at: float) -> Decoded:
+        out = Decoded()
+        try:
+            if not payload.strip():
+                raise Rejected(Reason.EMPTY)
+            if self.format is PayloadFormat.VALUE:
+                try:
+                    text = payload.decode()
+                except UnicodeDecodeError:
+                    raise Rejected(Reason.NOT_UTF8) from None
+                out.samples.append(self._sample(asset, signal, to_number(text), Quality.GOOD,
+                                                received_at))
+                return out
+            try:
+                doc = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise Rejected(Reason.MALFORMED_JSON, str(exc)[:80]) from None
+            items = doc if isinstance(doc, list) else [doc]
+            if not items:
+                raise Rejected(Reason.EMPTY, "empty array")
+            for item in items:
+                try:
+                    self._item(item, asset, signal, received_at, out)
+                except Rejected as exc:
+                    out.rejections.append(exc)
+        except Rejected as exc:
+            out.rejections.append(exc)
+        return out
+
+    def _item(self, item: Any, asset: str | None, signal: str | None, received_at: float,
+              out: Decoded) -> None:
+        if self.format is PayloadFormat.JSON_FIELDS:
+            self._fields_item(item, asset, received_at, out)
+            return
+        if not isinstance(item, dict):
+            out.samples.append(self._sample(asset, signal, to_number(item), Quality.GOOD,
+                                            received_at))
+            return
+        raw = _get(item, self._value)
+        if raw is _MISSING:
+            raise Rejected(Reason.NO_VALUE, ".".join(self._value))
+        ts, quality = self._meta_of(item, received_at)
+        if self._asset is not None:
+            asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
+        if self._signal is not None:
+            signal = self._named(item, self._signal, signal, Reason.NO_SIGNAL)
+        out.samples.append(self._sample(asset, signal, to_number(raw), quality, ts))
+
+    def _fields_item(self, item: Any, asset: str | None, received_at: float,
+                     out: Decoded) -> None:
+        if not isinstance(item, dict):
+            raise Rejected(Reason.NOT_AN_OBJECT, _short(item))
+        ts, quality = self._meta_of(item, received_at)
+        if self._asset is not None:
+            asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
+        fields = item if self._fields is None else _get(item, self._fields)
+        if not isinstance(fields, dict):
+            raise Rejected(Reason.NOT_AN_OBJECT, "fields_path")
+        skip = self._meta if fields is item else frozenset()
+        taken = 0
+        for key, raw in fields.items():
+            if key in skip or (self._only is not None and key not in self._only):
+                continue
+            taken += 1
+            try:
+                out.samples.append(self._sample(asset, key, to_number(raw), quality, ts))
+            except Rejected as exc:
+                out.rejections.append(exc)
+        if taken == 0:
+            raise Rejected(Reason.EMPTY, "no signal fields")
+
+    def _meta_of(self, item: dict[str, Any], received_at: float) -> tuple[float, Quality]:
+        ts = received_at
+        if self._ts is not None:
+            raw_ts = _get(item, self._ts)
+            if raw_ts is not _MISSING and raw_ts is not None:
+                ts = to_timestamp(raw_ts, self._unit)
+        quality = Quality.GOOD
+        if self._quality is not None:
+            raw_q = _get(item, self._quality)
+            if raw_q is not _MISSING:
+                quality = to_quality(raw_q)
+        return ts, quality
+
+    @staticmethod
+    def _named(item: dict[str, Any], path: tuple[str, ...], fallback: str | None,
+               missing: Reason) -> str:
+        raw = _get(item, path)
+        if raw is _MISSING and fallback is not None:
+            return fallback
+        return _name(raw, missing)
+
+    @staticmethod
+    def _sample(asset: str | None, signal: str | None, value: float | None, quality: Quality,
+                ts: float) -> Sample:
+        if not asset:
+            raise Rejected(Reason.NO_ASSET)
+        if not signal:
+            raise Rejected(Reason.NO_SIGNAL)
+        if value is None or quality is Quality.BAD:
+            return Sample(asset, signal, None, Quality.BAD, ts)
+        return Sample(asset, signal, value, quality, ts)

@@ -1,0 +1,408 @@
+"""The MQTT source: paho-mqtt driven by the asyncio loop; QoS 1 acknowledged after commit.
+
+Every paho call runs on the event loop thread (socket readiness via add_reader/add_writer, a
+one-second housekeeping tick for keepalive); only the blocking TCP/TLS connect runs in a worker
+thread, on a client that nothing else touches meanwhile. Each connection attempt gets a fresh
+paho client, so an ack for a message of a lost connection can never acknowledge a different
+message of the next one: it is dropped, and the broker redelivers (persistent session).
+
+Backpressure: decoded messages wait in a bounded intake. When it is full the driver stops
+reading the socket; unacknowledged QoS 1 messages then fill the broker's in-flight window (MQTT 5:
+our Receive Maximum) and the broker holds the rest. Nothing is dropped, nothing acknowledged early.
+A consumer stalled for longer than about twice `keepalive_seconds` loses the connection (the
+ping answer is never read); the session keeps the messages and the driver reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Self
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from drivers.mqtt.codec import Reason
+from drivers.mqtt.config import MqttSourceConfig, Protocol, SessionMode
+from drivers.mqtt.rejections import RejectionLog
+from drivers.mqtt.routes import Router
+from gateway.backoff import Backoff
+from gateway.model import SampleBatch, SourceHealth, SourceState
+
+log = logging.getLogger("drivers.mqtt")
+
+
+class LinkError(Exception):
+    """A connection attempt failed or the connection was lost (expected; retried)."""
+
+
+class BrokerRefused(LinkError):
+    """The broker refused us (credentials, client id): retried, but reported as FAILED."""
+
+
+class MqttSource:
+    """Streams `SampleBatch`es from one broker: `async with src: async for b in src.batches()`."""
+
+    def __init__(self, config: MqttSourceConfig) -> None:
+        self.name = config.name
+        self._cfg = config
+        self._router = Router(config.subscriptions, config.topics)
+        self._rejections = RejectionLog(config.name, config.rejection_quiet_seconds)
+        self._client: paho.Client | None = None
+        self._connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fd: int | None = None
+        self._writing = False
+        self._paused = False
+        self._intake: deque[SampleBatch] = deque()
+        self._nonempty = asyncio.Event()
+        self._connack: asyncio.Future[ReasonCode] | None = None
+        self._suback: asyncio.Future[list[ReasonCode]] | None = None
+        self._lost: asyncio.Future[str] | None = None
+        self._state = SourceState.CONNECTING
+        self._detail = f"connecting to {config.host}:{config.port}"
+        self._since = time.time()
+        self._samples_total = 0
+        self.pauses = 0  # times the intake filled up and reading stopped
+        self.intake_peak = 0
+
+    # --- Source protocol --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._tasks = [asyncio.create_task(self._link(), name=f"mqtt-link:{self.name}"),
+                       asyncio.create_task(self._housekeeping(), name=f"mqtt-tick:{self.name}")]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        client = self._client
+        if client is not None and self._connected:
+            client.disconnect()  # keeps a persistent session; unacked messages stay with it
+            client.loop_write()
+        self._drop_client()
+        self._set_state(SourceState.STOPPED, "stopped")
+
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        while True:
+            while not self._intake:
+                self._nonempty.clear()
+                await self._nonempty.wait()
+            batch = self._intake.popleft()
+            if self._paused and len(self._intake) <= self._cfg.queue_max_messages // 2:
+                self._resume_reading()
+            yield batch
+
+    def health(self) -> SourceHealth:
+        return SourceHealth(self._state, self._detail, self._since, self._samples_total,
+                            dict(self._rejections.counts))
+
+    # --- connection supervision -------------------------------------------------------------
+
+    async def _link(self) -> None:
+        cfg = self._cfg
+        backoff = Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds)
+        down_since: float | None = None
+        ever_connected = False
+        while True:
+            refused = False
+            try:
+                await self._connect_once()
+            except BrokerRefused as exc:
+                problem, refused = str(exc), True
+            except (LinkError, OSError, ssl.SSLError, ValueError) as exc:
+                problem = str(exc) or type(exc).__name__
+            else:
+                if down_since is not None:
+                    log.info("source %s: connected again to %s:%d after %.1f s", self.name,
+                             cfg.host, cfg.port, time.time() - down_since)
+                else:
+                    log.info("source %s: connected to %s:%d", self.name, cfg.host, cfg.port)
+                down_since, ever_connected = None, True
+                backoff.reset()
+                assert self._lost is not None
+                problem = await self._lost
+            self._drop_client()
+            if down_since is None:
+                down_since = time.time()
+                log.warning("source %s: broker %s:%d unreachable: %s; retrying with backoff "
+                            "(logged again when it recovers)", self.name, cfg.host, cfg.port,
+                            problem)
+            delay = backoff.next_delay()
+            state = (SourceState.FAILED if refused else SourceState.RECONNECTING if ever_connected
+                     else SourceState.CONNECTING)
+            self._set_state(state, f"{problem}; attempt {backoff.attempt}, next in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        cfg = self._cfg
+        loop = asyncio.get_running_loop()
+        client = self._new_client()
+        self._client = client
+        self._connack, self._suback, self._lost = (loop.create_future(), loop.create_future(),
+                                                   loop.create_future())
+        connecting = loop.run_in_executor(None, self._blocking_connect, client)
+        try:
+            await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await connecting  # bounded by connect_timeout; then close what it opened
+            raise
+        self._attach(client)
+        try:
+            async with asyncio.timeout(cfg.connect_timeout_seconds):
+                code = await self._connack
+        except TimeoutError:
+            raise LinkError("no CONNACK from the broker in time") from None
+        if code.is_failure:
+            raise BrokerRefused(f"broker refused the connection: {code}")
+        self._connected = True
+        self._subscribe(client)
+        try:
+            async with asyncio.timeout(cfg.connect_timeout_seconds):
+                granted = await self._suback
+        except TimeoutError:
+            raise LinkError("no SUBACK from the broker in time") from None
+        refused = [f for (f, _), rc in zip(self._router.filters, granted, strict=False)
+                   if rc.is_failure]
+        where = f"{cfg.host}:{cfg.port} (MQTT {cfg.protocol.value})"
+        if refused:
+            self._set_state(SourceState.DEGRADED, f"connected to {where}; broker refused "
+                            f"subscriptions: {', '.join(refused)}")
+        else:
+            self._set_state(SourceState.CONNECTED, f"connected to {where}")
+
+    def _new_client(self) -> paho.Client:
+        cfg = self._cfg
+        v5 = cfg.protocol is Protocol.V5
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
+            clean_session=None if v5 else cfg.session is SessionMode.CLEAN,
+            protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True)
+        client.connect_timeout = cfg.connect_timeout_seconds
+        if cfg.username is not None:
+            password = cfg.password.reveal() if cfg.password is not None else None
+            client.username_pw_set(cfg.username, password)
+        if cfg.tls is not None:
+            tls = cfg.tls
+            client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
+                           certfile=str(tls.cert_file) if tls.cert_file else None,
+                           keyfile=str(tls.key_file) if tls.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE)
+            client.tls_insecure_set(not tls.verify)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_register_write = self._on_socket_change
+        client.on_socket_unregister_write = self._on_socket_change
+        client.on_socket_close = self._on_socket_close
+        return client
+
+    def _blocking_connect(self, client: paho.Client) -> None:
+        """Worker thread: TCP connect, TLS handshake, CONNECT queued (written by the loop)."""
+        cfg = self._cfg
+        if cfg.protocol is Protocol.V5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            persistent = cfg.session is SessionMode.PERSISTENT
+            props.SessionExpiryInterval = cfg.session_expiry_seconds if persistent else 0
+            props.ReceiveMaximum = cfg.queue_max_messages
+            client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=not persistent,
+                           properties=props)
+        else:
+            client.connect(cfg.host, cfg.port, cfg.keepalive_seconds)
+
+    def _subscribe(self, client: paho.Client) -> None:
+        filters = self._router.filters
+        if self._cfg.protocol is Protocol.V5:
+            client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in filters])
+        else:
+            client.subscribe(list(filters))
+
+    def _drop_client(self) -> None:
+        """Forget the current client: stop watching its socket and close it."""
+        client, self._client, self._connected = self._client, None, False
+        self._detach()
+        if client is not None:
+            sock = client.socket()
+            if sock is not None:
+                sock.close()
+
+    # --- socket plumbing (event loop thread only) -------------------------------------------
+
+    def _attach(self, client: paho.Client) -> None:
+        sock = client.socket()
+        if sock is None or client is not self._client:
+            raise LinkError("connection closed while connecting")
+        assert self._loop is not None
+        self._fd = sock.fileno()
+        if not self._paused:
+            self._loop.add_reader(self._fd, self._on_readable)
+        self._on_socket_change(client, None, sock)
+
+    def _detach(self) -> None:
+        if self._fd is not None and self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._fd, self._writing = None, False
+
+    def _on_socket_change(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        """paho wants (or no longer wants) to write: mirror that on the event loop."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() != self._loop_thread:
+            loop.call_soon_threadsafe(self._on_socket_change, client, userdata, sock)
+            return
+        if client is not self._client or self._fd is None:
+            return
+        want = client.want_write()
+        if want and not self._writing:
+            loop.add_writer(self._fd, self._on_writable)
+        elif not want and self._writing:
+            loop.remove_writer(self._fd)
+        self._writing = want
+
+    def _on_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        if threading.get_ident() == self._loop_thread and client is self._client:
+            self._detach()
+
+    def _on_readable(self) -> None:
+        client = self._client
+        if client is None or self._fd is None or self._paused:
+            return
+        client.loop_read()
+        sock = client.socket()
+        # TLS may hold decrypted bytes the selector cannot see: read on without waiting.
+        if (isinstance(sock, ssl.SSLSocket) and self._fd is not None and not self._paused
+                and sock.pending() and self._loop is not None):
+            self._loop.call_soon(self._on_readable)
+
+    def _on_writable(self) -> None:
+        if self._client is not None:
+            self._client.loop_write()
+
+    def _resume_reading(self) -> None:
+        self._paused = False
+        if self._fd is not None and self._loop is not None:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._loop.call_soon(self._on_readable)
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._client is not None and self._fd is not None:
+                self._client.loop_misc()  # keepalive pings; notices a dead broker
+            self._rejections.expire(time.time())
+
+    # --- paho callbacks (event loop thread) -------------------------------------------------
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
+                    code: ReasonCode, props: Properties | None) -> None:
+        if client is self._client and self._connack is not None and not self._connack.done():
+            self._connack.set_result(code)
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,
+                       code: ReasonCode, props: Properties | None) -> None:
+        if client is not self._client:
+            return
+        self._connected = False
+        reason = f"connection lost ({code})"
+        for fut in (self._connack, self._suback):
+            if fut is not None and not fut.done():
+                fut.set_exception(LinkError(reason))
+        if self._lost is not None and not self._lost.done():
+            self._lost.set_result(reason)
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
+                      codes: list[ReasonCode], props: Properties | None) -> None:
+        if client is self._client and self._suback is not None and not self._suback.done():
+            self._suback.set_result(codes)
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        ack = self._acker(client, msg.mid) if msg.qos >= 1 else None
+        try:
+            self._take(msg, ack)
+        except Exception:  # a decoding bug must not stop the source or the broker's window
+            log.exception("source %s: internal error decoding a message", self.name)
+            self._rejections.add(Reason.INTERNAL_ERROR, "?", "", time.time())
+            if ack is not None:
+                ack()
+
+    def _take(self, msg: paho.MQTTMessage, ack: Callable[[], None] | None) -> None:
+        now = time.time()
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            return self._reject(Reason.BAD_TOPIC, "?", "", now, ack)
+        payload = msg.payload
+        if len(payload) > self._cfg.max_payload_bytes:
+            return self._reject(Reason.TOO_LARGE, topic, f"{len(payload)} bytes", now, ack)
+        route = self._router.route(topic)
+        if route is None:
+            return self._reject(Reason.NO_MAPPING, topic, "", now, ack)
+        decoded = route.decoder.decode(payload, route.asset, route.signal, now)
+        for rejected in decoded.rejections:
+            self._rejections.add(rejected.reason, topic, rejected.detail, now)
+        if not decoded.samples:
+            if ack is not None:
+                ack()  # it can never succeed: acknowledge, it is counted
+            return None
+        self._samples_total += len(decoded.samples)
+        self._intake.append(SampleBatch(decoded.samples, ack))
+        self._nonempty.set()
+        self.intake_peak = max(self.intake_peak, len(self._intake))
+        if len(self._intake) >= self._cfg.queue_max_messages and not self._paused:
+            self._paused = True
+            self.pauses += 1
+            if self._fd is not None and self._loop is not None:
+                self._loop.remove_reader(self._fd)
+        return None
+
+    def _reject(self, reason: Reason, topic: str, detail: str, now: float,
+                ack: Callable[[], None] | None) -> None:
+        self._rejections.add(reason, topic, detail, now)
+        if ack is not None:
+            ack()
+
+    def _acker(self, client: paho.Client, mid: int) -> Callable[[], None]:
+        """An idempotent, thread-safe ack for one QoS 1 message of one connection."""
+        done = False
+
+        def ack() -> None:
+            nonlocal done
+            loop = self._loop
+            if threading.get_ident() != self._loop_thread and loop is not None:
+                with contextlib.suppress(RuntimeError):  # loop closed: the broker redelivers
+                    loop.call_soon_threadsafe(ack)
+                return
+            if done:
+                return
+            done = True
+            if client is self._client and self._connected:
+                client.ack(mid, 1)
+
+        return ack
+
+    def _set_state(self, state: SourceState, detail: str) -> None:
+        if state is not self._state:
+            self._since = time.time()
+        self._state, self._detail = state, detail

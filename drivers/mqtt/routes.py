@@ -1,0 +1,90 @@
+"""Topic -> (asset, signal, decoder): exact topics by dictionary, then patterns in config order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from drivers.mqtt.codec import PayloadDecoder
+from drivers.mqtt.config import Subscription, TopicEntry
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """What one matched topic means: fixed or captured names, and how to decode its payload."""
+
+    asset: str | None
+    signal: str | None
+    decoder: PayloadDecoder
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPattern:
+    """An MQTT filter whose `+name` levels capture asset or signal; `#...` matches any tail."""
+
+    levels: tuple[str, ...]
+    multi: bool  # ends in '#'
+
+    @classmethod
+    def parse(cls, pattern: str) -> TopicPattern:
+        levels = pattern.split("/")
+        multi = levels[-1].startswith("#")
+        return cls(tuple(levels[:-1] if multi else levels), multi)
+
+    @property
+    def filter(self) -> str:
+        """The filter sent to the broker: names stripped from wildcards."""
+        out = ["+" if lvl.startswith("+") else lvl for lvl in self.levels]
+        if self.multi:
+            out.append("#")
+        return "/".join(out)
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        parts = topic.split("/")
+        n = len(self.levels)
+        if len(parts) < n or (len(parts) > n and not self.multi):
+            return None
+        # MQTT: '#' also matches the parent level itself; topics starting with '$' never
+        # match a leading wildcard.
+        if topic.startswith("$") and self.levels and self.levels[0].startswith(("+", "#")):
+            return None
+        captured: dict[str, str] = {}
+        for want, got in zip(self.levels, parts, strict=False):
+            if want.startswith("+"):
+                if len(want) > 1:
+                    if not got:
+                        return None  # an empty level names nothing
+                    captured[want[1:]] = got
+            elif want != got:
+                return None
+        return captured
+
+
+class Router:
+    """Routes topics to their meaning. Overlapping patterns: the first in config order wins."""
+
+    def __init__(self, subscriptions: Sequence[Subscription],
+                 topics: Sequence[TopicEntry]) -> None:
+        self._exact: dict[str, Route] = {
+            t.topic: Route(t.asset, t.signal, PayloadDecoder(t)) for t in topics
+        }
+        self._patterns: list[tuple[TopicPattern, Subscription, PayloadDecoder]] = [
+            (TopicPattern.parse(s.pattern), s, PayloadDecoder(s)) for s in subscriptions
+        ]
+        filters: dict[str, int] = {}
+        for t in topics:
+            filters[t.topic] = max(filters.get(t.topic, 0), t.qos)
+        for pat, sub, _ in self._patterns:
+            filters[pat.filter] = max(filters.get(pat.filter, 0), sub.qos)
+        self.filters: tuple[tuple[str, int], ...] = tuple(filters.items())
+
+    def route(self, topic: str) -> Route | None:
+        exact = self._exact.get(topic)
+        if exact is not None:
+            return exact
+        for pat, sub, decoder in self._patterns:
+            captured = pat.match(topic)
+            if captured is not None:
+                return Route(sub.asset or captured.get("asset"),
+                             sub.signal or captured.get("signal"), decoder)
+        return None
