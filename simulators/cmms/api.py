@@ -47,8 +47,10 @@ def _text(data: dict[str, Any], name: str, max_len: int, required: bool) -> dict
     value = data.get(name)
     if value is None:
         return {"field": name, "message": "required"} if required else None
-    if not isinstance(value, str) or not value.strip():
-        return {"field": name, "message": "must be a non-empty string"}
+    if not isinstance(value, str):
+        return {"field": name, "message": "must be a string"}
+    if required and not value.strip():
+        return {"field": name, "message": "must not be empty"}
     if len(value) > max_len:
         return {"field": name, "message": f"longer than {max_len} characters"}
     return None
