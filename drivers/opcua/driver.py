@@ -83,6 +83,7 @@ class OpcUaSource:
         # Observable facts for tests, status pages and benchmarks.
         self.sessions_started = 0
         self.create_calls = 0
+        self.failures = 0  # sessions that failed or were lost
         self.last_recovery_seconds: float | None = None
 
     # --- Source protocol ---------------------------------------------------------------
@@ -312,6 +313,7 @@ class OpcUaSource:
             log.warning("%s: %s", self.name, self._detail)
 
     def _link_down(self, exc: BaseException) -> None:
+        self.failures += 1
         reason = describe(exc)
         if is_security_error(exc):
             state = SourceState.FAILED

@@ -1,0 +1,56 @@
+"""Status codes to quality, timestamps, values: the per-notification conversion."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from asyncua import ua
+from asyncua.ua.status_codes import StatusCodes
+
+from drivers.opcua.convert import Binding, NotNumeric, quality_of, status_name, to_sample
+from gateway.model import Quality
+
+B = Binding("pump-1", "vibration", ua.NodeId(ua.String("x"), ua.Int16(2)), 1)
+T = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def code(c: int) -> ua.StatusCode:
+    return ua.StatusCode(ua.UInt32(c))
+
+
+def test_quality_from_severity_bits() -> None:
+    assert quality_of(StatusCodes.Good) is Quality.GOOD
+    assert quality_of(StatusCodes.GoodClamped) is Quality.GOOD
+    assert quality_of(StatusCodes.UncertainLastUsableValue) is Quality.UNCERTAIN
+    assert quality_of(StatusCodes.BadSensorFailure) is Quality.BAD
+    assert quality_of(0xC0000000) is Quality.BAD
+    assert status_name(StatusCodes.BadSensorFailure) == "BadSensorFailure"
+    assert status_name(0x80AB0401) == "BadInvalidArgument"  # info bits ignored
+    assert status_name(0x80FF0000) == "0x80FF0000"
+
+
+def test_bad_status_drops_the_value() -> None:
+    dv = ua.DataValue(ua.Variant(7.5), StatusCode=code(StatusCodes.BadSensorFailure),
+                      SourceTimestamp=T)  # type: ignore[arg-type]
+    s = to_sample(B, dv, received=1.0)
+    assert (s.value, s.quality, s.source_ts) == (None, Quality.BAD, T.timestamp())
+
+
+def test_uncertain_keeps_the_value() -> None:
+    dv = ua.DataValue(ua.Variant(7), StatusCode=code(StatusCodes.UncertainSensorNotAccurate))
+    s = to_sample(B, dv, received=1.0)
+    assert (s.value, s.quality) == (7.0, Quality.UNCERTAIN)
+
+
+def test_timestamp_fallbacks() -> None:
+    naive = T.replace(tzinfo=None)  # OPC UA time is UTC even when a datetime forgets it
+    dv = ua.DataValue(ua.Variant(True), ServerTimestamp=naive)  # type: ignore[arg-type]
+    s = to_sample(B, dv, received=1.0)
+    assert (s.value, s.source_ts) == (1.0, T.timestamp())
+    assert to_sample(B, ua.DataValue(ua.Variant(1.5)), received=42.0).source_ts == 42.0
+
+
+def test_non_numeric_value_is_refused() -> None:
+    with pytest.raises(NotNumeric):
+        to_sample(B, ua.DataValue(ua.Variant("hello")), received=1.0)
