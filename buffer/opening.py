@@ -8,6 +8,8 @@ that is a configuration mistake, and guessing would destroy someone's data.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +26,13 @@ _SIDE_FILES = ("-wal", "-shm", "-journal")
 async def connect(path: Path) -> tuple[aiosqlite.Connection, Path | None]:
     """Connect to a checked outbox file; returns the connection and where a corrupt file went."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # SQLite deletes the WAL when its last connection closes: keep a hard link to the WAL as
+    # found, so a corrupt file can be moved aside together with it.
+    wal, kept_wal = _side(path, "-wal"), _side(path, "-wal.as-found")
+    with contextlib.suppress(OSError):
+        kept_wal.unlink(missing_ok=True)
+        if wal.exists():
+            os.link(wal, kept_wal)
     db = await _connect(path)
     try:
         healthy = await _quick_check(db, path)
@@ -34,8 +43,12 @@ async def connect(path: Path) -> tuple[aiosqlite.Connection, Path | None]:
         moved = None
     else:
         await db.close()
+        if kept_wal.exists():
+            kept_wal.replace(wal)
         moved = move_aside(path)
         db = await _connect(path)
+    with contextlib.suppress(OSError):
+        kept_wal.unlink(missing_ok=True)
     try:
         await _check_identity(db, path)
     except BaseException:
@@ -64,6 +77,10 @@ async def _quick_check(db: aiosqlite.Connection, path: Path) -> bool:
     return [tuple(r) for r in rows] == [("ok",)]
 
 
+def _side(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
+
+
 def move_aside(path: Path) -> Path:
     """Rename `path` (and its -wal/-shm) to `<name>.corrupt-<UTC timestamp>`; returns the new
     path of the main file."""
@@ -76,9 +93,9 @@ def move_aside(path: Path) -> Path:
     if path.exists():
         path.rename(target)
     for suffix in _SIDE_FILES:
-        side = path.with_name(path.name + suffix)
+        side = _side(path, suffix)
         if side.exists():
-            side.rename(target.with_name(target.name + suffix))
+            side.rename(_side(target, suffix))
     return target
 
 

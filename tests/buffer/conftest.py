@@ -36,6 +36,12 @@ def transition(kind: TransitionKind, episode_id: str = "ep-1", *, rule_id: str =
                       reason="vibration 7.4 above 7.1", request=RequestDetails(title="check"))
 
 
+async def pragma(store: OutboxStore, name: str) -> Any:
+    """Read a PRAGMA on the store's own connection (some are per connection)."""
+    rows = await store._db.execute_fetchall(f"PRAGMA {name}")
+    return next(iter(rows))[0]
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "outbox.sqlite"
