@@ -33,7 +33,8 @@ class MqttPlantPublisher:
     def __init__(self, host: str, port: int, scenario: Scenario, topic_prefix: str = "plant",
                  interval_seconds: float = 0.5, qos: int = 1,
                  payload_format: PayloadStyle = "json", speed: float = 1.0,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, username: str | None = None,
+                 password: str | None = None) -> None:
         if interval_seconds <= 0 or speed <= 0:
             raise ValueError("interval_seconds and speed must be positive")
         self.host, self.port = host, port
@@ -44,6 +45,7 @@ class MqttPlantPublisher:
         self.payload_format = payload_format
         self.speed = speed
         self.client_id = client_id or f"plant-sim-{uuid.uuid4().hex[:8]}"
+        self.username, self.password = username, password
         self.published = 0  # messages handed to the broker connection
         self._client: paho.Client | None = None
         self._pending: list[paho.MQTTMessageInfo] = []
@@ -76,6 +78,8 @@ class MqttPlantPublisher:
                              protocol=paho.MQTTv5)
         client.reconnect_delay_set(0.2, 2)  # type: ignore[arg-type]  # floats work
         client.max_queued_messages_set(0)  # while the broker is away, keep everything
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
         await asyncio.to_thread(client.connect, self.host, self.port, 30)
         client.loop_start()  # paho's own thread; publish() is thread-safe
         self._client = client

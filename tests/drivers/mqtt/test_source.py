@@ -1,0 +1,114 @@
+"""End to end against a real Mosquitto: topics and payloads in, samples out; bad input counted."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from gateway.model import Quality, Source, SourceState
+from simulators.mqtt_plant import MqttPlantPublisher
+from simulators.scenario import SCENARIOS
+from tests.drivers.mqtt.conftest import SecureBroker, running_source, source_config
+from tests.harness import Mosquitto, wait_for
+
+PROTOCOLS = ["3.1.1", "5"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_published_values_arrive_as_samples(mosquitto: Mosquitto,
+                                                  publisher: MqttPlantPublisher,
+                                                  protocol: str) -> None:
+    cfg = source_config(mosquitto.port, protocol=protocol, subscriptions=[
+        {"pattern": "plant/+asset/+signal", "timestamp_path": "ts", "quality_path": "quality"},
+        {"pattern": "raw/+asset/vib/+signal", "format": "value"},
+    ], topics=[{"topic": "legacy/line3/PT-101", "asset": "press-1", "signal": "pressure",
+                "value_path": "data.v", "timestamp_path": "data.t"}])
+    async with running_source(cfg) as (source, got):
+        assert isinstance(source, Source)
+        await publisher.publish_raw("plant/pump-1/vibration", json.dumps(
+            {"value": 7.3, "ts": 1_700_000_000.5}))
+        await publisher.publish_raw("plant/pump-1/temperature", json.dumps(
+            {"value": None, "quality": "bad", "ts": 1_700_000_001_000}))  # ms
+        await publisher.publish_raw("raw/fan-1/vib/x-axis", "  -1.25e1\n")
+        await publisher.publish_raw("legacy/line3/PT-101", json.dumps(
+            {"data": {"v": "4.5", "t": "2023-11-14T22:13:20Z"}}))
+        before = time.time()
+        await publisher.publish_raw("plant/pump-2/running", "true")  # bare JSON, no ts
+        await wait_for(lambda: len(got.samples) == 5, 10, "five samples")
+        by_key = {(s.asset, s.signal): s for s in got.samples}
+        vib = by_key[("pump-1", "vibration")]
+        assert (vib.value, vib.quality, vib.source_ts) == (7.3, Quality.GOOD, 1_700_000_000.5)
+        temp = by_key[("pump-1", "temperature")]
+        assert (temp.value, temp.quality, temp.source_ts) == (None, Quality.BAD, 1_700_000_001)
+        assert by_key[("fan-1", "x-axis")].value == -12.5
+        press = by_key[("press-1", "pressure")]
+        assert (press.value, press.source_ts) == (4.5, 1_700_000_000.0)
+        running = by_key[("pump-2", "running")]
+        assert running.value == 1.0 and before - 1 <= running.source_ts <= time.time() + 1
+        health = source.health()
+        assert health.state is SourceState.CONNECTED and health.samples_total == 5
+        assert health.rejected == {}
+
+
+async def test_bad_input_is_counted_and_good_input_still_passes(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher) -> None:
+    cfg = source_config(mosquitto.port, max_payload_bytes=64 * 1024, subscriptions=[
+        {"pattern": "plant/+asset/+signal", "timestamp_path": "ts"},
+        {"pattern": "raw/+asset/+signal", "format": "value"},
+        {"pattern": "multi/+asset", "format": "json_fields", "timestamp_path": "ts"},
+    ])
+    async with running_source(cfg) as (source, got):
+        bad = [
+            ("plant/pump-1/vibration", b'{"value": 7.3'),  # malformed_json
+            ("plant/pump-1/vibration", b"NaN"),  # not JSON: malformed_json
+            ("plant/pump-1/vibration", b'{"value": "abc"}'),  # not_a_number
+            ("plant/pump-1/vibration", b'{"value": "NaN"}'),  # nan
+            ("raw/pump-1/vibration", b"nan"),  # nan
+            ("raw/pump-1/vibration", b"-inf"),  # infinite
+            ("raw/pump-1/vibration", b"abc"),  # not_a_number
+            ("raw/pump-1/vibration", b""),  # empty
+            ("plant/pump-1/vibration", b"x" * (1024 * 1024)),  # too_large
+            ("plant/pump-1/vibration", b'{"val": 3}'),  # no_value
+            ("plant/pump-1/vibration", b'{"value": 3, "ts": "yesterday"}'),  # bad_timestamp
+            ("plant//vibration", b"3"),  # empty asset level: no_mapping
+            ("multi/fan-1", b"[1, 2]"),  # not_an_object (twice)
+        ]
+        for topic, payload in bad:
+            await publisher.publish_raw(topic, payload)
+        await publisher.publish_raw("plant/pump-1/vibration", json.dumps(
+            [{"value": 1.0, "ts": 1_700_000_000}, {"value": "bad"}, {"value": 3.0}]))
+        await publisher.publish_raw("multi/fan-1", json.dumps(
+            {"vibration": 2.0, "temperature": "hot", "ts": 1.7e9}))
+        await publisher.publish_raw("plant/pump-2/vibration", b"4.0")
+        await wait_for(lambda: any(s.asset == "pump-2" for s in got.samples), 10,
+                       "the good message after the bad ones")
+        values = sorted((s.asset, s.signal, s.value) for s in got.samples)
+        assert values == [("fan-1", "vibration", 2.0), ("pump-1", "vibration", 1.0),
+                          ("pump-1", "vibration", 3.0), ("pump-2", "vibration", 4.0)]
+        health = source.health()
+        assert health.state is SourceState.CONNECTED
+        assert health.rejected == {
+            "malformed_json": 2, "not_a_number": 4, "nan": 2, "infinite": 1, "empty": 1,
+            "too_large": 1, "no_value": 1, "bad_timestamp": 1, "no_mapping": 1,
+            "not_an_object": 2,
+        }
+        assert all(s.value is None or s.value == s.value for s in got.samples)
+
+
+async def test_username_and_password(secure_broker: SecureBroker) -> None:
+    port = secure_broker.port
+    good = source_config(port, username="gateway", password={"value": "s3cret-pw"})
+    async with running_source(good) as (_, got):
+        async with MqttPlantPublisher("127.0.0.1", port, SCENARIOS["steady"], username="gateway",
+                                      password="s3cret-pw") as pub:
+            await pub.publish_raw("plant/pump-1/current", b"12.5")
+            await wait_for(lambda: len(got.samples) == 1, 10, "sample through the secure broker")
+    wrong = source_config(port, username="gateway", password={"value": "guess"},
+                          client_id="intruder")
+    async with running_source(wrong, wait_connected=False) as (source, _):
+        await wait_for(lambda: source.health().state is SourceState.FAILED, 10,
+                       "source FAILED on refused credentials")
+        assert "refused" in source.health().detail
+
