@@ -65,9 +65,9 @@ class Collector:
 
 
 @contextlib.asynccontextmanager
-async def running_source(cfg: MqttSourceConfig, *, auto_ack: bool = True,
-                         delay_seconds: float = 0.0,
-                         wait_connected: bool = True) -> AsyncIterator[tuple[MqttSource, Collector]]:
+async def running_source(
+        cfg: MqttSourceConfig, *, auto_ack: bool = True, delay_seconds: float = 0.0,
+        wait_connected: bool = True) -> AsyncIterator[tuple[MqttSource, Collector]]:
     source = cfg.build()
     async with source:
         collector = Collector(source, auto_ack, delay_seconds).start()

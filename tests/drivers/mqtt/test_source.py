@@ -100,11 +100,11 @@ async def test_bad_input_is_counted_and_good_input_still_passes(
 async def test_username_and_password(secure_broker: SecureBroker) -> None:
     port = secure_broker.port
     good = source_config(port, username="gateway", password={"value": "s3cret-pw"})
-    async with running_source(good) as (_, got):
-        async with MqttPlantPublisher("127.0.0.1", port, SCENARIOS["steady"], username="gateway",
-                                      password="s3cret-pw") as pub:
-            await pub.publish_raw("plant/pump-1/current", b"12.5")
-            await wait_for(lambda: len(got.samples) == 1, 10, "sample through the secure broker")
+    pub = MqttPlantPublisher("127.0.0.1", port, SCENARIOS["steady"], username="gateway",
+                             password="s3cret-pw")
+    async with running_source(good) as (_, got), pub:
+        await pub.publish_raw("plant/pump-1/current", b"12.5")
+        await wait_for(lambda: len(got.samples) == 1, 10, "sample through the secure broker")
     wrong = source_config(port, username="gateway", password={"value": "guess"},
                           client_id="intruder")
     async with running_source(wrong, wait_connected=False) as (source, _):
