@@ -118,7 +118,9 @@ def problem_text(body: bytes, content_type: str) -> str:
 def transport_reason(exc: BaseException) -> str:
     """Plain words for a failure before any HTTP status arrived."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"certificate verify failed: {exc.certificate_error}"
+        err = exc.certificate_error
+        said = getattr(err, "verify_message", None) or str(err)
+        return f"certificate verify failed: {said} (check tls.ca_file and the server name)"
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS error: {exc}"
     if isinstance(exc, TimeoutError):
