@@ -1,0 +1,112 @@
+"""QoS 1 delivery promises: ack after processing, redelivery, reconnect, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from gateway.model import SourceState
+from simulators.mqtt_plant import MqttPlantPublisher
+from simulators.scenario import SCENARIOS
+from tests.drivers.mqtt.conftest import running_source, source_config
+from tests.harness import Mosquitto, wait_for
+
+PROTOCOLS = ["3.1.1", "5"]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_unacked_messages_are_redelivered_after_restart(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher, protocol: str) -> None:
+    cfg = source_config(mosquitto.port, protocol=protocol, client_id=f"redeliver-{protocol}")
+    async with running_source(cfg, auto_ack=False) as (_, got):
+        for i in range(1, 7):
+            await publisher.publish_raw("plant/pump-1/vibration", f'{{"value": {i}}}')
+        await publisher.publish_raw("plant/pump-1/vibration", b"garbage")  # acked at once
+        await wait_for(lambda: len(got.samples) == 6, 10, "six samples")
+        acks = {s.value: b.ack for b in got.batches for s in b.samples}
+        assert all(a is not None for a in acks.values())
+        acks[1.0]()  # type: ignore[misc]  # on the loop thread, as the pipeline does
+        await asyncio.to_thread(acks[2.0])  # type: ignore[arg-type]  # or from any thread
+        await asyncio.to_thread(acks[3.0])  # type: ignore[arg-type]
+        acks[3.0]()  # type: ignore[misc]  # a second ack is a no-op
+    # Stopped with 4, 5 and 6 processed but never acknowledged: the session keeps them.
+    async with running_source(cfg) as (source, got):
+        await publisher.publish_raw("plant/pump-1/vibration", b'{"value": 99}')
+        await wait_for(lambda: 99.0 in [s.value for s in got.samples], 10, "the new message")
+        values = [s.value for s in got.samples]
+        assert sorted(values) == [4.0, 5.0, 6.0, 99.0], values
+        assert source.health().rejected == {}  # the garbage was acknowledged, not redelivered
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_clean_session_forgets_unacked(mosquitto: Mosquitto,
+                                             publisher: MqttPlantPublisher,
+                                             protocol: str) -> None:
+    cfg = source_config(mosquitto.port, protocol=protocol, session="clean")
+    async with running_source(cfg, auto_ack=False) as (_, got):
+        await publisher.publish_raw("plant/pump-1/vibration", b"1")
+        await wait_for(lambda: len(got.samples) == 1, 10, "one sample")
+    async with running_source(cfg) as (_, got):
+        await publisher.publish_raw("plant/pump-1/vibration", b"2")
+        await wait_for(lambda: len(got.samples) >= 1, 10, "the new sample")
+        assert [s.value for s in got.samples] == [2.0]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_broker_restart_reconnects_and_resubscribes(
+        mosquitto: Mosquitto, caplog: pytest.LogCaptureFixture, protocol: str) -> None:
+    caplog.set_level(logging.INFO, logger="drivers.mqtt")
+    cfg = source_config(mosquitto.port, protocol=protocol)
+    async with running_source(cfg) as (source, got):
+        async with MqttPlantPublisher("127.0.0.1", mosquitto.port, SCENARIOS["steady"]) as pub:
+            await pub.publish_raw("plant/pump-1/vibration", b"1")
+            await wait_for(lambda: len(got.samples) == 1, 10, "sample before the outage")
+        mosquitto.stop()
+        await wait_for(lambda: source.health().state is SourceState.RECONNECTING, 10,
+                       "RECONNECTING")
+        await wait_for(lambda: "attempt 3" in source.health().detail, 10, "three retries")
+        mosquitto.start()  # same port, no persistence: the subscriptions must be made again
+        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10,
+                       "CONNECTED again")
+        async with MqttPlantPublisher("127.0.0.1", mosquitto.port, SCENARIOS["steady"]) as pub:
+            await pub.publish_raw("plant/pump-1/vibration", b"2")
+            await wait_for(lambda: len(got.samples) == 2, 10, "sample after the outage")
+    down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    up = [r for r in caplog.records if "connected again" in r.getMessage()]
+    assert (len(down), len(up)) == (1, 1), [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_slow_consumer_with_tiny_queue_loses_nothing(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher, protocol: str) -> None:
+    n = 300
+    cfg = source_config(mosquitto.port, protocol=protocol, queue_max_messages=2)
+    async with running_source(cfg, delay_seconds=0.002) as (source, got):
+        for i in range(n):
+            await publisher.publish_raw("plant/pump-1/vibration", str(i))
+        await publisher.flush()
+        await wait_for(lambda: len(got.samples) >= n, 30, f"{n} samples")
+        values = [s.value for s in got.samples]
+        assert sorted(values) == [float(i) for i in range(n)]  # each exactly once
+        assert source.intake_peak <= 2
+        if protocol == "3.1.1":  # broker window (20) > our queue: reading had to stop
+            assert source.pauses > 0
+        assert source.health().state is SourceState.CONNECTED
+
+
+async def test_source_starts_before_broker_and_reports_connecting(mosquitto: Mosquitto) -> None:
+    port = mosquitto.port
+    mosquitto.stop()
+    cfg = source_config(port)
+    async with running_source(cfg, wait_connected=False) as (source, got):
+        await wait_for(lambda: "attempt 2" in source.health().detail, 10, "retries")
+        assert source.health().state is SourceState.CONNECTING
+        mosquitto.start()
+        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10, "CONNECTED")
+        async with MqttPlantPublisher("127.0.0.1", port, SCENARIOS["steady"]) as pub:
+            await pub.publish_raw("plant/pump-1/vibration", b"5")
+            await wait_for(lambda: len(got.samples) == 1, 10, "sample")
+    assert source.health().state is SourceState.STOPPED
+
