@@ -19,12 +19,17 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--key-ttl-seconds", type=float, default=86400.0)
     p.add_argument("--state-file", type=Path, default=None,
                    help="keep requests and idempotency keys across restarts of this process")
+    p.add_argument("--rate-limit-per-second", type=float, default=None,
+                   help="token-bucket rate limit: 429 with Retry-After past it")
+    p.add_argument("--rate-limit-burst", type=int, default=10)
     return p.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     sim = CmmsSimulator(args.host, args.port, args.api_key, args.idempotency_mode,
-                        args.key_ttl_seconds, state_file=args.state_file)
+                        args.key_ttl_seconds, state_file=args.state_file,
+                        rate_limit_per_second=args.rate_limit_per_second,
+                        rate_limit_burst=args.rate_limit_burst)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

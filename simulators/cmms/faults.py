@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,3 +93,26 @@ class Faults:
         return {"mode": str(f.mode), "remaining": self._remaining,
                 "delay_seconds": f.delay_seconds, "status": f.status,
                 "retry_after": f.retry_after}
+
+
+class TokenBucket:
+    """A steady rate limit like a SaaS API's: `rate_per_second` refill, `burst` capacity."""
+
+    def __init__(self, rate_per_second: float, burst: int, clock: Callable[[], float]) -> None:
+        if rate_per_second <= 0 or burst < 1:
+            raise ValueError("rate_per_second must be > 0 and burst >= 1")
+        self._rate = rate_per_second
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._clock = clock
+        self._at = clock()
+
+    def take(self) -> float:
+        """0.0 when the request may pass, else the seconds until a token is free."""
+        now = self._clock()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate

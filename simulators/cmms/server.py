@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import ssl
 import time
@@ -21,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from simulators.cmms import api
-from simulators.cmms.faults import Fault, FaultMode, Faults
+from simulators.cmms.faults import Fault, FaultMode, Faults, TokenBucket
 from simulators.cmms.idempotency import (
     BadIdempotencyKey,
     IdempotencyStore,
@@ -53,6 +54,7 @@ class CmmsSimulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
                  idempotency_mode: IdempotencyMode = "ietf", key_ttl_seconds: float = 86400.0,
                  *, state_file: Path | None = None, ssl_context: ssl.SSLContext | None = None,
+                 rate_limit_per_second: float | None = None, rate_limit_burst: int = 10,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if idempotency_mode not in ("ietf", "stripe"):
             raise ValueError("idempotency_mode is 'ietf' or 'stripe'")
@@ -63,6 +65,8 @@ class CmmsSimulator:
         self.state_file = state_file
         self._ssl = ssl_context
         self.faults = Faults()
+        self._bucket = (None if rate_limit_per_second is None
+                        else TokenBucket(rate_limit_per_second, rate_limit_burst, clock))
         self.requests: list[dict[str, Any]] = []
         self.status_updates: list[dict[str, Any]] = []
         self.received: Counter[tuple[str, str, int]] = Counter()
@@ -164,6 +168,12 @@ class CmmsSimulator:
             if early is not None:
                 return early
             request[FAULT] = fault
+        wait = self._bucket.take() if self._bucket is not None else 0.0
+        if wait > 0:
+            resp = _to_web(api.problem(429, "rate-limited", "Too Many Requests",
+                                       "rate limit exceeded"))
+            resp.headers["Retry-After"] = str(math.ceil(wait))
+            return resp
         principal = self._principal(request)
         if principal is None:
             resp = _to_web(api.problem(401, "unauthorized", "Unauthorized",

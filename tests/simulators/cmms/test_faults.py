@@ -115,3 +115,14 @@ def test_fault_arguments_are_checked() -> None:
         sim.faults.set("error_5xx", status=42)
     with pytest.raises(ValueError):
         sim.faults.set("slow", count=-1)
+
+
+async def test_token_bucket_rate_limit(http: aiohttp.ClientSession) -> None:
+    now = [0.0]
+    async with CmmsSimulator(rate_limit_per_second=2, rate_limit_burst=3,
+                             clock=lambda: now[0]) as sim:
+        assert [await health(http, sim) for _ in range(4)] == [200, 200, 200, 429]
+        async with http.get(sim.url + HEALTH, headers=AUTH) as resp:
+            assert resp.status == 429 and resp.headers["Retry-After"] == "1"
+        now[0] += 0.5  # one token back
+        assert [await health(http, sim) for _ in range(2)] == [200, 429]
