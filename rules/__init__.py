@@ -1,1 +1,21 @@
-"""Local decisions: pure, synchronous, clock-injected rules."""
+"""Local decisions: pure, synchronous, clock-injected rules.
+
+`load_rule_files` turns technician-edited TOML files into a `RuleSet` (or a `RuleFileError`
+listing every problem in plain words); `RuleEngine` evaluates samples and ticks against it and
+swaps it on reload; `rules.replay` runs rules on recordings.
+"""
+
+from rules.build import RuleDef, RuleSet
+from rules.engine import RuleEngine
+from rules.episode import RuleInstance
+from rules.loader import RuleFileError, RuleProblem, load_rule_files
+
+__all__ = [
+    "RuleDef",
+    "RuleEngine",
+    "RuleFileError",
+    "RuleInstance",
+    "RuleProblem",
+    "RuleSet",
+    "load_rule_files",
+]

@@ -1,0 +1,197 @@
+"""The part every rule kind shares: one asset, one open episode at most, debounce, muting.
+
+A rule instance is bound to one asset. Its episode id is derived from the rule, the asset and the
+time of the sample or tick that raised it, so replaying the same data gives the same ids. Kinds
+only decide whether their condition holds ("raw"); `_step` turns that into raises and clears
+with `on_delay_seconds` / `off_delay_seconds`. Bad quality never raises or clears a process
+alarm: it cancels a pending debounce and leaves the episode as it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from gateway.model import EpisodeState, RequestDetails, Sample, Transition, TransitionKind
+
+Handler = Callable[[Sample], "Transition | None"]
+_RAISED = TransitionKind.RAISED
+_CLEARED = TransitionKind.CLEARED
+
+
+def num(value: float | None) -> str:
+    """A value as a technician reads it: 7.4, 0.125, 1.2e+06; never 7.400000000001."""
+    return "n/a" if value is None else f"{round(value, 3):g}"
+
+
+def episode_id(rule_id: str, asset: str, ts: float) -> str:
+    return f"{rule_id}/{asset}/{round(ts * 1000)}"
+
+
+class RequestTemplate:
+    """Request details from the rule file; {asset}, {signal}, {value}, {rule_id} filled at raise."""
+
+    __slots__ = ("breakdown", "failure_code", "long_text", "priority", "title")
+
+    def __init__(self, title: str, priority: int, failure_code: str, breakdown: bool,
+                 long_text: str) -> None:
+        self.title = title
+        self.priority = priority
+        self.failure_code = failure_code
+        self.breakdown = breakdown
+        self.long_text = long_text
+
+    def render(self, rule_id: str, asset: str, signal: str, value: float | None) -> RequestDetails:
+        names = {"asset": asset, "signal": signal, "value": num(value), "rule_id": rule_id}
+        return RequestDetails(title=self.title.format(**names), priority=self.priority,
+                              failure_code=self.failure_code, breakdown=self.breakdown,
+                              long_text=self.long_text.format(**names))
+
+
+class RuleInstance:
+    """Base of every rule kind. Subclasses implement `evaluate` and, when time matters, `tick`."""
+
+    __slots__ = ("_fingerprint", "_request", "_suppress", "_suppressed_by", "active", "asset",
+                 "episode_id", "last_value", "off_delay", "on_delay", "pending_since",
+                 "raised_at", "request", "rule_id", "severity", "signal", "suppressed")
+
+    def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
+                 request: RequestTemplate, fingerprint: str,
+                 suppress: Iterable[tuple[str, float]] = (), on_delay: float = 0.0,
+                 off_delay: float = 0.0) -> None:
+        self.rule_id = rule_id
+        self.asset = asset
+        self.signal = signal
+        self.severity = severity
+        self._request = request
+        self.request: RequestDetails | None = None  # rendered at the last raise
+        self._fingerprint = fingerprint
+        self._suppress = tuple(suppress)
+        self._suppressed_by: set[str] = set()
+        self.suppressed = False
+        self.on_delay = on_delay
+        self.off_delay = off_delay
+        self.active = False
+        self.episode_id = ""
+        self.raised_at = 0.0
+        self.pending_since: float | None = None
+        self.last_value: float | None = None
+
+    def needs_tick(self) -> bool:
+        """Whether time alone can change this rule (the engine ticks only those)."""
+        return self.on_delay > 0.0 or self.off_delay > 0.0
+
+    # --- the Rule protocol -----------------------------------------------------------------
+
+    def signals(self) -> tuple[str, ...]:
+        """Signals whose samples this rule evaluates (not counting mute signals)."""
+        return (self.signal,)
+
+    def keys(self) -> list[tuple[str, str]]:
+        own = list(self.signals())
+        return [(self.asset, s) for s in [*own, *(s for s, _ in self._suppress if s not in own)]]
+
+    def handlers(self) -> list[tuple[tuple[str, str], Handler]]:
+        """(asset, signal) -> the bound method the engine calls for that key."""
+        out: list[tuple[tuple[str, str], Handler]] = [((self.asset, s), self.evaluate)
+                                                      for s in self.signals()]
+        out.extend(((self.asset, s), self._on_mute_signal) for s, _ in self._suppress)
+        return out
+
+    def evaluate(self, sample: Sample) -> Transition | None:
+        raise NotImplementedError
+
+    def tick(self, now: float) -> Transition | None:
+        """Debounce expiry without a new sample: the last value is taken to still hold."""
+        since = self.pending_since
+        if since is None:
+            return None
+        delay = self.off_delay if self.active else self.on_delay
+        if now - since < delay:
+            return None
+        return self._flip(now, self.last_value, now - since)
+
+    def restore(self, episode: EpisodeState) -> None:
+        """After a restart the episode is still open: start active, so no second raise."""
+        self.active = True
+        self.episode_id = episode.episode_id
+        self.raised_at = episode.raised_at
+        self.pending_since = None
+
+    def close(self, now: float, reason: str) -> Transition | None:
+        """Clear an open episode because the rule goes away (reload)."""
+        if not self.active:
+            return None
+        return self._make(_CLEARED, now, self.last_value, reason)
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def episode(self) -> EpisodeState | None:
+        if not self.active:
+            return None
+        return EpisodeState(self.rule_id, self.asset, self.episode_id, self.raised_at,
+                            self.severity)
+
+    # --- shared machinery -----------------------------------------------------------------
+
+    def _on_mute_signal(self, sample: Sample) -> Transition | None:
+        """A mute signal (maintenance_mode, NE 107 status): muting blocks raises, not clears."""
+        value = sample.value
+        if value is None or sample.quality == 2:  # bad: keep the last known state
+            return None
+        for signal, equals in self._suppress:
+            if signal == sample.signal:
+                if value == equals:
+                    self._suppressed_by.add(signal)
+                else:
+                    self._suppressed_by.discard(signal)
+        self.suppressed = bool(self._suppressed_by)
+        if self.suppressed and not self.active:
+            self.pending_since = None
+        return None
+
+    def _step(self, raw: bool, ts: float, value: float | None) -> Transition | None:
+        """Debounce: `raw` must hold for the on (or off) delay before the episode changes."""
+        if raw is self.active:
+            self.pending_since = None
+            return None
+        if self.suppressed and not self.active:
+            self.pending_since = None
+            return None
+        delay = self.off_delay if self.active else self.on_delay
+        since = self.pending_since
+        if delay > 0.0:
+            if since is None:
+                self.pending_since = ts
+                return None
+            if ts - since < delay:
+                return None
+        held = 0.0 if since is None else ts - since
+        return self._flip(ts, value, held)
+
+    def _flip(self, ts: float, value: float | None, held: float) -> Transition:
+        self.pending_since = None
+        raising = not self.active
+        reason = self.describe(value, raising)
+        if held > 0.0:
+            reason += f" for {num(held)} s"
+        return self._make(_RAISED if raising else _CLEARED, ts, value, reason)
+
+    def _make(self, kind: TransitionKind, ts: float, value: float | None,
+              reason: str) -> Transition:
+        if kind is _RAISED:
+            self.active = True
+            self.episode_id = episode_id(self.rule_id, self.asset, ts)
+            self.raised_at = ts
+            self.request = self._request.render(self.rule_id, self.asset, self.signal, value)
+        else:
+            self.active = False
+        request = self.request or self._request.render(self.rule_id, self.asset, self.signal,
+                                                       value)
+        return Transition(kind=kind, rule_id=self.rule_id, asset=self.asset, signal=self.signal,
+                          episode_id=self.episode_id, severity=self.severity, value=value,
+                          ts=ts, reason=reason, request=request)
+
+    def describe(self, value: float | None, raising: bool) -> str:
+        """Plain words for a raise or clear, e.g. 'vibration 7.4 above 7.1'."""
+        raise NotImplementedError

@@ -1,0 +1,189 @@
+"""Threshold and rate-of-change rules: a value (or its change in a window) beyond a level.
+
+Every form is written as "alarm when the value leaves [lo, hi]" (above: lo = -inf; below:
+hi = +inf; outside a band) or, for `inside`, "alarm when it enters [lo, hi]". Hysteresis is a
+second band, [clear_lo, clear_hi]: an episode clears only once the value is back within it.
+Levels are strict ("above 7.1" means more than 7.1); clear levels are inclusive ("clear_below
+6.0" clears at 6.0 or less).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+from gateway.model import Quality, Sample, Transition
+from rules.episode import RequestTemplate, RuleInstance, num
+
+_BAD = Quality.BAD
+INF = math.inf
+
+
+class BandThreshold(RuleInstance):
+    """above / below / outside a band, with optional hysteresis and debounce."""
+
+    __slots__ = ("chi", "clo", "form", "hi", "lo")
+
+    def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
+                 request: RequestTemplate, fingerprint: str, *, form: str, lo: float,
+                 hi: float, clear_lo: float, clear_hi: float,
+                 suppress: tuple[tuple[str, float], ...] = (), on_delay: float = 0.0,
+                 off_delay: float = 0.0) -> None:
+        super().__init__(rule_id, asset, signal, severity, request, fingerprint, suppress,
+                         on_delay, off_delay)
+        self.form = form
+        self.lo = lo
+        self.hi = hi
+        self.clo = clear_lo
+        self.chi = clear_hi
+
+    def evaluate(self, sample: Sample) -> Transition | None:
+        v = sample.value
+        if v is None or sample.quality is _BAD:
+            self.pending_since = None  # bad data neither raises nor clears
+            return None
+        self.last_value = v
+        if self.active:
+            if self.clo <= v <= self.chi:
+                return self._step(False, sample.source_ts, v)
+        elif v > self.hi or v < self.lo:
+            return self._step(True, sample.source_ts, v)
+        if self.pending_since is not None:
+            self.pending_since = None
+        return None
+
+    def describe(self, value: float | None, raising: bool) -> str:
+        what = f"{self.signal} {num(value)}"
+        if self.form == "above":
+            return (f"{what} above {num(self.hi)}" if raising
+                    else f"{what} back at or below {num(self.chi)}")
+        if self.form == "below":
+            return (f"{what} below {num(self.lo)}" if raising
+                    else f"{what} back at or above {num(self.clo)}")
+        return (f"{what} outside {num(self.lo)}..{num(self.hi)}" if raising
+                else f"{what} back inside {num(self.clo)}..{num(self.chi)}")
+
+
+class InsideThreshold(RuleInstance):
+    """Alarm while the value is inside a band (e.g. a resonance speed range)."""
+
+    __slots__ = ("chi", "clo", "hi", "lo")
+
+    def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
+                 request: RequestTemplate, fingerprint: str, *, lo: float, hi: float,
+                 clear_lo: float, clear_hi: float, suppress: tuple[tuple[str, float], ...] = (),
+                 on_delay: float = 0.0, off_delay: float = 0.0) -> None:
+        super().__init__(rule_id, asset, signal, severity, request, fingerprint, suppress,
+                         on_delay, off_delay)
+        self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
+
+    def evaluate(self, sample: Sample) -> Transition | None:
+        v = sample.value
+        if v is None or sample.quality is _BAD:
+            self.pending_since = None
+            return None
+        self.last_value = v
+        raw = (not (v < self.clo or v > self.chi)) if self.active else self.lo <= v <= self.hi
+        return self._step(raw, sample.source_ts, v)
+
+    def describe(self, value: float | None, raising: bool) -> str:
+        what = f"{self.signal} {num(value)}"
+        return (f"{what} inside {num(self.lo)}..{num(self.hi)}" if raising
+                else f"{what} back outside {num(self.clo)}..{num(self.chi)}")
+
+
+class CountThreshold(RuleInstance):
+    """N of the last M good samples beyond the level raise; fewer than N not yet clear, clear."""
+
+    __slots__ = ("chi", "clo", "form", "hi", "inverted", "lo", "n", "n_alarm", "n_held",
+                 "ring", "slot")
+
+    def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
+                 request: RequestTemplate, fingerprint: str, *, form: str, lo: float,
+                 hi: float, clear_lo: float, clear_hi: float, count: int, of_last: int,
+                 suppress: tuple[tuple[str, float], ...] = (), on_delay: float = 0.0,
+                 off_delay: float = 0.0) -> None:
+        super().__init__(rule_id, asset, signal, severity, request, fingerprint, suppress,
+                         on_delay, off_delay)
+        self.form = form
+        self.inverted = form == "inside"
+        self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
+        self.n = count
+        self.ring: list[tuple[bool, bool]] = [(False, False)] * of_last
+        self.slot = 0
+        self.n_alarm = 0  # samples in the ring beyond the alarm level
+        self.n_held = 0  # samples in the ring not back within the clear band
+
+    def evaluate(self, sample: Sample) -> Transition | None:
+        v = sample.value
+        if v is None or sample.quality is _BAD:
+            self.pending_since = None
+            return None
+        self.last_value = v
+        if self.inverted:
+            alarm = self.lo <= v <= self.hi
+            held = not (v < self.clo or v > self.chi)
+        else:
+            alarm = v > self.hi or v < self.lo
+            held = not (self.clo <= v <= self.chi)
+        old_alarm, old_held = self.ring[self.slot]
+        self.ring[self.slot] = (alarm, held)
+        self.slot = (self.slot + 1) % len(self.ring)
+        self.n_alarm += alarm - old_alarm
+        self.n_held += held - old_held
+        raw = self.n_held >= self.n if self.active else self.n_alarm >= self.n
+        return self._step(raw, sample.source_ts, v)
+
+    def describe(self, value: float | None, raising: bool) -> str:
+        m = len(self.ring)
+        level = {"above": f"above {num(self.hi)}", "below": f"below {num(self.lo)}",
+                 "outside": f"outside {num(self.lo)}..{num(self.hi)}",
+                 "inside": f"inside {num(self.lo)}..{num(self.hi)}"}[self.form]
+        if raising:
+            return (f"{self.signal} {level} in {self.n_alarm} of the last {m} samples "
+                    f"(now {num(value)})")
+        return (f"{self.signal} beyond the clear level in only {self.n_held} of the last {m} "
+                f"samples (now {num(value)})")
+
+
+class RateRule(RuleInstance):
+    """The change of a signal within a sliding time window, compared with a level."""
+
+    __slots__ = ("chi", "clo", "delta", "hi", "history", "lo", "rising", "window")
+
+    def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
+                 request: RequestTemplate, fingerprint: str, *, window: float, lo: float,
+                 hi: float, clear_lo: float, clear_hi: float,
+                 suppress: tuple[tuple[str, float], ...] = (), on_delay: float = 0.0,
+                 off_delay: float = 0.0) -> None:
+        super().__init__(rule_id, asset, signal, severity, request, fingerprint, suppress,
+                         on_delay, off_delay)
+        self.window = window
+        self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
+        self.rising = hi < INF
+        self.history: deque[tuple[float, float]] = deque()
+        self.delta = 0.0
+
+    def evaluate(self, sample: Sample) -> Transition | None:
+        v = sample.value
+        if v is None or sample.quality is _BAD:
+            self.pending_since = None
+            return None
+        ts = sample.source_ts
+        self.last_value = v
+        history = self.history
+        history.append((ts, v))
+        start = ts - self.window
+        while history[0][0] < start:
+            history.popleft()
+        d = self.delta = v - history[0][1]
+        raw = (not (self.clo <= d <= self.chi)) if self.active else (d > self.hi or d < self.lo)
+        return self._step(raw, ts, v)
+
+    def describe(self, value: float | None, raising: bool) -> str:
+        moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"
+        span = f"within {num(self.window)} s"
+        if raising:
+            limit = num(self.hi) if self.rising else num(-self.lo)
+            return f"{self.signal} {moved} {span} (limit {limit}, now {num(value)})"
+        return f"{self.signal} change back to {num(self.delta)} {span} (now {num(value)})"
