@@ -55,8 +55,8 @@ class Decoded:
 _MISSING = object()
 _QUALITY_WORDS = {"good": Quality.GOOD, "ok": Quality.GOOD, "uncertain": Quality.UNCERTAIN,
                   "bad": Quality.BAD}
-_UNIT_FACTOR = {TimestampUnit.SECONDS: 1.0, TimestampUnit.MILLISECONDS: 1e-3,
-                TimestampUnit.MICROSECONDS: 1e-6, TimestampUnit.NANOSECONDS: 1e-9}
+_UNIT_DIVISOR = {TimestampUnit.SECONDS: 1, TimestampUnit.MILLISECONDS: 1_000,
+                 TimestampUnit.MICROSECONDS: 1_000_000, TimestampUnit.NANOSECONDS: 1_000_000_000}
 _MAX_TS = 1e10  # year 2286: anything later is a unit mistake
 
 
@@ -119,7 +119,7 @@ def to_timestamp(raw: object, unit: TimestampUnit) -> float:
         unit = (TimestampUnit.NANOSECONDS if magnitude >= 1e17 else TimestampUnit.MICROSECONDS
                 if magnitude >= 1e14 else TimestampUnit.MILLISECONDS if magnitude >= 1e11
                 else TimestampUnit.SECONDS)
-    seconds = number * _UNIT_FACTOR[unit]
+    seconds = number / _UNIT_DIVISOR[unit]
     if not 0 < seconds < _MAX_TS:
         raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
     return seconds
