@@ -1,0 +1,142 @@
+"""`plantbridge`: run the daemon, check a config, replay rules on a recording, run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway import config as config_mod
+from gateway import logs
+
+DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
+
+
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop when it is installed (30-60% faster on the network paths)."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.run(main)
+    return int(uvloop.run(main))
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        loaded = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s); the config was not accepted", file=sys.stderr)
+        return 1
+    cfg = loaded.config
+    print(f"{args.config}: ok: {len(cfg.sources)} source(s), {len(cfg.upstreams)} upstream(s), "
+          f"{len(loaded.rule_files)} rule file(s), {loaded.rules.instance_count} rule "
+          "instance(s)")
+    if args.explain:
+        print("(no read plans to explain)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        loaded = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("refusing to start on an invalid config", file=sys.stderr)
+        return 1
+    g = loaded.config.gateway
+    logs.setup(g.log_level, g.log_format)
+    from gateway.daemon import Daemon
+
+    async def main() -> int:
+        await Daemon(loaded).run()
+        return 0
+
+    return run_async(main())
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rules import RuleFileError, load_rule_files
+    from rules.replay import compare, format_comparison, format_report, load_recording, replay
+
+    try:
+        new = load_rule_files(args.rules)
+        old = load_rule_files(args.compare) if args.compare else None
+    except RuleFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    samples = list(load_recording(args.input))
+    if old is not None:
+        print(format_comparison(compare(old, new, samples)))
+    else:
+        print(format_report(replay(new, samples)))
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from gateway.record import record
+
+    try:
+        loaded = config_mod.load(args.config)
+    except config_mod.ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    logs.setup("warning")
+    n = run_async(record(loaded.config, args.output, args.duration))
+    print(f"recorded {n} samples to {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    logs.setup("warning")
+    return run_async(run_demo(args.duration, args.scenario))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="plantbridge", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the gateway in the foreground")
+    r.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate a config and its rule files")
+    c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    c.add_argument("--explain", action="store_true", help="print the Modbus read plan")
+    c.set_defaults(func=cmd_check)
+
+    rp = sub.add_parser("replay", help="run rules on a recording and print what they do")
+    rp.add_argument("--rules", type=Path, nargs="+", required=True)
+    rp.add_argument("--input", type=Path, required=True, help="JSON-lines or CSV recording")
+    rp.add_argument("--compare", type=Path, nargs="+", help="old rule files to compare with")
+    rp.set_defaults(func=cmd_replay)
+
+    rec = sub.add_parser("record", help="capture live telemetry to a JSON-lines file")
+    rec.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rec.add_argument("--output", type=Path, required=True)
+    rec.add_argument("--duration", type=float, default=60.0, help="seconds")
+    rec.set_defaults(func=cmd_record)
+
+    d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
+    d.add_argument("--duration", type=float, default=30.0, help="seconds")
+    d.add_argument("--scenario", default="bearing-failure")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

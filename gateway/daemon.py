@@ -1,0 +1,278 @@
+"""The daemon: builds every component from config, supervises them, stops them in order.
+
+Start order: outbox, sinks and forwarders, rules, pipeline, HTTP, then sources. Stop order is the
+reverse at the front: sources first, then the pipeline drains, then forwarders get a grace
+period to finish what is in flight. Expected faults live inside components; an exception that
+escapes a task is a bug: the TaskGroup stops everything and systemd restarts us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections import deque
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from buffer.store import OutboxStore, Synchronous
+from gateway import config as config_mod
+from gateway.http import build_app
+from gateway.messages import iso_time
+from gateway.model import Sink, Source, Transition
+from gateway.pipeline import Pipeline
+from gateway.sdnotify import SystemdNotifier
+from gateway.upstream.forwarder import Forwarder
+from rules import RuleEngine
+
+log = logging.getLogger("plantbridge")
+
+
+class Daemon:
+    def __init__(self, loaded: config_mod.LoadedConfig) -> None:
+        self.loaded = loaded
+        self.cfg = loaded.config
+        self.started_at = time.time()
+        self.stop_event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.http_port: int | None = None
+        self.notifier = SystemdNotifier()
+        self.sources: list[tuple[str, Source]] = []
+        self.sinks: list[Sink] = []
+        self.forwarders: list[Forwarder] = []
+        self.outbox: OutboxStore | None = None
+        self.pipeline: Pipeline | None = None
+        self.recent: deque[dict[str, Any]] = deque(maxlen=50)
+        self.reload_state: dict[str, Any] = {"at": iso_time(self.started_at), "error": "",
+                                             "rules": 0}
+        self.outbox_stats: dict[str, Any] = {}
+        self.notices: list[str] = []
+        self._wake = asyncio.Event()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.cfg
+        path = self.loaded.config.outbox_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = await OutboxStore.open(
+            path, synchronous=Synchronous(cfg.buffer.synchronous), max_bytes=cfg.buffer.max_bytes)
+        try:
+            if self.outbox.recovered_from is not None:
+                msg = (f"outbox file was corrupt; moved aside to {self.outbox.recovered_from} "
+                       "and started a fresh one")
+                log.error(msg)
+                self.notices.append(msg)
+            await self._run_components(self.outbox)
+        finally:
+            for sink in self.sinks:
+                with contextlib.suppress(Exception):
+                    await sink.aclose()
+            await self.outbox.close()
+            self.notifier.stopping()
+            log.info("stopped")
+
+    async def _run_components(self, outbox: OutboxStore) -> None:
+        cfg = self.cfg
+        self.sinks = [u.build() for u in cfg.upstreams]
+        self.forwarders = [Forwarder(s, outbox, cfg.forwarding, self._wake) for s in self.sinks]
+        engine = RuleEngine(self.loaded.rules)
+        episodes = await outbox.open_episodes()
+        engine.restore(episodes)
+        if episodes:
+            log.info("restored %d open episodes", len(episodes))
+        self.reload_state["rules"] = len(list(engine.rule_ids()))
+        self.pipeline = Pipeline(engine, outbox, [s.name for s in self.sinks], cfg.gateway.site,
+                                 self._wake.set, tick_seconds=cfg.rules.tick_seconds)
+        self.pipeline.listeners.append(self._remember)
+        self.sources = [(s.type, s.build()) for s in cfg.sources]
+
+        runner = await self._start_http()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                fwd = [tg.create_task(f.run(), name=f"forward:{f.sink.name}")
+                       for f in self.forwarders]
+                core = [tg.create_task(self.pipeline.run(), name="pipeline"),
+                        tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
+                        tg.create_task(self._housekeeping(), name="housekeeping")]
+                feeds = [tg.create_task(self.pipeline.feed(src), name=f"source:{src.name}")
+                         for _, src in self.sources]
+                self._install_signals()
+                self.ready.set()
+                self.notifier.ready(self._one_line())
+                log.info("running: %d sources, %d upstreams, %s rule instances",
+                         len(self.sources), len(self.sinks), self.reload_state["rules"])
+                await self.stop_event.wait()
+                self.notifier.stopping()
+                log.info("stopping: sources first")
+                await _cancel(feeds)
+                await self._drain_pipeline()
+                await _cancel(core)
+                await self._drain_forwarders()
+                await _cancel(fwd)
+        finally:
+            self._remove_signals()
+            if runner is not None:
+                await runner.cleanup()
+
+    async def _drain_pipeline(self) -> None:
+        assert self.pipeline is not None
+        await self.pipeline.drain(5.0)
+
+    async def _drain_forwarders(self) -> None:
+        """Give in-flight deliveries a grace period; what is left stays queued for next start."""
+        assert self.outbox is not None
+        deadline = time.monotonic() + self.cfg.forwarding.shutdown_grace_seconds
+        while time.monotonic() < deadline:
+            stats = await self.outbox.stats(time.time())
+            due = sum(stats.pending.values()) if stats.pending else 0
+            if not due or all(f.stats.breaker != "closed" for f in self.forwarders):
+                return
+            await asyncio.sleep(0.05)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    # --- signals and reload ----------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP,
+                                    lambda: asyncio.ensure_future(self.reload()))
+
+    def _remove_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+
+    async def reload(self) -> bool:
+        """Re-read config and rules. A bad file changes nothing; the status says why."""
+        assert self.pipeline is not None
+        self.notifier.reloading()
+        now = time.time()
+        try:
+            new = await asyncio.to_thread(config_mod.load, self.loaded.path)
+        except config_mod.ConfigError as exc:
+            self.reload_state = {**self.reload_state, "error": str(exc), "at": iso_time(now)}
+            log.error("reload refused, keeping the running config:\n%s", exc)
+            self.notifier.ready(self._one_line())
+            return False
+        if (new.config.sources != self.cfg.sources or new.config.upstreams != self.cfg.upstreams
+                or new.config.buffer != self.cfg.buffer):
+            log.warning("sources, upstreams and buffer changes take effect at the next restart")
+        async with self.pipeline.lock:
+            transitions = self.pipeline.engine.replace(new.rules, now)
+        await self.pipeline.apply(transitions)
+        self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
+                                              new.rule_files)
+        self.reload_state = {"at": iso_time(now), "error": "",
+                             "rules": len(list(self.pipeline.engine.rule_ids()))}
+        log.info("reloaded rules: %d rule instances, %d episodes closed by removal",
+                 self.reload_state["rules"], len(transitions))
+        self.notifier.ready(self._one_line())
+        return True
+
+    # --- observation ---------------------------------------------------------------------------
+
+    def _remember(self, t: Transition) -> None:
+        self.recent.append({"time": iso_time(t.ts), "kind": str(t.kind), "asset": t.asset,
+                            "rule_id": t.rule_id, "episode_id": t.episode_id,
+                            "reason": t.reason, "value": t.value})
+
+    async def _housekeeping(self) -> None:
+        """Refresh outbox figures for status and metrics; feed the systemd watchdog."""
+        assert self.outbox is not None
+        interval = min(1.0, self.notifier.watchdog_interval_seconds or 1.0)
+        while True:
+            await self.refresh()
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def refresh(self) -> None:
+        if self.outbox is not None:
+            self.outbox_stats = asdict(await self.outbox.stats(time.time()))
+
+    async def _start_http(self) -> web.AppRunner | None:
+        h = self.cfg.http
+        if not h.enabled:
+            return None
+        runner = web.AppRunner(build_app(self.snapshot, self.refresh), access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, h.listen_host, h.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else h.port
+        log.info("status page on http://%s:%s/", h.listen_host, self.http_port)
+        return runner
+
+    def problems(self) -> list[str]:
+        out = list(self.notices)
+        for kind, src in self.sources:
+            h = src.health()
+            if h.state not in ("connected",):
+                out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
+        for f in self.forwarders:
+            if f.stats.breaker != "closed":
+                out.append(f"upstream {f.sink.name} failing: {f.stats.last_error}")
+        o = self.outbox_stats
+        for sink, n in (o.get("dead") or {}).items():
+            if n:
+                out.append(f"upstream {sink} has {n} dead-lettered records")
+        if o.get("full"):
+            out.append("outbox budget reached: telemetry-derived records are being shed")
+        if self.pipeline is not None and self.pipeline.stats.storage_problem:
+            out.append(f"cannot write the outbox: {self.pipeline.stats.storage_problem}")
+        if self.reload_state["error"]:
+            out.append("last reload failed (still running the previous config)")
+        return out
+
+    def snapshot(self) -> dict[str, Any]:
+        p = self.pipeline
+        sources = []
+        for kind, src in self.sources:
+            h = src.health()
+            sources.append({"name": src.name, "type": kind, "state": str(h.state),
+                            "detail": h.detail, "samples": h.samples_total,
+                            "rejected": dict(h.rejected)})
+        upstreams = [{"name": f.sink.name, "breaker": str(f.stats.breaker),
+                      "accepted": f.stats.accepted, "rejected": f.stats.rejected,
+                      "retried": f.stats.retried, "last_error": f.stats.last_error}
+                     for f in self.forwarders]
+        episodes = [] if p is None else [
+            {"rule_id": e.rule_id, "asset": e.asset, "episode_id": e.episode_id,
+             "raised_at": iso_time(e.raised_at)} for e in p.engine.open_episodes()]
+        return {
+            "site": self.cfg.gateway.site,
+            "uptime_seconds": time.time() - self.started_at,
+            "problems": self.problems(),
+            "sources": sources,
+            "upstreams": upstreams,
+            "outbox": self.outbox_stats,
+            "pipeline": asdict(p.stats) if p else {},
+            "open_episodes": episodes,
+            "recent_transitions": list(self.recent),
+            "reload": self.reload_state,
+        }
+
+    def _one_line(self) -> str:
+        probs = self.problems()
+        return "ok" if not probs else f"{len(probs)} problem(s): {probs[0]}"
+
+
+async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await t
+

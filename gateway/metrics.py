@@ -1,0 +1,91 @@
+"""Prometheus metrics, read from the live components at scrape time (nothing on the hot path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+Snapshot = Callable[[], dict[str, Any]]
+
+
+class GatewayCollector(Collector):
+    def __init__(self, snapshot: Snapshot) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        s = self._snapshot()
+        p = s["pipeline"]
+        for name, doc in (("samples", "Samples received from all sources"),
+                          ("rejected_invalid", "Samples with non-finite values refused"),
+                          ("raised", "Condition episodes raised"),
+                          ("cleared", "Condition episodes cleared"),
+                          ("messages", "Upstream messages committed to the outbox"),
+                          ("commit_failures", "Outbox commits that failed and were retried")):
+            yield CounterMetricFamily(f"plantbridge_{name}", doc, value=p[name])
+
+        src_state = GaugeMetricFamily("plantbridge_source_up", "1 when the source is connected",
+                                      labels=["source", "state"])
+        src_samples = CounterMetricFamily("plantbridge_source_samples",
+                                          "Samples delivered by a source", labels=["source"])
+        src_rej = CounterMetricFamily("plantbridge_source_rejected",
+                                      "Input rejected by a source, by reason",
+                                      labels=["source", "reason"])
+        for src in s["sources"]:
+            src_state.add_metric([src["name"], src["state"]],
+                                 1.0 if src["state"] == "connected" else 0.0)
+            src_samples.add_metric([src["name"]], src["samples"])
+            for reason, n in src["rejected"].items():
+                src_rej.add_metric([src["name"], reason], n)
+        yield src_state
+        yield src_samples
+        yield src_rej
+
+        o = s["outbox"]
+        pending = GaugeMetricFamily("plantbridge_outbox_pending", "Records waiting for delivery",
+                                    labels=["sink"])
+        dead = GaugeMetricFamily("plantbridge_outbox_dead", "Dead-lettered records",
+                                 labels=["sink"])
+        for sink, n in o.get("pending", {}).items():
+            pending.add_metric([sink], n)
+        for sink, n in o.get("dead", {}).items():
+            dead.add_metric([sink], n)
+        yield pending
+        yield dead
+        yield GaugeMetricFamily("plantbridge_outbox_oldest_pending_age_seconds",
+                                "Age of the oldest undelivered record",
+                                value=o.get("oldest_pending_age_seconds") or 0.0)
+        yield GaugeMetricFamily("plantbridge_outbox_bytes", "Outbox database size",
+                                value=o.get("bytes", 0))
+        yield GaugeMetricFamily("plantbridge_outbox_budget_bytes", "Outbox size budget",
+                                value=o.get("budget_bytes") or 0)
+        yield GaugeMetricFamily("plantbridge_outbox_full", "1 when the buffer budget is reached",
+                                value=1.0 if o.get("full") else 0.0)
+        yield GaugeMetricFamily("plantbridge_storage_error",
+                                "1 while commits fail (disk full, I/O error)",
+                                value=1.0 if p["storage_problem"] else 0.0)
+
+        fwd_n = CounterMetricFamily("plantbridge_upstream_deliveries",
+                                    "Delivery outcomes per sink", labels=["sink", "outcome"])
+        breaker = GaugeMetricFamily("plantbridge_upstream_breaker_open",
+                                    "1 while the sink's circuit breaker is open", labels=["sink"])
+        for f in s["upstreams"]:
+            for outcome in ("accepted", "rejected", "retried"):
+                fwd_n.add_metric([f["name"], outcome], f[outcome])
+            breaker.add_metric([f["name"]], 0.0 if f["breaker"] == "closed" else 1.0)
+        yield fwd_n
+        yield breaker
+        yield GaugeMetricFamily("plantbridge_open_episodes", "Condition episodes now open",
+                                value=len(s["open_episodes"]))
+        yield GaugeMetricFamily("plantbridge_last_reload_ok",
+                                "1 when the last config reload succeeded",
+                                value=0.0 if s["reload"]["error"] else 1.0)
+
+
+def render(snapshot: Snapshot) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(snapshot))
+    return generate_latest(registry)

@@ -1,0 +1,175 @@
+"""Samples in, committed transitions and messages out: the one place rules meet the outbox.
+
+One committer task evaluates rules in arrival order and writes what they caused in grouped
+transactions. A source's batch is acknowledged (MQTT QoS 1) only after that commit. When the
+commit fails (full disk), the same transitions are retried until they land: backpressure reaches
+the sources through the bounded intake queue, and nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gateway.backoff import Backoff
+from gateway.messages import messages_for
+from gateway.model import OutboxMessage, Quality, Sample, SampleBatch, Source, Transition
+
+if TYPE_CHECKING:
+    from buffer.store import OutboxStore
+    from rules import RuleEngine
+
+log = logging.getLogger("plantbridge.pipeline")
+
+
+@dataclass(slots=True)
+class PipelineStats:
+    samples: int = 0
+    batches: int = 0
+    rejected_invalid: int = 0
+    transitions: int = 0
+    raised: int = 0
+    cleared: int = 0
+    messages: int = 0
+    commits: int = 0
+    commit_failures: int = 0
+    storage_problem: str = ""
+    last_sample_at: float | None = None
+    samples_by_source: dict[str, int] = field(default_factory=dict)
+
+
+TransitionListener = Callable[[Transition], None]
+
+
+class Pipeline:
+    def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
+                 wake_forwarders: Callable[[], None], *, queue_size: int = 256,
+                 max_group: int = 2000, tick_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self._outbox = outbox
+        self._sinks = list(sinks)
+        self._site = site
+        self._wake = wake_forwarders
+        self._queue: asyncio.Queue[SampleBatch] = asyncio.Queue(queue_size)
+        self._max_group = max_group
+        self._tick_seconds = tick_seconds
+        self._clock = clock
+        self.stats = PipelineStats()
+        self.listeners: list[TransitionListener] = []
+        self._lock = asyncio.Lock()  # commit + engine replacement never interleave
+
+    # --- intake -------------------------------------------------------------------------
+
+    async def feed(self, source: Source) -> None:
+        """Pump one source into the intake queue until cancelled."""
+        counts = self.stats.samples_by_source
+        async with source:
+            async for batch in source.batches():
+                counts[source.name] = counts.get(source.name, 0) + len(batch.samples)
+                await self._queue.put(batch)
+
+    async def submit(self, batch: SampleBatch) -> None:
+        await self._queue.put(batch)
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    # --- evaluation and commit ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Evaluate and commit until cancelled."""
+        while True:
+            first = await self._queue.get()
+            group = [first]
+            n = len(first.samples)
+            while n < self._max_group and not self._queue.empty():
+                nxt = self._queue.get_nowait()
+                group.append(nxt)
+                n += len(nxt.samples)
+            transitions: list[Transition] = []
+            async with self._lock:
+                for batch in group:
+                    for sample in batch.samples:
+                        if self._admit(sample):
+                            transitions.extend(self.engine.evaluate(sample))
+                await self._commit(transitions)
+            self.stats.batches += len(group)
+            for batch in group:
+                if batch.ack is not None:
+                    batch.ack()
+                self._queue.task_done()
+
+    async def drain(self, timeout_seconds: float) -> None:
+        """Wait until everything already received was evaluated and committed."""
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self._queue.join()
+        except TimeoutError:
+            log.warning("stopping with %d batches not yet evaluated (the broker redelivers "
+                        "unacknowledged QoS 1 messages)", self._queue.qsize())
+
+    async def ticker(self) -> None:
+        """Time-based rules (debounce expiry, stale data) see the clock once a tick."""
+        while True:
+            await asyncio.sleep(self._tick_seconds)
+            async with self._lock:
+                await self._commit(self.engine.tick(self._clock()))
+
+    async def apply(self, transitions: Sequence[Transition]) -> None:
+        """Commit transitions made outside sample flow (rules closed by a reload)."""
+        async with self._lock:
+            await self._commit(transitions)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        return self._lock
+
+    def _admit(self, sample: Sample) -> bool:
+        self.stats.samples += 1
+        self.stats.last_sample_at = self._clock()
+        v = sample.value
+        if sample.quality is not Quality.BAD and (v is None or not math.isfinite(v)):
+            # Drivers should never hand this over; count it rather than feed it to rules.
+            self.stats.rejected_invalid += 1
+            return False
+        return True
+
+    async def _commit(self, transitions: Sequence[Transition]) -> None:
+        if not transitions:
+            return
+        messages: list[OutboxMessage] = []
+        for t in transitions:
+            messages.extend(messages_for(t, self._sinks, self._site))
+        backoff = Backoff(0.2, 10.0)
+        while True:
+            try:
+                await self._outbox.commit(transitions, messages)
+                break
+            except Exception as exc:  # full disk, I/O error: keep them, retry, say so loudly
+                self.stats.commit_failures += 1
+                if not self.stats.storage_problem:
+                    log.error("cannot commit %d transitions, holding them and retrying: %s",
+                              len(transitions), exc)
+                self.stats.storage_problem = str(exc)
+                await asyncio.sleep(backoff.next_delay())
+        if self.stats.storage_problem:
+            log.warning("storage writable again; commits resumed")
+            self.stats.storage_problem = ""
+        self.stats.commits += 1
+        self.stats.messages += len(messages)
+        for t in transitions:
+            self.stats.transitions += 1
+            if t.kind == "raised":
+                self.stats.raised += 1
+            else:
+                self.stats.cleared += 1
+            for listener in self.listeners:
+                listener(t)
+        self._wake()

@@ -1,0 +1,224 @@
+"""A whole PlantBridge on loopback: real Mosquitto, the CMMS simulator, the real daemon.
+
+The daemon runs in-process (`start_daemon`) or as a real subprocess (`spawn_daemon`) for
+SIGKILL trials. Telemetry is published with paho like a plant would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import paho.mqtt.client as mqtt
+
+from gateway import config as config_mod
+from gateway.daemon import Daemon
+from simulators.cmms import CmmsSimulator
+from tests.harness import Mosquitto, wait_for, wait_for_sync
+
+API_KEY = "e2e-key"
+
+VIBRATION_RULE = """
+[[rule]]
+id = "vib-high"
+kind = "threshold"
+asset_pattern = "pump-*"
+signal = "vibration"
+above = 7.1
+clear_below = 6.0
+on_delay_seconds = {on_delay}
+off_delay_seconds = {off_delay}
+severity = 2
+title = "High vibration on {{asset}}"
+"""
+
+
+def vibration_rule(on_delay: float = 0.3, off_delay: float = 0.3) -> str:
+    return VIBRATION_RULE.format(on_delay=on_delay, off_delay=off_delay)
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    broker: Mosquitto
+    sim: CmmsSimulator
+    daemon: Daemon | None = None
+    task: asyncio.Task[None] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    _pub: mqtt.Client | None = field(default=None, repr=False)
+
+    # --- config -----------------------------------------------------------------------------
+
+    def write_config(self, rules: str, *, extra: str = "", forwarding: str = "",
+                     http_port: int = 0) -> Path:
+        (self.tmp / "rules.d").mkdir(exist_ok=True)
+        (self.tmp / "rules.d" / "rules.toml").write_text(rules)
+        path = self.tmp / "plantbridge.toml"
+        path.write_text(f"""
+[gateway]
+site = "e2e"
+state_dir = "{self.tmp / 'state'}"
+
+[http]
+port = {http_port}
+
+[rules]
+files = ["rules.d/*.toml"]
+tick_seconds = 0.1
+
+[forwarding]
+retry_initial_seconds = 0.1
+retry_max_seconds = 0.5
+breaker_failures = 1000
+idle_poll_seconds = 0.1
+{forwarding}
+
+[[sources]]
+type = "mqtt"
+name = "plant"
+host = "127.0.0.1"
+port = {self.broker.port}
+client_id = "plantbridge-e2e"
+reconnect_initial_seconds = 0.1
+reconnect_max_seconds = 0.5
+
+[[sources.subscriptions]]
+pattern = "plant/+asset/+signal"
+qos = 1
+format = "json"
+value_path = "value"
+timestamp_path = "ts"
+
+[[upstreams]]
+type = "rest"
+name = "cmms"
+base_url = "{self.sim.url}"
+auth = {{ kind = "bearer", token = {{ value = "{API_KEY}" }} }}
+connect_timeout_seconds = 1
+total_timeout_seconds = 2
+{extra}
+""")
+        return path
+
+    # --- daemon -----------------------------------------------------------------------------
+
+    async def start_daemon(self) -> Daemon:
+        loaded = config_mod.load(self.tmp / "plantbridge.toml")
+        self.daemon = Daemon(loaded)
+        self.task = asyncio.create_task(self.daemon.run(), name="daemon-under-test")
+        await wait_for(lambda: self.daemon is not None and (self.daemon.ready.is_set()
+                                                            or self.task.done()),  # type: ignore[union-attr]
+                       15, "daemon ready")
+        if self.task.done():
+            self.task.result()
+        await self.wait_subscribed()
+        return self.daemon
+
+    async def wait_subscribed(self) -> None:
+        d = self.daemon
+        assert d is not None
+        await wait_for(lambda: all(s.health().state == "connected" for _, s in d.sources), 15,
+                       "MQTT source connected")
+
+    async def stop_daemon(self) -> None:
+        if self.daemon is not None and self.task is not None:
+            self.daemon.request_stop()
+            await asyncio.wait_for(self.task, 30)
+        self.daemon = None
+        self.task = None
+
+    def spawn_daemon(self) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "run", "--config",
+             str(self.tmp / "plantbridge.toml")],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        return self.proc
+
+    def daemon_log(self) -> str:
+        p = self.tmp / "daemon.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    # --- the plant ------------------------------------------------------------------------
+
+    def publisher(self) -> mqtt.Client:
+        if self._pub is None:
+            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-plant")
+            c.connect("127.0.0.1", self.broker.port)
+            c.loop_start()
+            wait_for_sync(c.is_connected, 10, "publisher connected")
+            self._pub = c
+        return self._pub
+
+    def publish(self, asset: str, signal: str, value: Any, ts: float | None = None,
+                raw: bytes | None = None) -> None:
+        payload = raw if raw is not None else orjson.dumps(
+            {"value": value, "ts": time.time() if ts is None else ts})
+        info = self.publisher().publish(f"plant/{asset}/{signal}", payload, qos=1)
+        info.wait_for_publish(10)
+
+    async def play(self, asset: str, values: list[float], step_seconds: float = 0.05,
+                   signal: str = "vibration") -> None:
+        """Publish a sequence in real time (rules debounce on sample time)."""
+        for v in values:
+            self.publish(asset, signal, v)
+            await asyncio.sleep(step_seconds)
+
+    async def play_many(self, assets: list[str], values: list[float],
+                        step_seconds: float = 0.05) -> None:
+        for v in values:
+            for asset in assets:
+                self.publish(asset, "vibration", v)
+            await asyncio.sleep(step_seconds)
+
+    async def episode(self, asset: str, hold_seconds: float = 0.6) -> None:
+        """Normal, above the alarm long enough to raise, then normal long enough to clear."""
+        n = max(2, int(hold_seconds / 0.05) + 4)
+        await self.play(asset, [3.0] * 2 + [8.0] * n + [3.0] * n)
+
+    def close(self) -> None:
+        if self._pub is not None:
+            self._pub.loop_stop()
+            self._pub.disconnect()
+            self._pub = None
+
+    # --- what arrived upstream ------------------------------------------------------------
+
+    def requests_for(self, asset: str) -> list[dict[str, Any]]:
+        return [r for r in self.sim.requests if r["body"]["asset"] == asset]
+
+    def updates_for(self, asset: str) -> list[dict[str, Any]]:
+        ids = {r["id"] for r in self.requests_for(asset)}
+        return [u for u in self.sim.status_updates if u["request_id"] in ids]
+
+    async def settled(self, timeout: float = 20) -> None:
+        """Wait until the outbox holds nothing undelivered: nothing more can arrive upstream."""
+        d = self.daemon
+        assert d is not None and d.outbox is not None
+        outbox = d.outbox
+
+        async def empty() -> bool:
+            st = await outbox.stats(time.time())
+            return not any(st.pending.values()) and d.pipeline is not None \
+                and d.pipeline.backlog == 0
+
+        await wait_for(empty, timeout, "outbox drained")
+
+
+def assert_exactly_once(sim: CmmsSimulator) -> None:
+    """Every episode (dedup key) has one request and at most one clear, keys never repeat."""
+    refs = [r["external_ref"] for r in sim.requests]
+    assert len(refs) == len(set(refs)), f"duplicate requests upstream: {refs}"
+    per_request: dict[str, int] = {}
+    for u in sim.status_updates:
+        per_request[u["request_id"]] = per_request.get(u["request_id"], 0) + 1
+    assert all(n == 1 for n in per_request.values()), f"duplicate clears: {per_request}"
