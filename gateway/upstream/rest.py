@@ -9,8 +9,11 @@ Records of one asset are sent in order; different assets go concurrently (bounde
 from __future__ import annotations
 
 import asyncio
+import enum
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -48,6 +51,11 @@ class NoAuth(StrictModel):
 AuthConfig = Annotated[BearerAuth | ApiKeyAuth | NoAuth, Field(discriminator="kind")]
 
 
+class ReconcileMode(enum.StrEnum):
+    LOOKUP = "lookup"  # look old requests up by external reference before creating them
+    OFF = "off"  # the API has no lookup: trust its Idempotency-Key retention alone
+
+
 class RestSinkConfig(StrictModel):
     """`[[upstreams]] type = "rest"`: a CMMS/EAM REST API that honours Idempotency-Key."""
 
@@ -62,6 +70,12 @@ class RestSinkConfig(StrictModel):
     request_path: str = "/api/v1/maintenance-requests"
     status_path: str = "/api/v1/maintenance-requests/{upstream_ref}/status-updates"
     health_path: str = "/api/v1/health"
+    # Past this age a request is first looked up by its external reference
+    # (GET request_path?{lookup_query_param}=<dedup_key>): the server may have forgotten our
+    # Idempotency-Key (24 h is usual), and a blind retry could then create a duplicate.
+    reconcile: ReconcileMode = ReconcileMode.LOOKUP
+    reconcile_after_seconds: float = Field(default=20 * 3600.0, ge=0)
+    lookup_query_param: str = Field(default="external_ref", min_length=1)
 
     @model_validator(mode="after")
     def _paths(self) -> RestSinkConfig:
@@ -74,7 +88,7 @@ class RestSinkConfig(StrictModel):
             raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
         return self
 
-    def build(self) -> RestSink:
+    def build(self, clock: Callable[[], float] = time.time) -> RestSink:
         """Resolves secrets now: a missing token stops the start, not the first delivery."""
         headers = {"User-Agent": USER_AGENT,
                    "Accept": "application/json, application/problem+json"}
@@ -82,7 +96,7 @@ class RestSinkConfig(StrictModel):
             headers["Authorization"] = f"Bearer {self.auth.token.reveal()}"
         elif isinstance(self.auth, ApiKeyAuth):
             headers[self.auth.header] = self.auth.key.reveal()
-        return RestSink(self, headers)
+        return RestSink(self, headers, clock)
 
 
 def sf_string(value: str) -> str:
@@ -133,8 +147,10 @@ def transport_reason(exc: BaseException) -> str:
 class RestSink:
     """Implements `gateway.model.Sink`. One aiohttp session, created inside the running loop."""
 
-    def __init__(self, cfg: RestSinkConfig, headers: dict[str, str]) -> None:
+    def __init__(self, cfg: RestSinkConfig, headers: dict[str, str],
+                 clock: Callable[[], float] = time.time) -> None:
         self.name = cfg.name
+        self._clock = clock
         self._cfg = cfg
         self._headers = headers
         self._base = cfg.base_url.rstrip("/")
@@ -211,6 +227,10 @@ class RestSink:
         msg = rec.message
         if msg.kind is MessageKind.MAINTENANCE_REQUEST:
             path = self._cfg.request_path
+            if self._reconcile_due(rec):
+                found = await self._lookup(rec)
+                if found is not None:
+                    return found
         elif msg.kind is MessageKind.STATUS_UPDATE:
             if not rec.upstream_ref:
                 return Delivery(rec.id, Outcome.REJECTED, reason=(
@@ -226,29 +246,58 @@ class RestSink:
             body = canonical_json(msg.body)
         except (ValueError, TypeError) as exc:
             return Delivery(rec.id, Outcome.REJECTED, reason=f"cannot encode the message: {exc}")
-        try:
-            async with self._get_session().post(self._base + path, data=body, headers=headers,
-                                                allow_redirects=False) as resp:
-                answer = await resp.read()
-                status, ctype = resp.status, resp.content_type
-                retry_after = resp.headers.get("Retry-After")
-                location = resp.headers.get("Location", "")
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Delivery(rec.id, Outcome.RETRY, reason=transport_reason(exc))
-        problem = "" if 200 <= status < 300 else problem_text(answer, ctype)
-        if 300 <= status < 400 and location:
-            problem = f"{problem} (Location: {location})".strip()
-        verdict = classify_status(status, problem, retry_after)
-        if verdict.outcome is not Outcome.ACCEPTED:
-            return _delivery(rec.id, verdict)
+        answer = await self._exchange(rec.id, "POST", path, body=body, headers=headers)
+        if isinstance(answer, Delivery):
+            return answer
         if msg.kind is MessageKind.STATUS_UPDATE:
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=rec.upstream_ref)
         receipt = _created_id(answer)
         if receipt is None:
             return Delivery(rec.id, Outcome.RETRY, reason=(
-                f"HTTP {status} without a usable 'id' in the body; retrying under the same "
+                "2xx without a usable 'id' in the body; retrying under the same "
                 "Idempotency-Key, whose replay returns the stored answer"))
         return Delivery(rec.id, Outcome.ACCEPTED, receipt=receipt)
+
+    async def _exchange(self, record_id: int, method: str, path: str, *, body: bytes | None = None,
+                        headers: dict[str, str] | None = None,
+                        params: dict[str, str] | None = None) -> bytes | Delivery:
+        """One HTTP request: the 2xx body, or the Delivery its failure means."""
+        try:
+            async with self._get_session().request(
+                    method, self._base + path, data=body, headers=headers, params=params,
+                    allow_redirects=False) as resp:
+                answer = await resp.read()
+                status, ctype = resp.status, resp.content_type
+                retry_after = resp.headers.get("Retry-After")
+                location = resp.headers.get("Location", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Delivery(record_id, Outcome.RETRY, reason=transport_reason(exc))
+        if 200 <= status < 300:
+            return answer
+        problem = problem_text(answer, ctype)
+        if 300 <= status < 400 and location:
+            problem = f"{problem} (Location: {location})".strip()
+        return _delivery(record_id, classify_status(status, problem, retry_after))
+
+    def _reconcile_due(self, rec: OutboxRecord) -> bool:
+        return (self._cfg.reconcile is ReconcileMode.LOOKUP
+                and self._clock() - rec.message.created_at >= self._cfg.reconcile_after_seconds)
+
+    async def _lookup(self, rec: OutboxRecord) -> Delivery | None:
+        """Past the server's key retention a retry could create a duplicate: look for the
+        request by its external reference first. None: not there, go and create it."""
+        ref = rec.message.body.get("external_ref") or rec.message.body.get("dedup_key")
+        if not ref:
+            return None
+        answer = await self._exchange(rec.id, "GET", self._cfg.request_path,
+                                      params={self._cfg.lookup_query_param: str(ref)})
+        if isinstance(answer, Delivery):
+            return replace(answer, reason=f"lookup by {ref}: {answer.reason}")
+        found = _found_ids(answer)
+        if found is None:
+            return Delivery(rec.id, Outcome.RETRY, reason=(
+                f"lookup by {ref}: 2xx with an unreadable body; looking again before creating"))
+        return Delivery(rec.id, Outcome.ACCEPTED, receipt=found[0]) if found else None
 
 
 def _delivery(record_id: int, v: Verdict) -> Delivery:
@@ -261,7 +310,26 @@ def _created_id(answer: bytes) -> str | None:
         doc = orjson.loads(answer)
     except orjson.JSONDecodeError:
         return None
+    return _id_of(doc)
+
+
+def _id_of(doc: Any) -> str | None:
     ident = doc.get("id") if isinstance(doc, dict) else None
     if isinstance(ident, int) and not isinstance(ident, bool):
         return str(ident)
     return ident if isinstance(ident, str) and ident else None
+
+
+def _found_ids(answer: bytes) -> list[str] | None:
+    """Ids in a lookup answer: a JSON list, or a list under items/member/results/data."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict):
+        doc = next((doc[k] for k in ("items", "member", "results", "data")
+                    if isinstance(doc.get(k), list)), None)
+    if not isinstance(doc, list):
+        return None
+    ids = [_id_of(item) for item in doc]
+    return [i for i in ids if i is not None]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from gateway.messages import canonical_body, messages_for
+from gateway.messages import messages_for
 from gateway.model import (
     MessageKind,
-    OutboxMessage,
     OutboxRecord,
     RequestDetails,
     Transition,
@@ -33,12 +33,11 @@ def transition(kind: TransitionKind = TransitionKind.RAISED, asset: str = "pump-
 
 def record(kind: TransitionKind = TransitionKind.RAISED, asset: str = "pump-1",
            episode: str = "ep-1", upstream_ref: str | None = None, sink: str = "cmms",
-           body: dict[str, Any] | None = None) -> OutboxRecord:
+           body: dict[str, Any] | None = None, created_at: float | None = None) -> OutboxRecord:
     """An outbox record built the way the pipeline builds them (gateway.messages)."""
     msg = messages_for(transition(kind, asset, episode), [sink], "site-a")[0]
-    if body is not None:
-        msg = OutboxMessage(msg.key, msg.sink, msg.asset, msg.episode_id, msg.kind, body,
-                            msg.created_at)
+    msg = replace(msg, body=msg.body if body is None else body,
+                  created_at=msg.created_at if created_at is None else created_at)
     return OutboxRecord(id=next(_ids), message=msg, attempts=0, upstream_ref=upstream_ref)
 
 
@@ -48,8 +47,6 @@ def status_record(upstream_ref: str | None, asset: str = "pump-1",
     assert rec.message.kind is MessageKind.STATUS_UPDATE
     return rec
 
-
-__all__ = ["canonical_body", "record", "status_record", "transition"]
 
 SinkFactory = Callable[..., RestSink]
 
@@ -66,13 +63,15 @@ async def sim() -> AsyncIterator[CmmsSimulator]:
 
 @pytest.fixture
 async def make_sink() -> AsyncIterator[SinkFactory]:
-    """`make_sink(base_url, **config)`: a RestSink with bearer auth "test-key" by default."""
+    """`make_sink(base_url, **config)`: a RestSink with bearer auth "test-key" by default and
+    no lookup before retries (tests of reconciliation turn it on)."""
     made: list[RestSink] = []
 
     def make(base_url: str, **over: Any) -> RestSink:
         raw: dict[str, Any] = {"type": "rest", "name": "cmms", "base_url": base_url,
                                "auth": {"kind": "bearer", "token": {"value": "test-key"}},
-                               "total_timeout_seconds": 5.0, "connect_timeout_seconds": 2.0}
+                               "total_timeout_seconds": 5.0, "connect_timeout_seconds": 2.0,
+                               "reconcile": "off"}
         sink = RestSinkConfig.model_validate(raw | over).build()
         made.append(sink)
         return sink

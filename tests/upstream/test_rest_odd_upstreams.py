@@ -40,7 +40,8 @@ async def scripted() -> AsyncIterator[Start]:
         state = Scripted(script)
 
         async def handle(request: web.Request) -> web.StreamResponse:
-            doc = orjson.loads(await request.read())
+            raw = await request.read()
+            doc = orjson.loads(raw) if raw else {"query": dict(request.query)}
             state.seen.append(doc)
             state.headers.append(dict(request.headers))
             state.active += 1
@@ -160,6 +161,31 @@ async def test_records_of_one_asset_go_one_at_a_time_in_order(
     assert [d.receipt for d in out] == [f"WR-e-{i}" for i in range(5)]
     assert [d["episode_id"] for d in srv.seen] == [f"e-{i}" for i in range(5)]
     assert srv.max_active == 1
+
+
+@pytest.mark.parametrize(("lookup", "outcome", "receipt"), [
+    (b'{"member": [{"id": 9}]}', Outcome.ACCEPTED, "9"),
+    (b'{"items": [{"id": "WR-7"}, {"id": "WR-8"}]}', Outcome.ACCEPTED, "WR-7"),
+    (b'[{"id": "WR-7"}]', Outcome.ACCEPTED, "WR-7"),
+    (b"[]", Outcome.ACCEPTED, "WR-ep-1"),  # nothing found: created
+    (b'{"count": 0}', Outcome.RETRY, None),  # unreadable: look again later, create nothing
+])
+async def test_lookup_answer_shapes(scripted: Start, make_sink: SinkFactory, lookup: bytes,
+                                    outcome: Outcome, receipt: str | None) -> None:
+    rec = record()
+
+    def answer(req: web.Request, doc: dict[str, object]) -> web.Response:
+        if req.method == "GET":
+            assert req.query == {"ref": rec.message.body["dedup_key"]}
+            return web.Response(body=lookup, content_type="application/json")
+        return created(doc)
+
+    srv = await scripted(answer)
+    sink = make_sink(srv.url, reconcile="lookup", reconcile_after_seconds=0.0,
+                     lookup_query_param="ref")
+    [d] = await sink.send([rec])
+    assert (d.outcome, d.receipt) == (outcome, receipt)
+    assert len(srv.seen) == (2 if lookup == b"[]" else 1)
 
 
 def test_problem_text_variants() -> None:

@@ -198,3 +198,50 @@ async def test_raise_and_clear_in_one_batch_keep_order(sim: CmmsSimulator,
     assert [d.outcome for d in out] == [Outcome.ACCEPTED, Outcome.ACCEPTED]
     assert sim.requests[0]["status"] == "cleared" and len(sim.requests) == 2
     assert sim.requests[1]["body"]["episode_id"] == "ep-2"
+
+
+@pytest.mark.parametrize(("reconcile", "created"), [("off", 2), ("lookup", 1)])
+async def test_reconcile_finds_a_request_the_server_forgot_the_key_of(
+        make_sink: SinkFactory, reconcile: str, created: int) -> None:
+    """The answer was lost, then the outage outlived the server's key retention: a blind retry
+    creates a second request (lookup off); the lookup by external reference finds the
+    first one instead."""
+    now = [0.0]
+    async with CmmsSimulator(key_ttl_seconds=60, clock=lambda: now[0]) as sim:
+        rec = record()
+        sink = make_sink(sim.url, reconcile=reconcile, reconcile_after_seconds=0.0)
+        sim.faults.set("drop_after_commit", count=1)
+        assert (await sink.send([rec]))[0].outcome is Outcome.RETRY
+        now[0] += 61  # the simulator forgets the key
+        [d] = await sink.send([rec])
+        assert d.outcome is Outcome.ACCEPTED
+        assert len(sim.requests) == created
+        assert d.receipt == sim.requests[-1]["id"]
+
+
+async def test_reconcile_creates_when_nothing_is_found(sim: CmmsSimulator,
+                                                       make_sink: SinkFactory) -> None:
+    [d] = await make_sink(sim.url, reconcile="lookup", reconcile_after_seconds=0.0).send([record()])
+    assert d.outcome is Outcome.ACCEPTED and len(sim.requests) == 1
+    assert sim.received[("GET", REQUESTS, 200)] == 1
+    assert sim.received[("POST", REQUESTS, 201)] == 1
+
+
+async def test_reconcile_failure_is_retry_and_creates_nothing(sim: CmmsSimulator,
+                                                              make_sink: SinkFactory) -> None:
+    sim.faults.set("error_5xx", count=1, status=503)
+    rec = record()
+    [d] = await make_sink(sim.url, reconcile="lookup", reconcile_after_seconds=0.0).send([rec])
+    assert d.outcome is Outcome.RETRY
+    assert d.reason.startswith(f"lookup by {rec.message.body['dedup_key']}: HTTP 503")
+    assert sim.requests == []
+
+
+async def test_young_messages_are_not_looked_up(sim: CmmsSimulator,
+                                                make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url, reconcile="lookup", reconcile_after_seconds=3600.0)
+    [d] = await sink.send([record(created_at=time.time() - 60)])
+    assert d.outcome is Outcome.ACCEPTED
+    assert sim.received[("GET", REQUESTS, 200)] == 0
+    [d] = await sink.send([record(episode="ep-old", created_at=time.time() - 7200)])
+    assert sim.received[("GET", REQUESTS, 200)] == 1
