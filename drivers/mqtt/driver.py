@@ -38,6 +38,7 @@ from drivers.mqtt.rejections import RejectionLog
 from drivers.mqtt.routes import Router
 from gateway.backoff import Backoff
 from gateway.model import SampleBatch, SourceHealth, SourceState
+from gateway.settings import TlsSettings
 
 log = logging.getLogger("drivers.mqtt")
 
@@ -48,6 +49,28 @@ class LinkError(Exception):
 
 class BrokerRefused(LinkError):
     """The broker refused us (credentials, client id): retried, but reported as FAILED."""
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho leaves the socket open when the TLS handshake fails: close it ourselves."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None and tls.key_file is not None:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.sslsocket_class = _ClosingSSLSocket
+    return ctx
 
 
 class MqttSource:
@@ -202,12 +225,8 @@ class MqttSource:
             password = cfg.password.reveal() if cfg.password is not None else None
             client.username_pw_set(cfg.username, password)
         if cfg.tls is not None:
-            tls = cfg.tls
-            client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                           certfile=str(tls.cert_file) if tls.cert_file else None,
-                           keyfile=str(tls.key_file) if tls.key_file else None,
-                           cert_reqs=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE)
-            client.tls_insecure_set(not tls.verify)
+            client.tls_set_context(_tls_context(cfg.tls))
+            client.tls_insecure_set(not cfg.tls.verify)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe

@@ -128,3 +128,47 @@ def secure_broker(tmp_path: Path) -> Iterator[SecureBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@dataclass
+class TlsBroker:
+    """A Mosquitto with a plain listener (publishers) and a TLS listener (the source)."""
+
+    port: int
+    tls_port: int
+    ca_file: Path
+
+
+def _make_certs(d: Path) -> None:
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+        "server.key", "-out", "server.csr")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.pem")
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    _make_certs(tmp_path)
+    broker = TlsBroker(free_port(), free_port(), tmp_path / "ca.pem")
+    conf = tmp_path / "tls.conf"
+    conf.write_text(
+        f"per_listener_settings false\nallow_anonymous true\npersistence false\nuser root\n"
+        f"listener {broker.port} 127.0.0.1\n"
+        f"listener {broker.tls_port} 127.0.0.1\ncafile {tmp_path / 'ca.pem'}\n"
+        f"certfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n")
+    with open(tmp_path / "tls.log", "ab") as out:
+        proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        wait_for_sync(lambda: port_open(broker.port) and port_open(broker.tls_port), 10,
+                      "TLS mosquitto")
+        yield broker
+    finally:
+        proc.terminate()
+        proc.wait(5)

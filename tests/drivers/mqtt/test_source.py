@@ -10,7 +10,7 @@ import pytest
 from gateway.model import Quality, Source, SourceState
 from simulators.mqtt_plant import MqttPlantPublisher
 from simulators.scenario import SCENARIOS
-from tests.drivers.mqtt.conftest import SecureBroker, running_source, source_config
+from tests.drivers.mqtt.conftest import SecureBroker, TlsBroker, running_source, source_config
 from tests.harness import Mosquitto, wait_for
 
 PROTOCOLS = ["3.1.1", "5"]
@@ -112,3 +112,20 @@ async def test_username_and_password(secure_broker: SecureBroker) -> None:
                        "source FAILED on refused credentials")
         assert "refused" in source.health().detail
 
+
+
+async def test_tls(tls_broker: TlsBroker) -> None:
+    verified = source_config(tls_broker.tls_port, tls={"ca_file": str(tls_broker.ca_file)})
+    pub = MqttPlantPublisher("127.0.0.1", tls_broker.port, SCENARIOS["steady"])
+    async with running_source(verified) as (source, got), pub:
+        await pub.publish_raw("plant/pump-1/current", b"11.5")
+        await wait_for(lambda: len(got.samples) == 1, 10, "sample over TLS")
+        assert got.samples[0].value == 11.5
+    untrusted = source_config(tls_broker.tls_port, tls={}, client_id="untrusted")
+    async with running_source(untrusted, wait_connected=False) as (source, _):
+        await wait_for(lambda: "attempt 1" in source.health().detail, 10, "a failed attempt")
+        assert source.health().state is SourceState.CONNECTING
+        assert "certificate" in source.health().detail.lower()
+    lab = source_config(tls_broker.tls_port, tls={"verify": False}, client_id="lab")
+    async with running_source(lab) as (source, _):
+        assert source.health().state is SourceState.CONNECTED
