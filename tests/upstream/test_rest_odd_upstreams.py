@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import pytest
@@ -41,7 +42,7 @@ async def scripted() -> AsyncIterator[Start]:
 
         async def handle(request: web.Request) -> web.StreamResponse:
             raw = await request.read()
-            doc = orjson.loads(raw) if raw else {"query": dict(request.query)}
+            doc: dict[str, Any] = orjson.loads(raw) if raw else {"query": dict(request.query)}
             state.seen.append(doc)
             state.headers.append(dict(request.headers))
             state.active += 1
