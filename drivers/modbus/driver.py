@@ -1,0 +1,270 @@
+"""The Modbus source: one connection, one poll task per device, samples out as batches.
+
+    async with ModbusSourceConfig(...).build() as source:
+        async for batch in source.batches():
+            ...
+
+Each device runs on its own absolute deadlines (`loop.time()`), so timing never drifts; a cycle
+that could not start on time is skipped and counted, not queued. Requests share the line one
+at a time (a serial line allows no more), and a device that keeps failing is polled with
+backoff so that its timeouts cost the others as little line time as possible. Failures turn
+into BAD samples for the points concerned, counted by reason; the first failure and the
+recovery of a device are logged once each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Self
+
+from drivers.modbus.codec import BlockDecoder, Field, decode_bits
+from drivers.modbus.config import Device, ModbusSourceConfig, Point
+from drivers.modbus.link import Link, LinkDown, NoResponse, ReadError, quiet_pymodbus
+from drivers.modbus.planner import Read, plan_source
+from gateway.backoff import Backoff
+from gateway.model import Quality, Sample, SampleBatch, SourceHealth, SourceState
+
+log = logging.getLogger(__name__)
+
+
+class DeviceState(enum.StrEnum):
+    OK = "ok"
+    FAILING = "failing"  # failed its last poll(s), still polled on schedule
+    DEGRADED = "degraded"  # kept failing: polled with backoff until it answers
+
+
+@dataclass(slots=True)
+class DeviceStats:
+    polls: int = 0
+    failed_polls: int = 0
+    skipped_cycles: int = 0
+    samples: int = 0
+    state: DeviceState = DeviceState.OK
+    last_error: str = ""
+
+
+class _Compiled:
+    """One read of one device, ready to turn an answer into samples."""
+
+    __slots__ = ("decode", "keys", "read")
+
+    def __init__(self, read: Read, points: Sequence[Point], asset: str | None) -> None:
+        self.read = read
+        self.decode: Callable[[Any], list[float | None]]
+        self.keys = [(points[i].asset or asset or "", points[i].signal) for i in read.points]
+        members = [points[i] for i in read.points]
+        if read.table.is_bits:
+            offsets = read.offsets
+            scales = [(p.scale, p.offset) for p in members]
+            self.decode = partial(decode_bits, offsets=offsets,
+                                  scales=None if all(s == (1.0, 0.0) for s in scales) else scales)
+        else:
+            decoder = BlockDecoder([Field(o, p.type, p.byte_order, p.word_order, p.bit, p.scale,
+                                          p.offset) for o, p in zip(read.offsets, members,
+                                                                     strict=True)])
+            self.decode = decoder.decode
+
+    def samples(self, raw: Sequence[int] | Sequence[bool], ts: float) -> list[Sample]:
+        good, bad = Quality.GOOD, Quality.BAD
+        return [Sample(a, s, v, good if v is not None else bad, ts)
+                for (a, s), v in zip(self.keys, self.decode(raw), strict=True)]
+
+    def bad(self, ts: float) -> list[Sample]:
+        return [Sample(a, s, None, Quality.BAD, ts) for a, s in self.keys]
+
+
+class ModbusSource:
+    """A streaming `Source` over one Modbus connection. Expected faults never escape."""
+
+    def __init__(self, config: ModbusSourceConfig) -> None:
+        self.name = config.name
+        self._cfg = config
+        self._plans = plan_source(config)
+        self._compiled = {
+            d.unit_id: [_Compiled(r, config.points_of(d), d.asset) for r in self._plans[d.unit_id]]
+            for d in config.devices}
+        self._link: Link | None = None
+        self._out: asyncio.Queue[SampleBatch | None] = asyncio.Queue(config.batch_queue_size)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stats = {d.unit_id: DeviceStats() for d in config.devices}
+        self._rejected: collections.Counter[str] = collections.Counter()
+        self._samples_total = 0
+        self._state, self._detail, self._since = SourceState.STOPPED, "", time.time()
+
+    # --- Source protocol ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        quiet_pymodbus()
+        self._link = Link(self._cfg)
+        self._set_state(SourceState.CONNECTING, self._where())
+        n = len(self._cfg.devices)
+        for i, dev in enumerate(self._cfg.devices):
+            # Spread first polls over the shortest interval so devices do not start in a pile.
+            stagger = i * min(d.poll_interval_ms for d in self._cfg.devices) / 1000.0 / n
+            self._tasks.append(asyncio.create_task(self._poll_device(dev, stagger),
+                                                   name=f"modbus:{self.name}:{dev.unit_id}"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._link is not None:
+            self._link.close()
+            self._link = None
+        self._set_state(SourceState.STOPPED, "")
+        if self._out.full():
+            self._out.get_nowait()
+        self._out.put_nowait(None)
+
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        while True:
+            batch = await self._out.get()
+            if batch is None:
+                return
+            yield batch
+
+    def health(self) -> SourceHealth:
+        return SourceHealth(self._state, self._detail, self._since, self._samples_total,
+                            dict(self._rejected))
+
+    # --- observable facts for tests, status pages, benchmarks ----------------------------
+
+    def device_stats(self) -> dict[int, DeviceStats]:
+        return dict(self._stats)
+
+    @property
+    def requests(self) -> int:
+        """Requests sent since start (all devices)."""
+        return self._link.requests if self._link is not None else 0
+
+    def requests_per_cycle(self) -> dict[int, int]:
+        return {unit: len(reads) for unit, reads in self._plans.items()}
+
+    # --- polling -------------------------------------------------------------------------
+
+    async def _poll_device(self, dev: Device, stagger: float) -> None:
+        loop = asyncio.get_running_loop()
+        interval = dev.poll_interval_ms / 1000.0
+        stats = self._stats[dev.unit_id]
+        backoff = Backoff(interval, max(dev.backoff_max_seconds, interval))
+        failures = 0
+        down_since = 0.0
+        deadline = loop.time() + stagger
+        while True:
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            samples, error = await self._poll_once(dev)
+            stats.polls += 1
+            stats.samples += len(samples)
+            self._samples_total += len(samples)
+            if samples:
+                await self._out.put(SampleBatch(samples))
+            if error is None:
+                if failures:
+                    log.info("modbus %s unit %d (%s) answers again after %d failed polls"
+                             " (%.1f s)", self.name, dev.unit_id, dev.asset or "-", failures,
+                             time.monotonic() - down_since)
+                    failures = 0
+                    backoff.reset()
+                    stats.state, stats.last_error = DeviceState.OK, ""
+                    deadline = loop.time()  # back on a fresh grid at once
+                    self._refresh_state()
+            else:
+                stats.failed_polls += 1
+                stats.last_error = error
+                failures += 1
+                if failures == 1:
+                    down_since = time.monotonic()
+                    log.warning("modbus %s unit %d (%s) failed: %s; its points are BAD until"
+                                " it answers", self.name, dev.unit_id, dev.asset or "-", error)
+                if failures >= dev.failures_before_backoff:
+                    stats.state = DeviceState.DEGRADED
+                    deadline = loop.time() + backoff.next_delay()
+                    self._refresh_state()
+                    continue
+                stats.state = DeviceState.FAILING
+                self._refresh_state()
+            deadline += interval
+            late = loop.time() - deadline
+            if late >= 0:
+                missed = int(late // interval) + 1
+                stats.skipped_cycles += missed
+                deadline += missed * interval
+
+    async def _poll_once(self, dev: Device) -> tuple[list[Sample], str | None]:
+        """All reads of one device. Returns its samples and the error when nothing answered."""
+        link = self._link
+        assert link is not None
+        samples: list[Sample] = []
+        answered = False
+        error: str | None = None
+        giving_up = False
+        for comp in self._compiled[dev.unit_id]:
+            r = comp.read
+            if giving_up:  # the device (or link) is silent: spare the line this cycle
+                samples += comp.bad(time.time())
+                continue
+            for attempt in range(dev.retries + 1):
+                try:
+                    raw = await link.read(dev.unit_id, r.table, r.start, r.count,
+                                          dev.timeout_seconds)
+                except ReadError as exc:
+                    error = str(exc)
+                    if isinstance(exc, LinkDown) or attempt == dev.retries:
+                        self._rejected[exc.reason] += 1
+                        samples += comp.bad(time.time())
+                        giving_up = isinstance(exc, (LinkDown, NoResponse))
+                        if isinstance(exc, LinkDown):
+                            self._refresh_state()
+                        break
+                    continue
+                answered = True
+                got = comp.samples(raw, time.time())
+                samples += got
+                if any(s.value is None for s in got):
+                    self._rejected["nan"] += sum(1 for s in got if s.value is None)
+                break
+        if answered and self._state in (SourceState.CONNECTING, SourceState.RECONNECTING):
+            self._refresh_state()
+        return samples, None if answered else (error or "no answer")
+
+    # --- health --------------------------------------------------------------------------
+
+    def _where(self) -> str:
+        cfg = self._cfg
+        if cfg.serial is not None and cfg.host is None:
+            return f"{cfg.transport} {cfg.serial.port}"
+        return f"{cfg.transport} {cfg.host}:{cfg.port}"
+
+    def _refresh_state(self) -> None:
+        link = self._link
+        if link is None:
+            return
+        if not link.connected:
+            state = SourceState.RECONNECTING if link.ever_connected else SourceState.CONNECTING
+            self._set_state(state, f"{self._where()}: {link.last_error or 'not connected'}")
+            return
+        failing = [f"unit {u}: {s.state} ({s.last_error})" for u, s in self._stats.items()
+                   if s.state is not DeviceState.OK]
+        if failing:
+            self._set_state(SourceState.DEGRADED, "; ".join(failing))
+        else:
+            self._set_state(SourceState.CONNECTED, self._where())
+
+    def _set_state(self, state: SourceState, detail: str) -> None:
+        if state is not self._state:
+            self._since = time.time()
+        self._state, self._detail = state, detail
