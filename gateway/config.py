@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.opcua.config import OpcUaSourceConfig
-from gateway.settings import StrictModel
+from gateway.settings import Secret, StrictModel
 from gateway.upstream.forwarder import ForwardingConfig
 from gateway.upstream.rest import RestSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
@@ -121,7 +121,8 @@ def _plain(err: dict[str, Any]) -> str:
     if kind == "missing":
         return "required, but missing"
     if kind == "union_tag_invalid":
-        return f"unknown type {err.get('input')!r}; known: mqtt, opcua, modbus (sources), rest"
+        tag = err.get("ctx", {}).get("tag", err.get("input"))
+        return f"unknown type {tag!r}; known: {err.get('ctx', {}).get('expected_tags', '')}"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ")
 
@@ -158,14 +159,42 @@ def validate(raw: dict[str, Any], file: str) -> PlantBridgeConfig:
     return cfg
 
 
-def rule_files(cfg: PlantBridgeConfig, base: Path) -> tuple[list[Path], list[Problem]]:
+def _secrets(obj: object, where: str) -> list[tuple[str, Secret]]:
+    """Every Secret inside a config model, with its dotted field path."""
+    if isinstance(obj, Secret):
+        return [(where, obj)]
+    found: list[tuple[str, Secret]] = []
+    if isinstance(obj, BaseModel):
+        for name in type(obj).model_fields:
+            found += _secrets(getattr(obj, name), f"{where}.{name}" if where else name)
+    elif isinstance(obj, list | tuple):
+        for i, item in enumerate(obj):
+            found += _secrets(item, f"{where}[{i}]")
+    return found
+
+
+def secret_problems(cfg: PlantBridgeConfig, file: str) -> list[Problem]:
+    """A secret that cannot be read now would stop a component at start: say so up front."""
+    problems = []
+    for group, items in (("sources", cfg.sources), ("upstreams", cfg.upstreams)):
+        for i, item in enumerate(items):
+            for fld, secret in _secrets(item, ""):
+                try:
+                    secret.reveal()
+                except ValueError as exc:
+                    problems.append(Problem(file, f"{group}[{i}] '{item.name}'", fld, str(exc)))
+    return problems
+
+
+def rule_files(cfg: PlantBridgeConfig, config_file: Path) -> tuple[list[Path], list[Problem]]:
+    base = config_file.parent
     files: list[Path] = []
     problems: list[Problem] = []
     for pattern in cfg.rules.files:
         full = pattern if Path(pattern).is_absolute() else str(base / pattern)
         found = sorted(Path(p) for p in glob.glob(full))
         if not found:
-            problems.append(Problem(str(base), "rules", "files",
+            problems.append(Problem(str(config_file), "rules", "files",
                                     f"{pattern!r} matches no rule file"))
         files.extend(found)
     return files, problems
@@ -177,7 +206,8 @@ def load(path: Path, *, overrides: dict[str, Any] | None = None) -> LoadedConfig
     for key, value in (overrides or {}).items():
         raw.setdefault(key, {}).update(value)
     cfg = validate(raw, str(path))
-    files, problems = rule_files(cfg, path.parent)
+    files, problems = rule_files(cfg, path)
+    problems.extend(secret_problems(cfg, str(path)))
     if problems:
         raise ConfigError(problems)
     try:
