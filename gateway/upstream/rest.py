@@ -122,7 +122,7 @@ def problem_text(body: bytes, content_type: str) -> str:
             err = doc.get("error")
             parts = [doc.get("title"), doc.get("detail"),
                      err.get("message") if isinstance(err, dict) else err]
-            said = " - ".join(str(p) for p in parts if p)
+            said = " - ".join(dict.fromkeys(str(p) for p in parts if p))  # once each
             if said:
                 return said[:MAX_REASON]
     text = body.decode("utf-8", "replace").strip()

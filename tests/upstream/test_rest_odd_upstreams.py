@@ -194,5 +194,6 @@ def test_problem_text_variants() -> None:
     assert problem_text(b'{"title": "Bad", "detail": "x"}', pj) == "Bad - x"
     assert problem_text(b'{"error": {"type": "idempotency_error", "message": "m"}}',
                         "application/json") == "m"
+    assert problem_text(b'{"title": "T", "detail": "m", "error": {"message": "m"}}', pj) == "T - m"
     assert problem_text(b"  plain\n text  ", "text/plain") == "plain text"
     assert problem_text(b"{broken", pj) == "{broken"

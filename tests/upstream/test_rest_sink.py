@@ -245,3 +245,19 @@ async def test_young_messages_are_not_looked_up(sim: CmmsSimulator,
     assert sim.received[("GET", REQUESTS, 200)] == 0
     [d] = await sink.send([record(episode="ep-old", created_at=time.time() - 7200)])
     assert sim.received[("GET", REQUESTS, 200)] == 1
+
+
+@pytest.mark.parametrize(("mode", "status"), [("ietf", 422), ("stripe", 400)])
+async def test_key_reused_with_another_body_is_rejected(make_sink: SinkFactory, mode: str,
+                                                        status: int) -> None:
+    """A key reused across intents is a bug on our side: dead-letter it, loudly."""
+    async with CmmsSimulator(idempotency_mode=mode) as sim:  # type: ignore[arg-type]
+        sink = make_sink(sim.url)
+        rec = record()
+        assert (await sink.send([rec]))[0].outcome is Outcome.ACCEPTED
+        changed = record(body=dict(rec.message.body) | {"title": "re-rendered"})
+        assert changed.message.key == rec.message.key
+        [d] = await sink.send([changed])
+        assert d.outcome is Outcome.REJECTED
+        assert d.reason.startswith(f"HTTP {status}: Idempotency")
+        assert len(sim.requests) == 1
