@@ -37,7 +37,11 @@ def cmd_check(args: argparse.Namespace) -> int:
           f"{len(loaded.rule_files)} rule file(s), {loaded.rules.instance_count} rule "
           "instance(s)")
     if args.explain:
-        print("(no read plans to explain)")
+        from drivers.modbus.config import ModbusSourceConfig
+        from drivers.modbus.planner import explain
+
+        plans = [explain(src) for src in cfg.sources if isinstance(src, ModbusSourceConfig)]
+        print("\n".join(plans) if plans else "no Modbus sources: no read plan to explain")
     return 0
 
 

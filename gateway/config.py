@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from drivers.modbus.config import ModbusSourceConfig
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.opcua.config import OpcUaSourceConfig
 from gateway.settings import Secret, StrictModel
@@ -24,7 +25,7 @@ from gateway.upstream.rest import RestSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 
 SourceConfig = Annotated[
-    MqttSourceConfig | OpcUaSourceConfig, Field(discriminator="type")
+    MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
 ]
 UpstreamConfig = Annotated[RestSinkConfig, Field(discriminator="type")]
 

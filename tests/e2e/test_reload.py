@@ -1,4 +1,4 @@
-"""SIGHUP reload: unchanged rules keep their episodes, removed rules clear, bad files change nothing."""
+"""SIGHUP reload: unchanged rules keep episodes, removed rules clear, bad files change nothing."""
 
 from __future__ import annotations
 
