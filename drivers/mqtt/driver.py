@@ -41,6 +41,7 @@ from gateway.model import SampleBatch, SourceHealth, SourceState
 from gateway.settings import TlsSettings
 
 log = logging.getLogger("drivers.mqtt")
+_READ_BURST = 64  # packets read per readiness event at most
 
 
 class LinkError(Exception):
@@ -98,6 +99,7 @@ class MqttSource:
         self._detail = f"connecting to {config.host}:{config.port}"
         self._since = time.time()
         self._samples_total = 0
+        self._received = 0  # messages read from the broker, good or bad
         self.pauses = 0  # times the intake filled up and reading stopped
         self.intake_peak = 0
 
@@ -306,9 +308,17 @@ class MqttSource:
 
     def _on_readable(self) -> None:
         client = self._client
-        if client is None or self._fd is None or self._paused:
+        if client is None:
             return
-        client.loop_read()
+        # paho reads one packet per call: read on while messages keep coming (a bounded burst,
+        # then the selector again) instead of one packet per event loop turn.
+        for _ in range(_READ_BURST):
+            if client is not self._client or self._fd is None or self._paused:
+                return
+            before = self._received
+            client.loop_read()
+            if self._received == before:
+                break
         sock = client.socket()
         # TLS may hold decrypted bytes the selector cannot see: read on without waiting.
         if (isinstance(sock, ssl.SSLSocket) and self._fd is not None and not self._paused
@@ -357,6 +367,7 @@ class MqttSource:
             self._suback.set_result(codes)
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        self._received += 1
         ack = self._acker(client, msg.mid) if msg.qos >= 1 else None
         try:
             self._take(msg, ack)

@@ -149,3 +149,23 @@ def test_arbitrary_json_never_raises(doc: object) -> None:
         decoded = PayloadDecoder(PayloadOptions(format=fmt, **options)).decode(  # type: ignore[arg-type]
             payload, "a", "s", NOW)
         assert all(s.value is None or math.isfinite(s.value) for s in decoded.samples)
+
+
+def test_rejections_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture) -> None:
+    from drivers.mqtt.rejections import RejectionLog
+
+    caplog.set_level("INFO", logger="drivers.mqtt")
+    log = RejectionLog("src", quiet_seconds=60)
+    for i in range(100):
+        log.add("nan", "plant/p/v", "'nan'", 1000.0 + i)
+    log.add("empty", "plant/p/v", "", 1050.0)
+    log.expire(1100.0)  # nan quiet for 1 s only: still the same episode
+    log.add("nan", "plant/p/v", "", 1130.0)
+    log.expire(1200.0)  # both quiet for >= 60 s: episodes end
+    log.add("nan", "plant/p/v", "", 1300.0)  # a new episode
+    messages = [r.getMessage() for r in caplog.records]
+    assert log.counts == {"nan": 102, "empty": 1}
+    assert sum("rejecting messages: nan" in m for m in messages) == 2
+    assert sum("rejecting messages: empty" in m for m in messages) == 1
+    assert sum("no nan rejections" in m and "(101 in" in m for m in messages) == 1
+    assert sum("no empty rejections" in m for m in messages) == 1
