@@ -1,0 +1,34 @@
+"""Run a long series of crash trials and print what they found.
+
+    .venv/bin/python -m tests.chaos.run_trials --trials 300 [--assets 8] [--seed N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.chaos.trials import run_crash_trials
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("--assets", type=int, default=8)
+    p.add_argument("--seed", type=int, default=None)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="plantbridge-chaos-") as tmp:
+        report = asyncio.run(run_crash_trials(Path(tmp), args.trials, args.assets, args.seed))
+    print(report.summary())
+    for label, items in (("duplicated", report.duplicates), ("missing", report.missing),
+                         ("out of order", report.order_violations)):
+        for item in items[:20]:
+            print(f"  {label}: {item}")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
