@@ -139,6 +139,10 @@ class RuleInstance:
         value = sample.value
         if value is None or sample.quality == 2:  # bad: keep the last known state
             return None
+        if len(self._suppress) == 1:  # the usual case, without building sets
+            muted = value == self._suppress[0][1]
+            if muted is self.suppressed:
+                return None
         for signal, equals in self._suppress:
             if signal == sample.signal:
                 if value == equals:

@@ -84,25 +84,32 @@ class Replayer:
 
     def feed(self, samples: Iterable[Sample]) -> None:
         engine, out, step = self.engine, self.transitions, self._step
-        evaluate, tick, isfinite = engine.evaluate, engine.tick, math.isfinite
+        evaluate, tick = engine.evaluate, engine.tick
         k = self.next_tick
+        due = math.inf if k is None else k * step  # time of the next tick
         bad = Quality.BAD
         n = skipped = 0
         last = self._last
         for s in samples:
             n += 1
             ts = s.source_ts
-            if s.quality is not bad and (s.value is None or not isfinite(s.value)):
-                skipped += 1
-                continue
-            if k is None:
+            if s.quality is not bad:
+                v = s.value
+                if v is None or v - v != 0.0:  # None, NaN or infinite: the pipeline rejects it
+                    skipped += 1
+                    continue
+            if ts > due:
+                assert k is not None
+                while due < ts:
+                    got = tick(due)
+                    if got:
+                        out.extend(got)
+                    k += 1
+                    due = k * step
+            elif k is None:
                 k = math.floor(ts / step) + 1
+                due = k * step
                 self.first_ts = ts
-            while k * step < ts:
-                got = tick(k * step)
-                if got:
-                    out.extend(got)
-                k += 1
             got = evaluate(s)
             if got:
                 out.extend(got)

@@ -127,8 +127,9 @@ class _Levels(_Debounced):
                  "inside": "clear_outside"}[form]
         for name in wrong_clear:
             if getattr(self, name, None) is not None:
-                out.append((name, f"{name} does not go with {form}; an {form}-{words} rule "
-                                  f"clears with {right}"))
+                article = "a" if form == "below" else "an"
+                out.append((name, f"{name} does not go with {form}; {article} {form}-{words} "
+                                  f"rule clears with {right}"))
         if form == "above" and self.clear_below is not None and self.above is not None \
                 and self.clear_below > self.above:
             out.append(("clear_below", f"clear level {self.clear_below:g} is above the alarm "

@@ -109,7 +109,7 @@ class CountThreshold(RuleInstance):
         self.inverted = form == "inside"
         self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
         self.n = count
-        self.ring: list[tuple[bool, bool]] = [(False, False)] * of_last
+        self.ring = [0] * of_last  # per sample: 1 beyond the alarm level, +2 not yet clear
         self.slot = 0
         self.n_alarm = 0  # samples in the ring beyond the alarm level
         self.n_held = 0  # samples in the ring not back within the clear band
@@ -121,17 +121,21 @@ class CountThreshold(RuleInstance):
             return None
         self.last_value = v
         if self.inverted:
-            alarm = self.lo <= v <= self.hi
-            held = not (v < self.clo or v > self.chi)
+            mark = (self.lo <= v <= self.hi) + 2 * (not (v < self.clo or v > self.chi))
         else:
-            alarm = v > self.hi or v < self.lo
-            held = not (self.clo <= v <= self.chi)
-        old_alarm, old_held = self.ring[self.slot]
-        self.ring[self.slot] = (alarm, held)
-        self.slot = (self.slot + 1) % len(self.ring)
-        self.n_alarm += alarm - old_alarm
-        self.n_held += held - old_held
+            mark = (v > self.hi or v < self.lo) + 2 * (not (self.clo <= v <= self.chi))
+        ring, slot = self.ring, self.slot
+        old = ring[slot]
+        if old != mark:
+            ring[slot] = mark
+            self.n_alarm += (mark & 1) - (old & 1)
+            self.n_held += (mark >> 1) - (old >> 1)
+        self.slot = slot + 1 if slot + 1 < len(ring) else 0
         raw = self.n_held >= self.n if self.active else self.n_alarm >= self.n
+        if raw is self.active:
+            if self.pending_since is not None:
+                self.pending_since = None
+            return None
         return self._step(raw, sample.source_ts, v)
 
     def describe(self, value: float | None, raising: bool) -> str:

@@ -8,6 +8,8 @@ bad quality) is unknown, and unknown neither raises nor clears.
 
 from __future__ import annotations
 
+import math
+
 from gateway.model import Quality, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, num
 
@@ -31,12 +33,13 @@ class StaleRule(RuleInstance):
 
     def evaluate(self, sample: Sample) -> Transition | None:
         ts = sample.source_ts
-        gap = 0.0 if self.last_seen is None else ts - self.last_seen
-        self.last_seen = ts
         if sample.value is not None:
             self.last_value = sample.value
         if not self.active:
+            self.last_seen = ts
             return None
+        gap = 0.0 if self.last_seen is None else ts - self.last_seen
+        self.last_seen = ts
         return self._make(TransitionKind.CLEARED, ts, sample.value,
                           f"{self.signal} reporting again after {num(gap)} s")
 
@@ -64,10 +67,17 @@ class BadQualityRule(RuleInstance):
         return True
 
     def evaluate(self, sample: Sample) -> Transition | None:
-        bad = sample.value is None or sample.quality is _BAD
-        if not bad:
-            self.last_value = sample.value
-        return self._step(bad, sample.source_ts, sample.value)
+        v = sample.value
+        bad = v is None or sample.quality is _BAD
+        if bad is self.active:  # the usual case: nothing changes
+            if self.pending_since is not None:
+                self.pending_since = None
+            if v is not None:
+                self.last_value = v
+            return None
+        if v is not None:
+            self.last_value = v
+        return self._step(bad, sample.source_ts, v)
 
     def describe(self, value: float | None, raising: bool) -> str:
         if raising:
@@ -77,12 +87,13 @@ class BadQualityRule(RuleInstance):
 
 Condition = tuple[str, str, float]  # (signal, "above" | "below" | "equals", level)
 _OPS = {"above": ">", "below": "<", "equals": "="}
+_OPCODE = {"above": 0, "below": 1, "equals": 2}
 
 
 class CombinationRule(RuleInstance):
     """All of (or any of) several conditions on the latest value of each signal."""
 
-    __slots__ = ("conditions", "latest", "max_age", "need_all")
+    __slots__ = ("conditions", "index", "max_age", "need_all", "seen", "values", "verdict")
 
     def __init__(self, rule_id: str, asset: str, severity: int, request: RequestTemplate,
                  fingerprint: str, *, conditions: tuple[Condition, ...], need_all: bool,
@@ -93,18 +104,40 @@ class CombinationRule(RuleInstance):
         self.conditions = conditions
         self.need_all = need_all
         self.max_age = max_age
-        self.latest: dict[str, tuple[float, float]] = {}  # signal -> (ts, value)
+        index: dict[str, list[tuple[int, int, float]]] = {}
+        for i, (signal, op, level) in enumerate(conditions):
+            index.setdefault(signal, []).append((i, _OPCODE[op], level))
+        self.index = {signal: tuple(found) for signal, found in index.items()}
+        # Per condition: when its signal last had a usable value, that value, and whether the
+        # condition held for it.
+        self.seen = [-math.inf] * len(conditions)
+        self.values: list[float | None] = [None] * len(conditions)
+        self.verdict = [False] * len(conditions)
 
     def signals(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(c[0] for c in self.conditions))
+        return tuple(self.index)
 
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         ts = sample.source_ts
+        seen, verdict = self.seen, self.verdict
         if v is None or sample.quality is _BAD:
-            self.latest.pop(sample.signal, None)
+            for i, _, _ in self.index[sample.signal]:
+                seen[i] = -math.inf
+                self.values[i] = None
         else:
-            self.latest[sample.signal] = (ts, v)
+            for i, op, level in self.index[sample.signal]:
+                seen[i] = ts
+                self.values[i] = v
+                verdict[i] = v > level if op == 0 else v < level if op == 1 else v == level
+        if min(seen) >= ts - self.max_age:  # every value fresh: the usual case
+            raw: bool | None = all(verdict) if self.need_all else any(verdict)
+        else:
+            raw = self._holds(ts)
+        if raw is None or raw is self.active:
+            if self.pending_since is not None:
+                self.pending_since = None
+            return None
         return self._judge(ts)
 
     def tick(self, now: float) -> Transition | None:
@@ -114,34 +147,26 @@ class CombinationRule(RuleInstance):
 
     def _judge(self, now: float) -> Transition | None:
         raw = self._holds(now)
-        if raw is None:
+        if raw is None or raw is self.active:
             self.pending_since = None
             return None
-        primary = self.latest.get(self.signal)
-        value = primary[1] if primary is not None else None
+        value = self.values[0]
         self.last_value = value
         return self._step(raw, now, value)
 
     def _holds(self, now: float) -> bool | None:
         """True, False, or None when the answer depends on a value we do not have."""
+        oldest = now - self.max_age
         unknown = False
-        for signal, op, level in self.conditions:
-            got = self.latest.get(signal)
-            if got is None or now - got[0] > self.max_age:
+        for when, ok in zip(self.seen, self.verdict, strict=True):
+            if when < oldest:
                 unknown = True
-                continue
-            v = got[1]
-            ok = v > level if op == "above" else v < level if op == "below" else v == level
-            if ok and not self.need_all:
-                return True
-            if not ok and self.need_all:
-                return False
+            elif ok is not self.need_all:
+                return ok
         return None if unknown else self.need_all
 
     def describe(self, value: float | None, raising: bool) -> str:
-        parts = []
-        for signal, op, level in self.conditions:
-            got = self.latest.get(signal)
-            parts.append(f"{signal} {num(got[1]) if got else 'n/a'} ({_OPS[op]} {num(level)})")
-        head = ("all of" if self.need_all else "any of") if raising else "no longer"
-        return f"{head}: {', '.join(parts)}"
+        parts = [f"{signal} {num(self.values[i])} ({_OPS[op]} {num(level)})"
+                 for i, (signal, op, level) in enumerate(self.conditions)]
+        mode = "all of" if self.need_all else "any of"
+        return f"{mode}: {', '.join(parts)}" if raising else f"no longer {mode}: {', '.join(parts)}"
