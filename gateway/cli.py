@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -55,10 +56,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     g = loaded.config.gateway
     logs.setup(g.log_level, g.log_format)
+    from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew
     from gateway.daemon import Daemon
 
     async def main() -> int:
-        await Daemon(loaded).run()
+        try:
+            await Daemon(loaded).run()
+        except (OutboxSchemaTooNew, OutboxForeignFile) as exc:
+            logging.getLogger("plantbridge").error("refusing to start: %s", exc)
+            return 2
         return 0
 
     return run_async(main())

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from buffer.errors import StorageError
 from gateway.backoff import Backoff
 from gateway.messages import messages_for
 from gateway.model import OutboxMessage, Quality, Sample, SampleBatch, Source, Transition
@@ -152,7 +153,7 @@ class Pipeline:
             try:
                 await self._outbox.commit(transitions, messages)
                 break
-            except Exception as exc:  # full disk, I/O error: keep them, retry, say so loudly
+            except StorageError as exc:  # full disk, I/O error: keep them, retry, say so loudly
                 self.stats.commit_failures += 1
                 if not self.stats.storage_problem:
                     log.error("cannot commit %d transitions, holding them and retrying: %s",
