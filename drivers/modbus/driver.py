@@ -106,9 +106,10 @@ class ModbusSource:
         self._link = Link(self._cfg)
         self._set_state(SourceState.CONNECTING, self._where())
         n = len(self._cfg.devices)
+        spread = min(1.0, min(d.poll_interval_ms for d in self._cfg.devices) / 1000.0)
         for i, dev in enumerate(self._cfg.devices):
-            # Spread first polls over the shortest interval so devices do not start in a pile.
-            stagger = i * min(d.poll_interval_ms for d in self._cfg.devices) / 1000.0 / n
+            # Spread first polls (over at most a second) so devices do not start in a pile.
+            stagger = i * spread / n
             self._tasks.append(asyncio.create_task(self._poll_device(dev, stagger),
                                                    name=f"modbus:{self.name}:{dev.unit_id}"))
         return self

@@ -1,0 +1,184 @@
+"""The Modbus source against the real plant simulator (pymodbus server) on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from drivers.modbus.config import ModbusSourceConfig
+from drivers.modbus.driver import DeviceState
+from gateway.model import Quality, Source, SourceState
+from simulators.modbus_plant import Fault, ModbusPlantSimulator
+from tests.drivers.modbus.support import collecting, example_raw, plant_config
+from tests.harness import free_port, wait_for
+
+ASSETS = ("pump-1", "pump-2", "fan-1")
+SIGNALS = ("vibration", "temperature", "current", "running")
+
+
+async def test_reads_the_whole_plant_decoded(plant: ModbusPlantSimulator) -> None:
+    source = plant_config(plant.port).build()
+    assert isinstance(source, Source)
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 2, "connected")
+    for asset in ASSETS:
+        # Steady scenario: levels with small ripple (see simulators/scenario.py).
+        vib, temp, cur, run = (got.latest(asset, s) for s in SIGNALS)
+        assert vib is not None and vib.value == pytest.approx(2.5, abs=0.21)
+        assert temp is not None and temp.value == pytest.approx(45.0, abs=0.51)
+        assert cur is not None and cur.value == pytest.approx(12.0, abs=0.31)
+        assert run is not None and run.value == 1.0
+    assert source.health().samples_total >= 12
+    assert source.health().state is SourceState.STOPPED
+
+
+@pytest.mark.parametrize(("max_gap", "expected"), [(10, {1: 3, 2: 3, 3: 2}),
+                                                   (0, {1: 4, 2: 4, 3: 3})])
+async def test_simulator_sees_the_coalesced_request_count(
+        plant: ModbusPlantSimulator, max_gap: int, expected: dict[int, int]) -> None:
+    # A long interval: each device polls exactly once (its first, staggered, poll).
+    cfg = plant_config(plant.port, interval_ms=60_000, max_gap_registers=max_gap)
+    source = cfg.build()
+    assert source.requests_per_cycle() == expected
+    async with collecting(source) as got:
+        await wait_for(lambda: all(s.polls == 1 for s in source.device_stats().values()), 5,
+                       "one poll per device")
+        assert got.all_good(ASSETS, SIGNALS)
+    assert dict(plant.requests_by_unit) == expected
+    assert plant.request_count == sum(expected.values())
+
+
+async def test_scenario_drives_values_and_nan_becomes_bad() -> None:
+    port = free_port()
+    # sensor-failure: pump-2 vibration has no value from 5 s to 15 s; at speed 10: 0.5..1.5 s.
+    async with ModbusPlantSimulator("127.0.0.1", port, "sensor-failure", speed=10) as sim:
+        source = plant_config(sim.port, interval_ms=50).build()
+        async with collecting(source) as got:
+            def vib(asset: str) -> list[Quality]:
+                return [s.quality for s in got.samples()
+                        if s.asset == asset and s.signal == "vibration"]
+
+            await wait_for(lambda: Quality.BAD in vib("pump-2"), 5, "pump-2 vibration BAD")
+            await wait_for(lambda: vib("pump-2")[-1] is Quality.GOOD, 5, "pump-2 back GOOD")
+            assert Quality.BAD not in vib("pump-1")
+            bad = [s for s in got.samples() if s.quality is Quality.BAD]
+            assert {(s.asset, s.signal) for s in bad} == {("pump-2", "vibration")}
+            assert all(s.value is None for s in bad)
+            assert source.health().rejected["nan"] == len(bad)
+
+
+async def test_one_silent_unit_of_three_does_not_slow_the_others(
+        plant: ModbusPlantSimulator, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="drivers.modbus.driver")
+    interval = 0.2
+    source = plant_config(plant.port, interval_ms=int(interval * 1000),
+                          timeout_seconds=0.1).build()
+    loop = asyncio.get_running_loop()
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+        plant.faults[2] = Fault.SILENT
+        await wait_for(lambda: got.latest("pump-2", "vibration").quality is Quality.BAD,  # type: ignore[union-attr]
+                       3, "pump-2 BAD")
+        await wait_for(lambda: source.device_stats()[2].state is DeviceState.DEGRADED, 3,
+                       "unit 2 degraded")
+        assert source.health().state is SourceState.DEGRADED
+        assert "unit 2: degraded" in source.health().detail
+        skipped_before = {u: s.skipped_cycles for u, s in source.device_stats().items()}
+        start = loop.time()
+        window = 3.0
+        await asyncio.sleep(window)  # the measurement window itself, not a wait for a condition
+        end = loop.time()
+        expected = window / interval
+        for asset in ("pump-1", "fan-1"):
+            # Every poll of a healthy unit still lands in the window (allow the edges).
+            assert got.polls(asset, start, end) >= expected - 2, asset
+        for unit in (1, 3):
+            assert source.device_stats()[unit].skipped_cycles == skipped_before[unit]
+        # The silent unit is polled with backoff, not every cycle.
+        assert got.polls("pump-2", start, end) < expected / 2
+        pump2 = [s for s in got.samples() if s.asset == "pump-2" and s.quality is Quality.BAD]
+        assert pump2 and all(s.value is None for s in pump2)
+        assert source.health().rejected["timeout"] >= 2
+
+        plant.faults[2] = Fault.NONE
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "pump-2 GOOD again")
+        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 2, "connected")
+    failed = [r for r in caplog.records if "unit 2" in r.getMessage() and "failed:" in
+              r.getMessage()]
+    recovered = [r for r in caplog.records if "unit 2" in r.getMessage() and "answers again" in
+                 r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.WARNING
+    assert len(recovered) == 1
+
+
+async def test_exception_responses_give_bad_points_counted_by_code(
+        plant: ModbusPlantSimulator) -> None:
+    source = plant_config(plant.port, interval_ms=50).build()
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+        plant.faults[3] = Fault.EXCEPTION
+        await wait_for(lambda: not got.all_good(("fan-1",), SIGNALS), 3, "fan-1 BAD")
+        await wait_for(lambda: all(got.latest("fan-1", s).quality is Quality.BAD  # type: ignore[union-attr]
+                                   for s in SIGNALS), 3, "all fan-1 points BAD")
+        assert got.all_good(("pump-1", "pump-2"), SIGNALS)
+        assert source.health().rejected["exception_device_failure"] >= 2
+        assert source.device_stats()[3].state.value in ("failing", "degraded")
+        plant.faults[3] = Fault.NONE
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "fan-1 GOOD again")
+
+
+async def test_slow_unit_answers_in_time_or_times_out(plant: ModbusPlantSimulator) -> None:
+    plant.slow_seconds = 0.05
+    plant.faults[1] = Fault.SLOW
+    source = plant_config(plant.port, interval_ms=100, timeout_seconds=0.2).build()
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "slow but in time: GOOD")
+        plant.slow_seconds = 0.5
+        await wait_for(lambda: got.latest("pump-1", "temperature").quality is Quality.BAD,  # type: ignore[union-attr]
+                       3, "pump-1 times out")
+        # Late answers must not be taken for another unit's answer.
+        n = len(got.samples())
+        await wait_for(lambda: len(got.samples()) > n + 40, 5, "more samples")
+        others = [s for s in got.samples()[n:] if s.asset != "pump-1"]
+        assert others and all(s.quality is Quality.GOOD for s in others)
+        assert all(s.value == pytest.approx(45.0, abs=0.51)
+                   for s in others if s.signal == "temperature")
+        plant.faults[1] = Fault.NONE
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "pump-1 GOOD again")
+
+
+async def test_link_loss_gives_bad_samples_and_reconnects() -> None:
+    port = free_port()
+    cfg = plant_config(port, interval_ms=100, reconnect_max_seconds=0.5)
+    source = cfg.build()
+    sim = ModbusPlantSimulator("127.0.0.1", port, "steady")
+    await sim.start()
+    try:
+        async with collecting(source) as got:
+            await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+            await sim.stop()
+            await wait_for(lambda: source.health().state is SourceState.RECONNECTING, 5,
+                           "reconnecting")
+            await wait_for(lambda: not got.all_good(ASSETS, SIGNALS), 3, "BAD samples")
+            assert source.health().rejected["link_down"] >= 1
+            sim = ModbusPlantSimulator("127.0.0.1", port, "steady")
+            await sim.start()
+            await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 10, "GOOD after restart")
+            await wait_for(lambda: source.health().state is SourceState.CONNECTED, 5,
+                           "connected")
+    finally:
+        await sim.stop()
+
+
+async def test_unreachable_at_start_reports_connecting_and_never_raises() -> None:
+    cfg = ModbusSourceConfig.model_validate(example_raw(free_port()) | {
+        "reconnect_max_seconds": 0.2, "connect_timeout_seconds": 0.2})
+    source = cfg.build()
+    async with collecting(source) as got:
+        await wait_for(lambda: len(got.samples()) >= 12, 5, "BAD samples for every point")
+        assert all(s.quality is Quality.BAD for s in got.samples())
+        assert source.health().state is SourceState.CONNECTING
+        assert "connect failed" in source.health().detail
