@@ -138,9 +138,11 @@ class _FileLoader:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             m = _TOML_LINE.search(str(exc))
-            msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-            self._say(int(m.group(1)) if m else None, None, None,
-                      f"not valid TOML: {msg.lower()}")
+            line = int(m.group(1)) if m else None
+            if line is None and "end of document" in str(exc):
+                line = max(1, len(self.where.lines))
+            msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
+            self._say(line, None, None, f"not valid TOML: {msg.lower()}")
             return
         for key in doc:
             if key != "rule":

@@ -160,3 +160,10 @@ def test_examples_load_together_for_the_demo_plant() -> None:
     assert kinds == {"threshold", "rate", "stale", "bad_quality", "combination"}
     known = load_rule_files(EXAMPLES, known_assets=["pump-1", "pump-2", "fan-1"])
     assert {i.asset for i in known.instances()} == {"pump-1", "pump-2", "fan-1"}
+
+
+def test_toml_error_at_end_of_document_points_at_the_last_line(tmp_path: Path) -> None:
+    got = problems(tmp_path, GOOD + "outside = [1.0, 2.0\n")
+    assert got == [f"{tmp_path}/00-rules.toml:9: not valid TOML: unclosed array"]
+    got = problems(tmp_path, GOOD + "severity = = 2\n")
+    assert got == [f"{tmp_path}/00-rules.toml:9: not valid TOML: invalid value"]
