@@ -89,26 +89,30 @@ class MqttPlantPublisher:
         client, self._client = self._client, None
         if client is None:
             return
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await self.flush()
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
 
-    async def publish_raw(self, topic: str, payload: bytes | str, qos: int | None = None) -> None:
+    async def publish_raw(self, topic: str, payload: bytes | str, qos: int | None = None,
+                          retain: bool = False) -> None:
         """Fault injection: publish any payload (garbage, NaN, huge) on any topic."""
         if self._client is None:
             raise RuntimeError("use `async with publisher:` first")
-        info = self._client.publish(topic, payload, self.qos if qos is None else qos)
+        info = self._client.publish(topic, payload, self.qos if qos is None else qos, retain)
         self._pending.append(info)
         self.published += 1
 
     async def flush(self, timeout_seconds: float = 10.0) -> None:
         """Wait until every QoS 1 message so far is acknowledged by the broker."""
         deadline = time.monotonic() + timeout_seconds
-        while self._pending and time.monotonic() < deadline:
+        while True:
             self._pending = [i for i in self._pending if not i.is_published()]
-            if self._pending:
-                await asyncio.sleep(0.01)
+            if not self._pending:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self._pending)} messages not acknowledged by the broker")
+            await asyncio.sleep(0.01)
 
     async def run(self, duration_seconds: float | None = None) -> None:
         """Publish every `interval_seconds` (wall) until `duration_seconds` of scenario time."""

@@ -36,6 +36,7 @@ class Reason(enum.StrEnum):
     NOT_AN_OBJECT = "not_an_object"  # json_fields payload that is not an object
     NO_MAPPING = "no_mapping"  # topic matches no route
     BAD_TOPIC = "bad_topic"  # topic is not valid UTF-8
+    RETAINED = "retained"  # a retained message, and the source is told to ignore them
     INTERNAL_ERROR = "internal_error"  # a bug in decoding: counted, never crashes the source
 
 

@@ -28,6 +28,15 @@ class SessionMode(enum.StrEnum):
     CLEAN = "clean"
 
 
+class RetainedPolicy(enum.StrEnum):
+    """Retained messages are the broker's stored last value, resent on every (re)subscribe.
+    `accept` them (right when payloads carry their timestamp) or `ignore` them (counted under
+    `retained`): without a timestamp a stale value would look fresh."""
+
+    ACCEPT = "accept"
+    IGNORE = "ignore"
+
+
 class PayloadFormat(enum.StrEnum):
     """How a payload becomes samples.
 
@@ -169,6 +178,7 @@ class MqttSourceConfig(StrictModel):
     queue_max_messages: int = Field(default=1000, ge=1, le=65535)
     max_payload_bytes: int = Field(default=256 * 1024, ge=1)
     rejection_quiet_seconds: float = Field(default=60.0, gt=0)  # ends a logged trouble episode
+    retained: RetainedPolicy = RetainedPolicy.ACCEPT
     subscriptions: list[Subscription] = []
     topics: list[TopicEntry] = []
 

@@ -33,7 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from drivers.mqtt.codec import Reason
-from drivers.mqtt.config import MqttSourceConfig, Protocol, SessionMode
+from drivers.mqtt.config import MqttSourceConfig, Protocol, RetainedPolicy, SessionMode
 from drivers.mqtt.rejections import RejectionLog
 from drivers.mqtt.routes import Router
 from gateway.backoff import Backoff
@@ -383,6 +383,8 @@ class MqttSource:
             topic = msg.topic
         except UnicodeDecodeError:
             return self._reject(Reason.BAD_TOPIC, "?", "", now, ack)
+        if msg.retain and self._cfg.retained is RetainedPolicy.IGNORE:
+            return self._reject(Reason.RETAINED, topic, "", now, ack)
         payload = msg.payload
         if len(payload) > self._cfg.max_payload_bytes:
             return self._reject(Reason.TOO_LARGE, topic, f"{len(payload)} bytes", now, ack)

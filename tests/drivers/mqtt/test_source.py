@@ -129,3 +129,17 @@ async def test_tls(tls_broker: TlsBroker) -> None:
     lab = source_config(tls_broker.tls_port, tls={"verify": False}, client_id="lab")
     async with running_source(lab) as (source, _):
         assert source.health().state is SourceState.CONNECTED
+
+
+@pytest.mark.parametrize(("policy", "samples", "rejected"), [
+    ("accept", 1, {}), ("ignore", 0, {"retained": 1})])
+async def test_retained_messages(mosquitto: Mosquitto, publisher: MqttPlantPublisher,
+                                 policy: str, samples: int, rejected: dict[str, int]) -> None:
+    await publisher.publish_raw("plant/pump-1/running", b"1", retain=True)
+    await publisher.flush()
+    cfg = source_config(mosquitto.port, retained=policy)
+    async with running_source(cfg) as (source, got):
+        await publisher.publish_raw("plant/pump-1/current", b"12")  # live: always taken
+        await wait_for(lambda: any(s.signal == "current" for s in got.samples), 10, "live")
+        assert len(got.samples) == samples + 1
+        assert source.health().rejected == rejected
