@@ -26,19 +26,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Self
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from drivers.mqtt import client as mqtt_client
 from drivers.mqtt.codec import Reason
-from drivers.mqtt.config import MqttSourceConfig, Protocol, RetainedPolicy, SessionMode
+from drivers.mqtt.config import MqttSourceConfig, RetainedPolicy
 from drivers.mqtt.rejections import RejectionLog
 from drivers.mqtt.routes import Router
 from gateway.backoff import Backoff
 from gateway.model import SampleBatch, SourceHealth, SourceState
-from gateway.settings import TlsSettings
 
 log = logging.getLogger("drivers.mqtt")
 _READ_BURST = 64  # packets read per readiness event at most
@@ -50,28 +47,6 @@ class LinkError(Exception):
 
 class BrokerRefused(LinkError):
     """The broker refused us (credentials, client id): retried, but reported as FAILED."""
-
-
-class _ClosingSSLSocket(ssl.SSLSocket):
-    """paho leaves the socket open when the TLS handshake fails: close it ourselves."""
-
-    def do_handshake(self, block: bool = False) -> None:
-        try:
-            super().do_handshake(block)
-        except BaseException:
-            self.close()
-            raise
-
-
-def _tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    ctx.sslsocket_class = _ClosingSSLSocket
-    return ctx
 
 
 class MqttSource:
@@ -180,11 +155,18 @@ class MqttSource:
     async def _connect_once(self) -> None:
         cfg = self._cfg
         loop = asyncio.get_running_loop()
-        client = self._new_client()
+        client = mqtt_client.new_client(cfg)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_socket_register_write = self._on_socket_change
+        client.on_socket_unregister_write = self._on_socket_change
+        client.on_socket_close = self._on_socket_close
         self._client = client
         self._connack, self._suback, self._lost = (loop.create_future(), loop.create_future(),
                                                    loop.create_future())
-        connecting = loop.run_in_executor(None, self._blocking_connect, client)
+        connecting = loop.run_in_executor(None, mqtt_client.connect_blocking, client, cfg)
         try:
             await asyncio.shield(connecting)
         except asyncio.CancelledError:
@@ -200,7 +182,7 @@ class MqttSource:
         if code.is_failure:
             raise BrokerRefused(f"broker refused the connection: {code}")
         self._connected = True
-        self._subscribe(client)
+        mqtt_client.subscribe(client, cfg.protocol, self._router.filters)
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
                 granted = await self._suback
@@ -214,49 +196,6 @@ class MqttSource:
                             f"subscriptions: {', '.join(refused)}")
         else:
             self._set_state(SourceState.CONNECTED, f"connected to {where}")
-
-    def _new_client(self) -> paho.Client:
-        cfg = self._cfg
-        v5 = cfg.protocol is Protocol.V5
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
-            clean_session=None if v5 else cfg.session is SessionMode.CLEAN,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True)
-        client.connect_timeout = cfg.connect_timeout_seconds
-        if cfg.username is not None:
-            password = cfg.password.reveal() if cfg.password is not None else None
-            client.username_pw_set(cfg.username, password)
-        if cfg.tls is not None:
-            client.tls_set_context(_tls_context(cfg.tls))
-            client.tls_insecure_set(not cfg.tls.verify)
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_socket_register_write = self._on_socket_change
-        client.on_socket_unregister_write = self._on_socket_change
-        client.on_socket_close = self._on_socket_close
-        return client
-
-    def _blocking_connect(self, client: paho.Client) -> None:
-        """Worker thread: TCP connect, TLS handshake, CONNECT queued (written by the loop)."""
-        cfg = self._cfg
-        if cfg.protocol is Protocol.V5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            persistent = cfg.session is SessionMode.PERSISTENT
-            props.SessionExpiryInterval = cfg.session_expiry_seconds if persistent else 0
-            props.ReceiveMaximum = cfg.queue_max_messages
-            client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=not persistent,
-                           properties=props)
-        else:
-            client.connect(cfg.host, cfg.port, cfg.keepalive_seconds)
-
-    def _subscribe(self, client: paho.Client) -> None:
-        filters = self._router.filters
-        if self._cfg.protocol is Protocol.V5:
-            client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in filters])
-        else:
-            client.subscribe(list(filters))
 
     def _drop_client(self) -> None:
         """Forget the current client: stop watching its socket and close it."""

@@ -1,0 +1,82 @@
+"""Building, connecting and subscribing a paho client from our config (MQTT 3.1.1 and 5)."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Sequence
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from drivers.mqtt.config import MqttSourceConfig, Protocol, SessionMode
+from gateway.settings import TlsSettings
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """paho leaves the socket open when the TLS handshake fails: close it ourselves."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+def tls_context(tls: TlsSettings) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+    if tls.cert_file is not None and tls.key_file is not None:
+        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    ctx.sslsocket_class = _ClosingSSLSocket
+    return ctx
+
+
+def new_client(cfg: MqttSourceConfig) -> paho.Client:
+    """A client with manual acks, our session choice, credentials and TLS (no callbacks yet).
+
+    Reveals the password now, so a rotated secret file is read on every connection attempt;
+    raises ValueError when it is missing.
+    """
+    v5 = cfg.protocol is Protocol.V5
+    client = paho.Client(
+        CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
+        clean_session=None if v5 else cfg.session is SessionMode.CLEAN,
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True)
+    client.connect_timeout = cfg.connect_timeout_seconds
+    if cfg.username is not None:
+        password = cfg.password.reveal() if cfg.password is not None else None
+        client.username_pw_set(cfg.username, password)
+    if cfg.tls is not None:
+        client.tls_set_context(tls_context(cfg.tls))
+        client.tls_insecure_set(not cfg.tls.verify)
+    return client
+
+
+def connect_blocking(client: paho.Client, cfg: MqttSourceConfig) -> None:
+    """For a worker thread: TCP connect and TLS handshake, CONNECT queued (the loop writes it).
+
+    MQTT 5 announces our session expiry and, as Receive Maximum, the intake size.
+    """
+    if cfg.protocol is Protocol.V5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        persistent = cfg.session is SessionMode.PERSISTENT
+        props.SessionExpiryInterval = cfg.session_expiry_seconds if persistent else 0
+        props.ReceiveMaximum = cfg.queue_max_messages
+        client.connect(cfg.host, cfg.port, cfg.keepalive_seconds, clean_start=not persistent,
+                       properties=props)
+    else:
+        client.connect(cfg.host, cfg.port, cfg.keepalive_seconds)
+
+
+def subscribe(client: paho.Client, protocol: Protocol,
+              filters: Sequence[tuple[str, int]]) -> None:
+    if protocol is Protocol.V5:
+        client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in filters])
+    else:
+        client.subscribe(list(filters))
