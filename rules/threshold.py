@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from gateway.model import Quality, Sample, Transition
+from gateway.model import EpisodeState, Quality, Sample, Transition
 from rules.episode import RequestTemplate, RuleInstance, num
 
 _BAD = Quality.BAD
@@ -138,6 +138,12 @@ class CountThreshold(RuleInstance):
             return None
         return self._step(raw, sample.source_ts, v)
 
+    def restore(self, episode: EpisodeState) -> None:
+        """Assume the last M samples were in alarm: only M new samples can clear it."""
+        super().restore(episode)
+        self.ring = [3] * len(self.ring)
+        self.n_alarm = self.n_held = len(self.ring)
+
     def describe(self, value: float | None, raising: bool) -> str:
         m = len(self.ring)
         level = {"above": f"above {num(self.hi)}", "below": f"below {num(self.lo)}",
@@ -153,7 +159,7 @@ class CountThreshold(RuleInstance):
 class RateRule(RuleInstance):
     """The change of a signal within a sliding time window, compared with a level."""
 
-    __slots__ = ("chi", "clo", "delta", "hi", "history", "lo", "rising", "window")
+    __slots__ = ("chi", "clo", "delta", "first_ts", "hi", "history", "lo", "rising", "window")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
                  request: RequestTemplate, fingerprint: str, *, window: float, lo: float,
@@ -167,6 +173,7 @@ class RateRule(RuleInstance):
         self.rising = hi < INF
         self.history: deque[tuple[float, float]] = deque()
         self.delta = 0.0
+        self.first_ts: float | None = None  # first sample since start, restore or reload
 
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
@@ -181,7 +188,17 @@ class RateRule(RuleInstance):
         while history[0][0] < start:
             history.popleft()
         d = self.delta = v - history[0][1]
-        raw = (not (self.clo <= d <= self.chi)) if self.active else (d > self.hi or d < self.lo)
+        if self.active:
+            # A clear needs a full window of data: right after a restart the history is short
+            # and a change of 0 says nothing.
+            first = self.first_ts
+            if first is None:
+                first = self.first_ts = ts
+            raw = not (self.clo <= d <= self.chi) or ts - first < self.window
+        else:
+            if self.first_ts is None:
+                self.first_ts = ts
+            raw = d > self.hi or d < self.lo
         return self._step(raw, ts, v)
 
     def describe(self, value: float | None, raising: bool) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.model import EpisodeState, Quality, TransitionKind
+from gateway.model import EpisodeState, Quality, Rule, TransitionKind
 from rules import RuleEngine
 from rules.engine import GONE, REMOVED
 from tests.rules.conftest import RulesFrom, sample
@@ -163,3 +163,54 @@ def test_transition_carries_request_details(rules_from: RulesFrom) -> None:
             t.request.long_text) == ("Hot pump-1: 85.25 C", 1, "BRG", True,
                                      "temperature by temp-high")
     assert t.reason == "temperature 85.25 above 80"
+
+
+COUNT_AND_RATE = """
+[[rule]]
+id = "spikes"
+kind = "threshold"
+asset = "p1"
+signal = "vibration"
+above = 10.0
+count = 2
+of_last_samples = 3
+
+[[rule]]
+id = "rising"
+kind = "rate"
+asset = "p1"
+signal = "temperature"
+window_seconds = 10
+above = 5.0
+"""
+
+
+def test_restored_count_and_rate_rules_do_not_clear_on_too_little_data(
+        rules_from: RulesFrom) -> None:
+    engine = RuleEngine(rules_from(COUNT_AND_RATE))
+    engine.restore([EpisodeState("spikes", "p1", "spikes/p1/1", 0.001, 3),
+                    EpisodeState("rising", "p1", "rising/p1/1", 0.001, 3)])
+    # A restart forgot the samples behind the episodes; the first ones alone prove nothing.
+    assert not engine.evaluate(sample("p1", "vibration", 11.0, 1.0))
+    assert not engine.evaluate(sample("p1", "vibration", 5.0, 2.0))
+    (t,) = engine.evaluate(sample("p1", "vibration", 5.0, 3.0))  # 2 of the last 3 clear
+    assert (t.kind, t.episode_id) == (TransitionKind.CLEARED, "spikes/p1/1")
+    for ts in range(1, 10):
+        assert not engine.evaluate(sample("p1", "temperature", 50.0, float(ts)))
+    (t,) = engine.evaluate(sample("p1", "temperature", 50.0, 11.0))  # a full window seen
+    assert (t.kind, t.episode_id) == (TransitionKind.CLEARED, "rising/p1/1")
+
+
+def test_pattern_rule_is_built_on_restore(rules_from: RulesFrom) -> None:
+    engine = RuleEngine(rules_from(vib()))
+    engine.restore([EpisodeState("vib-high", "pump-7", "vib-high/pump-7/1", 0.001, 3)])
+    assert not engine.evaluate(sample("pump-7", "vibration", 9.0, 5.0))  # still high: quiet
+    assert [e.episode_id for e in engine.open_episodes()] == ["vib-high/pump-7/1"]
+
+
+def test_instances_satisfy_the_rule_protocol(rules_from: RulesFrom) -> None:
+    def as_rule(r: Rule) -> Rule:
+        return r
+
+    for inst in RuleEngine(rules_from(vib() + TEMP + COUNT_AND_RATE)).instances():
+        assert as_rule(inst).keys()
