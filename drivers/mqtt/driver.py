@@ -49,6 +49,10 @@ class BrokerRefused(LinkError):
     """The broker refused us (credentials, client id): retried, but reported as FAILED."""
 
 
+class SetupFailed(LinkError):
+    """We cannot even try (secret missing, TLS files unreadable): retried, reported as FAILED."""
+
+
 class MqttSource:
     """Streams `SampleBatch`es from one broker: `async with src: async for b in src.batches()`."""
 
@@ -126,7 +130,7 @@ class MqttSource:
             refused = False
             try:
                 await self._connect_once()
-            except BrokerRefused as exc:
+            except (BrokerRefused, SetupFailed) as exc:
                 problem, refused = str(exc), True
             except (LinkError, OSError, ssl.SSLError, ValueError) as exc:
                 problem = str(exc) or type(exc).__name__
@@ -155,7 +159,10 @@ class MqttSource:
     async def _connect_once(self) -> None:
         cfg = self._cfg
         loop = asyncio.get_running_loop()
-        client = mqtt_client.new_client(cfg)
+        try:
+            client = mqtt_client.new_client(cfg)
+        except (ValueError, OSError) as exc:
+            raise SetupFailed(f"cannot set up the connection: {exc}") from None
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -181,7 +188,6 @@ class MqttSource:
             raise LinkError("no CONNACK from the broker in time") from None
         if code.is_failure:
             raise BrokerRefused(f"broker refused the connection: {code}")
-        self._connected = True
         mqtt_client.subscribe(client, cfg.protocol, self._router.filters)
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
@@ -285,7 +291,11 @@ class MqttSource:
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: paho.ConnectFlags,
                     code: ReasonCode, props: Properties | None) -> None:
-        if client is self._client and self._connack is not None and not self._connack.done():
+        if client is not self._client:
+            return
+        # Set here, not after the await: acks for messages that came with the CONNACK count.
+        self._connected = not code.is_failure
+        if self._connack is not None and not self._connack.done():
             self._connack.set_result(code)
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: paho.DisconnectFlags,

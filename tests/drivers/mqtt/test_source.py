@@ -143,3 +143,11 @@ async def test_retained_messages(mosquitto: Mosquitto, publisher: MqttPlantPubli
         await wait_for(lambda: any(s.signal == "current" for s in got.samples), 10, "live")
         assert len(got.samples) == samples + 1
         assert source.health().rejected == rejected
+
+
+async def test_missing_secret_is_reported_as_failed(mosquitto: Mosquitto) -> None:
+    cfg = source_config(mosquitto.port, username="gateway",
+                        password={"env": "PLANTBRIDGE_TEST_SURELY_UNSET"})
+    async with running_source(cfg, wait_connected=False) as (source, _):
+        await wait_for(lambda: source.health().state is SourceState.FAILED, 10, "FAILED")
+        assert "PLANTBRIDGE_TEST_SURELY_UNSET" in source.health().detail
