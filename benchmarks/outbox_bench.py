@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from buffer.store import OutboxStore, Synchronous  # noqa: E402
-from gateway.model import (  # noqa: E402
+from buffer.store import OutboxStore, Synchronous
+from gateway.model import (
     Delivery,
     MessageKind,
     OutboxMessage,
