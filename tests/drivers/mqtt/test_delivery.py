@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import pytest
@@ -110,3 +111,37 @@ async def test_source_starts_before_broker_and_reports_connecting(mosquitto: Mos
             await wait_for(lambda: len(got.samples) == 1, 10, "sample")
     assert source.health().state is SourceState.STOPPED
 
+
+
+@pytest.mark.slow
+async def test_stalled_consumer_costs_a_reconnect_but_no_message(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher) -> None:
+    n = 30
+    cfg = source_config(mosquitto.port, protocol="3.1.1", queue_max_messages=2,
+                        keepalive_seconds=5)
+    source = cfg.build()
+    got: list[float | None] = []
+    release = asyncio.Event()
+
+    async def consume() -> None:
+        async for batch in source.batches():
+            await release.wait()  # stalled until the driver gives the link up
+            got.extend(s.value for s in batch.samples)
+            if batch.ack is not None:
+                batch.ack()
+
+    async with source:
+        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10, "connected")
+        task = asyncio.create_task(consume())
+        for i in range(n):
+            await publisher.publish_raw("plant/pump-1/vibration", str(i))
+        await publisher.flush()
+        await wait_for(lambda: source.health().state is SourceState.RECONNECTING, 20,
+                       "the stalled link given up (about 2 x keepalive)")
+        release.set()
+        await wait_for(lambda: set(got) >= {float(i) for i in range(n)}, 20, "every message")
+        assert source.health().state is SourceState.CONNECTED
+        assert source.intake_peak <= 2
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
