@@ -79,6 +79,15 @@ class BadQualityRule(RuleInstance):
             self.last_value = v
         return self._step(bad, sample.source_ts, v)
 
+    def tick(self, now: float) -> Transition | None:
+        since = self.pending_since
+        if since is None:
+            return None
+        if now - since < (self.off_delay if self.active else self.on_delay):
+            return None
+        # A raise reports no value: the last good one is not what the sensor says now.
+        return self._flip(now, self.last_value if self.active else None, now - since)
+
     def describe(self, value: float | None, raising: bool) -> str:
         if raising:
             return f"{self.signal} quality bad"

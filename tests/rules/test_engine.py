@@ -214,3 +214,15 @@ def test_instances_satisfy_the_rule_protocol(rules_from: RulesFrom) -> None:
 
     for inst in RuleEngine(rules_from(vib() + TEMP + COUNT_AND_RATE)).instances():
         assert as_rule(inst).keys()
+
+
+def test_bad_quality_raised_by_a_tick_reports_no_value(rules_from: RulesFrom) -> None:
+    engine = RuleEngine(rules_from('[[rule]]\nid = "failed"\nkind = "bad_quality"\n'
+                                   'asset = "p1"\nsignal = "vibration"\nlimit_seconds = 5\n'))
+    assert not engine.evaluate(sample("p1", "vibration", 2.3, 0.0))
+    assert not engine.evaluate(sample("p1", "vibration", None, 1.0))
+    (t,) = engine.tick(6.0)
+    assert (t.kind, t.value, t.reason) == (TransitionKind.RAISED, None,
+                                           "vibration quality bad for 5 s")
+    (t,) = engine.evaluate(sample("p1", "vibration", 2.4, 7.0))
+    assert (t.kind, t.value) == (TransitionKind.CLEARED, 2.4)
