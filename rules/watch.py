@@ -50,7 +50,7 @@ class StaleRule(RuleInstance):
             return None
         if self.active or self.suppressed or now - seen <= self.limit:
             return None
-        return self._make(TransitionKind.RAISED, now, self.last_value,
+        return self._make(TransitionKind.RAISED, now, None,
                           f"no {self.signal} data for {num(now - seen)} s "
                           f"(limit {num(self.limit)} s)")
 
