@@ -65,18 +65,22 @@ class _Lines:
         return self.starts[index] + 1 if index < len(self.starts) else None
 
     def field(self, index: int, path: str | None) -> int | None:
+        """The line of a field, walking the path: `overrides.pump-2.above` finds the `above`
+        on (or after) the line of `"pump-2" =` in the `[rule.overrides]` table."""
         start = self.rule(index)
         if start is None or not path:
             return start
         end = self.starts[index + 1] if index + 1 < len(self.starts) else len(self.lines)
-        for name in reversed(re.split(r"[.\[\]]+", path)):
+        pos, found = start - 1, start
+        for name in re.split(r"[.\[\]]+", path):
             if not name or name.isdigit():
                 continue
-            pat = re.compile(rf"""(^|[{{,\s])["']?{re.escape(name)}["']?\s*=""")
-            for i in range(start - 1, end):
+            pat = re.compile(rf"""(^|[{{,\s.\[])["']?{re.escape(name)}["']?\s*(=|\])""")
+            for i in range(pos, end):
                 if pat.search(self.lines[i].split("#", 1)[0]):
-                    return i + 1
-        return start
+                    pos, found = i, i + 1
+                    break
+        return found
 
 
 def _plain(err: Any, fields: Collection[str]) -> tuple[str, str]:

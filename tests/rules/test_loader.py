@@ -167,3 +167,13 @@ def test_toml_error_at_end_of_document_points_at_the_last_line(tmp_path: Path) -
     assert got == [f"{tmp_path}/00-rules.toml:9: not valid TOML: unclosed array"]
     got = problems(tmp_path, GOOD + "severity = = 2\n")
     assert got == [f"{tmp_path}/00-rules.toml:9: not valid TOML: invalid value"]
+
+
+def test_override_problem_points_at_the_override_line(tmp_path: Path) -> None:
+    text = GOOD.replace('asset = "pump-1"', 'assets = ["pump-1", "pump-2"]') + (
+        '\n[rule.overrides]\n"pump-1" = { above = 8.0 }\n"pump-2" = { above = 9.0, '
+        'clear_below = 9.5 }\n')
+    got = problems(tmp_path, text)
+    assert got == [f"{tmp_path}/00-rules.toml:12: rule 'pump-vibration-high': "
+                   "overrides.pump-2.clear_below: clear level 9.5 is above the alarm level 9 "
+                   "for an above-threshold rule"]
