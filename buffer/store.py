@@ -183,10 +183,9 @@ class OutboxStore:
                         await self._db.executemany(_INSERT, [row for _, row in new])
                     if episodes:
                         await self._db.executemany(_EPISODE, episodes)
-            except BufferFull:
+            except BufferFull as exc:
                 self._pressure = True
-                self._refused += sum(1 for m, _ in encoded.values()
-                                     if m.message_class is not MessageClass.EVENT)
+                self._refused += exc.refused
                 raise
             self._used += added
             if new:

@@ -1,5 +1,8 @@
 """The real OutboxStore, driven by Hypothesis through random operations, against a plain model.
 
+Some runs have a size budget small enough to be hit often: the model then also decides exactly
+which records are shed (telemetry, then status, oldest first) and which commits are refused.
+
 After every step: what was acknowledged is never handed out again, nothing unacknowledged is
 lost, per-asset order holds, dead records never block live ones, and counts and the oldest
 pending age match the model exactly (record ids included: they are predictable).
@@ -15,10 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgpack
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
+from buffer.budget import row_bytes
+from buffer.errors import BufferFull
 from buffer.store import OutboxStore, Synchronous
 from gateway.model import (
     Delivery,
@@ -34,11 +46,14 @@ SINKS = ("cmms", "erp")
 ASSETS = ("p1", "p2", "p3")
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STEPS_RUN = [0]
+BUDGET_EVENTS = {"shed": 0, "refused": 0}
 
 
 @dataclass
 class Row:
     message: OutboxMessage
+    size: int
+    body_len: int
     state: str = PENDING
     attempts: int = 0
     next_at: float = 0.0
@@ -58,8 +73,11 @@ class OutboxMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="outbox-sm-"))
         self.path = self.dir / "outbox.sqlite"
         self.loop = asyncio.new_event_loop()
-        self.store: OutboxStore = self.run(
-            OutboxStore.open(self.path, synchronous=Synchronous.NORMAL))
+        self.store: OutboxStore | None = None
+        self.budget: int | None = None
+        self.shed: dict[str, int] = {}
+        self.refused = 0
+        self.pressure = False
         self.now = 1000.0
         self.next_id = 1
         self.rows: dict[int, Row] = {}
@@ -71,9 +89,24 @@ class OutboxMachine(RuleBasedStateMachine):
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
+    @property
+    def outbox(self) -> OutboxStore:
+        assert self.store is not None
+        return self.store
+
+    async def open(self) -> OutboxStore:
+        return await OutboxStore.open(self.path, synchronous=Synchronous.NORMAL,
+                                      max_bytes=self.budget)
+
+    @initialize(budget=st.sampled_from([None, 1200, 3000]))
+    def start(self, budget: int | None) -> None:
+        self.budget = budget
+        self.store = self.run(self.open())
+
     def teardown(self) -> None:
         try:
-            self.run(self.store.close())
+            if self.store is not None:
+                self.run(self.outbox.close())
         finally:
             self.loop.close()
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -118,18 +151,64 @@ class OutboxMachine(RuleBasedStateMachine):
                                        {"changed": True}, self.now, old.message_class))
         if repeat_in_batch and batch:
             batch.append(batch[0])
-        expected_new = 0
+        new: dict[str, OutboxMessage] = {}
         for m in batch:
             if m.key not in self.key_ids:
+                new.setdefault(m.key, m)
+        if self.make_room(list(new.values())):
+            for m in new.values():
+                body_len = len(msgpack.packb(dict(m.body)))
                 self.key_ids[m.key] = self.next_id
-                self.rows[self.next_id] = Row(m)
+                self.rows[self.next_id] = Row(m, row_bytes(m, msgpack.packb(dict(m.body))),
+                                              body_len)
                 self.next_id += 1
-                expected_new += 1
-        assert self.run(self.store.commit([], batch)) == expected_new
+            assert self.run(self.outbox.commit([], batch)) == len(new)
+        else:
+            try:
+                self.run(self.outbox.commit([], batch))
+            except BufferFull as exc:
+                assert exc.refused == sum(m.message_class is not MessageClass.EVENT
+                                          for m in new.values())
+                self.refused += exc.refused
+            else:
+                raise AssertionError("commit should have been refused")
+
+    def make_room(self, new: list[OutboxMessage]) -> bool:
+        """The budget rule, applied to the model; False when the commit must be refused."""
+        if self.budget is None or not new:
+            return True
+        added = sum(row_bytes(m, msgpack.packb(dict(m.body))) for m in new)
+        over = sum(r.size for r in self.rows.values()) + added - self.budget
+        if over <= 0:
+            self.pressure = False
+            return True
+        self.pressure = True
+        top = max(m.message_class for m in new)
+        victims: list[int] = []
+        for cls in (MessageClass.TELEMETRY, MessageClass.STATUS):
+            if cls > top or over <= 0:
+                break
+            for rid in sorted(self.rows):
+                row = self.rows[rid]
+                if row.state != DELIVERED and row.message.message_class is cls:
+                    victims.append(rid)
+                    over -= row.size
+                    if over <= 0:
+                        break
+        if over > 0 and any(m.message_class is not MessageClass.EVENT for m in new):
+            BUDGET_EVENTS["refused"] += 1
+            return False
+        BUDGET_EVENTS["shed"] += bool(victims)
+        for rid in victims:
+            row = self.rows.pop(rid)
+            del self.key_ids[row.message.key]
+            name = row.message.message_class.name.lower()
+            self.shed[name] = self.shed.get(name, 0) + 1
+        return True
 
     @rule(sink=st.sampled_from(SINKS), limit=st.integers(1, 4))
     def lease(self, sink: str, limit: int) -> None:
-        got = self.run(self.store.lease(sink, limit, self.now))
+        got = self.run(self.outbox.lease(sink, limit, self.now))
         assert [r.id for r in got] == self.expected_lease(sink, limit, self.now)
         for rec in got:
             row = self.rows[rec.id]
@@ -152,6 +231,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 continue  # stale: the store must ignore it
             if outcome is Outcome.ACCEPTED:
                 row.state = DELIVERED
+                row.size -= row.body_len
                 self.acked.add(rec.id)
             elif outcome is Outcome.REJECTED:
                 row.state, row.reason, row.failed_at = DEAD, f"r{rec.id}", self.now
@@ -161,7 +241,7 @@ class OutboxMachine(RuleBasedStateMachine):
                 row.attempts += 1
                 row.next_at = self.now + (1.0 if wait is None else wait)
                 row.reason = f"r{rec.id}"
-        self.run(self.store.settle(deliveries, self.now))
+        self.run(self.outbox.settle(deliveries, self.now))
         # records settled for good leave our hands; retried ones may be settled again (stale)
         self.in_hand = [r for r in self.in_hand if r.id not in self.acked or
                         data.draw(st.booleans(), label="keep a stale copy")]
@@ -173,9 +253,10 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule()
     def reopen_after_crash(self) -> None:
         """Close without settling what is in hand, then reopen: nothing may change."""
-        self.run(self.store.close())
-        self.store = self.run(OutboxStore.open(self.path, synchronous=Synchronous.NORMAL))
+        self.run(self.outbox.close())
+        self.store = self.run(self.open())
         assert self.store.recovered_from is None
+        self.shed, self.refused, self.pressure = {}, 0, False  # counters are per process
 
     @rule(data=st.data())
     def requeue_dead(self, data: st.DataObject) -> None:
@@ -185,7 +266,7 @@ class OutboxMachine(RuleBasedStateMachine):
             row = self.rows[i]
             row.state, row.attempts, row.next_at, row.failed_at = PENDING, 0, 0.0, None
             self.acked.discard(i)
-        assert self.run(self.store.requeue_dead(ids)) == len(dead)
+        assert self.run(self.outbox.requeue_dead(ids)) == len(dead)
 
     @rule(data=st.data())
     def drop_dead(self, data: st.DataObject) -> None:
@@ -193,7 +274,7 @@ class OutboxMachine(RuleBasedStateMachine):
         dead = [i for i in dict.fromkeys(ids) if i in self.rows and self.rows[i].state == DEAD]
         for i in dead:
             del self.key_ids[self.rows.pop(i).message.key]
-        assert self.run(self.store.drop_dead(ids)) == len(dead)
+        assert self.run(self.outbox.drop_dead(ids)) == len(dead)
 
     def pick_ids(self, data: st.DataObject) -> list[int]:
         candidates = [*sorted(self.rows), self.next_id + 5]
@@ -204,20 +285,24 @@ class OutboxMachine(RuleBasedStateMachine):
     @invariant()
     def matches_model(self) -> None:
         STEPS_RUN[0] += 1
-        stats = self.run(self.store.stats(self.now))
+        stats = self.run(self.outbox.stats(self.now))
         assert stats.pending == self.count(PENDING)
         assert stats.dead == self.count(DEAD)
         assert stats.delivered == self.count(DELIVERED)
+        used = sum(r.size for r in self.rows.values())
+        assert stats.bytes == used
+        assert (stats.shed, stats.refused) == (self.shed, self.refused)
+        assert stats.full == (self.budget is not None and (self.pressure or used >= self.budget))
         pending = [r.message.created_at for r in self.rows.values() if r.state == PENDING]
         assert stats.oldest_pending_age_seconds == (
             max(0.0, self.now - min(pending)) if pending else None)
         for sink in SINKS:
             # lease is a read: peeking at the heads now and far ahead changes nothing
             for at in (self.now, self.now + 10**6):
-                got = self.run(self.store.lease(sink, 100, at))
+                got = self.run(self.outbox.lease(sink, 100, at))
                 assert [r.id for r in got] == self.expected_lease(sink, 100, at)
                 assert not {r.id for r in got} & self.acked
-        dead = self.run(self.store.dead_letters(limit=10**6))
+        dead = self.run(self.outbox.dead_letters(limit=10**6))
         assert [(d.id, d.key, d.reason, d.failed_at, d.attempts) for d in dead] == [
             (i, r.message.key, r.reason, r.failed_at, r.attempts)
             for i, r in sorted(self.rows.items()) if r.state == DEAD]
@@ -230,6 +315,9 @@ OutboxMachine.TestCase.settings = settings(
 
 def test_outbox_against_model() -> None:
     STEPS_RUN[0] = 0
+    BUDGET_EVENTS.update(shed=0, refused=0)
     OutboxMachine.TestCase().runTest()
-    print(f"outbox state machine: {STEPS_RUN[0]} steps checked against the model")
+    print(f"outbox state machine: {STEPS_RUN[0]} steps checked against the model; commits that "
+          f"shed: {BUDGET_EVENTS['shed']}, refused: {BUDGET_EVENTS['refused']}")
     assert STEPS_RUN[0] > 500
+    assert BUDGET_EVENTS["shed"] + BUDGET_EVENTS["refused"] > 0
