@@ -34,17 +34,40 @@ class Room:
     victims: list[int]
     freed: int
     shed: dict[MessageClass, int]
-    short: int  # bytes still over budget after shedding everything allowed (0 when it fits)
+    short: int  # bytes still over budget after shedding everything allowed (<= 0: it fits)
+    forgotten: int = 0  # delivered rows whose keys were dropped early
+
+    def take(self, row_id: int, size: int) -> None:
+        self.victims.append(row_id)
+        self.freed += size
+        self.short -= size
 
 
 async def find_room(db: aiosqlite.Connection, need: int,
                     new_classes: Sequence[MessageClass]) -> Room:
-    """Pick the oldest undelivered telemetry, then status rows, freeing at least `need` bytes.
+    """Choose rows to delete that free at least `need` bytes, losing as little as possible.
 
-    New rows may displace only their own class or lower: telemetry never evicts status, and
-    events (never shed) may displace both.
+    First the keys of delivered telemetry and status rows, oldest settled first (nothing is
+    lost: only their deduplication memory goes; delivered events keep theirs, they guard against
+    a duplicate maintenance request). Then undelivered telemetry, then status, oldest first.
+    New rows displace only their own class or lower: telemetry never evicts status; events,
+    never shed themselves, may displace both.
     """
     room = Room([], 0, {}, need)
+    last: tuple[float, int] = (float("-inf"), 0)
+    while room.short > 0:
+        rows = await db.execute_fetchall(
+            "SELECT id, size, settled_at FROM outbox WHERE state = 1 AND class < ?"
+            " AND (settled_at, id) > (?, ?) ORDER BY settled_at, id LIMIT ?",
+            (int(MessageClass.EVENT), *last, _CHUNK))
+        if not rows:
+            break
+        for row_id, size, settled_at in rows:
+            last = (settled_at, row_id)
+            room.take(row_id, size)
+            room.forgotten += 1
+            if room.short <= 0:
+                break
     top = max(new_classes)
     for cls in SHEDDABLE:
         if cls > top or room.short <= 0:
@@ -58,9 +81,7 @@ async def find_room(db: aiosqlite.Connection, need: int,
                 break
             for row_id, size in rows:
                 after = row_id
-                room.victims.append(row_id)
-                room.freed += size
-                room.short -= size
+                room.take(row_id, size)
                 room.shed[cls] = room.shed.get(cls, 0) + 1
                 if room.short <= 0:
                     break

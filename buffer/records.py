@@ -37,7 +37,9 @@ class OutboxStats:
     `bytes` is the tracked size of stored rows (the figure `budget_bytes` is enforced against);
     `file_bytes` is what the database and its WAL occupy on disk (SQLite page overhead and free
     pages included, so it is larger). `shed` counts records dropped for the budget since open,
-    by class name; `refused` counts non-event messages refused with BufferFull since open.
+    by class name; `refused` counts non-event messages refused with BufferFull since open;
+    `forgotten` counts delivered telemetry/status keys dropped early to make room (before any
+    undelivered record is shed; nothing is lost but their deduplication memory).
     """
 
     pending: dict[str, int] = field(default_factory=dict)
@@ -49,4 +51,5 @@ class OutboxStats:
     budget_bytes: int | None = None
     shed: dict[str, int] = field(default_factory=dict)
     refused: int = 0
+    forgotten: int = 0
     full: bool = False

@@ -104,6 +104,7 @@ class OutboxStore:
         self._pressure = False
         self._shed: dict[MessageClass, int] = {}
         self._refused = 0
+        self._forgotten = 0
         self._last_prune: float | None = None
         self._closed = False
 
@@ -194,6 +195,7 @@ class OutboxStore:
                 self._used -= room.freed
                 for cls, n in room.shed.items():
                     self._shed[cls] = self._shed.get(cls, 0) + n
+                self._forgotten += room.forgotten
             return len(new)
 
     async def _make_room(self, over: int, new: Sequence[OutboxMessage]) -> Room:
@@ -333,6 +335,7 @@ class OutboxStore:
             budget_bytes=budget,
             shed={cls.name.lower(): n for cls, n in sorted(self._shed.items())},
             refused=self._refused,
+            forgotten=self._forgotten,
             full=budget is not None and (self._pressure or self._used >= budget),
         )
 

@@ -102,3 +102,22 @@ async def test_used_bytes_survive_reopen_and_dead_rows_are_sheddable(db_path: Pa
         await store.commit([], [sized("e1", E, asset="p3")])
         assert await store.dead_letters() == []
         assert (await store.stats(0.0)).shed == {"telemetry": 1}
+
+
+async def test_delivered_telemetry_keys_go_before_anything_undelivered(db_path: Path) -> None:
+    keys_only = [message(f"d{i}", message_class=T, asset=f"x{i}", body={}) for i in range(40)]
+    async with await OutboxStore.open(db_path, max_bytes=20_000) as store:
+        await store.commit([], [*keys_only, sized("ev", E, asset="y"),
+                                sized("t-pending", T, asset="z")])
+        delivered = [r for r in await store.lease("cmms", 100, 0.0) if r.message.asset != "z"]
+        await store.settle([Delivery(r.id, Outcome.ACCEPTED) for r in delivered], 0.0)
+        room = 20_000 - (await store.stats(0.0)).bytes
+        # needs a little more than what is free: the oldest delivered telemetry keys go
+        n = await store.commit([], [message("t-new", message_class=T, asset="w",
+                                            body={"pad": "n" * (room + 50)})])
+        stats = await store.stats(0.0)
+        assert n == 1 and stats.shed == {} and 0 < stats.forgotten < 40
+        assert await store.commit([], [message("d0", message_class=T)]) == 1  # forgotten
+        assert await store.commit([], [message("ev", message_class=E)]) == 0  # event key kept
+        assert [r.message.key for r in await store.lease("cmms", 100, 0.0)] == [
+            "t-pending", "t-new", "d0"]

@@ -46,7 +46,7 @@ SINKS = ("cmms", "erp")
 ASSETS = ("p1", "p2", "p3")
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 STEPS_RUN = [0]
-BUDGET_EVENTS = {"shed": 0, "refused": 0}
+BUDGET_EVENTS = {"shed": 0, "refused": 0, "forgotten": 0}
 
 
 @dataclass
@@ -59,6 +59,7 @@ class Row:
     next_at: float = 0.0
     reason: str = ""
     failed_at: float | None = None
+    settled_at: float = 0.0
 
 
 new_message = st.tuples(st.sampled_from(SINKS), st.sampled_from(ASSETS),
@@ -77,6 +78,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.budget: int | None = None
         self.shed: dict[str, int] = {}
         self.refused = 0
+        self.forgotten = 0
         self.pressure = False
         self.now = 1000.0
         self.next_id = 1
@@ -183,8 +185,18 @@ class OutboxMachine(RuleBasedStateMachine):
             self.pressure = False
             return True
         self.pressure = True
-        top = max(m.message_class for m in new)
         victims: list[int] = []
+        delivered = sorted((r.settled_at, rid) for rid, r in self.rows.items()
+                           if r.state == DELIVERED and r.message.message_class
+                           is not MessageClass.EVENT)
+        forgotten = 0
+        for _, rid in delivered:
+            if over <= 0:
+                break
+            victims.append(rid)
+            forgotten += 1
+            over -= self.rows[rid].size
+        top = max(m.message_class for m in new)
         for cls in (MessageClass.TELEMETRY, MessageClass.STATUS):
             if cls > top or over <= 0:
                 break
@@ -199,11 +211,15 @@ class OutboxMachine(RuleBasedStateMachine):
             BUDGET_EVENTS["refused"] += 1
             return False
         BUDGET_EVENTS["shed"] += bool(victims)
+        self.forgotten += forgotten
+        BUDGET_EVENTS["forgotten"] += forgotten
         for rid in victims:
             row = self.rows.pop(rid)
             del self.key_ids[row.message.key]
-            name = row.message.message_class.name.lower()
-            self.shed[name] = self.shed.get(name, 0) + 1
+            self.acked.discard(rid)
+            if row.state != DELIVERED:
+                name = row.message.message_class.name.lower()
+                self.shed[name] = self.shed.get(name, 0) + 1
         return True
 
     @rule(sink=st.sampled_from(SINKS), limit=st.integers(1, 4))
@@ -230,7 +246,7 @@ class OutboxMachine(RuleBasedStateMachine):
             if row is None or row.state != PENDING:
                 continue  # stale: the store must ignore it
             if outcome is Outcome.ACCEPTED:
-                row.state = DELIVERED
+                row.state, row.settled_at = DELIVERED, self.now
                 row.size -= row.body_len
                 self.acked.add(rec.id)
             elif outcome is Outcome.REJECTED:
@@ -256,7 +272,8 @@ class OutboxMachine(RuleBasedStateMachine):
         self.run(self.outbox.close())
         self.store = self.run(self.open())
         assert self.store.recovered_from is None
-        self.shed, self.refused, self.pressure = {}, 0, False  # counters are per process
+        # counters are per process
+        self.shed, self.refused, self.forgotten, self.pressure = {}, 0, 0, False
 
     @rule(data=st.data())
     def requeue_dead(self, data: st.DataObject) -> None:
@@ -291,7 +308,8 @@ class OutboxMachine(RuleBasedStateMachine):
         assert stats.delivered == self.count(DELIVERED)
         used = sum(r.size for r in self.rows.values())
         assert stats.bytes == used
-        assert (stats.shed, stats.refused) == (self.shed, self.refused)
+        assert (stats.shed, stats.refused, stats.forgotten) == (
+            self.shed, self.refused, self.forgotten)
         assert stats.full == (self.budget is not None and (self.pressure or used >= self.budget))
         pending = [r.message.created_at for r in self.rows.values() if r.state == PENDING]
         assert stats.oldest_pending_age_seconds == (
@@ -315,9 +333,10 @@ OutboxMachine.TestCase.settings = settings(
 
 def test_outbox_against_model() -> None:
     STEPS_RUN[0] = 0
-    BUDGET_EVENTS.update(shed=0, refused=0)
+    BUDGET_EVENTS.update(shed=0, refused=0, forgotten=0)
     OutboxMachine.TestCase().runTest()
     print(f"outbox state machine: {STEPS_RUN[0]} steps checked against the model; commits that "
-          f"shed: {BUDGET_EVENTS['shed']}, refused: {BUDGET_EVENTS['refused']}")
+          f"shed: {BUDGET_EVENTS['shed']}, refused: {BUDGET_EVENTS['refused']}, delivered keys "
+          f"forgotten: {BUDGET_EVENTS['forgotten']}")
     assert STEPS_RUN[0] > 500
     assert BUDGET_EVENTS["shed"] + BUDGET_EVENTS["refused"] > 0
