@@ -22,7 +22,7 @@ import aiosqlite
 import msgpack
 
 from buffer.budget import Room, delete_rows, find_room, row_bytes
-from buffer.errors import BufferFull, StorageError, StorageFull
+from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.opening import connect
 from buffer.records import DeadLetter, OutboxStats, Synchronous
 from buffer.schema import DEAD, DELIVERED, PENDING, migrate
@@ -380,6 +380,7 @@ class OutboxStore:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
         """One write transaction; any failure rolls it back and leaves the store usable."""
+        self._check_open()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             yield
@@ -394,10 +395,15 @@ class OutboxStore:
             raise
 
     async def _read(self, sql: str, args: Any = ()) -> list[Any]:
+        self._check_open()
         try:
             return list(await self._db.execute_fetchall(sql, args))
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxError(f"outbox {self.path} is closed")
 
     async def _sync_used(self) -> None:
         if self._resync:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from buffer.errors import OutboxError, StorageError
 from buffer.store import OutboxStore, Synchronous
 from gateway.model import (
     Delivery,
@@ -235,10 +236,16 @@ async def test_synchronous_setting_is_applied(db_path: Path) -> None:
             assert await pragma(store, "journal_mode") == "wal"
 
 
-async def test_close_twice_and_bad_budget(db_path: Path) -> None:
+async def test_close_twice_use_after_close_and_bad_paths(db_path: Path) -> None:
     store = await OutboxStore.open(db_path)
     await store.close()
     await store.close()
+    with pytest.raises(OutboxError, match="is closed"):
+        await store.commit([], [message("a")])
+    with pytest.raises(OutboxError, match="is closed"):
+        await store.lease("cmms", 1, 0.0)
+    with pytest.raises(StorageError, match=str(db_path.parent)):
+        await OutboxStore.open(db_path.parent)  # a directory
     with pytest.raises(ValueError, match="max_bytes"):
         await OutboxStore.open(db_path, max_bytes=0)
 
