@@ -26,6 +26,7 @@ from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.opening import connect
 from buffer.records import DeadLetter, OutboxStats, Synchronous
 from buffer.schema import DEAD, DELIVERED, PENDING, migrate
+from buffer.statements import EPISODE, INSERT, LEASE, leased_record
 from gateway.model import (
     Delivery,
     EpisodeState,
@@ -45,38 +46,6 @@ PRUNE_INTERVAL_SECONDS = 300.0
 DEFAULT_RETRY_SECONDS = 1.0
 _CHUNK = 500
 _STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
-
-_INSERT = (
-    "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-_EPISODE = (
-    "INSERT INTO episodes (episode_id, rule_id, asset, raised_at, severity, cleared_at)"
-    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
-    " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
-)
-# Head of line per asset of one sink, walked as a loose index scan over the pending index, so a
-# lease costs O(assets with pending records), not O(pending records).
-_LEASE = """
-WITH RECURSIVE assets(a) AS (
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink ORDER BY asset LIMIT 1)
-    UNION ALL
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink AND asset > assets.a
-            ORDER BY asset LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
-), heads(id) AS (
-    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND asset = assets.a
-            ORDER BY id LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
-)
-SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
-       o.attempts, r.receipt
-FROM heads JOIN outbox o ON o.id = heads.id
-LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
-WHERE o.next_attempt_at <= :now
-ORDER BY o.id LIMIT :limit
-"""
-
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
@@ -181,9 +150,9 @@ class OutboxStore:
                     if over > 0:
                         room = await self._make_room(over, [m for m, _ in new])
                     if new:
-                        await self._db.executemany(_INSERT, [row for _, row in new])
+                        await self._db.executemany(INSERT, [row for _, row in new])
                     if episodes:
-                        await self._db.executemany(_EPISODE, episodes)
+                        await self._db.executemany(EPISODE, episodes)
             except BufferFull as exc:
                 self._pressure = True
                 self._refused += exc.refused
@@ -233,19 +202,8 @@ class OutboxStore:
         if limit <= 0:
             return []
         async with self._lock:
-            rows = await self._read(_LEASE, {"sink": sink, "now": now, "limit": limit})
-        return [
-            OutboxRecord(
-                id=r[0],
-                message=OutboxMessage(
-                    key=r[1], sink=r[2], asset=r[3], episode_id=r[4], kind=MessageKind(r[5]),
-                    body=msgpack.unpackb(r[8]), created_at=r[7],
-                    message_class=MessageClass(r[6])),
-                attempts=r[9],
-                upstream_ref=r[10],
-            )
-            for r in rows
-        ]
+            rows = await self._read(LEASE, {"sink": sink, "now": now, "limit": limit})
+        return [leased_record(r) for r in rows]
 
     async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Apply sink outcomes. Unknown or already settled record ids are ignored."""

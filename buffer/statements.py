@@ -1,0 +1,53 @@
+"""The SQL of the hot paths, kept apart from the transaction logic that runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from gateway.model import MessageClass, MessageKind, OutboxMessage, OutboxRecord
+
+INSERT = (
+    "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+EPISODE = (
+    "INSERT INTO episodes (episode_id, rule_id, asset, raised_at, severity, cleared_at)"
+    " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
+    " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
+)
+# Head of line per asset of one sink, walked as a loose index scan over the pending index, so a
+# lease costs O(assets with pending records), not O(pending records).
+LEASE = """
+WITH RECURSIVE assets(a) AS (
+    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink ORDER BY asset LIMIT 1)
+    UNION ALL
+    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink AND asset > assets.a
+            ORDER BY asset LIMIT 1)
+    FROM assets WHERE assets.a IS NOT NULL
+), heads(id) AS (
+    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND asset = assets.a
+            ORDER BY id LIMIT 1)
+    FROM assets WHERE assets.a IS NOT NULL
+)
+SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
+       o.attempts, r.receipt
+FROM heads JOIN outbox o ON o.id = heads.id
+LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
+WHERE o.next_attempt_at <= :now
+ORDER BY o.id LIMIT :limit
+"""
+
+
+def leased_record(r: Sequence[Any]) -> OutboxRecord:
+    """A row of LEASE as the record a sink receives; the message exactly as committed."""
+    return OutboxRecord(
+        id=r[0],
+        message=OutboxMessage(
+            key=r[1], sink=r[2], asset=r[3], episode_id=r[4], kind=MessageKind(r[5]),
+            body=msgpack.unpackb(r[8]), created_at=r[7], message_class=MessageClass(r[6])),
+        attempts=r[9],
+        upstream_ref=r[10],
+    )
