@@ -248,19 +248,21 @@ class OutboxStore:
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
                     " last_error = ? WHERE id = ?", retry)
                 pruned = await self._maybe_prune(now)
-            self._used -= freed
-            if pruned:
-                self._resync = True
+            self._used -= freed + pruned
 
-    async def _maybe_prune(self, now: float) -> bool:
-        """Forget delivered keys, closed episodes and their receipts past the retention."""
+    async def _maybe_prune(self, now: float) -> int:
+        """Forget delivered keys, closed episodes and their receipts past the retention;
+        returns the tracked bytes freed."""
         if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL_SECONDS:
-            return False
+            return 0
         self._last_prune = now
         cutoff = now - self.retention_seconds
-        cur = await self._db.execute(
+        rows = await self._db.execute_fetchall(
+            "SELECT COALESCE(sum(size), 0) FROM outbox WHERE state = 1 AND settled_at < ?",
+            (cutoff,))
+        pruned = int(next(iter(rows))[0])
+        await self._db.execute(
             "DELETE FROM outbox WHERE state = 1 AND settled_at < ?", (cutoff,))
-        removed = cur.rowcount
         await self._db.execute(
             "DELETE FROM episodes WHERE cleared_at IS NOT NULL AND cleared_at < ?", (cutoff,))
         await self._db.execute(
@@ -268,7 +270,7 @@ class OutboxStore:
             " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
             " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
             (cutoff,))
-        return removed > 0
+        return pruned
 
     # --- operate --------------------------------------------------------------------------
 
@@ -317,20 +319,25 @@ class OutboxStore:
         """Make dead letters pending again (due now, attempts reset); returns how many."""
         return await self._update_dead(
             "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = 0, settled_at = NULL"
-            " WHERE state = 2 AND id IN ({})", ids)
+            " WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=False)
 
     async def drop_dead(self, ids: Sequence[int]) -> int:
         """Delete dead letters for good (their keys may then be enqueued again)."""
-        return await self._update_dead("DELETE FROM outbox WHERE state = 2 AND id IN ({})", ids)
+        return await self._update_dead(
+            "DELETE FROM outbox WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=True)
 
-    async def _update_dead(self, sql: str, ids: Sequence[int]) -> int:
+    async def _update_dead(self, sql: str, ids: Sequence[int], *, frees: bool) -> int:
+        """Run `sql` (which returns the size of each row it affects) over the given ids."""
         unique = list(dict.fromkeys(ids))
-        n = 0
-        async with self._lock, self._write():
-            for chunk in _chunks(unique):
-                cur = await self._db.execute(sql.format(_marks(len(chunk))), chunk)
-                n += cur.rowcount
-        self._resync = True
+        n = freed = 0
+        async with self._lock:
+            async with self._write():
+                for chunk in _chunks(unique):
+                    rows = list(await self._db.execute_fetchall(
+                        sql.format(_marks(len(chunk))), chunk))
+                    n += len(rows)
+                    freed += sum(r[0] for r in rows) if frees else 0
+            self._used -= freed
         return n
 
     # --- plumbing -------------------------------------------------------------------------
@@ -344,7 +351,8 @@ class OutboxStore:
             yield
             await self._db.execute("COMMIT")
         except BaseException as exc:
-            self._resync = True
+            if not isinstance(exc, BufferFull):  # BufferFull changed nothing we track
+                self._resync = True
             with contextlib.suppress(sqlite3.Error, ValueError):
                 if self._db.in_transaction:
                     await self._db.execute("ROLLBACK")

@@ -227,6 +227,9 @@ async def test_retention_prunes_delivered_keys(db_path: Path) -> None:
         assert await store.commit([], [message("old")]) == 1
         [again] = await store.lease("cmms", 1, 1000.0)
         assert again.upstream_ref is None  # the closed episode's receipt went with it
+        tracked = (await store.stats(1000.0)).bytes
+    async with await OutboxStore.open(db_path) as store:
+        assert (await store.stats(1000.0)).bytes == tracked  # the running total stayed exact
 
 
 async def test_synchronous_setting_is_applied(db_path: Path) -> None:
