@@ -167,6 +167,13 @@ class OpcUaPlantSimulator:
         if server is not None:
             await server.stop()
 
+    async def freeze_subscriptions(self) -> None:
+        """Fault injection: subscriptions stop publishing (not even keep-alives), while the
+        session and reads keep working, as seen on servers with a stuck publish engine."""
+        if self._server is not None:
+            for sub in list(self._server.iserver.subscription_service.subscriptions.values()):
+                await sub.stop()
+
     async def restart(self) -> None:
         await self.stop()
         await self.start()
@@ -198,10 +205,15 @@ class OpcUaPlantSimulator:
                 await obj.add_variable(_nid(f"{asset}.{signal}", ns),
                                        ua.QualifiedName(signal, ns), initial)
         if self.extra_variables:
+            # 100 variables per folder: asyncua's add-node cost grows with a parent's children.
             load = await root.add_folder(_nid("load", ns), ua.QualifiedName("load", ns))
+            folder = load
             for i in range(self.extra_variables):
-                await load.add_variable(_nid(f"load.{i}", ns), ua.QualifiedName(f"{i}", ns),
-                                        ua.Variant(0.0))
+                if i % 100 == 0:
+                    name = f"load.{i // 100}xx"
+                    folder = await load.add_folder(_nid(name, ns), ua.QualifiedName(name, ns))
+                await folder.add_variable(_nid(f"load.{i}", ns), ua.QualifiedName(f"{i}", ns),
+                                          ua.Variant(0.0))
 
     async def _write_plant(self, server: Server) -> None:
         now = _now()

@@ -190,11 +190,13 @@ class OpcUaSourceConfig(StrictModel):
     subscription_watchdog_seconds: float | None = Field(default=None, gt=0)
     reconnect_initial_seconds: float = Field(default=0.5, gt=0)
     reconnect_max_seconds: float = Field(default=30.0, gt=0)
-    # Notifications held between the OPC UA client and our converter; when full, new
-    # notifications are dropped, counted (health.rejected["overflow"]) and logged.
+    # Notifications between the OPC UA client and our converter, which drains it without
+    # blocking: it fills only if the event loop starves (asyncua then warns per drop).
     notification_queue_size: int = Field(default=100_000, ge=100)
     batch_max_samples: int = Field(default=5000, ge=1)
-    batch_queue_size: int = Field(default=64, ge=1)
+    # Batches waiting for the consumer. When full, the oldest batch is dropped (rules want
+    # the newest readings), counted in health.rejected["overflow"] and logged once.
+    batch_queue_size: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> OpcUaSourceConfig:

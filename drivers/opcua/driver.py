@@ -109,6 +109,10 @@ class OpcUaSource:
             batch = await self._out.get()
             if batch is None:
                 return
+            if self._overflowing and self._out.empty():
+                self._overflowing = False
+                log.warning("%s: consumer caught up, no longer dropping", self.name)
+                self._link_up(quiet=True)
             yield batch
 
     def health(self) -> SourceHealth:
@@ -159,7 +163,6 @@ class OpcUaSource:
             for interval, planned in subscribed.items():
                 sub, calls = await subscribe(client, cfg, interval, planned, per_call, failed)
                 self.create_calls += calls
-                sub.set_overflow_disconnect_handler(self._overflow)
                 subs.append((sub, interval))
                 handles = {p.binding.handle: p.binding for p in planned}
                 tasks.append(asyncio.create_task(self._pump(sub, handles),
@@ -190,7 +193,7 @@ class OpcUaSource:
         raise SessionLost(f"connection lost ({describe(exc)})")
 
     async def _pump(self, sub: Subscription, handles: dict[int, Binding]) -> None:
-        """Subscription queue -> Sample batches. Blocks on a full output queue (backpressure)."""
+        """Subscription queue -> Sample batches, never blocking the OPC UA client."""
         queue: asyncio.Queue[object] | None = getattr(sub, "_event_queue", None)
         limit = self._cfg.batch_max_samples
         while True:
@@ -219,11 +222,7 @@ class OpcUaSource:
                     code = ev.notification.Status.value
                     if code & 0x80000000:
                         raise SessionLost(f"subscription status {status_name(code)}")
-            if self._overflowing and queue is not None and queue.empty():
-                self._overflowing = False
-                log.info("%s: notification queue drained, no longer dropping", self.name)
-                self._link_up(quiet=True)
-            await self._emit(samples)
+            self._emit(samples)
 
     async def _poll(self, client: Client, bindings: Sequence[Binding], interval_ms: float,
                     per_read: int) -> None:
@@ -244,7 +243,7 @@ class OpcUaSource:
                         samples.append(to_sample(binding, dv, now))
                     except NotNumeric as exc:
                         self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
-            await self._emit(samples)
+            self._emit(samples)
             await asyncio.sleep(max(0.0, interval_ms / 1000 - (time.monotonic() - started)))
 
     async def _watchdog(self, subs: Sequence[tuple[Subscription, float]]) -> None:
@@ -263,20 +262,29 @@ class OpcUaSource:
                     raise SessionLost(f"subscription silent for {silent:.1f} s (limit "
                                       f"{limit:.1f} s): resubscribing")
 
-    async def _emit(self, samples: list[Sample]) -> None:
-        if samples:
-            self._samples_total += len(samples)
-            await self._out.put(SampleBatch(samples))
+    def _emit(self, samples: list[Sample]) -> None:
+        """Hand a batch to the consumer. When it lags a full queue's worth, the oldest batch
+        goes (the newest readings matter most to rules), counted and logged once."""
+        if not samples:
+            return
+        self._samples_total += len(samples)
+        batch = SampleBatch(samples)
+        try:
+            self._out.put_nowait(batch)
+        except asyncio.QueueFull:
+            oldest = self._out.get_nowait()
+            self._out.put_nowait(batch)
+            self._overflow(len(oldest.samples) if oldest is not None else 0)
+            return
 
     # --- health and logging ----------------------------------------------------------------
 
-    def _overflow(self) -> None:
-        self._rejected["overflow"] += 1
+    def _overflow(self, dropped: int) -> None:
+        self._rejected["overflow"] += dropped
         if not self._overflowing:
             self._overflowing = True
-            log.warning("%s: consumer too slow, notification queue full (%d): dropping new "
-                        "notifications, counted in health", self.name,
-                        self._cfg.notification_queue_size)
+            log.warning("%s: consumer too slow, batch queue full (%d): dropping the oldest "
+                        "samples, counted in health", self.name, self._cfg.batch_queue_size)
             self._set_state(SourceState.DEGRADED, "dropping notifications: consumer too slow")
 
     def _reject(self, reason: str, what: str) -> None:

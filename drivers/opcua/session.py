@@ -81,6 +81,9 @@ async def open_client(cfg: OpcUaSourceConfig) -> Client:
     client.application_uri = cfg.application_uri
     client.name = client.description = f"PlantBridge {cfg.name}"
     client.session_timeout = int(cfg.session_timeout_seconds * 1000)
+    # asyncua's stale-subscription watchdog would recreate items in one unbatched call with
+    # stale namespace indexes; the driver's own watchdog replaces it (a fresh session).
+    client._stale_check_margin = float("inf")
     try:
         if isinstance(cfg.auth, UsernameAuth):
             client.set_user(cfg.auth.username)
@@ -217,10 +220,10 @@ async def subscribe(client: Client, cfg: OpcUaSourceConfig, publishing_interval_
     params.RequestedLifetimeCount = cfg.subscription_keepalive_count * 10
     params.MaxNotificationsPerPublish = 0
     params.PublishingEnabled = True
-    # DISCONNECT only means "call the overflow hook instead of queueing": the driver replaces
-    # the hook with its own counter, so a full queue drops the newest, counted and logged.
+    # The driver drains this queue without ever blocking (its own queue carries the drop
+    # policy), so it only fills if the event loop is starved; then asyncua warns per drop.
     sub = await client.create_subscription(params, None, queue_maxsize=cfg.notification_queue_size,
-                                           overflow=OverflowPolicy.DISCONNECT)
+                                           overflow=OverflowPolicy.WARN)
     calls = 0
     for start in range(0, len(planned), per_call):
         chunk = planned[start:start + per_call]

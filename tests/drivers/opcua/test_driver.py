@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -134,3 +135,43 @@ async def test_server_restart_recovers_with_moved_namespace_index(
     back = [r for r in caplog.records if "recovered" in r.getMessage()]
     assert len(down) == 1 and down[0].levelno == logging.ERROR
     assert len(back) == 1
+
+
+async def test_watchdog_resubscribes_when_publishing_stops(
+        make_sim: SimFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="drivers.opcua")
+    sim = await make_sim()
+    cfg = plant_config(sim.endpoint, subscription_watchdog_seconds=1.0)
+    async with running(cfg) as (source, got):
+        await wait_for(lambda: got.keys() == ALL_KEYS, 10, "data before the freeze")
+        await sim.freeze_subscriptions()
+        frozen_at = len(got.samples)
+        await wait_for(lambda: source.sessions_started == 2, 10, "a resubscribe")
+        await wait_for(lambda: len(got.samples) > frozen_at + 12, 10, "data after resubscribe")
+        assert source.health().state is SourceState.CONNECTED
+    assert any("subscription silent" in r.getMessage() for r in caplog.records)
+
+
+async def test_slow_consumer_overflow_is_counted_not_silent(
+        make_sim: SimFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="drivers.opcua")
+    sim = await make_sim(extra_variables=1000, extra_interval_ms=50)
+    nodes = [{"asset": "load", "signal": f"s{i}", "node_id": f"nsu={NAMESPACE_URI};s=load.{i}"}
+             for i in range(1000)]
+    cfg = plant_config(sim.endpoint, nodes, batch_queue_size=2, batch_max_samples=10)
+    async with cfg.build() as source:  # nobody consumes: the queues fill up
+        await wait_for(lambda: source.health().rejected.get("overflow", 0) > 0, 10,
+                       "overflow counted")
+        assert source.health().state is SourceState.DEGRADED
+        assert "consumer too slow" in source.health().detail
+        sim.extra_interval_ms = 60_000  # the burst ends; a consumer now catches up
+        async with asyncio.timeout(10):
+            async for _ in source.batches():
+                if source.health().state is SourceState.CONNECTED:
+                    break
+        assert source.health().samples_total > 20  # more arrived than the queue holds
+    # logged once per episode of lag, not per dropped batch
+    warned = [r for r in caplog.records if "batch queue full" in r.getMessage()]
+    caught_up = [r for r in caplog.records if "caught up" in r.getMessage()]
+    assert 1 <= len(warned) <= len(caught_up)
+    assert source.health().rejected["overflow"] > 10 * len(warned)
