@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from paho.mqtt.client import topic_matches_sub
 from pydantic import ValidationError
 
 from drivers.mqtt.config import MqttSourceConfig, Protocol, SessionMode
@@ -107,3 +110,16 @@ def test_example_loads_and_builds() -> None:
         assert isinstance(source, MqttSource) and isinstance(source, Source)
         assert source.name == item["name"]
         assert source.health().state is SourceState.CONNECTING
+
+
+_LEVEL = st.sampled_from(["a", "b", "", "$s"])
+
+
+@given(st.lists(st.sampled_from(["a", "b", "", "+"]), min_size=1, max_size=4),
+       st.booleans(), st.lists(_LEVEL, min_size=1, max_size=5))
+def test_topic_pattern_agrees_with_paho(levels: list[str], tail: bool, topic: list[str]) -> None:
+    """paho's own matcher is the oracle for anonymous wildcards."""
+    pattern = "/".join([*levels, "#"] if tail else levels)
+    name = "/".join(topic)
+    assert (TopicPattern.parse(pattern).match(name) is not None) == topic_matches_sub(pattern,
+                                                                                       name)
