@@ -1,9 +1,10 @@
 """Outbox throughput: commit rows/s by transaction size and durability, and the drain rate.
 
-    .venv/bin/python benchmarks/outbox_bench.py [--scale 1.0]
+    .venv/bin/python benchmarks/outbox_bench.py [--scale 1.0] [--repeat 3]
 
-Each figure is one run on a fresh file in a temporary directory (on the disk that holds /tmp
-unless TMPDIR says otherwise): compare options with it, do not treat it as a target.
+Each figure is the median of `--repeat` runs, each on a fresh file in a temporary directory
+(on the disk that holds /tmp unless TMPDIR says otherwise): compare options with it, do not
+treat it as a target.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from statistics import median
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -65,26 +67,28 @@ async def drain_rate(total: int, assets: int, lease_limit: int) -> float:
             return total / elapsed
 
 
-async def main(scale: float) -> None:
+async def main(scale: float, repeat: int) -> None:
     print("commit (WAL, ~200-byte msgpack body, unique text key)")
     print(f"| {'synchronous':<11} | {'rows/tx':>7} | {'rows':>7} | {'rows/s':>9} |")
-    print(f"|{'-' * 13}|{'-' * 9}:|{'-' * 9}:|{'-' * 11}:|")
+    print(f"|{'-' * 13}|{'-' * 8}:|{'-' * 8}:|{'-' * 10}:|")
     for sync in (Synchronous.FULL, Synchronous.NORMAL):
         for per_tx, total in ((1, 2_000), (100, 20_000), (1000, 50_000)):
             n = max(per_tx, int(total * scale) // per_tx * per_tx)
-            rate = await commit_rate(sync, per_tx, n)
+            rate = median([await commit_rate(sync, per_tx, n) for _ in range(repeat)])
             print(f"| {sync.value:<11} | {per_tx:>7} | {n:>7} | {rate:>9,.0f} |", flush=True)
     print()
     print("drain (lease + settle ACCEPTED with a receipt, synchronous=full)")
     print(f"| {'assets':>6} | {'lease limit':>11} | {'rows':>7} | {'rows/s':>9} |")
-    print(f"|{'-' * 7}:|{'-' * 13}:|{'-' * 9}:|{'-' * 11}:|")
+    print(f"|{'-' * 7}:|{'-' * 12}:|{'-' * 8}:|{'-' * 10}:|")
     for assets, limit, total in ((1000, 500, 20_000), (100, 500, 20_000), (1, 500, 2_000)):
         n = max(limit, int(total * scale))
-        rate = await drain_rate(n, assets, limit)
+        rate = median([await drain_rate(n, assets, limit) for _ in range(repeat)])
         print(f"| {assets:>6} | {limit:>11} | {n:>7} | {rate:>9,.0f} |", flush=True)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the row counts")
-    asyncio.run(main(parser.parse_args().scale))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median)")
+    args = parser.parse_args()
+    asyncio.run(main(args.scale, args.repeat))
