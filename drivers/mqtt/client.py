@@ -75,8 +75,31 @@ def connect_blocking(client: paho.Client, cfg: MqttSourceConfig) -> None:
 
 
 def subscribe(client: paho.Client, protocol: Protocol,
-              filters: Sequence[tuple[str, int]]) -> None:
+              filters: Sequence[tuple[str, int]]) -> list[int]:
+    """Subscribe; return the packet ids of the SUBSCRIBEs sent, in the order of `filters`.
+
+    MQTT 5: one SUBSCRIBE per filter, with Subscription Identifier = position + 1, because a
+    v5 broker sends one copy of a message per matching subscription; the identifier tells
+    which copy belongs to the route that wins (see `Route.filter_id`).
+    """
+    mids: list[int] = []
     if protocol is Protocol.V5:
-        client.subscribe([(f, SubscribeOptions(qos=q)) for f, q in filters])
+        for i, (topic, qos) in enumerate(filters, start=1):
+            props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+            props.SubscriptionIdentifier = i
+            _, mid = client.subscribe(topic, options=SubscribeOptions(qos=qos), properties=props)
+            if mid is not None:
+                mids.append(mid)
     else:
-        client.subscribe(list(filters))
+        _, mid = client.subscribe(list(filters))
+        if mid is not None:
+            mids.append(mid)
+    return mids
+
+
+def subscription_ids(msg: paho.MQTTMessage) -> list[int]:
+    """The MQTT 5 Subscription Identifiers a message came with (empty for 3.1.1)."""
+    ids = getattr(msg.properties, "SubscriptionIdentifier", None) if msg.properties else None
+    if ids is None:
+        return []
+    return list(ids) if isinstance(ids, list) else [int(ids)]

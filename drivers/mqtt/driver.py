@@ -73,6 +73,8 @@ class MqttSource:
         self._nonempty = asyncio.Event()
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._suback: asyncio.Future[list[ReasonCode]] | None = None
+        self._suback_wanted: list[int] = []
+        self._suback_codes: dict[int, list[ReasonCode]] = {}
         self._lost: asyncio.Future[str] | None = None
         self._state = SourceState.CONNECTING
         self._detail = f"connecting to {config.host}:{config.port}"
@@ -81,6 +83,7 @@ class MqttSource:
         self._received = 0  # messages read from the broker, good or bad
         self.pauses = 0  # times the intake filled up and reading stopped
         self.intake_peak = 0
+        self.overlap_copies = 0  # MQTT 5 duplicates from overlapping filters, dropped
 
     # --- Source protocol --------------------------------------------------------------------
 
@@ -188,7 +191,8 @@ class MqttSource:
             raise LinkError("no CONNACK from the broker in time") from None
         if code.is_failure:
             raise BrokerRefused(f"broker refused the connection: {code}")
-        mqtt_client.subscribe(client, cfg.protocol, self._router.filters)
+        self._suback_codes = {}
+        self._suback_wanted = mqtt_client.subscribe(client, cfg.protocol, self._router.filters)
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
                 granted = await self._suback
@@ -312,8 +316,12 @@ class MqttSource:
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int,
                       codes: list[ReasonCode], props: Properties | None) -> None:
-        if client is self._client and self._suback is not None and not self._suback.done():
-            self._suback.set_result(codes)
+        if client is not self._client or self._suback is None or self._suback.done():
+            return
+        self._suback_codes[mid] = codes
+        if self._suback_codes.keys() >= set(self._suback_wanted):
+            self._suback.set_result([c for m in self._suback_wanted
+                                     for c in self._suback_codes[m]])
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
         self._received += 1
@@ -340,6 +348,12 @@ class MqttSource:
         route = self._router.route(topic)
         if route is None:
             return self._reject(Reason.NO_MAPPING, topic, "", now, ack)
+        ids = mqtt_client.subscription_ids(msg)
+        if ids and route.filter_id not in ids:
+            self.overlap_copies += 1  # MQTT 5 copy for another, overlapping subscription
+            if ack is not None:
+                ack()
+            return None
         decoded = route.decoder.decode(payload, route.asset, route.signal, now)
         for rejected in decoded.rejections:
             self._rejections.add(rejected.reason, topic, rejected.detail, now)

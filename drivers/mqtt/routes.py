@@ -16,6 +16,7 @@ class Route:
     asset: str | None
     signal: str | None
     decoder: PayloadDecoder
+    filter_id: int  # 1-based position of its filter in `Router.filters`
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,26 +66,28 @@ class Router:
 
     def __init__(self, subscriptions: Sequence[Subscription],
                  topics: Sequence[TopicEntry]) -> None:
-        self._exact: dict[str, Route] = {
-            t.topic: Route(t.asset, t.signal, PayloadDecoder(t)) for t in topics
-        }
-        self._patterns: list[tuple[TopicPattern, Subscription, PayloadDecoder]] = [
-            (TopicPattern.parse(s.pattern), s, PayloadDecoder(s)) for s in subscriptions
-        ]
         filters: dict[str, int] = {}
         for t in topics:
             filters[t.topic] = max(filters.get(t.topic, 0), t.qos)
-        for pat, sub, _ in self._patterns:
+        patterns = [(TopicPattern.parse(s.pattern), s) for s in subscriptions]
+        for pat, sub in patterns:
             filters[pat.filter] = max(filters.get(pat.filter, 0), sub.qos)
         self.filters: tuple[tuple[str, int], ...] = tuple(filters.items())
+        ids = {f: i for i, f in enumerate(filters, start=1)}
+        self._exact: dict[str, Route] = {
+            t.topic: Route(t.asset, t.signal, PayloadDecoder(t), ids[t.topic]) for t in topics
+        }
+        self._patterns: list[tuple[TopicPattern, Subscription, PayloadDecoder, int]] = [
+            (pat, sub, PayloadDecoder(sub), ids[pat.filter]) for pat, sub in patterns
+        ]
 
     def route(self, topic: str) -> Route | None:
         exact = self._exact.get(topic)
         if exact is not None:
             return exact
-        for pat, sub, decoder in self._patterns:
+        for pat, sub, decoder, filter_id in self._patterns:
             captured = pat.match(topic)
             if captured is not None:
                 return Route(sub.asset or captured.get("asset"),
-                             sub.signal or captured.get("signal"), decoder)
+                             sub.signal or captured.get("signal"), decoder, filter_id)
         return None

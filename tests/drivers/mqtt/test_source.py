@@ -151,3 +151,27 @@ async def test_missing_secret_is_reported_as_failed(mosquitto: Mosquitto) -> Non
     async with running_source(cfg, wait_connected=False) as (source, _):
         await wait_for(lambda: source.health().state is SourceState.FAILED, 10, "FAILED")
         assert "PLANTBRIDGE_TEST_SURELY_UNSET" in source.health().detail
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_overlapping_routes_give_one_sample(mosquitto: Mosquitto,
+                                                  publisher: MqttPlantPublisher,
+                                                  protocol: str) -> None:
+    """A v5 broker sends one copy per matching subscription; the first route wins, once."""
+    cfg = source_config(mosquitto.port, protocol=protocol, subscriptions=[
+        {"pattern": "plant/+asset/+signal"}, {"pattern": "plant/#", "asset": "any",
+                                               "signal": "thing"}],
+        topics=[{"topic": "plant/p9/x", "asset": "press-1", "signal": "pressure"}])
+    async with running_source(cfg) as (source, got):
+        await publisher.publish_raw("plant/p9/x", b"1")
+        await publisher.publish_raw("plant/p1/vibration", b"2")
+        await publisher.publish_raw("plant/odd", b"3")
+        await publisher.publish_raw("plant/p1/current", b"4")  # the last one, as a marker
+        await wait_for(lambda: any(s.value == 4 for s in got.samples), 10, "marker")
+        assert sorted((s.asset, s.signal, s.value) for s in got.samples) == [
+            ("any", "thing", 3.0), ("p1", "current", 4.0), ("p1", "vibration", 2.0),
+            ("press-1", "pressure", 1.0)]
+        copies = 4 if protocol == "5" else 0  # p9/x: 2, p1/vibration: 1, p1/current: 1
+        await wait_for(lambda: source.overlap_copies == copies, 10, f"{copies} copies dropped")
+        assert len(got.samples) == 4
+        assert source.health().rejected == {}
