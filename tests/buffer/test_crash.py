@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,13 +16,15 @@ from tests.buffer.crash_writer import batch_size
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_and_kill(path: Path, first: int, commits: int) -> int:
+def run_and_kill(path: Path, first: int, commits: int,
+                 mode: str = "commit") -> tuple[int, set[int]]:
     """Start the writer, SIGKILL it right after it reported `commits` commits; returns the
-    last batch it reported."""
+    last batch it reported committed and the record ids it reported settled."""
     proc = subprocess.Popen([sys.executable, "-m", "tests.buffer.crash_writer", str(path),
-                             str(first)], cwd=ROOT, stdout=subprocess.PIPE,
+                             str(first), mode], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     last = first - 1
+    settled: set[int] = set()
     deadline = time.monotonic() + 20
     try:
         assert proc.stdout is not None
@@ -29,20 +32,23 @@ def run_and_kill(path: Path, first: int, commits: int) -> int:
             line = proc.stdout.readline()
             if not line:
                 raise AssertionError(f"writer died: {proc.stderr.read() if proc.stderr else ''}")
-            last = int(line)
+            if line.startswith("settled"):
+                settled.update(int(x) for x in line.split()[1:])
+            else:
+                last = int(line)
             assert time.monotonic() < deadline, "writer too slow"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=10)
     assert proc.returncode == -signal.SIGKILL
-    return last
+    return last, settled
 
 
 async def test_sigkill_during_commits_keeps_exactly_whole_commits(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite"
     first = 0
     for _round in range(3):
-        reported = run_and_kill(path, first, commits=25)
+        reported, _ = run_and_kill(path, first, commits=25)
         async with await OutboxStore.open(path) as store:
             assert store.recovered_from is None
             stats = await store.stats(0.0)
@@ -56,4 +62,34 @@ async def test_sigkill_during_commits_keeps_exactly_whole_commits(tmp_path: Path
         assert stats.pending == {"cmms": sum(batch_size(i) for i in range(m + 1))}
         # each asset's head is the first record of its batch: nothing half-written
         assert all(re.fullmatch(r"b(\d+)-0", k) for k in keys) and len(keys) == m + 1
+        first = m + 1
+
+
+def pending_ids(path: Path) -> set[int]:
+    conn = sqlite3.connect(path)
+    try:
+        return {r[0] for r in conn.execute("SELECT id FROM outbox WHERE state = 0")}
+    finally:
+        conn.close()
+
+
+async def test_sigkill_while_delivering_never_hands_out_a_settled_record(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.sqlite"
+    first = 0
+    all_settled: set[int] = set()
+    for _round in range(3):
+        reported, settled = run_and_kill(path, first, commits=20, mode="deliver")
+        all_settled |= settled
+        async with await OutboxStore.open(path) as store:
+            stats = await store.stats(0.0)
+            episodes = await store.open_episodes()
+        pending = pending_ids(path)
+        m = len(episodes) - 1
+        assert m >= reported
+        committed = sum(batch_size(i) for i in range(m + 1))
+        # nothing lost: every committed record is pending or delivered
+        assert stats.pending.get("cmms", 0) + stats.delivered.get("cmms", 0) == committed
+        # nothing reported as settled is handed out again
+        assert stats.delivered.get("cmms", 0) >= len(all_settled)
+        assert not pending & all_settled
         first = m + 1
