@@ -29,12 +29,18 @@ from simulators.scenario import Scenario
 PayloadStyle = Literal["json", "value", "json_fields"]
 
 
+GARBAGE = (b'{"value": 7.', b"NaN", b'{"value": "abc"}', b"", b'{"value": "inf"}')
+
+
 class MqttPlantPublisher:
+    """Publishes `scenario` every `interval_seconds`; `garbage_every=N` adds one bad payload
+    (cycling through `GARBAGE`) every N rounds on the first signal's topic (fault injection)."""
+
     def __init__(self, host: str, port: int, scenario: Scenario, topic_prefix: str = "plant",
                  interval_seconds: float = 0.5, qos: int = 1,
                  payload_format: PayloadStyle = "json", speed: float = 1.0,
                  client_id: str | None = None, username: str | None = None,
-                 password: str | None = None) -> None:
+                 password: str | None = None, garbage_every: int = 0) -> None:
         if interval_seconds <= 0 or speed <= 0:
             raise ValueError("interval_seconds and speed must be positive")
         self.host, self.port = host, port
@@ -46,6 +52,8 @@ class MqttPlantPublisher:
         self.speed = speed
         self.client_id = client_id or f"plant-sim-{uuid.uuid4().hex[:8]}"
         self.username, self.password = username, password
+        self.garbage_every = garbage_every
+        self.garbage_sent = 0
         self.published = 0  # messages handed to the broker connection
         self._client: paho.Client | None = None
         self._pending: list[paho.MQTTMessageInfo] = []
@@ -124,8 +132,12 @@ class MqttPlantPublisher:
                 t = tick * self.interval_seconds * self.speed
                 if duration_seconds is not None and t > duration_seconds:
                     break
-                for topic, payload in self.messages(t, start_wall + t):
+                msgs = self.messages(t, start_wall + t)
+                for topic, payload in msgs:
                     await self.publish_raw(topic, payload)
+                if self.garbage_every and msgs and tick % self.garbage_every == 0:
+                    await self.publish_raw(msgs[0][0], GARBAGE[self.garbage_sent % len(GARBAGE)])
+                    self.garbage_sent += 1
                 self._pending = [i for i in self._pending if not i.is_published()]
                 tick += 1
                 delay = start + tick * self.interval_seconds - time.monotonic()
@@ -144,18 +156,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1, 2))
     parser.add_argument("--format", default="json", choices=("json", "value", "json_fields"))
     parser.add_argument("--speed", type=float, default=1.0, help="scenario time factor")
+    parser.add_argument("--garbage-every", type=int, default=0,
+                        help="fault injection: one bad payload every N rounds (0: none)")
     parser.add_argument("--duration", type=float, default=None,
                         help="scenario seconds (default: the scenario's length; 0: forever)")
     args = parser.parse_args(argv)
     scenario = scenarios.get(args.scenario)
     duration = scenario.duration_seconds if args.duration is None else args.duration
     publisher = MqttPlantPublisher(args.host, args.port, scenario, args.prefix, args.interval,
-                                   args.qos, args.format, args.speed)
+                                   args.qos, args.format, args.speed,
+                                   garbage_every=args.garbage_every)
     print(f"publishing {scenario.name} to {args.host}:{args.port} under {args.prefix}/ "
           f"({scenario.description})", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(publisher.run(None if duration == 0 or math.isinf(duration) else duration))
-    print(f"published {publisher.published} messages", flush=True)
+    print(f"published {publisher.published} messages ({publisher.garbage_sent} bad on purpose)",
+          flush=True)
     return 0
 
 

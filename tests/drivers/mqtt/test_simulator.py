@@ -81,5 +81,20 @@ async def test_cli(mosquitto: Mosquitto) -> None:
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 0, out.decode()
-        assert "published 36 messages" in out.decode()  # t = 0, 1, 2 x 12 signals
+        # t = 0, 1, 2 x 12 signals
+        assert "published 36 messages (0 bad on purpose)" in out.decode()
         await wait_for(lambda: len(got.samples) == 36, 10, "36 samples from the CLI")
+
+
+async def test_garbage_injection_is_counted_and_good_data_flows(mosquitto: Mosquitto) -> None:
+    scenario = SCENARIOS["steady"]
+    pub = MqttPlantPublisher("127.0.0.1", mosquitto.port, scenario, interval_seconds=0.02,
+                             speed=50, garbage_every=1)
+    cfg = source_config(mosquitto.port)
+    async with running_source(cfg) as (source, got):
+        await asyncio.wait_for(pub.run(duration_seconds=4), 10)  # t = 0, 1, 2, 3, 4
+        assert pub.garbage_sent == 5
+        await wait_for(lambda: sum(source.health().rejected.values()) == 5, 10, "5 rejections")
+        assert source.health().rejected == {"malformed_json": 2, "not_a_number": 1, "empty": 1,
+                                            "infinite": 1}
+        await wait_for(lambda: len(got.samples) == 5 * len(scenario.signals), 10, "samples")
