@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import enum
 import logging
 import time
@@ -98,11 +97,13 @@ class ModbusSource:
         self._rejected: collections.Counter[str] = collections.Counter()
         self._samples_total = 0
         self._state, self._detail, self._since = SourceState.STOPPED, "", time.time()
+        self._stopping = False
 
     # --- Source protocol ---------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         quiet_pymodbus()
+        self._stopping = False
         self._link = Link(self._cfg)
         self._set_state(SourceState.CONNECTING, self._where())
         n = len(self._cfg.devices)
@@ -115,11 +116,17 @@ class ModbusSource:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        # Cancel until done: on Python 3.11 pymodbus's `wait_for` can swallow a cancellation
+        # that lands as the answer arrives, and the poll loop would carry on.
+        self._stopping = True
+        pending = set(self._tasks)
+        while pending:
+            for task in pending:
+                task.cancel()
+            _done, pending = await asyncio.wait(pending, timeout=0.5)
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            if not task.cancelled() and task.exception() is not None:
+                log.error("modbus %s poll task failed", self.name, exc_info=task.exception())
         self._tasks.clear()
         if self._link is not None:
             self._link.close()
@@ -163,7 +170,7 @@ class ModbusSource:
         failures = 0
         down_since = 0.0
         deadline = loop.time() + stagger
-        while True:
+        while not self._stopping:
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

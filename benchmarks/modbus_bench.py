@@ -1,0 +1,191 @@
+"""Modbus source throughput: points decoded per second at 1 s and 100 ms polls, 10k and 100k
+points, against the plant simulator running in its own process (so its CPU is not ours).
+
+Each case runs in a fresh subprocess so its peak RSS is its own. Reported per case: requests
+per cycle (the coalesced plan), cycles done vs due and skipped, points/s delivered as Samples,
+driver CPU (% of one core) and peak RSS, simulator CPU. A decode-only figure (no sockets) gives
+the driver's own ceiling.
+
+    .venv/bin/python benchmarks/modbus_bench.py                 # all four cases, ~40 s
+    .venv/bin/python benchmarks/modbus_bench.py --seconds 10 --points 100000 --interval-ms 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drivers.modbus.config import ModbusSourceConfig  # noqa: E402
+from drivers.modbus.driver import ModbusSource, _Compiled  # noqa: E402
+
+POINTS_PER_DEVICE = 1000
+# 4 points in 6 registers: float32 ABCD, uint16, int32 CDAB, int16 scaled.
+PATTERN = [("float32", 2, {}), ("uint16", 1, {}), ("int32", 2, {"word_order": "little"}),
+           ("int16", 1, {"scale": 0.1})]
+
+
+def device_map(points: int) -> tuple[dict[str, Any], int]:
+    out, address = [], 0
+    for i in range(points):
+        dtype, width, extra = PATTERN[i % len(PATTERN)]
+        out.append({"signal": f"p{i}", "table": "holding", "address": address, "type": dtype,
+                    **extra})
+        address += width
+    return {"points": out}, address
+
+
+def configs(port: int, total_points: int, interval_ms: int,
+            devices_per_connection: int = 10) -> tuple[list[ModbusSourceConfig], int]:
+    """Sources of `devices_per_connection` devices each (one connection per source, as one
+    source per Modbus gateway), `POINTS_PER_DEVICE` points per device."""
+    units = max(1, total_points // POINTS_PER_DEVICE)
+    regmap, registers = device_map(min(total_points, POINTS_PER_DEVICE))
+    out = []
+    for first in range(0, units, devices_per_connection):
+        out.append(ModbusSourceConfig.model_validate({
+            "name": f"bench-{first}", "host": "127.0.0.1", "port": port, "max_gap_registers": 0,
+            "batch_queue_size": 4096, "maps": {"load": regmap},
+            "devices": [{"unit_id": 10 + i, "asset": f"dev-{i}", "map": "load",
+                         "poll_interval_ms": interval_ms, "timeout_seconds": 2.0}
+                        for i in range(first, min(units, first + devices_per_connection))]}))
+    return out, registers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_case(total_points: int, interval_ms: int, seconds: float) -> dict[str, Any]:
+    port = free_port()
+    cfgs, registers = configs(port, total_points, interval_ms)
+    units = sum(len(c.devices) for c in cfgs)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators.modbus_plant", "--port", str(port),
+         "--load-units", str(units), "--load-registers", str(registers)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert sim.stdout is not None
+        sim.stdout.readline()  # "modbus plant ... on host:port": it listens
+        result = asyncio.run(measure(cfgs, sim.pid, seconds))
+    finally:
+        sim.terminate()
+        sim.wait(5)
+    return {"points": total_points, "interval_ms": interval_ms, "devices": units,
+            "connections": len(cfgs), **result,
+            "target_points_per_s": round(total_points * 1000 / interval_ms),
+            "device_polls_due": round(units * seconds * 1000 / interval_ms)}
+
+
+async def measure(cfgs: list[ModbusSourceConfig], sim_pid: int,
+                  seconds: float) -> dict[str, Any]:
+    samples = 0
+
+    async def consume(source: ModbusSource) -> None:
+        nonlocal samples
+        async for batch in source.batches():
+            samples += len(batch.samples)
+
+    sources = [ModbusSource(c) for c in cfgs]
+    async with contextlib.AsyncExitStack() as stack:
+        for source in sources:
+            await stack.enter_async_context(source)
+        tasks = [asyncio.create_task(consume(s)) for s in sources]
+        await asyncio.sleep(min(2.0, seconds / 3))  # warm-up: connect, first cycles
+        s0, cpu0, sim0 = samples, time.process_time(), proc_cpu_seconds(sim_pid)
+        polls0 = sum(st.polls for s in sources for st in s.device_stats().values())
+        r0 = sum(s.requests for s in sources)
+        t0 = time.monotonic()
+        await asyncio.sleep(seconds)
+        elapsed = time.monotonic() - t0
+        got = samples - s0
+        cpu = time.process_time() - cpu0
+        sim_cpu = proc_cpu_seconds(sim_pid) - sim0
+        stats = [st for s in sources for st in s.device_stats().values()]
+        polls = sum(st.polls for st in stats) - polls0
+        requests = sum(s.requests for s in sources) - r0
+        rejected: collections.Counter[str] = collections.Counter()
+        for s in sources:
+            rejected.update(s.health().rejected)
+        for task in tasks:
+            task.cancel()
+    per_cycle = sum(sum(s.requests_per_cycle().values()) for s in sources)
+    return {"requests_per_cycle": per_cycle, "points_per_s": round(got / elapsed),
+            "device_polls_done": polls,
+            "skipped_cycles": sum(st.skipped_cycles for st in stats),
+            "requests_per_s": round(requests / elapsed),
+            "driver_cpu_pct": round(100 * cpu / elapsed, 1),
+            "sim_cpu_pct": round(100 * sim_cpu / elapsed, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rejected": dict(rejected)}
+
+
+def decode_only(total_points: int, rounds: int = 5) -> dict[str, Any]:
+    """Registers to Samples with no I/O: the driver's own ceiling on one core."""
+    cfgs, registers = configs(1, total_points, 1000)
+    cfg = cfgs[0]
+    dev = cfg.devices[0]
+    from drivers.modbus.planner import plan_source
+
+    reads = plan_source(cfg)[dev.unit_id]
+    compiled = [_Compiled(r, cfg.points_of(dev), dev.asset) for r in reads]
+    blocks = [[(a * 7) & 0xFFFF for a in range(c.read.count)] for c in compiled]
+    units = sum(len(c.devices) for c in cfgs)
+    t0 = time.process_time()
+    n = 0
+    for _ in range(rounds):
+        for _unit in range(units):
+            for comp, regs in zip(compiled, blocks, strict=True):
+                n += len(comp.samples(regs, 0.0))
+    cpu = time.process_time() - t0
+    return {"decode_only_points": n, "points_per_cpu_second": round(n / cpu),
+            "registers": registers}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=int)
+    p.add_argument("--interval-ms", type=int)
+    p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--uvloop", action="store_true")
+    args = p.parse_args()
+    if args.points and args.interval_ms:
+        if args.uvloop:
+            import uvloop
+
+            uvloop.install()
+        print(json.dumps(run_case(args.points, args.interval_ms, args.seconds)))
+        return
+    print(json.dumps(decode_only(100_000)), flush=True)
+    for points in (10_000, 100_000):
+        for interval in (1000, 100):
+            cmd = [sys.executable, __file__, "--points", str(points), "--interval-ms",
+                   str(interval), "--seconds", str(args.seconds)]
+            if args.uvloop:
+                cmd.append("--uvloop")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            print(out.stdout.strip(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
