@@ -123,3 +123,11 @@ def test_topic_pattern_agrees_with_paho(levels: list[str], tail: bool, topic: li
     name = "/".join(topic)
     assert (TopicPattern.parse(pattern).match(name) is not None) == topic_matches_sub(pattern,
                                                                                        name)
+
+
+def test_example_validates_in_the_root_config() -> None:
+    from gateway import config as root
+
+    cfg = root.validate(tomllib.loads(EXAMPLE.read_text()), str(EXAMPLE))
+    assert [s.name for s in cfg.sources] == ["line3-mqtt", "site-broker"]
+    assert all(isinstance(s, MqttSourceConfig) for s in cfg.sources)
