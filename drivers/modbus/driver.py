@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import enum
 import logging
 import time
@@ -150,7 +151,8 @@ class ModbusSource:
     # --- observable facts for tests, status pages, benchmarks ----------------------------
 
     def device_stats(self) -> dict[int, DeviceStats]:
-        return dict(self._stats)
+        """A snapshot per unit id."""
+        return {unit: dataclasses.replace(s) for unit, s in self._stats.items()}
 
     @property
     def requests(self) -> int:

@@ -182,3 +182,35 @@ async def test_unreachable_at_start_reports_connecting_and_never_raises() -> Non
         assert all(s.quality is Quality.BAD for s in got.samples())
         assert source.health().state is SourceState.CONNECTING
         assert "connect failed" in source.health().detail
+
+
+async def test_schedule_keeps_to_deadlines_and_counts_skipped_cycles(
+        plant: ModbusPlantSimulator) -> None:
+    interval = 0.05
+    source = plant_config(plant.port, interval_ms=int(interval * 1000),
+                          timeout_seconds=1.0).build()
+    loop = asyncio.get_running_loop()
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+        plant.slow_seconds = 0.12  # pump-1's 3 requests take ~0.36 s: 7 cycles of 50 ms
+        plant.faults[1] = Fault.SLOW
+        before = source.device_stats()[1]
+        polls0, skipped0 = before.polls, before.skipped_cycles
+        start = loop.time()
+        await wait_for(lambda: source.device_stats()[1].polls >= polls0 + 5, 10, "5 slow polls")
+        elapsed = loop.time() - start
+        after = source.device_stats()[1]
+        cycles = (after.polls - polls0) + (after.skipped_cycles - skipped0)
+        # Every cycle that passed was either polled or skipped, none queued up (no drift).
+        assert abs(cycles - elapsed / interval) <= 2 + 0.36 / interval
+        assert after.skipped_cycles - skipped0 >= 4 * (after.polls - polls0 - 1)
+        assert after.state is DeviceState.OK  # slow but answering is not a failure
+        plant.faults[1] = Fault.NONE
+        fan = source.device_stats()[3]
+        fan0, t0 = fan.polls + fan.skipped_cycles, loop.time()
+        await wait_for(lambda: source.device_stats()[3].polls >= fan.polls + 40, 10,
+                       "40 fan polls")
+        fan = source.device_stats()[3]
+        # Polled plus skipped cycles match the clock: the grid does not slip behind.
+        assert fan.polls + fan.skipped_cycles - fan0 == pytest.approx(
+            (loop.time() - t0) / interval, abs=2)
