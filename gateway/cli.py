@@ -72,7 +72,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from rules import RuleFileError, load_rule_files
-    from rules.replay import compare, format_comparison, format_report, load_recording, replay
+    from rules.replay import (
+        RecordingError,
+        compare,
+        format_comparison,
+        format_report,
+        load_recording,
+        replay,
+    )
 
     try:
         new = load_rule_files(args.rules)
@@ -81,7 +88,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    samples = list(load_recording(args.input))
+    try:
+        samples = list(load_recording(args.input))
+    except (RecordingError, OSError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
     if old is not None:
         print(format_comparison(compare(old, new, samples)))
     else:

@@ -85,7 +85,7 @@ class Daemon:
         engine.restore(episodes)
         if episodes:
             log.info("restored %d open episodes", len(episodes))
-        self.reload_state["rules"] = len(list(engine.rule_ids()))
+        self.reload_state["rules"] = len(engine.instances())
         self.pipeline = Pipeline(engine, outbox, [s.name for s in self.sinks], cfg.gateway.site,
                                  self._wake.set, tick_seconds=cfg.rules.tick_seconds)
         self.pipeline.listeners.append(self._remember)
@@ -175,7 +175,7 @@ class Daemon:
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
                                               new.rule_files)
         self.reload_state = {"at": iso_time(now), "error": "",
-                             "rules": len(list(self.pipeline.engine.rule_ids()))}
+                             "rules": len(self.pipeline.engine.instances())}
         log.info("reloaded rules: %d rule instances, %d episodes closed by removal",
                  self.reload_state["rules"], len(transitions))
         self.notifier.ready(self._one_line())
