@@ -144,6 +144,10 @@ class ModbusSourceConfig(StrictModel):
     host: str | None = None  # tcp and rtu_over_tcp
     port: int = Field(default=502, ge=1, le=65535)
     serial: SerialSettings | None = None  # rtu
+    # TCP connections to the host, devices spread over them in turn. Requests on one connection
+    # go one at a time; more connections poll devices in parallel and confine a silent device's
+    # timeouts to its own connection. Many gateways accept only a few (often 1 to 4).
+    connections: int = Field(default=1, ge=1, le=32)
     connect_timeout_seconds: float = Field(default=3.0, gt=0)
     reconnect_max_seconds: float = Field(default=30.0, gt=0)
     # Registers (or bits) between two points that may be read and thrown away to save a request.
@@ -160,8 +164,13 @@ class ModbusSourceConfig(StrictModel):
         if self.transport is Transport.RTU:
             if self.serial is None:
                 raise ValueError("transport rtu needs [serial] settings (port, baudrate...)")
+            if self.connections != 1:
+                raise ValueError("a serial line is one connection: connections must be 1")
         elif self.host is None:
             raise ValueError(f"transport {self.transport} needs host")
+        if self.connections > len(self.devices):
+            raise ValueError(f"connections ({self.connections}) exceeds the number of devices"
+                             f" ({len(self.devices)})")
         seen_units: set[int] = set()
         keys: set[tuple[str, str]] = set()
         for dev in self.devices:

@@ -91,7 +91,8 @@ class ModbusSource:
         self._compiled = {
             d.unit_id: [_Compiled(r, config.points_of(d), d.asset) for r in self._plans[d.unit_id]]
             for d in config.devices}
-        self._link: Link | None = None
+        self._links: list[Link] = []
+        self._link_of: dict[int, Link] = {}  # unit id -> its connection
         self._out: asyncio.Queue[SampleBatch | None] = asyncio.Queue(config.batch_queue_size)
         self._tasks: list[asyncio.Task[None]] = []
         self._stats = {d.unit_id: DeviceStats() for d in config.devices}
@@ -105,7 +106,10 @@ class ModbusSource:
     async def __aenter__(self) -> Self:
         quiet_pymodbus()
         self._stopping = False
-        self._link = Link(self._cfg)
+        n_links = self._cfg.connections
+        self._links = [Link(self._cfg, self._cfg.devices[i::n_links]) for i in range(n_links)]
+        self._link_of = {d.unit_id: self._links[i % n_links]
+                         for i, d in enumerate(self._cfg.devices)}
         self._set_state(SourceState.CONNECTING, self._where())
         n = len(self._cfg.devices)
         spread = min(1.0, min(d.poll_interval_ms for d in self._cfg.devices) / 1000.0)
@@ -129,9 +133,9 @@ class ModbusSource:
             if not task.cancelled() and task.exception() is not None:
                 log.error("modbus %s poll task failed", self.name, exc_info=task.exception())
         self._tasks.clear()
-        if self._link is not None:
-            self._link.close()
-            self._link = None
+        for link in self._links:
+            link.close()
+        self._links, self._link_of = [], {}
         self._set_state(SourceState.STOPPED, "")
         if self._out.full():
             self._out.get_nowait()
@@ -157,7 +161,7 @@ class ModbusSource:
     @property
     def requests(self) -> int:
         """Requests sent since start (all devices)."""
-        return self._link.requests if self._link is not None else 0
+        return sum(link.requests for link in self._links)
 
     def requests_per_cycle(self) -> dict[int, int]:
         return {unit: len(reads) for unit, reads in self._plans.items()}
@@ -216,8 +220,7 @@ class ModbusSource:
 
     async def _poll_once(self, dev: Device) -> tuple[list[Sample], str | None]:
         """All reads of one device. Returns its samples and the error when nothing answered."""
-        link = self._link
-        assert link is not None
+        link = self._link_of[dev.unit_id]
         samples: list[Sample] = []
         answered = False
         error: str | None = None
@@ -260,15 +263,18 @@ class ModbusSource:
         return f"{cfg.transport} {cfg.host}:{cfg.port}"
 
     def _refresh_state(self) -> None:
-        link = self._link
-        if link is None:
+        if not self._links:
             return
-        if not link.connected:
-            state = SourceState.RECONNECTING if link.ever_connected else SourceState.CONNECTING
-            self._set_state(state, f"{self._where()}: {link.last_error or 'not connected'}")
+        down = [link for link in self._links if not link.connected]
+        if len(down) == len(self._links):
+            state = (SourceState.RECONNECTING if any(k.ever_connected for k in down)
+                     else SourceState.CONNECTING)
+            self._set_state(state, f"{self._where()}: {down[0].last_error or 'not connected'}")
             return
-        failing = [f"unit {u}: {s.state} ({s.last_error})" for u, s in self._stats.items()
-                   if s.state is not DeviceState.OK]
+        failing = [f"connection {self._links.index(k) + 1} of {len(self._links)}: "
+                   f"{k.last_error or 'not connected'}" for k in down]
+        failing += [f"unit {u}: {s.state} ({s.last_error})" for u, s in self._stats.items()
+                    if s.state is not DeviceState.OK]
         if failing:
             self._set_state(SourceState.DEGRADED, "; ".join(failing))
         else:

@@ -16,7 +16,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from drivers.modbus.config import ModbusSourceConfig, Parity, Table, Transport
+from drivers.modbus.config import Device, ModbusSourceConfig, Parity, Table, Transport
 from gateway.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,14 @@ class DeviceException(ReadError):
 class Link:
     """The connection: connect with backoff, serialise requests, classify failures."""
 
-    def __init__(self, config: ModbusSourceConfig) -> None:
+    def __init__(self, config: ModbusSourceConfig, devices: Sequence[Device]) -> None:
         self._cfg = config
         self._lock = asyncio.Lock()
         self._backoff = Backoff(0.2, config.reconnect_max_seconds)
         self._retry_at = 0.0
         self._silent_run = 0  # timeouts in a row, whoever was asked
-        self._silent_limit = max(3, 2 * len(config.devices))
-        longest = max(d.timeout_seconds for d in config.devices)
+        self._silent_limit = max(3, 2 * len(devices))
+        longest = max(d.timeout_seconds for d in devices)
         self._client = self._make_client(max(longest, config.connect_timeout_seconds) + 1.0)
         self.requests = 0
         self.connects = 0

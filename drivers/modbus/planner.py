@@ -83,7 +83,8 @@ def explain(config: ModbusSourceConfig) -> str:
     where = (f"{config.serial.port} ({config.serial.baudrate} baud)"
              if config.serial is not None and config.host is None
              else f"{config.host}:{config.port}")
-    lines = [f"modbus source {config.name!r}: {config.transport} {where},"
+    links = f", {config.connections} connections" if config.connections > 1 else ""
+    lines = [f"modbus source {config.name!r}: {config.transport} {where}{links},"
              f" max gap {config.max_gap_registers}"]
     total_per_second = 0.0
     total_points = 0

@@ -70,12 +70,13 @@ async def test_scenario_drives_values_and_nan_becomes_bad() -> None:
             assert source.health().rejected["nan"] == len(bad)
 
 
+@pytest.mark.parametrize("connections", [1, 3])
 async def test_one_silent_unit_of_three_does_not_slow_the_others(
-        plant: ModbusPlantSimulator, caplog: pytest.LogCaptureFixture) -> None:
+        plant: ModbusPlantSimulator, caplog: pytest.LogCaptureFixture, connections: int) -> None:
     caplog.set_level(logging.INFO, logger="drivers.modbus.driver")
     interval = 0.2
     source = plant_config(plant.port, interval_ms=int(interval * 1000),
-                          timeout_seconds=0.1).build()
+                          timeout_seconds=0.1, connections=connections).build()
     loop = asyncio.get_running_loop()
     async with collecting(source) as got:
         await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
