@@ -56,8 +56,27 @@ class Stack:
 
     # --- config -----------------------------------------------------------------------------
 
+    def mqtt_source(self) -> str:
+        return f"""
+[[sources]]
+type = "mqtt"
+name = "plant"
+host = "127.0.0.1"
+port = {self.broker.port}
+client_id = "plantbridge-e2e"
+reconnect_initial_seconds = 0.1
+reconnect_max_seconds = 0.5
+
+[[sources.subscriptions]]
+pattern = "plant/+asset/+signal"
+qos = 1
+format = "json"
+value_path = "value"
+timestamp_path = "ts"
+"""
+
     def write_config(self, rules: str, *, extra: str = "", forwarding: str = "",
-                     http_port: int = 0) -> Path:
+                     http_port: int = 0, source: str | None = None) -> Path:
         (self.tmp / "rules.d").mkdir(exist_ok=True)
         (self.tmp / "rules.d" / "rules.toml").write_text(rules)
         path = self.tmp / "plantbridge.toml"
@@ -79,22 +98,7 @@ retry_max_seconds = 0.5
 breaker_failures = 1000
 idle_poll_seconds = 0.1
 {forwarding}
-
-[[sources]]
-type = "mqtt"
-name = "plant"
-host = "127.0.0.1"
-port = {self.broker.port}
-client_id = "plantbridge-e2e"
-reconnect_initial_seconds = 0.1
-reconnect_max_seconds = 0.5
-
-[[sources.subscriptions]]
-pattern = "plant/+asset/+signal"
-qos = 1
-format = "json"
-value_path = "value"
-timestamp_path = "ts"
+{self.mqtt_source() if source is None else source}
 
 [[upstreams]]
 type = "rest"
