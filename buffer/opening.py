@@ -8,6 +8,7 @@ that is a configuration mistake, and guessing would destroy someone's data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -57,8 +58,15 @@ async def connect(path: Path) -> tuple[aiosqlite.Connection, Path | None]:
     return db, moved
 
 
+def _probe(path: Path) -> None:
+    sqlite3.connect(path).close()
+
+
 async def _connect(path: Path) -> aiosqlite.Connection:
+    # Probe first: when aiosqlite's own connect fails, its worker thread outlives the call and
+    # may report to an event loop that is gone by then.
     try:
+        await asyncio.to_thread(_probe, path)
         db = await aiosqlite.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise StorageError(path, f"cannot open: {exc}") from exc
