@@ -142,7 +142,9 @@ def test_run_refuses_a_broken_config(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_every_example_loads_and_builds(tmp_path: Path, example: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """Each commented example in config/examples/ is valid and builds its component."""
-    monkeypatch.setenv("PLANTBRIDGE_MQTT_PASSWORD", "s3cret")
+    for var in ("PLANTBRIDGE_MQTT_PASSWORD", "PLANTBRIDGE_SAP_PASSWORD",
+                "PLANTBRIDGE_MAXIMO_API_KEY"):
+        monkeypatch.setenv(var, "s3cret")
     text = example.read_text().replace("/etc/plantbridge/secrets/", f"{tmp_path}/")
     for name in ("cmms-token", "mqtt-password", "opcua-password", "api-key"):
         (tmp_path / name).write_text("s3cret\n")
