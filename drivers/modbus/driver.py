@@ -180,7 +180,7 @@ class ModbusSource:
             delay = deadline - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            samples, error = await self._poll_once(dev)
+            samples, error, link_down = await self._poll_once(dev)
             stats.polls += 1
             stats.samples += len(samples)
             self._samples_total += len(samples)
@@ -193,9 +193,15 @@ class ModbusSource:
                              time.monotonic() - down_since)
                     failures = 0
                     backoff.reset()
-                    stats.state, stats.last_error = DeviceState.OK, ""
                     deadline = loop.time()  # back on a fresh grid at once
+                if stats.state is not DeviceState.OK:
+                    stats.state, stats.last_error = DeviceState.OK, ""
                     self._refresh_state()
+            elif link_down:
+                # Not the device's fault: the link logs and backs off its reconnects, and the
+                # device stays on its grid so it answers as soon as the link is back.
+                stats.failed_polls += 1
+                stats.state, stats.last_error = DeviceState.FAILING, error
             else:
                 stats.failed_polls += 1
                 stats.last_error = error
@@ -218,13 +224,14 @@ class ModbusSource:
                 stats.skipped_cycles += missed
                 deadline += missed * interval
 
-    async def _poll_once(self, dev: Device) -> tuple[list[Sample], str | None]:
-        """All reads of one device. Returns its samples and the error when nothing answered."""
+    async def _poll_once(self, dev: Device) -> tuple[list[Sample], str | None, bool]:
+        """All reads of one device: its samples, the error when nothing answered, and whether
+        that was because the link is down."""
         link = self._link_of[dev.unit_id]
         samples: list[Sample] = []
         answered = False
         error: str | None = None
-        giving_up = False
+        giving_up = link_down = False
         for comp in self._compiled[dev.unit_id]:
             r = comp.read
             if giving_up:  # the device (or link) is silent: spare the line this cycle
@@ -241,6 +248,7 @@ class ModbusSource:
                         samples += comp.bad(time.time())
                         giving_up = isinstance(exc, (LinkDown, NoResponse))
                         if isinstance(exc, LinkDown):
+                            link_down = True
                             self._refresh_state()
                         break
                     continue
@@ -252,7 +260,9 @@ class ModbusSource:
                 break
         if answered and self._state in (SourceState.CONNECTING, SourceState.RECONNECTING):
             self._refresh_state()
-        return samples, None if answered else (error or "no answer")
+        if answered:
+            return samples, None, False
+        return samples, error or "no answer", link_down
 
     # --- health --------------------------------------------------------------------------
 

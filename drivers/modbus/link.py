@@ -69,6 +69,8 @@ class Link:
         self._silent_limit = max(3, 2 * len(devices))
         longest = max(d.timeout_seconds for d in devices)
         self._client = self._make_client(max(longest, config.connect_timeout_seconds) + 1.0)
+        self._where = (config.serial.port if config.transport is Transport.RTU and config.serial
+                       else f"{config.host}:{config.port}")
         self.requests = 0
         self.connects = 0
         self.ever_connected = False
@@ -110,8 +112,13 @@ class Link:
         if not ok:
             self._client.close()
             self.last_error = self.last_error or "connect failed"
+            if self._backoff.attempt == 0:
+                log.warning("modbus %s: %s %s; retrying with backoff", self._cfg.name,
+                            self._where, self.last_error)
             self._retry_at = loop.time() + self._backoff.next_delay()
             raise LinkDown(self.last_error)
+        if self.ever_connected:
+            log.info("modbus %s: %s connected again", self._cfg.name, self._where)
         self._backoff.reset()
         self._silent_run = 0
         self.connects += 1
@@ -155,6 +162,7 @@ class Link:
             self._drop(f"{self._silent_run} requests in a row unanswered")
 
     def _drop(self, why: str) -> None:
+        log.warning("modbus %s: %s dropped: %s", self._cfg.name, self._where, why)
         self.last_error = why
         self._client.close()
         self._silent_run = 0
