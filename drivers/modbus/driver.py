@@ -163,6 +163,11 @@ class ModbusSource:
         """Requests sent since start (all devices)."""
         return sum(link.requests for link in self._links)
 
+    @property
+    def connects(self) -> int:
+        """Successful connects since start (all connections)."""
+        return sum(link.connects for link in self._links)
+
     def requests_per_cycle(self) -> dict[int, int]:
         return {unit: len(reads) for unit, reads in self._plans.items()}
 

@@ -218,3 +218,18 @@ async def test_schedule_keeps_to_deadlines_and_counts_skipped_cycles(
         # Polled plus skipped cycles match the clock: the grid does not slip behind.
         assert fan.polls + fan.skipped_cycles - fan0 == pytest.approx(
             (loop.time() - t0) / interval, abs=2)
+
+
+async def test_hung_peer_is_dropped_and_reconnected(plant: ModbusPlantSimulator) -> None:
+    """Every unit silent looks like a hung gateway: the connection is dropped and made again
+    (one silent unit among answering ones never drops it: see the test above)."""
+    source = plant_config(plant.port, interval_ms=50, timeout_seconds=0.05).build()
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
+        assert source.connects == 1
+        for unit in (1, 2, 3):
+            plant.faults[unit] = Fault.SILENT
+        await wait_for(lambda: source.connects >= 2, 10, "a fresh connection")
+        for unit in (1, 2, 3):
+            plant.faults[unit] = Fault.NONE
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 10, "every point GOOD again")

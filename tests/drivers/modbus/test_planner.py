@@ -106,6 +106,9 @@ def test_example_config_loads_builds_and_explains() -> None:
     ({"maps": {"m": {"points": [{"signal": "x", "table": "holding", "address": 65535,
                                  "type": "float32"}]}}}, "runs past address 65535"),
     ({"devices": [{"unit_id": 1, "asset": "a"}]}, "give a map or points"),
+    ({"connections": 4}, "exceeds the number of devices"),
+    ({"transport": "rtu", "serial": {"port": "/dev/ttyS0"}, "connections": 2},
+     "connections must be 1"),
 ])
 def test_config_errors_say_what_is_wrong(change: dict[str, Any], message: str) -> None:
     raw = example_raw() | change
@@ -120,3 +123,8 @@ def test_inline_points_with_per_point_asset() -> None:
          "type": "uint32"}]}]
     cfg = ModbusSourceConfig.model_validate(raw)
     assert "unit 4 (per-point assets, inline points)" in explain(cfg)
+
+
+def test_explain_mentions_several_connections() -> None:
+    cfg = ModbusSourceConfig.model_validate(example_raw() | {"connections": 3})
+    assert "tcp 127.0.0.1:5020, 3 connections, max gap 10" in explain(cfg)
