@@ -41,9 +41,12 @@ class Daemon:
         self.ready = asyncio.Event()
         self.http_port: int | None = None
         self.notifier = SystemdNotifier()
-        self.sources: list[tuple[str, Source]] = []
+        self.sources: dict[str, tuple[str, Source]] = {}  # name -> (type, running source)
         self.sinks: list[Sink] = []
         self.forwarders: list[Forwarder] = []
+        self._tg: asyncio.TaskGroup | None = None
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
+        self._forward_tasks: dict[str, asyncio.Task[None]] = {}
         self.outbox: OutboxStore | None = None
         self.pipeline: Pipeline | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
@@ -78,29 +81,28 @@ class Daemon:
 
     async def _run_components(self, outbox: OutboxStore) -> None:
         cfg = self.cfg
-        self.sinks = [u.build() for u in cfg.upstreams]
-        self.forwarders = [Forwarder(s, outbox, cfg.forwarding, self._wake) for s in self.sinks]
         engine = RuleEngine(self.loaded.rules)
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
         if episodes:
             log.info("restored %d open episodes", len(episodes))
         self.reload_state["rules"] = len(engine.instances())
-        self.pipeline = Pipeline(engine, outbox, [s.name for s in self.sinks], cfg.gateway.site,
-                                 self._wake.set, tick_seconds=cfg.rules.tick_seconds)
+        self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
+                                 cfg.gateway.site, self._wake.set,
+                                 tick_seconds=cfg.rules.tick_seconds)
         self.pipeline.listeners.append(self._remember)
-        self.sources = [(s.type, s.build()) for s in cfg.sources]
 
         runner = await self._start_http()
         try:
             async with asyncio.TaskGroup() as tg:
-                fwd = [tg.create_task(f.run(), name=f"forward:{f.sink.name}")
-                       for f in self.forwarders]
+                self._tg = tg
+                for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
+                    self._start_upstream(up)
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping")]
-                feeds = [tg.create_task(self.pipeline.feed(src), name=f"source:{src.name}")
-                         for _, src in self.sources]
+                for src in cfg.sources:
+                    self._start_source(src)
                 self._install_signals()
                 self.ready.set()
                 self.notifier.ready(self._one_line())
@@ -109,15 +111,72 @@ class Daemon:
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("stopping: sources first")
-                await _cancel(feeds)
+                await _cancel(list(self._source_tasks.values()))
                 await self._drain_pipeline()
                 await _cancel(core)
                 await self._drain_forwarders()
-                await _cancel(fwd)
+                await _cancel(list(self._forward_tasks.values()))
         finally:
+            self._tg = None
             self._remove_signals()
             if runner is not None:
                 await runner.cleanup()
+
+    def _start_source(self, cfg: config_mod.SourceConfig) -> None:
+        assert self._tg is not None and self.pipeline is not None
+        src = cfg.build()
+        self.sources[cfg.name] = (cfg.type, src)
+        self._source_tasks[cfg.name] = self._tg.create_task(self.pipeline.feed(src),
+                                                            name=f"source:{cfg.name}")
+
+    async def _stop_source(self, name: str) -> None:
+        await _cancel([self._source_tasks.pop(name)])
+        self.sources.pop(name, None)
+
+    def _start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
+        assert self._tg is not None and self.outbox is not None
+        sink = cfg.build()
+        fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wake)
+        self.sinks.append(sink)
+        self.forwarders.append(fwd)
+        self._forward_tasks[cfg.name] = self._tg.create_task(fwd.run(), name=f"forward:{cfg.name}")
+
+    async def _stop_upstream(self, name: str) -> None:
+        await _cancel([self._forward_tasks.pop(name)])
+        for sink in [s for s in self.sinks if s.name == name]:
+            with contextlib.suppress(Exception):
+                await sink.aclose()
+        self.sinks = [s for s in self.sinks if s.name != name]
+        self.forwarders = [f for f in self.forwarders if f.sink.name != name]
+
+    async def _apply_components(self, new: config_mod.PlantBridgeConfig) -> list[str]:
+        """Restart what changed, start what is new, stop what is gone. Returns what it did."""
+        done: list[str] = []
+        assert self.pipeline is not None
+        old_up = {u.name: u for u in self.cfg.upstreams}
+        new_up = {u.name: u for u in new.upstreams}
+        for name, old in old_up.items():
+            if new_up.get(name) != old:
+                await self._stop_upstream(name)
+                done.append(f"upstream {name} stopped")
+        for name, up in new_up.items():
+            if old_up.get(name) != up:
+                self._start_upstream(up)
+                done.append(f"upstream {name} started")
+        # New messages go to the new set of sinks; records queued for a removed sink stay in
+        # the outbox until it comes back (visible as pending on the status page).
+        self.pipeline.set_sinks(list(new_up))
+        old_src = {s.name: s for s in self.cfg.sources}
+        new_src = {s.name: s for s in new.sources}
+        for name, old_s in old_src.items():
+            if new_src.get(name) != old_s:
+                await self._stop_source(name)
+                done.append(f"source {name} stopped")
+        for name, src in new_src.items():
+            if old_src.get(name) != src:
+                self._start_source(src)
+                done.append(f"source {name} started")
+        return done
 
     async def _drain_pipeline(self) -> None:
         assert self.pipeline is not None
@@ -166,18 +225,25 @@ class Daemon:
             log.error("reload refused, keeping the running config:\n%s", exc)
             self.notifier.ready(self._one_line())
             return False
-        if (new.config.sources != self.cfg.sources or new.config.upstreams != self.cfg.upstreams
-                or new.config.buffer != self.cfg.buffer):
-            log.warning("sources, upstreams and buffer changes take effect at the next restart")
+        restart_needed = [part for part in ("gateway", "buffer", "http", "forwarding")
+                          if getattr(new.config, part) != getattr(self.cfg, part)]
+        if restart_needed:
+            log.warning("changes to [%s] take effect at the next restart",
+                        "], [".join(restart_needed))
+        changes = await self._apply_components(new.config)
         async with self.pipeline.lock:
             transitions = self.pipeline.engine.replace(new.rules, now)
         await self.pipeline.apply(transitions)
+        kept = {p: getattr(self.cfg, p) for p in restart_needed}
+        self.cfg = new.config.model_copy(update=kept)
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
                                               new.rule_files)
         self.reload_state = {"at": iso_time(now), "error": "",
-                             "rules": len(self.pipeline.engine.instances())}
-        log.info("reloaded rules: %d rule instances, %d episodes closed by removal",
-                 self.reload_state["rules"], len(transitions))
+                             "rules": len(self.pipeline.engine.instances()),
+                             "changes": changes, "restart_needed": restart_needed}
+        log.info("reloaded: %d rule instances, %d episodes closed by removal%s",
+                 self.reload_state["rules"], len(transitions),
+                 "; " + ", ".join(changes) if changes else "")
         self.notifier.ready(self._one_line())
         return True
 
@@ -217,7 +283,7 @@ class Daemon:
 
     def problems(self) -> list[str]:
         out = list(self.notices)
-        for kind, src in self.sources:
+        for kind, src in self.sources.values():
             h = src.health()
             if h.state not in ("connected",):
                 out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
@@ -234,12 +300,15 @@ class Daemon:
             out.append(f"cannot write the outbox: {self.pipeline.stats.storage_problem}")
         if self.reload_state["error"]:
             out.append("last reload failed (still running the previous config)")
+        if self.reload_state.get("restart_needed"):
+            out.append("restart needed for changes to ["
+                       + "], [".join(self.reload_state["restart_needed"]) + "]")
         return out
 
     def snapshot(self) -> dict[str, Any]:
         p = self.pipeline
         sources = []
-        for kind, src in self.sources:
+        for kind, src in self.sources.values():
             h = src.health()
             sources.append({"name": src.name, "type": kind, "state": str(h.state),
                             "detail": h.detail, "samples": h.samples_total,

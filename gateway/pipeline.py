@@ -75,6 +75,10 @@ class Pipeline:
                 counts[source.name] = counts.get(source.name, 0) + len(batch.samples)
                 await self._queue.put(batch)
 
+    def set_sinks(self, sinks: Sequence[str]) -> None:
+        """Messages of transitions committed from now on go to these sinks."""
+        self._sinks = list(sinks)
+
     async def submit(self, batch: SampleBatch) -> None:
         await self._queue.put(batch)
 

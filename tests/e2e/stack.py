@@ -128,8 +128,8 @@ total_timeout_seconds = 2
     async def wait_subscribed(self) -> None:
         d = self.daemon
         assert d is not None
-        await wait_for(lambda: all(s.health().state == "connected" for _, s in d.sources), 15,
-                       "MQTT source connected")
+        await wait_for(lambda: all(s.health().state == "connected"
+                                   for _, s in d.sources.values()), 15, "sources connected")
 
     async def stop_daemon(self) -> None:
         if self.daemon is not None and self.task is not None:

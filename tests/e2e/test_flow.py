@@ -119,7 +119,7 @@ async def test_bad_input_is_counted_and_the_daemon_keeps_running(stack: Stack) -
            b'{"value": Infinity}', b"[]"]
     for payload in bad:
         stack.publish("pump-1", "vibration", None, raw=payload)
-    _, source = d.sources[0]
+    _, source = d.sources["plant"]
     await wait_for(lambda: sum(source.health().rejected.values()) >= len(bad), 10,
                    "every bad payload counted")
     rejected = dict(source.health().rejected)

@@ -75,3 +75,47 @@ async def test_broken_file_keeps_the_running_config(stack: Stack) -> None:
     await stack.episode("pump-1")
     await wait_for(lambda: len(stack.sim.status_updates) == 1, 15, "the clear upstream")
     assert len(stack.sim.requests) == 1
+
+
+async def test_reload_restarts_a_changed_source_and_starts_a_new_upstream(stack: Stack) -> None:
+    from simulators.cmms import CmmsSimulator
+    from tests.e2e.stack import API_KEY
+
+    stack.write_config(vibration_rule())
+    d = await stack.start_daemon()
+    second = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
+    await second.start()
+    try:
+        before = d.reload_state["at"]
+        cfg = stack.tmp / "plantbridge.toml"
+        cfg.write_text(cfg.read_text().replace("reconnect_max_seconds = 0.5",
+                                               "reconnect_max_seconds = 0.6") + f"""
+[[upstreams]]
+type = "rest"
+name = "second"
+base_url = "{second.url}"
+auth = {{ kind = "bearer", token = {{ value = "{API_KEY}" }} }}
+""")
+        await _sighup_and_wait(stack, before)
+        assert d.reload_state["error"] == ""
+        assert d.reload_state["changes"] == ["upstream second started", "source plant stopped",
+                                             "source plant started"]
+        await stack.wait_subscribed()
+        await stack.episode("pump-1")
+        await wait_for(lambda: len(second.status_updates) == 1
+                       and len(stack.sim.status_updates) == 1, 15, "both upstreams served")
+        assert len(second.requests) == 1 and len(stack.sim.requests) == 1
+    finally:
+        await second.stop()
+
+
+async def test_settings_that_need_a_restart_are_reported(stack: Stack) -> None:
+    stack.write_config(vibration_rule())
+    d = await stack.start_daemon()
+    before = d.reload_state["at"]
+    cfg = stack.tmp / "plantbridge.toml"
+    cfg.write_text(cfg.read_text().replace('site = "e2e"', 'site = "elsewhere"'))
+    await _sighup_and_wait(stack, before)
+    assert d.reload_state["restart_needed"] == ["gateway"]
+    assert d.cfg.gateway.site == "e2e"  # the running value is kept until a restart
+    assert any("restart needed" in p for p in d.problems())
