@@ -99,7 +99,7 @@ def explain(config: ModbusSourceConfig) -> str:
                      f" {len(points)} points in {len(reads)} requests every"
                      f" {dev.poll_interval_ms} ms")
         for r in reads:
-            unit = "bits" if r.table.is_bits else "registers"
+            unit = ("bit" if r.table.is_bits else "register") + ("s" if r.count != 1 else "")
             names = ", ".join(points[i].signal for i in r.points)
             used = sum(1 if points[i].table.is_bits else points[i].type.registers
                        for i in r.points)
