@@ -51,7 +51,7 @@ on_delay_seconds = 2
 # 4 points in 6 registers: float32 ABCD, uint16, int32 CDAB, int16 scaled.
 PATTERN: list[tuple[str, int, dict[str, Any]]] = [
     ("float32", 2, {}), ("uint16", 1, {}), ("int32", 2, {"word_order": "little"}),
-           ("int16", 1, {"scale": 0.1})]
+    ("int16", 1, {"scale": 0.1})]
 
 
 def device_map(points: int) -> tuple[dict[str, Any], int]:
