@@ -1,0 +1,444 @@
+"""IBM Maximo Manage sink: service requests through the REST/JSON ("OSLC") API, `mxapisr`.
+
+Maximo has no idempotency key, so duplicates are avoided here: every SR carries
+`externalrecid = dedup_key` (20 characters at most), and every create is preceded, under a
+single-flight lock per dedup key, by a lookup
+`GET /os/mxapisr?lean=1&oslc.where=externalrecid="<key>" and siteid="<site>"`. An unclear
+outcome (timeout, dropped connection, 5xx) is RETRY; the next attempt looks up first, so a
+create that was committed but whose answer was lost is found instead of made twice.
+
+Receipt: the SR's `ticketid` (the number people see and quote). A clear finds the SR again by
+`ticketid` and `externalrecid`, takes its `href` and `_rowstamp`, and PATCHes it
+(`POST <href>` + `x-method-override: PATCH` + `patchtype: MERGE`) to RESOLVED, or adds a work
+log note. A stale rowstamp (412 BMXAA8229W) is refetched and retried once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import enum
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+from pydantic import Field, model_validator
+
+from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
+from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.maximo_wire import (
+    NotRenderable,
+    dedup_key_of,
+    json_object,
+    maximo_error,
+    members,
+    sr_body,
+    where_literal,
+    worklog_entry,
+    worklog_marker,
+)
+from gateway.upstream.rest import USER_AGENT, UpstreamCheckError, transport_reason
+from gateway.upstream.retry_policy import classify_status
+
+MAX_REASON = 400
+Ident = Annotated[str, Field(min_length=1, pattern=r'^[^"]+$')]  # usable in oslc.where
+
+
+class MaximoApiKeyAuth(StrictModel):
+    """MAS Manage: an API key, sent as the `apikey` header."""
+
+    kind: Literal["api_key"]
+    key: Secret
+
+
+class MaximoMaxauthAuth(StrictModel):
+    """Maximo 7.6 native authentication: `maxauth: base64(user:password)` on every request."""
+
+    kind: Literal["maxauth"]
+    user: str = Field(min_length=1)
+    password: Secret
+
+
+MaximoAuth = Annotated[MaximoApiKeyAuth | MaximoMaxauthAuth, Field(discriminator="kind")]
+
+
+class MaximoAssetRef(StrictModel):
+    """Where a canonical asset lives in Maximo (asset keys are assetnum + siteid)."""
+
+    assetnum: Ident
+    siteid: Ident | None = None  # None: the sink's siteid
+    location: Ident | None = None
+
+
+class UnknownAssetPolicy(enum.StrEnum):
+    REJECT = "reject"  # dead letter: "asset X has no entry in asset_map"
+    PASS_THROUGH = "pass_through"  # send the canonical asset id as assetnum
+
+
+class ClearAction(enum.StrEnum):
+    RESOLVE = "resolve"  # PATCH status to resolved_status
+    WORKLOG_ONLY = "worklog_only"  # add a work log note, leave the status to the planners
+
+
+class OptimisticLock(enum.StrEnum):
+    IF_MATCH = "if_match"  # send the fetched _rowstamp as the If-Match header
+    ROWSTAMP_IN_BODY = "rowstamp_in_body"  # send it as "_rowstamp" in the PATCH body
+    OFF = "off"
+
+
+class MaximoSinkConfig(StrictModel):
+    """`[[upstreams]] type = "maximo"`: Maximo Manage service requests (object structure
+    mxapisr), deduplicated by externalrecid."""
+
+    type: Literal["maximo"]
+    name: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://[^/\s]+/?$")  # scheme and host[:port]
+    api_root: str = "/maximo/api"  # Maximo 7.6: "/maximo/oslc"
+    object_structure: str = Field(default="mxapisr", pattern=r"^[A-Za-z0-9_]+$")
+    auth: MaximoAuth
+    tls: TlsSettings = TlsSettings()
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request
+    concurrent_requests: int = Field(default=4, ge=1, le=64)
+    siteid: Ident
+    orgid: Ident | None = None
+    reportedby: str = ""  # a PERSON id; empty: Maximo uses the API user's person
+    external_system: str = "PLANTBRIDGE"  # SR externalsystem; empty: not sent
+    asset_map: dict[str, MaximoAssetRef] = {}
+    unknown_asset: UnknownAssetPolicy = UnknownAssetPolicy.REJECT
+    # canonical priority 1 critical .. 4 low -> reportedpriority (priority domains are per site)
+    priority_map: dict[int, int] = {1: 1, 2: 2, 3: 3, 4: 4}
+    on_clear: ClearAction = ClearAction.RESOLVE
+    resolved_status: Ident = "RESOLVED"
+    # A clear finding the SR already in one of these statuses changes nothing and is accepted.
+    settled_statuses: list[str] = ["RESOLVED", "CLOSED", "CANCELLED"]
+    optimistic_lock: OptimisticLock = OptimisticLock.IF_MATCH
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MaximoSinkConfig:
+        if not self.api_root.startswith("/") or self.api_root.endswith("/"):
+            raise ValueError("api_root starts with '/' and has no trailing '/'")
+        missing = sorted({1, 2, 3, 4} - set(self.priority_map))
+        if missing:
+            raise ValueError(f"priority_map has no entry for canonical priority {missing}")
+        if self.connect_timeout_seconds > self.total_timeout_seconds:
+            raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
+        return self
+
+    def build(self) -> MaximoSink:
+        """Resolves secrets now: a missing key stops the start, not the first delivery."""
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        if isinstance(self.auth, MaximoApiKeyAuth):
+            headers["apikey"] = self.auth.key.reveal()
+        else:
+            pair = f"{self.auth.user}:{self.auth.password.reveal()}".encode()
+            headers["maxauth"] = base64.b64encode(pair).decode()
+        return MaximoSink(self, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    retry_after: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    assetnum: str
+    siteid: str
+    location: str | None
+
+
+class _Flight:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class MaximoSink:
+    """Implements `gateway.model.Sink`. One aiohttp session, created inside the running loop."""
+
+    def __init__(self, cfg: MaximoSinkConfig, headers: dict[str, str]) -> None:
+        self.name = cfg.name
+        self._cfg = cfg
+        self._headers = headers
+        self._base = cfg.base_url.rstrip("/")
+        self._collection = f"{self._base}{cfg.api_root}/os/{cfg.object_structure}"
+        self._session: aiohttp.ClientSession | None = None
+        self._flights: dict[str, _Flight] = {}
+
+    # --- session -------------------------------------------------------------------------
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        tls = self._cfg.tls
+        if not self._base.startswith("https://"):
+            return True
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            ctx.load_cert_chain(tls.cert_file, tls.key_file)
+        if not tls.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(total=self._cfg.total_timeout_seconds,
+                                            sock_connect=self._cfg.connect_timeout_seconds)
+            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._cfg.concurrent_requests)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                                  headers=self._headers)
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def check(self) -> None:
+        """Reachable, the key accepted and the object structure readable."""
+        got = await self._request("GET", self._collection, params={
+            "lean": "1", "oslc.select": "ticketid", "oslc.pageSize": "1"})
+        if isinstance(got, BaseException):
+            raise UpstreamCheckError(f"{self.name}: {transport_reason(got)}") from got
+        if not 200 <= got.status < 300:
+            raise UpstreamCheckError(
+                f"{self.name}: HTTP {got.status} {maximo_error(got.body, got.content_type)}")
+        if members(got.body) is None:
+            raise UpstreamCheckError(f"{self.name}: {self._collection} did not answer a "
+                                     "member[] collection (wrong api_root?)")
+
+    # --- sending -------------------------------------------------------------------------
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
+        """One Delivery per record. Per asset in order; after a RETRY, later records of that
+        asset in this batch wait too (a clear never overtakes its raise)."""
+        lanes: dict[str, list[OutboxRecord]] = {}
+        for rec in batch:
+            lanes.setdefault(rec.message.asset, []).append(rec)
+        out: dict[int, Delivery] = {}
+        limit = asyncio.Semaphore(self._cfg.concurrent_requests)
+
+        async def run_lane(records: list[OutboxRecord]) -> None:
+            held: Delivery | None = None
+            for rec in records:
+                if held is not None:
+                    out[rec.id] = Delivery(rec.id, Outcome.RETRY, reason=(
+                        f"held: earlier record {held.record_id} of asset "
+                        f"{rec.message.asset!r} is to be retried"),
+                        retry_after_seconds=held.retry_after_seconds)
+                    continue
+                async with limit:
+                    d = await self.send_one(rec)
+                out[rec.id] = d
+                if d.outcome is Outcome.RETRY:
+                    held = d
+
+        async with asyncio.TaskGroup() as tg:
+            for records in lanes.values():
+                tg.create_task(run_lane(records))
+        return [out[rec.id] for rec in batch]
+
+    async def send_one(self, rec: OutboxRecord) -> Delivery:
+        try:
+            if rec.message.kind is MessageKind.MAINTENANCE_REQUEST:
+                return await self._raise(rec)
+            if rec.message.kind is MessageKind.STATUS_UPDATE:
+                return await self._clear(rec)
+        except NotRenderable as exc:
+            return Delivery(rec.id, Outcome.REJECTED, reason=str(exc)[:MAX_REASON])
+        return Delivery(rec.id, Outcome.REJECTED, reason=f"unsupported kind {rec.message.kind}")
+
+    async def _raise(self, rec: OutboxRecord) -> Delivery:
+        body = rec.message.body
+        key = dedup_key_of(body)
+        target = self._target(str(body.get("asset", "")))
+        payload = sr_body(body, assetnum=target.assetnum, siteid=target.siteid,
+                          location=target.location, orgid=self._cfg.orgid,
+                          reportedby=self._cfg.reportedby,
+                          reportedpriority=self._priority(body.get("priority")),
+                          external_system=self._cfg.external_system)
+        where = (f"externalrecid={where_literal(key, 'dedup_key')} and "
+                 f"siteid={where_literal(target.siteid, 'siteid')}")
+        async with self._single_flight(key):
+            found = await self._query(rec.id, where, "ticketid,status")
+            if isinstance(found, Delivery):
+                return _prefixed(found, f"looking up externalrecid {key}")
+            if found:
+                return self._accepted_ticket(rec.id, found[0], "lookup")
+            got = await self._request("POST", self._collection, params={"lean": "1"},
+                                      json=payload, headers={"properties": "ticketid,status"})
+            if isinstance(got, BaseException):
+                return Delivery(rec.id, Outcome.RETRY, reason=(
+                    f"create: {transport_reason(got)}; the next attempt looks it up first"))
+            if not 200 <= got.status < 300:
+                return _failed(rec.id, got, "create")
+            return self._accepted_ticket(rec.id, json_object(got.body) or {}, "create")
+
+    def _accepted_ticket(self, record_id: int, doc: Mapping[str, Any], step: str) -> Delivery:
+        ticketid = doc.get("ticketid")
+        if isinstance(ticketid, int | str) and not isinstance(ticketid, bool) and str(ticketid):
+            return Delivery(record_id, Outcome.ACCEPTED, receipt=str(ticketid))
+        return Delivery(record_id, Outcome.RETRY, reason=(
+            f"{step}: 2xx without a ticketid in the answer; the next attempt looks the SR up "
+            "by externalrecid"))
+
+    async def _clear(self, rec: OutboxRecord) -> Delivery:
+        msg = rec.message
+        if not rec.upstream_ref:
+            return Delivery(rec.id, Outcome.REJECTED, reason=(
+                "no upstream reference: the service request of episode "
+                f"{msg.episode_id} was never accepted (dead-lettered?), nothing to update"))
+        ref = rec.upstream_ref
+        key = dedup_key_of(msg.body)
+        where = (f"ticketid={where_literal(ref, 'ticketid')} and "
+                 f"externalrecid={where_literal(key, 'dedup_key')}")
+        wanted = "ticketid,status,_rowstamp" + (
+            ",worklog{description}" if self._cfg.on_clear is ClearAction.WORKLOG_ONLY else "")
+        async with self._single_flight(key):
+            for attempt in (1, 2):
+                found = await self._query(rec.id, where, wanted)
+                if isinstance(found, Delivery):
+                    return _prefixed(found, f"looking up SR {ref}")
+                if not found:
+                    return Delivery(rec.id, Outcome.REJECTED, reason=(
+                        f"SR {ref} with externalrecid {key} not found in Maximo (deleted, or "
+                        "its externalrecid was changed); nothing to update"))
+                sr = found[0]
+                change = self._clear_change(sr, msg.body)
+                if change is None:
+                    return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
+                got = await self._patch(sr, change)
+                if isinstance(got, BaseException):
+                    return Delivery(rec.id, Outcome.RETRY,
+                                    reason=f"update of SR {ref}: {transport_reason(got)}")
+                if got.status == 412 and attempt == 1:
+                    continue  # updated by someone else since we read it: read again, once
+                if not 200 <= got.status < 300:
+                    return _failed(rec.id, got, f"update of SR {ref}")
+                return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
+        raise AssertionError("unreachable")
+
+    def _clear_change(self, sr: Mapping[str, Any], body: Mapping[str, Any]
+                      ) -> dict[str, Any] | None:
+        """The PATCH body a clear needs; None when the SR already shows it."""
+        if self._cfg.on_clear is ClearAction.RESOLVE:
+            settled = {s.upper() for s in self._cfg.settled_statuses}
+            if str(sr.get("status", "")).upper() in settled | {self._cfg.resolved_status}:
+                return None
+            return {"status": self._cfg.resolved_status}
+        notes = sr.get("worklog")
+        marker = worklog_marker(body)
+        if isinstance(notes, list) and any(
+                isinstance(n, dict) and str(n.get("description", "")).startswith(marker)
+                for n in notes):
+            return None
+        return {"worklog": [worklog_entry(body)]}
+
+    async def _patch(self, sr: Mapping[str, Any], change: dict[str, Any]
+                     ) -> Answer | BaseException:
+        headers = {"x-method-override": "PATCH", "patchtype": "MERGE"}
+        rowstamp = sr.get("_rowstamp")
+        if rowstamp is not None and self._cfg.optimistic_lock is OptimisticLock.IF_MATCH:
+            headers["if-match"] = str(rowstamp)
+        elif rowstamp is not None and self._cfg.optimistic_lock is OptimisticLock.ROWSTAMP_IN_BODY:
+            change = change | {"_rowstamp": rowstamp}
+        url = self._member_url(str(sr.get("href", "")))
+        if url is None:
+            raise NotRenderable(f"SR {sr.get('ticketid')} came back without a usable href")
+        return await self._request("POST", url, params={"lean": "1"}, json=change,
+                                   headers=headers)
+
+    def _member_url(self, href: str) -> str | None:
+        """The member URI on *our* base_url: Maximo builds hrefs from its own idea of its host
+        (an internal name, http behind a TLS ingress), so keep only the path."""
+        path = urlsplit(href).path
+        prefix = f"{self._cfg.api_root}/os/"
+        if not path.lower().startswith(prefix.lower()):
+            return None
+        return self._base + path
+
+    # --- helpers -------------------------------------------------------------------------
+
+    def _target(self, asset: str) -> Target:
+        ref = self._cfg.asset_map.get(asset)
+        if ref is not None:
+            return Target(ref.assetnum, ref.siteid or self._cfg.siteid, ref.location)
+        if self._cfg.unknown_asset is UnknownAssetPolicy.PASS_THROUGH and asset:
+            where_literal(asset, "asset")
+            return Target(asset, self._cfg.siteid, None)
+        raise NotRenderable(f"asset {asset!r} has no entry in asset_map of upstream "
+                            f"{self.name!r} (add it, or set unknown_asset = \"pass_through\")")
+
+    def _priority(self, canonical: Any) -> int:
+        if isinstance(canonical, int) and canonical in self._cfg.priority_map:
+            return self._cfg.priority_map[canonical]
+        raise NotRenderable(f"priority {canonical!r} is not in priority_map (1..4)")
+
+    @contextlib.asynccontextmanager
+    async def _single_flight(self, key: str) -> AsyncIterator[None]:
+        """One lookup-then-create (or update) per dedup key at a time, in this process."""
+        flight = self._flights.setdefault(key, _Flight())
+        flight.users += 1
+        try:
+            async with flight.lock:
+                yield
+        finally:
+            flight.users -= 1
+            if flight.users == 0:
+                del self._flights[key]
+
+    async def _query(self, record_id: int, where: str, select: str
+                     ) -> list[dict[str, Any]] | Delivery:
+        got = await self._request("GET", self._collection, params={
+            "lean": "1", "oslc.where": where, "oslc.select": select,
+            "oslc.orderBy": "+ticketid"})
+        if isinstance(got, BaseException):
+            return Delivery(record_id, Outcome.RETRY, reason=transport_reason(got))
+        if not 200 <= got.status < 300:
+            return _failed(record_id, got)
+        found = members(got.body)
+        if found is None:
+            return Delivery(record_id, Outcome.RETRY,
+                            reason="2xx without a member[] list; asking again before creating")
+        return found
+
+    async def _request(self, method: str, url: str, *, params: dict[str, str],
+                       json: dict[str, Any] | None = None,
+                       headers: dict[str, str] | None = None) -> Answer | BaseException:
+        """One HTTP exchange; a transport failure is returned, not raised."""
+        data = None if json is None else orjson.dumps(json)
+        hdrs = dict(headers or {})
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        try:
+            async with self._get_session().request(method, url, params=params, data=data,
+                                                   headers=hdrs, allow_redirects=False) as resp:
+                return Answer(resp.status, await resp.read(), resp.content_type,
+                              resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return exc
+
+
+def _failed(record_id: int, got: Answer, step: str = "") -> Delivery:
+    verdict = classify_status(got.status, maximo_error(got.body, got.content_type),
+                              got.retry_after)
+    reason = f"{step}: {verdict.reason}" if step else verdict.reason
+    outcome = verdict.outcome
+    if got.status == 412:  # still stale after a fresh read: a busy record, try again later
+        outcome, reason = Outcome.RETRY, reason + " (record busy: updated again meanwhile)"
+    return Delivery(record_id, outcome, reason=reason[:MAX_REASON],
+                    retry_after_seconds=verdict.retry_after_seconds)
+
+
+def _prefixed(d: Delivery, what: str) -> Delivery:
+    return replace(d, reason=f"{what}: {d.reason}"[:MAX_REASON])

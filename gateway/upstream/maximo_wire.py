@@ -1,0 +1,142 @@
+"""What the Maximo sink puts on the wire and reads back: SR bodies, oslc.where, error JSON.
+
+Pure functions, no I/O: the canonical message body (gateway.messages) in, Maximo lean JSON out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from gateway.upstream.rest import problem_text
+
+DESCRIPTION_MAX = 100  # TICKET.DESCRIPTION
+EXTERNALRECID_MAX = 20  # TICKET.EXTERNALRECID
+WORKLOG_DESCRIPTION_MAX = 100  # WORKLOG.DESCRIPTION
+MAX_REASON = 400
+
+
+class NotRenderable(ValueError):
+    """The message cannot become a Maximo request: a permanent rejection, with the reason."""
+
+
+def where_literal(value: str, what: str) -> str:
+    """A quoted oslc.where string. Maximo has no escape for '"' inside one: refuse it."""
+    if '"' in value or not value:
+        raise NotRenderable(f"{what} {value!r} cannot be used in an oslc.where clause")
+    return f'"{value}"'
+
+
+def dedup_key_of(body: Mapping[str, Any]) -> str:
+    key = body.get("dedup_key")
+    if not isinstance(key, str) or not key:
+        raise NotRenderable("the message has no dedup_key")
+    if len(key) > EXTERNALRECID_MAX:
+        raise NotRenderable(f"dedup_key {key!r} is longer than {EXTERNALRECID_MAX} characters "
+                            "(TICKET.EXTERNALRECID)")
+    where_literal(key, "dedup_key")
+    return key
+
+
+def long_description(body: Mapping[str, Any]) -> str:
+    """The evidence: why, which rule, the reading, then the rule file's long text."""
+    value = body.get("value")
+    reading = "n/a" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    lines = [
+        str(body.get("reason", "")),
+        f"Rule: {body.get('rule_id', '')}",
+        f"Signal: {body.get('signal', '')} = {reading}",
+        f"Raised at: {body.get('raised_at', '')}",
+        f"Episode: {body.get('episode_id', '')}",
+        f"Gateway reference: {body.get('dedup_key', '')}",
+    ]
+    if body.get("failure_code"):
+        lines.append(f"Failure code: {body['failure_code']}")
+    if body.get("breakdown"):
+        lines.append("Breakdown: the asset is down")
+    text = str(body.get("long_text") or "").strip()
+    if text:
+        lines += ["", text]
+    return "\n".join(lines)
+
+
+def sr_body(body: Mapping[str, Any], *, assetnum: str, siteid: str, location: str | None,
+            orgid: str | None, reportedby: str, reportedpriority: int,
+            external_system: str) -> dict[str, Any]:
+    """The `POST /os/mxapisr` body (lean JSON) for a canonical raise."""
+    title = str(body.get("title") or f"{body.get('rule_id', '')} on {body.get('asset', '')}")
+    out: dict[str, Any] = {
+        "description": title[:DESCRIPTION_MAX],
+        "description_longdescription": long_description(body),
+        "assetnum": assetnum,
+        "siteid": siteid,
+        "reportedpriority": reportedpriority,
+        "externalrecid": dedup_key_of(body),
+    }
+    if location:
+        out["location"] = location
+    if orgid:
+        out["orgid"] = orgid
+    if reportedby:
+        out["reportedby"] = reportedby
+    if external_system:
+        out["externalsystem"] = external_system
+    return out
+
+
+def worklog_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A work log note saying the condition cleared; its description carries the dedup key so a
+    retried clear can see that the note is already there."""
+    return {
+        "description": worklog_marker(body)[:WORKLOG_DESCRIPTION_MAX],
+        "description_longdescription": "\n".join([
+            str(body.get("reason", "")),
+            f"Rule: {body.get('rule_id', '')}",
+            f"Cleared at: {body.get('cleared_at', '')}",
+            f"Episode: {body.get('episode_id', '')}",
+        ]),
+    }
+
+
+def worklog_marker(body: Mapping[str, Any]) -> str:
+    return f"Condition cleared ({body.get('dedup_key', '')})"
+
+
+def maximo_error(answer: bytes, content_type: str) -> str:
+    """`BMXAA4021E - Value 9 is not valid ...` from Maximo's `{"Error": {...}}` (statusCode is
+    a string there); another JSON error or a text snippet otherwise."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        doc = None
+    err = doc.get("Error") if isinstance(doc, dict) else None
+    if isinstance(err, dict):
+        code = str(err.get("reasonCode") or "")
+        message = str(err.get("message") or "")
+        said = message if code and message.startswith(code) else " - ".join(
+            p for p in (code, message) if p)
+        if said:
+            return said[:MAX_REASON]
+    return problem_text(answer, content_type)
+
+
+def members(answer: bytes) -> list[dict[str, Any]] | None:
+    """`member[]` of a lean collection answer; None when the body is not one."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    found = doc.get("member") if isinstance(doc, dict) else None
+    if not isinstance(found, list):
+        return None
+    return [m for m in found if isinstance(m, dict)]
+
+
+def json_object(answer: bytes) -> dict[str, Any] | None:
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None
