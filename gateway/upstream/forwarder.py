@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from buffer.errors import StorageError
 from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
 from gateway.settings import StrictModel
@@ -78,23 +79,35 @@ class Forwarder:
         self.stats = ForwarderStats()
 
     async def run(self) -> None:
-        """Deliver until cancelled."""
+        """Deliver until cancelled. A storage fault pauses delivery; it never ends it."""
         rng = random.Random()
+        storage = Backoff(0.5, 10.0)
         while True:
-            now = self._clock()
-            records = await self._outbox.lease(self.sink.name, self._cfg.batch_size, now)
-            if not records:
-                await self._idle()
-                continue
-            deliveries = await self._send(records)
-            settled = [
-                d if d.outcome is not Outcome.RETRY else replace(
-                    d, retry_after_seconds=retry_delay(
-                        rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
-                for rec, d in zip(records, deliveries, strict=True)
-            ]
-            await self._outbox.settle(settled, self._clock())
-            await self._account(settled)
+            try:
+                await self._round(rng)
+                storage.reset()
+            except StorageError as exc:
+                # Disk full or I/O error while leasing or settling: whatever was sent but not
+                # settled stays pending and is sent again under the same idempotency key.
+                self.stats.last_error = f"outbox: {exc}"
+                log.error("%s: cannot read or settle the outbox: %s", self.sink.name, exc)
+                await asyncio.sleep(storage.next_delay())
+
+    async def _round(self, rng: random.Random) -> None:
+        now = self._clock()
+        records = await self._outbox.lease(self.sink.name, self._cfg.batch_size, now)
+        if not records:
+            await self._idle()
+            return
+        deliveries = await self._send(records)
+        settled = [
+            d if d.outcome is not Outcome.RETRY else replace(
+                d, retry_after_seconds=retry_delay(
+                    rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
+            for rec, d in zip(records, deliveries, strict=True)
+        ]
+        await self._outbox.settle(settled, self._clock())
+        await self._account(settled)
 
     async def _idle(self) -> None:
         self._wake.clear()
