@@ -181,11 +181,13 @@ class OpcUaSource:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
             raise SessionLost("session tasks ended")
+        except Exception as exc:
+            self._link_down(exc)  # report before closing: a hung server makes closing slow
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await close_client(client, timeout_seconds=1.0)
+            await close_client(client, timeout_seconds=0.5 if lost.done() else 1.0)
 
     @staticmethod
     async def _wait_lost(lost: asyncio.Future[Exception]) -> None:

@@ -121,8 +121,10 @@ async def test_server_restart_recovers_with_moved_namespace_index(
         # Several failed attempts while down: none of them may log again.
         await wait_for(lambda: source.failures >= 3, 10, "failed reconnect attempts")
         assert source.health().state is SourceState.RECONNECTING
+        index_before = sim.namespace_index
         sim.extra_namespaces = 3  # our namespace moves to another index
         await sim.start()
+        assert sim.namespace_index != index_before
         up = time.monotonic()
         await wait_for(lambda: {(s.asset, s.signal) for s in got.samples[stopped_at:]} == ALL_KEYS,
                        15, "every signal again after the restart")
