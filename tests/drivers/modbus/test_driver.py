@@ -233,3 +233,20 @@ async def test_hung_peer_is_dropped_and_reconnected(plant: ModbusPlantSimulator)
         for unit in (1, 2, 3):
             plant.faults[unit] = Fault.NONE
         await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 10, "every point GOOD again")
+
+
+async def test_retries_then_the_rest_of_a_silent_device_is_skipped(
+        plant: ModbusPlantSimulator) -> None:
+    raw = example_raw(plant.port)
+    for dev in raw["devices"]:
+        dev.update(poll_interval_ms=60_000, timeout_seconds=0.05, retries=2)
+    source = ModbusSourceConfig.model_validate(raw).build()
+    plant.faults[2] = Fault.SILENT
+    async with collecting(source) as got:
+        await wait_for(lambda: all(s.polls == 1 for s in source.device_stats().values()), 5,
+                       "one poll per device")
+    # Unit 2: its first read tried 1 + 2 times, its two other reads not sent (BAD at once).
+    assert dict(plant.requests_by_unit) == {1: 3, 2: 3, 3: 2}
+    pump2 = [s for s in got.samples() if s.asset == "pump-2"]
+    assert len(pump2) == 4 and all(s.quality is Quality.BAD for s in pump2)
+    assert source.health().rejected == {"timeout": 1}
