@@ -19,14 +19,18 @@ import logging
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Self, cast
+from typing import Any, Self, cast
 
 from asyncua import ua
 from asyncua.crypto import cert_gen
+from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
+from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
 from cryptography import x509
@@ -77,6 +81,19 @@ def generate_certificate(directory: Path, stem: str, app_uri: str,
     return cert_path, key_path
 
 
+class PasswordUsers(UserManager):
+    """Only these users, by password; no anonymous access."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def get_user(self, iserver: InternalServer, username: str | None = None,
+                 password: str | None = None, certificate: Any = None) -> User | None:
+        if username is not None and self._users.get(username) == password:
+            return User(role=UserRole.User, name=username)
+        return None
+
+
 class OpcUaPlantSimulator:
     """The plant on a real OPC UA endpoint. Use `async with` or `start()`/`stop()`."""
 
@@ -85,7 +102,7 @@ class OpcUaPlantSimulator:
                  security: bool = False, cert_dir: Path | None = None,
                  trusted_client_certs_dir: Path | None = None,
                  max_monitored_items_per_call: int = 0, tick_ms: float = 100.0,
-                 extra_namespaces: int = 0) -> None:
+                 extra_namespaces: int = 0, users: Mapping[str, str] | None = None) -> None:
         self.host, self.port = host, port
         self.scenario = plant.get(scenario)
         self.speed = speed
@@ -97,6 +114,7 @@ class OpcUaPlantSimulator:
         self.tick_ms = tick_ms
         # Namespaces registered before ours: change it between restarts to move our index.
         self.extra_namespaces = extra_namespaces
+        self.users = users  # username -> password; None: anonymous access
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if security and cert_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="opcua-sim-")
@@ -131,8 +149,10 @@ class OpcUaPlantSimulator:
     async def start(self) -> None:
         if self._server is not None:
             return
-        server = Server()
+        server = Server(user_manager=PasswordUsers(self.users) if self.users else None)
         await server.init()
+        if self.users:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
         server.set_endpoint(self.endpoint)
         server.set_server_name("PlantBridge plant simulator")
         await server.set_application_uri(APPLICATION_URI)

@@ -31,6 +31,7 @@ from drivers.opcua.config import OpcUaSourceConfig, ReadMode
 from drivers.opcua.convert import Binding, NotNumeric, status_name, to_sample
 from drivers.opcua.session import (
     Planned,
+    SecurityFailure,
     close_client,
     is_security_error,
     limits,
@@ -57,7 +58,7 @@ def describe(exc: BaseException) -> str:
         return text
     if isinstance(exc, TimeoutError):
         return "timed out"
-    if isinstance(exc, SessionLost):
+    if isinstance(exc, SessionLost | SecurityFailure):
         return str(exc)
     if isinstance(exc, OSError):
         return exc.strerror or str(exc)

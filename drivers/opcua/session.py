@@ -85,13 +85,17 @@ async def open_client(cfg: OpcUaSourceConfig) -> Client:
     # stale namespace indexes; the driver's own watchdog replaces it (a fresh session).
     client._stale_check_margin = float("inf")
     try:
-        if isinstance(cfg.auth, UsernameAuth):
+        try:
+            password = cfg.auth.password.reveal() if isinstance(cfg.auth, UsernameAuth) else None
+            sec = cfg.security
+            key_password = sec.private_key_password.reveal() if sec.private_key_password else None
+        except ValueError as exc:
+            raise SecurityFailure(str(exc)) from exc
+        if isinstance(cfg.auth, UsernameAuth) and password is not None:
             client.set_user(cfg.auth.username)
-            client.set_password(cfg.auth.password.reveal())
-        sec = cfg.security
+            client.set_password(password)
         if sec.policy is not SecurityPolicy.NONE:
             assert sec.certificate_file is not None and sec.private_key_file is not None
-            key_password = sec.private_key_password.reveal() if sec.private_key_password else None
             mode = (ua.MessageSecurityMode.Sign if sec.mode is SecurityMode.SIGN
                     else ua.MessageSecurityMode.SignAndEncrypt)
             await client.set_security(_POLICIES[sec.policy], str(sec.certificate_file),

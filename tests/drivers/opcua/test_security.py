@@ -91,3 +91,34 @@ async def test_server_refusing_our_certificate_fails_clearly(make_sim: SimFactor
         assert health.state is SourceState.FAILED
         assert "Bad" in health.detail
         assert got.samples == []
+
+
+async def test_username_and_password(make_sim: SimFactory, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = await make_sim(users={"gateway": "s3cret"})
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret\n")
+    good = {"kind": "username", "username": "gateway", "password": {"file": str(secret_file)}}
+    async with running(plant_config(sim.endpoint, auth=good)) as (source, got):
+        await wait_for(lambda: len(got.of("pump-1", "vibration")) >= 2, 10, "data as gateway")
+        assert source.health().state is SourceState.CONNECTED
+
+    monkeypatch.setenv("OPCUA_TEST_PW", "wrong")
+    bad = {"kind": "username", "username": "gateway", "password": {"env": "OPCUA_TEST_PW"}}
+    async with running(plant_config(sim.endpoint, auth=bad)) as (source, got):
+        await wait_for(lambda: source.failures >= 2, 10, "refused logins")
+        health = source.health()
+        print(f"\nwrong password: {health.state} {health.detail}")
+        assert health.state is SourceState.FAILED
+        assert got.samples == []
+
+    monkeypatch.delenv("OPCUA_TEST_PW")
+    async with running(plant_config(sim.endpoint, auth=bad)) as (source, _):
+        await wait_for(lambda: source.failures >= 1, 10, "missing secret reported")
+        assert source.health().state is SourceState.FAILED
+        assert "OPCUA_TEST_PW is not set" in source.health().detail
+
+    anonymous = plant_config(sim.endpoint)
+    async with running(anonymous) as (source, _):
+        await wait_for(lambda: source.failures >= 1, 10, "anonymous refused")
+        assert source.health().state is SourceState.FAILED
