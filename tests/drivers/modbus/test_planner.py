@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,10 @@ def test_inline_points_with_per_point_asset() -> None:
 def test_explain_mentions_several_connections() -> None:
     cfg = ModbusSourceConfig.model_validate(example_raw() | {"connections": 3})
     assert "tcp 127.0.0.1:5020, 3 connections, max gap 10" in explain(cfg)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("serial") is not None, reason="pyserial installed")
+def test_rtu_without_pyserial_is_a_config_error() -> None:
+    raw = example_raw() | {"transport": "rtu", "serial": {"port": "/dev/ttyUSB0"}}
+    with pytest.raises(ValidationError, match="needs pyserial"):
+        ModbusSourceConfig.model_validate(raw)
