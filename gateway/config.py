@@ -16,18 +16,23 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from buffer.config import OutboxConfig
 from drivers.modbus.config import ModbusSourceConfig
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.opcua.config import OpcUaSourceConfig
 from gateway.settings import Secret, StrictModel
 from gateway.upstream.forwarder import ForwardingConfig
+from gateway.upstream.maximo import MaximoSinkConfig
 from gateway.upstream.rest import RestSinkConfig
+from gateway.upstream.sap_pm import SapPmSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 
 SourceConfig = Annotated[
     MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
 ]
-UpstreamConfig = Annotated[RestSinkConfig, Field(discriminator="type")]
+UpstreamConfig = Annotated[
+    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig, Field(discriminator="type")
+]
 
 
 class GatewaySettings(StrictModel):
@@ -35,12 +40,6 @@ class GatewaySettings(StrictModel):
     state_dir: Path = Path("/var/lib/plantbridge")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
-
-
-class BufferConfig(StrictModel):
-    path: Path = Path("outbox.sqlite")  # relative paths are under gateway.state_dir
-    synchronous: Literal["full", "normal"] = "full"
-    max_bytes: int | None = Field(default=512 * 1024 * 1024, gt=0)
 
 
 class HttpConfig(StrictModel):
@@ -56,7 +55,7 @@ class RulesConfig(StrictModel):
 
 class PlantBridgeConfig(StrictModel):
     gateway: GatewaySettings = GatewaySettings()
-    buffer: BufferConfig = BufferConfig()
+    buffer: OutboxConfig = OutboxConfig()
     http: HttpConfig = HttpConfig()
     rules: RulesConfig = RulesConfig()
     forwarding: ForwardingConfig = ForwardingConfig()
@@ -64,8 +63,7 @@ class PlantBridgeConfig(StrictModel):
     upstreams: list[UpstreamConfig] = []
 
     def outbox_path(self) -> Path:
-        p = self.buffer.path
-        return p if p.is_absolute() else self.gateway.state_dir / p
+        return self.buffer.resolved_path(self.gateway.state_dir)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +110,7 @@ def _where(raw: dict[str, Any], loc: tuple[int | str, ...]) -> tuple[str, str]:
     return "", ".".join(str(x) for x in loc)
 
 
-_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest"}
+_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo"}
 
 
 def _plain(err: dict[str, Any]) -> str:

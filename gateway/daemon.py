@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from buffer.store import OutboxStore, Synchronous
+from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway.http import build_app
 from gateway.messages import iso_time
@@ -60,10 +60,8 @@ class Daemon:
 
     async def run(self) -> None:
         cfg = self.cfg
-        path = self.loaded.config.outbox_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.outbox = await OutboxStore.open(
-            path, synchronous=Synchronous(cfg.buffer.synchronous), max_bytes=cfg.buffer.max_bytes)
+        self.loaded.config.outbox_path().parent.mkdir(parents=True, exist_ok=True)
+        self.outbox = await cfg.buffer.build(cfg.gateway.state_dir)
         try:
             if self.outbox.recovered_from is not None:
                 msg = (f"outbox file was corrupt; moved aside to {self.outbox.recovered_from} "
