@@ -11,6 +11,13 @@ from asyncua import ua
 from gateway.model import Quality, Sample
 
 _SEVERITY = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD)
+_OVERFLOW = 0x0480  # InfoType DataValue + Overflow: the server's item queue dropped values
+
+
+def server_overflowed(dv: ua.DataValue | None) -> bool:
+    """The server dropped values of this item (its queue was full) before this one."""
+    code = dv.StatusCode.value if dv is not None and dv.StatusCode is not None else 0
+    return code & _OVERFLOW == _OVERFLOW
 
 
 def quality_of(code: int) -> Quality:

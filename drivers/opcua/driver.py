@@ -28,7 +28,13 @@ from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
 from drivers.opcua.config import OpcUaSourceConfig, ReadMode
-from drivers.opcua.convert import Binding, NotNumeric, status_name, to_sample
+from drivers.opcua.convert import (
+    Binding,
+    NotNumeric,
+    server_overflowed,
+    status_name,
+    to_sample,
+)
 from drivers.opcua.session import (
     Planned,
     SecurityFailure,
@@ -221,6 +227,9 @@ class OpcUaSource:
                         samples.append(to_sample(binding, item.Value, now))
                     except NotNumeric as exc:
                         self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
+                    if server_overflowed(item.Value):
+                        self._reject("server_queue_overflow", f"{binding.asset}/"
+                                     f"{binding.signal}: raise queue_size or publish faster")
                 elif isinstance(ev, StatusChangeEvent):
                     code = ev.notification.Status.value
                     if code & 0x80000000:

@@ -133,3 +133,14 @@ async def test_polls_node_opcua(node_peer: NodePeer) -> None:
     async with running(plant_config(node_peer.endpoint, nodes)) as (_, got):
         await wait_for(lambda: len(got.of("peer", "ramp")) >= 5, 10, "polled reads")
         assert len({s.value for s in got.of("peer", "ramp")}) >= 3
+
+
+async def test_values_dropped_in_the_servers_item_queue_are_counted(
+        node_peer: NodePeer) -> None:
+    # 20 changes per publish into a queue of 2: node-opcua sets the Overflow info bit
+    nodes = [node_peer.node("ramp", queue_size=2, sampling_interval_ms=50,
+                            publishing_interval_ms=1000)]
+    async with running(plant_config(node_peer.endpoint, nodes)) as (source, got):
+        await wait_for(lambda: source.health().rejected.get("server_queue_overflow", 0) >= 1,
+                       10, "the overflow bit counted")
+        assert all(s.quality is Quality.GOOD for s in got.of("peer", "ramp"))
