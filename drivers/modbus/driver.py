@@ -100,12 +100,13 @@ class ModbusSource:
         self._samples_total = 0
         self._state, self._detail, self._since = SourceState.STOPPED, "", time.time()
         self._stopping = False
+        self._crash: BaseException | None = None
 
     # --- Source protocol ---------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         quiet_pymodbus()
-        self._stopping = False
+        self._stopping, self._crash = False, None
         n_links = self._cfg.connections
         self._links = [Link(self._cfg, self._cfg.devices[i::n_links]) for i in range(n_links)]
         self._link_of = {d.unit_id: self._links[i % n_links]
@@ -116,9 +117,22 @@ class ModbusSource:
         for i, dev in enumerate(self._cfg.devices):
             # Spread first polls (over at most a second) so devices do not start in a pile.
             stagger = i * spread / n
-            self._tasks.append(asyncio.create_task(self._poll_device(dev, stagger),
-                                                   name=f"modbus:{self.name}:{dev.unit_id}"))
+            task = asyncio.create_task(self._poll_device(dev, stagger),
+                                       name=f"modbus:{self.name}:{dev.unit_id}")
+            task.add_done_callback(self._poll_task_done)
+            self._tasks.append(task)
         return self
+
+    def _poll_task_done(self, task: asyncio.Task[None]) -> None:
+        """A poll task only ends on stop; if one dies of a bug, say so and end `batches()`."""
+        if task.cancelled() or task.exception() is None or self._crash is not None:
+            return
+        self._crash = task.exception()
+        log.error("modbus %s: %s died", self.name, task.get_name(), exc_info=self._crash)
+        self._set_state(SourceState.FAILED, f"{task.get_name()} died: {self._crash!r}")
+        if self._out.full():
+            self._out.get_nowait()
+        self._out.put_nowait(None)
 
     async def __aexit__(self, *exc: object) -> None:
         # Cancel until done: on Python 3.11 pymodbus's `wait_for` can swallow a cancellation
@@ -129,9 +143,6 @@ class ModbusSource:
             for task in pending:
                 task.cancel()
             _done, pending = await asyncio.wait(pending, timeout=0.5)
-        for task in self._tasks:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("modbus %s poll task failed", self.name, exc_info=task.exception())
         self._tasks.clear()
         for link in self._links:
             link.close()
@@ -145,6 +156,8 @@ class ModbusSource:
         while True:
             batch = await self._out.get()
             if batch is None:
+                if self._crash is not None:
+                    raise RuntimeError(f"modbus source {self.name} failed") from self._crash
                 return
             yield batch
 
@@ -296,6 +309,8 @@ class ModbusSource:
             self._set_state(SourceState.CONNECTED, self._where())
 
     def _set_state(self, state: SourceState, detail: str) -> None:
+        if self._state is SourceState.FAILED and state is not SourceState.STOPPED:
+            return  # a poll task died: stay FAILED until stopped
         if state is not self._state:
             self._since = time.time()
         self._state, self._detail = state, detail

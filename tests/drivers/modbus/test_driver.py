@@ -250,3 +250,21 @@ async def test_retries_then_the_rest_of_a_silent_device_is_skipped(
     pump2 = [s for s in got.samples() if s.asset == "pump-2"]
     assert len(pump2) == 4 and all(s.quality is Quality.BAD for s in pump2)
     assert source.health().rejected == {"timeout": 1}
+
+
+async def test_a_bug_in_a_poll_task_ends_batches_loudly(
+        plant: ModbusPlantSimulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    from drivers.modbus import driver
+
+    def broken(self: object, raw: object, ts: float) -> list[object]:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(driver._Compiled, "samples", broken)
+    source = plant_config(plant.port).build()
+    async with source:
+        with pytest.raises(RuntimeError, match="line3-modbus failed") as info:
+            async with asyncio.timeout(5):
+                async for _batch in source.batches():
+                    pass
+        assert isinstance(info.value.__cause__, ZeroDivisionError)
+        assert source.health().state is SourceState.FAILED
