@@ -1,0 +1,366 @@
+"""A Maximo Manage REST/JSON API simulator (aiohttp): `mxapisr` service requests.
+
+What it reproduces (UPSTREAM-APIS.md §2, §7.2): `apikey` header or query parameter (or the 7.6
+`maxauth` header), 401 with the `{"Error": {...}}` JSON (statusCode a string); POST 201 with
+`Location` and a body only when a `properties` header asks for one; updates as `POST <member>`
++ `x-method-override: PATCH` (+ `patchtype: MERGE` for child arrays); `_rowstamp` optimistic
+locking (If-Match or `_rowstamp` in the body) with 412 BMXAA8229W; the SR status lifecycle;
+reportedpriority and asset validation; an `oslc.where`/`select`/`orderBy`/`pageSize` subset;
+lean and namespaced JSON. NO dedup: a repeated POST creates another SR, as Maximo does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from simulators.maximo import oslc
+from simulators.maximo.faults import Fault, FaultMode, Faults
+from simulators.maximo.tickets import (
+    KNOWN,
+    Domains,
+    MaximoError,
+    SrStore,
+    not_authorized,
+    restid_of,
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NO_RESPONSE = 0  # status recorded in `received` for dropped requests
+DEMO_ASSETS: Mapping[str, str] = {"PUMP-1": "BEDFORD", "PUMP-2": "BEDFORD", "FAN-1": "BEDFORD"}
+OBJECT_STRUCTURES = ("mxapisr",)
+DROPPED = web.RequestKey("maximo_dropped", bool)
+FAULT = web.RequestKey("maximo_fault", Fault)
+
+
+class MaximoSimulator:
+    """`await sim.start()`; `sim.url`; `sim.tickets`; `sim.faults.set("rate_429", count=2)`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
+                 assets: Mapping[str, str] | None = DEMO_ASSETS,
+                 priority_domain: Iterable[int] = (1, 2, 3, 4, 5), *,
+                 api_root: str = "/maximo/api",
+                 maxauth_users: Mapping[str, str] | None = None) -> None:
+        """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
+        password accepted in a `maxauth` header (7.6 native authentication)."""
+        self.host = host
+        self._port = port
+        self.api_key = api_key
+        self.api_root = api_root.rstrip("/")
+        self.maxauth_users = dict(maxauth_users or {})
+        self.store = SrStore(Domains(None if assets is None else dict(assets),
+                                     frozenset(priority_domain)))
+        self.faults = Faults()
+        self.received: Counter[tuple[str, str, int]] = Counter()
+        self._runner: web.AppRunner | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._port}"
+
+    @property
+    def tickets(self) -> list[dict[str, Any]]:
+        """Every SR created, oldest first (duplicates included: there is no dedup)."""
+        return self.store.tickets
+
+    @property
+    def listening(self) -> bool:
+        return self._runner is not None
+
+    async def start(self) -> None:
+        await self.come_up()
+
+    async def come_up(self) -> None:
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self._port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._port = int(runner.addresses[0][1])
+        self._runner = runner
+
+    async def go_down(self) -> None:
+        """Stop listening (connections are refused); data and port are kept for `come_up()`."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def stop(self) -> None:
+        await self.go_down()
+
+    async def __aenter__(self) -> MaximoSimulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def count(self, method: str, route: str, status: int | None = None) -> int:
+        """Requests seen for `method` on `route` ("/os/mxapisr" or "/os/mxapisr/{id}")."""
+        return sum(n for (m, r, s), n in self.received.items()
+                   if m == method and r == route and (status is None or s == status))
+
+    # --- app -----------------------------------------------------------------------------
+
+    def _make_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._front])
+        coll = self.api_root + "/os/{os}"
+        app.router.add_get(coll, self._query)
+        app.router.add_post(coll, self._create)
+        app.router.add_get(coll + "/{restid}", self._get_member)
+        app.router.add_post(coll + "/{restid}", self._post_member)
+        app.router.add_get("/_sim/state", self._sim_state)
+        app.router.add_post("/_sim/faults", self._sim_set_faults)
+        return app
+
+    def _route(self, request: web.Request) -> str:
+        os_name = request.match_info.get("os", "?")
+        member = "/{id}" if "restid" in request.match_info else ""
+        return f"/os/{os_name}{member}"
+
+    @web.middleware
+    async def _front(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What sits in front of the API: faults, authentication and request counting."""
+        if request.path.startswith("/_sim/"):
+            return await handler(request)
+        method = request.headers.get("x-method-override", request.method).upper()
+        status = NO_RESPONSE
+        try:
+            resp = await self._guarded(request, handler)
+            status = NO_RESPONSE if request.get(DROPPED) else resp.status
+            return resp
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            self.received[(method, self._route(request), status)] += 1
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        write = request.method == "POST"
+        fault = self.faults.take(write=write,
+                                 member_write=write and "restid" in request.match_info)
+        if fault is not None:
+            if fault.mode is FaultMode.ERROR_5XX:
+                return self._error(request, MaximoError(
+                    fault.status, "BMXAA0000E", f"simulated HTTP {fault.status}"))
+            if fault.mode is FaultMode.RATE_429:
+                resp = self._error(request, MaximoError(429, "BMXAA0000E",
+                                                        "simulated rate limit"))
+                if fault.retry_after is not None:
+                    resp.headers["Retry-After"] = fault.retry_after
+                return resp
+            if fault.mode is FaultMode.SLOW:
+                await asyncio.sleep(fault.delay_seconds)
+            request[FAULT] = fault
+        if not self._authorised(request):
+            return self._error(request, not_authorized())
+        if request.match_info.get("os", "").lower() not in OBJECT_STRUCTURES:
+            return self._error(request, MaximoError(
+                404, "BMXAA8714E", f"The object structure {request.match_info.get('os')} "
+                                   "was not found."))
+        try:
+            return await handler(request)
+        except MaximoError as exc:
+            return self._error(request, exc)
+        except oslc.QuerySyntaxError as exc:
+            return self._error(request, MaximoError(400, "BMXAA8725E", str(exc)))
+
+    def _authorised(self, request: web.Request) -> bool:
+        key = request.headers.get("apikey") or request.query.get("apikey")
+        if key is not None:
+            return key == self.api_key
+        maxauth = request.headers.get("maxauth")
+        if maxauth is not None and self.maxauth_users:
+            try:
+                user, _, password = base64.b64decode(maxauth, validate=True).decode().partition(
+                    ":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            return self.maxauth_users.get(user) == password
+        return False
+
+    def _error(self, request: web.Request, exc: MaximoError) -> web.Response:
+        base = f"{request.url.origin()}{self.api_root}/error/messages"
+        return _json(exc.as_json(base), exc.status)
+
+    def _drop_if_faulted(self, request: web.Request) -> web.Response | None:
+        fault = request.get(FAULT)
+        if fault is None or fault.mode is not FaultMode.DROP_AFTER_COMMIT:
+            return None
+        request[DROPPED] = True
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=204)  # never reaches the client
+
+    # --- rendering -----------------------------------------------------------------------
+
+    def _lean(self, request: web.Request) -> bool:
+        """/maximo/api answers lean JSON by default, /maximo/oslc namespaced JSON."""
+        given = request.query.get("lean")
+        if given is not None:
+            return given == "1"
+        return not self.api_root.endswith("/oslc")
+
+    def _href(self, request: web.Request, ticket: Mapping[str, Any]) -> str:
+        os_name = request.match_info["os"]
+        return f"{request.url.origin()}{self.api_root}/os/{os_name}/{restid_of(ticket['ticketid'])}"
+
+    def _view(self, request: web.Request, ticket: Mapping[str, Any],
+              select: list[oslc.Selected] | None) -> dict[str, Any]:
+        out = oslc.project(ticket, select)
+        out["href"] = self._href(request, ticket)
+        out["_rowstamp"] = ticket["_rowstamp"]
+        return out if self._lean(request) else _namespaced(out)
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            doc = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise MaximoError(400, "BMXAA1470E", f"The JSON body cannot be parsed: {exc}") from exc
+        if not isinstance(doc, dict):
+            raise MaximoError(400, "BMXAA1470E", "The JSON body must be an object.")
+        if not self._lean(request):
+            doc = {k.split(":", 1)[-1]: v for k, v in doc.items()}
+        return doc
+
+    # --- handlers ------------------------------------------------------------------------
+
+    async def _query(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        conds = oslc.parse_where(q.get("oslc.where", ""), KNOWN.__contains__) if q.get(
+            "oslc.where", "").strip() else []
+        select = oslc.parse_select(q["oslc.select"]) if "oslc.select" in q else []
+        found = [t for t in self.store.tickets if all(c.matches(t) for c in conds)]
+        found = oslc.sort_records(found, oslc.parse_order(q.get("oslc.orderBy", "")))
+        size = _positive(q.get("oslc.pageSize"), "oslc.pageSize") or max(len(found), 1)
+        page = _positive(q.get("pageno"), "pageno") or 1
+        chunk = found[(page - 1) * size: page * size]
+        info: dict[str, Any] = {"href": str(request.url), "pagenum": page}
+        if page * size < len(found):
+            info["nextPage"] = {"href": str(request.url.update_query(pageno=str(page + 1)))}
+        if page > 1:
+            info["previousPage"] = {"href": str(request.url.update_query(pageno=str(page - 1)))}
+        if q.get("collectioncount") == "1":
+            info["totalCount"] = len(found)
+            info["totalPages"] = max(1, -(-len(found) // size))
+        members = [self._view(request, t, select) if select != [] else
+                   {"href": self._href(request, t)} for t in chunk]
+        if self._lean(request):
+            return _json({"member": members, "href": str(request.url), "responseInfo": info})
+        return _json({"rdfs:member": [_namespaced(m) for m in members],
+                      "rdf:about": str(request.url), "oslc:responseInfo": info})
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        override = request.headers.get("x-method-override")
+        if override is not None:
+            raise MaximoError(400, "BMXAA9549E", f"x-method-override {override} on the "
+                                                 "collection is not supported by the simulator")
+        ticket = self.store.create(await self._body(request))
+        dropped = self._drop_if_faulted(request)
+        if dropped is not None:
+            return dropped
+        href = self._href(request, ticket)
+        props = request.headers.get("properties")
+        if props is None:
+            return web.Response(status=201, headers={"Location": href})
+        resp = _json(self._view(request, ticket, oslc.parse_select(props)), 201)
+        resp.headers["Location"] = href
+        return resp
+
+    def _member(self, request: web.Request) -> dict[str, Any]:
+        ticket = self.store.by_restid(request.match_info["restid"])
+        if ticket is None:
+            raise MaximoError(404, "BMXAA8727E", f"The OSLC resource {request.match_info['os']}"
+                                                 f" with the ID {request.match_info['restid']} "
+                                                 "was not found as it does not exist in the "
+                                                 "system.")
+        return ticket
+
+    async def _get_member(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._member(request)
+        select = oslc.parse_select(request.query.get("oslc.select", "*"))
+        resp = _json(self._view(request, ticket, select))
+        resp.headers["ETag"] = ticket["_rowstamp"]
+        return resp
+
+    async def _post_member(self, request: web.Request) -> web.StreamResponse:
+        ticket = self._member(request)
+        override = (request.headers.get("x-method-override") or "").upper()
+        if override == "DELETE":
+            self.store.tickets.remove(ticket)
+            return self._drop_if_faulted(request) or web.Response(status=204)
+        if override != "PATCH":
+            raise MaximoError(400, "BMXAA9549E", "POST on a member needs x-method-override: "
+                                                 "PATCH (or DELETE)")
+        fault = request.get(FAULT)
+        if fault is not None and fault.mode is FaultMode.CONFLICT_412:
+            self.store.touch(ticket)  # another user saved it a moment ago
+        if_match = request.headers.get("if-match")
+        self.store.update(ticket, await self._body(request),
+                          merge=request.headers.get("patchtype") == "MERGE",  # case-sensitive
+                          expected_rowstamp=None if if_match is None else if_match.strip('"'))
+        dropped = self._drop_if_faulted(request)
+        if dropped is not None:
+            return dropped
+        props = request.headers.get("properties")
+        if props is None:
+            return web.Response(status=204)
+        resp = _json(self._view(request, ticket, oslc.parse_select(props)))
+        resp.headers["ETag"] = ticket["_rowstamp"]
+        return resp
+
+    # --- control (no auth, no faults) ----------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {"tickets": self.store.tickets, "faults": self.faults.as_json(),
+                "counters": [{"method": m, "route": r, "status": s, "count": n}
+                             for (m, r, s), n in sorted(self.received.items())]}
+
+    async def _sim_state(self, request: web.Request) -> web.StreamResponse:
+        return _json(self.state())
+
+    async def _sim_set_faults(self, request: web.Request) -> web.StreamResponse:
+        try:
+            spec = orjson.loads(await request.read())
+            if not isinstance(spec, dict):
+                raise ValueError("the body must be a JSON object")
+            self.faults.set_from_json(spec)
+        except (ValueError, TypeError) as exc:
+            return _json({"error": str(exc)}, 400)
+        return _json(self.faults.as_json())
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _namespaced(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Non-lean JSON: `spi:` attributes, the href as `rdf:about`."""
+    return {("rdf:about" if k == "href" else k if ":" in k else f"spi:{k}"): v
+            for k, v in doc.items()}
+
+
+def _positive(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise MaximoError(400, "BMXAA8725E", f"{name} must be a positive whole number")
+    return int(raw)
