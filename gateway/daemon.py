@@ -51,7 +51,7 @@ class Daemon:
         self.pipeline: Pipeline | None = None
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
         self.reload_state: dict[str, Any] = {"at": iso_time(self.started_at), "error": "",
-                                             "rules": 0}
+                                             "rules": 0, "instances": 0}
         self.outbox_stats: dict[str, Any] = {}
         self.notices: list[str] = []
         self._wake = asyncio.Event()
@@ -84,7 +84,7 @@ class Daemon:
         engine.restore(episodes)
         if episodes:
             log.info("restored %d open episodes", len(episodes))
-        self.reload_state["rules"] = len(engine.instances())
+        self.reload_state |= _rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
                                  cfg.gateway.site, self._wake.set,
                                  tick_seconds=cfg.rules.tick_seconds)
@@ -104,7 +104,7 @@ class Daemon:
                 self._install_signals()
                 self.ready.set()
                 self.notifier.ready(self._one_line())
-                log.info("running: %d sources, %d upstreams, %s rule instances",
+                log.info("running: %d sources, %d upstreams, %s rules",
                          len(self.sources), len(self.sinks), self.reload_state["rules"])
                 await self.stop_event.wait()
                 self.notifier.stopping()
@@ -237,9 +237,9 @@ class Daemon:
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
                                               new.rule_files)
         self.reload_state = {"at": iso_time(now), "error": "",
-                             "rules": len(self.pipeline.engine.instances()),
+                             **_rule_counts(self.pipeline.engine),
                              "changes": changes, "restart_needed": restart_needed}
-        log.info("reloaded: %d rule instances, %d episodes closed by removal%s",
+        log.info("reloaded: %d rules, %d episodes closed by removal%s",
                  self.reload_state["rules"], len(transitions),
                  "; " + ", ".join(changes) if changes else "")
         self.notifier.ready(self._one_line())
@@ -285,10 +285,13 @@ class Daemon:
             h = src.health()
             if h.state not in ("connected",):
                 out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
-        for f in self.forwarders:
-            if f.stats.breaker != "closed":
-                out.append(f"upstream {f.sink.name} failing: {f.stats.last_error}")
         o = self.outbox_stats
+        for f in self.forwarders:
+            waiting = (o.get("pending") or {}).get(f.sink.name, 0)
+            if f.stats.failing and waiting:
+                age = o.get("oldest_pending_age_seconds") or 0.0
+                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
+                           f"oldest {age:.0f} s): {f.stats.last_error}")
         for sink, n in (o.get("dead") or {}).items():
             if n:
                 out.append(f"upstream {sink} has {n} dead-lettered records")
@@ -312,6 +315,7 @@ class Daemon:
                             "detail": h.detail, "samples": h.samples_total,
                             "rejected": dict(h.rejected)})
         upstreams = [{"name": f.sink.name, "breaker": str(f.stats.breaker),
+                      "failing": f.stats.failing,
                       "accepted": f.stats.accepted, "rejected": f.stats.rejected,
                       "retried": f.stats.retried, "last_error": f.stats.last_error}
                      for f in self.forwarders]
@@ -328,12 +332,17 @@ class Daemon:
             "pipeline": asdict(p.stats) if p else {},
             "open_episodes": episodes,
             "recent_transitions": list(self.recent),
-            "reload": self.reload_state,
+            "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
         }
 
     def _one_line(self) -> str:
         probs = self.problems()
         return "ok" if not probs else f"{len(probs)} problem(s): {probs[0]}"
+
+
+def _rule_counts(engine: RuleEngine) -> dict[str, int]:
+    """Rules as written, and instances built so far (pattern rules build per asset on data)."""
+    return {"rules": len(engine.rule_ids()), "instances": len(engine.instances())}
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:

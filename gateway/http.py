@@ -59,6 +59,17 @@ def _row(*cells: object, cls: str = "") -> str:
     return f'<tr class="{cls}">{tds}</tr>'
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "unlimited"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
 def render_page(s: dict[str, Any]) -> str:
     """The at-a-glance page for the plant IT admin: what runs, what waits, what is wrong."""
     e = html.escape
@@ -73,7 +84,7 @@ def render_page(s: dict[str, Any]) -> str:
     ups = "".join(_row(u["name"], u["breaker"], o.get("pending", {}).get(u["name"], 0),
                        o.get("dead", {}).get(u["name"], 0), u["accepted"], u["retried"],
                        u["last_error"] or "-",
-                       cls="ok" if u["breaker"] == "closed" else "bad")
+                       cls="bad" if u["failing"] or u["breaker"] != "closed" else "ok")
                   for u in s["upstreams"])
     eps = "".join(_row(x["asset"], x["rule_id"], x["raised_at"], x["episode_id"])
                   for x in s["open_episodes"]) or _row("none open", "", "", "")
@@ -82,7 +93,8 @@ def render_page(s: dict[str, Any]) -> str:
                                                                           "")
     rl = s["reload"]
     reload_line = (f"last reload failed at {rl['at']}: {rl['error']}" if rl["error"]
-                   else f"config loaded at {rl['at']} ({rl['rules']} rule instances)")
+                   else f"config loaded at {rl['at']} ({rl['rules']} rules, "
+                        f"{rl['instances']} asset instances so far)")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>PlantBridge {e(s['site'])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}
@@ -97,7 +109,8 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .bad{{backgrou
 <th>samples</th><th>rejected</th></tr>{src}</table>
 <h2>Upstreams</h2><table><tr><th>name</th><th>breaker</th><th>pending</th><th>dead</th>
 <th>accepted</th><th>retried</th><th>last error</th></tr>{ups}</table>
-<p>Outbox: {o.get('bytes', 0)} bytes of {o.get('budget_bytes') or 'unlimited'};
+<p>Outbox: {_size(o.get('bytes', 0))} of {_size(o.get('budget_bytes'))} budget,
+{_size(o.get('file_bytes', 0))} on disk;
 oldest pending {o.get('oldest_pending_age_seconds') or 0:.0f} s.</p>
 <h2>Open episodes</h2><table><tr><th>asset</th><th>rule</th><th>raised</th><th>episode</th></tr>
 {eps}</table>

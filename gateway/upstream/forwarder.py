@@ -56,6 +56,12 @@ class ForwarderStats:
     last_failure_at: float | None = None
     by_status: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def failing(self) -> bool:
+        """The latest attempt failed (whatever the breaker says)."""
+        return self.last_failure_at is not None and (
+            self.last_success_at is None or self.last_failure_at > self.last_success_at)
+
 
 def retry_delay(attempts: int, cfg: ForwardingConfig, server_hint: float | None,
                 jitter: Callable[[], float]) -> float:

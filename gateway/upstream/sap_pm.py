@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
@@ -36,9 +35,9 @@ from gateway.upstream.sap_odata import (
     odata_string,
     odata_time,
     results_of,
+    ssl_context,
 )
 from gateway.upstream.sap_pm_texts import (
-    append_note,
     clear_note,
     long_text,
     note_marker,
@@ -155,19 +154,6 @@ class SapPmSinkConfig(StrictModel):
         return SapPmSink(self, aiohttp.BasicAuth(self.auth.user, self.auth.password.reveal()))
 
 
-def _ssl_context(cfg: SapPmSinkConfig) -> ssl.SSLContext | bool:
-    tls = cfg.tls
-    if not cfg.base_url.startswith("https://"):
-        return True  # unused for http://
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 class SapPmSink:
     """Implements `gateway.model.Sink` for SAP PM. Receipt: the notification number."""
 
@@ -178,7 +164,7 @@ class SapPmSink:
         timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
                                         sock_connect=cfg.connect_timeout_seconds)
         self.client = ODataClient(cfg.service_url, cfg.sap_client, auth=auth,
-                                  ssl_context=_ssl_context(cfg), timeout=timeout,
+                                  ssl_context=ssl_context(cfg.base_url, cfg.tls), timeout=timeout,
                                   connection_limit=cfg.concurrent_requests)
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
@@ -350,7 +336,7 @@ class SapPmSink:
                 "nothing to clear"))
         resource = f"{ENTITY_SET}({odata_string(number)})"
         answer = await self.client.read(resource, {
-            "$select": "MaintenanceNotification,NotifProcessingPhase,MaintNotifLongTextForEdit",
+            "$select": "MaintenanceNotification,NotifProcessingPhase,MaintNotificationLongText",
             "$format": "json"})
         if not answer.ok:
             return self._failure(rec.id, answer, f"read of notification {number}")
@@ -359,21 +345,30 @@ class SapPmSink:
             return Delivery(rec.id, Outcome.RETRY, reason=(
                 f"read of notification {number}: unreadable body"))
         phase = str(current.get("NotifProcessingPhase") or "")
-        text = str(current.get("MaintNotifLongTextForEdit") or "")
-        note = clear_note(msg.body)
+        if phase in DONE_PHASES:  # completed meanwhile (by a planner, or by our lost answer)
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
+        patch = self._malfunction_end(msg.body)
         # A repeated clear (its answer was lost) finds its note already there: no second one.
-        if note_marker(msg.body) not in text and phase not in DONE_PHASES:
-            answer = await self.client.write("PATCH", resource, payload={
-                "MaintNotifLongTextForEdit": append_note(text, note)})
+        if note_marker(msg.body) not in str(current.get("MaintNotificationLongText") or ""):
+            patch["MaintNotifLongTextForEdit"] = clear_note(msg.body)
+        if patch:
+            answer = await self.client.write("PATCH", resource, payload=patch)
             if not answer.ok:
-                return self._failure(rec.id, answer, f"note on notification {number}")
-        if self._cfg.on_clear is OnClear.COMPLETE and phase not in DONE_PHASES:
+                return self._failure(rec.id, answer, f"clear note on notification {number}")
+        if self._cfg.on_clear is OnClear.COMPLETE:
             answer = await self.client.write(
                 "POST", "CompleteMaintNotification",
                 params={"MaintenanceNotification": odata_string(number)})
             if not answer.ok:
                 return self._failure(rec.id, answer, f"completion of notification {number}")
         return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
+
+    def _malfunction_end(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            ended = datetime.fromisoformat(str(body["cleared_at"])).astimezone(self._zone)
+        except (KeyError, ValueError):
+            return {}
+        return {"MalfunctionEndDate": odata_date(ended), "MalfunctionEndTime": odata_time(ended)}
 
     # --- failures ---------------------------------------------------------------------------
 

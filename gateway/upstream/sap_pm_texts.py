@@ -25,16 +25,25 @@ def _value(body: Mapping[str, Any]) -> str:
 
 
 def long_text(body: Mapping[str, Any]) -> str:
-    """The evidence a planner reads: the rule's text, why it fired, and where it came from."""
-    lines = [str(body.get("long_text") or "").strip(),
-             f"Reason: {body.get('reason', '')}",
-             f"Rule {body.get('rule_id', '?')}: {body.get('signal', '?')} = {_value(body)}, "
-             f"severity {body.get('severity', '?')}",
-             f"Asset {body.get('asset', '?')} at site {body.get('site', '?')}, raised "
-             f"{body.get('raised_at', '?')}",
-             f"PlantBridge episode {body.get('episode_id', '?')}, ref {body.get('dedup_key')}"]
-    text = "\n".join(line for line in lines if line)
-    return text if len(text) <= MAX_LONG_TEXT else text[:MAX_LONG_TEXT - 1] + "…"
+    """The evidence a planner reads: the rule's text, why it fired, and where it came from.
+    Within SAP's 1333 characters the evidence stays whole; the rule's own text gives way."""
+    evidence = "\n".join([
+        f"Reason: {body.get('reason', '')}",
+        f"Rule {body.get('rule_id', '?')}: {body.get('signal', '?')} = {_value(body)}, "
+        f"severity {body.get('severity', '?')}",
+        f"Asset {body.get('asset', '?')} at site {body.get('site', '?')}, raised "
+        f"{body.get('raised_at', '?')}",
+        f"PlantBridge episode {body.get('episode_id', '?')}, ref {body.get('dedup_key')}"])
+    evidence = _cut(evidence, MAX_LONG_TEXT)
+    head = str(body.get("long_text") or "").strip()
+    room = MAX_LONG_TEXT - len(evidence) - 1
+    if not head or room <= 1:
+        return evidence
+    return _cut(head, room) + "\n" + evidence
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def note_marker(body: Mapping[str, Any]) -> str:
@@ -42,15 +51,6 @@ def note_marker(body: Mapping[str, Any]) -> str:
 
 
 def clear_note(body: Mapping[str, Any]) -> str:
-    return (f"{note_marker(body)} condition cleared {body.get('cleared_at', '?')}: "
-            f"{body.get('reason', '')} ({body.get('signal', '?')} = {_value(body)})")
-
-
-def append_note(text: str, note: str) -> str:
-    """`text` plus `note` within MAX_LONG_TEXT; the old text gives way, the note stays whole."""
-    note = note[:MAX_LONG_TEXT]
-    room = MAX_LONG_TEXT - len(note) - 1
-    if room <= 0:
-        return note
-    head = text if len(text) <= room else text[:room - 1] + "…"
-    return f"{head}\n{note}" if head else note
+    return _cut(f"{note_marker(body)} condition cleared {body.get('cleared_at', '?')}: "
+                f"{body.get('reason', '')} ({body.get('signal', '?')} = {_value(body)})",
+                MAX_LONG_TEXT)

@@ -151,10 +151,13 @@ async def test_status_page_and_metrics_tell_what_happens(stack: Stack) -> None:
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 200
     assert status["sources"][0]["state"] == "connected"
+    assert any(p.startswith("upstream cmms is not delivering (1 waiting")
+               for p in status["problems"]), status["problems"]
+    assert status["reload"]["rules"] == 1 and status["reload"]["instances"] == 1
     assert status["open_episodes"][0]["asset"] == "pump-1"
     assert status["outbox"]["pending"]["cmms"] >= 1
     assert 'plantbridge_raised_total 1.0' in metrics
     assert 'plantbridge_outbox_pending{sink="cmms"}' in metrics
-    assert "pump-1" in page and "Open episodes" in page
+    assert "pump-1" in page and "Open episodes" in page and "is not delivering" in page
     await stack.sim.come_up()
     await wait_for(lambda: len(stack.sim.requests) == 1, 15, "delivery after the outage")
