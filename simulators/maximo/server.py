@@ -168,6 +168,7 @@ class MaximoSimulator:
                     resp.headers["Retry-After"] = fault.retry_after
                 return resp
             if fault.mode is FaultMode.SLOW:
+                await request.read()  # the request arrived whole; the server is what is slow
                 await asyncio.sleep(fault.delay_seconds)
             request[FAULT] = fault
         if not self._authorised(request):
