@@ -103,15 +103,16 @@ class Link:
         loop = asyncio.get_running_loop()
         if loop.time() < self._retry_at:
             raise LinkDown(self.last_error or "not connected")
+        why = "connect failed"
         try:
             async with asyncio.timeout(self._cfg.connect_timeout_seconds):
                 ok = await self._client.connect()
         except (TimeoutError, OSError, ModbusException) as exc:
             ok = False
-            self.last_error = f"connect failed: {exc or type(exc).__name__}"
+            why = f"connect failed: {exc or type(exc).__name__}"
         if not ok:
             self._client.close()
-            self.last_error = self.last_error or "connect failed"
+            self.last_error = why
             if self._backoff.attempt == 0:
                 log.warning("modbus %s: %s %s; retrying with backoff", self._cfg.name,
                             self._where, self.last_error)
