@@ -1,0 +1,44 @@
+"""Sending a leased batch the way every sink must: per asset in order, assets in parallel.
+
+Cross-cutting, so it lives once: a sink only knows how to send one record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+from gateway.model import Delivery, OutboxRecord, Outcome
+
+SendOne = Callable[[OutboxRecord], Awaitable[Delivery]]
+
+
+async def send_in_asset_lanes(batch: Sequence[OutboxRecord], send_one: SendOne,
+                              concurrency: int) -> list[Delivery]:
+    """One Delivery per record, in batch order. After a RETRY, later records of the same asset
+    in this batch are held as RETRY unsent, so a clear never overtakes its raise."""
+    lanes: dict[str, list[OutboxRecord]] = {}
+    for rec in batch:
+        lanes.setdefault(rec.message.asset, []).append(rec)
+    out: dict[int, Delivery] = {}
+    limit = asyncio.Semaphore(concurrency)
+
+    async def run_lane(records: list[OutboxRecord]) -> None:
+        held: Delivery | None = None
+        for rec in records:
+            if held is not None:
+                out[rec.id] = Delivery(rec.id, Outcome.RETRY, reason=(
+                    f"held: earlier record {held.record_id} of asset "
+                    f"{rec.message.asset!r} is to be retried"),
+                    retry_after_seconds=held.retry_after_seconds)
+                continue
+            async with limit:
+                d = await send_one(rec)
+            out[rec.id] = d
+            if d.outcome is Outcome.RETRY:
+                held = d
+
+    async with asyncio.TaskGroup() as tg:
+        for records in lanes.values():
+            tg.create_task(run_lane(records))
+    return [out[rec.id] for rec in batch]
