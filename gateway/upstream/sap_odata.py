@@ -141,12 +141,12 @@ class ODataClient:
     """A CSRF-aware client of one OData v2 service (`service_url`, e.g.
     `https://host/sap/opu/odata/sap/API_MAINTNOTIFICATION`) in one SAP client."""
 
-    def __init__(self, service_url: str, sap_client: str, *, auth: aiohttp.BasicAuth | None,
+    def __init__(self, service_url: str, sap_client: str, *, authorization: str | None,
                  ssl_context: ssl.SSLContext | bool, timeout: aiohttp.ClientTimeout,
                  connection_limit: int) -> None:
         self._service = service_url.rstrip("/")
         self._sap_client = sap_client
-        self._auth = auth
+        self._authorization = authorization  # the Authorization header value, if any
         self._ssl = ssl_context
         self._timeout = timeout
         self._limit = connection_limit
@@ -160,10 +160,12 @@ class ODataClient:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self._limit)
             # unsafe=True: keep cookies of hosts given by IP address too (the default jar drops
             # them, and SAP hosts are often addressed by IP on a plant network).
+            headers = {"User-Agent": USER_AGENT, "Accept": JSON}
+            if self._authorization is not None:
+                headers["Authorization"] = self._authorization
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auth=self._auth,
-                cookie_jar=aiohttp.CookieJar(unsafe=True),
-                headers={"User-Agent": USER_AGENT, "Accept": JSON})
+                connector=connector, timeout=self._timeout, headers=headers,
+                cookie_jar=aiohttp.CookieJar(unsafe=True))
             self._token = None  # a new jar has no session: the old token is worthless
         return self._session
 

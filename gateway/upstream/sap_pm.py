@@ -151,19 +151,20 @@ class SapPmSinkConfig(StrictModel):
 
     def build(self) -> SapPmSink:
         """Resolves the password now: a missing secret stops the start, not a delivery."""
-        return SapPmSink(self, aiohttp.BasicAuth(self.auth.user, self.auth.password.reveal()))
+        return SapPmSink(self, aiohttp.encode_basic_auth(self.auth.user,
+                                                        self.auth.password.reveal()))
 
 
 class SapPmSink:
     """Implements `gateway.model.Sink` for SAP PM. Receipt: the notification number."""
 
-    def __init__(self, cfg: SapPmSinkConfig, auth: aiohttp.BasicAuth) -> None:
+    def __init__(self, cfg: SapPmSinkConfig, authorization: str) -> None:
         self.name = cfg.name
         self._cfg = cfg
         self._zone = ZoneInfo(cfg.malfunction_timezone)
         timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
                                         sock_connect=cfg.connect_timeout_seconds)
-        self.client = ODataClient(cfg.service_url, cfg.sap_client, auth=auth,
+        self.client = ODataClient(cfg.service_url, cfg.sap_client, authorization=authorization,
                                   ssl_context=ssl_context(cfg.base_url, cfg.tls), timeout=timeout,
                                   connection_limit=cfg.concurrent_requests)
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
