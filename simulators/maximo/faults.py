@@ -22,6 +22,7 @@ class Fault:
     delay_seconds: float = 1.0
     status: int = 503
     retry_after: str | None = "1"
+    writes_only: bool = False  # slow, error_5xx, rate_429: only POSTs meet it
 
 
 class Faults:
@@ -34,7 +35,8 @@ class Faults:
         self._remaining: int | None = None
 
     def set(self, mode: str | FaultMode, count: int | None = None, *, delay_seconds: float = 1.0,
-            status: int = 503, retry_after: float | int | str | None = 1) -> None:
+            status: int = 503, retry_after: float | int | str | None = 1,
+            writes_only: bool = False) -> None:
         mode = FaultMode(mode)
         if count is not None and count < 0:
             raise ValueError("count must be >= 0")
@@ -44,7 +46,7 @@ class Faults:
             raise ValueError("delay_seconds must be >= 0")
         ra = None if retry_after is None else (
             retry_after if isinstance(retry_after, str) else f"{retry_after:g}")
-        self._fault = Fault(mode, delay_seconds, status, ra)
+        self._fault = Fault(mode, delay_seconds, status, ra, writes_only)
         self._remaining = count
 
     def clear(self) -> None:
@@ -63,7 +65,7 @@ class Faults:
         fault = self._fault
         if fault.mode is FaultMode.NONE:
             return None
-        if fault.mode is FaultMode.DROP_AFTER_COMMIT and not write:
+        if (fault.mode is FaultMode.DROP_AFTER_COMMIT or fault.writes_only) and not write:
             return None
         if fault.mode is FaultMode.CONFLICT_412 and not member_write:
             return None
@@ -78,17 +80,19 @@ class Faults:
 
     def set_from_json(self, spec: dict[str, Any]) -> None:
         """The `POST /_sim/faults` body: {"mode": ..., "count": N, "delay_seconds": ...}."""
-        unknown = set(spec) - {"mode", "count", "delay_seconds", "status", "retry_after"}
+        unknown = set(spec) - {"mode", "count", "delay_seconds", "status", "retry_after",
+                               "writes_only"}
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         if "mode" not in spec:
             raise ValueError("mode is required")
         self.set(spec["mode"], spec.get("count"),
                  delay_seconds=float(spec.get("delay_seconds", 1.0)),
-                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1))
+                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1),
+                 writes_only=bool(spec.get("writes_only", False)))
 
     def as_json(self) -> dict[str, Any]:
         f = self._fault
         return {"mode": str(f.mode), "remaining": self._remaining,
                 "delay_seconds": f.delay_seconds, "status": f.status,
-                "retry_after": f.retry_after}
+                "retry_after": f.retry_after, "writes_only": f.writes_only}

@@ -158,12 +158,10 @@ class MaximoSimulator:
         fault = self.faults.take(write=write,
                                  member_write=write and "restid" in request.match_info)
         if fault is not None:
-            if fault.mode is FaultMode.ERROR_5XX:
-                return self._error(request, MaximoError(
-                    fault.status, "BMXAA0000E", f"simulated HTTP {fault.status}"))
-            if fault.mode is FaultMode.RATE_429:
-                resp = self._error(request, MaximoError(429, "BMXAA0000E",
-                                                        "simulated rate limit"))
+            if fault.mode in (FaultMode.ERROR_5XX, FaultMode.RATE_429):
+                status = 429 if fault.mode is FaultMode.RATE_429 else fault.status
+                resp = self._error(request, MaximoError(status, "BMXAA0000E",
+                                                        f"simulated HTTP {status}"))
                 if fault.retry_after is not None:
                     resp.headers["Retry-After"] = fault.retry_after
                 return resp
