@@ -7,7 +7,6 @@ Addresses are protocol addresses, counted from 0 (holding register 40001 is addr
 from __future__ import annotations
 
 import enum
-import importlib.util
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -167,8 +166,6 @@ class ModbusSourceConfig(StrictModel):
                 raise ValueError("transport rtu needs [serial] settings (port, baudrate...)")
             if self.connections != 1:
                 raise ValueError("a serial line is one connection: connections must be 1")
-            if importlib.util.find_spec("serial") is None:
-                raise ValueError("transport rtu needs pyserial (install `pymodbus[serial]`)")
         elif self.host is None:
             raise ValueError(f"transport {self.transport} needs host")
         if self.connections > len(self.devices):
