@@ -4,9 +4,9 @@
 
 For each item count, the plant simulator runs in its own process with that many load
 variables rewritten as fast as it can. Each measurement runs in a fresh child process (so
-peak RSS is its own): `driver` counts samples arriving from `OpcUaSource.batches()` (what
-rule evaluation would see); `raw` counts notifications from an asyncua iterator-mode
-subscription with nothing else on top. The ratio is our overhead.
+peak RSS is its own): `driver` counts samples from `OpcUaSource.batches()` after rule
+evaluation (a threshold rule engine, as in the daemon); `raw` counts notifications from an
+asyncua iterator-mode subscription with nothing else on top. The ratio is our overhead.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,21 @@ from asyncua.client.client import Client  # noqa: E402
 from asyncua.ua.attribute_ids import AttributeIds  # noqa: E402
 
 from drivers.opcua.config import OpcUaSourceConfig  # noqa: E402
+from rules import RuleEngine, load_rule_files  # noqa: E402
 
 NS = "urn:plantbridge:sim"
 PUBLISH_MS = 100.0
+# Every driver sample goes through the rule engine, as in the daemon: a threshold on one signal
+# per asset (load values only grow, so it raises once), the others are lookups finding no rule.
+RULES = """
+[[rule]]
+id = "s0-high"
+kind = "threshold"
+asset_pattern = "*"
+signal = "s0"
+above = 1e12
+clear_below = 1e11
+"""
 
 
 def _free_port() -> int:
@@ -73,10 +86,15 @@ async def run_driver(endpoint: str, items: int, seconds: float) -> dict[str, flo
     })
     seen: set[tuple[str, str]] = set()
     total = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bench.toml").write_text(RULES)
+        evaluate = RuleEngine(load_rule_files([Path(tmp) / "bench.toml"])).evaluate
 
     async def consume() -> None:
         nonlocal total
         async for batch in source.batches():
+            for sample in batch.samples:
+                evaluate(sample)
             total += len(batch.samples)
             if len(seen) < items:
                 seen.update((s.asset, s.signal) for s in batch.samples)
