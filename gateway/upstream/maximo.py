@@ -359,13 +359,14 @@ class MaximoSink:
                                    headers=headers)
 
     def _member_url(self, href: str) -> str | None:
-        """The member URI on *our* base_url: Maximo builds hrefs from its own idea of its host
-        (an internal name, http behind a TLS ingress), so keep only the path."""
+        """The member URI on *our* base_url and api_root: Maximo builds hrefs from its own idea
+        of its address (mxe.oslc.webappurl: an internal name, http behind a TLS ingress, the
+        /oslc route), so keep only `/os/<structure>/<restid>`."""
         path = urlsplit(href).path
-        prefix = f"{self._cfg.api_root}/os/"
-        if not path.lower().startswith(prefix.lower()):
+        at = path.lower().rfind("/os/")
+        if at < 0 or path.count("/", at) != 3:
             return None
-        return self._base + path
+        return f"{self._base}{self._cfg.api_root}{path[at:]}"
 
     # --- helpers -------------------------------------------------------------------------
 

@@ -47,14 +47,18 @@ class MaximoSimulator:
                  assets: Mapping[str, str] | None = DEMO_ASSETS,
                  priority_domain: Iterable[int] = (1, 2, 3, 4, 5), *,
                  api_root: str = "/maximo/api",
-                 maxauth_users: Mapping[str, str] | None = None) -> None:
+                 maxauth_users: Mapping[str, str] | None = None,
+                 href_base: str | None = None) -> None:
         """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
-        password accepted in a `maxauth` header (7.6 native authentication)."""
+        password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
+        address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
+        instead of the request's own; behind a proxy that is often an internal name."""
         self.host = host
         self._port = port
         self.api_key = api_key
         self.api_root = api_root.rstrip("/")
         self.maxauth_users = dict(maxauth_users or {})
+        self.href_base = href_base.rstrip("/") if href_base else None
         self.store = SrStore(Domains(None if assets is None else dict(assets),
                                      frozenset(priority_domain)))
         self.faults = Faults()
@@ -219,8 +223,9 @@ class MaximoSimulator:
         return not self.api_root.endswith("/oslc")
 
     def _href(self, request: web.Request, ticket: Mapping[str, Any]) -> str:
-        os_name = request.match_info["os"]
-        return f"{request.url.origin()}{self.api_root}/os/{os_name}/{restid_of(ticket['ticketid'])}"
+        origin = self.href_base or str(request.url.origin())
+        restid = restid_of(ticket["ticketid"])
+        return f"{origin}{self.api_root}/os/{request.match_info['os']}/{restid}"
 
     def _view(self, request: web.Request, ticket: Mapping[str, Any],
               select: list[oslc.Selected] | None) -> dict[str, Any]:

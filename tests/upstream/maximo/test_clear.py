@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import aiohttp
+
 from gateway.model import Outcome
 from simulators.maximo import MaximoSimulator
 from tests.upstream.maximo.conftest import SinkFactory, clear_record, raise_record
@@ -114,3 +116,20 @@ async def test_a_refused_status_change_is_rejected_with_maximos_words(
     [d] = await make_sink(maximo.url, settled_statuses=["CANCELLED"]).send([clear_record(ref)])
     assert d.outcome is Outcome.REJECTED
     assert "HTTP 400" in d.reason and "cannot be changed from CLOSED to RESOLVED" in d.reason
+
+
+async def test_the_clear_uses_our_base_url_not_the_host_in_maximos_href(
+        make_sink: SinkFactory) -> None:
+    """Behind a proxy Maximo writes hrefs with its internal address; we keep only the path."""
+    async with MaximoSimulator(href_base="http://maximo-internal.invalid:9080") as sim:
+        sink = make_sink(sim.url, asset_map={"pump-1": {"assetnum": "PUMP-1"}})
+        [d] = await sink.send([raise_record()])
+        assert d.receipt is not None
+        async with aiohttp.ClientSession() as http, http.get(
+                f"{sim.url}/maximo/api/os/mxapisr", headers={"apikey": "test-key"},
+                params={"oslc.select": "ticketid"}) as resp:
+            [member] = (await resp.json())["member"]
+        assert member["href"].startswith("http://maximo-internal.invalid:9080/maximo/api/os/")
+        [d] = await sink.send([clear_record(d.receipt)])
+        assert d.outcome is Outcome.ACCEPTED, d.reason
+        assert sim.tickets[0]["status"] == "RESOLVED"
