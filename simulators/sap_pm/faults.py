@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ class Fault:
     delay_seconds: float = 1.0
     status: int = 503
     retry_after: str | None = "1"
+    methods: frozenset[str] | None = None  # None: every method the mode applies to
 
 
 class Faults:
@@ -41,7 +43,9 @@ class Faults:
         self._remaining: int | None = None
 
     def set(self, mode: str | FaultMode, count: int | None = None, *, delay_seconds: float = 1.0,
-            status: int = 503, retry_after: float | int | str | None = 1) -> None:
+            status: int = 503, retry_after: float | int | str | None = 1,
+            methods: Iterable[str] | None = None) -> None:
+        """`methods` narrows the fault to those HTTP methods (e.g. only POST is slow)."""
         mode = FaultMode(mode)
         if count is not None and count < 0:
             raise ValueError("count must be >= 0")
@@ -51,7 +55,8 @@ class Faults:
             raise ValueError("delay_seconds must be >= 0")
         ra = None if retry_after is None else (
             retry_after if isinstance(retry_after, str) else f"{retry_after:g}")
-        self._fault = Fault(mode, delay_seconds, status, ra)
+        only = None if methods is None else frozenset(m.upper() for m in methods)
+        self._fault = Fault(mode, delay_seconds, status, ra, only)
         self._remaining = count
 
     def clear(self) -> None:
@@ -59,7 +64,7 @@ class Faults:
 
     def set_from_json(self, spec: dict[str, Any]) -> None:
         """The `POST /_sim/faults` body: {"mode": ..., "count": N, "delay_seconds": ...}."""
-        allowed = {"mode", "count", "delay_seconds", "status", "retry_after"}
+        allowed = {"mode", "count", "delay_seconds", "status", "retry_after", "methods"}
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
@@ -67,7 +72,8 @@ class Faults:
             raise ValueError("mode is required")
         self.set(spec["mode"], spec.get("count"),
                  delay_seconds=float(spec.get("delay_seconds", 1.0)),
-                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1))
+                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1),
+                 methods=spec.get("methods"))
 
     @property
     def mode(self) -> FaultMode:
@@ -84,6 +90,8 @@ class Faults:
             return None
         if fault.mode in WRITE_ONLY and method not in WRITE_METHODS:
             return None
+        if fault.methods is not None and method not in fault.methods:
+            return None
         if self._remaining is not None:
             if self._remaining <= 0:
                 self.clear()
@@ -97,4 +105,5 @@ class Faults:
         f = self._fault
         return {"mode": str(f.mode), "remaining": self._remaining,
                 "delay_seconds": f.delay_seconds, "status": f.status,
-                "retry_after": f.retry_after}
+                "retry_after": f.retry_after,
+                "methods": None if f.methods is None else sorted(f.methods)}

@@ -174,6 +174,8 @@ class SapPmSimulator:
             self.received[(request.method, resource, status)] += 1
 
     async def _front(self, request: web.Request, tail: str) -> web.StreamResponse:
+        if request.method in WRITE_METHODS:
+            await request.read()  # the whole request has arrived before any slowness
         fault = self.faults.take(request.method)
         early = await self._early_fault(fault) if fault is not None else None
         if early is not None:

@@ -1,0 +1,101 @@
+"""A clear notes the end of the malfunction on the notification its raise created and completes
+it; repeating a clear (its answer was lost) changes nothing more."""
+
+from __future__ import annotations
+
+from gateway.messages import dedup_key
+from gateway.model import Outcome
+from simulators.sap_pm import SapPmSimulator
+from tests.upstream.sap_pm.conftest import SinkFactory, clear_record, record, retried
+
+COMPLETE = ("POST", "CompleteMaintNotification", 200)
+PATCHED = ("PATCH", "MaintenanceNotification(key)", 204)
+
+
+async def test_a_clear_completes_the_notification_the_raise_created(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    (d,) = await sink.send([clear_record(raised.receipt)])
+    assert (d.outcome, d.receipt) == (Outcome.ACCEPTED, raised.receipt)
+    (n,) = sim.notifications
+    assert n["NotifProcessingPhase"] == "4"
+    assert n["NotificationCompletionDate"].startswith("/Date(")
+    assert n["MalfunctionEndDate"].startswith("/Date(")
+    assert n["MalfunctionEndTime"] != "PT00H00M00S"
+    assert f"[PlantBridge clear {dedup_key('ep-1')}] condition cleared" in \
+        n["MaintNotificationLongText"]
+    assert n["MaintNotificationLongText"].startswith("Check bearing")  # evidence kept
+    assert (sim.received[PATCHED], sim.received[COMPLETE]) == (1, 1)
+
+
+async def test_a_repeated_clear_changes_nothing_more(sim: SapPmSimulator,
+                                                     make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    clear = clear_record(raised.receipt)
+    sim.faults.set("drop_after_commit", count=1)  # the PATCH commits, its answer is lost
+    (lost,) = await sink.send([clear])
+    assert lost.outcome is Outcome.RETRY
+    (d,) = await sink.send([retried(clear)])
+    assert d.outcome is Outcome.ACCEPTED
+    (again,) = await sink.send([retried(clear)])
+    assert again.outcome is Outcome.ACCEPTED
+    (n,) = sim.notifications
+    assert n["MaintNotificationLongText"].count("[PlantBridge clear") == 1
+    assert n["NotifProcessingPhase"] == "4"
+    assert sim.received[COMPLETE] == 1
+
+
+async def test_note_only_leaves_completion_to_the_planner(sim: SapPmSimulator,
+                                                          make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url, on_clear="note_only")
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    (d,) = await sink.send([clear_record(raised.receipt)])
+    assert d.outcome is Outcome.ACCEPTED
+    (n,) = sim.notifications
+    assert n["NotifProcessingPhase"] == "1"
+    assert "[PlantBridge clear" in n["MaintNotificationLongText"]
+    assert sim.received[COMPLETE] == 0
+
+
+async def test_raise_and_clear_in_one_batch_keep_their_order(sim: SapPmSimulator,
+                                                             make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    sim.faults.set("error_5xx", count=1)  # the raise's lookup fails
+    raise_rec, clear = record(), clear_record("10000020")
+    d_raise, d_clear = await sink.send([raise_rec, clear])
+    assert d_raise.outcome is d_clear.outcome is Outcome.RETRY
+    assert "held: earlier record" in d_clear.reason
+    assert sum(n for (m, r, _), n in sim.received.items() if r != "MaintenanceNotification") == 0
+
+
+async def test_a_clear_without_a_receipt_is_rejected(sim: SapPmSimulator,
+                                                     make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (d,) = await sink.send([clear_record(None)])
+    assert d.outcome is Outcome.REJECTED
+    assert "no upstream reference" in d.reason and "ep-1" in d.reason
+    assert sum(sim.received.values()) == 0
+
+
+async def test_a_clear_of_a_missing_notification_quotes_sap(sim: SapPmSimulator,
+                                                            make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (d,) = await sink.send([clear_record("99999999")])
+    assert d.outcome is Outcome.REJECTED
+    assert "HTTP 404" in d.reason and "99999999 does not exist" in d.reason
+
+
+async def test_a_clear_of_a_completed_notification_is_accepted_untouched(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    sim.store.set_phase(sim.store.get(raised.receipt), "4")  # a planner closed it already
+    (d,) = await sink.send([clear_record(raised.receipt)])
+    assert d.outcome is Outcome.ACCEPTED
+    assert (sim.received[PATCHED], sim.received[COMPLETE]) == (0, 0)
