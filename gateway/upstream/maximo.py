@@ -19,18 +19,16 @@ import asyncio
 import base64
 import contextlib
 import enum
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import aiohttp
-import orjson
 from pydantic import Field, model_validator
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.maximo_http import Answer, MaximoHttp
 from gateway.upstream.maximo_wire import (
     NotRenderable,
     dedup_key_of,
@@ -142,14 +140,6 @@ class MaximoSinkConfig(StrictModel):
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    body: bytes
-    content_type: str
-    retry_after: str | None
-
-
-@dataclass(frozen=True, slots=True)
 class Target:
     assetnum: str
     siteid: str
@@ -170,43 +160,20 @@ class MaximoSink:
     def __init__(self, cfg: MaximoSinkConfig, headers: dict[str, str]) -> None:
         self.name = cfg.name
         self._cfg = cfg
-        self._headers = headers
         self._base = cfg.base_url.rstrip("/")
         self._collection = f"{self._base}{cfg.api_root}/os/{cfg.object_structure}"
-        self._session: aiohttp.ClientSession | None = None
+        self._http = MaximoHttp(base_url=self._base, headers=headers, tls=cfg.tls,
+                                connect_timeout_seconds=cfg.connect_timeout_seconds,
+                                total_timeout_seconds=cfg.total_timeout_seconds,
+                                concurrent_requests=cfg.concurrent_requests)
         self._flights: dict[str, _Flight] = {}
 
-    # --- session -------------------------------------------------------------------------
-
-    def _ssl(self) -> ssl.SSLContext | bool:
-        tls = self._cfg.tls
-        if not self._base.startswith("https://"):
-            return True
-        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file is not None and tls.key_file is not None:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        if not tls.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self._cfg.total_timeout_seconds,
-                                            sock_connect=self._cfg.connect_timeout_seconds)
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._cfg.concurrent_requests)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                                  headers=self._headers)
-        return self._session
-
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._http.aclose()
 
     async def check(self) -> None:
         """Reachable, the key accepted and the object structure readable."""
-        got = await self._request("GET", self._collection, params={
+        got = await self._http.request("GET", self._collection, params={
             "lean": "1", "oslc.select": "ticketid", "oslc.pageSize": "1"})
         if isinstance(got, BaseException):
             raise UpstreamCheckError(f"{self.name}: {transport_reason(got)}") from got
@@ -275,7 +242,7 @@ class MaximoSink:
                 return _prefixed(found, f"looking up externalrecid {key}")
             if found:
                 return self._accepted_ticket(rec.id, found[0], "lookup")
-            got = await self._request("POST", self._collection, params={"lean": "1"},
+            got = await self._http.request("POST", self._collection, params={"lean": "1"},
                                       json=payload, headers={"properties": "ticketid,status"})
             if isinstance(got, BaseException):
                 return Delivery(rec.id, Outcome.RETRY, reason=(
@@ -355,7 +322,7 @@ class MaximoSink:
         url = self._member_url(str(sr.get("href", "")))
         if url is None:
             raise NotRenderable(f"SR {sr.get('ticketid')} came back without a usable href")
-        return await self._request("POST", url, params={"lean": "1"}, json=change,
+        return await self._http.request("POST", url, params={"lean": "1"}, json=change,
                                    headers=headers)
 
     def _member_url(self, href: str) -> str | None:
@@ -400,7 +367,7 @@ class MaximoSink:
 
     async def _query(self, record_id: int, where: str, select: str
                      ) -> list[dict[str, Any]] | Delivery:
-        got = await self._request("GET", self._collection, params={
+        got = await self._http.request("GET", self._collection, params={
             "lean": "1", "oslc.where": where, "oslc.select": select,
             "oslc.orderBy": "+ticketid"})
         if isinstance(got, BaseException):
@@ -412,22 +379,6 @@ class MaximoSink:
             return Delivery(record_id, Outcome.RETRY,
                             reason="2xx without a member[] list; asking again before creating")
         return found
-
-    async def _request(self, method: str, url: str, *, params: dict[str, str],
-                       json: dict[str, Any] | None = None,
-                       headers: dict[str, str] | None = None) -> Answer | BaseException:
-        """One HTTP exchange; a transport failure is returned, not raised."""
-        data = None if json is None else orjson.dumps(json)
-        hdrs = dict(headers or {})
-        if data is not None:
-            hdrs["Content-Type"] = "application/json"
-        try:
-            async with self._get_session().request(method, url, params=params, data=data,
-                                                   headers=hdrs, allow_redirects=False) as resp:
-                return Answer(resp.status, await resp.read(), resp.content_type,
-                              resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return exc
 
 
 def _failed(record_id: int, got: Answer, step: str = "") -> Delivery:

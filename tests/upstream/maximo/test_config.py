@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -43,14 +42,6 @@ def test_defaults_are_mas_manage() -> None:
     assert (cfg.api_root, cfg.object_structure, cfg.on_clear) == ("/maximo/api", "mxapisr",
                                                                   "resolve")
     assert cfg.unknown_asset == "reject" and cfg.external_system == "PLANTBRIDGE"
-
-
-def test_maxauth_is_base64_of_user_and_password() -> None:
-    cfg = MaximoSinkConfig.model_validate(minimal(
-        auth={"kind": "maxauth", "user": "wilson", "password": {"value": "pw:1"}}))
-    sink = cfg.build()
-    assert base64.b64decode(sink._headers["maxauth"]) == b"wilson:pw:1"
-    assert "apikey" not in sink._headers
 
 
 @pytest.mark.parametrize("over,says", [

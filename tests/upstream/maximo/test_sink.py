@@ -153,9 +153,9 @@ async def test_check_passes_against_a_healthy_upstream(maximo: MaximoSimulator,
 
 async def test_maxauth_against_a_7_6_style_api_root(make_sink: SinkFactory) -> None:
     async with MaximoSimulator(api_root="/maximo/oslc", api_key="unused",
-                               maxauth_users={"PLANTBRIDGE": "pw"}) as sim:
+                               maxauth_users={"PLANTBRIDGE": "p:w"}) as sim:
         sink = make_sink(sim.url, api_root="/maximo/oslc", auth={
-            "kind": "maxauth", "user": "PLANTBRIDGE", "password": {"value": "pw"}})
+            "kind": "maxauth", "user": "PLANTBRIDGE", "password": {"value": "p:w"}})
         [d] = await sink.send([raise_record()])
         assert d.outcome is Outcome.ACCEPTED, d.reason
         [d] = await sink.send([clear_record(d.receipt)])
