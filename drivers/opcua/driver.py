@@ -261,9 +261,17 @@ class OpcUaSource:
     async def _watchdog(self, subs: Sequence[tuple[Subscription, float]]) -> None:
         """Resubscribe (new session) when a subscription is silent past its keep-alive."""
         created = time.monotonic()
-        keepalive = self._cfg.subscription_keepalive_count
-        limits_s = [self._cfg.subscription_watchdog_seconds
-                    or max(2.0, 1.5 * interval / 1000 * keepalive) for _, interval in subs]
+
+        def limit_of(sub: Subscription, interval_ms: float) -> float:
+            # asyncua folds revised values the server asked for back into `parameters`
+            params = sub.parameters
+            interval = max(interval_ms, float(params.RequestedPublishingInterval or 0))
+            keepalive = max(self._cfg.subscription_keepalive_count,
+                            int(params.RequestedMaxKeepAliveCount or 0))
+            return max(2.0, 1.5 * interval / 1000 * keepalive)
+
+        limits_s = [self._cfg.subscription_watchdog_seconds or limit_of(sub, interval)
+                    for sub, interval in subs]
         period = min([1.0, *(x / 4 for x in limits_s)])
         while True:
             await asyncio.sleep(period)
