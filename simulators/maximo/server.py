@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import ssl
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -48,7 +49,8 @@ class MaximoSimulator:
                  priority_domain: Iterable[int] = (1, 2, 3, 4, 5), *,
                  api_root: str = "/maximo/api",
                  maxauth_users: Mapping[str, str] | None = None,
-                 href_base: str | None = None) -> None:
+                 href_base: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
         password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
         address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
@@ -59,6 +61,7 @@ class MaximoSimulator:
         self.api_root = api_root.rstrip("/")
         self.maxauth_users = dict(maxauth_users or {})
         self.href_base = href_base.rstrip("/") if href_base else None
+        self._ssl = ssl_context
         self.store = SrStore(Domains(None if assets is None else dict(assets),
                                      frozenset(priority_domain)))
         self.faults = Faults()
@@ -73,7 +76,7 @@ class MaximoSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self._ssl else 'http'}://{self.host}:{self._port}"
 
     @property
     def tickets(self) -> list[dict[str, Any]]:
@@ -92,7 +95,7 @@ class MaximoSimulator:
             return
         runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
+        site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
         try:
             await site.start()
         except BaseException:
