@@ -42,6 +42,7 @@ class Answer:
     retry_after: str | None = None
     location: str = ""
     csrf: str | None = None  # the x-csrf-token response header
+    etag: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -186,7 +187,8 @@ class ODataClient:
                                                allow_redirects=False) as resp:
             data = await resp.read()
             return Answer(resp.status, data, resp.content_type, resp.headers.get("Retry-After"),
-                          resp.headers.get("Location", ""), resp.headers.get(CSRF_HEADER))
+                          resp.headers.get("Location", ""), resp.headers.get(CSRF_HEADER),
+                          resp.headers.get("ETag"))
 
     async def fetch_token(self) -> Answer:
         """GET the service root with `X-CSRF-Token: Fetch`; keeps the token on success."""
@@ -215,7 +217,8 @@ class ODataClient:
         return await self._request("GET", self.url(resource, params))
 
     async def write(self, method: str, resource: str, params: Mapping[str, str] | None = None,
-                    payload: Mapping[str, Any] | None = None) -> Answer:
+                    payload: Mapping[str, Any] | None = None,
+                    headers: Mapping[str, str] | None = None) -> Answer:
         """A modifying request with token and cookies; one token refetch on a CSRF refusal."""
         url = self.url(resource, params)
         body = None if payload is None else orjson.dumps(dict(payload))
@@ -224,10 +227,10 @@ class ODataClient:
             token = await self._token_for_write(stale)
             if isinstance(token, Answer):
                 return token
-            headers = {CSRF_HEADER: token}
+            sent = {**(headers or {}), CSRF_HEADER: token}
             if body is not None:
-                headers["Content-Type"] = JSON
-            answer = await self._request(method, url, headers, body)
+                sent["Content-Type"] = JSON
+            answer = await self._request(method, url, sent, body)
             if not answer.csrf_refused:
                 return answer
             stale = token

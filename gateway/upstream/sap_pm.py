@@ -282,7 +282,10 @@ class SapPmSink:
         numbers = sorted(str(n) for n in (f.get("MaintenanceNotification") for f in found) if n)
         if not numbers:
             return None
-        return Delivery(record_id, Outcome.ACCEPTED, receipt=numbers[0])
+        said = f"{key} exists already as notification {numbers[0]} (made by an earlier attempt)"
+        if len(numbers) > 1:
+            said += f"; {len(numbers)} notifications carry it: {', '.join(numbers)}"
+        return Delivery(record_id, Outcome.ACCEPTED, receipt=numbers[0], reason=said)
 
     def notification(self, body: Mapping[str, Any]) -> dict[str, Any] | str:
         """The create payload for a canonical raise, or the plain reason it cannot be made."""
@@ -353,7 +356,13 @@ class SapPmSink:
         if note_marker(msg.body) not in str(current.get("MaintNotificationLongText") or ""):
             patch["MaintNotifLongTextForEdit"] = clear_note(msg.body)
         if patch:
-            answer = await self.client.write("PATCH", resource, payload=patch)
+            etag = answer.etag or (current.get("__metadata") or {}).get("etag")
+            answer = await self.client.write("PATCH", resource, payload=patch,
+                                             headers={"If-Match": etag} if etag else None)
+            if answer.status == 412:  # changed between our read and our write: read again
+                return Delivery(rec.id, Outcome.RETRY, reason=(
+                    f"notification {number} changed while we noted the clear (HTTP 412); "
+                    "reading it again"))
             if not answer.ok:
                 return self._failure(rec.id, answer, f"clear note on notification {number}")
         if self._cfg.on_clear is OnClear.COMPLETE:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.messages import dedup_key
 from gateway.model import Outcome
 from simulators.sap_pm import SapPmSimulator
+from simulators.sap_pm.notifications import Notification
 from tests.upstream.sap_pm.conftest import SinkFactory, clear_record, record, retried
 
 COMPLETE = ("POST", "CompleteMaintNotification", 200)
@@ -99,3 +100,34 @@ async def test_a_clear_of_a_completed_notification_is_accepted_untouched(
     (d,) = await sink.send([clear_record(raised.receipt)])
     assert d.outcome is Outcome.ACCEPTED
     assert (sim.received[PATCHED], sim.received[COMPLETE]) == (0, 0)
+
+
+async def test_the_note_carries_if_match_and_a_race_is_read_again(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    sim.require_if_match = True  # [U] whether S/4HANA enforces it: we cope either way
+    sink = make_sink(sim.url)
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    real_get = sim.store.get
+    reads = 0
+
+    def planner_edits_meanwhile(number: str) -> Notification:
+        nonlocal reads
+        item = real_get(number)
+        reads += 1
+        if reads == 2:  # between the sink's read and its PATCH
+            sim.store.update(item, {"NotificationText": "edited by a planner"})
+        return item
+
+    sim.store.get = planner_edits_meanwhile  # type: ignore[method-assign]
+    clear = clear_record(raised.receipt)
+    (d,) = await sink.send([clear])
+    assert d.outcome is Outcome.RETRY
+    assert "HTTP 412" in d.reason
+    (d,) = await sink.send([retried(clear)])
+    assert d.outcome is Outcome.ACCEPTED
+    (n,) = sim.notifications
+    assert n["NotificationText"] == "edited by a planner"
+    assert n["NotifProcessingPhase"] == "4"
+    assert sim.received[("PATCH", "MaintenanceNotification(key)", 412)] == 1
+    assert sim.received[("PATCH", "MaintenanceNotification(key)", 428)] == 0

@@ -73,6 +73,7 @@ async def test_sending_the_same_raise_again_finds_it(sim: SapPmSimulator,
     (again,) = await sink.send([retried(rec)])
     assert again.outcome is Outcome.ACCEPTED
     assert again.receipt == first.receipt
+    assert "exists already as notification 10000020" in again.reason
     assert len(sim.notifications) == 1
 
 
@@ -202,3 +203,16 @@ async def test_upstream_down_is_retried_and_delivered_when_back(
     (d,) = await sink.send([record()])
     assert d.outcome is Outcome.ACCEPTED
     assert len(sim.notifications) == 1
+
+
+async def test_duplicates_made_elsewhere_resolve_to_the_oldest(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    rec = record()
+    made = {"NotificationText": "made by hand", "MaintNotifExtReferenceNumber": dedup_key("ep-1")}
+    for _ in range(2):
+        sim.store.create(made, "SOMEONE")
+    sink = make_sink(sim.url)
+    (d,) = await sink.send([rec])
+    assert (d.outcome, d.receipt) == (Outcome.ACCEPTED, "10000020")
+    assert "2 notifications carry it: 10000020, 10000021" in d.reason
+    assert len(sim.notifications) == 2
