@@ -55,7 +55,11 @@ def _http(status: str, body: bytes = b"", ctype: str = "application/json",
             f"Connection: close\r\n{extra}\r\n").encode() + body
 
 
-IN_A_MINUTE = formatdate(time.time() + 60, usegmt=True)
+async def _429_in_a_minute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    date = formatdate(time.time() + 60, usegmt=True)  # computed when served, not at import
+    await _reply(_http("429 Too Many Requests", extra=f"Retry-After: {date}\r\n"))(reader, writer)
+
+
 PROBLEM = b'{"title": "Validation failed", "detail": "asset unknown"}'
 CASES: list[tuple[str, Script, Outcome, str]] = [
     ("hang", _hang, Outcome.RETRY, "timed out"),
@@ -72,9 +76,7 @@ CASES: list[tuple[str, Script, Outcome, str]] = [
      Outcome.REJECTED, "302"),
     ("429 seconds", _reply(_http("429 Too Many Requests", extra="Retry-After: 7\r\n")),
      Outcome.RETRY, "429"),
-    ("429 http-date", _reply(_http("429 Too Many Requests",
-                                   extra=f"Retry-After: {IN_A_MINUTE}\r\n")),
-     Outcome.RETRY, "429"),
+    ("429 http-date", _429_in_a_minute, Outcome.RETRY, "429"),
     ("503", _reply(_http("503 Service Unavailable")), Outcome.RETRY, "503"),
     ("400 problem", _reply(_http("400 Bad Request", PROBLEM, "application/problem+json")),
      Outcome.REJECTED, "asset unknown"),
