@@ -7,6 +7,7 @@ MaxMonitoredItemsPerCall. `stop()` then `start()` restarts on the same port and 
 clock keeps running, like a PLC that reboots mid-episode.
 
     python -m simulators.opcua_plant --port 4840 --scenario bearing-failure
+    python -m simulators.opcua_plant --scenario steady --restart-every-seconds 20  # restarts
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import socket
 import tempfile
 import time
 from collections.abc import Mapping
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Self, cast
 
 from asyncua import ua
-from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
@@ -33,11 +32,12 @@ from asyncua.server.server import Server
 from asyncua.server.user_managers import UserManager
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.status_codes import StatusCodes
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from drivers.opcua.certs import generate_certificate
 from simulators import scenario as plant
+
+__all__ = ["NAMESPACE_URI", "OpcUaPlantSimulator", "generate_certificate", "node_id_text"]
 
 NAMESPACE_URI = "urn:plantbridge:sim"
 APPLICATION_URI = "urn:plantbridge:sim:server"
@@ -64,21 +64,6 @@ def _now() -> ua.DateTime:
 def node_id_text(asset: str, signal: str) -> str:
     """The NodeId string a config uses for one plant variable."""
     return f"nsu={NAMESPACE_URI};s={asset}.{signal}"
-
-
-def generate_certificate(directory: Path, stem: str, app_uri: str,
-                         usage: x509.ObjectIdentifier) -> tuple[Path, Path]:
-    """A self-signed application certificate (DER) and key (PEM) for `app_uri`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key = cert_gen.generate_private_key()
-    host = socket.gethostname()
-    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(app_uri),
-                                     x509.DNSName(host), x509.DNSName("localhost")]
-    cert = cert_gen.generate_self_signed_app_certificate(key, stem, {}, names, [usage])
-    cert_path, key_path = directory / f"{stem}.der", directory / f"{stem}.pem"
-    cert_path.write_bytes(cert.public_bytes(Encoding.DER))
-    key_path.write_bytes(cert_gen.dump_private_key_as_pem(key))
-    return cert_path, key_path
 
 
 class PasswordUsers(UserManager):
@@ -282,7 +267,15 @@ async def _main(args: argparse.Namespace) -> None:
               flush=True)
         if sim.certificate_file is not None:
             print(f"server certificate: {sim.certificate_file}", flush=True)
-        await asyncio.Event().wait()
+        if not args.restart_every_seconds:
+            await asyncio.Event().wait()
+        while True:  # the "server restart" fault: down for a while, scenario clock runs on
+            await asyncio.sleep(args.restart_every_seconds)
+            await sim.stop()
+            print(f"restart: down for {args.restart_down_seconds} s", flush=True)
+            await asyncio.sleep(args.restart_down_seconds)
+            await sim.start()
+            print("restart: serving again", flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -297,6 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--security", action="store_true")
     p.add_argument("--cert-dir", default=None)
     p.add_argument("--max-monitored-items-per-call", type=int, default=0)
+    p.add_argument("--restart-every-seconds", type=float, default=0.0,
+                   help="restart the server periodically (0: never)")
+    p.add_argument("--restart-down-seconds", type=float, default=2.0)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with contextlib.suppress(KeyboardInterrupt):

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from drivers.opcua import certs
 from gateway.model import SourceState
 from simulators.opcua_plant import generate_certificate
 from tests.drivers.opcua.support import SimFactory, plant_config, running
@@ -19,7 +20,11 @@ GATEWAY_URI = "urn:plantbridge:gateway"
 
 
 def client_cert(directory: Path) -> tuple[Path, Path]:
-    return generate_certificate(directory, "gateway", GATEWAY_URI, ExtendedKeyUsageOID.CLIENT_AUTH)
+    """Made the way a technician would: `python -m drivers.opcua.certs`."""
+    certs.main(["--uri", GATEWAY_URI, "--out", str(directory)])
+    key = directory / "gateway.pem"
+    assert key.stat().st_mode & 0o077 == 0, "the private key must not be readable by others"
+    return directory / "gateway.der", key
 
 
 def security(cert: Path, key: Path, policy: str = "Basic256Sha256",
