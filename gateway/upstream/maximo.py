@@ -16,20 +16,26 @@ log note. A stale rowstamp (412 BMXAA8229W) is refetched and retried once.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
-
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.maximo_config import (
+    ClearAction,
+    MaximoApiKeyAuth,
+    MaximoAssetRef,
+    MaximoAuth,
+    MaximoMaxauthAuth,
+    MaximoSinkConfig,
+    OptimisticLock,
+    UnknownAssetPolicy,
+)
 from gateway.upstream.maximo_http import Answer, MaximoHttp
 from gateway.upstream.maximo_wire import (
+    MAX_REASON,
     NotRenderable,
     dedup_key_of,
     json_object,
@@ -40,104 +46,13 @@ from gateway.upstream.maximo_wire import (
     worklog_entry,
     worklog_marker,
 )
-from gateway.upstream.rest import USER_AGENT, UpstreamCheckError, transport_reason
+from gateway.upstream.rest import UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status
 
-MAX_REASON = 400
-Ident = Annotated[str, Field(min_length=1, pattern=r'^[^"]+$')]  # usable in oslc.where
-
-
-class MaximoApiKeyAuth(StrictModel):
-    """MAS Manage: an API key, sent as the `apikey` header."""
-
-    kind: Literal["api_key"]
-    key: Secret
-
-
-class MaximoMaxauthAuth(StrictModel):
-    """Maximo 7.6 native authentication: `maxauth: base64(user:password)` on every request."""
-
-    kind: Literal["maxauth"]
-    user: str = Field(min_length=1)
-    password: Secret
-
-
-MaximoAuth = Annotated[MaximoApiKeyAuth | MaximoMaxauthAuth, Field(discriminator="kind")]
-
-
-class MaximoAssetRef(StrictModel):
-    """Where a canonical asset lives in Maximo (asset keys are assetnum + siteid)."""
-
-    assetnum: Ident
-    siteid: Ident | None = None  # None: the sink's siteid
-    location: Ident | None = None
-
-
-class UnknownAssetPolicy(enum.StrEnum):
-    REJECT = "reject"  # dead letter: "asset X has no entry in asset_map"
-    PASS_THROUGH = "pass_through"  # send the canonical asset id as assetnum
-
-
-class ClearAction(enum.StrEnum):
-    RESOLVE = "resolve"  # PATCH status to resolved_status
-    WORKLOG_ONLY = "worklog_only"  # add a work log note, leave the status to the planners
-
-
-class OptimisticLock(enum.StrEnum):
-    IF_MATCH = "if_match"  # send the fetched _rowstamp as the If-Match header
-    ROWSTAMP_IN_BODY = "rowstamp_in_body"  # send it as "_rowstamp" in the PATCH body
-    OFF = "off"
-
-
-class MaximoSinkConfig(StrictModel):
-    """`[[upstreams]] type = "maximo"`: Maximo Manage service requests (object structure
-    mxapisr), deduplicated by externalrecid."""
-
-    type: Literal["maximo"]
-    name: str = Field(min_length=1)
-    base_url: str = Field(pattern=r"^https?://[^/\s]+/?$")  # scheme and host[:port]
-    api_root: str = "/maximo/api"  # Maximo 7.6: "/maximo/oslc"
-    object_structure: str = Field(default="mxapisr", pattern=r"^[A-Za-z0-9_]+$")
-    auth: MaximoAuth
-    tls: TlsSettings = TlsSettings()
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request
-    concurrent_requests: int = Field(default=4, ge=1, le=64)
-    siteid: Ident
-    orgid: Ident | None = None
-    reportedby: str = ""  # a PERSON id; empty: Maximo uses the API user's person
-    external_system: str = "PLANTBRIDGE"  # SR externalsystem; empty: not sent
-    asset_map: dict[str, MaximoAssetRef] = {}
-    unknown_asset: UnknownAssetPolicy = UnknownAssetPolicy.REJECT
-    # canonical priority 1 critical .. 4 low -> reportedpriority (priority domains are per site)
-    priority_map: dict[int, int] = {1: 1, 2: 2, 3: 3, 4: 4}
-    on_clear: ClearAction = ClearAction.RESOLVE
-    resolved_status: Ident = "RESOLVED"
-    # A clear finding the SR already in one of these statuses changes nothing and is accepted.
-    settled_statuses: list[str] = ["RESOLVED", "CLOSED", "CANCELLED"]
-    optimistic_lock: OptimisticLock = OptimisticLock.IF_MATCH
-
-    @model_validator(mode="after")
-    def _consistent(self) -> MaximoSinkConfig:
-        if not self.api_root.startswith("/") or self.api_root.endswith("/"):
-            raise ValueError("api_root starts with '/' and has no trailing '/'")
-        missing = sorted({1, 2, 3, 4} - set(self.priority_map))
-        if missing:
-            raise ValueError(f"priority_map has no entry for canonical priority {missing}")
-        if self.connect_timeout_seconds > self.total_timeout_seconds:
-            raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
-        return self
-
-    def build(self) -> MaximoSink:
-        """Resolves secrets now: a missing key stops the start, not the first delivery."""
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-        if isinstance(self.auth, MaximoApiKeyAuth):
-            headers["apikey"] = self.auth.key.reveal()
-        else:
-            pair = f"{self.auth.user}:{self.auth.password.reveal()}".encode()
-            headers["maxauth"] = base64.b64encode(pair).decode()
-        return MaximoSink(self, headers)
-
+__all__ = [  # the config lives beside the sink; importable from here as well
+    "ClearAction", "MaximoApiKeyAuth", "MaximoAssetRef", "MaximoAuth", "MaximoMaxauthAuth",
+    "MaximoSink", "MaximoSinkConfig", "OptimisticLock", "UnknownAssetPolicy",
+]
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -243,13 +158,23 @@ class MaximoSink:
             if found:
                 return self._accepted_ticket(rec.id, found[0], "lookup")
             got = await self._http.request("POST", self._collection, params={"lean": "1"},
-                                      json=payload, headers={"properties": "ticketid,status"})
+                                           json=payload,
+                                           headers={"properties": "ticketid,status"})
             if isinstance(got, BaseException):
                 return Delivery(rec.id, Outcome.RETRY, reason=(
-                    f"create: {transport_reason(got)}; the next attempt looks it up first"))
+                    f"create: {transport_reason(got)}; the next attempt looks it up first"),
+                    retry_after_seconds=self._cfg.unclear_retry_after_seconds)
             if not 200 <= got.status < 300:
-                return _failed(rec.id, got, "create")
+                return self._unclear(_failed(rec.id, got, "create"), got.status)
             return self._accepted_ticket(rec.id, json_object(got.body) or {}, "create")
+
+    def _unclear(self, d: Delivery, status: int) -> Delivery:
+        """A create answered 5xx/408 may still commit (a proxy gave up, Maximo did not): look
+        again only after unclear_retry_after_seconds. A 429 was refused before any work."""
+        if d.outcome is not Outcome.RETRY or status == 429:
+            return d
+        wait = max(d.retry_after_seconds or 0.0, self._cfg.unclear_retry_after_seconds)
+        return replace(d, retry_after_seconds=wait)
 
     def _accepted_ticket(self, record_id: int, doc: Mapping[str, Any], step: str) -> Delivery:
         ticketid = doc.get("ticketid")

@@ -66,6 +66,7 @@ class MaximoSimulator:
                                      frozenset(priority_domain)))
         self.faults = Faults()
         self.received: Counter[tuple[str, str, int]] = Counter()
+        self.active_requests = 0  # API requests being handled right now (slow ones included)
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -150,6 +151,7 @@ class MaximoSimulator:
             return await handler(request)
         method = request.headers.get("x-method-override", request.method).upper()
         status = NO_RESPONSE
+        self.active_requests += 1
         try:
             resp = await self._guarded(request, handler)
             status = NO_RESPONSE if request.get(DROPPED) else resp.status
@@ -158,6 +160,7 @@ class MaximoSimulator:
             status = exc.status
             raise
         finally:
+            self.active_requests -= 1
             self.received[(method, self._route(request), status)] += 1
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:

@@ -29,7 +29,8 @@ async def test_drop_after_commit_and_a_conflict_still_give_one_resolved_sr(
         await outbox.commit([raised], messages_for(raised, ["maximo"], "site-a"))
         maximo.faults.set("drop_after_commit", count=1)
         wake = asyncio.Event()
-        fwd = Forwarder(make_sink(maximo.url), outbox, FAST, wake)
+        fwd = Forwarder(make_sink(maximo.url, unclear_retry_after_seconds=0.1), outbox, FAST,
+                        wake)
         task = asyncio.create_task(fwd.run())
 
         async def drained() -> bool:

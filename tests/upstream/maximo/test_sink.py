@@ -70,6 +70,7 @@ async def test_a_create_that_times_out_and_commits_later_gives_one_sr(
     maximo.faults.set("slow", count=1, delay_seconds=0.8, writes_only=True)
     [d] = await sink.send([rec])  # the lookup is quick, the create commits after 0.8 s
     assert d.outcome is Outcome.RETRY and "timed out" in d.reason, d.reason
+    assert d.retry_after_seconds == 10.0  # unclear: give Maximo time to finish the commit
     await wait_for(lambda: len(maximo.tickets) == 1, 5, "the late commit")
     [d] = await sink.send([replace(rec, attempts=1)])
     assert d.outcome is Outcome.ACCEPTED and d.receipt == "1001"
@@ -202,7 +203,12 @@ async def test_a_message_without_a_usable_dedup_key_is_rejected(
 
 async def test_a_5xx_on_the_create_is_retried_and_creates_nothing(
         maximo: MaximoSimulator, make_sink: SinkFactory) -> None:
-    maximo.faults.set("error_5xx", count=1, status=502, writes_only=True)
-    [d] = await make_sink(maximo.url).send([raise_record()])
+    maximo.faults.set("error_5xx", count=1, status=502, writes_only=True, retry_after=2)
+    sink = make_sink(maximo.url, unclear_retry_after_seconds=5)
+    [d] = await sink.send([raise_record()])
     assert d.outcome is Outcome.RETRY and d.reason.startswith("create: HTTP 502")
+    assert d.retry_after_seconds == 5.0  # a 5xx may have committed: the longer wait wins
     assert maximo.tickets == [] and maximo.count("GET", COLL, 200) == 1
+    maximo.faults.set("rate_429", count=1, writes_only=True, retry_after=2)
+    [d] = await sink.send([raise_record()])
+    assert d.outcome is Outcome.RETRY and d.retry_after_seconds == 2.0  # refused, not unclear
