@@ -54,6 +54,7 @@ __all__ = [  # the config lives beside the sink; importable from here as well
     "MaximoSink", "MaximoSinkConfig", "OptimisticLock", "UnknownAssetPolicy",
 ]
 
+
 @dataclass(frozen=True, slots=True)
 class Target:
     assetnum: str
@@ -62,6 +63,8 @@ class Target:
 
 
 class _Flight:
+    """A lock per dedup key, dropped when nobody waits on it any more."""
+
     __slots__ = ("lock", "users")
 
     def __init__(self) -> None:
@@ -210,9 +213,10 @@ class MaximoSink:
                 if change is None:
                     return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
                 got = await self._patch(sr, change)
-                if isinstance(got, BaseException):
+                if isinstance(got, BaseException):  # it may still commit: read it later
                     return Delivery(rec.id, Outcome.RETRY,
-                                    reason=f"update of SR {ref}: {transport_reason(got)}")
+                                    reason=f"update of SR {ref}: {transport_reason(got)}",
+                                    retry_after_seconds=self._cfg.unclear_retry_after_seconds)
                 if got.status == 412 and attempt == 1:
                     continue  # updated by someone else since we read it: read again, once
                 if not 200 <= got.status < 300:
@@ -248,7 +252,7 @@ class MaximoSink:
         if url is None:
             raise NotRenderable(f"SR {sr.get('ticketid')} came back without a usable href")
         return await self._http.request("POST", url, params={"lean": "1"}, json=change,
-                                   headers=headers)
+                                        headers=headers)
 
     def _member_url(self, href: str) -> str | None:
         """The member URI on *our* base_url and api_root: Maximo builds hrefs from its own idea
@@ -273,7 +277,8 @@ class MaximoSink:
                             f"{self.name!r} (add it, or set unknown_asset = \"pass_through\")")
 
     def _priority(self, canonical: Any) -> int:
-        if isinstance(canonical, int) and canonical in self._cfg.priority_map:
+        if (isinstance(canonical, int) and not isinstance(canonical, bool)
+                and canonical in self._cfg.priority_map):
             return self._cfg.priority_map[canonical]
         raise NotRenderable(f"priority {canonical!r} is not in priority_map (1..4)")
 

@@ -24,6 +24,8 @@ class Answer:
 
 
 class MaximoHttp:
+    """Exchanges with one Maximo; `request()` never raises for transport trouble."""
+
     def __init__(self, *, base_url: str, headers: dict[str, str], tls: TlsSettings,
                  connect_timeout_seconds: float, total_timeout_seconds: float,
                  concurrent_requests: int) -> None:
