@@ -76,6 +76,12 @@ def test_fault_arguments_are_checked() -> None:
         faults.set_from_json({"mode": "slow", "colour": "red"})
     faults.set_from_json({"mode": "rate_429", "count": 1})
     assert faults.as_json()["mode"] == "rate_429"
+    faults.set("error_5xx", count=1, methods=["post"])
+    assert faults.take("GET") is None  # not for GETs, and not counted
+    assert faults.take("POST") is not None
+    assert faults.take("POST") is None
+    faults.set("drop_after_commit")
+    assert faults.take("GET") is None and faults.take("PATCH") is not None
 
 
 async def test_faults_and_state_over_http(sim: SapPmSimulator, client: Client,
