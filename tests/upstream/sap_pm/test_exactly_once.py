@@ -4,24 +4,25 @@ exactly one notification per episode, completed once, with one clear note."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.model import OutboxRecord, Outcome
+from gateway.model import Delivery, OutboxRecord, Outcome
 from simulators.sap_pm import SapPmSimulator
 from tests.upstream.sap_pm.conftest import EQUIPMENT, clear_record, record, sink_config
 
 FAULTS = st.sampled_from(["none", "error_5xx", "rate_429", "drop_after_commit",
                           "expire_session"])
 MAX_ATTEMPTS = 12
+Send = Callable[[Sequence[OutboxRecord]], Awaitable[Sequence[Delivery]]]
 
 
-async def _deliver(sim: SapPmSimulator, send: object, rec: OutboxRecord,
+async def _deliver(sim: SapPmSimulator, send: Send, rec: OutboxRecord,
                    faults: list[str]) -> str:
     """Attempts under the given faults (one per attempt, then none) until accepted."""
-    assert callable(send)
     for attempt in range(MAX_ATTEMPTS):
         mode = faults[attempt] if attempt < len(faults) else "none"
         sim.faults.set(mode, count=1, retry_after=0)
