@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 from simulators.maximo import oslc
 
 ATTRS = ("siteid", "status", "reportedpriority")
-VALUES: dict[str, list[Any]] = {"siteid": ["BEDFORD", "NASHUA", "TEXAS"], "status": ["NEW", "QUEUED", "RESOLVED"],
-          "reportedpriority": [1, 2, 3]}
+VALUES: dict[str, list[Any]] = {"siteid": ["BEDFORD", "NASHUA", "TEXAS"],
+                                "status": ["NEW", "QUEUED", "RESOLVED"],
+                                "reportedpriority": [1, 2, 3]}
 
 records = st.lists(st.fixed_dictionaries({a: st.sampled_from(VALUES[a]) for a in ATTRS}),
                    max_size=8)
