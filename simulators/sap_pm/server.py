@@ -14,6 +14,7 @@ import base64
 import binascii
 import re
 import secrets
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -80,7 +81,7 @@ class SapPmSimulator:
                  equipment: Mapping[str, str] | Iterable[str] | None = None,
                  csrf_ttl_seconds: float = 1800.0, *, system_id: str = "S4H",
                  priorities: Iterable[str] = ("1", "2", "3", "4"),
-                 require_if_match: bool = False,
+                 require_if_match: bool = False, ssl_context: ssl.SSLContext | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`equipment`: technical objects in external form, to their kind (EAMS_EQUI or
         EAMS_FL); a plain list means equipment."""
@@ -93,6 +94,7 @@ class SapPmSimulator:
         self.csrf_ttl_seconds = csrf_ttl_seconds
         self.require_if_match = require_if_match  # [U] whether the real service enforces ETags
         self._clock = clock
+        self._ssl = ssl_context
         objects = (DEFAULT_EQUIPMENT if equipment is None else equipment
                    if isinstance(equipment, Mapping) else dict.fromkeys(equipment, "EAMS_EQUI"))
         self.store = NotificationStore(objects, priorities)
@@ -109,7 +111,7 @@ class SapPmSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self._port}"
+        return f"{'https' if self._ssl else 'http'}://{self.host}:{self._port}"
 
     @property
     def service_url(self) -> str:
@@ -131,7 +133,7 @@ class SapPmSimulator:
         app.router.add_post("/_sim/faults", self._sim_set_faults)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port)
+        site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
         try:
             await site.start()
         except BaseException:
