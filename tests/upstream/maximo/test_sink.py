@@ -65,10 +65,10 @@ async def test_drop_after_commit_then_retry_still_exactly_one_sr(
 
 async def test_a_create_that_times_out_and_commits_later_gives_one_sr(
         maximo: MaximoSimulator, make_sink: SinkFactory) -> None:
-    sink = make_sink(maximo.url, total_timeout_seconds=0.3, connect_timeout_seconds=0.3)
+    sink = make_sink(maximo.url, total_timeout_seconds=0.5, connect_timeout_seconds=0.5)
     rec = raise_record()
-    maximo.faults.set("slow", count=1, delay_seconds=0.8, writes_only=True)
-    [d] = await sink.send([rec])  # the lookup is quick, the create commits after 0.8 s
+    maximo.faults.set("slow", count=1, delay_seconds=1.0, writes_only=True)
+    [d] = await sink.send([rec])  # the lookup is quick, the create commits after 1 s
     assert d.outcome is Outcome.RETRY and "timed out" in d.reason, d.reason
     assert d.retry_after_seconds == 10.0  # unclear: give Maximo time to finish the commit
     await wait_for(lambda: len(maximo.tickets) == 1, 5, "the late commit")

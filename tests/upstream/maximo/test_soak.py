@@ -22,7 +22,7 @@ def arm(maximo: MaximoSimulator, fault: str) -> None:
     if fault == "error_5xx_write":
         maximo.faults.set("error_5xx", count=1, writes_only=True, retry_after=None)
     elif fault == "slow_write":
-        maximo.faults.set("slow", count=1, delay_seconds=0.3, writes_only=True)
+        maximo.faults.set("slow", count=1, delay_seconds=0.4, writes_only=True)
     else:
         maximo.faults.set(fault, count=1)
 
@@ -30,7 +30,7 @@ def arm(maximo: MaximoSimulator, fault: str) -> None:
 async def test_random_faults_give_one_resolved_sr_per_episode(
         maximo: MaximoSimulator, make_sink: SinkFactory) -> None:
     rng = random.Random(20261127)
-    sink = make_sink(maximo.url, total_timeout_seconds=0.15, connect_timeout_seconds=0.15)
+    sink = make_sink(maximo.url, total_timeout_seconds=0.25, connect_timeout_seconds=0.25)
     outcomes: Counter[str] = Counter()
 
     async def deliver(rec: OutboxRecord) -> str:
