@@ -25,13 +25,20 @@ def run_async(main: Coroutine[Any, Any, int]) -> int:
     return int(uvloop.run(main))
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def load_or_report(path: Path, verdict: str) -> config_mod.LoadedConfig | None:
+    """Load a config, or print one line per problem and the verdict, and return None."""
     try:
-        loaded = config_mod.load(args.config)
+        return config_mod.load(path)
     except config_mod.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        print(f"{len(exc.problems)} problem(s); the config was not accepted", file=sys.stderr)
+        print(verdict.format(n=len(exc.problems)), file=sys.stderr)
+        return None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = load_or_report(args.config, "{n} problem(s); the config was not accepted")
+    if loaded is None:
         return 1
     cfg = loaded.config
     print(f"{args.config}: ok: {len(cfg.sources)} source(s), {len(cfg.upstreams)} upstream(s), "
@@ -47,12 +54,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    try:
-        loaded = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print("refusing to start on an invalid config", file=sys.stderr)
+    loaded = load_or_report(args.config, "refusing to start on an invalid config")
+    if loaded is None:
         return 1
     g = loaded.config.gateway
     logs.setup(g.log_level, g.log_format)
@@ -103,11 +106,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     from gateway.record import record
 
-    try:
-        loaded = config_mod.load(args.config)
-    except config_mod.ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    loaded = load_or_report(args.config, "{n} problem(s); nothing recorded")
+    if loaded is None:
         return 1
     logs.setup("warning")
     n = run_async(record(loaded.config, args.output, args.duration))

@@ -11,14 +11,11 @@ their raises. `python -m tests.chaos.run_trials --trials 300` runs a long series
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
 
 from simulators.cmms import CmmsSimulator
 from tests.e2e.stack import API_KEY, Stack, vibration_rule
@@ -52,34 +49,6 @@ class TrialReport:
                 f"{self.clears} clears upstream, {len(self.duplicates)} duplicated, "
                 f"{len(self.missing)} missing, {len(self.order_violations)} out of order, "
                 f"{self.seconds:.0f} s")
-
-
-async def _status(port: int) -> dict[str, object] | None:
-    try:
-        async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{port}/status",
-                timeout=aiohttp.ClientTimeout(total=2)) as r:
-            return dict(await r.json())
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-async def _wait_up(stack: Stack, port: int) -> None:
-    async def up() -> bool:
-        assert stack.proc is not None
-        if stack.proc.poll() is not None:
-            raise AssertionError(f"daemon exited:\n{stack.daemon_log()[-3000:]}")
-        st = await _status(port)
-        return st is not None and all(s["state"] == "connected"  # type: ignore[index]
-                                      for s in st["sources"])  # type: ignore[attr-defined]
-
-    await wait_for(up, 30, "daemon up and subscribed")
-
-
-def _power_cut(stack: Stack) -> None:
-    assert stack.proc is not None
-    os.killpg(stack.proc.pid, signal.SIGKILL)
-    stack.proc.wait(10)
 
 
 class _Plant:
@@ -141,27 +110,27 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                 'asset_pattern = "pump-*"', 'asset_pattern = "asset-*"'), http_port=port)
             sim.faults.set("slow", delay_seconds=0.03)  # keep deliveries in flight
             stack.spawn_daemon()
-            await _wait_up(stack, port)
+            await stack.wait_subprocess_up(port)
             plant = _Plant(stack, names, rng)
             plant_task = asyncio.create_task(plant.run(), name="plant")
             for _ in range(trials):
                 await asyncio.sleep(rng.uniform(0.05, max_uptime_seconds))
-                _power_cut(stack)
+                stack.power_cut()
                 report.kills += 1
                 stack.spawn_daemon()
-                await _wait_up(stack, port)
+                await stack.wait_subprocess_up(port)
                 report.trials += 1
             await plant.finish(plant_task)
             sim.faults.clear()
 
             async def drained() -> bool:
-                st = await _status(port)
+                st = await stack.subprocess_status(port)
                 if st is None:
                     return False
-                pending = st["outbox"]["pending"]  # type: ignore[index]
+                pending = st["outbox"]["pending"]
                 return (not any(pending.values())
-                        and st["pipeline"]["samples"] > 0  # type: ignore[index]
-                        and not st["open_episodes"])  # type: ignore[index]
+                        and st["pipeline"]["samples"] > 0
+                        and not st["open_episodes"])
 
             await wait_for(drained, 60, "every episode closed and delivered")
             _collect(report, plant, sim)
@@ -171,7 +140,7 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
         finally:
             stack.close()
             if stack.proc is not None and stack.proc.poll() is None:
-                _power_cut(stack)
+                stack.power_cut()
             await sim.stop()
     report.seconds = time.monotonic() - started
     return report

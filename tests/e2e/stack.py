@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
 
@@ -147,6 +149,33 @@ total_timeout_seconds = 2
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
         return self.proc
+
+    async def subprocess_status(self, port: int) -> dict[str, Any] | None:
+        """The spawned daemon's /status, or None while it does not answer."""
+        try:
+            async with aiohttp.ClientSession() as http, http.get(
+                    f"http://127.0.0.1:{port}/status",
+                    timeout=aiohttp.ClientTimeout(total=2)) as r:
+                return dict(await r.json())
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def wait_subprocess_up(self, port: int) -> None:
+        """Until the spawned daemon answers and every source is connected; fails if it died."""
+        async def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited:\n{self.daemon_log()[-3000:]}")
+            st = await self.subprocess_status(port)
+            return st is not None and all(s["state"] == "connected" for s in st["sources"])
+
+        await wait_for(up, 30, "daemon subprocess up and subscribed")
+
+    def power_cut(self) -> None:
+        """SIGKILL the daemon's whole process group: nothing gets to finish or flush."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
 
     def daemon_log(self) -> str:
         p = self.tmp / "daemon.log"

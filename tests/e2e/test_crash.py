@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import time
 
-import aiohttp
 import pytest
 
 from tests.e2e.stack import Stack, assert_exactly_once, vibration_rule
@@ -16,39 +14,13 @@ from tests.harness import free_port, wait_for
 ASSETS = [f"pump-{i}" for i in range(1, 21)]
 
 
-async def _daemon_status(port: int) -> dict[str, object] | None:
-    try:
-        async with aiohttp.ClientSession() as http, http.get(
-                f"http://127.0.0.1:{port}/status", timeout=aiohttp.ClientTimeout(total=2)) as r:
-            return dict(await r.json())
-    except (aiohttp.ClientError, TimeoutError):
-        return None
-
-
-async def _wait_up(stack: Stack, port: int) -> None:
-    async def up() -> bool:
-        assert stack.proc is not None
-        if stack.proc.poll() is not None:
-            raise AssertionError(f"daemon exited:\n{stack.daemon_log()[-3000:]}")
-        st = await _daemon_status(port)
-        return st is not None and all(s["state"] == "connected"  # type: ignore[index]
-                                      for s in st["sources"])  # type: ignore[attr-defined]
-    await wait_for(up, 20, "daemon subprocess up and subscribed")
-
-
-def _kill(stack: Stack) -> None:
-    assert stack.proc is not None
-    os.killpg(stack.proc.pid, signal.SIGKILL)  # the whole process group: a power cut
-    stack.proc.wait(10)
-
-
 @pytest.mark.slow
 async def test_sigkill_mid_forwarding_loses_and_duplicates_nothing(stack: Stack) -> None:
     port = free_port()
     stack.write_config(vibration_rule(on_delay=0.2, off_delay=0.2), http_port=port)
     stack.sim.faults.set("slow", delay_seconds=0.15)  # deliveries are in flight when we kill
     stack.spawn_daemon()
-    await _wait_up(stack, port)
+    await stack.wait_subprocess_up(port)
     await stack.play_many(ASSETS, [3.0, 3.0] + [8.0] * 8 + [3.0] * 8)
 
     kills = 0
@@ -60,16 +32,16 @@ async def test_sigkill_mid_forwarding_loses_and_duplicates_nothing(stack: Stack)
                        > b or len(stack.sim.status_updates) == len(ASSETS), 30,
                        "progress upstream")
         if kills < 3 and len(stack.sim.status_updates) < len(ASSETS):
-            _kill(stack)
+            stack.power_cut()
             kills += 1
             stack.spawn_daemon()
-            await _wait_up(stack, port)
+            await stack.wait_subprocess_up(port)
     assert kills >= 1, "the burst finished before any kill: make the upstream slower"
     stack.sim.faults.clear()
 
     async def quiet() -> bool:
-        st = await _daemon_status(port)
-        return st is not None and not any(st["outbox"]["pending"].values())  # type: ignore[index]
+        st = await stack.subprocess_status(port)
+        return st is not None and not any(st["outbox"]["pending"].values())
     await wait_for(quiet, 30, "the outbox drained after the restarts")
     assert len(stack.sim.requests) == len(ASSETS), stack.daemon_log()[-2000:]
     assert len(stack.sim.status_updates) == len(ASSETS)
