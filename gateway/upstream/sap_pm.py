@@ -2,27 +2,25 @@
 
 SAP has no idempotency key, so duplicates are avoided here (UPSTREAM-APIS §1.5, §5 rule 5):
 every notification carries `MaintNotifExtReferenceNumber = dedup_key`, and every attempt to
-create one first looks that reference up, single-flight per key. A create whose answer was lost
-(timeout, dropped connection, 5xx) is RETRY; the next attempt finds it instead of creating it
-again. A clear adds a note to the notification its raise created and (by default) completes it,
-checking the notification first so that a repeated clear changes nothing.
+create one first looks that reference up, single-flight per key. A create whose outcome is
+unclear (timeout, dropped connection, 504) is RETRY after `unclear_retry_after_seconds`, when SAP
+is surely done with it; that attempt then finds it instead of creating it again. A clear notes
+the malfunction end on the notification its raise created and (by default) completes it,
+reading the notification first so that a repeated clear changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
-from pydantic import Field, field_validator, model_validator
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.settings import Secret, StrictModel, TlsSettings
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status
 from gateway.upstream.sap_odata import (
@@ -37,6 +35,14 @@ from gateway.upstream.sap_odata import (
     results_of,
     ssl_context,
 )
+from gateway.upstream.sap_pm_config import (
+    NotificationTypes,
+    OnClear,
+    SapAssetRef,
+    SapBasicAuth,
+    SapPmSinkConfig,
+    TechnicalObjectType,
+)
 from gateway.upstream.sap_pm_texts import (
     clear_note,
     long_text,
@@ -50,109 +56,10 @@ MAX_EXT_REF = 20
 # confirmed by a vendor sample; "4" is completed in the standard phase domain as we know it.
 DONE_PHASES = frozenset({"4", "5"})
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+UNCLEAR_STATUSES = frozenset({504})  # a proxy gave up; the backend may still commit
 
-
-class TechnicalObjectType(enum.StrEnum):
-    EQUIPMENT = "EAMS_EQUI"
-    FUNCTIONAL_LOCATION = "EAMS_FL"
-
-
-class OnClear(enum.StrEnum):
-    COMPLETE = "complete"  # add the clear note, then CompleteMaintNotification
-    NOTE_ONLY = "note_only"  # add the clear note; planners complete it themselves
-
-
-class SapBasicAuth(StrictModel):
-    """HTTP Basic with an SAP communication user."""
-
-    kind: Literal["basic"] = "basic"
-    user: str = Field(min_length=1, max_length=12)
-    password: Secret
-
-
-class SapAssetRef(StrictModel):
-    """Where a canonical asset lives in SAP. Equipment in external form ("210100094"); SAP
-    keeps numeric equipment numbers zero-padded to 18 internally."""
-
-    technical_object: str = Field(min_length=1, max_length=40)
-    object_type: TechnicalObjectType = TechnicalObjectType.EQUIPMENT
-    planning_plant: str = Field(default="", max_length=4)
-    planner_group: str = Field(default="", max_length=3)
-    work_center: str = Field(default="", max_length=8)
-    work_center_plant: str = Field(default="", max_length=4)  # "" = planning_plant
-
-
-class NotificationTypes(StrictModel):
-    """NotificationType by canonical kind: a breakdown is a malfunction report."""
-
-    malfunction: str = Field(default="M2", min_length=1, max_length=2)
-    request: str = Field(default="M1", min_length=1, max_length=2)
-
-
-class SapPmSinkConfig(StrictModel):
-    """`[[upstreams]] type = "sap_pm"`: SAP S/4HANA PM notifications (OData v2, CSRF)."""
-
-    type: Literal["sap_pm"]
-    name: str = Field(min_length=1)
-    base_url: str = Field(pattern=r"^https?://[^/\s]+/?$")  # scheme and host only
-    service_path: str = "/sap/opu/odata/sap/API_MAINTNOTIFICATION"
-    sap_client: str = Field(pattern=r"^\d{3}$")
-    auth: SapBasicAuth
-    tls: TlsSettings = TlsSettings()
-    connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    total_timeout_seconds: float = Field(default=30.0, gt=0)
-    concurrent_requests: int = Field(default=4, ge=1, le=32)
-    asset_map: dict[str, SapAssetRef] = Field(default_factory=dict)
-    priority_map: dict[int, str] = Field(
-        default_factory=lambda: {1: "1", 2: "2", 3: "3", 4: "4"})
-    notification_types: NotificationTypes = NotificationTypes()
-    on_clear: OnClear = OnClear.COMPLETE
-    malfunction_timezone: str = "UTC"  # MalfunctionStartDate/Time are plant-local wall clock
-    reported_by_user: str = Field(default="", max_length=12)
-    detection_code_group: str = Field(default="", max_length=8)
-    detection_code: str = Field(default="", max_length=4)
-
-    @field_validator("service_path")
-    @classmethod
-    def _service_path(cls, v: str) -> str:
-        if not v.startswith("/") or v.endswith("/"):
-            raise ValueError("service_path starts with '/' and does not end with one")
-        return v
-
-    @field_validator("priority_map")
-    @classmethod
-    def _priorities(cls, v: dict[int, str]) -> dict[int, str]:
-        missing = sorted({1, 2, 3, 4} - set(v))
-        if missing:
-            raise ValueError(f"priority_map lacks canonical priorities {missing}")
-        for canonical, sap in v.items():
-            if not 1 <= len(sap) <= 1:
-                raise ValueError(f"priority_map[{canonical}] {sap!r}: MaintPriority is 1 char")
-        return v
-
-    @field_validator("malfunction_timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {v!r}") from exc
-        return v
-
-    @model_validator(mode="after")
-    def _timeouts(self) -> SapPmSinkConfig:
-        if self.connect_timeout_seconds > self.total_timeout_seconds:
-            raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
-        return self
-
-    @property
-    def service_url(self) -> str:
-        return self.base_url.rstrip("/") + self.service_path
-
-    def build(self) -> SapPmSink:
-        """Resolves the password now: a missing secret stops the start, not a delivery."""
-        return SapPmSink(self, aiohttp.encode_basic_auth(self.auth.user,
-                                                        self.auth.password.reveal()))
+__all__ = ["NotificationTypes", "OnClear", "SapAssetRef", "SapBasicAuth", "SapPmSink",
+           "SapPmSinkConfig", "TechnicalObjectType"]
 
 
 class SapPmSink:
@@ -241,7 +148,15 @@ class SapPmSink:
             found = await self._lookup(rec.id, key)
             if found is not None:
                 return found
-            answer = await self.client.write("POST", ENTITY_SET, payload=payload)
+            try:
+                answer = await self.client.write("POST", ENTITY_SET, payload=payload)
+            except (aiohttp.ClientConnectorError, CsrfUnavailable):
+                raise  # nothing was sent: a plain retry
+            except TRANSPORT_ERRORS as exc:
+                return self._unclear(rec.id, key, transport_reason(exc))
+        if answer.status in UNCLEAR_STATUSES:
+            return self._unclear(rec.id, key, f"create: HTTP {answer.status} "
+                                 f"{error_text(answer)}".rstrip())
         if not answer.ok:
             return self._failure(rec.id, answer, "create")
         number = (entity_of(answer.body) or {}).get("MaintenanceNotification")
@@ -250,6 +165,14 @@ class SapPmSink:
                 f"create answered HTTP {answer.status} without a MaintenanceNotification; "
                 f"the next attempt looks {key} up before creating again"))
         return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
+
+    def _unclear(self, record_id: int, key: str, said: str) -> Delivery:
+        """The create may have been committed, or may still be: look again only after SAP
+        is surely done with it (persisted by the outbox as the next attempt time)."""
+        wait = self._cfg.unclear_retry_after_seconds
+        return Delivery(record_id, Outcome.RETRY, retry_after_seconds=wait, reason=(
+            f"{said}; the create may still commit: looking {key} up again in {wait:g} s "
+            "before any new create"))
 
     @contextlib.asynccontextmanager
     async def _single_flight(self, key: str) -> AsyncIterator[None]:

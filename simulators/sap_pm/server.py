@@ -101,6 +101,7 @@ class SapPmSimulator:
         self.faults = Faults()
         self.sessions: dict[str, _Session] = {}
         self.received: Counter[tuple[str, str, int]] = Counter()
+        self.active_requests = 0  # being handled now (a slow one whose client gave up, too)
         self._runner: web.AppRunner | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -168,11 +169,13 @@ class SapPmSimulator:
         tail = request.match_info["tail"]
         resource = _resource_name(tail)
         status = NO_RESPONSE
+        self.active_requests += 1
         try:
             resp = await self._front(request, tail)
             status = NO_RESPONSE if request.get(DROPPED) else resp.status
             return resp
         finally:
+            self.active_requests -= 1
             self.received[(request.method, resource, status)] += 1
 
     async def _front(self, request: web.Request, tail: str) -> web.StreamResponse:

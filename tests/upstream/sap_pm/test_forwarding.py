@@ -29,7 +29,7 @@ async def test_lost_create_and_expired_session_still_give_one_completed_notifica
         await outbox.commit([raised], messages_for(raised, ["sap"], "site-a"))
         sim.faults.set("drop_after_commit", count=1)
         wake = asyncio.Event()
-        fwd = Forwarder(make_sink(sim.url), outbox, FAST, wake)
+        fwd = Forwarder(make_sink(sim.url, unclear_retry_after_seconds=0.1), outbox, FAST, wake)
         task = asyncio.create_task(fwd.run())
 
         async def drained() -> bool:
@@ -54,3 +54,31 @@ async def test_lost_create_and_expired_session_still_give_one_completed_notifica
         assert n["NotifProcessingPhase"] == "4"
         assert sim.received[("PATCH", "MaintenanceNotification(key)", 403)] == 1
         assert fwd.stats.rejected == 0
+
+
+async def test_a_create_still_committing_is_not_duplicated_by_a_quick_retry(
+        tmp_path: Path, sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    """SAP commits 1 s after our 0.3 s timeout. The forwarder alone would retry in ~0.05 s,
+    find nothing and create again; the sink's unclear window holds the retry back."""
+    async with await OutboxStore.open(tmp_path / "o.sqlite") as outbox:
+        raised = replace(transition(TransitionKind.RAISED), ts=time.time())
+        await outbox.commit([raised], messages_for(raised, ["sap"], "site-a"))
+        sim.faults.set("slow", count=1, delay_seconds=1.0, methods=["POST"])
+        sink = make_sink(sim.url, total_timeout_seconds=0.3, connect_timeout_seconds=0.3,
+                         unclear_retry_after_seconds=1.5)
+        fwd = Forwarder(sink, outbox, FAST, asyncio.Event())
+        task = asyncio.create_task(fwd.run())
+
+        async def drained() -> bool:
+            return not any((await outbox.stats(time.time())).pending.values())
+
+        try:
+            await wait_for(drained, 10, "the raise delivered")
+            await wait_for(lambda: sim.active_requests == 0, 5, "the slow create to finish")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        assert len(sim.notifications) == 1
+        assert fwd.stats.retried == 1
+        assert sim.received[("POST", "MaintenanceNotification", 201)] == 1  # the late one

@@ -85,6 +85,7 @@ async def test_dropped_answer_after_commit_then_retry_gives_exactly_one(
     (lost,) = await sink.send([rec])
     assert lost.outcome is Outcome.RETRY
     assert "connection dropped" in lost.reason
+    assert lost.retry_after_seconds == 120.0  # unclear: look again once SAP is surely done
     assert len(sim.notifications) == 1  # SAP has it; we did not hear
     (d,) = await sink.send([retried(rec)])
     assert (d.outcome, d.receipt) == (Outcome.ACCEPTED, "10000020")
@@ -104,7 +105,8 @@ async def test_timeout_while_sap_commits_late_then_retry_gives_exactly_one(
     sim.faults.set("slow", count=1, delay_seconds=1.0, methods=["POST"])
     (late,) = await sink.send([rec2])
     assert late.outcome is Outcome.RETRY
-    assert "timed out" in late.reason
+    assert "timed out" in late.reason and "may still commit" in late.reason
+    assert late.retry_after_seconds == 120.0
     await wait_for(lambda: len(sim.notifications) == 2, 5, "the late create to commit")
     (d2,) = await sink.send([retried(rec2)])
     assert (d2.outcome, d2.receipt) == (Outcome.ACCEPTED, "10000021")
@@ -216,3 +218,15 @@ async def test_duplicates_made_elsewhere_resolve_to_the_oldest(
     assert (d.outcome, d.receipt) == (Outcome.ACCEPTED, "10000020")
     assert "2 notifications carry it: 10000020, 10000021" in d.reason
     assert len(sim.notifications) == 2
+
+
+async def test_a_504_on_create_is_unclear_but_a_refused_connection_is_not(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url, unclear_retry_after_seconds=30)
+    sim.faults.set("error_5xx", count=1, status=504, retry_after=None, methods=["POST"])
+    (d,) = await sink.send([record()])
+    assert (d.outcome, d.retry_after_seconds) == (Outcome.RETRY, 30.0)
+    assert "HTTP 504" in d.reason
+    await sim.go_down()
+    (d,) = await sink.send([record()])
+    assert (d.outcome, d.retry_after_seconds) == (Outcome.RETRY, None)  # nothing was sent

@@ -1,0 +1,127 @@
+"""`[[upstreams]] type = "sap_pm"`: the strict config of the SAP PM sink.
+
+`build()` resolves the password and returns the running `SapPmSink` (gateway/upstream/sap_pm.py).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import aiohttp
+from pydantic import Field, field_validator, model_validator
+
+from gateway.settings import Secret, StrictModel, TlsSettings
+
+if TYPE_CHECKING:
+    from gateway.upstream.sap_pm import SapPmSink
+
+
+class TechnicalObjectType(enum.StrEnum):
+    EQUIPMENT = "EAMS_EQUI"
+    FUNCTIONAL_LOCATION = "EAMS_FL"
+
+
+class OnClear(enum.StrEnum):
+    COMPLETE = "complete"  # add the clear note, then CompleteMaintNotification
+    NOTE_ONLY = "note_only"  # add the clear note; planners complete it themselves
+
+
+class SapBasicAuth(StrictModel):
+    """HTTP Basic with an SAP communication user."""
+
+    kind: Literal["basic"] = "basic"
+    user: str = Field(min_length=1, max_length=12)
+    password: Secret
+
+
+class SapAssetRef(StrictModel):
+    """Where a canonical asset lives in SAP. Equipment in external form ("210100094"); SAP
+    keeps numeric equipment numbers zero-padded to 18 internally."""
+
+    technical_object: str = Field(min_length=1, max_length=40)
+    object_type: TechnicalObjectType = TechnicalObjectType.EQUIPMENT
+    planning_plant: str = Field(default="", max_length=4)
+    planner_group: str = Field(default="", max_length=3)
+    work_center: str = Field(default="", max_length=8)
+    work_center_plant: str = Field(default="", max_length=4)  # "" = planning_plant
+
+
+class NotificationTypes(StrictModel):
+    """NotificationType by canonical kind: a breakdown is a malfunction report."""
+
+    malfunction: str = Field(default="M2", min_length=1, max_length=2)
+    request: str = Field(default="M1", min_length=1, max_length=2)
+
+
+class SapPmSinkConfig(StrictModel):
+    """`[[upstreams]] type = "sap_pm"`: SAP S/4HANA PM notifications (OData v2, CSRF)."""
+
+    type: Literal["sap_pm"]
+    name: str = Field(min_length=1)
+    base_url: str = Field(pattern=r"^https?://[^/\s]+/?$")  # scheme and host only
+    service_path: str = "/sap/opu/odata/sap/API_MAINTNOTIFICATION"
+    sap_client: str = Field(pattern=r"^\d{3}$")
+    auth: SapBasicAuth
+    tls: TlsSettings = TlsSettings()
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    total_timeout_seconds: float = Field(default=30.0, gt=0)
+    concurrent_requests: int = Field(default=4, ge=1, le=32)
+    asset_map: dict[str, SapAssetRef] = Field(default_factory=dict)
+    priority_map: dict[int, str] = Field(
+        default_factory=lambda: {1: "1", 2: "2", 3: "3", 4: "4"})
+    notification_types: NotificationTypes = NotificationTypes()
+    on_clear: OnClear = OnClear.COMPLETE
+    # After an unclear create (timeout, dropped connection, 504) SAP may still be committing
+    # it: the next attempt, which looks the dedup_key up before creating, waits this long
+    # (longer than the ICM/work-process time limit of the target, so the lookup sees it).
+    unclear_retry_after_seconds: float = Field(default=120.0, ge=0)
+    malfunction_timezone: str = "UTC"  # MalfunctionStartDate/Time are plant-local wall clock
+    reported_by_user: str = Field(default="", max_length=12)
+    detection_code_group: str = Field(default="", max_length=8)
+    detection_code: str = Field(default="", max_length=4)
+
+    @field_validator("service_path")
+    @classmethod
+    def _service_path(cls, v: str) -> str:
+        if not v.startswith("/") or v.endswith("/"):
+            raise ValueError("service_path starts with '/' and does not end with one")
+        return v
+
+    @field_validator("priority_map")
+    @classmethod
+    def _priorities(cls, v: dict[int, str]) -> dict[int, str]:
+        missing = sorted({1, 2, 3, 4} - set(v))
+        if missing:
+            raise ValueError(f"priority_map lacks canonical priorities {missing}")
+        for canonical, sap in v.items():
+            if not 1 <= len(sap) <= 1:
+                raise ValueError(f"priority_map[{canonical}] {sap!r}: MaintPriority is 1 char")
+        return v
+
+    @field_validator("malfunction_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> SapPmSinkConfig:
+        if self.connect_timeout_seconds > self.total_timeout_seconds:
+            raise ValueError("connect_timeout_seconds is larger than total_timeout_seconds")
+        return self
+
+    @property
+    def service_url(self) -> str:
+        return self.base_url.rstrip("/") + self.service_path
+
+    def build(self) -> SapPmSink:
+        """Resolves the password now: a missing secret stops the start, not a delivery."""
+        from gateway.upstream.sap_pm import SapPmSink  # the sink module imports this one
+
+        return SapPmSink(self, aiohttp.encode_basic_auth(self.auth.user,
+                                                        self.auth.password.reveal()))
