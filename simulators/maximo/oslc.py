@@ -230,3 +230,17 @@ def _sort_key(value: Any) -> tuple[int, Any]:
         return (1, value)
     text = str(value)
     return (1, int(text)) if text.isdigit() else (2, text)
+
+
+def namespaced(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Non-lean JSON: `spi:` attributes, the href as `rdf:about`."""
+    return {("rdf:about" if k == "href" else k if ":" in k else f"spi:{k}"): v
+            for k, v in doc.items()}
+
+
+def positive_int(raw: str | None, name: str) -> int | None:
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise QuerySyntaxError(f"{name} must be a positive whole number")
+    return int(raw)

@@ -23,6 +23,7 @@ import orjson
 from aiohttp import web
 
 from simulators.maximo import oslc
+from simulators.maximo.bulk import BulkRendering, run_bulk
 from simulators.maximo.faults import Fault, FaultMode, Faults
 from simulators.maximo.tickets import (
     KNOWN,
@@ -207,8 +208,12 @@ class MaximoSimulator:
         return False
 
     def _error(self, request: web.Request, exc: MaximoError) -> web.Response:
+        return _json(self._error_json(request, exc), exc.status)
+
+    def _error_json(self, request: web.Request, exc: MaximoError) -> dict[str, Any]:
+        """With `batcherror: 1`, every attribute error is listed in `attrerrors`."""
         base = f"{request.url.origin()}{self.api_root}/error/messages"
-        return _json(exc.as_json(base), exc.status)
+        return exc.as_json(base, batch=request.headers.get("batcherror") == "1")
 
     def _drop_if_faulted(self, request: web.Request) -> web.Response | None:
         fault = request.get(FAULT)
@@ -238,7 +243,7 @@ class MaximoSimulator:
         out = oslc.project(ticket, select)
         out["href"] = self._href(request, ticket)
         out["_rowstamp"] = ticket["_rowstamp"]
-        return out if self._lean(request) else _namespaced(out)
+        return out if self._lean(request) else oslc.namespaced(out)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
         try:
@@ -260,8 +265,8 @@ class MaximoSimulator:
         select = oslc.parse_select(q["oslc.select"]) if "oslc.select" in q else []
         found = [t for t in self.store.tickets if all(c.matches(t) for c in conds)]
         found = oslc.sort_records(found, oslc.parse_order(q.get("oslc.orderBy", "")))
-        size = _positive(q.get("oslc.pageSize"), "oslc.pageSize") or max(len(found), 1)
-        page = _positive(q.get("pageno"), "pageno") or 1
+        size = oslc.positive_int(q.get("oslc.pageSize"), "oslc.pageSize") or max(len(found), 1)
+        page = oslc.positive_int(q.get("pageno"), "pageno") or 1
         chunk = found[(page - 1) * size: page * size]
         info: dict[str, Any] = {"href": str(request.url), "pagenum": page}
         if page * size < len(found):
@@ -275,11 +280,13 @@ class MaximoSimulator:
                    {"href": self._href(request, t)} for t in chunk]
         if self._lean(request):
             return _json({"member": members, "href": str(request.url), "responseInfo": info})
-        return _json({"rdfs:member": [_namespaced(m) for m in members],
+        return _json({"rdfs:member": [oslc.namespaced(m) for m in members],
                       "rdf:about": str(request.url), "oslc:responseInfo": info})
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         override = request.headers.get("x-method-override")
+        if override is not None and override.upper() == "BULK":
+            return await self._bulk(request)
         if override is not None:
             raise MaximoError(400, "BMXAA9549E", f"x-method-override {override} on the "
                                                  "collection is not supported by the simulator")
@@ -294,6 +301,23 @@ class MaximoSimulator:
         resp = _json(self._view(request, ticket, oslc.parse_select(props)), 201)
         resp.headers["Location"] = href
         return resp
+
+    async def _bulk(self, request: web.Request) -> web.StreamResponse:
+        try:
+            items = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            raise MaximoError(400, "BMXAA1470E", f"The JSON body cannot be parsed: {exc}") from exc
+        props = request.headers.get("properties")
+        select = None if props is None else oslc.parse_select(props)
+
+        def view(ticket: dict[str, Any]) -> dict[str, Any]:
+            if props is None:
+                return {"href": self._href(request, ticket)}
+            return self._view(request, ticket, select)
+
+        answer = run_bulk(self.store, items,
+                          BulkRendering(view, lambda exc: self._error_json(request, exc)))
+        return self._drop_if_faulted(request) or _json(answer)
 
     def _member(self, request: web.Request) -> dict[str, Any]:
         ticket = self.store.by_restid(request.match_info["restid"])
@@ -360,17 +384,3 @@ class MaximoSimulator:
 
 def _json(doc: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
-
-
-def _namespaced(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Non-lean JSON: `spi:` attributes, the href as `rdf:about`."""
-    return {("rdf:about" if k == "href" else k if ":" in k else f"spi:{k}"): v
-            for k, v in doc.items()}
-
-
-def _positive(raw: str | None, name: str) -> int | None:
-    if raw is None:
-        return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise MaximoError(400, "BMXAA8725E", f"{name} must be a positive whole number")
-    return int(raw)

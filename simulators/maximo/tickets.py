@@ -54,20 +54,30 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 class MaximoError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    """One error; `attr_errors` holds every attribute error of a request (the first one is
+    this error itself), shown as `attrerrors` when the client sent `batcherror: 1`."""
+
+    def __init__(self, status: int, code: str, message: str, attr: str | None = None) -> None:
         super().__init__(f"{code} - {message}")
         self.status = status
         self.code = code
         self.message = f"{code} - {message}"
+        self.attr = attr
+        self.attr_errors: list[MaximoError] = []
 
-    def as_json(self, error_base: str) -> dict[str, Any]:
+    def as_json(self, error_base: str, *, batch: bool = False) -> dict[str, Any]:
         """Maximo's error body; note that statusCode is a string."""
-        return {"Error": {
+        err: dict[str, Any] = {
             "extendedError": {"moreInfo": {"href": f"{error_base}/{self.code}"}},
             "reasonCode": self.code,
             "message": self.message,
             "statusCode": str(self.status),
-        }}
+        }
+        if batch and self.attr_errors:
+            err["attrerrors"] = [{"Error": {
+                "errorattrname": e.attr, "errorobjpath": "sr", "reasonCode": e.code,
+                "message": e.message, "statusCode": str(e.status)}} for e in self.attr_errors]
+        return {"Error": err}
 
 
 def not_authorized() -> MaximoError:
@@ -167,34 +177,44 @@ class SrStore:
 
     def _checked(self, fields: Mapping[str, Any], *, creating: bool,
                  site: str | None = None) -> dict[str, Any]:
+        """The fields, validated; every attribute error is collected, the first raised."""
         data: dict[str, Any] = {}
+        errors: list[MaximoError] = []
         for raw_key, value in fields.items():
             key = raw_key.lower()
-            if key in READ_ONLY:
-                raise MaximoError(400, "BMXAA4047E", f"Attribute {key.upper()} is read-only.")
-            if key == "worklog":
-                data[key] = self._checked_worklog(value)
-                continue
-            if key not in WRITABLE:
-                raise MaximoError(400, "BMXAA8094E", f"Attribute {key.upper()} does not exist "
-                                                     "in object structure MXAPISR.")
-            data[key] = _checked_value(key, value, WRITABLE[key])
-        if "reportedpriority" in data and data["reportedpriority"] is not None:
-            prio = data["reportedpriority"]
-            if not isinstance(prio, int) or isinstance(prio, bool) or (
-                    prio not in self.domains.priorities):
-                raise MaximoError(400, "BMXAA4021E",
-                                  f"Value {prio} is not valid for field REPORTEDPRIORITY")
+            try:
+                data[key] = self._checked_attr(key, value)
+            except MaximoError as exc:
+                exc.attr = key
+                errors.append(exc)
+        prio = data.get("reportedpriority")
+        if prio is not None and (not isinstance(prio, int) or isinstance(prio, bool)
+                                 or prio not in self.domains.priorities):
+            errors.append(MaximoError(400, "BMXAA4021E", f"Value {prio} is not valid for "
+                                      "field REPORTEDPRIORITY", "reportedpriority"))
         if creating and "assetnum" in data and not data.get("siteid"):
-            raise MaximoError(400, "BMXAA4195E", "A value is required for the SITEID field "
-                                                 "when an asset is given.")
+            errors.append(MaximoError(400, "BMXAA4195E", "A value is required for the SITEID "
+                                      "field when an asset is given.", "siteid"))
         assetnum = data.get("assetnum")
         if assetnum is not None and self.domains.assets is not None:
             at = data.get("siteid") or site
             if self.domains.assets.get(assetnum) != at:
-                raise MaximoError(400, "BMXAA2661E", f"Asset {assetnum} is not a valid asset "
-                                                     f"at site {at}.")
+                errors.append(MaximoError(400, "BMXAA2661E", f"Asset {assetnum} is not a valid"
+                                          f" asset at site {at}.", "assetnum"))
+        if errors:
+            errors[0].attr_errors = errors
+            raise errors[0]
         return data
+
+    def _checked_attr(self, key: str, value: Any) -> Any:
+        if key in READ_ONLY:
+            raise MaximoError(400, "BMXAA4047E", f"Attribute {key.upper()} is read-only.")
+        if key == "worklog":
+            return self._checked_worklog(value)
+        if key not in WRITABLE:
+            raise MaximoError(400, "BMXAA8094E", f"Attribute {key.upper()} does not exist "
+                                                 "in object structure MXAPISR.")
+        return _checked_value(key, value, WRITABLE[key])
 
     def _checked_worklog(self, value: Any) -> list[dict[str, Any]]:
         if not isinstance(value, list):
