@@ -162,7 +162,8 @@ class MaximoSink:
                 return self._accepted_ticket(rec.id, found[0], "lookup")
             got = await self._http.request("POST", self._collection, params={"lean": "1"},
                                            json=payload,
-                                           headers={"properties": "ticketid,status"})
+                                           headers={"properties": "ticketid,status",
+                                                    "batcherror": "1"})
             if isinstance(got, BaseException):
                 return Delivery(rec.id, Outcome.RETRY, reason=(
                     f"create: {transport_reason(got)}; the next attempt looks it up first"),

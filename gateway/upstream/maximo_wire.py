@@ -113,13 +113,24 @@ def maximo_error(answer: bytes, content_type: str) -> str:
         doc = None
     err = doc.get("Error") if isinstance(doc, dict) else None
     if isinstance(err, dict):
-        code = str(err.get("reasonCode") or "")
-        message = str(err.get("message") or "")
-        said = message if code and message.startswith(code) else " - ".join(
-            p for p in (code, message) if p)
+        said = _said(err)
+        more = err.get("attrerrors")  # with `batcherror: 1`: every attribute error
+        if isinstance(more, list):
+            others = [_said(e["Error"]) for e in more
+                      if isinstance(e, dict) and isinstance(e.get("Error"), dict)]
+            others = [o for o in others if o and o != said]
+            if others:
+                said = f"{said} (also: {'; '.join(others)})"
         if said:
             return said[:MAX_REASON]
     return problem_text(answer, content_type)
+
+
+def _said(err: dict[str, Any]) -> str:
+    code = str(err.get("reasonCode") or "")
+    message = str(err.get("message") or "")
+    return message if code and message.startswith(code) else " - ".join(
+        p for p in (code, message) if p)
 
 
 def members(answer: bytes) -> list[dict[str, Any]] | None:

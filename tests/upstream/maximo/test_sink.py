@@ -121,6 +121,11 @@ async def test_a_domain_error_is_rejected_quoting_the_reason_code(
         assert "HTTP 400" in d.reason and "BMXAA4021E" in d.reason
         assert "REPORTEDPRIORITY" in d.reason
         assert sim.tickets == []
+        # every attribute error in one dead letter (batcherror: 1), not only the first
+        sink = make_sink(sim.url, asset_map={"pump-1": {"assetnum": "NOPE"}})
+        [d] = await sink.send([raise_record(priority=2)])
+        assert d.outcome is Outcome.REJECTED
+        assert "BMXAA4021E" in d.reason and "(also: BMXAA2661E - Asset NOPE" in d.reason
         # the site's domain is 1, 3, 5: map to it and it goes through
         sink = make_sink(sim.url, priority_map={1: 1, 2: 1, 3: 3, 4: 5},
                          asset_map={"pump-1": {"assetnum": "PUMP-1"}})
