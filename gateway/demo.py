@@ -45,7 +45,9 @@ def _mosquitto(workdir: Path) -> Iterator[int]:
     conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
     with open(workdir / "mosquitto.log", "wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        # Its own session: Ctrl-C reaches the demo (which stops in order), not the broker.
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         deadline = time.monotonic() + 10
         while socket.socket().connect_ex(("127.0.0.1", port)) != 0:
@@ -149,6 +151,7 @@ async def run_demo(duration_seconds: float, scenario_name: str) -> int:
             start = time.monotonic()
             last_print = -2.0
             with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
+                # Ctrl-C reaches the daemon's own SIGINT handler: it stops, and so do we.
                 while time.monotonic() - start < duration_seconds and not daemon_task.done():
                     elapsed = time.monotonic() - start
                     if elapsed - last_print >= 2.0:
@@ -157,12 +160,17 @@ async def run_demo(duration_seconds: float, scenario_name: str) -> int:
                                 f" mm/s, temperature {v[('pump-1', 'temperature')] or 0:.1f} °C")
                         last_print = elapsed
                     await anext(narrator)
-            # Let deliveries that are already in flight land before we stop.
-            for _ in range(25):
-                await anext(narrator)
+            interrupted = daemon_task.done()
             pub_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await pub_task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # the plant stopped early; say so, still stop in order
+                say(t0, f"publisher stopped: {exc}")
+            if not interrupted:  # let deliveries already in flight land before we stop
+                for _ in range(25):
+                    await anext(narrator)
             daemon.request_stop()
             await asyncio.wait_for(daemon_task, 30)
             await narrator.aclose()
