@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
+from gateway.upstream.lanes import send_in_asset_lanes
 from gateway.upstream.maximo_config import (
     ClearAction,
     MaximoApiKeyAuth,
@@ -107,31 +108,7 @@ class MaximoSink:
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         """One Delivery per record. Per asset in order; after a RETRY, later records of that
         asset in this batch wait too (a clear never overtakes its raise)."""
-        lanes: dict[str, list[OutboxRecord]] = {}
-        for rec in batch:
-            lanes.setdefault(rec.message.asset, []).append(rec)
-        out: dict[int, Delivery] = {}
-        limit = asyncio.Semaphore(self._cfg.concurrent_requests)
-
-        async def run_lane(records: list[OutboxRecord]) -> None:
-            held: Delivery | None = None
-            for rec in records:
-                if held is not None:
-                    out[rec.id] = Delivery(rec.id, Outcome.RETRY, reason=(
-                        f"held: earlier record {held.record_id} of asset "
-                        f"{rec.message.asset!r} is to be retried"),
-                        retry_after_seconds=held.retry_after_seconds)
-                    continue
-                async with limit:
-                    d = await self.send_one(rec)
-                out[rec.id] = d
-                if d.outcome is Outcome.RETRY:
-                    held = d
-
-        async with asyncio.TaskGroup() as tg:
-            for records in lanes.values():
-                tg.create_task(run_lane(records))
-        return [out[rec.id] for rec in batch]
+        return await send_in_asset_lanes(batch, self.send_one, self._cfg.concurrent_requests)
 
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         try:
