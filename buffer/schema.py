@@ -70,7 +70,13 @@ _V2 = (
     "CREATE INDEX outbox_delivered ON outbox(settled_at) WHERE state = 1",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2)
+_V3 = (
+    # When a send of a pending record started, cleared when it is settled. Still set when the
+    # record is leased again means the process died mid-send: the upstream outcome is unknown.
+    "ALTER TABLE outbox ADD COLUMN sent_at REAL",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3)
 LATEST = len(MIGRATIONS)
 
 

@@ -33,7 +33,7 @@ WITH RECURSIVE assets(a) AS (
     FROM assets WHERE assets.a IS NOT NULL
 )
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
-       o.attempts, r.receipt
+       o.attempts, r.receipt, o.sent_at
 FROM heads JOIN outbox o ON o.id = heads.id
 LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
 WHERE o.next_attempt_at <= :now
@@ -50,4 +50,5 @@ def leased_record(r: Sequence[Any]) -> OutboxRecord:
             body=msgpack.unpackb(r[8]), created_at=r[7], message_class=MessageClass(r[6])),
         attempts=r[9],
         upstream_ref=r[10],
+        unsettled_send_at=r[11],
     )

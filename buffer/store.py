@@ -205,6 +205,20 @@ class OutboxStore:
             rows = await self._read(LEASE, {"sink": sink, "now": now, "limit": limit})
         return [leased_record(r) for r in rows]
 
+    async def mark_sent(self, ids: Sequence[int], now: float) -> None:
+        """Record, durably, that a send of these records starts now (cleared by `settle`).
+
+        After a crash mid-send the next lease shows `unsettled_send_at`, so a sink whose API
+        has no idempotency key knows the outcome upstream is unknown and can wait before it
+        looks the record up, instead of creating it a second time.
+        """
+        if not ids:
+            return
+        async with self._lock, self._write():
+            await self._db.executemany(
+                "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0",
+                [(now, rid) for rid in ids])
+
     async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Apply sink outcomes. Unknown or already settled record ids are ignored."""
         first: dict[int, Delivery] = {}
@@ -235,18 +249,18 @@ class OutboxStore:
                                  else max(0.0, d.retry_after_seconds))
                         retry.append((now + delay, d.reason, rid))
                 await self._db.executemany(
-                    "UPDATE outbox SET state = 1, settled_at = ?,"
+                    "UPDATE outbox SET state = 1, settled_at = ?, sent_at = NULL,"
                     " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?", ok)
                 # first receipt wins: the raise's id is what later messages must refer to
                 await self._db.executemany(
                     "INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
                     " VALUES (?, ?, ?, ?)", receipts)
                 await self._db.executemany(
-                    "UPDATE outbox SET state = 2, settled_at = ?, last_error = ?,"
+                    "UPDATE outbox SET state = 2, settled_at = ?, last_error = ?, sent_at = NULL,"
                     " attempts = attempts + 1 WHERE id = ?", dead)
                 await self._db.executemany(
                     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " last_error = ? WHERE id = ?", retry)
+                    " last_error = ?, sent_at = NULL WHERE id = ?", retry)
                 pruned = await self._maybe_prune(now)
             self._used -= freed + pruned
 

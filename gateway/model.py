@@ -166,12 +166,17 @@ class OutboxMessage:
 
 @dataclass(frozen=True, slots=True)
 class OutboxRecord:
-    """A leased message. `upstream_ref` is the receipt the raise of the same episode got."""
+    """A leased message. `upstream_ref` is the receipt the raise of the same episode got.
+
+    `unsettled_send_at` is set when an earlier send started at that time and never settled
+    (the process died mid-send): whether the upstream acted on it is unknown.
+    """
 
     id: int
     message: OutboxMessage
     attempts: int
     upstream_ref: str | None = None
+    unsettled_send_at: float | None = None
 
 
 class Outcome(enum.StrEnum):

@@ -105,6 +105,7 @@ class Forwarder:
         if not records:
             await self._idle()
             return
+        await self._outbox.mark_sent([r.id for r in records], self._clock())
         deliveries = await self._send(records)
         settled = [
             d if d.outcome is not Outcome.RETRY else replace(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -48,7 +49,7 @@ from gateway.upstream.maximo_wire import (
     worklog_marker,
 )
 from gateway.upstream.rest import UpstreamCheckError, transport_reason
-from gateway.upstream.retry_policy import classify_status
+from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
 
 __all__ = [  # the config lives beside the sink; importable from here as well
     "ClearAction", "MaximoApiKeyAuth", "MaximoAssetRef", "MaximoAuth", "MaximoMaxauthAuth",
@@ -121,6 +122,9 @@ class MaximoSink:
         return Delivery(rec.id, Outcome.REJECTED, reason=f"unsupported kind {rec.message.kind}")
 
     async def _raise(self, rec: OutboxRecord) -> Delivery:
+        held = wait_for_interrupted_send(rec, self._cfg.unclear_retry_after_seconds, time.time())
+        if held is not None:
+            return held
         body = rec.message.body
         key = dedup_key_of(body)
         target = self._target(str(body.get("asset", "")))

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-from gateway.model import Outcome
+from gateway.model import Delivery, OutboxRecord, Outcome
 
 # Statuses a retry may cure (draft-ietf-httpapi-idempotency-key-header, RFC 9110): timeouts,
 # an in-flight duplicate (409), too early, rate limited, upstream/gateway trouble.
@@ -59,3 +59,18 @@ def classify_status(status: int, problem: str = "", retry_after: str | None = No
     # 501, 505..599 and anything outside the known classes: most likely transient upstream
     # trouble; retrying keeps the record, the breaker stops us hammering.
     return Verdict(Outcome.RETRY, said, parse_retry_after(retry_after, now))
+
+
+def wait_for_interrupted_send(rec: OutboxRecord, window_seconds: float,
+                              now: float) -> Delivery | None:
+    """For APIs without idempotency keys: a record whose earlier send never settled (the
+    gateway died mid-send) may still be committing upstream. Looking it up too early could
+    miss it and create it twice, so wait until `window_seconds` after that send."""
+    if rec.unsettled_send_at is None:
+        return None
+    left = rec.unsettled_send_at + window_seconds - now
+    if left <= 0:
+        return None
+    return Delivery(rec.id, Outcome.RETRY, retry_after_seconds=left, reason=(
+        f"a send {now - rec.unsettled_send_at:.0f} s ago was interrupted by a restart; looking "
+        f"it up in {left:.0f} s so that a late commit upstream is found, not duplicated"))

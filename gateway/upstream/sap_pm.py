@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -23,7 +24,7 @@ import aiohttp
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.upstream.lanes import send_in_asset_lanes
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
-from gateway.upstream.retry_policy import classify_status
+from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
 from gateway.upstream.sap_odata import (
     Answer,
     CsrfUnavailable,
@@ -121,6 +122,9 @@ class SapPmSink:
         payload = self.notification(body)
         if isinstance(payload, str):
             return Delivery(rec.id, Outcome.REJECTED, reason=payload)
+        held = wait_for_interrupted_send(rec, self._cfg.unclear_retry_after_seconds, time.time())
+        if held is not None:
+            return held
         async with self._single_flight(key):
             found = await self._lookup(rec.id, key)
             if found is not None:

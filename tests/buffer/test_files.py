@@ -145,6 +145,8 @@ async def test_migrates_from_every_earlier_version(db_path: Path, version: int) 
         rows = await store._db.execute_fetchall(
             "SELECT name FROM sqlite_master WHERE name = 'outbox_delivered'")
         assert len(list(rows)) == 1
+        cols = await store._db.execute_fetchall("SELECT name FROM pragma_table_info('outbox')")
+        assert "sent_at" in {c[0] for c in cols}  # version 3
         recs = await store.lease("cmms", 10, 10.0)
         if version >= 1:
             assert [(r.message.key, r.message.body) for r in recs] == [("old", {"a": True})]

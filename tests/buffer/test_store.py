@@ -264,3 +264,20 @@ async def test_data_survives_reopen(db_path: Path) -> None:
         assert [r.message.key for r in await store.lease("cmms", 10, 0.0)] == ["b"]
         assert [r.message.key for r in await store.lease("cmms", 10, 5.0)] == ["a", "b"]
         assert (await store.stats(0.0)).bytes == used
+
+
+async def test_a_send_that_never_settled_shows_after_reopening(tmp_path: Path) -> None:
+    """mark_sent survives a crash; settle clears it; a fresh record has none."""
+    path = tmp_path / "o.sqlite"
+    store = await OutboxStore.open(path)
+    await store.commit([], [message("a", asset="p1"), message("b", asset="p2")])
+    [ra, rb] = await store.lease("cmms", 10, 100.0)
+    assert ra.unsettled_send_at is None
+    await store.mark_sent([ra.id, rb.id], 100.0)
+    await store.settle([Delivery(rb.id, Outcome.RETRY, reason="503", retry_after_seconds=0)],
+                       100.5)
+    await store.close()  # a crash: ra was sent and never settled
+    async with await OutboxStore.open(path) as again:
+        got = {r.message.key: r for r in await again.lease("cmms", 10, 200.0)}
+        assert got["a"].unsettled_send_at == 100.0
+        assert got["b"].unsettled_send_at is None  # settled as RETRY: its outcome is known

@@ -77,8 +77,20 @@ value_path = "value"
 timestamp_path = "ts"
 """
 
+    def rest_upstream(self) -> str:
+        return f"""
+[[upstreams]]
+type = "rest"
+name = "cmms"
+base_url = "{self.sim.url}"
+auth = {{ kind = "bearer", token = {{ value = "{API_KEY}" }} }}
+connect_timeout_seconds = 1
+total_timeout_seconds = 2
+"""
+
     def write_config(self, rules: str, *, extra: str = "", forwarding: str = "",
-                     http_port: int = 0, source: str | None = None) -> Path:
+                     http_port: int = 0, source: str | None = None,
+                     upstream: str | None = None) -> Path:
         (self.tmp / "rules.d").mkdir(exist_ok=True)
         (self.tmp / "rules.d" / "rules.toml").write_text(rules)
         path = self.tmp / "plantbridge.toml"
@@ -101,14 +113,7 @@ breaker_failures = 1000
 idle_poll_seconds = 0.1
 {forwarding}
 {self.mqtt_source() if source is None else source}
-
-[[upstreams]]
-type = "rest"
-name = "cmms"
-base_url = "{self.sim.url}"
-auth = {{ kind = "bearer", token = {{ value = "{API_KEY}" }} }}
-connect_timeout_seconds = 1
-total_timeout_seconds = 2
+{self.rest_upstream() if upstream is None else upstream}
 {extra}
 """)
         return path
