@@ -1,6 +1,7 @@
 """Run a long series of crash trials and print what they found.
 
     .venv/bin/python -m tests.chaos.run_trials --trials 300 [--assets 8] [--seed N]
+        [--upstream rest|sap_pm|maximo]
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ def main() -> int:
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--assets", type=int, default=8)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--upstream", choices=["rest", "sap_pm", "maximo"], default="rest")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="plantbridge-chaos-") as tmp:
-        report = asyncio.run(run_crash_trials(Path(tmp), args.trials, args.assets, args.seed))
+        report = asyncio.run(run_crash_trials(Path(tmp), args.trials, args.assets, args.seed,
+                                                  upstream=args.upstream))
     print(report.summary())
     for label, items in (("duplicated", report.duplicates), ("missing", report.missing),
                          ("out of order", report.order_violations)):

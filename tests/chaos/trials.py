@@ -16,8 +16,11 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from simulators.cmms import CmmsSimulator
+from simulators.maximo import MaximoSimulator
+from simulators.sap_pm import SapPmSimulator
 from tests.e2e.stack import API_KEY, Stack, vibration_rule
 from tests.harness import free_port, running_mosquitto, wait_for
 
@@ -28,6 +31,7 @@ STEP_SECONDS = 0.05
 
 @dataclass
 class TrialReport:
+    upstream: str = "rest"
     trials: int = 0
     kills: int = 0
     episodes_published: int = 0
@@ -44,11 +48,122 @@ class TrialReport:
 
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
-        return (f"{verdict}: {self.trials} trials, {self.kills} SIGKILLs, "
+        return (f"{verdict} ({self.upstream}): {self.trials} trials, {self.kills} SIGKILLs, "
                 f"{self.episodes_published} episodes published, {self.requests} requests and "
                 f"{self.clears} clears upstream, {len(self.duplicates)} duplicated, "
                 f"{len(self.missing)} missing, {len(self.order_violations)} out of order, "
                 f"{self.seconds:.0f} s")
+
+
+@dataclass
+class Created:
+    """One request as the upstream holds it, whatever its API."""
+
+    asset: str
+    ref: str  # the external reference (dedup key) it was created with
+    closed: bool
+
+
+class Upstream:
+    """The upstream under trial: its simulator, its config, and what it holds."""
+
+    kind = "rest"
+
+    def __init__(self, assets: list[str]) -> None:
+        self.assets = assets
+        self.sim: Any = None
+
+    async def start(self) -> None:
+        self.sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
+        await self.sim.start()
+        self.sim.faults.set("slow", delay_seconds=0.03)  # keep deliveries in flight
+
+    def quiet(self) -> None:
+        self.sim.faults.clear()
+
+    def config(self) -> str | None:
+        return None  # the stack's default REST upstream
+
+    def created(self) -> list[Created]:
+        closed = {u["request_id"] for u in self.sim.status_updates}
+        return [Created(r["body"]["asset"], r["external_ref"], r["id"] in closed)
+                for r in self.sim.requests]
+
+    def clears(self) -> int:
+        return len(self.sim.status_updates)
+
+
+class SapUpstream(Upstream):
+    kind = "sap_pm"
+
+    async def start(self) -> None:
+        self.sim = SapPmSimulator(port=0, equipment=[_equipment(i) for i in
+                                                     range(len(self.assets))])
+        await self.sim.start()
+        self.sim.faults.set("slow", delay_seconds=0.03)
+
+    def config(self) -> str:
+        assets = "".join(f'\n[upstreams.asset_map.{a}]\ntechnical_object = "{_equipment(i)}"\n'
+                         for i, a in enumerate(self.assets))
+        return f"""
+[[upstreams]]
+type = "sap_pm"
+name = "sap"
+sap_client = "100"
+base_url = "{self.sim.url}"
+auth = {{ kind = "basic", user = "PB_COMM", password = {{ value = "secret" }} }}
+total_timeout_seconds = 5
+unclear_retry_after_seconds = 1
+{assets}"""
+
+    def created(self) -> list[Created]:
+        by_equipment = {_equipment(i): a for i, a in enumerate(self.assets)}
+        return [Created(by_equipment[n["TechnicalObjectLabel"]],
+                        n["MaintNotifExtReferenceNumber"], n["NotifProcessingPhase"] == "4")
+                for n in self.sim.notifications]
+
+    def clears(self) -> int:
+        return sum(1 for c in self.created() if c.closed)
+
+
+class MaximoUpstream(Upstream):
+    kind = "maximo"
+
+    async def start(self) -> None:
+        self.sim = MaximoSimulator(port=0, api_key="k",
+                                   assets={a.upper(): "BEDFORD" for a in self.assets})
+        await self.sim.start()
+        self.sim.faults.set("slow", delay_seconds=0.03)
+
+    def config(self) -> str:
+        assets = "".join(f'"{a}" = {{ assetnum = "{a.upper()}" }}\n' for a in self.assets)
+        return f"""
+[[upstreams]]
+type = "maximo"
+name = "maximo"
+base_url = "{self.sim.url}"
+auth = {{ kind = "api_key", key = {{ value = "k" }} }}
+siteid = "BEDFORD"
+total_timeout_seconds = 5
+unclear_retry_after_seconds = 1
+[upstreams.asset_map]
+{assets}"""
+
+    def created(self) -> list[Created]:
+        by_num = {a.upper(): a for a in self.assets}
+        return [Created(by_num[t["assetnum"]], t["externalrecid"], t["status"] == "RESOLVED")
+                for t in self.sim.tickets]
+
+    def clears(self) -> int:
+        return sum(1 for c in self.created() if c.closed)
+
+
+UPSTREAMS: dict[str, type[Upstream]] = {u.kind: u for u in (Upstream, SapUpstream,
+                                                             MaximoUpstream)}
+
+
+def _equipment(i: int) -> str:
+    return str(4710 + i)
 
 
 class _Plant:
@@ -95,20 +210,21 @@ class _Plant:
 
 
 async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: int | None = None,
-                           max_uptime_seconds: float = 1.5) -> TrialReport:
+                           max_uptime_seconds: float = 1.5, upstream: str = "rest") -> TrialReport:
     rng = random.Random(seed)
-    report = TrialReport()
+    report = TrialReport(upstream=upstream)
     started = time.monotonic()
     names = [f"asset-{i:02d}" for i in range(assets)]
+    up = UPSTREAMS[upstream](names)
     with running_mosquitto(workdir) as broker:
-        sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-        await sim.start()
-        stack = Stack(workdir, broker, sim)
+        await up.start()
+        unused = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
+        stack = Stack(workdir, broker, up.sim if upstream == "rest" else unused)
         port = free_port()
         try:
             stack.write_config(vibration_rule(on_delay=0.2, off_delay=0.2).replace(
-                'asset_pattern = "pump-*"', 'asset_pattern = "asset-*"'), http_port=port)
-            sim.faults.set("slow", delay_seconds=0.03)  # keep deliveries in flight
+                'asset_pattern = "pump-*"', 'asset_pattern = "asset-*"'), http_port=port,
+                upstream=up.config())
             stack.spawn_daemon()
             await stack.wait_subprocess_up(port)
             plant = _Plant(stack, names, rng)
@@ -121,7 +237,7 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                 await stack.wait_subprocess_up(port)
                 report.trials += 1
             await plant.finish(plant_task)
-            sim.faults.clear()
+            up.quiet()
 
             async def drained() -> bool:
                 st = await stack.subprocess_status(port)
@@ -133,7 +249,8 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                         and not st["open_episodes"])
 
             await wait_for(drained, 60, "every episode closed and delivered")
-            _collect(report, plant, sim)
+            await wait_for(lambda: up.sim.active_requests == 0, 30, "the upstream idle")
+            _collect(report, plant, up)
             assert stack.proc is not None
             stack.proc.send_signal(signal.SIGTERM)
             await asyncio.to_thread(stack.proc.wait, 30)
@@ -141,33 +258,33 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
             stack.close()
             if stack.proc is not None and stack.proc.poll() is None:
                 stack.power_cut()
-            await sim.stop()
+            await up.sim.stop()
     report.seconds = time.monotonic() - started
     return report
 
 
-def _collect(report: TrialReport, plant: _Plant, sim: CmmsSimulator) -> None:
+def _collect(report: TrialReport, plant: _Plant, up: Upstream) -> None:
+    created = up.created()
     report.episodes_published = sum(plant.episodes.values())
-    report.requests = len(sim.requests)
-    report.clears = len(sim.status_updates)
+    report.requests = len(created)
+    report.clears = up.clears()
     seen: set[str] = set()
-    for r in sim.requests:
-        if r["external_ref"] in seen:
-            report.duplicates.append(r["external_ref"])
-        seen.add(r["external_ref"])
-    updates: dict[str, list[dict[str, object]]] = {}
-    for u in sim.status_updates:
-        updates.setdefault(u["request_id"], []).append(u)
-    for r in sim.requests:
-        got = updates.get(r["id"], [])
-        if len(got) > 1:
-            report.duplicates.append(f"clear of {r['id']}")
-        elif not got:
-            report.missing.append(f"clear of {r['id']}")
-        elif str(got[0]["created_at"]) < r["created_at"]:
-            report.order_violations.append(r["id"])
+    for c in created:
+        if c.ref in seen:
+            report.duplicates.append(c.ref)
+        seen.add(c.ref)
+        if not c.closed:
+            report.missing.append(f"clear of {c.ref} ({c.asset})")
+    if up.kind == "rest":  # the REST simulator records each clear: check none came twice
+        per: dict[str, int] = {}
+        for u in up.sim.status_updates:
+            per[u["request_id"]] = per.get(u["request_id"], 0) + 1
+        report.duplicates += [f"clear of {r}" for r, n in per.items() if n > 1]
+        created_at = {r["id"]: r["created_at"] for r in up.sim.requests}
+        report.order_violations += [u["request_id"] for u in up.sim.status_updates
+                                    if u["created_at"] < created_at[u["request_id"]]]
     for asset in plant.assets:
-        n = sum(1 for r in sim.requests if r["body"]["asset"] == asset)
+        n = sum(1 for c in created if c.asset == asset)
         if n != plant.episodes[asset]:
             report.missing.append(f"{asset}: {plant.episodes[asset]} episodes published, "
                                   f"{n} requests upstream")
