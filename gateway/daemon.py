@@ -54,7 +54,7 @@ class Daemon:
                                              "rules": 0, "instances": 0}
         self.outbox_stats: dict[str, Any] = {}
         self.notices: list[str] = []
-        self._wake = asyncio.Event()
+        self._wakes: dict[str, asyncio.Event] = {}  # one per forwarder: new records to send
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -86,7 +86,7 @@ class Daemon:
             log.info("restored %d open episodes", len(episodes))
         self.reload_state |= _rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
-                                 cfg.gateway.site, self._wake.set,
+                                 cfg.gateway.site, self._wake_forwarders,
                                  tick_seconds=cfg.rules.tick_seconds)
         self.pipeline.listeners.append(self._remember)
 
@@ -134,13 +134,19 @@ class Daemon:
     def _start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
         assert self._tg is not None and self.outbox is not None
         sink = cfg.build()
-        fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wake)
+        self._wakes[cfg.name] = asyncio.Event()
+        fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wakes[cfg.name])
         self.sinks.append(sink)
         self.forwarders.append(fwd)
         self._forward_tasks[cfg.name] = self._tg.create_task(fwd.run(), name=f"forward:{cfg.name}")
 
+    def _wake_forwarders(self) -> None:
+        for wake in self._wakes.values():
+            wake.set()
+
     async def _stop_upstream(self, name: str) -> None:
         await _cancel([self._forward_tasks.pop(name)])
+        self._wakes.pop(name, None)
         for sink in [s for s in self.sinks if s.name == name]:
             with contextlib.suppress(Exception):
                 await sink.aclose()
@@ -181,15 +187,11 @@ class Daemon:
         await self.pipeline.drain(5.0)
 
     async def _drain_forwarders(self) -> None:
-        """Give in-flight deliveries a grace period; what is left stays queued for next start."""
-        assert self.outbox is not None
-        deadline = time.monotonic() + self.cfg.forwarding.shutdown_grace_seconds
-        while time.monotonic() < deadline:
-            stats = await self.outbox.stats(time.time())
-            due = sum(stats.pending.values()) if stats.pending else 0
-            if not due or all(f.stats.breaker != "closed" for f in self.forwarders):
-                return
-            await asyncio.sleep(0.05)
+        """Let batches already sent be settled, within the grace period; the rest stays queued
+        (a cut send is sent again at the next start, under the same idempotency key)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(f.idle.wait() for f in self.forwarders)),
+                                   self.cfg.forwarding.shutdown_grace_seconds)
 
     def request_stop(self) -> None:
         self.stop_event.set()

@@ -83,6 +83,8 @@ class Forwarder:
         self._breaker = Backoff(cfg.retry_initial_seconds, cfg.retry_max_seconds)
         self._failed_rounds = 0
         self.stats = ForwarderStats()
+        self.idle = asyncio.Event()  # clear while a batch is between send and settle
+        self.idle.set()
 
     async def run(self) -> None:
         """Deliver until cancelled. A storage fault pauses delivery; it never ends it."""
@@ -105,15 +107,19 @@ class Forwarder:
         if not records:
             await self._idle()
             return
-        await self._outbox.mark_sent([r.id for r in records], self._clock())
-        deliveries = await self._send(records)
-        settled = [
-            d if d.outcome is not Outcome.RETRY else replace(
-                d, retry_after_seconds=retry_delay(
-                    rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
-            for rec, d in zip(records, deliveries, strict=True)
-        ]
-        await self._outbox.settle(settled, self._clock())
+        self.idle.clear()
+        try:
+            await self._outbox.mark_sent([r.id for r in records], self._clock())
+            deliveries = await self._send(records)
+            settled = [
+                d if d.outcome is not Outcome.RETRY else replace(
+                    d, retry_after_seconds=retry_delay(
+                        rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
+                for rec, d in zip(records, deliveries, strict=True)
+            ]
+            await self._outbox.settle(settled, self._clock())
+        finally:
+            self.idle.set()
         await self._account(settled)
 
     async def _idle(self) -> None:
