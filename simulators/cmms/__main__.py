@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from pathlib import Path
 
 from simulators.cmms.server import CmmsSimulator
+from simulators.httpsim import argument_parser, serve_until_signalled
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulators.cmms", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p = argument_parser("python -m simulators.cmms", __doc__)
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--idempotency-mode", choices=["ietf", "stripe"], default="ietf")
     p.add_argument("--key-ttl-seconds", type=float, default=86400.0)
@@ -30,16 +28,7 @@ async def serve(args: argparse.Namespace) -> None:
                         args.key_ttl_seconds, state_file=args.state_file,
                         rate_limit_per_second=args.rate_limit_per_second,
                         rate_limit_burst=args.rate_limit_burst)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await sim.start()
-    try:
-        print(f"listening on {sim.url}", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_until_signalled(sim, lambda: f"listening on {sim.url}")
 
 
 def main(argv: list[str] | None = None) -> None:

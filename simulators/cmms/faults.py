@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+
+from simulators import httpsim
 
 
 class FaultMode(enum.StrEnum):
@@ -18,81 +19,25 @@ class FaultMode(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Fault:
+class Fault(httpsim.Fault):
     """The fault one request meets."""
 
-    mode: FaultMode
-    delay_seconds: float = 1.0
-    status: int = 503
-    retry_after: str | None = "1"
 
-
-class Faults:
+class Faults(httpsim.FaultSwitch[Fault]):
     """`set(mode, count=None, ...)` arms a fault for the next `count` API requests (None: until
     `clear()`). `drop_after_commit` counts only POSTs, the requests that commit something."""
 
     def __init__(self) -> None:
-        self._fault = Fault(FaultMode.NONE)
-        self._remaining: int | None = None
+        super().__init__(Fault(FaultMode.NONE))
 
     def set(self, mode: str | FaultMode, count: int | None = None, *, delay_seconds: float = 1.0,
             status: int = 503, retry_after: float | int | str | None = 1) -> None:
-        mode = FaultMode(mode)
-        if count is not None and count < 0:
-            raise ValueError("count must be >= 0")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status {status} is not an HTTP status")
-        if delay_seconds < 0:
-            raise ValueError("delay_seconds must be >= 0")
-        ra = None if retry_after is None else (
-            retry_after if isinstance(retry_after, str) else f"{retry_after:g}")
-        self._fault = Fault(mode, delay_seconds, status, ra)
-        self._remaining = count
-
-    def clear(self) -> None:
-        self.set(FaultMode.NONE)
-
-    def set_from_json(self, spec: dict[str, Any]) -> None:
-        """The `POST /_sim/faults` body: {"mode": ..., "count": N, "delay_seconds": ...}."""
-        allowed = {"mode", "count", "delay_seconds", "status", "retry_after"}
-        unknown = set(spec) - allowed
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        if "mode" not in spec:
-            raise ValueError("mode is required")
-        self.set(spec["mode"], spec.get("count"),
-                 delay_seconds=float(spec.get("delay_seconds", 1.0)),
-                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1))
-
-    @property
-    def mode(self) -> FaultMode:
-        return self._fault.mode
-
-    @property
-    def remaining(self) -> int | None:
-        return self._remaining
+        self._arm(Fault(FaultMode(mode), delay_seconds, status,
+                        httpsim.retry_after_header(retry_after)), count)
 
     def take(self, method: str) -> Fault | None:
         """The fault for one incoming API request, counting it down."""
-        fault = self._fault
-        if fault.mode is FaultMode.NONE:
-            return None
-        if fault.mode is FaultMode.DROP_AFTER_COMMIT and method != "POST":
-            return None
-        if self._remaining is not None:
-            if self._remaining <= 0:
-                self.clear()
-                return None
-            self._remaining -= 1
-            if self._remaining == 0:
-                self.clear()
-        return fault
-
-    def as_json(self) -> dict[str, Any]:
-        f = self._fault
-        return {"mode": str(f.mode), "remaining": self._remaining,
-                "delay_seconds": f.delay_seconds, "status": f.status,
-                "retry_after": f.retry_after}
+        return self._meet(lambda f: f.mode is not FaultMode.DROP_AFTER_COMMIT or method == "POST")
 
 
 class TokenBucket:

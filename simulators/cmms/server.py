@@ -12,8 +12,7 @@ import math
 import os
 import ssl
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -31,12 +30,10 @@ from simulators.cmms.idempotency import (
     fingerprint,
     parse_key,
 )
+from simulators.httpsim import Handler, HttpSimulator
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Action = Callable[[web.Request, str, bytes], StoredResponse]
 IdempotencyMode = Literal["ietf", "stripe"]
-NO_RESPONSE = 0  # status recorded in `received` for dropped and hung requests
-DROPPED = web.RequestKey("cmms_dropped", bool)
 FAULT = web.RequestKey("cmms_fault", Fault)
 PRINCIPAL = web.RequestKey("cmms_principal", str)
 
@@ -48,7 +45,7 @@ def _to_web(stored: StoredResponse, replayed: bool = False) -> web.Response:
     return web.Response(status=stored.status, body=stored.body, headers=headers)
 
 
-class CmmsSimulator:
+class CmmsSimulator(HttpSimulator):
     """`await sim.start()`; `sim.url`; `sim.faults.set("rate_429", count=2)`; `await sim.stop()`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
@@ -58,110 +55,39 @@ class CmmsSimulator:
                  clock: Callable[[], float] = time.monotonic) -> None:
         if idempotency_mode not in ("ietf", "stripe"):
             raise ValueError("idempotency_mode is 'ietf' or 'stripe'")
-        self.host = host
-        self._port = port
+        super().__init__(host, port, ssl_context)
         self.api_key = api_key
         self.idempotency_mode: IdempotencyMode = idempotency_mode
         self.state_file = state_file
-        self._ssl = ssl_context
-        self.faults = Faults()
+        self.faults: Faults = Faults()
         self._bucket = (None if rate_limit_per_second is None
                         else TokenBucket(rate_limit_per_second, rate_limit_burst, clock))
         self.requests: list[dict[str, Any]] = []
         self.status_updates: list[dict[str, Any]] = []
-        self.received: Counter[tuple[str, str, int]] = Counter()
-        self.active_requests = 0  # API requests being handled right now (hung ones included)
         self.idempotency = IdempotencyStore(key_ttl_seconds, clock)
-        self._runner: web.AppRunner | None = None
-        self._release = asyncio.Event()  # set when going down: hung requests give up
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self._ssl else 'http'}://{self.host}:{self._port}"
-
-    @property
-    def listening(self) -> bool:
-        return self._runner is not None
 
     async def start(self) -> None:
         if self.state_file is not None and self.state_file.exists():
             self._load(self.state_file)
         await self.come_up()
 
-    async def come_up(self) -> None:
-        if self._runner is not None:
-            return
-        self._release = asyncio.Event()
-        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
-
-    async def go_down(self) -> None:
-        """Stop listening (connections are refused); data and port are kept for `come_up()`."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            self._release.set()
-            await runner.cleanup()
-
-    async def stop(self) -> None:
-        await self.go_down()
-
-    async def __aenter__(self) -> CmmsSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
     # --- app -----------------------------------------------------------------------------
 
-    def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._front])
+    def _add_routes(self, app: web.Application) -> None:
         r = api.REQUESTS_PATH
         app.router.add_post(r, self._create_request)
         app.router.add_get(r, self._list_requests)
         app.router.add_get(r + "/{id}", self._get_request)
         app.router.add_post(r + "/{id}/status-updates", self._create_update)
         app.router.add_get("/api/v1/health", self._health)
-        app.router.add_get("/_sim/state", self._sim_state)
-        app.router.add_get("/_sim/faults", self._sim_get_faults)
-        app.router.add_post("/_sim/faults", self._sim_set_faults)
-        return app
 
-    @web.middleware
-    async def _front(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """What sits in front of the API: faults, authentication and request counting."""
-        if request.path.startswith("/_sim/"):
-            return await handler(request)
+    def _counter_key(self, request: web.Request) -> tuple[str, str]:
         info = request.match_info
-        template = info.route.resource.canonical if info.route.resource else request.path
-        status = NO_RESPONSE
-        self.active_requests += 1
-        try:
-            resp = await self._guarded(request, handler)
-            status = NO_RESPONSE if request.get(DROPPED) else resp.status
-            return resp
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.active_requests -= 1
-            self.received[(request.method, template, status)] += 1
+        return request.method, info.route.resource.canonical if info.route.resource \
+            else request.path
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What sits in front of the API: faults, rate limit and authentication."""
         fault = self.faults.take(request.method)
         if fault is not None:
             early = await self._early_fault(request, fault)
@@ -185,8 +111,8 @@ class CmmsSimulator:
 
     async def _early_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         if fault.mode is FaultMode.HANG:
-            await self._release.wait()
-            return self._drop(request)
+            await self.until_going_down()
+            return self.drop(request)
         if fault.mode is FaultMode.ERROR_5XX:
             return _to_web(api.problem(fault.status, "injected", "Injected failure",
                                        f"simulated HTTP {fault.status}"))
@@ -199,13 +125,6 @@ class CmmsSimulator:
         if fault.mode is FaultMode.SLOW and request.method != "POST":
             await asyncio.sleep(fault.delay_seconds)
         return None
-
-    def _drop(self, request: web.Request) -> web.Response:
-        """Close the connection without an answer."""
-        request[DROPPED] = True
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=204)  # never reaches the client
 
     def _principal(self, request: web.Request) -> str | None:
         auth = request.headers.get("Authorization", "")
@@ -249,7 +168,7 @@ class CmmsSimulator:
             self.idempotency.complete(scope, stored)
         self._save()
         if fault is not None and fault.mode is FaultMode.DROP_AFTER_COMMIT:
-            return self._drop(request)
+            return self.drop(request)
         return _to_web(stored)
 
     def _mismatch(self) -> StoredResponse:
@@ -328,27 +247,13 @@ class CmmsSimulator:
         return {
             "requests": self.requests,
             "status_updates": self.status_updates,
-            "counters": [{"method": m, "path": p, "status": s, "count": n}
-                         for (m, p, s), n in sorted(self.received.items())],
+            "counters": self.counters("path"),
             "faults": self.faults.as_json(),
             "idempotency_keys": len(self.idempotency),
         }
 
-    async def _sim_state(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.state(), dumps=lambda o: orjson.dumps(o).decode())
-
-    async def _sim_get_faults(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response(self.faults.as_json())
-
-    async def _sim_set_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            spec = orjson.loads(await request.read())
-            if not isinstance(spec, dict):
-                raise ValueError("the body must be a JSON object")
-            self.faults.set_from_json(spec)
-        except (ValueError, TypeError) as exc:
-            return _to_web(api.problem(400, "bad-fault", "Bad fault", str(exc)))
-        return web.json_response(self.faults.as_json())
+    def _bad_fault(self, message: str) -> web.Response:
+        return _to_web(api.problem(400, "bad-fault", "Bad fault", message))
 
     # --- persistence ---------------------------------------------------------------------
 

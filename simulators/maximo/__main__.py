@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
+from simulators.httpsim import argument_parser, serve_until_signalled
 from simulators.maximo.server import DEMO_ASSETS, MaximoSimulator
 
 
@@ -24,9 +24,7 @@ def _domain(text: str) -> tuple[int, ...]:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulators.maximo", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p = argument_parser("python -m simulators.maximo", __doc__)
     p.add_argument("--api-key", default="test-key")
     p.add_argument("--api-root", default="/maximo/api", help='7.6 style: "/maximo/oslc"')
     p.add_argument("--asset", type=_asset, action="append", default=None,
@@ -42,16 +40,7 @@ async def serve(args: argparse.Namespace) -> None:
     assets = None if args.any_asset else dict(args.asset) if args.asset else DEMO_ASSETS
     sim = MaximoSimulator(args.host, args.port, args.api_key, assets, args.priority_domain,
                           api_root=args.api_root)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await sim.start()
-    try:
-        print(f"listening on {sim.url}{sim.api_root}/os/mxapisr", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_until_signalled(sim, lambda: f"listening on {sim.url}{sim.api_root}/os/mxapisr")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+from simulators import httpsim
+
 
 class FaultMode(enum.StrEnum):
     NONE = "none"
@@ -17,82 +19,33 @@ class FaultMode(enum.StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Fault:
-    mode: FaultMode
-    delay_seconds: float = 1.0
-    status: int = 503
-    retry_after: str | None = "1"
+class Fault(httpsim.Fault):
+    """The fault one request meets."""
+
     writes_only: bool = False  # slow, error_5xx, rate_429: only POSTs meet it
 
+    def extra_json(self) -> dict[str, Any]:
+        return {"writes_only": self.writes_only}
 
-class Faults:
+
+class Faults(httpsim.FaultSwitch[Fault]):
     """`set(mode, count=None, ...)` arms a fault for the next `count` API requests (None: until
     `clear()`). Write-only faults count only the requests they apply to (POSTs that create or
     update; for conflict_412, updates of a member)."""
 
+    extra_fields = frozenset({"writes_only"})
+
     def __init__(self) -> None:
-        self._fault = Fault(FaultMode.NONE)
-        self._remaining: int | None = None
+        super().__init__(Fault(FaultMode.NONE))
 
     def set(self, mode: str | FaultMode, count: int | None = None, *, delay_seconds: float = 1.0,
             status: int = 503, retry_after: float | int | str | None = 1,
             writes_only: bool = False) -> None:
-        mode = FaultMode(mode)
-        if count is not None and count < 0:
-            raise ValueError("count must be >= 0")
-        if not 100 <= status <= 599:
-            raise ValueError(f"status {status} is not an HTTP status")
-        if delay_seconds < 0:
-            raise ValueError("delay_seconds must be >= 0")
-        ra = None if retry_after is None else (
-            retry_after if isinstance(retry_after, str) else f"{retry_after:g}")
-        self._fault = Fault(mode, delay_seconds, status, ra, writes_only)
-        self._remaining = count
-
-    def clear(self) -> None:
-        self.set(FaultMode.NONE)
-
-    @property
-    def mode(self) -> FaultMode:
-        return self._fault.mode
-
-    @property
-    def remaining(self) -> int | None:
-        return self._remaining
+        self._arm(Fault(FaultMode(mode), delay_seconds, status,
+                        httpsim.retry_after_header(retry_after), bool(writes_only)), count)
 
     def take(self, *, write: bool, member_write: bool = False) -> Fault | None:
         """The fault one API request meets, counting it down."""
-        fault = self._fault
-        if fault.mode is FaultMode.NONE:
-            return None
-        if (fault.mode is FaultMode.DROP_AFTER_COMMIT or fault.writes_only) and not write:
-            return None
-        if fault.mode is FaultMode.CONFLICT_412 and not member_write:
-            return None
-        if self._remaining is not None:
-            if self._remaining <= 0:
-                self.clear()
-                return None
-            self._remaining -= 1
-            if self._remaining == 0:
-                self.clear()
-        return fault
-
-    def set_from_json(self, spec: dict[str, Any]) -> None:
-        """The `POST /_sim/faults` body: {"mode": ..., "count": N, "delay_seconds": ...}."""
-        unknown = set(spec) - {"mode", "count", "delay_seconds", "status", "retry_after",
-                               "writes_only"}
-        if unknown:
-            raise ValueError(f"unknown fault fields: {sorted(unknown)}")
-        if "mode" not in spec:
-            raise ValueError("mode is required")
-        self.set(spec["mode"], spec.get("count"),
-                 delay_seconds=float(spec.get("delay_seconds", 1.0)),
-                 status=int(spec.get("status", 503)), retry_after=spec.get("retry_after", 1),
-                 writes_only=bool(spec.get("writes_only", False)))
-
-    def as_json(self) -> dict[str, Any]:
-        f = self._fault
-        return {"mode": str(f.mode), "remaining": self._remaining,
-                "delay_seconds": f.delay_seconds, "status": f.status,
-                "retry_after": f.retry_after, "writes_only": f.writes_only}
+        return self._meet(lambda f: (write or not (f.mode is FaultMode.DROP_AFTER_COMMIT
+                                                   or f.writes_only))
+                          and (member_write or f.mode is not FaultMode.CONFLICT_412))

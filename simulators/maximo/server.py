@@ -15,13 +15,14 @@ import asyncio
 import base64
 import binascii
 import ssl
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from simulators.httpsim import Handler, HttpSimulator
+from simulators.httpsim import json_response as _json
 from simulators.maximo import oslc
 from simulators.maximo.bulk import BulkRendering, run_bulk
 from simulators.maximo.faults import Fault, FaultMode, Faults
@@ -34,15 +35,12 @@ from simulators.maximo.tickets import (
     restid_of,
 )
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-NO_RESPONSE = 0  # status recorded in `received` for dropped requests
 DEMO_ASSETS: Mapping[str, str] = {"PUMP-1": "BEDFORD", "PUMP-2": "BEDFORD", "FAN-1": "BEDFORD"}
 OBJECT_STRUCTURES = ("mxapisr",)
-DROPPED = web.RequestKey("maximo_dropped", bool)
 FAULT = web.RequestKey("maximo_fault", Fault)
 
 
-class MaximoSimulator:
+class MaximoSimulator(HttpSimulator):
     """`await sim.start()`; `sim.url`; `sim.tickets`; `sim.faults.set("rate_429", count=2)`."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, api_key: str = "test-key",
@@ -56,115 +54,38 @@ class MaximoSimulator:
         password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
         address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
         instead of the request's own; behind a proxy that is often an internal name."""
-        self.host = host
-        self._port = port
+        super().__init__(host, port, ssl_context)
         self.api_key = api_key
         self.api_root = api_root.rstrip("/")
         self.maxauth_users = dict(maxauth_users or {})
         self.href_base = href_base.rstrip("/") if href_base else None
-        self._ssl = ssl_context
         self.store = SrStore(Domains(None if assets is None else dict(assets),
                                      frozenset(priority_domain)))
-        self.faults = Faults()
-        self.received: Counter[tuple[str, str, int]] = Counter()
-        self.active_requests = 0  # API requests being handled right now (slow ones included)
-        self._runner: web.AppRunner | None = None
-
-    # --- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self._ssl else 'http'}://{self.host}:{self._port}"
+        self.faults: Faults = Faults()
 
     @property
     def tickets(self) -> list[dict[str, Any]]:
         """Every SR created, oldest first (duplicates included: there is no dedup)."""
         return self.store.tickets
 
-    @property
-    def listening(self) -> bool:
-        return self._runner is not None
-
-    async def start(self) -> None:
-        await self.come_up()
-
-    async def come_up(self) -> None:
-        if self._runner is not None:
-            return
-        runner = web.AppRunner(self._make_app(), access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
-
-    async def go_down(self) -> None:
-        """Stop listening (connections are refused); data and port are kept for `come_up()`."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def stop(self) -> None:
-        await self.go_down()
-
-    async def __aenter__(self) -> MaximoSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
-
-    def count(self, method: str, route: str, status: int | None = None) -> int:
-        """Requests seen for `method` on `route` ("/os/mxapisr" or "/os/mxapisr/{id}")."""
-        return sum(n for (m, r, s), n in self.received.items()
-                   if m == method and r == route and (status is None or s == status))
-
     # --- app -----------------------------------------------------------------------------
 
-    def _make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._front])
+    def _add_routes(self, app: web.Application) -> None:
         coll = self.api_root + "/os/{os}"
         app.router.add_get(coll, self._query)
         app.router.add_post(coll, self._create)
         app.router.add_get(coll + "/{restid}", self._get_member)
         app.router.add_post(coll + "/{restid}", self._post_member)
-        app.router.add_get("/_sim/state", self._sim_state)
-        app.router.add_post("/_sim/faults", self._sim_set_faults)
-        return app
 
-    def _route(self, request: web.Request) -> str:
+    def _counter_key(self, request: web.Request) -> tuple[str, str]:
+        """The method as overridden; the route as "/os/mxapisr" or "/os/mxapisr/{id}"."""
         os_name = request.match_info.get("os", "?")
         member = "/{id}" if "restid" in request.match_info else ""
-        return f"/os/{os_name}{member}"
-
-    @web.middleware
-    async def _front(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """What sits in front of the API: faults, authentication and request counting."""
-        if request.path.startswith("/_sim/"):
-            return await handler(request)
-        method = request.headers.get("x-method-override", request.method).upper()
-        status = NO_RESPONSE
-        self.active_requests += 1
-        try:
-            resp = await self._guarded(request, handler)
-            status = NO_RESPONSE if request.get(DROPPED) else resp.status
-            return resp
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            self.active_requests -= 1
-            self.received[(method, self._route(request), status)] += 1
+        return (request.headers.get("x-method-override", request.method).upper(),
+                f"/os/{os_name}{member}")
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What sits in front of the API: faults and authentication."""
         write = request.method == "POST"
         fault = self.faults.take(write=write,
                                  member_write=write and "restid" in request.match_info)
@@ -219,10 +140,7 @@ class MaximoSimulator:
         fault = request.get(FAULT)
         if fault is None or fault.mode is not FaultMode.DROP_AFTER_COMMIT:
             return None
-        request[DROPPED] = True
-        if request.transport is not None:
-            request.transport.abort()
-        return web.Response(status=204)  # never reaches the client
+        return self.drop(request)
 
     # --- rendering -----------------------------------------------------------------------
 
@@ -365,22 +283,5 @@ class MaximoSimulator:
 
     def state(self) -> dict[str, Any]:
         return {"tickets": self.store.tickets, "faults": self.faults.as_json(),
-                "counters": [{"method": m, "route": r, "status": s, "count": n}
-                             for (m, r, s), n in sorted(self.received.items())]}
+                "counters": self.counters("route")}
 
-    async def _sim_state(self, request: web.Request) -> web.StreamResponse:
-        return _json(self.state())
-
-    async def _sim_set_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            spec = orjson.loads(await request.read())
-            if not isinstance(spec, dict):
-                raise ValueError("the body must be a JSON object")
-            self.faults.set_from_json(spec)
-        except (ValueError, TypeError) as exc:
-            return _json({"error": str(exc)}, 400)
-        return _json(self.faults.as_json())
-
-
-def _json(doc: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")

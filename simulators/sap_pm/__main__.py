@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 
+from simulators.httpsim import argument_parser, serve_until_signalled
 from simulators.sap_pm.server import SERVICE_PATH, SapPmSimulator
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m simulators.sap_pm", description=__doc__)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    p = argument_parser("python -m simulators.sap_pm", __doc__)
     p.add_argument("--user", default="PB_COMM")
     p.add_argument("--password", default="secret")
     p.add_argument("--sap-client", default="100")
@@ -38,16 +36,8 @@ async def serve(args: argparse.Namespace) -> None:
     sim = SapPmSimulator(args.host, args.port, args.user, args.password, args.sap_client,
                          _equipment(args.equipment), args.csrf_ttl_seconds,
                          require_if_match=args.require_if_match)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await sim.start()
-    try:
-        print(f"listening on {sim.url}{SERVICE_PATH} (sap-client {args.sap_client})", flush=True)
-        await stop.wait()
-    finally:
-        await sim.stop()
+    await serve_until_signalled(
+        sim, lambda: f"listening on {sim.url}{SERVICE_PATH} (sap-client {args.sap_client})")
 
 
 def main(argv: list[str] | None = None) -> None:

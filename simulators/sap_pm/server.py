@@ -16,7 +16,6 @@ import re
 import secrets
 import ssl
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from simulators.httpsim import HttpSimulator
 from simulators.sap_pm.faults import WRITE_METHODS, Fault, FaultMode, Faults
 from simulators.sap_pm.notifications import (
     PHASE_COMPLETED,
@@ -43,8 +43,6 @@ from simulators.sap_pm.odata import (
 )
 
 SERVICE_PATH = "/sap/opu/odata/sap/API_MAINTNOTIFICATION"
-NO_RESPONSE = 0  # status recorded in `received` for dropped connections
-DROPPED = web.RequestKey("sap_dropped", bool)
 KEY_RE = re.compile(r"^/MaintenanceNotification\((.*)\)$")
 ACTIONS = {"/CompleteMaintNotification": PHASE_COMPLETED,
            "/SetMaintNotifToInProcess": PHASE_IN_PROCESS}
@@ -72,7 +70,7 @@ def _error(exc: ODataError) -> web.Response:
     return web.Response(status=exc.status, body=exc.body(), content_type=JSON)
 
 
-class SapPmSimulator:
+class SapPmSimulator(HttpSimulator):
     """`await sim.start()`; `sim.url`; `sim.faults.set("drop_after_commit", count=1)`;
     `sim.notifications`; `await sim.stop()`."""
 
@@ -85,8 +83,7 @@ class SapPmSimulator:
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`equipment`: technical objects in external form, to their kind (EAMS_EQUI or
         EAMS_FL); a plain list means equipment."""
-        self.host = host
-        self._port = port
+        super().__init__(host, port, ssl_context)
         self.user = user
         self.password = password
         self.sap_client = sap_client
@@ -94,25 +91,11 @@ class SapPmSimulator:
         self.csrf_ttl_seconds = csrf_ttl_seconds
         self.require_if_match = require_if_match  # [U] whether the real service enforces ETags
         self._clock = clock
-        self._ssl = ssl_context
         objects = (DEFAULT_EQUIPMENT if equipment is None else equipment
                    if isinstance(equipment, Mapping) else dict.fromkeys(equipment, "EAMS_EQUI"))
         self.store = NotificationStore(objects, priorities)
-        self.faults = Faults()
+        self.faults: Faults = Faults()
         self.sessions: dict[str, _Session] = {}
-        self.received: Counter[tuple[str, str, int]] = Counter()
-        self.active_requests = 0  # being handled now (a slow one whose client gave up, too)
-        self._runner: web.AppRunner | None = None
-
-    # --- lifecycle -------------------------------------------------------------------------
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self._ssl else 'http'}://{self.host}:{self._port}"
 
     @property
     def service_url(self) -> str:
@@ -122,42 +105,12 @@ class SapPmSimulator:
     def notifications(self) -> list[dict[str, Any]]:
         return [n.data for n in self.store.items]
 
-    async def start(self) -> None:
-        await self.come_up()
+    def _add_routes(self, app: web.Application) -> None:
+        app.router.add_route("*", SERVICE_PATH + "{tail:.*}", self._front)
 
-    async def come_up(self) -> None:
-        if self._runner is not None:
-            return
-        app = web.Application()
-        app.router.add_route("*", SERVICE_PATH + "{tail:.*}", self._handle)
-        app.router.add_get("/_sim/state", self._sim_state)
-        app.router.add_post("/_sim/faults", self._sim_set_faults)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, self.host, self._port, ssl_context=self._ssl)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._port = int(runner.addresses[0][1])
-        self._runner = runner
-
-    async def go_down(self) -> None:
-        """Stop listening (connections are refused); data, sessions and port are kept."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def stop(self) -> None:
-        await self.go_down()
-
-    async def __aenter__(self) -> SapPmSimulator:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
+    def _counter_key(self, request: web.Request) -> tuple[str, str] | None:
+        tail = request.match_info.get("tail")
+        return None if tail is None else (request.method, _resource_name(tail))
 
     def expire_sessions(self) -> None:
         """End every session now: the next write meets a CSRF 403."""
@@ -165,20 +118,8 @@ class SapPmSimulator:
 
     # --- front -----------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def _front(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"]
-        resource = _resource_name(tail)
-        status = NO_RESPONSE
-        self.active_requests += 1
-        try:
-            resp = await self._front(request, tail)
-            status = NO_RESPONSE if request.get(DROPPED) else resp.status
-            return resp
-        finally:
-            self.active_requests -= 1
-            self.received[(request.method, resource, status)] += 1
-
-    async def _front(self, request: web.Request, tail: str) -> web.StreamResponse:
         if request.method in WRITE_METHODS:
             await request.read()  # the whole request has arrived before any slowness
         fault = self.faults.take(request.method)
@@ -204,9 +145,7 @@ class SapPmSimulator:
             self._issue_token(resp, user, session)
         if (write and fault is not None and fault.mode is FaultMode.DROP_AFTER_COMMIT
                 and resp.status < 300):
-            request[DROPPED] = True
-            if request.transport is not None:
-                request.transport.abort()  # committed; the client never hears of it
+            return self.drop(request)  # committed; the client never hears of it
         return resp
 
     async def _early_fault(self, fault: Fault) -> web.StreamResponse | None:
@@ -361,22 +300,12 @@ class SapPmSimulator:
 
     # --- control (no auth, no faults) ------------------------------------------------------
 
-    async def _sim_state(self, request: web.Request) -> web.StreamResponse:
-        doc = {"notifications": self.notifications, "faults": self.faults.as_json(),
-               "sessions": len(self.sessions),
-               "counters": [{"method": m, "resource": r, "status": s, "count": n}
-                            for (m, r, s), n in sorted(self.received.items())]}
-        return _json(200, doc)
+    def state(self) -> dict[str, Any]:
+        return {"notifications": self.notifications, "faults": self.faults.as_json(),
+                "sessions": len(self.sessions), "counters": self.counters("resource")}
 
-    async def _sim_set_faults(self, request: web.Request) -> web.StreamResponse:
-        try:
-            spec = orjson.loads(await request.read())
-            if not isinstance(spec, dict):
-                raise ValueError("the body must be a JSON object")
-            self.faults.set_from_json(spec)
-        except (ValueError, TypeError) as exc:
-            return web.Response(status=400, text=str(exc))
-        return _json(200, self.faults.as_json())
+    def _bad_fault(self, message: str) -> web.Response:
+        return web.Response(status=400, text=message)
 
 
 def _resource_name(tail: str) -> str:

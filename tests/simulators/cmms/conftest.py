@@ -1,4 +1,4 @@
-"""Fixtures for the CMMS simulator suite: a running simulator and a plain HTTP client."""
+"""Fixtures for the CMMS simulator suite: a running simulator and request helpers."""
 
 from __future__ import annotations
 
@@ -23,17 +23,7 @@ def body(**over: Any) -> bytes:
 
 @pytest.fixture
 async def sim() -> AsyncIterator[CmmsSimulator]:
-    s = CmmsSimulator(api_key="test-key")
-    await s.start()
-    try:
-        yield s
-    finally:
-        await s.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as s:
+    async with CmmsSimulator(api_key="test-key") as s:
         yield s
 
 

@@ -1,11 +1,10 @@
-"""Fixtures for the Maximo simulator suite: a running simulator and a plain HTTP client."""
+"""Fixtures for the Maximo simulator suite: a running simulator and a create body."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
 from simulators.maximo import MaximoSimulator
@@ -17,17 +16,8 @@ KEY = {"apikey": "test-key"}
 async def sim() -> AsyncIterator[MaximoSimulator]:
     s = MaximoSimulator(assets={"PUMP-1": "BEDFORD", "FAN-1": "BEDFORD", "MIX-9": "NASHUA"},
                         priority_domain=(1, 3, 5))
-    await s.start()
-    try:
+    async with s:
         yield s
-    finally:
-        await s.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        yield session
 
 
 def sr(**over: Any) -> dict[str, Any]:
