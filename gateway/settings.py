@@ -6,6 +6,7 @@ Imports nothing of ours. Each component keeps its own strict model beside its co
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -64,3 +65,18 @@ class TlsSettings(StrictModel):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         return self
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client TLS context: system CAs or our own CA, optional client certificate, and
+        verification on unless this config turned it off."""
+        ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        if self.cert_file is not None and self.key_file is not None:
+            ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def for_url(self, url: str) -> ssl.SSLContext | bool:
+        """What aiohttp's `ssl=` takes for `url`: our context for https, the default otherwise."""
+        return self.client_context() if url.startswith("https://") else True

@@ -34,3 +34,15 @@ def test_secret_sources(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyp
         Secret(env="PB_NOPE").reveal()
     with pytest.raises(ValueError, match="exactly one"):
         Secret(env="A", value="b")
+
+
+def test_tls_client_context(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    from gateway.settings import TlsSettings
+
+    strict = TlsSettings()
+    assert strict.client_context().verify_mode is ssl.CERT_REQUIRED
+    assert strict.for_url("http://x/") is True  # plain http: aiohttp's default, unused
+    loose = TlsSettings(verify=False).client_context()
+    assert loose.verify_mode is ssl.CERT_NONE and not loose.check_hostname

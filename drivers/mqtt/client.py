@@ -27,12 +27,7 @@ class _ClosingSSLSocket(ssl.SSLSocket):
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    ctx = tls.client_context()
     ctx.sslsocket_class = _ClosingSSLSocket
     return ctx
 

@@ -3,7 +3,6 @@ timeouts, and exchanges that return a transport failure instead of raising it.""
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,21 +36,9 @@ class MaximoHttp:
         self._limit = concurrent_requests
         self._session: aiohttp.ClientSession | None = None
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        tls = self._tls
-        if not self._base.startswith("https://"):
-            return True  # unused for http://
-        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file is not None and tls.key_file is not None:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        if not tls.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._limit)
+            connector = aiohttp.TCPConnector(ssl=self._tls.for_url(self._base), limit=self._limit)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                                   headers=self._headers)
         return self._session

@@ -9,7 +9,6 @@ Records of one asset are sent in order; different assets go concurrently (bounde
 from __future__ import annotations
 
 import enum
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -156,23 +155,12 @@ class RestSink:
         self._base = cfg.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        tls = self._cfg.tls
-        if not self._base.startswith("https://"):
-            return True  # unused for http://
-        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-        if tls.cert_file is not None and tls.key_file is not None:
-            ctx.load_cert_chain(tls.cert_file, tls.key_file)
-        if not tls.verify:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        return ctx
-
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self._cfg.total_timeout_seconds,
                                             sock_connect=self._cfg.connect_timeout_seconds)
-            connector = aiohttp.TCPConnector(ssl=self._ssl(), limit=self._cfg.concurrent_requests)
+            connector = aiohttp.TCPConnector(ssl=self._cfg.tls.for_url(self._base),
+                                             limit=self._cfg.concurrent_requests)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                                   headers=self._headers)
         return self._session

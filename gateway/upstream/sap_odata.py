@@ -20,7 +20,6 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from gateway.settings import TlsSettings
 from gateway.upstream.rest import USER_AGENT, problem_text
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -51,19 +50,6 @@ class Answer:
     @property
     def csrf_refused(self) -> bool:
         return self.status == 403 and (self.csrf or "").lower() == "required"
-
-
-def ssl_context(base_url: str, tls: TlsSettings) -> ssl.SSLContext | bool:
-    """The TLS context of an https base URL: own CA, client certificate (X.509 logon)."""
-    if not base_url.startswith("https://"):
-        return True  # unused for http://
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(tls.cert_file, tls.key_file)
-    if not tls.verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def odata_string(value: str) -> str:

@@ -35,7 +35,6 @@ from gateway.upstream.sap_odata import (
     odata_string,
     odata_time,
     results_of,
-    ssl_context,
 )
 from gateway.upstream.sap_pm_config import (
     NotificationTypes,
@@ -74,7 +73,7 @@ class SapPmSink:
         timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
                                         sock_connect=cfg.connect_timeout_seconds)
         self.client = ODataClient(cfg.service_url, cfg.sap_client, authorization=authorization,
-                                  ssl_context=ssl_context(cfg.base_url, cfg.tls), timeout=timeout,
+                                  ssl_context=cfg.tls.for_url(cfg.base_url), timeout=timeout,
                                   connection_limit=cfg.concurrent_requests)
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
