@@ -299,6 +299,10 @@ class Daemon:
                 out.append(f"upstream {sink} has {n} dead-lettered records")
         if o.get("full"):
             out.append("outbox budget reached: telemetry-derived records are being shed")
+        if self.pipeline is not None and self.pipeline.stats.evaluation_errors:
+            st = self.pipeline.stats
+            out.append(f"{st.evaluation_errors} sample(s) skipped by a rule error (a bug; see "
+                       f"the log): {st.last_evaluation_error}")
         if self.pipeline is not None and self.pipeline.stats.storage_problem:
             out.append(f"cannot write the outbox: {self.pipeline.stats.storage_problem}")
         if self.reload_state["error"]:

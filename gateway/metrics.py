@@ -24,7 +24,8 @@ class GatewayCollector(Collector):
                           ("raised", "Condition episodes raised"),
                           ("cleared", "Condition episodes cleared"),
                           ("messages", "Upstream messages committed to the outbox"),
-                          ("commit_failures", "Outbox commits that failed and were retried")):
+                          ("commit_failures", "Outbox commits that failed and were retried"),
+                          ("evaluation_errors", "Samples skipped because a rule raised")):
             yield CounterMetricFamily(f"plantbridge_{name}", doc, value=p[name])
 
         src_state = GaugeMetricFamily("plantbridge_source_up", "1 when the source is connected",

@@ -39,6 +39,8 @@ class PipelineStats:
     messages: int = 0
     commits: int = 0
     commit_failures: int = 0
+    evaluation_errors: int = 0
+    last_evaluation_error: str = ""
     storage_problem: str = ""
     last_sample_at: float | None = None
     samples_by_source: dict[str, int] = field(default_factory=dict)
@@ -100,10 +102,14 @@ class Pipeline:
                 n += len(nxt.samples)
             transitions: list[Transition] = []
             async with self._lock:
+                evaluate = self.engine.evaluate
                 for batch in group:
                     for sample in batch.samples:
                         if self._admit(sample):
-                            transitions.extend(self.engine.evaluate(sample))
+                            try:
+                                transitions.extend(evaluate(sample))
+                            except Exception as exc:
+                                self._evaluation_failed(sample, exc)
                 await self._commit(transitions)
             self.stats.batches += len(group)
             for batch in group:
@@ -135,6 +141,17 @@ class Pipeline:
     @property
     def lock(self) -> asyncio.Lock:
         return self._lock
+
+    def _evaluation_failed(self, sample: Sample, exc: Exception) -> None:
+        """A bug in a rule, hit by one sample. Crashing would not help: the broker redelivers
+        the unacknowledged message after every restart, and monitoring would stop for all.
+        Skip the sample, count it, log the first of each kind with its traceback."""
+        self.stats.evaluation_errors += 1
+        what = f"{type(exc).__name__}: {exc}"
+        if what != self.stats.last_evaluation_error:
+            log.exception("rule evaluation failed on %s/%s = %r; sample skipped",
+                          sample.asset, sample.signal, sample.value)
+        self.stats.last_evaluation_error = what
 
     def _admit(self, sample: Sample) -> bool:
         self.stats.samples += 1

@@ -161,3 +161,33 @@ async def test_status_page_and_metrics_tell_what_happens(stack: Stack) -> None:
     assert "pump-1" in page and "Open episodes" in page and "is not delivering" in page
     await stack.sim.come_up()
     await wait_for(lambda: len(stack.sim.requests) == 1, 15, "delivery after the outage")
+
+
+async def test_a_rule_bug_skips_the_sample_and_monitoring_goes_on(stack: Stack) -> None:
+    """Fault injection: evaluation raises for one poison value. Without containment the
+    daemon would die and the broker would redeliver the same message after every restart."""
+    stack.write_config(vibration_rule())
+    d = await stack.start_daemon()
+    assert d.pipeline is not None
+
+    class BuggyEngine:
+        def __init__(self, real: object) -> None:
+            self._real = real
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._real, name)
+
+        def evaluate(self, sample):  # type: ignore[no-untyped-def]
+            if sample.value == 666.0:
+                raise ZeroDivisionError("planted bug")
+            return self._real.evaluate(sample)  # type: ignore[attr-defined]
+
+    d.pipeline.engine = BuggyEngine(d.pipeline.engine)  # type: ignore[assignment]
+    stack.publish("pump-1", "vibration", 666.0)
+    await wait_for(lambda: d.pipeline is not None and d.pipeline.stats.evaluation_errors == 1,
+                   10, "the poison sample counted")
+    assert any("skipped by a rule error" in p for p in d.problems())
+    await stack.episode("pump-2")
+    await wait_for(lambda: len(stack.sim.status_updates) == 1, 15, "monitoring goes on")
+    assert stack.task is not None and not stack.task.done()
+    assert len(stack.sim.requests) == 1
