@@ -8,21 +8,23 @@ import logging
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway import config as config_mod
 from gateway import logs
 
+T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
 
 
-def run_async(main: Coroutine[Any, Any, int]) -> int:
+def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run on uvloop when it is installed (30-60% faster on the network paths)."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(main)
-    return int(uvloop.run(main))
+    result: T = uvloop.run(main)
+    return result
 
 
 def load_or_report(path: Path, verdict: str) -> config_mod.LoadedConfig | None:
@@ -115,6 +117,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from gateway.dead_letters import manage
+
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    if loaded is None:
+        return 1
+    if args.requeue and args.requeue != ["all"] and not all(x.isdigit() for x in args.requeue):
+        print("--requeue takes record ids or the word all", file=sys.stderr)
+        return 2
+    print(run_async(manage(loaded.config, args.requeue or [], args.drop or [], args.sink)))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -146,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", type=Path, required=True)
     rec.add_argument("--duration", type=float, default=60.0, help="seconds")
     rec.set_defaults(func=cmd_record)
+
+    dl = sub.add_parser("dead-letters", help="list, requeue or drop what an upstream refused")
+    dl.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    dl.add_argument("--sink", help="only this upstream")
+    what = dl.add_mutually_exclusive_group()
+    what.add_argument("--requeue", nargs="+", metavar="ID", help="record ids, or: all")
+    what.add_argument("--drop", nargs="+", type=int, metavar="ID", help="record ids")
+    dl.set_defaults(func=cmd_dead_letters)
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")
