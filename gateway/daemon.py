@@ -296,7 +296,8 @@ class Daemon:
                            f"oldest {age:.0f} s): {f.stats.last_error}")
         for sink, n in (o.get("dead") or {}).items():
             if n:
-                out.append(f"upstream {sink} has {n} dead-lettered records")
+                out.append(f"upstream {sink} has {n} dead-lettered records (list and requeue "
+                           "them with: plantbridge dead-letters)")
         if o.get("full"):
             out.append("outbox budget reached: telemetry-derived records are being shed")
         if self.pipeline is not None and self.pipeline.stats.evaluation_errors:
