@@ -101,6 +101,7 @@ class Pipeline:
                 group.append(nxt)
                 n += len(nxt.samples)
             transitions: list[Transition] = []
+            self.stats.last_sample_at = self._clock()  # once per group, not per sample
             async with self._lock:
                 evaluate = self.engine.evaluate
                 for batch in group:
@@ -155,7 +156,6 @@ class Pipeline:
 
     def _admit(self, sample: Sample) -> bool:
         self.stats.samples += 1
-        self.stats.last_sample_at = self._clock()
         v = sample.value
         if sample.quality is not Quality.BAD and (v is None or not math.isfinite(v)):
             # Drivers should never hand this over; count it rather than feed it to rules.
