@@ -333,26 +333,17 @@ def _scan(path: Path, f: BufferedReader, size: int) -> tuple[list[_Block], list[
     keys: list[tuple[str, str]] = []
     off, count = _HEADER.size, 0
     while off < size:
-        f.seek(off)
-        head = f.read(_BLOCK.size)
-        if not _MARKER.startswith(head[:4]):
-            if _zeros_to_end(f, off):
+        head = _head(f, off, size)
+        if isinstance(head, str):  # a head we cannot trust: the tail of a cut write, or damage
+            if _block_after(f, off + 1, size):
+                raise RecordingError(f"{path}: byte {off}: the block there is damaged (its "
+                                     f"head does not match its checksum); blocks follow it")
+            if head == "short" or _zeros_to_end(f, off):
                 return blocks, keys, _cut(path, off, count)
-            raise RecordingError(f"{path}: byte {off}: a block should start here (PBBK) but "
-                                 f"{head[:4]!r} does; the recording is damaged here")
-        if len(head) < _BLOCK.size:
-            return blocks, keys, _cut(path, off, count)
-        _, n, m, payload_crc, head_crc = _BLOCK.unpack(head)
-        end = off + _BLOCK.size + m + SAMPLE_BYTES * n
-        meta = f.read(m)
-        if len(meta) < m:
-            return blocks, keys, _cut(path, off, count)
-        if zlib.crc32(meta, zlib.crc32(head[:16])) != head_crc:
-            if end >= size:
-                return blocks, keys, _cut(path, off, count, "a damaged block")
-            raise RecordingError(f"{path}: byte {off}: the block there is damaged (its head "
-                                 f"does not match its checksum)")
+            return blocks, keys, _cut(path, off, count, "a damaged block")
+        n, m, payload_crc, meta = head
         new = _meta_keys(path, off, meta, len(keys))
+        end = off + _BLOCK.size + m + SAMPLE_BYTES * n
         if end > size:
             return blocks, keys, _cut(path, off, count)
         keys.extend(new)
@@ -360,6 +351,41 @@ def _scan(path: Path, f: BufferedReader, size: int) -> tuple[list[_Block], list[
         count += n
         off = end
     return blocks, keys, None
+
+
+def _head(f: BufferedReader, off: int, size: int) -> tuple[int, int, int, bytes] | str:
+    """(n, m, payload CRC, meta) of the block at `off`; "short" when the file ends inside its
+    head or meta, "bad" when they do not match their checksum."""
+    f.seek(off)
+    head = f.read(_BLOCK.size)
+    if not _MARKER.startswith(head[:4]):
+        return "bad"
+    if len(head) < _BLOCK.size:
+        return "short"
+    _, n, m, payload_crc, head_crc = _BLOCK.unpack(head)
+    if off + _BLOCK.size + m > size:
+        return "short"
+    meta = f.read(m)
+    if zlib.crc32(meta, zlib.crc32(head[:16])) != head_crc:
+        return "bad"
+    return n, m, payload_crc, meta
+
+
+def _block_after(f: BufferedReader, start: int, size: int) -> bool:
+    """True when an intact block head lies anywhere from `start` on."""
+    chunk_size = 1 << 20
+    pos = start
+    while pos < size:
+        f.seek(pos)
+        chunk = f.read(chunk_size)
+        i = chunk.find(_MARKER)
+        if i < 0:
+            pos += max(len(chunk) - 3, 1)
+        elif not isinstance(_head(f, pos + i, size), str):
+            return True
+        else:
+            pos += i + 1
+    return False
 
 
 def _meta_keys(path: Path, off: int, meta: bytes, known: int) -> list[tuple[str, str]]:
