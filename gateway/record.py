@@ -1,35 +1,100 @@
-"""`plantbridge record`: capture live samples from the configured sources as JSON lines."""
+"""`plantbridge record`: capture live samples from the configured sources to a recording.
+
+An output named `*.pbrec` gets the compact columnar format (rules.recording.RecordingWriter,
+21 bytes a sample); any other name gets JSON lines, one {asset, signal, value, quality, ts} per
+line. Either way what was received is handed to the operating system every few seconds, so a
+power loss costs little, and the recording is closed cleanly when the duration ends or on
+Ctrl-C (SIGINT) or SIGTERM, which end the recording early instead of aborting it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import time
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 import orjson
 
 from gateway.config import PlantBridgeConfig
-from gateway.model import Source
+from gateway.model import Sample, Source
+from rules.recording import RecordingWriter
+
+FLUSH_SECONDS = 5.0
+
+
+class _Output(Protocol):
+    def write(self, sample: Sample) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class _JsonLines:
+    def __init__(self, path: Path) -> None:
+        self._file: IO[bytes] = path.open("wb")
+
+    def write(self, s: Sample) -> None:
+        self._file.write(orjson.dumps({"asset": s.asset, "signal": s.signal, "value": s.value,
+                                       "quality": s.quality.name, "ts": s.source_ts}) + b"\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def open_output(path: Path) -> _Output:
+    """A `.pbrec` writer for that suffix, JSON lines otherwise."""
+    if path.suffix.lower() == ".pbrec":
+        return RecordingWriter(path)
+    return _JsonLines(path)
 
 
 async def record(cfg: PlantBridgeConfig, output: Path, duration_seconds: float) -> int:
-    """Write one line per sample ({asset, signal, value, quality, ts}); ack nothing upstream."""
+    """Record every sample of every source until the duration ends; ack nothing upstream."""
+    sources = [s.build() for s in cfg.sources]
+    out = open_output(output)
     count = 0
-    with output.open("wb") as out:
+    flushed = time.monotonic()
 
-        async def pump(src: Source) -> None:
-            nonlocal count
-            async with src:
-                async for batch in src.batches():
-                    for s in batch.samples:
-                        out.write(orjson.dumps({"asset": s.asset, "signal": s.signal,
-                                                "value": s.value, "quality": s.quality.name,
-                                                "ts": s.source_ts}) + b"\n")
-                        count += 1
-                    if batch.ack is not None:
-                        batch.ack()
+    async def pump(src: Source) -> None:
+        nonlocal count, flushed
+        async with src:
+            async for batch in src.batches():
+                for s in batch.samples:
+                    out.write(s)
+                count += len(batch.samples)
+                if batch.ack is not None:
+                    batch.ack()
+                if time.monotonic() - flushed >= FLUSH_SECONDS:
+                    out.flush()
+                    flushed = time.monotonic()
 
-        tasks = [asyncio.create_task(pump(s.build())) for s in cfg.sources]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*tasks), duration_seconds)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    handled: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)  # only on the main thread, not on Windows
+            handled.append(sig)
+    try:
+        pumps = asyncio.gather(*(pump(s) for s in sources))
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            either: set[asyncio.Future[Any]] = {pumps, stopped}
+            await asyncio.wait(either, timeout=duration_seconds,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            pumps.cancel()
+            stopped.cancel()
+            outcome = (await asyncio.gather(pumps, stopped, return_exceptions=True))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        out.close()
     return count

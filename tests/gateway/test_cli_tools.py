@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -118,3 +119,63 @@ pattern = "plant/+asset/+signal"
     assert lines, output
     assert {(x["asset"], x["signal"]) for x in lines} == {("pump-1", "vibration")}
     assert f"recorded {len(lines)} samples" in output
+
+
+def test_record_to_pbrec_keeps_every_sample_through_ctrl_c(tmp_path: Path,
+                                                           mosquitto: Mosquitto) -> None:
+    from rules.recording import read_columns
+
+    cfg = tmp_path / "plantbridge.toml"
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "r.toml").write_text(RULE.format(above=7.1))
+    cfg.write_text(f"""
+[gateway]
+state_dir = "{tmp_path}"
+[[sources]]
+type = "mqtt"
+name = "plant"
+port = {mosquitto.port}
+session = "clean"
+[[sources.subscriptions]]
+pattern = "plant/+asset/+signal"
+""")
+    out = tmp_path / "rec.pbrec"
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "record", "--config",
+                             str(cfg), "--output", str(out), "--duration", "120"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    stop = threading.Event()
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        wait_for_sync(lambda: out.exists(), 10, "the recorder to start")
+
+        def publish() -> None:
+            i = 0
+            while not stop.is_set():
+                pub.publish("plant/pump-1/vibration", f'{{"value": {i}, "ts": {time.time()}}}',
+                            qos=1)
+                i += 1
+                stop.wait(0.05)
+
+        t = threading.Thread(target=publish)
+        t.start()
+        # the recorder hands a block to the OS every few seconds: a first block is on disk
+        wait_for_sync(lambda: len(read_columns(out)) > 0, 20, "a first block in the recording")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the recording, and closes it cleanly
+        output, _ = proc.communicate(timeout=30)
+        stop.set()
+        t.join()
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, output
+    rec = read_columns(out)
+    assert rec.warning is None and len(rec) > 0
+    assert rec.keys == (("pump-1", "vibration"),)
+    values = rec.value.tolist()
+    assert values == list(range(int(values[0]), int(values[0]) + len(values)))  # none lost
+    assert f"recorded {len(rec)} samples" in output
