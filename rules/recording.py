@@ -181,6 +181,7 @@ class RecordingWriter:
         self.block_samples = block_samples
         self.samples_written = 0
         self._index: dict[tuple[str, str], int] = {}
+        self._keys: list[tuple[str, str]] = []  # in index order
         self._keys_written = 0
         self._key: list[int] = []
         self._ts: list[float] = []
@@ -201,7 +202,8 @@ class RecordingWriter:
         k = (sample.asset, sample.signal)
         i = self._index.get(k)
         if i is None:
-            i = self._index[k] = len(self._index)
+            i = self._index[k] = len(self._keys)
+            self._keys.append(k)
         self._key.append(i)
         self._ts.append(sample.source_ts)
         if sample.value is None:
@@ -215,11 +217,16 @@ class RecordingWriter:
 
     def write_columns(self, columns: Columns) -> None:
         """Append all samples of `columns` (and all its keys), after those written before."""
-        self._write_pending()
-        mapping = np.fromiter((self._index.setdefault(k, len(self._index)) for k in columns.keys),
-                              dtype=np.uint32, count=len(columns.keys))
         if len(columns) and int(columns.key.max()) >= len(columns.keys):
             raise ValueError("Columns.key holds a key number that Columns.keys lacks")
+        if len(columns) and int((columns.quality & ~np.uint8(NO_VALUE)).max()) > BAD:
+            raise ValueError("Columns.quality holds a quality other than GOOD, UNCERTAIN or BAD")
+        self._write_pending()
+        for k in columns.keys:
+            if k not in self._index:
+                self._index[k] = len(self._keys)
+                self._keys.append(k)
+        mapping = np.array([self._index[k] for k in columns.keys], dtype=np.uint32)
         key = columns.key
         if not np.array_equal(mapping, np.arange(len(mapping), dtype=np.uint32)):
             key = mapping[key]
@@ -231,7 +238,7 @@ class RecordingWriter:
     def flush(self) -> None:
         """Write what is buffered as a block and hand it to the operating system."""
         self._write_pending()
-        if self._keys_written < len(self._index):
+        if self._keys_written < len(self._keys):
             self._write_block(*_EMPTY)  # keys without samples, so they round-trip too
         if self._file is not None:
             self._file.flush()
@@ -257,7 +264,7 @@ class RecordingWriter:
                      value: npt.NDArray[np.float64], quality: npt.NDArray[np.uint8]) -> None:
         if self._file is None:
             raise ValueError(f"{self.path}: the recording is closed")
-        new = list(self._index)[self._keys_written:]
+        new = self._keys[self._keys_written:]
         meta = msgpack.packb({"first_key": self._keys_written, "keys": [list(k) for k in new]})
         parts = [_le(np.ascontiguousarray(a)) for a in (key, ts, value, quality)]
         crc = 0

@@ -141,6 +141,24 @@ def test_write_columns_keeps_keys_without_samples(tmp_path: Path) -> None:
                   np.zeros(1, np.uint8))
     with pytest.raises(ValueError, match="key number"):
         write_columns(tmp_path / "bad.pbrec", bad)
+    bad = Columns((("a", "x"),), np.array([0], np.uint32), np.zeros(1), np.zeros(1),
+                  np.array([3], np.uint8))
+    with pytest.raises(ValueError, match="quality"):
+        write_columns(tmp_path / "bad.pbrec", bad)
+    assert read_columns(tmp_path / "bad.pbrec").keys == ()  # refused before anything was kept
+
+
+def test_samples_and_columns_written_to_one_recording_keep_their_order(tmp_path: Path) -> None:
+    first = [Sample("b", "s", 1.0, Quality.GOOD, 1.0), Sample("c", "s", None, Quality.BAD, 2.0)]
+    more = [Sample("c", "s", 3.0, Quality.GOOD, 3.0), Sample("a", "s", 4.0, Quality.GOOD, 4.0),
+            Sample("b", "s", 5.0, Quality.UNCERTAIN, 5.0)]
+    with RecordingWriter(tmp_path / "mix.pbrec", block_samples=2) as w:
+        for s in first:
+            w.write(s)
+        w.write_columns(columns_from_samples(more))
+        w.write(first[0])
+    assert w.samples_written == 6
+    assert list(read_columns(tmp_path / "mix.pbrec").samples()) == [*first, *more, first[0]]
 
 
 def test_a_flushed_recording_is_readable_while_still_being_written(tmp_path: Path) -> None:
