@@ -140,6 +140,10 @@ class RuleEngine:
         if inst.needs_tick():
             self._ticking.append(inst)
 
+    def discover(self, asset: str) -> None:
+        """Build the pattern rules for an asset now, as its first sample would."""
+        self._discover(asset)
+
     def _discover(self, asset: str) -> None:
         """Build the pattern rules that cover this asset, once."""
         if asset in self._seen:

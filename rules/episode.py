@@ -86,6 +86,10 @@ class RuleInstance:
         """Signals whose samples this rule evaluates (not counting mute signals)."""
         return (self.signal,)
 
+    def suppress_while(self) -> tuple[tuple[str, float], ...]:
+        """(signal, value) pairs that mute this rule."""
+        return self._suppress
+
     def keys(self) -> list[tuple[str, str]]:
         own = list(self.signals())
         return [(self.asset, s) for s in [*own, *(s for s, _ in self._suppress if s not in own)]]

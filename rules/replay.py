@@ -20,7 +20,7 @@ from rules.recording import RecordingError, load_recording, read_csv, read_jsonl
 
 __all__ = ["Comparison", "Episode", "RecordingError", "ReplayResult", "Replayer", "RuleSummary",
            "compare", "format_comparison", "format_report", "load_recording", "read_csv",
-           "read_jsonl", "replay", "write_jsonl"]
+           "read_jsonl", "replay", "result_of", "write_jsonl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +120,7 @@ class Replayer:
         self.skipped += skipped
 
     def finish(self) -> ReplayResult:
-        return _result(self._rules, self.transitions, self.samples, self.skipped,
+        return result_of(self._rules, self.transitions, self.samples, self.skipped,
                        self.first_ts, self._last)
 
 
@@ -131,7 +131,7 @@ def replay(rule_set: RuleSet, samples: Iterable[Sample], tick_seconds: float = 1
     return r.finish()
 
 
-def _result(rules: RuleSet, transitions: list[Transition], samples: int, skipped: int,
+def result_of(rules: RuleSet, transitions: list[Transition], samples: int, skipped: int,
             first: float | None, last: float | None) -> ReplayResult:
     open_: dict[str, Transition] = {}
     episodes: list[Episode] = []
