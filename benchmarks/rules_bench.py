@@ -11,8 +11,12 @@ a template with per-asset overrides), one tick per simulated second, one core. S
 built before the clock starts: what is timed is `RuleEngine.evaluate` and `tick`, in CPU
 seconds of this process (`time.process_time`), so other load on the machine skews it less.
 
-Replay: 1,000 signals (250 assets x 4) at 1 Hz for a day, generated on the fly and run through
-`rules.replay.replay` (sample creation included, as when reading a recording).
+Replay: 1,000 signals (250 assets x 4) at 1 Hz for a day (86.4 M samples, the same values as
+above), written to a `.pbrec` recording and read back, then replayed with
+`rules.fastreplay.replay_columns` (what `plantbridge replay` runs). Figures: write, read and
+replay in wall-clock seconds, peak RSS. `--check-hours H` also runs the reference replay (every
+sample through the engine) on the first H hours and checks both give the same transitions;
+`--reference` times the reference replay on the whole span, for comparison.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import argparse
 import cProfile
 import gc
 import math
+import os
 import pstats
+import resource
 import sys
 import tempfile
 import time
@@ -30,8 +36,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import numpy as np
+
 from gateway.model import Quality, Sample
 from rules import RuleEngine, RuleSet, load_rule_files
+from rules.columns import BAD, NO_VALUE, Columns
+from rules.fastreplay import replay_columns
+from rules.recording import read_columns, write_columns
 from rules.replay import replay
 
 SIGNALS = ("vibration", "temperature", "current", "running")
@@ -176,38 +187,99 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5) -> 
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
 
 
-def bench_replay(hours: float, n_assets: int = 250) -> dict[str, float]:
+def day_columns(names: list[str], seconds: int, t0: float = 1.8e9) -> Columns:
+    """The samples `samples()` yields, in the same order, built as arrays."""
+    cycle = 600
+    table = np.array([[math.nan if (x := value(i, signal, t)) is None else x
+                       for t in range(cycle)]
+                      for i in range(len(names)) for signal in SIGNALS])
+    n_keys = len(names) * len(SIGNALS)
+    key = np.tile(np.arange(n_keys, dtype=np.uint32), seconds)
+    second = np.repeat(np.arange(seconds, dtype=np.int64), n_keys)
+    vals = table[key, second % cycle]
+    quality = np.where(np.isnan(vals), BAD | NO_VALUE, 0).astype(np.uint8)
+    keys = tuple((a, s) for a in names for s in SIGNALS)
+    return Columns(keys, key, t0 + second.astype(np.float64), vals, quality)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_replay(hours: float, n_assets: int = 250, check_hours: float = 0.0,
+                 reference: bool = False) -> dict[str, float]:
     names = assets(n_assets)
     rules = load(None)
     seconds = int(hours * 3600)
-    start = time.process_time()
-    result = replay(rules, samples(names, seconds))
-    took = time.process_time() - start
-    return {"signals": n_assets * len(SIGNALS), "hours": hours, "samples": result.samples,
-            "seconds": took, "samples_per_second": result.samples / took,
-            "transitions": len(result.transitions)}
+    cols = day_columns(names, seconds)
+    out: dict[str, float] = {"signals": n_assets * len(SIGNALS), "hours": hours,
+                             "samples": len(cols)}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("PB_BENCH_DIR")) as tmp:
+        path = Path(tmp) / "day.pbrec"
+        start = time.perf_counter()
+        write_columns(path, cols)
+        out["write_seconds"] = time.perf_counter() - start
+        out["bytes_per_sample"] = path.stat().st_size / len(cols)
+        del cols
+        gc.collect()
+        start = time.perf_counter()
+        cols = read_columns(path)
+        out["read_seconds"] = time.perf_counter() - start
+    start, cpu = time.perf_counter(), time.process_time()
+    result = replay_columns(rules, cols)
+    out["replay_seconds"] = time.perf_counter() - start
+    out["replay_cpu_seconds"] = time.process_time() - cpu
+    out["transitions"] = len(result.transitions)
+    out["peak_rss_mb"] = peak_rss_mb()
+    if check_hours:
+        part = day_columns(names, int(check_hours * 3600))
+        fast = replay_columns(rules, part).transitions
+        slow = replay(rules, part.samples()).transitions
+        assert fast == slow, "fast and reference replay differ"
+        out["checked_transitions"] = len(slow)
+    if reference:
+        start = time.perf_counter()
+        replay(rules, cols.samples())
+        out["reference_seconds"] = time.perf_counter() - start
+    return out
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replay-hours", type=float, default=24.0)
     p.add_argument("--skip-replay", action="store_true")
+    p.add_argument("--skip-evaluate", action="store_true")
+    p.add_argument("--check-hours", type=float, default=1.0,
+                   help="also compare with the reference replay on this many hours (0: no)")
+    p.add_argument("--reference", action="store_true",
+                   help="also time the reference replay on the whole span (minutes)")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     if args.profile:
         cProfile.run("bench_evaluate(rounds=1)", "/tmp/rules_bench.prof")
         pstats.Stats("/tmp/rules_bench.prof").sort_stats("tottime").print_stats(12)
         return
-    e = bench_evaluate()
-    print(f"evaluate: {e['signals']:,} signals, {e['instances']:,} rule instances, "
-          f"{e['samples']:,} samples in {e['seconds']:.2f} s -> "
-          f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
-          f"evaluations/s), {e['transitions']} transitions")
+    if not args.skip_evaluate:
+        e = bench_evaluate()
+        print(f"evaluate: {e['signals']:,} signals, {e['instances']:,} rule instances, "
+              f"{e['samples']:,} samples in {e['seconds']:.2f} s -> "
+              f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
+              f"evaluations/s), {e['transitions']} transitions")
     if not args.skip_replay:
-        r = bench_replay(args.replay_hours)
+        r = bench_replay(args.replay_hours, check_hours=args.check_hours,
+                         reference=args.reference)
         print(f"replay: {r['signals']:,} signals at 1 Hz for {r['hours']:g} h = "
-              f"{r['samples']:,} samples in {r['seconds']:.1f} s -> "
-              f"{r['samples_per_second']:,.0f} samples/s, {r['transitions']} transitions")
+              f"{r['samples']:,.0f} samples; .pbrec {r['bytes_per_sample']:.1f} bytes/sample, "
+              f"written in {r['write_seconds']:.1f} s, read in {r['read_seconds']:.1f} s; "
+              f"replayed in {r['replay_seconds']:.1f} s ({r['replay_cpu_seconds']:.1f} CPU s, "
+              f"{r['samples'] / r['replay_seconds']:,.0f} samples/s), "
+              f"{r['transitions']:,.0f} transitions; peak RSS {r['peak_rss_mb']:,.0f} MB")
+        if "checked_transitions" in r:
+            print(f"check: the first {args.check_hours:g} h give the same "
+                  f"{r['checked_transitions']:,.0f} transitions as the reference replay")
+        if "reference_seconds" in r:
+            print(f"reference replay (every sample through the engine): "
+                  f"{r['reference_seconds']:.1f} s")
 
 
 if __name__ == "__main__":
