@@ -188,8 +188,12 @@ class RecordingWriter:
         self._value: list[float] = []
         self._quality: list[int] = []
         self._file: IO[bytes] | None = self.path.open("wb")
-        self._file.write(_HEADER.pack(MAGIC, VERSION, 0))
-        self._file.flush()
+        try:
+            self._file.write(_HEADER.pack(MAGIC, VERSION, 0))
+            self._file.flush()
+        except BaseException:
+            self._file.close()
+            raise
 
     def __enter__(self) -> RecordingWriter:
         return self
@@ -343,8 +347,8 @@ def _scan(path: Path, f: BufferedReader, size: int) -> tuple[list[_Block], list[
         head = _head(f, off, size)
         if isinstance(head, str):  # a head we cannot trust: the tail of a cut write, or damage
             if _block_after(f, off + 1, size):
-                raise RecordingError(f"{path}: byte {off}: the block there is damaged (its "
-                                     f"head does not match its checksum); blocks follow it")
+                raise RecordingError(f"{path}: byte {off}: the block there is damaged (no intact "
+                                     f"block head), and intact blocks follow it")
             if head == "short" or _zeros_to_end(f, off):
                 return blocks, keys, _cut(path, off, count)
             return blocks, keys, _cut(path, off, count, "a damaged block")
