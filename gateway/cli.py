@@ -77,14 +77,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from rules import RuleFileError, load_rule_files
-    from rules.replay import (
-        RecordingError,
-        compare,
-        format_comparison,
-        format_report,
-        load_recording,
-        replay,
-    )
+    from rules.fastreplay import replay_columns
+    from rules.recording import load_columns
+    from rules.replay import RecordingError, format_comparison, format_report, pair
 
     try:
         new = load_rule_files(args.rules)
@@ -94,14 +89,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return 1
     try:
-        samples = list(load_recording(args.input))
+        cols = load_columns(args.input)
     except (RecordingError, OSError) as exc:
         print(exc, file=sys.stderr)
         return 1
+    if cols.warning:
+        print(f"warning: {cols.warning}", file=sys.stderr)
+    result = replay_columns(new, cols)
     if old is not None:
-        print(format_comparison(compare(old, new, samples)))
+        print(format_comparison(pair(replay_columns(old, cols), result)))
     else:
-        print(format_report(replay(new, samples)))
+        print(format_report(result))
     return 0
 
 
@@ -152,13 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="run rules on a recording and print what they do")
     rp.add_argument("--rules", type=Path, nargs="+", required=True)
-    rp.add_argument("--input", type=Path, required=True, help="JSON-lines or CSV recording")
+    rp.add_argument("--input", type=Path, required=True,
+                    help="recording: .pbrec (what `record` writes), JSON lines or .csv")
     rp.add_argument("--compare", type=Path, nargs="+", help="old rule files to compare with")
     rp.set_defaults(func=cmd_replay)
 
-    rec = sub.add_parser("record", help="capture live telemetry to a JSON-lines file")
+    rec = sub.add_parser("record", help="capture live telemetry to a recording file")
     rec.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
-    rec.add_argument("--output", type=Path, required=True)
+    rec.add_argument("--output", type=Path, required=True,
+                     help="a .pbrec file (compact, fast to replay) or JSON lines (any other name)")
     rec.add_argument("--duration", type=float, default=60.0, help="seconds")
     rec.set_defaults(func=cmd_record)
 

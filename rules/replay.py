@@ -19,8 +19,8 @@ from rules.engine import RuleEngine
 from rules.recording import RecordingError, load_recording, read_csv, read_jsonl, write_jsonl
 
 __all__ = ["Comparison", "Episode", "RecordingError", "ReplayResult", "Replayer", "RuleSummary",
-           "compare", "format_comparison", "format_report", "load_recording", "read_csv",
-           "read_jsonl", "replay", "result_of", "write_jsonl"]
+           "compare", "format_comparison", "format_report", "load_recording", "pair",
+           "read_csv", "read_jsonl", "replay", "result_of", "write_jsonl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +183,11 @@ def compare(old: RuleSet, new: RuleSet, samples: Iterable[Sample],
             tick_seconds: float = 1.0) -> Comparison:
     """Replay both rule sets on the same samples and pair their episodes per rule and asset."""
     data: Sequence[Sample] = samples if isinstance(samples, Sequence) else list(samples)
-    a, b = replay(old, data, tick_seconds), replay(new, data, tick_seconds)
+    return pair(replay(old, data, tick_seconds), replay(new, data, tick_seconds))
+
+
+def pair(a: ReplayResult, b: ReplayResult) -> Comparison:
+    """Compare two replays of the same data: old rules `a`, new rules `b`."""
     end = max(a.last_ts or 0.0, b.last_ts or 0.0)
     out = Comparison(a, b)
     left = list(a.episodes)
