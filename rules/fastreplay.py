@@ -71,12 +71,30 @@ class _Data:
     bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
     tick_due: Floats  # data time of tick k
     tick_pos: Ints  # tick k runs just before the sample at this position
-    positions: list[Ints]  # per key index: its sample positions, ascending
+    by_key: _ByKey
     index: dict[tuple[str, str], int]
+    cache: dict[tuple[str, str], _Signal]  # the assets being worked on
 
     def of(self, asset: str, signal: str) -> Ints:
         k = self.index.get((asset, signal))
-        return _EMPTY if k is None else self.positions[k]
+        return _EMPTY if k is None else self.by_key.positions(k)
+
+    def signal(self, asset: str, signal: str) -> _Signal:
+        """One signal's samples, gathered once for every rule of its asset."""
+        got = self.cache.get((asset, signal))
+        if got is None:
+            pos = self.of(asset, signal)
+            got = self.cache[(asset, signal)] = _Signal(pos, self.ts[pos], self.value[pos],
+                                                        self.bad[pos])
+        return got
+
+
+@dataclass(frozen=True, slots=True)
+class _Signal:
+    pos: Ints  # positions in the recording, ascending
+    ts: Floats
+    value: Floats
+    bad: Bools
 
 
 def replay_columns(rule_set: RuleSet, cols: Columns, tick_seconds: float = 1.0) -> ReplayResult:
@@ -93,7 +111,14 @@ def replay_columns(rule_set: RuleSet, cols: Columns, tick_seconds: float = 1.0) 
     if n == 0:
         return result_of(rule_set, [], total, total, None, None)
     found: list[tuple[tuple[int, int, int], Transition]] = []
-    for order, (inst, birth) in enumerate(_instances(rule_set, data)):
+    work = list(enumerate(_instances(rule_set, data)))
+    # Asset by asset, so each signal is gathered once; the output is sorted by time anyway.
+    work.sort(key=lambda item: item[1][0].asset)
+    asset = None
+    for order, (inst, birth) in work:
+        if inst.asset != asset:
+            data.cache.clear()
+            asset = inst.asset
         _run(inst, order, _plan(inst, data, birth), data, found)
     found.sort(key=lambda item: item[0])
     return result_of(rule_set, [t for _, t in found], total, total - n,
@@ -123,14 +148,44 @@ def _prepare(cols: Columns, keep: Bools, all_kept: bool, base: npt.NDArray[np.ui
             due = ks.astype(np.float64) * step
             due = due[due < last]
             pos = np.searchsorted(later_max, due, side="right").astype(np.int64) + 1
-    # Positions per key: one stable sort (a radix sort while keys fit 16 bits).
-    nkeys = len(cols.keys)
-    sortable = key.astype(np.uint16) if nkeys <= 1 << 16 else key
-    order = np.argsort(sortable, kind="stable").astype(np.int64, copy=False)
-    bounds = np.concatenate(([0], np.cumsum(np.bincount(key, minlength=nkeys))))
-    positions = [order[bounds[i]:bounds[i + 1]] for i in range(nkeys)]
     return _Data(cols.keys, key, ts, value, quality, none, none | (quality == BAD), due, pos,
-                 positions, {k: i for i, k in enumerate(cols.keys)})
+                 _ByKey(key, len(cols.keys)), {k: i for i, k in enumerate(cols.keys)}, {})
+
+
+class _ByKey:
+    """Sample positions per key: a stable sort by key, done in cache-sized chunks (one sort of
+    86 M keys is several times slower), then each key's slices picked from every chunk."""
+
+    __slots__ = ("count", "order", "start")
+
+    def __init__(self, key: npt.NDArray[np.uint32], nkeys: int) -> None:
+        n = len(key)
+        chunk = max(1 << 16, 64 * nkeys)
+        small = key.astype(np.uint16) if nkeys <= 1 << 16 else key  # a radix sort
+        self.order: Ints = np.empty(n, np.int64)
+        counts = []
+        for lo in range(0, n, chunk):
+            part = small[lo:lo + chunk]
+            got = self.order[lo:lo + chunk]
+            got[:] = np.argsort(part, kind="stable")
+            got += lo
+            counts.append(np.bincount(part, minlength=nkeys))
+        self.count: Ints = np.array(counts, np.int64).reshape(len(counts), nkeys)  # chunk x key
+        first_of_chunk = np.arange(len(self.count), dtype=np.int64)[:, None] * chunk
+        self.start: Ints = first_of_chunk + np.cumsum(self.count, axis=1) - self.count
+
+    def positions(self, k: int) -> Ints:
+        lens, starts = self.count[:, k], self.start[:, k]
+        some = lens > 0
+        lens, starts = lens[some], starts[some]
+        ends = np.cumsum(lens)
+        total = int(ends[-1]) if len(ends) else 0
+        return self.order[np.repeat(starts - (ends - lens), lens) + np.arange(total)]
+
+    def first(self, k: int) -> int | None:
+        """The first position of key k, if it has any."""
+        chunks = np.flatnonzero(self.count[:, k])
+        return None if not len(chunks) else int(self.order[self.start[chunks[0], k]])
 
 
 def _instances(rule_set: RuleSet, data: _Data) -> list[tuple[RuleInstance, int]]:
@@ -139,9 +194,10 @@ def _instances(rule_set: RuleSet, data: _Data) -> list[tuple[RuleInstance, int]]
     engine = RuleEngine(rule_set)
     out = [(inst, -1) for inst in engine.instances()]
     first: dict[str, int] = {}
-    for (asset, _), pos in zip(data.keys, data.positions, strict=True):
-        if len(pos):
-            first[asset] = min(first.get(asset, len(data.ts)), int(pos[0]))
+    for k, (asset, _) in enumerate(data.keys):
+        at = data.by_key.first(k)
+        if at is not None:
+            first[asset] = min(first.get(asset, at), at)
     for asset, at in sorted(first.items(), key=lambda item: item[1]):
         known = len(out)
         engine.discover(asset)
@@ -195,7 +251,7 @@ def _plan(inst: RuleInstance, data: _Data, birth: int) -> Plan:
     if not inst.needs_tick():
         ticks = _EMPTY
     mute = _mute_changes(inst, data)
-    own = data.of(inst.asset, inst.signal)
+    own = data.signal(inst.asset, inst.signal)
     kind = type(inst)
     if kind is CombinationRule:
         assert isinstance(inst, CombinationRule)
@@ -204,14 +260,14 @@ def _plan(inst: RuleInstance, data: _Data, birth: int) -> Plan:
         assert isinstance(inst, StaleRule)
         return _stale(inst, data, own, ticks, mute)
     if kind in (BandThreshold, InsideThreshold, BadQualityRule):
-        return (*_runs(_classes(inst, data, own), own, data, inst, ticks, mute), None)
+        return (*_runs(_classes(inst, own), own, data, inst, ticks, mute), None)
     if kind is CountThreshold:
         assert isinstance(inst, CountThreshold)
-        codes, prime = _count(inst, data, own)
+        codes, prime = _count(inst, own)
         return (*_runs(codes, own, data, inst, ticks, mute), prime)
     if kind is RateRule:
         assert isinstance(inst, RateRule)
-        got = _rate(inst, data, own)
+        got = _rate(inst, own)
         if got is not None:
             return (*_runs(got[0], own, data, inst, ticks, mute), got[1])
     return _everything(inst, data, ticks)
@@ -226,11 +282,12 @@ def _mute_changes(inst: RuleInstance, data: _Data) -> Ints:
     """Positions of the mute-signal samples that change whether the rule is muted."""
     found = [_EMPTY]
     for signal, equals in inst.suppress_while():
-        pos = data.of(inst.asset, signal)
-        usable = pos[~data.bad[pos]]
+        sig = data.signal(inst.asset, signal)
+        good = ~sig.bad
+        usable = sig.pos[good]
         if not len(usable):
             continue
-        muted = data.value[usable] == equals
+        muted = sig.value[good] == equals
         change = np.ones(len(usable), np.bool_)
         change[1:] = muted[1:] != muted[:-1]
         found.append(usable[change])
@@ -240,9 +297,9 @@ def _mute_changes(inst: RuleInstance, data: _Data) -> Ints:
 # --- runs of one class (threshold, N of M, rate, bad quality) --------------------------------
 
 
-def _classes(inst: RuleInstance, data: _Data, own: Ints) -> Codes:
+def _classes(inst: RuleInstance, own: _Signal) -> Codes:
     """Class per sample: bit 0 = raises when idle, bit 1 = holds when active; 4 = bad data."""
-    v, bad = data.value[own], data.bad[own]
+    v, bad = own.value, own.bad
     if isinstance(inst, BadQualityRule):
         return np.where(bad, 3, 0).astype(np.int8)
     assert isinstance(inst, (BandThreshold, InsideThreshold))
@@ -256,13 +313,13 @@ def _classes(inst: RuleInstance, data: _Data, own: Ints) -> Codes:
     return np.where(bad, BAD_DATA, raise_ + 2 * hold.astype(np.int8)).astype(np.int8)
 
 
-def _runs(codes: Codes, own: Ints, data: _Data, inst: RuleInstance, ticks: Ints,
+def _runs(codes: Codes, sig: _Signal, data: _Data, inst: RuleInstance, ticks: Ints,
           mute: Ints) -> tuple[Ints, Ints]:
     """Samples and ticks to feed for a rule whose decision is a function of the class."""
+    own, t = sig.pos, sig.ts
     n = len(own)
     if n == 0:
         return _EMPTY, _EMPTY  # without own samples nothing can raise or clear
-    t = data.ts[own]
     start = np.ones(n, np.bool_)
     start[1:] = codes[1:] != codes[:-1]
     feed = start | (codes == 1)  # raises when idle, clears when active: may flip every sample
@@ -325,8 +382,8 @@ def _first_of_each(found: Ints, group: Ints) -> Ints:
     return found[first]
 
 
-def _count(inst: CountThreshold, data: _Data, own: Ints) -> tuple[Codes, Primer]:
-    v, bad = data.value[own], data.bad[own]
+def _count(inst: CountThreshold, sig: _Signal) -> tuple[Codes, Primer]:
+    own, v, bad = sig.pos, sig.value, sig.bad
     good_v = v[~bad]
     with np.errstate(invalid="ignore"):
         if inst.inverted:
@@ -371,10 +428,10 @@ def _window_sum(x: Ints, m: int) -> Ints:
     return c[idx] - c[np.maximum(idx - m, 0)]
 
 
-def _rate(inst: RateRule, data: _Data, own: Ints) -> tuple[Codes, Primer] | None:
-    bad = data.bad[own]
+def _rate(inst: RateRule, sig: _Signal) -> tuple[Codes, Primer] | None:
+    own, bad = sig.pos, sig.bad
     good_pos = own[~bad]
-    t, v = data.ts[good_pos], data.value[good_pos]
+    t, v = sig.ts[~bad], sig.value[~bad]
     if len(t) and bool(np.any(np.diff(t) < 0)):
         return None  # time goes backwards: the window is not a slice; feed every sample
     start = np.searchsorted(t, t - inst.window, side="left")
@@ -402,13 +459,13 @@ def _rate(inst: RateRule, data: _Data, own: Ints) -> tuple[Codes, Primer] | None
 # --- stale ----------------------------------------------------------------------------------
 
 
-def _stale(inst: StaleRule, data: _Data, own: Ints, ticks: Ints, mute: Ints) -> Plan:
+def _stale(inst: StaleRule, data: _Data, sig: _Signal, ticks: Ints, mute: Ints) -> Plan:
     """Ticks that find the signal silent past the limit, and the samples either side."""
     if not len(ticks):
         return _EMPTY, _EMPTY, None  # it raises only on a tick
     due, tpos = data.tick_due[ticks], data.tick_pos[ticks]
+    own, t = sig.pos, sig.ts
     before = np.searchsorted(own, tpos, side="left")  # own samples before each tick
-    t = data.ts[own]
     seen = np.where(before > 0, t[np.maximum(before - 1, 0)] if len(own) else due[0], due[0])
     late = np.flatnonzero(due - seen > inst.limit)
     if not inst.suppress_while():
@@ -424,31 +481,43 @@ def _stale(inst: StaleRule, data: _Data, own: Ints, ticks: Ints, mute: Ints) -> 
 
 def _combination(inst: CombinationRule, data: _Data, ticks: Ints, mute: Ints) -> Plan:
     """Class of every sample and tick from the latest value per signal and its age."""
-    signals = list(inst.index)
-    own = np.sort(np.concatenate([_EMPTY, *(data.of(inst.asset, s) for s in signals)]))
+    sigs = [data.signal(inst.asset, s) for s in inst.index]
+    own = np.concatenate([_EMPTY, *(g.pos for g in sigs)])
     if not len(own):
         return _EMPTY, _EMPTY, None
+    by_pos = np.argsort(own, kind="stable")
+    own = own[by_pos]
+    source = np.concatenate([np.full(len(g.pos), i, np.int8) for i, g in enumerate(sigs)])[by_pos]
+    own_ts = np.concatenate([g.ts for g in sigs])[by_pos]
+    # Samples and ticks in the order they happen: tick k runs just before sample tick_pos[k].
     tpos = data.tick_pos[ticks]
-    at = np.concatenate((2 * own + 1, 2 * tpos))
-    when = np.concatenate((data.ts[own], data.tick_due[ticks]))
-    is_tick = np.concatenate((np.zeros(len(own), np.bool_), np.ones(len(ticks), np.bool_)))
-    which = np.concatenate((own, ticks))
-    order = np.lexsort((np.concatenate((np.zeros(len(own), np.int64), ticks)), at))
-    when, is_tick, which, at = when[order], is_tick[order], which[order], at[order]
+    n = len(own) + len(ticks)
+    at_sample = np.arange(len(own)) + np.searchsorted(tpos, own, side="right")
+    at_tick = np.arange(len(ticks)) + np.searchsorted(own, tpos, side="left")
+    is_tick = np.zeros(n, np.bool_)
+    is_tick[at_tick] = True
+    when, which, signal_of = np.empty(n), np.empty(n, np.int64), np.full(n, -1, np.int8)
+    when[at_sample], when[at_tick] = own_ts, data.tick_due[ticks]
+    which[at_sample], which[at_tick] = own, ticks
+    signal_of[at_sample] = source
     # Per condition, at every event: when its signal last had a usable value, and that value.
     latest: list[tuple[Floats, Floats, Bools]] = []
+    index = list(inst.index)
     for signal, op, level in inst.conditions:
-        pos = data.of(inst.asset, signal)
-        # Samples count at their own position (at or before), ticks before theirs.
-        j = np.searchsorted(2 * pos + 1, at, side="right") - 1
-        src = pos[np.maximum(j, 0)] if len(pos) else np.zeros(len(at), np.int64)
-        usable = (j >= 0) & ~data.bad[src] if len(pos) else np.zeros(len(at), np.bool_)
-        seen = np.where(usable, data.ts[src], -np.inf) if len(pos) else np.full(len(at), -np.inf)
-        value = np.where(usable, data.value[src], np.nan) if len(pos) else np.full(len(at), np.nan)
+        number = index.index(signal)
+        sig = sigs[number]
+        j = np.cumsum(signal_of == number) - 1  # its latest sample at or before each event
+        jj = np.maximum(j, 0)
+        usable = (j >= 0) & ~sig.bad[jj] if len(sig.pos) else np.zeros(n, np.bool_)
+        seen = np.where(usable, sig.ts[jj], -np.inf) if len(sig.pos) else np.full(n, -np.inf)
+        value = np.where(usable, sig.value[jj], np.nan) if len(sig.pos) else np.full(n, np.nan)
         with np.errstate(invalid="ignore"):
             ok = (value > level if op == "above" else value < level if op == "below"
                   else value == level)
         latest.append((seen, value, ok & usable))
+    # The first event after each muting change.
+    after_mute = (np.searchsorted(own, mute, side="right")
+                  + np.searchsorted(tpos, mute, side="right"))
     fresh = np.array([s >= when - inst.max_age for s, _, _ in latest])
     verdict = np.array([ok for _, _, ok in latest])
     unknown = ~fresh.all(axis=0)
@@ -458,7 +527,7 @@ def _combination(inst: CombinationRule, data: _Data, ticks: Ints, mute: Ints) ->
     else:
         decided_true = (fresh & verdict).any(axis=0)
         codes = np.where(decided_true, 3, np.where(unknown, 2, 0)).astype(np.int8)
-    feed = _combination_events(inst, codes, when, is_tick, at, mute)
+    feed = _combination_events(inst, codes, when, is_tick, after_mute)
     fed = np.flatnonzero(feed)
     slot = {int(which[e]) if not is_tick[e] else -1 - int(which[e]): int(e) for e in fed}
 
@@ -477,7 +546,7 @@ def _combination(inst: CombinationRule, data: _Data, ticks: Ints, mute: Ints) ->
 
 
 def _combination_events(inst: CombinationRule, codes: Codes, when: Floats, is_tick: Bools,
-                        at: Ints, mute: Ints) -> Bools:
+                        after_mute: Ints) -> Bools:
     """Which merged events to feed: the first sample of a run (also after a tick that changed
     the class, since that tick cancelled any pending debounce), such ticks themselves, and the
     first event of a run past its delay."""
@@ -493,10 +562,9 @@ def _combination_events(inst: CombinationRule, codes: Codes, when: Floats, is_ti
     feed = start | (is_tick & changed)
     delay = np.array([inst.off_delay, 0.0, 0.0, inst.on_delay], np.float64)[codes]
     cuts = [(start, changed)]
-    if len(mute):  # muting restarts a raise's debounce, not a clear's: cut runs both ways
+    if len(after_mute):  # muting restarts a raise's debounce, not a clear's: cut runs both ways
         cut = start.copy()
-        after = np.searchsorted(at, 2 * mute + 1, side="right")  # first event after a change
-        nxt = np.searchsorted(samples, after, side="left")
+        nxt = np.searchsorted(samples, after_mute, side="left")
         cut[samples[nxt[nxt < len(samples)]]] = True
         feed |= cut
         cuts.append((cut, changed | cut))

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 from gateway.model import Quality, Sample, Transition
 from rules import RuleSet, load_rule_files
 from rules.columns import columns_from_samples
-from rules.fastreplay import replay_columns
+from rules.fastreplay import _ByKey, replay_columns
 from rules.replay import ReplayResult, load_recording, replay
 
 CASES = Path(__file__).parent / "cases"
@@ -241,3 +242,22 @@ def test_empty_and_all_skipped() -> None:
     rules = rule_set(1.0, 1.0, 3, 5.0, 4.0, 4.0)
     for samples in ([], [Sample("p1", "vibration", math.nan, Quality.GOOD, 5.0)]):
         same(replay(rules, samples), replay_columns(rules, columns_from_samples(samples)))
+
+
+def test_recording_longer_than_one_sort_chunk() -> None:
+    """Positions per signal are sorted in chunks of 65,536 samples; across chunks too."""
+    samples = [s for asset in ("p1", "p2", "p3", "p4") for s in steady(6000, asset)]
+    samples.sort(key=lambda s: s.source_ts)  # interleaved, 72,000 samples
+    samples += steady(2000, "p2")[::-1]  # then time runs backwards for a while
+    cols = columns_from_samples(samples)
+    assert len(cols) > 65_536  # more than one chunk
+    rules = rule_set(2.0, 3.5, 3, 30.0, 20.0, 4.0)
+    expected = replay(rules, samples)
+    assert len(expected.transitions) > 50
+    same(expected, replay_columns(rules, cols))
+    by_key = _ByKey(cols.key, len(cols.keys))
+    order = np.argsort(cols.key, kind="stable")
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(cols.key, minlength=len(cols.keys)))))
+    for k in range(len(cols.keys)):
+        assert np.array_equal(by_key.positions(k), order[bounds[k]:bounds[k + 1]])
+        assert by_key.first(k) == order[bounds[k]]
