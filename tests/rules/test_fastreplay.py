@@ -24,8 +24,9 @@ from hypothesis import strategies as st
 from gateway.model import Quality, Sample, Transition
 from rules import RuleSet, load_rule_files
 from rules.columns import columns_from_samples
-from rules.fastreplay import _ByKey, replay_columns
+from rules.fastreplay import replay_columns
 from rules.replay import ReplayResult, load_recording, replay
+from rules.replaydata import ByKey
 
 CASES = Path(__file__).parent / "cases"
 
@@ -255,7 +256,7 @@ def test_recording_longer_than_one_sort_chunk() -> None:
     expected = replay(rules, samples)
     assert len(expected.transitions) > 50
     same(expected, replay_columns(rules, cols))
-    by_key = _ByKey(cols.key, len(cols.keys))
+    by_key = ByKey(cols.key, len(cols.keys))
     order = np.argsort(cols.key, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(cols.key, minlength=len(cols.keys)))))
     for k in range(len(cols.keys)):

@@ -1,0 +1,118 @@
+"""The arrays a fast replay works on: evaluated samples, the tick grid, positions per signal."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from rules.columns import BAD, Columns
+
+Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+EMPTY: Ints = np.zeros(0, np.int64)
+
+
+@dataclass(slots=True)
+class ReplayData:
+    """The evaluated samples (what the pipeline would not reject), and the tick grid."""
+
+    keys: tuple[tuple[str, str], ...]
+    key: npt.NDArray[np.uint32]
+    ts: Floats
+    value: Floats
+    quality: npt.NDArray[np.uint8]  # 0, 1, 2
+    none: Bools  # value is None
+    bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
+    tick_due: Floats  # data time of tick k
+    tick_pos: Ints  # tick k runs just before the sample at this position
+    by_key: ByKey
+    index: dict[tuple[str, str], int]
+    cache: dict[tuple[str, str], SignalData]  # the assets being worked on
+
+    def of(self, asset: str, signal: str) -> Ints:
+        k = self.index.get((asset, signal))
+        return EMPTY if k is None else self.by_key.positions(k)
+
+    def signal(self, asset: str, signal: str) -> SignalData:
+        """One signal's samples, gathered once for every rule of its asset."""
+        got = self.cache.get((asset, signal))
+        if got is None:
+            pos = self.of(asset, signal)
+            got = self.cache[(asset, signal)] = SignalData(pos, self.ts[pos], self.value[pos],
+                                                        self.bad[pos])
+        return got
+
+
+@dataclass(frozen=True, slots=True)
+class SignalData:
+    pos: Ints  # positions in the recording, ascending
+    ts: Floats
+    value: Floats
+    bad: Bools
+
+
+def prepare(cols: Columns, keep: Bools, all_kept: bool, base: npt.NDArray[np.uint8],
+             none: Bools, step: float) -> ReplayData:
+    if all_kept:
+        key, ts, value, quality = cols.key, cols.ts, cols.value, base
+    else:
+        key, ts, value, quality, none = (cols.key[keep], cols.ts[keep], cols.value[keep],
+                                         base[keep], none[keep])
+    n = len(ts)
+    # Ticks, as `Replayer.feed` makes them: the first sample sets the grid, and before each later
+    # sample every tick of the grid that it has passed runs.
+    due: Floats = np.zeros(0)
+    pos: Ints = EMPTY
+    if n > 1:
+        k0 = math.floor(float(ts[0]) / step) + 1
+        later = ts[1:]
+        # The running maximum of the time, cheap to skip when time never goes backwards.
+        later_max = later if bool(np.all(later[1:] >= later[:-1])) else np.maximum.accumulate(later)
+        last = float(later_max[-1])
+        if k0 * step < last:
+            ks = np.arange(k0, max(k0, math.ceil(last / step)) + 2, dtype=np.int64)
+            due = ks.astype(np.float64) * step
+            due = due[due < last]
+            pos = np.searchsorted(later_max, due, side="right").astype(np.int64) + 1
+    return ReplayData(cols.keys, key, ts, value, quality, none, none | (quality == BAD), due, pos,
+                 ByKey(key, len(cols.keys)), {k: i for i, k in enumerate(cols.keys)}, {})
+
+
+class ByKey:
+    """Sample positions per key: a stable sort by key, done in cache-sized chunks (one sort of
+    86 M keys is several times slower), then each key's slices picked from every chunk."""
+
+    __slots__ = ("count", "order", "start")
+
+    def __init__(self, key: npt.NDArray[np.uint32], nkeys: int) -> None:
+        n = len(key)
+        chunk = max(1 << 16, 64 * nkeys)
+        small = key.astype(np.uint16) if nkeys <= 1 << 16 else key  # a radix sort
+        self.order: Ints = np.empty(n, np.int64)
+        counts = []
+        for lo in range(0, n, chunk):
+            part = small[lo:lo + chunk]
+            got = self.order[lo:lo + chunk]
+            got[:] = np.argsort(part, kind="stable")
+            got += lo
+            counts.append(np.bincount(part, minlength=nkeys))
+        self.count: Ints = np.array(counts, np.int64).reshape(len(counts), nkeys)  # chunk x key
+        first_of_chunk = np.arange(len(self.count), dtype=np.int64)[:, None] * chunk
+        self.start: Ints = first_of_chunk + np.cumsum(self.count, axis=1) - self.count
+
+    def positions(self, k: int) -> Ints:
+        lens, starts = self.count[:, k], self.start[:, k]
+        some = lens > 0
+        lens, starts = lens[some], starts[some]
+        ends = np.cumsum(lens)
+        total = int(ends[-1]) if len(ends) else 0
+        return self.order[np.repeat(starts - (ends - lens), lens) + np.arange(total)]
+
+    def first(self, k: int) -> int | None:
+        """The first position of key k, if it has any."""
+        chunks = np.flatnonzero(self.count[:, k])
+        return None if not len(chunks) else int(self.order[self.start[chunks[0], k]])
