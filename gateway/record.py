@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from gateway.config import PlantBridgeConfig
+from drivers.mqtt.config import MqttSourceConfig, SessionMode
+from gateway.config import PlantBridgeConfig, SourceConfig
 from gateway.model import Sample, Source
 from rules.recording import RecordingWriter
 
@@ -53,9 +55,19 @@ def open_output(path: Path) -> _Output:
     return _JsonLines(path)
 
 
+def listener(source: SourceConfig) -> SourceConfig:
+    """The source as a bystander of the running gateway. An MQTT source gets its own client id
+    and a clean session: with the gateway's id the broker would disconnect the gateway, and a
+    persistent session would take over (and acknowledge) messages queued for it."""
+    if isinstance(source, MqttSourceConfig):
+        own = f"{source.effective_client_id}-record-{os.getpid()}"
+        return source.model_copy(update={"client_id": own, "session": SessionMode.CLEAN})
+    return source
+
+
 async def record(cfg: PlantBridgeConfig, output: Path, duration_seconds: float) -> int:
-    """Record every sample of every source until the duration ends; ack nothing upstream."""
-    sources = [s.build() for s in cfg.sources]
+    """Record every sample of every source until the duration ends, beside a running gateway."""
+    sources = [listener(s).build() for s in cfg.sources]
     out = open_output(output)
     count = 0
     flushed = time.monotonic()
