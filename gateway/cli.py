@@ -104,13 +104,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from gateway.record import record
+    from gateway.record import NothingToRecord, choose, record
 
     loaded = load_or_report(args.config, "{n} problem(s); nothing recorded")
     if loaded is None:
         return 1
+    try:
+        chosen, notes = choose(loaded.config, args.source)
+    except NothingToRecord as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     logs.setup("warning")
-    n = run_async(record(loaded.config, args.output, args.duration))
+    n = run_async(record(chosen, args.output, args.duration))
     print(f"recorded {n} samples to {args.output}")
     return 0
 
@@ -160,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", type=Path, required=True,
                      help="a .pbrec file (compact, fast to replay) or JSON lines (any other name)")
     rec.add_argument("--duration", type=float, default=60.0, help="seconds")
+    rec.add_argument("--source", nargs="+", metavar="NAME",
+                     help="only these sources (default: all but serial Modbus lines)")
     rec.set_defaults(func=cmd_record)
 
     dl = sub.add_parser("dead-letters", help="list, requeue or drop what an upstream refused")

@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol
 
 import orjson
 
+from drivers.modbus.config import ModbusSourceConfig, Transport
 from drivers.mqtt.config import MqttSourceConfig, SessionMode
 from gateway.config import PlantBridgeConfig, SourceConfig
 from gateway.model import Sample, Source
@@ -55,6 +56,41 @@ def open_output(path: Path) -> _Output:
     return _JsonLines(path)
 
 
+class NothingToRecord(ValueError):
+    """The chosen sources do not exist or cannot be recorded beside the gateway."""
+
+
+def choose(cfg: PlantBridgeConfig, names: list[str] | None) -> tuple[list[SourceConfig],
+                                                                     list[str]]:
+    """The sources to record, and a note per source left out.
+
+    A serial Modbus line takes one master: a second process on it garbles the gateway's frames
+    (bad-quality samples, maybe false maintenance requests). It is recorded only when named,
+    which a technician does with the gateway stopped.
+    """
+    known = {s.name for s in cfg.sources}
+    unknown = sorted(set(names or ()) - known)
+    if unknown:
+        raise NothingToRecord(f"no source named {', '.join(unknown)}; the config has "
+                              f"{', '.join(sorted(known)) or 'none'}")
+    chosen: list[SourceConfig] = []
+    notes: list[str] = []
+    for s in cfg.sources:
+        if names is not None:
+            if s.name in names:
+                chosen.append(s)
+        elif isinstance(s, ModbusSourceConfig) and s.transport is Transport.RTU:
+            port = s.serial.port if s.serial is not None else "?"
+            notes.append(f"left out source {s.name!r} (Modbus RTU on {port}): a serial line "
+                         f"takes one master, the gateway; stop the gateway and name it with "
+                         f"--source {s.name} to record it")
+        else:
+            chosen.append(s)
+    if not chosen:
+        raise NothingToRecord("; ".join(["nothing to record", *notes]))
+    return chosen, notes
+
+
 def listener(source: SourceConfig) -> SourceConfig:
     """The source as a bystander of the running gateway. An MQTT source gets its own client id
     and a clean session: with the gateway's id the broker would disconnect the gateway, and a
@@ -65,9 +101,10 @@ def listener(source: SourceConfig) -> SourceConfig:
     return source
 
 
-async def record(cfg: PlantBridgeConfig, output: Path, duration_seconds: float) -> int:
-    """Record every sample of every source until the duration ends, beside a running gateway."""
-    sources = [listener(s).build() for s in cfg.sources]
+async def record(chosen: list[SourceConfig], output: Path, duration_seconds: float) -> int:
+    """Record every sample of the chosen sources until the duration ends, beside a running
+    gateway (see `choose`)."""
+    sources = [listener(s).build() for s in chosen]
     out = open_output(output)
     count = 0
     flushed = time.monotonic()

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gateway.cli import main
 from rules.recording import read_columns
 from tests.harness import Mosquitto, wait_for_sync
 
@@ -95,3 +97,75 @@ def _has_samples(path: Path) -> bool:
         return path.stat().st_size > 16 + 64
     except FileNotFoundError:
         return False
+
+
+RTU_AND_MQTT = """
+[gateway]
+state_dir = "{state}"
+[[sources]]
+type = "modbus"
+name = "line-3"
+transport = "rtu"
+[sources.serial]
+port = "/dev/ttyPLANTBRIDGE-test"
+[sources.maps.press]
+points = [{{ signal = "pressure", table = "holding", address = 0, type = "uint16" }}]
+[[sources.devices]]
+unit_id = 1
+asset = "press-1"
+map = "press"
+{mqtt}
+"""
+
+MQTT = """
+[[sources]]
+type = "mqtt"
+name = "plant"
+port = {port}
+[[sources.subscriptions]]
+pattern = "plant/+asset/+signal"
+"""
+
+
+def _config(tmp_path: Path, mqtt_port: int | None) -> Path:
+    (tmp_path / "rules.d").mkdir(exist_ok=True)
+    (tmp_path / "rules.d" / "r.toml").write_text(
+        '[[rule]]\nid = "v"\nkind = "threshold"\nasset = "press-1"\nsignal = "pressure"\n'
+        'above = 7.1\n')
+    cfg = tmp_path / "plantbridge.toml"
+    mqtt_part = "" if mqtt_port is None else MQTT.format(port=mqtt_port)
+    cfg.write_text(RTU_AND_MQTT.format(state=tmp_path, mqtt=mqtt_part))
+    return cfg
+
+
+def test_a_serial_line_is_left_to_the_gateway(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Two masters on one RS-485 line garble each other: record leaves it out and says why."""
+    cfg = _config(tmp_path, None)
+    assert main(["check", "--config", str(cfg)]) == 0
+    capsys.readouterr()
+    assert main(["record", "--config", str(cfg), "--output", str(tmp_path / "r.pbrec"),
+                 "--duration", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "left out source 'line-3' (Modbus RTU on /dev/ttyPLANTBRIDGE-test)" in err
+    assert "--source line-3" in err and "nothing to record" in err
+    assert not (tmp_path / "r.pbrec").exists()
+
+
+def test_record_names_an_unknown_source(tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, None)
+    assert main(["record", "--config", str(cfg), "--output", str(tmp_path / "r.pbrec"),
+                 "--source", "line-9"]) == 1
+    assert "no source named line-9; the config has line-3" in capsys.readouterr().err
+
+
+def test_the_other_sources_are_recorded_with_a_note(tmp_path: Path, mosquitto: Mosquitto,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path, mosquitto.port)
+    out = tmp_path / "r.jsonl"
+    assert main(["record", "--config", str(cfg), "--output", str(out), "--duration",
+                 "0.5"]) == 0
+    got = capsys.readouterr()
+    assert "left out source 'line-3'" in got.err
+    assert f"recorded 0 samples to {out}" in got.out and out.exists()
