@@ -42,7 +42,7 @@ from gateway.model import Quality, Sample
 from rules import RuleEngine, RuleSet, load_rule_files
 from rules.columns import BAD, NO_VALUE, Columns
 from rules.fastreplay import replay_columns
-from rules.recording import read_columns, write_columns
+from rules.pbrec import read_columns, write_columns
 from rules.replay import replay
 
 SIGNALS = ("vibration", "temperature", "current", "running")

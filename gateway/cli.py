@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rules import RuleFileError, load_rule_files
     from rules.fastreplay import replay_columns
-    from rules.recording import load_columns
+    from rules.pbrec import load_columns
     from rules.replay import RecordingError, format_comparison, format_report, pair
 
     try:

@@ -1,6 +1,6 @@
 """`plantbridge record`: capture live samples from the configured sources to a recording.
 
-An output named `*.pbrec` gets the compact columnar format (rules.recording.RecordingWriter,
+An output named `*.pbrec` gets the compact columnar format (rules.pbrec.RecordingWriter,
 21 bytes a sample); any other name gets JSON lines, one {asset, signal, value, quality, ts} per
 line. Either way what was received is handed to the operating system every few seconds, so a
 power loss costs little, and the recording is closed cleanly when the duration ends or on
@@ -23,7 +23,7 @@ from drivers.modbus.config import ModbusSourceConfig, Transport
 from drivers.mqtt.config import MqttSourceConfig, SessionMode
 from gateway.config import PlantBridgeConfig, SourceConfig
 from gateway.model import Sample, Source
-from rules.recording import RecordingWriter
+from rules.pbrec import RecordingWriter
 
 FLUSH_SECONDS = 5.0
 

@@ -8,7 +8,8 @@ import pytest
 
 from gateway.cli import main
 from gateway.model import Quality, Sample
-from rules.recording import RecordingWriter, write_jsonl
+from rules.pbrec import RecordingWriter
+from rules.recording import write_jsonl
 
 RULE = """
 [[rule]]

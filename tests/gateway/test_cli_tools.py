@@ -123,7 +123,7 @@ pattern = "plant/+asset/+signal"
 
 def test_record_to_pbrec_keeps_every_sample_through_ctrl_c(tmp_path: Path,
                                                            mosquitto: Mosquitto) -> None:
-    from rules.recording import read_columns
+    from rules.pbrec import read_columns
 
     cfg = tmp_path / "plantbridge.toml"
     (tmp_path / "rules.d").mkdir()

@@ -18,7 +18,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import main
-from rules.recording import read_columns
+from rules.pbrec import read_columns
 from tests.harness import Mosquitto, wait_for_sync
 
 

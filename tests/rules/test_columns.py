@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 
 from gateway.model import Quality, Sample
 from rules.columns import NO_VALUE, Columns, columns_from_samples, concat
-from rules.recording import (
-    RecordingError,
-    RecordingWriter,
-    load_columns,
-    read_columns,
-    write_columns,
-    write_jsonl,
-)
+from rules.pbrec import RecordingWriter, load_columns, read_columns, write_columns
+from rules.recording import RecordingError, write_jsonl
 
 HEADER = 16
 ODD = [None, math.nan, math.inf, -math.inf, -0.0, 0.0, 5e-324, 1.7976931348623157e308, 3.25]
