@@ -10,17 +10,9 @@ from gateway.cli import main
 from gateway.model import Quality, Sample
 from rules.pbrec import RecordingWriter
 from rules.recording import write_jsonl
+from tests.gateway.recorder import VIB_RULE
 
-RULE = """
-[[rule]]
-id = "vib-high"
-kind = "threshold"
-asset = "pump-1"
-signal = "vibration"
-above = 7.1
-clear_below = 6.0
-on_delay_seconds = 2
-"""
+RULE = VIB_RULE.format(above=7.1)
 
 
 def samples() -> list[Sample]:

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
-import threading
-import time
 from pathlib import Path
 
 import orjson
-import paho.mqtt.client as mqtt
 import pytest
 
 from gateway.cli import main
+from rules.pbrec import read_columns
+from tests.gateway.recorder import VIB_RULE, mqtt_config, publishing, start_recorder
 from tests.harness import Mosquitto, wait_for_sync
 
-RULE = """
-[[rule]]
-id = "vib-high"
-kind = "threshold"
-asset = "pump-1"
-signal = "vibration"
-above = {above}
-clear_below = 6.0
-on_delay_seconds = 2
-"""
+RULE = VIB_RULE
 
 
 def _recording(path: Path) -> Path:
@@ -73,47 +61,17 @@ def test_replay_names_a_bad_recording_line(tmp_path: Path,
 
 
 def test_record_captures_live_mqtt_samples(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    cfg = tmp_path / "plantbridge.toml"
-    (tmp_path / "rules.d").mkdir()
-    (tmp_path / "rules.d" / "r.toml").write_text(RULE.format(above=7.1))
-    cfg.write_text(f"""
-[gateway]
-state_dir = "{tmp_path}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-port = {mosquitto.port}
-session = "clean"
-[[sources.subscriptions]]
-pattern = "plant/+asset/+signal"
-""")
+    cfg = mqtt_config(tmp_path, mosquitto.port)
     out = tmp_path / "rec.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "record", "--config",
-                             str(cfg), "--output", str(out), "--duration", "4"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stop = threading.Event()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.loop_start()
+    proc = start_recorder(cfg, out, 4)
     try:
         wait_for_sync(lambda: out.exists(), 10, "the recorder to start")
-
-        def publish() -> None:
-            i = 0
-            while not stop.is_set():
-                pub.publish("plant/pump-1/vibration", f'{{"value": {i}, "ts": {time.time()}}}',
-                            qos=1)
-                i += 1
-                stop.wait(0.05)
-
-        t = threading.Thread(target=publish)
-        t.start()
-        output, _ = proc.communicate(timeout=30)
-        stop.set()
-        t.join()
+        with publishing(mosquitto.port):
+            output, _ = proc.communicate(timeout=30)
     finally:
-        pub.loop_stop()
-        pub.disconnect()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 0, output
     lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
     assert lines, output
@@ -123,52 +81,18 @@ pattern = "plant/+asset/+signal"
 
 def test_record_to_pbrec_keeps_every_sample_through_ctrl_c(tmp_path: Path,
                                                            mosquitto: Mosquitto) -> None:
-    from rules.pbrec import read_columns
-
-    cfg = tmp_path / "plantbridge.toml"
-    (tmp_path / "rules.d").mkdir()
-    (tmp_path / "rules.d" / "r.toml").write_text(RULE.format(above=7.1))
-    cfg.write_text(f"""
-[gateway]
-state_dir = "{tmp_path}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-port = {mosquitto.port}
-session = "clean"
-[[sources.subscriptions]]
-pattern = "plant/+asset/+signal"
-""")
+    cfg = mqtt_config(tmp_path, mosquitto.port)
     out = tmp_path / "rec.pbrec"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "record", "--config",
-                             str(cfg), "--output", str(out), "--duration", "120"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    stop = threading.Event()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.loop_start()
+    proc = start_recorder(cfg, out, 120)
     try:
         wait_for_sync(lambda: out.exists(), 10, "the recorder to start")
-
-        def publish() -> None:
-            i = 0
-            while not stop.is_set():
-                pub.publish("plant/pump-1/vibration", f'{{"value": {i}, "ts": {time.time()}}}',
-                            qos=1)
-                i += 1
-                stop.wait(0.05)
-
-        t = threading.Thread(target=publish)
-        t.start()
-        # the recorder hands a block to the OS every few seconds: a first block is on disk
-        wait_for_sync(lambda: len(read_columns(out)) > 0, 20, "a first block in the recording")
-        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the recording, and closes it cleanly
-        output, _ = proc.communicate(timeout=30)
-        stop.set()
-        t.join()
+        with publishing(mosquitto.port):
+            # the recorder hands a block to the OS every few seconds: a first block is on disk
+            wait_for_sync(lambda: len(read_columns(out)) > 0, 20,
+                          "a first block in the recording")
+            proc.send_signal(signal.SIGINT)  # Ctrl-C ends the recording, and closes it cleanly
+            output, _ = proc.communicate(timeout=30)
     finally:
-        pub.loop_stop()
-        pub.disconnect()
         if proc.poll() is None:
             proc.kill()
             proc.communicate()

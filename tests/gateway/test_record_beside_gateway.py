@@ -7,8 +7,7 @@ maintenance events lost. The recorder listens under its own id with a clean sess
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,27 +18,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.cli import main
 from rules.pbrec import read_columns
+from tests.gateway.recorder import mqtt_config, publisher, start_recorder
 from tests.harness import Mosquitto, wait_for_sync
 
 
 def test_record_does_not_disturb_the_gateways_session(tmp_path: Path,
                                                      mosquitto: Mosquitto) -> None:
-    cfg = tmp_path / "plantbridge.toml"
-    (tmp_path / "rules.d").mkdir()
-    (tmp_path / "rules.d" / "r.toml").write_text(
-        '[[rule]]\nid = "v"\nkind = "threshold"\nasset = "pump-1"\nsignal = "vibration"\n'
-        'above = 7.1\n')
-    cfg.write_text(f"""
-[gateway]
-state_dir = "{tmp_path}"
-[[sources]]
-type = "mqtt"
-name = "plant"
-port = {mosquitto.port}
-[[sources.subscriptions]]
-pattern = "plant/+asset/+signal"
-qos = 1
-""")  # the default: a persistent session as "plantbridge-plant"
+    # The default session: persistent, as "plantbridge-plant".
+    cfg = mqtt_config(tmp_path, mosquitto.port, session="persistent")
     # Stands in for the running gateway: same client id, persistent session, QoS 1.
     got: list[bytes] = []
     disconnects: list[Any] = []
@@ -52,36 +38,36 @@ qos = 1
     gw.on_connect = lambda c, *_: c.subscribe("plant/+/+", qos=1)
     gw.connect("127.0.0.1", mosquitto.port)
     gw.loop_start()
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", mosquitto.port)
-    pub.loop_start()
+    pub = publisher(mosquitto.port)
     out = tmp_path / "rec.pbrec"
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "record", "--config",
-                             str(cfg), "--output", str(out), "--duration", "30"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = start_recorder(cfg, out, 30)
+    sent = 0
+
+    def publish() -> None:
+        nonlocal sent
+        pub.publish("plant/pump-1/vibration", f'{{"value": {sent}, "ts": {sent}}}',
+                    qos=1).wait_for_publish(5)
+        sent += 1
+
+    def recorded() -> bool:
+        publish()
+        return len(read_columns(out)) > 0
+
     try:
         assert subscribed.wait(10), "the stand-in gateway did not subscribe"
         wait_for_sync(out.exists, 15, "the recorder to start")
-        sent = 0
-
-        # Publish until the recorder has its subscription and has seen a message.
-        def recorded() -> bool:
-            nonlocal sent
-            pub.publish("plant/pump-1/vibration", f'{{"value": {sent}, "ts": {sent}}}',
-                        qos=1).wait_for_publish(5)
-            sent += 1
-            return b'"value": 0,' in b"".join(got) and sent >= 20 and _has_samples(out)
+        # Publish until the recording holds samples (the recorder flushes every few seconds).
         wait_for_sync(recorded, 20, "samples in the recording", interval=0.1)
         for _ in range(20):
-            pub.publish("plant/pump-1/vibration", f'{{"value": {sent}, "ts": {sent}}}',
-                        qos=1).wait_for_publish(5)
-            sent += 1
+            publish()
         wait_for_sync(lambda: len(got) >= sent, 10, "the gateway to get every message")
-        proc.send_signal(2)  # Ctrl-C ends the recording cleanly
+        proc.send_signal(signal.SIGINT)  # Ctrl-C ends the recording cleanly
         output, _ = proc.communicate(timeout=30)
         kicked = list(disconnects)
     finally:
-        proc.kill()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
         pub.loop_stop()
         pub.disconnect()
         gw.loop_stop()
@@ -90,13 +76,6 @@ qos = 1
     assert kicked == [], "the recorder took the gateway's session"
     assert len(got) == sent  # every message reached the gateway, none twice
     assert len(read_columns(out)) > 0
-
-
-def _has_samples(path: Path) -> bool:
-    try:
-        return path.stat().st_size > 16 + 64
-    except FileNotFoundError:
-        return False
 
 
 RTU_AND_MQTT = """
