@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     rec = sub.add_parser("record", help="capture live telemetry to a recording file")
     rec.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     rec.add_argument("--output", type=Path, required=True,
-                     help="a .pbrec file (compact, fast to replay) or JSON lines (any other name)")
+                     help=".pbrec (compact, fast to replay), .csv, or JSON lines (any other name)")
     rec.add_argument("--duration", type=float, default=60.0, help="seconds")
     rec.add_argument("--source", nargs="+", metavar="NAME",
                      help="only these sources (default: all but serial Modbus lines)")

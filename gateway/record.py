@@ -1,16 +1,17 @@
 """`plantbridge record`: capture live samples from the configured sources to a recording.
 
 An output named `*.pbrec` gets the compact columnar format (rules.pbrec.RecordingWriter,
-21 bytes a sample); any other name gets JSON lines, one {asset, signal, value, quality, ts} per
-line. Either way what was received is handed to the operating system every few seconds, so a
-power loss costs little, and the recording is closed cleanly when the duration ends or on
-Ctrl-C (SIGINT) or SIGTERM, which end the recording early instead of aborting it.
+21 bytes a sample), `*.csv` CSV, and any other name JSON lines, one {asset, signal, value,
+quality, ts} per line. Either way what was received is handed to the operating system every few
+seconds, so a power loss costs little, and the recording is closed cleanly when the duration ends
+or on Ctrl-C (SIGINT) or SIGTERM, which end the recording early instead of aborting it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import os
 import signal
 import time
@@ -49,10 +50,32 @@ class _JsonLines:
         self._file.close()
 
 
+class _Csv:
+    """asset,signal,value,quality,ts; an empty value when there is none (what read_csv reads)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("w", newline="", encoding="utf-8")
+        self._out = csv.writer(self._file)
+        self._out.writerow(("asset", "signal", "value", "quality", "ts"))
+
+    def write(self, s: Sample) -> None:
+        self._out.writerow((s.asset, s.signal, "" if s.value is None else repr(s.value),
+                            s.quality.name, repr(s.source_ts)))
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
 def open_output(path: Path) -> _Output:
-    """A `.pbrec` writer for that suffix, JSON lines otherwise."""
-    if path.suffix.lower() == ".pbrec":
+    """A `.pbrec` writer or CSV for those suffixes, JSON lines otherwise."""
+    suffix = path.suffix.lower()
+    if suffix == ".pbrec":
         return RecordingWriter(path)
+    if suffix == ".csv":
+        return _Csv(path)
     return _JsonLines(path)
 
 

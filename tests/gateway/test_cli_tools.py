@@ -10,6 +10,7 @@ import pytest
 
 from gateway.cli import main
 from rules.pbrec import read_columns
+from rules.recording import load_recording
 from tests.gateway.recorder import VIB_RULE, mqtt_config, publishing, start_recorder
 from tests.harness import Mosquitto, wait_for_sync
 
@@ -60,9 +61,11 @@ def test_replay_names_a_bad_recording_line(tmp_path: Path,
     assert "bad.jsonl:2" in capsys.readouterr().err
 
 
-def test_record_captures_live_mqtt_samples(tmp_path: Path, mosquitto: Mosquitto) -> None:
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_record_captures_live_mqtt_samples(tmp_path: Path, mosquitto: Mosquitto,
+                                           suffix: str) -> None:
     cfg = mqtt_config(tmp_path, mosquitto.port)
-    out = tmp_path / "rec.jsonl"
+    out = tmp_path / f"rec{suffix}"
     proc = start_recorder(cfg, out, 4)
     try:
         wait_for_sync(lambda: out.exists(), 10, "the recorder to start")
@@ -73,10 +76,12 @@ def test_record_captures_live_mqtt_samples(tmp_path: Path, mosquitto: Mosquitto)
             proc.kill()
             proc.communicate()
     assert proc.returncode == 0, output
-    lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
-    assert lines, output
-    assert {(x["asset"], x["signal"]) for x in lines} == {("pump-1", "vibration")}
-    assert f"recorded {len(lines)} samples" in output
+    got = list(load_recording(out))  # what replay reads, by the suffix
+    assert got, output
+    assert {(x.asset, x.signal) for x in got} == {("pump-1", "vibration")}
+    first = got[0].value or 0.0
+    assert [x.value for x in got] == [first + i for i in range(len(got))]  # none lost
+    assert f"recorded {len(got)} samples" in output
 
 
 def test_record_to_pbrec_keeps_every_sample_through_ctrl_c(tmp_path: Path,
