@@ -92,7 +92,9 @@ class ByKey:
         n = len(key)
         chunk = max(1 << 16, 64 * nkeys)
         small = key.astype(np.uint16) if nkeys <= 1 << 16 else key  # a radix sort
-        self.order: Ints = np.empty(n, np.int64)
+        # Half the memory while positions fit 32 bits (a day of 1,000 signals: 345 MB saved).
+        self.order: npt.NDArray[np.int32] | Ints = (
+            np.empty(n, np.int32) if n < 1 << 31 else np.empty(n, np.int64))
         counts = []
         for lo in range(0, n, chunk):
             part = small[lo:lo + chunk]
@@ -110,7 +112,8 @@ class ByKey:
         lens, starts = lens[some], starts[some]
         ends = np.cumsum(lens)
         total = int(ends[-1]) if len(ends) else 0
-        return self.order[np.repeat(starts - (ends - lens), lens) + np.arange(total)]
+        picked = self.order[np.repeat(starts - (ends - lens), lens) + np.arange(total)]
+        return picked.astype(np.int64)
 
     def first(self, k: int) -> int | None:
         """The first position of key k, if it has any."""
