@@ -311,12 +311,17 @@ def _combination(inst: CombinationRule, data: ReplayData, ticks: Ints, mute: Int
         codes = np.where(decided_true, 3, np.where(unknown, 2, 0)).astype(np.int8)
     feed = _combination_events(inst, codes, when, is_tick, after_mute)
     fed = np.flatnonzero(feed)
-    slot = {int(which[e]) if not is_tick[e] else -1 - int(which[e]): int(e) for e in fed}
 
     def prime(rule: RuleInstance, i: int, tick: int) -> None:
-        e = slot.get(i if i >= 0 else -1 - tick)
-        if e is None:
-            return  # a mute sample
+        """Latest values as of this event. Any own sample fed (also one fed because it changes
+        the muting) is judged with every condition's latest value, as the engine would."""
+        if i >= 0:
+            j = int(np.searchsorted(own, i))
+            if j == len(own) or own[j] != i:
+                return  # a mute sample of another signal: conditions are not looked at
+            e = int(at_sample[j])
+        else:
+            e = int(at_tick[int(np.searchsorted(ticks, tick))])
         assert isinstance(rule, CombinationRule)
         for c, (seen, value, ok) in enumerate(latest):
             rule.seen[c] = float(seen[e])

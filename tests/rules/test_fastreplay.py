@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import random
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -124,6 +125,25 @@ max_age_seconds = {age}
 on_delay_seconds = {on}
 off_delay_seconds = {off}
 suppress_while = {{ signal = "mode", equals = 1 }}
+
+[[rule]]
+id = "hot-or-racing"
+kind = "combination"
+asset_pattern = "p*"
+any_of = [{{ signal = "temperature", above = 60.0 }}, {{ signal = "running", equals = 2 }}]
+max_age_seconds = {age}
+on_delay_seconds = {off}
+suppress_while = {{ signal = "running", equals = 0 }}
+
+[[rule]]
+id = "mode-high"
+kind = "threshold"
+asset = "p2"
+signal = "mode"
+above = 1.5
+clear_below = 0.5
+on_delay_seconds = {on}
+suppress_while = {{ signal = "mode", equals = 2 }}
 
 [[rule]]
 id = "any-trouble"
@@ -262,3 +282,33 @@ def test_recording_longer_than_one_sort_chunk() -> None:
     for k in range(len(cols.keys)):
         assert np.array_equal(by_key.positions(k), order[bounds[k]:bounds[k + 1]])
         assert by_key.first(k) == order[bounds[k]]
+
+
+def random_recording(seed: int) -> tuple[list[Sample], RuleSet, float]:
+    """Longer recordings than Hypothesis builds quickly: 2,000 samples, same ingredients."""
+    r = random.Random(seed)
+    levels = [0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 5.0, 6.0, 6.5, 7.0, 7.5, 9.5, 11.0, 37.0, 50.0, 62.0,
+              75.0]
+    backwards = seed % 2 == 0
+    data: list[tuple[float, str, str, float | None, Quality]] = []
+    for _ in range(2000):
+        if r.random() > 0.02:
+            dt = r.choice([0.0, 0.1, 0.25, 0.5, 1.0, 1.0, 1.0, 1.5])
+        else:
+            dt = r.choice([9.0, 25.0, -0.5, -3.0] if backwards else [9.0, 25.0])
+        value: float | None = (r.choice(levels) if r.random() < 0.7 else r.uniform(-5, 90)
+                               if r.random() < 0.9 else r.choice([None, math.nan, math.inf]))
+        data.append((dt, r.choice(["p1", "p1", "p2", "p3"]),
+                     r.choice(["vibration", "vibration", "temperature", "temperature", "running",
+                               "mode"]),
+                     value, r.choice([Quality.GOOD] * 8 + [Quality.UNCERTAIN, Quality.BAD])))
+    rules = rule_set(r.choice(DELAYS), r.choice(DELAYS), r.randint(2, 5),
+                     r.choice([2.0, 5.0, 30.0]), r.choice([1.0, 4.0, 20.0]),
+                     r.choice([1.5, 4.0, 60.0]))
+    return make_samples(data), rules, r.choice([1.0, 0.3, 2.5])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_random_recordings(seed: int) -> None:
+    samples, rules, tick = random_recording(seed)
+    same(replay(rules, samples, tick), replay_columns(rules, columns_from_samples(samples), tick))
