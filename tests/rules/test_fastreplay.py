@@ -62,6 +62,7 @@ clear_inside = [2.0, 8.0]
 count = 2
 of_last_samples = {m}
 on_delay_seconds = {off}
+suppress_while = {{ signal = "mode", equals = 1 }}
 
 [[rule]]
 id = "temp-band"
@@ -92,6 +93,7 @@ signal = "temperature"
 window_seconds = 3
 below = -10
 on_delay_seconds = {on}
+suppress_while = {{ signal = "temperature", equals = 50 }}
 
 [[rule]]
 id = "silent"
@@ -124,7 +126,7 @@ all_of = [{{ signal = "vibration", above = 5.0 }}, {{ signal = "running", equals
 max_age_seconds = {age}
 on_delay_seconds = {on}
 off_delay_seconds = {off}
-suppress_while = {{ signal = "mode", equals = 1 }}
+suppress_while = [{{ signal = "mode", equals = 1 }}, {{ signal = "running", equals = 2 }}]
 
 [[rule]]
 id = "hot-or-racing"
