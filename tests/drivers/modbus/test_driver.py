@@ -212,12 +212,14 @@ async def test_schedule_keeps_to_deadlines_and_counts_skipped_cycles(
         plant.faults[1] = Fault.NONE
         fan = source.device_stats()[3]
         fan0, t0 = fan.polls + fan.skipped_cycles, loop.time()
-        await wait_for(lambda: source.device_stats()[3].polls >= fan.polls + 40, 10,
-                       "40 fan polls")
+        await wait_for(lambda: source.device_stats()[3].polls >= fan.polls + 60, 10,
+                       "60 fan polls")
         fan = source.device_stats()[3]
-        # Polled plus skipped cycles match the clock: the grid does not slip behind.
+        # Polled plus skipped cycles match the clock: the grid does not slip behind. A cycle at
+        # each end of the window, and one more when the loop was late reading the stats (seen
+        # under load: 41 counted for 38.7 elapsed), are not a slip; a slip grows with time.
         assert fan.polls + fan.skipped_cycles - fan0 == pytest.approx(
-            (loop.time() - t0) / interval, abs=2)
+            (loop.time() - t0) / interval, abs=3)
 
 
 async def test_hung_peer_is_dropped_and_reconnected(plant: ModbusPlantSimulator) -> None:
