@@ -32,7 +32,7 @@ import numpy as np
 
 from gateway.model import Quality, Sample, Transition
 from rules.build import RuleSet
-from rules.columns import BAD, NO_VALUE, Columns
+from rules.columns import NO_VALUE, QUALITY_MASK, Columns
 from rules.engine import RuleEngine
 from rules.episode import Handler, RuleInstance
 from rules.feedplan import Plan, plan
@@ -47,14 +47,9 @@ def replay_columns(rule_set: RuleSet, cols: Columns, tick_seconds: float = 1.0) 
     if not tick_seconds > 0:
         raise ValueError("tick_seconds must be positive")
     total = len(cols)
-    base = (cols.quality & 3).astype(np.uint8)
-    none = (cols.quality & NO_VALUE) != 0
-    keep = (base == BAD) | (~none & np.isfinite(cols.value))
-    all_kept = bool(keep.all())
-    data = prepare(cols, keep, all_kept, base, none, tick_seconds)
-    n = len(data.ts)
-    if n == 0:
-        return result_of(rule_set, [], total, total, None, None)
+    data, skipped = prepare(cols, tick_seconds)
+    if not len(data.ts):
+        return result_of(rule_set, [], total, skipped, None, None)
     found: list[tuple[tuple[int, int, int], Transition]] = []
     work = list(enumerate(_instances(rule_set, data)))
     # Asset by asset, so each signal is gathered once; the output is sorted by time anyway.
@@ -66,7 +61,7 @@ def replay_columns(rule_set: RuleSet, cols: Columns, tick_seconds: float = 1.0) 
             asset = inst.asset
         _run(inst, order, plan(inst, data, birth), data, found)
     found.sort(key=lambda item: item[0])
-    return result_of(rule_set, [t for _, t in found], total, total - n,
+    return result_of(rule_set, [t for _, t in found], total, skipped,
                      float(data.ts[0]), float(data.ts[-1]))
 
 
@@ -105,13 +100,13 @@ def _run(inst: RuleInstance, order: int, planned: Plan, data: ReplayData,
     at = np.concatenate((2 * samples + 1, 2 * data.tick_pos[ticks]))
     which = np.concatenate((samples, -1 - ticks))
     sub = np.concatenate((np.zeros(len(samples), np.int64), ticks))  # ticks at one place: in order
-    ts, value, quality, none, key, keys = (data.ts, data.value, data.quality, data.none,
-                                           data.key, data.keys)
+    ts, value, quality, key, keys = data.ts, data.value, data.quality, data.key, data.keys
     for i in which[np.lexsort((sub, at))].tolist():
         if i >= 0:
             asset, signal = keys[key[i]]
-            sample = Sample(asset, signal, None if none[i] else float(value[i]),
-                            _QUALITY[quality[i]], float(ts[i]))
+            q = int(quality[i])
+            sample = Sample(asset, signal, None if q & NO_VALUE else float(value[i]),
+                            _QUALITY[q & QUALITY_MASK], float(ts[i]))
             if prime is not None:
                 prime(inst, i, -1)
             for handler in handlers.get(int(key[i]), ()):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from rules.columns import BAD, Columns
+from rules.columns import BAD, NO_VALUE, QUALITY_MASK, Columns
 
 Floats = npt.NDArray[np.float64]
 Ints = npt.NDArray[np.int64]
@@ -24,9 +24,7 @@ class ReplayData:
     key: npt.NDArray[np.uint32]
     ts: Floats
     value: Floats
-    quality: npt.NDArray[np.uint8]  # 0, 1, 2
-    none: Bools  # value is None
-    bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
+    quality: npt.NDArray[np.uint8]  # as in Columns: 0, 1, 2, plus NO_VALUE
     tick_due: Floats  # data time of tick k
     tick_pos: Ints  # tick k runs just before the sample at this position
     by_key: ByKey
@@ -42,8 +40,10 @@ class ReplayData:
         got = self.cache.get((asset, signal))
         if got is None:
             pos = self.of(asset, signal)
+            q = self.quality[pos]
+            bad = ((q & QUALITY_MASK) == BAD) | ((q & NO_VALUE) != 0)
             got = self.cache[(asset, signal)] = SignalData(pos, self.ts[pos], self.value[pos],
-                                                        self.bad[pos])
+                                                            bad)
         return got
 
 
@@ -52,16 +52,41 @@ class SignalData:
     pos: Ints  # positions in the recording, ascending
     ts: Floats
     value: Floats
-    bad: Bools
+    bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
 
 
-def prepare(cols: Columns, keep: Bools, all_kept: bool, base: npt.NDArray[np.uint8],
-             none: Bools, step: float) -> ReplayData:
-    if all_kept:
-        key, ts, value, quality = cols.key, cols.ts, cols.value, base
+# Whole-recording checks go a million samples at a time: a temporary array the size of a day
+# costs more in fresh memory than the arithmetic.
+_CHUNK = 1 << 20
+
+
+def _evaluated(cols: Columns) -> Bools | None:
+    """Which samples the pipeline would take (not a good sample without a finite value), or
+    None when it takes them all, the usual case."""
+    parts: list[Bools] = []
+    clean = True
+    for lo in range(0, len(cols), _CHUNK):
+        q, v = cols.quality[lo:lo + _CHUNK], cols.value[lo:lo + _CHUNK]
+        ok = ((q & QUALITY_MASK) == BAD) | (((q & NO_VALUE) == 0) & np.isfinite(v))
+        clean = clean and bool(ok.all())
+        parts.append(ok)
+    return None if clean else np.concatenate(parts)
+
+
+def _never_back(ts: Floats) -> bool:
+    last = len(ts) - 1
+    return all(bool(np.all(ts[lo + 1:min(lo + _CHUNK, last) + 1] >= ts[lo:min(lo + _CHUNK, last)]))
+               for lo in range(0, max(last, 0), _CHUNK))
+
+
+def prepare(cols: Columns, step: float) -> tuple[ReplayData, int]:
+    """The evaluated samples, their tick grid and positions per key; and how many were skipped."""
+    keep = _evaluated(cols)
+    if keep is None:
+        key, ts, value, quality = cols.key, cols.ts, cols.value, cols.quality
     else:
-        key, ts, value, quality, none = (cols.key[keep], cols.ts[keep], cols.value[keep],
-                                         base[keep], none[keep])
+        key, ts, value, quality = cols.key[keep], cols.ts[keep], cols.value[keep], \
+            cols.quality[keep]
     n = len(ts)
     # Ticks, as `Replayer.feed` makes them: the first sample sets the grid, and before each later
     # sample every tick of the grid that it has passed runs.
@@ -71,15 +96,16 @@ def prepare(cols: Columns, keep: Bools, all_kept: bool, base: npt.NDArray[np.uin
         k0 = math.floor(float(ts[0]) / step) + 1
         later = ts[1:]
         # The running maximum of the time, cheap to skip when time never goes backwards.
-        later_max = later if bool(np.all(later[1:] >= later[:-1])) else np.maximum.accumulate(later)
+        later_max = later if _never_back(later) else np.maximum.accumulate(later)
         last = float(later_max[-1])
         if k0 * step < last:
             ks = np.arange(k0, max(k0, math.ceil(last / step)) + 2, dtype=np.int64)
             due = ks.astype(np.float64) * step
             due = due[due < last]
             pos = np.searchsorted(later_max, due, side="right").astype(np.int64) + 1
-    return ReplayData(cols.keys, key, ts, value, quality, none, none | (quality == BAD), due, pos,
-                 ByKey(key, len(cols.keys)), {k: i for i, k in enumerate(cols.keys)}, {})
+    data = ReplayData(cols.keys, key, ts, value, quality, due, pos, ByKey(key, len(cols.keys)),
+                      {k: i for i, k in enumerate(cols.keys)}, {})
+    return data, len(cols) - n
 
 
 class ByKey:
@@ -91,13 +117,14 @@ class ByKey:
     def __init__(self, key: npt.NDArray[np.uint32], nkeys: int) -> None:
         n = len(key)
         chunk = max(1 << 16, 64 * nkeys)
-        small = key.astype(np.uint16) if nkeys <= 1 << 16 else key  # a radix sort
         # Half the memory while positions fit 32 bits (a day of 1,000 signals: 345 MB saved).
         self.order: npt.NDArray[np.int32] | Ints = (
             np.empty(n, np.int32) if n < 1 << 31 else np.empty(n, np.int64))
         counts = []
         for lo in range(0, n, chunk):
-            part = small[lo:lo + chunk]
+            part = key[lo:lo + chunk]
+            if nkeys <= 1 << 16:
+                part = part.astype(np.uint16)  # sorted by radix
             got = self.order[lo:lo + chunk]
             got[:] = np.argsort(part, kind="stable")
             got += lo
