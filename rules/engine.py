@@ -34,7 +34,7 @@ class RuleEngine:
         for inst in rules.instances():
             self._add(inst)
         for asset in sorted({a for r in rules.rules for a in r.assets}):
-            self._discover(asset)
+            self.discover(asset)
 
     # --- per sample and per tick ------------------------------------------------------------
 
@@ -76,7 +76,7 @@ class RuleEngine:
         An episode whose rule no longer exists is cleared at the next tick.
         """
         for ep in episodes:
-            self._discover(ep.asset)
+            self.discover(ep.asset)
             inst = self._instances.get((ep.rule_id, ep.asset))
             if inst is None:
                 self._orphans.append(ep)
@@ -91,7 +91,7 @@ class RuleEngine:
         old = self._instances
         fresh = RuleEngine(new_rules)
         for asset in sorted(self._seen):
-            fresh._discover(asset)
+            fresh.discover(asset)
         for key, inst in list(fresh._instances.items()):
             before = old.get(key)
             if before is None:
@@ -141,11 +141,7 @@ class RuleEngine:
             self._ticking.append(inst)
 
     def discover(self, asset: str) -> None:
-        """Build the pattern rules for an asset now, as its first sample would."""
-        self._discover(asset)
-
-    def _discover(self, asset: str) -> None:
-        """Build the pattern rules that cover this asset, once."""
+        """Build the pattern rules that cover this asset, once (its first sample does this)."""
         if asset in self._seen:
             return
         self._seen.add(asset)
@@ -154,7 +150,7 @@ class RuleEngine:
                 self._add(inst)
 
     def _miss(self, asset: str, signal: str) -> tuple[Handler, ...]:
-        self._discover(asset)
+        self.discover(asset)
         handlers = self._handlers.get((asset, signal))
         if handlers is None:
             handlers = self._handlers[(asset, signal)] = ()
