@@ -7,6 +7,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,8 +76,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_async(main())
 
 
+def utc_time(text: str) -> float:
+    """A time on the command line: seconds since 1970, or ISO 8601 (UTC unless it says)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: write 2026-11-27T08:00 (UTC), 2026-11-27T09:00+01:00 "
+            f"or seconds since 1970") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from rules import RuleFileError, load_rule_files
+    from rules.columns import between
     from rules.fastreplay import replay_columns
     from rules.pbrec import load_columns
     from rules.replay import RecordingError, format_comparison, format_report, pair
@@ -95,6 +112,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 1
     if cols.warning:
         print(f"warning: {cols.warning}", file=sys.stderr)
+    cols = between(cols, args.start, args.end)
     result = replay_columns(new, cols)
     if old is not None:
         print(format_comparison(pair(replay_columns(old, cols), result)))
@@ -160,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--input", type=Path, required=True,
                     help="recording: .pbrec (what `record` writes), JSON lines or .csv")
     rp.add_argument("--compare", type=Path, nargs="+", help="old rule files to compare with")
+    rp.add_argument("--from", dest="start", type=utc_time, metavar="TIME",
+                    help="only data from this time on (ISO such as 2026-11-27T08:00, UTC unless "
+                         "it names an offset; or seconds since 1970); rules start clean there")
+    rp.add_argument("--to", dest="end", type=utc_time, metavar="TIME",
+                    help="only data up to this time")
     rp.set_defaults(func=cmd_replay)
 
     rec = sub.add_parser("record", help="capture live telemetry to a recording file")

@@ -144,3 +144,16 @@ def concat(parts: Sequence[Columns]) -> Columns:
         np.concatenate([p.value for p in parts]) if parts else np.empty(0, np.float64),
         np.concatenate([p.quality for p in parts]) if parts else np.empty(0, np.uint8),
         "; ".join(warnings) or None)
+
+
+def between(cols: Columns, start: float | None = None, end: float | None = None) -> Columns:
+    """The samples with start <= ts <= end (either bound open when None), order kept."""
+    if start is None and end is None:
+        return cols
+    keep = np.ones(len(cols), np.bool_)
+    if start is not None:
+        keep &= cols.ts >= start
+    if end is not None:
+        keep &= cols.ts <= end
+    return Columns(cols.keys, cols.key[keep], cols.ts[keep], cols.value[keep],
+                   cols.quality[keep], cols.warning)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,29 @@ def test_a_cut_recording_is_replayed_up_to_the_cut_with_a_warning(
     assert "warning:" in err and "500 samples" in err
     assert "replayed 500 samples" in out
     assert out.count("RAISED") == 2 and out.count("CLEARED") == 1  # the second is still open
+
+
+def test_from_and_to_replay_a_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Only the second excursion (t = 450 s on) lies in the window; times are UTC."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULE)
+    write_jsonl(tmp_path / "rec.jsonl", samples())
+    start = datetime.fromtimestamp(1_700_000_000 + 400, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    assert main(["replay", "--rules", str(rules), "--input", str(tmp_path / "rec.jsonl"),
+                 "--from", start, "--to", str(1_700_000_000 + 599)]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 200 samples" in out
+    assert out.count("RAISED") == 1 and out.count("CLEARED") == 1
+    assert "2023-11-14 22:20:52" in out  # raised at t = 452 s: 450 + the 2 s on-delay
+
+
+def test_a_time_that_is_not_one_is_named(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULE)
+    write_jsonl(tmp_path / "rec.jsonl", samples())
+    with pytest.raises(SystemExit) as exit_:
+        main(["replay", "--rules", str(rules), "--input", str(tmp_path / "rec.jsonl"),
+              "--from", "yesterday"])
+    assert exit_.value.code == 2
+    assert "'yesterday' is not a time" in capsys.readouterr().err
