@@ -22,13 +22,20 @@ class Quality(enum.IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One reading of one signal of one asset. `value` is None when quality is BAD."""
+    """One reading of one signal of one asset. `value` is None when quality is BAD.
+
+    Two times, never mixed: `source_ts` is the time rules see, on the gateway's time base (the
+    gateway's receive time, or the device's time when its source is configured to trust it and
+    its clock is within the skew limit). `device_ts` is the device's own timestamp as it said it,
+    kept as evidence and to order samples of one signal; None when the device gave none.
+    """
 
     asset: str
     signal: str
     value: float | None
     quality: Quality
-    source_ts: float  # seconds since the epoch, from the device when it tells us
+    source_ts: float  # seconds since the epoch, on the gateway's time base (see above)
+    device_ts: float | None = None  # the device's own timestamp, seconds since the epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +124,32 @@ class EpisodeState:
     episode_id: str
     raised_at: float
     severity: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """What one rule instance must remember across a restart (pending timers, mutes, windows,
+    last values, last-seen times), as plain msgpack-able data. `data` None: forget the instance.
+
+    `fingerprint` is the rule definition the state belongs to: state of a changed rule is not
+    loaded into the new definition.
+    """
+
+    rule_id: str
+    asset: str
+    fingerprint: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SampleMark:
+    """The newest device time evaluated for one (source, asset, signal): a sample that is not
+    newer is a resend or a redelivery, and is skipped. Persisted with the rule state."""
+
+    source: str
+    asset: str
+    signal: str
+    device_ts: float
 
 
 class Rule(Protocol):
