@@ -55,6 +55,10 @@ class Daemon:
         self.outbox_stats: dict[str, Any] = {}
         self.notices: list[str] = []
         self._wakes: dict[str, asyncio.Event] = {}  # one per forwarder: new records to send
+        # Reloads run one at a time, in the order the signals came: a SIGHUP during a reload
+        # runs after it, never beside it (two at once could start two forwarders on one sink).
+        self._reload_lock = asyncio.Lock()
+        self._reload_tasks: set[asyncio.Task[bool]] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -109,6 +113,7 @@ class Daemon:
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("stopping: sources first")
+                await _cancel(list(self._reload_tasks))
                 await _cancel(list(self._source_tasks.values()))
                 await self._drain_pipeline()
                 await _cancel(core)
@@ -204,8 +209,7 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGHUP,
-                                    lambda: asyncio.ensure_future(self.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
 
     def _remove_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,8 +217,19 @@ class Daemon:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
 
+    def _reload_on_signal(self) -> None:
+        """SIGHUP: queue a reload; the task is kept so it is neither lost nor left unawaited."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reload_tasks.add(task)
+        task.add_done_callback(self._reload_tasks.discard)
+
     async def reload(self) -> bool:
-        """Re-read config and rules. A bad file changes nothing; the status says why."""
+        """Re-read config and rules, one reload at a time. A bad file changes nothing; the
+        status says why."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         assert self.pipeline is not None
         self.notifier.reloading()
         now = time.time()

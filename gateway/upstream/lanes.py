@@ -1,6 +1,8 @@
-"""Sending a leased batch the way every sink must: per asset in order, assets in parallel.
+"""Sending a leased batch the way every sink must: per episode in order, episodes in parallel.
 
-Cross-cutting, so it lives once: a sink only knows how to send one record.
+Order matters only within an episode (a clear after its raise); different episodes, also of one
+asset, never wait on each other, so one record the upstream keeps refusing holds back nothing
+but its own episode. Cross-cutting, so it lives once: a sink only knows how to send one record.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from gateway.model import Delivery, OutboxRecord, Outcome
 SendOne = Callable[[OutboxRecord], Awaitable[Delivery]]
 
 
-async def send_in_asset_lanes(batch: Sequence[OutboxRecord], send_one: SendOne,
-                              concurrency: int) -> list[Delivery]:
-    """One Delivery per record, in batch order. After a RETRY, later records of the same asset
-    in this batch are held as RETRY unsent, so a clear never overtakes its raise."""
+async def send_in_episode_lanes(batch: Sequence[OutboxRecord], send_one: SendOne,
+                                concurrency: int) -> list[Delivery]:
+    """One Delivery per record, in batch order. After a RETRY, later records of the same
+    episode in this batch are held as RETRY unsent, so a clear never overtakes its raise."""
     lanes: dict[str, list[OutboxRecord]] = {}
     for rec in batch:
-        lanes.setdefault(rec.message.asset, []).append(rec)
+        lanes.setdefault(rec.message.episode_id, []).append(rec)
     out: dict[int, Delivery] = {}
     limit = asyncio.Semaphore(concurrency)
 
@@ -28,8 +30,8 @@ async def send_in_asset_lanes(batch: Sequence[OutboxRecord], send_one: SendOne,
         for rec in records:
             if held is not None:
                 out[rec.id] = Delivery(rec.id, Outcome.RETRY, reason=(
-                    f"held: earlier record {held.record_id} of asset "
-                    f"{rec.message.asset!r} is to be retried"),
+                    f"held: earlier record {held.record_id} of episode "
+                    f"{rec.message.episode_id!r} is to be retried"),
                     retry_after_seconds=held.retry_after_seconds)
                 continue
             async with limit:

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.upstream.lanes import send_in_asset_lanes
+from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.maximo_config import (
     ClearAction,
     MaximoApiKeyAuth,
@@ -109,7 +109,7 @@ class MaximoSink:
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         """One Delivery per record. Per asset in order; after a RETRY, later records of that
         asset in this batch wait too (a clear never overtakes its raise)."""
-        return await send_in_asset_lanes(batch, self.send_one, self._cfg.concurrent_requests)
+        return await send_in_episode_lanes(batch, self.send_one, self._cfg.concurrent_requests)
 
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         try:

@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.settings import Secret, StrictModel, TlsSettings
-from gateway.upstream.lanes import send_in_asset_lanes
+from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.retry_policy import Verdict, classify_status
 
 USER_AGENT = "plantbridge/0.1"
@@ -185,7 +185,7 @@ class RestSink:
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         """One Delivery per record. Per asset in order; after a RETRY, later records of that
         asset in this batch wait too (a clear never overtakes its raise)."""
-        return await send_in_asset_lanes(batch, self.send_one, self._cfg.concurrent_requests)
+        return await send_in_episode_lanes(batch, self.send_one, self._cfg.concurrent_requests)
 
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         msg = rec.message

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.upstream.lanes import send_in_asset_lanes
+from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
 from gateway.upstream.sap_odata import (
@@ -94,7 +94,7 @@ class SapPmSink:
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         """One Delivery per record. Per asset in order; after a RETRY the later records of that
         asset wait too (a clear never overtakes its raise). Assets go concurrently."""
-        return await send_in_asset_lanes(batch, self.send_one, self._cfg.concurrent_requests)
+        return await send_in_episode_lanes(batch, self.send_one, self._cfg.concurrent_requests)
 
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         kind = rec.message.kind
