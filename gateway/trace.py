@@ -123,6 +123,8 @@ def format_text(trace: Trace) -> str:
             status = f"HTTP {a['http_status']}" if a["http_status"] else ""
             latency = "" if a["latency_ms"] is None else f"{a['latency_ms']:.0f} ms"
             detail = a["error"] or (f"-> {a['receipt']}" if a["receipt"] else "")
+            if status and detail.startswith(status):  # said once, in its column
+                detail = detail[len(status):].lstrip(": ")
             lines.append(f"    {a['finished_at']}  {a['outcome']:<8} {status:<8} {latency:>8}  "
                          f"{detail}".rstrip())
     return "\n".join(lines)
