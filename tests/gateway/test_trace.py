@@ -7,6 +7,7 @@ of the attempt history is checked on the store itself.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import sys
 import time
@@ -19,6 +20,7 @@ import pytest
 
 from buffer.attempts import Attempt, MessageFacts
 from buffer.store import OutboxStore
+from gateway.logs import record_fields
 from gateway.messages import dedup_key, messages_for
 from gateway.model import Delivery, Outcome, RequestDetails, Transition, TransitionKind
 from gateway.story import message_facts
@@ -96,7 +98,9 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert d.forwarders[0].stats.accepted == 2
 
 
-async def test_trace_of_a_dead_letter_shows_why(stack: Stack) -> None:
+async def test_trace_of_a_dead_letter_shows_why(stack: Stack,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="plantbridge")
     stack.write_config(vibration_rule())
     d = await stack.start_daemon()
     assert d.outbox is not None
@@ -113,6 +117,12 @@ async def test_trace_of_a_dead_letter_shows_why(stack: Stack) -> None:
     assert code == 0, text
     assert ": dead" in text and "dead letter: HTTP 400" in text, text
     assert "still open (not cleared)" in text
+    # the log said it once, as an error, with the fields that find it again
+    [said] = [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+    assert said.levelno == logging.ERROR and "HTTP 400" in said.getMessage()
+    fields = dict(record_fields(said))
+    assert fields["episode_id"] == episode and fields["rule_id"] == "vib-high"
+    assert fields["key"].startswith("request:PB") and fields["sink"] == "cmms"
 
 
 def _transition(kind: TransitionKind, ts: float) -> Transition:
