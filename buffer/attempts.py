@@ -22,6 +22,15 @@ import orjson
 from buffer.schema import DEAD, DELIVERED, PENDING
 
 STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
+# A record retried for days would fill the disk with history nobody reads: the writer keeps
+# its first attempts, then every KEEP_EVERY_ATTEMPT-th, and always the final outcome.
+KEEP_FIRST_ATTEMPTS = 20
+KEEP_EVERY_ATTEMPT = 10
+
+
+def worth_keeping(number: int, final: bool) -> bool:
+    """Whether attempt `number` (1 = first) of a record goes into the history."""
+    return final or number <= KEEP_FIRST_ATTEMPTS or number % KEEP_EVERY_ATTEMPT == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +48,7 @@ class Attempt:
     latency_ms: float | None = None
     error: str = ""
     receipt: str | None = None
+    number: int = 0  # the record's attempt number, 1 = first (gaps: see KEEP_FIRST_ATTEMPTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,8 @@ PRUNE_SQL = (
 
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (record_id, key, sink, episode_id, started_at, finished_at, outcome,"
-    " http_status, latency_ms, error, receipt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    " http_status, latency_ms, error, receipt, number)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_FACTS = ("INSERT OR IGNORE INTO attempt_facts (record_id, episode_id, stored_at, facts)"
                  " VALUES (?, ?, ?, ?)")
 _RECORD_COLUMNS = (
@@ -117,7 +128,7 @@ async def write(db: aiosqlite.Connection, attempts: Sequence[Attempt],
     """Insert attempts and (first one wins) facts; the caller owns the transaction."""
     await db.executemany(_INSERT_ATTEMPT, [
         (a.record_id, a.key, a.sink, a.episode_id, a.started_at, a.finished_at, a.outcome,
-         a.http_status, a.latency_ms, a.error, a.receipt) for a in attempts])
+         a.http_status, a.latency_ms, a.error, a.receipt, a.number) for a in attempts])
     await db.executemany(_INSERT_FACTS, [
         (f.record_id, f.episode_id, f.stored_at, orjson.dumps(dict(f.facts), default=str).decode())
         for f in facts])
@@ -182,7 +193,7 @@ async def find_trace(db: aiosqlite.Connection, ident: str) -> Trace | None:
     records = [_record(r, r[13]) for r in rows]
     att = await db.execute_fetchall(
         "SELECT record_id, key, sink, episode_id, started_at, finished_at, outcome, http_status,"
-        " latency_ms, error, receipt FROM attempts WHERE episode_id = ? ORDER BY id",
+        " latency_ms, error, receipt, number FROM attempts WHERE episode_id = ? ORDER BY id",
         (episode_id,))
     attempts = [Attempt(*a) for a in att]
     facts = {int(f[0]): orjson.loads(f[1]) for f in await db.execute_fetchall(

@@ -91,7 +91,8 @@ _V_ATTEMPTS = (
         http_status INTEGER,                 -- when the upstream answered with one
         latency_ms REAL,
         error TEXT NOT NULL DEFAULT '',
-        receipt TEXT
+        receipt TEXT,
+        number INTEGER NOT NULL DEFAULT 0    -- the record's attempt number, 1 = first
     )""",
     "CREATE INDEX attempts_episode ON attempts(episode_id, id)",
     "CREATE INDEX attempts_finished ON attempts(finished_at)",

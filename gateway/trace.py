@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from buffer.attempts import Attempt, StoredRecord, Trace
+from buffer.attempts import (
+    KEEP_EVERY_ATTEMPT,
+    KEEP_FIRST_ATTEMPTS,
+    Attempt,
+    StoredRecord,
+    Trace,
+)
 from gateway.config import PlantBridgeConfig
 from gateway.messages import iso_time
 from gateway.story import message_facts
@@ -29,7 +35,8 @@ def _time(ts: float | None) -> str | None:
 
 
 def _attempt(a: Attempt) -> dict[str, Any]:
-    return {"started_at": _time(a.started_at), "finished_at": _time(a.finished_at),
+    return {"number": a.number, "started_at": _time(a.started_at),
+            "finished_at": _time(a.finished_at),
             "outcome": a.outcome, "http_status": a.http_status, "latency_ms": a.latency_ms,
             "error": a.error or None, "receipt": a.receipt}
 
@@ -119,12 +126,15 @@ def format_text(trace: Trace) -> str:
             lines.append(f"    dead letter: {m['last_error']}")
         if not m["attempts"]:
             lines.append("    no delivery attempt yet")
+        elif m["attempts"][-1]["number"] > len(m["attempts"]):
+            lines.append(f"    (after attempt {KEEP_FIRST_ATTEMPTS}, every "
+                         f"{KEEP_EVERY_ATTEMPT}th retry is kept)")
         for a in m["attempts"]:
             status = f"HTTP {a['http_status']}" if a["http_status"] else ""
             latency = "" if a["latency_ms"] is None else f"{a['latency_ms']:.0f} ms"
             detail = a["error"] or (f"-> {a['receipt']}" if a["receipt"] else "")
             if status and detail.startswith(status):  # said once, in its column
                 detail = detail[len(status):].lstrip(": ")
-            lines.append(f"    {a['finished_at']}  {a['outcome']:<8} {status:<8} {latency:>8}  "
-                         f"{detail}".rstrip())
+            lines.append(f"    #{a['number']:<3} {a['finished_at']}  {a['outcome']:<8} {status:<8} "
+                         f"{latency:>8}  {detail}".rstrip())
     return "\n".join(lines)

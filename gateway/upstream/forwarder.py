@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field
 
-from buffer.attempts import Attempt, MessageFacts
+from buffer.attempts import Attempt, MessageFacts, worth_keeping
 from buffer.errors import StorageError
 from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
@@ -157,8 +157,9 @@ class Forwarder:
         attempts = [
             Attempt(rec.id, rec.message.key, self.sink.name, rec.message.episode_id, started,
                     finished, d.outcome.value, http_status(d.reason), round(latency * 1000, 1),
-                    d.reason, d.receipt)
-            for rec, d in zip(records, deliveries, strict=True)]
+                    d.reason, d.receipt, rec.attempts + 1)
+            for rec, d in zip(records, deliveries, strict=True)
+            if worth_keeping(rec.attempts + 1, d.outcome is not Outcome.RETRY)]
         facts = [MessageFacts(rec.id, rec.message.episode_id, finished,
                               message_facts(rec.message.body))
                  for rec in records]  # insert-or-ignore: the first attempt's facts stay

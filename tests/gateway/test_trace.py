@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from buffer.attempts import Attempt, MessageFacts
+from buffer.attempts import Attempt, MessageFacts, worth_keeping
 from buffer.store import OutboxStore
 from gateway.logs import record_fields
 from gateway.messages import dedup_key, messages_for
@@ -82,6 +82,7 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert failed and [(a["outcome"], a["http_status"]) for a in failed] == [("retry", 503)] * len(
         failed)
     assert (last["outcome"], last["http_status"]) == ("accepted", None)
+    assert [a["number"] for a in request["attempts"]] == list(range(1, len(failed) + 2))
     assert all(a["latency_ms"] >= 0 and a["finished_at"] for a in request["attempts"])
     assert request["attempts"][-1]["receipt"] == receipt and request["state"] == "delivered"
     assert clear["receipt"] == receipt and clear["kind"] == "status_update"
@@ -123,6 +124,12 @@ async def test_trace_of_a_dead_letter_shows_why(stack: Stack,
     fields = dict(record_fields(said))
     assert fields["episode_id"] == episode and fields["rule_id"] == "vib-high"
     assert fields["key"].startswith("request:PB") and fields["sink"] == "cmms"
+
+
+def test_a_long_retry_run_keeps_its_start_every_tenth_and_its_end() -> None:
+    kept = [n for n in range(1, 101) if worth_keeping(n, final=False)]
+    assert kept == [*range(1, 21), 30, 40, 50, 60, 70, 80, 90, 100]
+    assert worth_keeping(57, final=True)
 
 
 def _transition(kind: TransitionKind, ts: float) -> Transition:
