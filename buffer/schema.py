@@ -76,7 +76,35 @@ _V3 = (
     "ALTER TABLE outbox ADD COLUMN sent_at REAL",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3)
+_V_ATTEMPTS = (
+    # Delivery attempt history and what each message said, for `plantbridge trace`
+    # (see buffer/attempts.py); pruned with the retention of delivered records.
+    """CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY,
+        record_id INTEGER NOT NULL,         -- outbox.id (the row may be gone: dropped, pruned)
+        key TEXT NOT NULL,
+        sink TEXT NOT NULL,
+        episode_id TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        outcome TEXT NOT NULL,               -- accepted | rejected | retry
+        http_status INTEGER,                 -- when the upstream answered with one
+        latency_ms REAL,
+        error TEXT NOT NULL DEFAULT '',
+        receipt TEXT,
+        number INTEGER NOT NULL DEFAULT 0    -- the record's attempt number, 1 = first
+    )""",
+    "CREATE INDEX attempts_episode ON attempts(episode_id, id)",
+    "CREATE INDEX attempts_finished ON attempts(finished_at)",
+    """CREATE TABLE attempt_facts (
+        record_id INTEGER PRIMARY KEY,
+        episode_id TEXT NOT NULL,
+        stored_at REAL NOT NULL,
+        facts TEXT NOT NULL                  -- JSON
+    )""",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V_ATTEMPTS)
 LATEST = len(MIGRATIONS)
 
 

@@ -14,13 +14,15 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import aiosqlite
 import msgpack
 
+from buffer import attempts as history
+from buffer.attempts import Attempt, MessageFacts, StoredRecord, Trace
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.opening import connect
@@ -40,6 +42,8 @@ from gateway.model import (
 )
 
 __all__ = ["OutboxStore", "Synchronous"]
+
+T = TypeVar("T")
 
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_INTERVAL_SECONDS = 300.0
@@ -284,6 +288,8 @@ class OutboxStore:
             " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
             " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
             (cutoff,))
+        for sql in history.PRUNE_SQL:  # attempt history goes with the records it describes
+            await self._db.execute(sql, (cutoff,))
         return pruned
 
     # --- operate --------------------------------------------------------------------------
@@ -390,6 +396,42 @@ class OutboxStore:
             rows = await self._read("SELECT COALESCE(sum(size), 0) FROM outbox")
             self._used = int(rows[0][0])
             self._resync = False
+
+    # --- attempt history (trace) ---
+    # Thin wrappers: the SQL lives in buffer/attempts.py. Reads take no lock of the daemon's:
+    # WAL lets `plantbridge trace` and `outbox` read beside a running gateway.
+
+    async def record_attempts(self, attempts: Sequence[Attempt],
+                              facts: Sequence[MessageFacts] = ()) -> None:
+        """Append delivery attempts (and first-seen message facts) in one transaction."""
+        if attempts or facts:
+            async with self._lock, self._write():
+                await history.write(self._db, attempts, facts)
+
+    async def trace(self, ident: str) -> Trace | None:
+        """One episode's life by episode id, idempotency key, external ref or receipt."""
+        async with self._lock:
+            return await self._query(history.find_trace(self._db, ident))
+
+    async def records(self, *, sink: str | None = None, asset: str | None = None,
+                      dead: bool = False, bodies: bool = False,
+                      limit: int = 1000) -> list[StoredRecord]:
+        """Undelivered records (or only dead letters), oldest first, bodies if asked."""
+        async with self._lock:
+            return await self._query(history.list_records(
+                self._db, sink=sink, asset=asset, dead=dead, bodies=bodies, limit=limit))
+
+    async def drop_records(self, ids: Sequence[int]) -> int:
+        """Delete undelivered records (pending or dead) for good; returns how many."""
+        return await self._update_dead(
+            "DELETE FROM outbox WHERE state <> 1 AND id IN ({}) RETURNING size", ids, frees=True)
+
+    async def _query(self, query: Awaitable[T]) -> T:
+        self._check_open()
+        try:
+            return await query
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StorageError:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from gateway import config as config_mod
 from gateway import logs
 
@@ -153,6 +155,76 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    from gateway import trace
+
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    if loaded is None:
+        return 1
+    found = run_async(trace.load(loaded.config, args.id))
+    if found is None:
+        print(f"{args.id}: no episode, idempotency key or upstream id of that name in the "
+              "outbox (or it is past the retention)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(orjson.dumps(trace.as_dict(found), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(trace.format_text(found))
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway import outbox_tools as tools
+
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    if loaded is None:
+        return 1
+    cfg = loaded.config
+    if args.action == "drop":
+        return _outbox_drop(cfg, args.ids, args.yes)
+    exporting = args.action == "export"
+    found = run_async(tools.records(cfg, sink=args.sink, asset=args.asset, dead=args.dead,
+                                    bodies=exporting or args.json))
+    if exporting:
+        try:
+            tools.write_json_lines(found, args.file)
+        except OSError as exc:
+            print(f"cannot write {args.file}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        print(f"wrote {len(found)} record(s) to {args.file}")
+    elif args.json:
+        for rec in found:
+            print(orjson.dumps(tools.as_dict(rec), default=str).decode())
+    else:
+        print(tools.format_list(found))
+    return 0
+
+
+def _outbox_drop(cfg: config_mod.PlantBridgeConfig, ids: list[int], yes: bool) -> int:
+    """Drop undelivered records, after a yes from a person at a terminal (or --yes)."""
+    from gateway import outbox_tools as tools
+
+    if not yes:
+        if not sys.stdin.isatty():
+            print("refusing to drop without confirmation: no terminal to ask; pass --yes",
+                  file=sys.stderr)
+            return 2
+        wanted = set(ids)
+        found = [r for r in run_async(tools.records(cfg)) if r.id in wanted]
+        if not found:
+            print("none of these ids is an undelivered record; nothing dropped")
+            return 1
+        print(tools.format_list(found))
+        answer = input(f"drop these {len(found)} record(s) for good? They will never be "
+                       "delivered. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing dropped")
+            return 1
+    n = run_async(tools.drop(cfg, ids))
+    print(f"dropped {n} record(s) for good")
+    return 0 if n else 1
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
@@ -202,11 +274,41 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--drop", nargs="+", type=int, metavar="ID", help="record ids")
     dl.set_defaults(func=cmd_dead_letters)
 
+    tr = sub.add_parser("trace", help="one event's whole life: raise, deliveries, receipt, clear")
+    tr.add_argument("id", metavar="ID",
+                    help="episode id, idempotency key, PB... reference or upstream id (WR-1)")
+    tr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+    add_outbox_parser(sub)
+
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")
     d.add_argument("--scenario", default="bearing-failure")
     d.set_defaults(func=cmd_demo)
     return p
+
+
+def add_outbox_parser(sub: Any) -> None:
+    ob = sub.add_parser("outbox", help="list, export or drop undelivered records")
+    acts = ob.add_subparsers(dest="action", required=True)
+    for name, helptext in (("list", "what is not delivered yet (pending and dead)"),
+                           ("export", "write records as JSON lines with body and last error")):
+        a = acts.add_parser(name, help=helptext)
+        a.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+        a.add_argument("--sink", help="only this upstream")
+        a.add_argument("--asset", help="only this asset")
+        a.add_argument("--dead", action="store_true", help="only dead letters")
+        if name == "export":
+            a.add_argument("file", metavar="FILE", type=Path)
+            a.set_defaults(json=False)
+        else:
+            a.add_argument("--json", action="store_true", help="one JSON object a line")
+    dr = acts.add_parser("drop", help="delete undelivered records for good")
+    dr.add_argument("ids", nargs="+", type=int, metavar="ID")
+    dr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    dr.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    ob.set_defaults(func=cmd_outbox)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

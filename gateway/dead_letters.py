@@ -4,6 +4,9 @@ Typical use: an upstream refused the gateway's credentials (401) or a mapping wa
 admin fixes the config, reloads, and requeues the dead letters. Safe while the daemon runs:
 SQLite serialises the two writers, and a requeued record is delivered under its original
 idempotency key (and, for SAP/Maximo, looked up before it is created).
+
+`plantbridge outbox` (gateway/outbox_tools.py) lists, exports and drops any undelivered record;
+this command stays for requeueing, which only dead letters need.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ async def manage(cfg: PlantBridgeConfig, requeue: Sequence[str], drop: Sequence[
     lines += [f"{d.id:>6}  {d.sink:<12} {d.asset:<16} {d.kind:<20} {iso_time(d.failed_at):<24} "
               f"{d.reason}" for d in letters]
     lines.append(f"{len(letters)} dead letter(s). Fix the cause, then: plantbridge dead-letters "
-                 "--config ... --requeue all (or ids)")
+                 "--config ... --requeue all (or ids). To keep them before dropping: "
+                 "plantbridge outbox export --dead FILE; one event's story: plantbridge trace ID")
     return "\n".join(lines)
 
 

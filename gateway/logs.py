@@ -1,32 +1,116 @@
-"""Structured logs to stdout (journald adds its own timestamps under systemd)."""
+"""Structured logs to stdout, readable by a person in `journalctl -f` and by a log shipper.
+
+A log line about one event carries correlation fields (episode id, idempotency key, upstream
+receipt, rule, asset, sink) in `extra={"pb": {...}}` (see gateway/story.py). The JSON format
+emits them as top-level keys; the text format appends them as a stable ` key=value` tail, so
+`journalctl -u plantbridge | grep key=request:PB...` finds one event's whole story.
+
+Under journald (stdout is the stream named by `JOURNAL_STREAM`) the text format leaves out our
+own timestamp, which journald adds, and starts each line with the `<N>` priority prefix that
+journald turns into the entry's priority (so `journalctl -p warning` works).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
+from collections.abc import Mapping
+from typing import IO, Any
 
 import orjson
 
+FIELDS_ATTR = "pb"  # the LogRecord attribute that holds correlation fields
+# syslog priorities for the sd-daemon(3) line prefix
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+             logging.CRITICAL: 2}
+_RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
+
+
+def record_fields(record: logging.LogRecord) -> Mapping[str, Any]:
+    """The correlation fields a log call passed with `extra={"pb": {...}}` (may be empty)."""
+    got = getattr(record, FIELDS_ATTR, None)
+    return got if isinstance(got, Mapping) else {}
+
+
+def _text_value(value: Any) -> str:
+    """A value of the key=value tail: bare when it is one token, quoted (logfmt) otherwise."""
+    text = value if isinstance(value, str) else str(value)
+    if text and not any(c in text for c in ' "=\\\t\n'):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def fields_tail(fields: Mapping[str, Any]) -> str:
+    """` key=value` for each field that has a value, in the order given."""
+    return "".join(f" {k}={_text_value(v)}" for k, v in fields.items() if v is not None)
+
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; correlation fields are top-level keys beside `msg`."""
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                 "logger": record.name, "msg": record.getMessage()}
+        entry: dict[str, Any] = {"ts": round(record.created, 3),
+                                 "level": record.levelname.lower(),
+                                 "logger": record.name, "msg": record.getMessage()}
+        for key, value in record_fields(record).items():
+            if value is not None and key not in _RESERVED:
+                entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        return orjson.dumps(entry, default=str).decode()
 
 
-def setup(level: str = "info", fmt: str = "text") -> None:
-    handler = logging.StreamHandler(sys.stdout)
+class TextFormatter(logging.Formatter):
+    """`TIME LEVEL logger: message key=value...`; without TIME (and with the priority prefix)
+    when journald timestamps the line itself."""
+
+    def __init__(self, journald: bool = False) -> None:
+        fmt = ("%(levelname)s %(name)s: %(message)s" if journald
+               else "%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        super().__init__(fmt, "%Y-%m-%dT%H:%M:%S")
+        self.converter = time.gmtime
+        self._journald = journald
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        tail = fields_tail(record_fields(record))
+        if tail:
+            # after the message but before a traceback, so the tail stays on the first line
+            head, sep, rest = line.partition("\n")
+            line = head + tail + sep + rest
+        if self._journald:
+            line = f"<{_PRIORITY.get(record.levelno, 6)}>{line}"
+        return line
+
+
+def under_journald(stream: IO[str]) -> bool:
+    """True when `stream` is the journal stream systemd connected (JOURNAL_STREAM=dev:inode).
+
+    Comparing device and inode, as sd_journal_stream_fd(3) advises, keeps a shell started from a
+    service (which inherits the variable, not the stream) from losing its timestamps.
+    """
+    named = os.environ.get("JOURNAL_STREAM", "")
+    dev, _, ino = named.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
+    """Route every logger to one stdout handler in the configured format."""
+    out = sys.stdout if stream is None else stream
+    handler = logging.StreamHandler(out)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        f = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                              "%Y-%m-%dT%H:%M:%S")
-        f.converter = time.gmtime
-        handler.setFormatter(f)
+        handler.setFormatter(TextFormatter(journald=under_journald(out)))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

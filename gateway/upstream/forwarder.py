@@ -2,6 +2,9 @@
 
 A record leaves the outbox only after the sink classified it ACCEPTED (or REJECTED for good). A
 cancelled send leaves the record pending: it is sent again under the same idempotency key.
+
+Every settled send is also written to the attempt history (`plantbridge trace`) and told as a
+story in the log (gateway/story.py): accepts, retry bursts, dead letters, a failing or hung link.
 """
 
 from __future__ import annotations
@@ -11,15 +14,20 @@ import contextlib
 import enum
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from buffer.attempts import Attempt, MessageFacts, worth_keeping
 from buffer.errors import StorageError
 from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
 from gateway.settings import StrictModel
+from gateway.story import DeliveryStory, message_facts
 
 if TYPE_CHECKING:
     from buffer.store import OutboxStore
@@ -36,6 +44,8 @@ class ForwardingConfig(StrictModel):
     breaker_failures: int = 3  # consecutive all-failed rounds before the breaker opens
     send_timeout_seconds: float = 60.0
     shutdown_grace_seconds: float = 5.0  # on stop, time for in-flight deliveries to finish
+    # a send without an answer for this long is logged once as a hung upstream (and shown)
+    hung_after_seconds: float = Field(default=10.0, gt=0)
 
 
 class BreakerState(enum.StrEnum):
@@ -55,12 +65,22 @@ class ForwarderStats:
     last_success_at: float | None = None
     last_failure_at: float | None = None
     by_status: dict[str, int] = field(default_factory=dict)
+    hung: bool = False  # a send has had no answer for hung_after_seconds (until one answers)
 
     @property
     def failing(self) -> bool:
         """The latest attempt failed (whatever the breaker says)."""
         return self.last_failure_at is not None and (
             self.last_success_at is None or self.last_failure_at > self.last_success_at)
+
+
+_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
+
+
+def http_status(reason: str) -> int | None:
+    """The HTTP status a sink's reason names ("HTTP 503: ..."), if any."""
+    found = _HTTP_STATUS.search(reason)
+    return int(found.group(1)) if found else None
 
 
 def retry_delay(attempts: int, cfg: ForwardingConfig, server_hint: float | None,
@@ -83,6 +103,7 @@ class Forwarder:
         self._breaker = Backoff(cfg.retry_initial_seconds, cfg.retry_max_seconds)
         self._failed_rounds = 0
         self.stats = ForwarderStats()
+        self._story = DeliveryStory(sink.name)
         self.idle = asyncio.Event()  # clear while a batch is between send and settle
         self.idle.set()
 
@@ -109,18 +130,43 @@ class Forwarder:
             return
         self.idle.clear()
         try:
-            await self._outbox.mark_sent([r.id for r in records], self._clock())
+            started = self._clock()
+            await self._outbox.mark_sent([r.id for r in records], started)
+            t0 = time.monotonic()
             deliveries = await self._send(records)
+            latency = time.monotonic() - t0
             settled = [
                 d if d.outcome is not Outcome.RETRY else replace(
                     d, retry_after_seconds=retry_delay(
                         rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
                 for rec, d in zip(records, deliveries, strict=True)
             ]
-            await self._outbox.settle(settled, self._clock())
+            finished = self._clock()
+            await self._outbox.settle(settled, finished)
+            await self._record_attempts(records, settled, started, finished, latency)
         finally:
             self.idle.set()
+        self._story.settled(list(zip(records, settled, strict=True)), latency, finished)
         await self._account(settled)
+
+    async def _record_attempts(self, records: Sequence[OutboxRecord],
+                               deliveries: Sequence[Delivery], started: float, finished: float,
+                               latency: float) -> None:
+        """Attempt history for `trace`, in its own small transaction after `settle`. Losing it
+        to a storage fault loses no message, so it is logged, never a reason to stop."""
+        attempts = [
+            Attempt(rec.id, rec.message.key, self.sink.name, rec.message.episode_id, started,
+                    finished, d.outcome.value, http_status(d.reason), round(latency * 1000, 1),
+                    d.reason, d.receipt, rec.attempts + 1)
+            for rec, d in zip(records, deliveries, strict=True)
+            if worth_keeping(rec.attempts + 1, d.outcome is not Outcome.RETRY)]
+        facts = [MessageFacts(rec.id, rec.message.episode_id, finished,
+                              message_facts(rec.message.body))
+                 for rec in records]  # insert-or-ignore: the first attempt's facts stay
+        try:
+            await self._outbox.record_attempts(attempts, facts)
+        except StorageError as exc:
+            log.warning("%s: attempt history not written: %s", self.sink.name, exc)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -129,15 +175,28 @@ class Forwarder:
 
     async def _send(self, records: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         self.stats.sent += len(records)
+        limit = self._cfg.hung_after_seconds
+        t0 = time.monotonic()
+        watchdog = asyncio.get_running_loop().call_later(limit, self._hung, len(records), limit)
         try:
             async with asyncio.timeout(self._cfg.send_timeout_seconds):
                 got = await self.sink.send(records)
         except TimeoutError:
             return [Delivery(r.id, Outcome.RETRY, reason="send timed out") for r in records]
+        finally:
+            watchdog.cancel()
+        if time.monotonic() - t0 < limit or any(d.outcome is not Outcome.RETRY for d in got):
+            # an answer in time (or any real outcome): whatever hung is answering again
+            self.stats.hung = False
+            self._story.answering(self._clock())
         by_id = {d.record_id: d for d in got}
         # A sink must classify every record; anything it forgot is retried, never dropped.
         return [by_id.get(r.id) or Delivery(r.id, Outcome.RETRY, reason="sink gave no outcome")
                 for r in records]
+
+    def _hung(self, in_flight: int, waited: float) -> None:
+        self.stats.hung = True
+        self._story.hung(in_flight, waited, self._clock())
 
     async def _account(self, deliveries: Sequence[Delivery]) -> None:
         st = self.stats
@@ -148,13 +207,9 @@ class Forwarder:
         st.accepted += len(ok)
         st.rejected += len(dead)
         st.retried += len(retry)
-        for d in dead:
-            log.error("%s: record %d dead-lettered: %s", self.sink.name, d.record_id, d.reason)
         if ok or dead:
             st.last_success_at = now
-        if not retry:
-            if st.breaker is not BreakerState.CLOSED:
-                log.warning("%s: upstream recovered, delivering again", self.sink.name)
+        if not retry:  # the story logs failing and recovery, once each
             st.breaker = BreakerState.CLOSED
             self._failed_rounds = 0
             self._breaker.reset()
@@ -165,9 +220,6 @@ class Forwarder:
             return  # partly working: per-record backoff is enough
         self._failed_rounds += 1
         if self._failed_rounds >= self._cfg.breaker_failures:
-            if st.breaker is BreakerState.CLOSED:
-                log.warning("%s: upstream failing (%s); backing off", self.sink.name,
-                            st.last_error)
             st.breaker = BreakerState.OPEN
             await asyncio.sleep(self._breaker.next_delay())
             st.breaker = BreakerState.HALF_OPEN

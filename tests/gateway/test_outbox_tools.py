@@ -1,0 +1,144 @@
+"""`plantbridge outbox list | export | drop`, run as real processes beside a running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pty
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from simulators.cmms import CmmsSimulator
+from tests.e2e.stack import API_KEY, Stack, vibration_rule
+from tests.harness import Mosquitto, wait_for
+
+
+@pytest.fixture
+async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
+    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
+    await sim.start()
+    s = Stack(tmp_path, mosquitto, sim)
+    try:
+        yield s
+    finally:
+        s.close()
+        await s.stop_daemon()
+        await sim.stop()
+
+
+def _argv(stack: Stack, *args: str) -> list[str]:
+    return [sys.executable, "-m", "gateway.cli", "outbox", *args, "--config",
+            str(stack.tmp / "plantbridge.toml")]
+
+
+async def _cli(stack: Stack, *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *_argv(stack, *args), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+def _answer_on_a_terminal(argv: list[str], answer: str) -> tuple[int, str]:
+    """Run `argv` on a pseudo-terminal, type `answer` at its prompt; exit code and output."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    said = b""
+    try:
+        while b"[y/N]" not in said:
+            chunk = os.read(master, 4096)  # the child's output; EOF (OSError) if it died
+            said += chunk
+        os.write(master, answer.encode() + b"\n")
+        code = proc.wait(60)
+        try:
+            while chunk := os.read(master, 4096):
+                said += chunk
+        except OSError:  # EIO: the child closed the terminal
+            pass
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, said.decode(errors="replace")
+
+
+async def test_list_export_and_drop_a_dead_letter_while_the_daemon_runs(stack: Stack) -> None:
+    stack.write_config(vibration_rule())
+    d = await stack.start_daemon()
+    assert d.outbox is not None
+    outbox = d.outbox
+    stack.sim.faults.set("error_5xx", count=1, status=400)  # refused for good, once
+    await stack.play("pump-1", [3.0] + [8.0] * 10)
+
+    async def dead(n: int) -> bool:
+        return (await outbox.stats(time.time())).dead.get("cmms", 0) == n
+
+    await wait_for(lambda: dead(1), 20, "the request dead-lettered")
+    [letter] = await outbox.dead_letters()
+
+    code, listing = await _cli(stack, "list", "--dead")
+    assert code == 0, listing
+    assert f"{letter.id:>6}  dead" in listing and "pump-1" in listing and "HTTP 400" in listing
+    assert "1 record(s), 1 dead letter(s)" in listing
+    code, listing = await _cli(stack, "list", "--asset", "pump-7")
+    assert code == 0 and "nothing undelivered" in listing, listing
+    code, listing = await _cli(stack, "list", "--json", "--sink", "cmms")
+    [row] = [orjson.loads(line) for line in listing.splitlines()]
+    assert row["id"] == letter.id and row["state"] == "dead" and row["body"]["asset"] == "pump-1"
+
+    export = stack.tmp / "dead.jsonl"
+    code, said = await _cli(stack, "export", "--dead", str(export))
+    assert code == 0 and "wrote 1 record(s)" in said, said
+    [line] = export.read_text().splitlines()
+    exported = orjson.loads(line)
+    assert exported["key"] == letter.key and exported["last_error"].startswith("HTTP 400")
+    assert exported["body"]["rule_id"] == "vib-high" and exported["body"]["value"] == 8.0
+    assert exported["failed_at"] and exported["attempts"] == 1
+
+    code, said = await _cli(stack, "drop", str(letter.id))  # no terminal, no --yes
+    assert code == 2 and "refusing to drop" in said, said
+    assert await dead(1)
+    code, said = await _cli(stack, "drop", str(letter.id), "--yes")
+    assert code == 0 and "dropped 1 record(s)" in said, said
+    assert await dead(0)
+    code, said = await _cli(stack, "drop", str(letter.id), "--yes")
+    assert code == 1 and "dropped 0 record(s)" in said
+
+    # the daemon never noticed: the next event is delivered as usual
+    await stack.play("pump-2", [3.0] + [8.0] * 10)
+    await wait_for(lambda: len(stack.requests_for("pump-2")) == 1, 20, "next request delivered")
+    assert stack.task is not None and not stack.task.done()
+
+
+async def test_drop_asks_a_person_at_a_terminal(stack: Stack) -> None:
+    stack.write_config(vibration_rule())
+    d = await stack.start_daemon()
+    assert d.outbox is not None
+    outbox = d.outbox
+    stack.sim.faults.set("error_5xx", status=503)  # until cleared: the request stays pending
+    await stack.play("pump-3", [3.0] + [8.0] * 10)
+
+    async def pending() -> int:
+        return (await outbox.stats(time.time())).pending.get("cmms", 0)
+
+    await wait_for(lambda: d.forwarders[0].stats.retried >= 1, 20, "the request retried")
+    code, listing = await _cli(stack, "list", "--sink", "cmms")
+    assert code == 0 and "pending" in listing and "HTTP 503" in listing, listing
+    rid = listing.splitlines()[1].split()[0]
+
+    code, said = await asyncio.to_thread(_answer_on_a_terminal, _argv(stack, "drop", rid), "n")
+    assert code == 1 and "nothing dropped" in said and "pump-3" in said, said
+    assert await pending() == 1
+    code, said = await asyncio.to_thread(_answer_on_a_terminal, _argv(stack, "drop", rid), "y")
+    assert code == 0 and "dropped 1 record(s)" in said, said
+    assert await pending() == 0
+    stack.sim.faults.clear()
+    assert stack.sim.requests == []
