@@ -21,6 +21,7 @@ from aiohttp import web
 
 from buffer.store import OutboxStore
 from gateway import config as config_mod
+from gateway import story
 from gateway.http import build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
@@ -93,6 +94,7 @@ class Daemon:
                                  cfg.gateway.site, self._wake_forwarders,
                                  tick_seconds=cfg.rules.tick_seconds)
         self.pipeline.listeners.append(self._remember)
+        self.pipeline.listeners.append(story.log_transition)
 
         runner = await self._start_http()
         try:
@@ -305,7 +307,10 @@ class Daemon:
         o = self.outbox_stats
         for f in self.forwarders:
             waiting = (o.get("pending") or {}).get(f.sink.name, 0)
-            if f.stats.failing and waiting:
+            if f.stats.hung:
+                out.append(f"upstream {f.sink.name} is not answering (connection open, no "
+                           f"response); {waiting} waiting")
+            elif f.stats.failing and waiting:
                 age = o.get("oldest_pending_age_seconds") or 0.0
                 out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
                            f"oldest {age:.0f} s): {f.stats.last_error}")
@@ -336,8 +341,9 @@ class Daemon:
             sources.append({"name": src.name, "type": kind, "state": str(h.state),
                             "detail": h.detail, "samples": h.samples_total,
                             "rejected": dict(h.rejected)})
-        upstreams = [{"name": f.sink.name, "breaker": str(f.stats.breaker),
-                      "failing": f.stats.failing,
+        upstreams = [{"name": f.sink.name,
+                      "breaker": "hung" if f.stats.hung else str(f.stats.breaker),
+                      "failing": f.stats.failing, "hung": f.stats.hung,
                       "accepted": f.stats.accepted, "rejected": f.stats.rejected,
                       "retried": f.stats.retried, "last_error": f.stats.last_error}
                      for f in self.forwarders]
