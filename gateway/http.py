@@ -15,9 +15,18 @@ Snapshot = Callable[[], dict[str, Any]]
 Refresh = Callable[[], Awaitable[None]]
 
 
+# Keys are not always plain `str`: rejection reasons are StrEnum members (orjson refuses
+# subclasses of str as keys without this option), and a count may be keyed by an int.
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(data: Any) -> bytes:
+    """The one JSON encoder of every endpoint: any key that reads as text is written as text."""
+    return orjson.dumps(data, option=_JSON_OPTIONS)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data, option=orjson.OPT_INDENT_2), status=status,
-                        content_type="application/json")
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
 
 
 def build_app(snapshot: Snapshot, refresh: Refresh) -> web.Application:
