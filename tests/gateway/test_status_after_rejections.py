@@ -29,9 +29,9 @@ BAD_PAYLOADS: dict[str, bytes] = {
 }
 
 
-def _source(stack: Stack) -> str:
+def _source(s: Stack) -> str:
     """The e2e MQTT source with a small payload limit, so `too_large` can be provoked."""
-    return stack.mqtt_source().replace('reconnect_initial_seconds',
+    return s.mqtt_source().replace('reconnect_initial_seconds',
                                        'max_payload_bytes = 512\nreconnect_initial_seconds')
 
 
