@@ -83,8 +83,8 @@ class _Lines:
         return found
 
 
-def _plain(err: Any, fields: Collection[str]) -> tuple[str, str]:
-    """A pydantic error as (field path, plain words)."""
+def plain_words(err: Any, fields: Collection[str]) -> tuple[str, str]:
+    """A pydantic error as (field path, plain words); `config.py` words its own errors so too."""
     loc = [str(x) for x in err["loc"]]
     path = ".".join(loc).replace(".[", "[")
     path = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", path)
@@ -122,7 +122,7 @@ def _validate(cls: type[RuleSpec], raw: dict[str, Any]) -> tuple[RuleSpec | None
         spec = cls.model_validate(raw)
     except ValidationError as exc:
         fields = list(cls.model_fields)
-        return None, [_plain(e, fields) for e in exc.errors()]
+        return None, [plain_words(e, fields) for e in exc.errors()]
     return spec, spec.problems()
 
 
@@ -132,6 +132,9 @@ class _FileLoader:
         self.known = known
         self.problems: list[RuleProblem] = []
         self.rules: list[RuleDef] = []
+        # Every id written, valid rule or not, with its line: a duplicate is reported in the
+        # same pass as the copies' other mistakes, not only once they are otherwise valid.
+        self.ids: list[tuple[str, int | None]] = []
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -175,6 +178,8 @@ class _FileLoader:
             return
         rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
         label = rule_id or f"#{index + 1}"
+        if rule_id:
+            self.ids.append((rule_id, self.where.rule(index)))
         kind = raw.get("kind")
         cls = KINDS.get(kind) if isinstance(kind, str) else None
         if cls is None:
@@ -234,19 +239,18 @@ def load_rule_files(paths: Sequence[Path],
     """
     problems: list[RuleProblem] = []
     rules: list[RuleDef] = []
-    seen: dict[str, RuleDef] = {}
+    seen: dict[str, str] = {}  # rule id -> where it is first written
     for path in paths:
         loaded = _FileLoader(Path(path), known_assets)
         problems.extend(loaded.problems)
-        for rule in loaded.rules:
-            first = seen.get(rule.rule_id)
+        for rule_id, line in loaded.ids:
+            first = seen.get(rule_id)
             if first is not None:
-                where = first.file if first.line is None else f"{first.file}:{first.line}"
-                problems.append(RuleProblem(rule.file, rule.line, rule.rule_id, "id",
-                                            f"duplicate rule id; first defined at {where}"))
-                continue
-            seen[rule.rule_id] = rule
-            rules.append(rule)
+                problems.append(RuleProblem(loaded.file, line, rule_id, "id",
+                                            f"duplicate rule id; first defined at {first}"))
+            else:
+                seen[rule_id] = loaded.file if line is None else f"{loaded.file}:{line}"
+        rules.extend(loaded.rules)
     if problems:
         raise RuleFileError(problems)
     return RuleSet(rules, [str(p) for p in paths])
