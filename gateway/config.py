@@ -175,8 +175,13 @@ def _where(raw: dict[str, Any], loc: tuple[int | str, ...]) -> tuple[str, str]:
         name = items[loc[1]].get("name") if loc[1] < len(items) and isinstance(
             items[loc[1]], dict) else None
         label = f"{loc[0]}[{loc[1]}]" + (f" '{name}'" if name else "")
-        return label, ".".join(str(x) for x in loc[2:])
-    return "", ".".join(str(x) for x in loc)
+        return label, _dotted(loc[2:])
+    return "", _dotted(loc)
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    """A field path as written about in the docs: `subscriptions[1].pattern`."""
+    return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
 
 
 def _plain(err: dict[str, Any], field: str) -> str:
@@ -350,6 +355,7 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
     warnings: list[Problem | RuleProblem] = []
     rules: RuleSet | None = None
     files: list[Path] = []
+    in_rules: list[RuleProblem] = []
     try:
         rules_cfg = RulesConfig.model_validate(raw.get("rules", {}))
     except ValidationError:
@@ -360,13 +366,14 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
         try:
             rules = load_rule_files(files)
         except RuleFileError as exc:
-            problems += exc.problems
+            in_rules = exc.problems  # shown after the main file's own problems
     sources = _valid_items(raw, "sources")
     if not rules_only and secrets is not SecretScope.NONE:
         for group, items in (("sources", sources), ("upstreams", _valid_items(raw, "upstreams"))):
             if secrets is SecretScope.ALL or group == "sources":
                 for i, item in items:
                     problems += _component_secret_problems(group, i, item, item.name, file, lines)
+    problems += in_rules
     raw_sources = raw.get("sources")
     all_valid = isinstance(raw_sources, list) and len(sources) == len(raw_sources)
     if rules is not None and sources and all_valid:  # else we cannot tell what is produced
