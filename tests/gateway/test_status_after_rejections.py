@@ -76,6 +76,7 @@ async def test_every_endpoint_answers_after_rejections_and_a_dead_letter(
                     got = doc["sources"][0]["rejected"]
                     assert set(BAD_PAYLOADS) <= set(got), got
                     assert doc["outbox"]["dead"] == {"cmms": 1}
+                    assert doc["reload"]["summary"].startswith("1 rule (")
                 if path == "/readyz":
                     assert doc["ready"] is False and any("dead-lettered" in p
                                                          for p in doc["problems"])
