@@ -3,12 +3,17 @@ secrets, and rules that no source can feed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from gateway import config as config_mod
 from gateway.cli import main
+from tests.gateway.recorder import mqtt_config
+from tests.harness import Mosquitto
 
 RULE = """
 [[rule]]
@@ -160,3 +165,15 @@ def test_config_error_has_a_one_line_form(tmp_path: Path) -> None:
     text = str(caught.value)
     assert "\n" not in text and len(caught.value.problems) == 3
     assert text == caught.value.one_line() == "; ".join(map(str, caught.value.problems))
+
+
+def test_record_does_not_need_the_upstream_token(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """A technician records telemetry with no CMMS token around: the upstream is not used."""
+    cfg = mqtt_config(tmp_path, mosquitto.port)
+    cfg.write_text(cfg.read_text() + UPSTREAM.format(url="http://127.0.0.1:9/"))
+    env = {k: v for k, v in os.environ.items() if k != "PB_TEST_UNSET_TOKEN"}
+    proc = subprocess.run([sys.executable, "-m", "gateway.cli", "record", "--config", str(cfg),
+                           "--output", str(tmp_path / "rec.jsonl"), "--duration", "0.5"],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded 0 samples" in proc.stdout
