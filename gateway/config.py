@@ -32,6 +32,7 @@ from gateway.upstream.maximo import MaximoSinkConfig
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
+from rules.loader import describe_rules as describe_rules  # the one rule-count wording
 from rules.loader import plain_words
 
 SourceConfig = Annotated[
@@ -71,31 +72,6 @@ class PlantBridgeConfig(StrictModel):
 
     def outbox_path(self) -> Path:
         return self.buffer.resolved_path(self.gateway.state_dir)
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def describe_rules(rules: RuleSet | int, instances: int | None = None,
-                   pattern_rules: int | None = None) -> str:
-    """The one wording of rule counts, for `check`, the log and the status page.
-
-    A rule instance is one rule applied to one asset. A pattern rule (`asset_pattern`) gets
-    an instance per matching asset when that asset first reports, so before data arrives it
-    counts none: "7 rules (9 rule instances: one per rule and asset; 2 pattern rules add one
-    per matching asset that reports)". Give a `RuleSet`, or the counts of a running engine.
-    """
-    if isinstance(rules, RuleSet):
-        instances = sum(len(r.assets) for r in rules.rules)
-        pattern_rules = sum(r.pattern is not None for r in rules.rules)
-        rules = len(rules.rules)
-    text = f"{_count(rules, 'rule')} ({_count(instances or 0, 'rule instance')}: one per rule " \
-           "and asset"
-    if pattern_rules:
-        text += (f"; {_count(pattern_rules, 'pattern rule')} add"
-                 f"{'s' if pattern_rules == 1 else ''} one per matching asset that reports")
-    return text + ")"
 
 
 class SecretScope(enum.StrEnum):
@@ -310,10 +286,6 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
         msg = re.sub(r"\s*\(at (line \d+, column \d+|end of document)\)", "", str(exc))
         raise ConfigError([Problem(str(path), "", "", f"not valid TOML: {msg.lower()}",
                                    int(m.group(1)) if m else None)]) from None
-
-
-def parse_toml(path: Path) -> dict[str, Any]:
-    return _read(path)[1]
 
 
 _SOURCE = TypeAdapter(SourceConfig)

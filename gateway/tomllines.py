@@ -21,7 +21,8 @@ Path = tuple[str | int, ...]
 
 
 def _names(dotted: str) -> list[str]:
-    return [part.strip().strip("\"'") for part in dotted.split(".")]
+    """`a."b.c".d` -> ["a", "b.c", "d"]: a quoted name may hold dots."""
+    return [part.strip("\"'") for part in re.findall(_NAME, dotted)]
 
 
 class TomlLines:

@@ -254,3 +254,28 @@ def load_rule_files(paths: Sequence[Path],
     if problems:
         raise RuleFileError(problems)
     return RuleSet(rules, [str(p) for p in paths])
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_rules(rules: RuleSet | int, instances: int | None = None,
+                   pattern_rules: int | None = None) -> str:
+    """The one wording of rule counts, for `check`, the log and the status page.
+
+    A rule instance is one rule applied to one asset. A pattern rule (`asset_pattern`) gets
+    an instance per matching asset when that asset first reports, so before data arrives it
+    counts none: "7 rules (9 rule instances: one per rule and asset; 2 pattern rules add one
+    per matching asset that reports)". Give a `RuleSet`, or the counts of a running engine.
+    """
+    if isinstance(rules, RuleSet):
+        instances = sum(len(r.assets) for r in rules.rules)
+        pattern_rules = sum(r.pattern is not None for r in rules.rules)
+        rules = len(rules.rules)
+    text = f"{_count(rules, 'rule')} ({_count(instances or 0, 'rule instance')}: one per rule " \
+           "and asset"
+    if pattern_rules:
+        text += (f"; {_count(pattern_rules, 'pattern rule')} add"
+                 f"{'s' if pattern_rules == 1 else ''} one per matching asset that reports")
+    return text + ")"
