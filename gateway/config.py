@@ -167,14 +167,20 @@ def _plain(err: dict[str, Any], field: str) -> str:
     if kind == "union_tag_invalid":
         tag = err.get("ctx", {}).get("tag", got)
         return f"unknown type {tag!r}; known: {err.get('ctx', {}).get('expected_tags', '')}"
-    if kind == "string_pattern_mismatch" and name.endswith("url") and isinstance(got, str):
-        if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", got):
+    if kind == "string_pattern_mismatch":  # never show the bare regex
+        if name.endswith("url") and not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", str(got)):
             return f"{name} {got!r} needs a scheme: http://... or https://..."
-        return f"{name} {got!r} must be http:// or https:// and a host (and port), no spaces"
+        if name.endswith("url"):
+            return f"{name} {got!r} must be http:// or https:// and a host (and port), no spaces"
+        if name == "endpoint":
+            return f"endpoint {got!r} must start with opc.tcp://, e.g. opc.tcp://plc.local:4840"
+        return f"{got!r} is not written the way this field expects (see config/examples/)"
     if kind in ("int_parsing", "int_type", "int_from_float") and name == "port":
         return f"must be a port number from 1 to 65535, without quotes, not {got!r}"
     if kind == "extra_forbidden":
         return "unknown key (check the spelling; see config/examples/)"
+    if kind == "list_type":
+        return f"must be a list in brackets, e.g. [\"a\", \"b\"], not {got!r}"
     return plain_words(err, ())[1]
 
 

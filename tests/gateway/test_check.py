@@ -177,3 +177,22 @@ def test_record_does_not_need_the_upstream_token(tmp_path: Path, mosquitto: Mosq
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
     assert "recorded 0 samples" in proc.stdout
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda t: t.replace('[gateway]', '[gateway]\nlog_level = "verbose"'),
+     "gateway.log_level: must be one of 'debug', 'info', 'warning' or 'error', not 'verbose'"),
+    (lambda t: t.replace('port = 1883', 'port = 1883\nkeepalive_seconds = "30s"'),
+     "keepalive_seconds: must be a whole number, not '30s'"),
+    (lambda t: t.replace('base_url = "http://127.0.0.1:9/"', 'base_url = "http://a b/"'),
+     "base_url: base_url 'http://a b/' must be http:// or https:// and a host (and port)"),
+    (lambda t: t.replace('files = ["rules.d/*.toml"]', 'files = "rules.d/*.toml"'),
+     "rules.files: must be a list in brackets"),
+])
+def test_validator_messages_are_reworded(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           mutate: object, expected: str) -> None:
+    path = write(tmp_path, {"a.toml": rule()})
+    path.write_text(mutate(path.read_text()))  # type: ignore[operator]
+    code, _, err = check(capsys, "--config", str(path))
+    assert code == 1 and expected in err, err
+    assert "Input should" not in err and "errors.pydantic.dev" not in err
