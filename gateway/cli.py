@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
@@ -30,10 +31,12 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-def load_or_report(path: Path, verdict: str) -> config_mod.LoadedConfig | None:
+def load_or_report(path: Path, verdict: str,
+                   secrets: config_mod.SecretScope = config_mod.SecretScope.ALL
+                   ) -> config_mod.LoadedConfig | None:
     """Load a config, or print one line per problem and the verdict, and return None."""
     try:
-        return config_mod.load(path)
+        return config_mod.load(path, secrets=secrets)
     except config_mod.ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -41,14 +44,47 @@ def load_or_report(path: Path, verdict: str) -> config_mod.LoadedConfig | None:
         return None
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    loaded = load_or_report(args.config, "{n} problem(s); the config was not accepted")
-    if loaded is None:
+def _report(problems: Sequence[object], warnings: Sequence[object]) -> None:
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _check_rule_files(files: list[Path]) -> int:
+    """`check --rules-only --rules FILES`: the rule files alone, no main config at all."""
+    from rules import RuleFileError, load_rule_files
+
+    try:
+        rules = load_rule_files(files)
+    except RuleFileError as exc:
+        _report(exc.problems, [])
+        print(f"{len(exc.problems)} problem(s); the rules were not accepted", file=sys.stderr)
         return 1
-    cfg = loaded.config
+    print(f"ok: {len(files)} rule file(s), {config_mod.describe_rules(rules)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.rules is not None:
+        if not args.rules_only:
+            print("--rules goes with --rules-only (without it, check reads the rule files "
+                  "that the config names)", file=sys.stderr)
+            return 2
+        return _check_rule_files(args.rules)
+    scope = config_mod.SecretScope.NONE if args.rules_only else config_mod.SecretScope.ALL
+    found = config_mod.examine(args.config, secrets=scope, rules_only=args.rules_only)
+    _report(found.problems, found.warnings)
+    if found.problems:
+        print(f"{len(found.problems)} problem(s); the config was not accepted", file=sys.stderr)
+        return 1
+    assert found.rules is not None
+    if args.rules_only or found.loaded is None:
+        print(f"{args.config}: rules ok: {config_mod.describe_rules(found.rules)}")
+        return 0
+    cfg = found.loaded.config
     print(f"{args.config}: ok: {len(cfg.sources)} source(s), {len(cfg.upstreams)} upstream(s), "
-          f"{len(loaded.rule_files)} rule file(s), {loaded.rules.instance_count} rule "
-          "instance(s)")
+          f"{len(found.loaded.rule_files)} rule file(s), {config_mod.describe_rules(found.rules)}")
     if args.explain:
         from drivers.modbus.config import ModbusSourceConfig
         from drivers.modbus.planner import explain
@@ -93,7 +129,15 @@ def utc_time(text: str) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.start is not None and args.end is not None and args.start > args.end:
+        print(f"--from ({_iso(args.start)}) is later than --to ({_iso(args.end)}): that window "
+              "holds no data; swap them", file=sys.stderr)
+        return 2
     from rules import RuleFileError, load_rule_files
     from rules.columns import between
     from rules.fastreplay import replay_columns
@@ -117,16 +161,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     cols = between(cols, args.start, args.end)
     result = replay_columns(new, cols)
     if old is not None:
-        print(format_comparison(pair(replay_columns(old, cols), result)))
+        text = format_comparison(pair(replay_columns(old, cols), result))
     else:
-        print(format_report(result))
+        text = format_report(result)
+    return _print_to_pipe(text)
+
+
+def _print_to_pipe(text: str) -> int:
+    """Print a report that may go into `| head`: a reader that stops early is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Point stdout at /dev/null so that the interpreter's own flush at exit finds no
+        # broken pipe to complain about (the documented way for Python CLIs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 
 def cmd_record(args: argparse.Namespace) -> int:
     from gateway.record import NothingToRecord, choose, record
 
-    loaded = load_or_report(args.config, "{n} problem(s); nothing recorded")
+    # Only the sources run: an upstream's token is none of a recording's business.
+    loaded = load_or_report(args.config, "{n} problem(s); nothing recorded",
+                            config_mod.SecretScope.SOURCES)
     if loaded is None:
         return 1
     try:
@@ -226,8 +285,12 @@ def _outbox_drop(cfg: config_mod.PlantBridgeConfig, ids: list[int], yes: bool) -
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo import run_demo, scenario_problem
 
+    problem = scenario_problem(args.scenario)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     logs.setup("warning")
     return run_async(run_demo(args.duration, args.scenario))
 
@@ -243,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a config and its rule files")
     c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     c.add_argument("--explain", action="store_true", help="print the Modbus read plan")
+    c.add_argument("--rules-only", action="store_true",
+                   help="only the rules: no secrets, no other part of the config is judged")
+    c.add_argument("--rules", type=Path, nargs="+", metavar="FILE",
+                   help="with --rules-only: these rule files, without any main config")
     c.set_defaults(func=cmd_check)
 
     rp = sub.add_parser("replay", help="run rules on a recording and print what they do")

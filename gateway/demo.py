@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import shutil
 import socket
 import subprocess
@@ -118,6 +119,16 @@ async def _narrate_upstream(sim: CmmsSimulator, t0: float) -> AsyncGenerator[Non
         seen_upd = len(sim.status_updates)
         yield
         await asyncio.sleep(0.2)
+
+
+def scenario_problem(name: str) -> str | None:
+    """None for a known scenario, else one line naming the valid ones (and the likely one)."""
+    if name in scenarios.SCENARIOS:
+        return None
+    near = difflib.get_close_matches(name, scenarios.SCENARIOS, n=1, cutoff=0.3)
+    guess = f"; did you mean {near[0]!r}?" if near else ""
+    return (f"unknown scenario {name!r}{guess} Known scenarios: "
+            f"{', '.join(scenarios.SCENARIOS)}")
 
 
 async def run_demo(duration_seconds: float, scenario_name: str) -> int:

@@ -9,15 +9,25 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.config import describe_rules
 from gateway.metrics import render
 
 Snapshot = Callable[[], dict[str, Any]]
 Refresh = Callable[[], Awaitable[None]]
 
 
+# Keys are not always plain `str`: rejection reasons are StrEnum members (orjson refuses
+# subclasses of str as keys without this option), and a count may be keyed by an int.
+_JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS
+
+
+def dumps(data: Any) -> bytes:
+    """The one JSON encoder of every endpoint: any key that reads as text is written as text."""
+    return orjson.dumps(data, option=_JSON_OPTIONS)
+
+
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data, option=orjson.OPT_INDENT_2), status=status,
-                        content_type="application/json")
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
 
 
 def build_app(snapshot: Snapshot, refresh: Refresh) -> web.Application:
@@ -34,7 +44,8 @@ def build_app(snapshot: Snapshot, refresh: Refresh) -> web.Application:
 
     async def status(_: web.Request) -> web.Response:
         await refresh()
-        return _json(snapshot())
+        s = snapshot()
+        return _json(s | {"reload": s["reload"] | {"summary": _rules_line(s["reload"])}})
 
     async def metrics(_: web.Request) -> web.Response:
         await refresh()
@@ -52,6 +63,12 @@ def build_app(snapshot: Snapshot, refresh: Refresh) -> web.Application:
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+def _rules_line(rl: dict[str, Any]) -> str:
+    """The rule counts in the same words as `check` and the log (see `describe_rules`)."""
+    return describe_rules(int(rl.get("rules", 0)), int(rl.get("instances", 0)),
+                          int(rl.get("pattern_rules", 0)))
 
 
 def _row(*cells: object, cls: str = "") -> str:
@@ -93,8 +110,7 @@ def render_page(s: dict[str, Any]) -> str:
                                                                           "")
     rl = s["reload"]
     reload_line = (f"last reload failed at {rl['at']}: {rl['error']}" if rl["error"]
-                   else f"config loaded at {rl['at']} ({rl['rules']} rules, "
-                        f"{rl['instances']} asset instances so far)")
+                   else f"config loaded at {rl['at']}: {_rules_line(rl)}")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="5"><title>PlantBridge {e(s['site'])}</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}

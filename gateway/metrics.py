@@ -50,10 +50,13 @@ class GatewayCollector(Collector):
                                     labels=["sink"])
         dead = GaugeMetricFamily("plantbridge_outbox_dead", "Dead-lettered records",
                                  labels=["sink"])
-        for sink, n in o.get("pending", {}).items():
-            pending.add_metric([sink], n)
-        for sink, n in o.get("dead", {}).items():
-            dead.add_metric([sink], n)
+        # Every configured sink gets a figure, 0 when it has nothing waiting: an absent series
+        # cannot be told from a scrape that failed, and alerts on `> 0` need the 0 to compare.
+        configured = [str(u["name"]) for u in s["upstreams"]]
+        for counts, family in ((o.get("pending") or {}, pending), (o.get("dead") or {}, dead)):
+            # ...and a sink removed by a reload still shows what it left behind.
+            for sink in configured + [k for k in counts if k not in configured]:
+                family.add_metric([str(sink)], counts.get(sink, 0))
         yield pending
         yield dead
         yield GaugeMetricFamily("plantbridge_outbox_oldest_pending_age_seconds",

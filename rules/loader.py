@@ -83,8 +83,8 @@ class _Lines:
         return found
 
 
-def _plain(err: Any, fields: Collection[str]) -> tuple[str, str]:
-    """A pydantic error as (field path, plain words)."""
+def plain_words(err: Any, fields: Collection[str]) -> tuple[str, str]:
+    """A pydantic error as (field path, plain words); `config.py` words its own errors so too."""
     loc = [str(x) for x in err["loc"]]
     path = ".".join(loc).replace(".[", "[")
     path = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", path)
@@ -95,6 +95,11 @@ def _plain(err: Any, fields: Collection[str]) -> tuple[str, str]:
         "float_type": f"must be a number, not {shown}",
         "float_parsing": f"must be a number, not {shown}",
         "int_type": f"must be a whole number, not {shown}",
+        "int_parsing": f"must be a whole number, not {shown}",
+        "int_from_float": f"must be a whole number, not {shown}",
+        "bool_parsing": f"must be true or false, not {shown}",
+        "literal_error": f"must be one of {ctx.get('expected')}, not {shown}",
+        "enum": f"must be one of {ctx.get('expected')}, not {shown}",
         "string_type": f"must be text in quotes, not {shown}",
         "bool_type": f"must be true or false, not {shown}",
         "list_type": f"must be a list in brackets, e.g. [1.0, 2.0], not {shown}",
@@ -122,7 +127,7 @@ def _validate(cls: type[RuleSpec], raw: dict[str, Any]) -> tuple[RuleSpec | None
         spec = cls.model_validate(raw)
     except ValidationError as exc:
         fields = list(cls.model_fields)
-        return None, [_plain(e, fields) for e in exc.errors()]
+        return None, [plain_words(e, fields) for e in exc.errors()]
     return spec, spec.problems()
 
 
@@ -132,6 +137,9 @@ class _FileLoader:
         self.known = known
         self.problems: list[RuleProblem] = []
         self.rules: list[RuleDef] = []
+        # Every id written, valid rule or not, with its line: a duplicate is reported in the
+        # same pass as the copies' other mistakes, not only once they are otherwise valid.
+        self.ids: list[tuple[str, int | None]] = []
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -175,6 +183,8 @@ class _FileLoader:
             return
         rule_id = raw.get("id") if isinstance(raw.get("id"), str) else None
         label = rule_id or f"#{index + 1}"
+        if rule_id:
+            self.ids.append((rule_id, self.where.rule(index)))
         kind = raw.get("kind")
         cls = KINDS.get(kind) if isinstance(kind, str) else None
         if cls is None:
@@ -234,19 +244,43 @@ def load_rule_files(paths: Sequence[Path],
     """
     problems: list[RuleProblem] = []
     rules: list[RuleDef] = []
-    seen: dict[str, RuleDef] = {}
+    seen: dict[str, str] = {}  # rule id -> where it is first written
     for path in paths:
         loaded = _FileLoader(Path(path), known_assets)
         problems.extend(loaded.problems)
-        for rule in loaded.rules:
-            first = seen.get(rule.rule_id)
+        for rule_id, line in loaded.ids:
+            first = seen.get(rule_id)
             if first is not None:
-                where = first.file if first.line is None else f"{first.file}:{first.line}"
-                problems.append(RuleProblem(rule.file, rule.line, rule.rule_id, "id",
-                                            f"duplicate rule id; first defined at {where}"))
-                continue
-            seen[rule.rule_id] = rule
-            rules.append(rule)
+                problems.append(RuleProblem(loaded.file, line, rule_id, "id",
+                                            f"duplicate rule id; first defined at {first}"))
+            else:
+                seen[rule_id] = loaded.file if line is None else f"{loaded.file}:{line}"
+        rules.extend(loaded.rules)
     if problems:
         raise RuleFileError(problems)
     return RuleSet(rules, [str(p) for p in paths])
+
+
+def _count(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def describe_rules(rules: RuleSet | int, instances: int | None = None,
+                   pattern_rules: int | None = None) -> str:
+    """The one wording of rule counts, for `check`, the log and the status page.
+
+    A rule instance is one rule applied to one asset. A pattern rule (`asset_pattern`) gets
+    an instance per matching asset when that asset first reports, so before data arrives it
+    counts none: "7 rules (9 rule instances: one per rule and asset; 2 pattern rules add one
+    per matching asset that reports)". Give a `RuleSet`, or the counts of a running engine.
+    """
+    if isinstance(rules, RuleSet):
+        instances = sum(len(r.assets) for r in rules.rules)
+        pattern_rules = sum(r.pattern is not None for r in rules.rules)
+        rules = len(rules.rules)
+    text = f"{_count(rules, 'rule')} ({_count(instances or 0, 'rule instance')}: one per rule " \
+           "and asset"
+    if pattern_rules:
+        text += (f"; {_count(pattern_rules, 'pattern rule')} add"
+                 f"{'s' if pattern_rules == 1 else ''} one per matching asset that reports")
+    return text + ")"

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.produces import Produced, Produces
 from gateway.settings import StrictModel
 
 if TYPE_CHECKING:
@@ -197,6 +198,12 @@ class ModbusSourceConfig(StrictModel):
         """The map's points followed by the device's own."""
         shared = self.maps[device.map].points if device.map is not None else []
         return [*shared, *device.points]
+
+    def produces(self) -> Produces:
+        """Every (asset, signal) of the register maps: a Modbus source knows all it delivers."""
+        return Produces.of(self.name, (
+            Produced(p.asset or dev.asset, p.signal, f"unit {dev.unit_id} point {p.signal}")
+            for dev in self.devices for p in self.points_of(dev)))
 
     def build(self) -> ModbusSource:
         from drivers.modbus.driver import ModbusSource

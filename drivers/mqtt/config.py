@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel, TlsSettings
 
 if TYPE_CHECKING:
@@ -75,6 +76,16 @@ class PayloadOptions(StrictModel):
     fields_path: str | None = None  # json_fields: dotted path to the object of signals
     fields: list[str] | None = None  # json_fields: only these keys; unset: every other key
     qos: Literal[0, 1] = 1  # QoS 2 adds nothing here: a QoS 1 duplicate is harmless to rules
+
+    def _routes(self, asset: str | None, signal: str | None, via: str) -> list[Produced]:
+        """What this route delivers; None where the topic or the payload names it at run time
+        (a named wildcard, `asset_path`, `signal_path`, or every key of a json_fields object)."""
+        asset = None if self.asset_path is not None else asset
+        if self.signal_path is not None:
+            signal = None
+        if self.format is PayloadFormat.JSON_FIELDS and signal is None and self.fields:
+            return [Produced(asset, name, via) for name in self.fields]
+        return [Produced(asset, signal, via)]
 
     def _check_sources(self, label: str, asset: str | None, signal: str | None,
                        captured: set[str]) -> None:
@@ -198,6 +209,14 @@ class MqttSourceConfig(StrictModel):
                 raise ValueError(f"topic {entry.topic!r} is listed twice")
             seen.add(entry.topic)
         return self
+
+    def produces(self) -> Produces:
+        """The routes' pairs: known where a route fixes asset and signal, open where a named
+        wildcard or a payload path decides them (see `Produced`)."""
+        routes = [r for sub in self.subscriptions
+                  for r in sub._routes(sub.asset, sub.signal, f"topic {sub.pattern}")]
+        routes += [r for t in self.topics for r in t._routes(t.asset, t.signal, f"topic {t.topic}")]
+        return Produces.of(self.name, routes)
 
     @property
     def effective_client_id(self) -> str:

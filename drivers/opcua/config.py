@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
+from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel
 
 if TYPE_CHECKING:
@@ -212,6 +213,11 @@ class OpcUaSourceConfig(StrictModel):
         if self.reconnect_max_seconds < self.reconnect_initial_seconds:
             raise ValueError("reconnect_max_seconds must be >= reconnect_initial_seconds")
         return self
+
+    def produces(self) -> Produces:
+        """Every (asset, signal) of the node list: an OPC UA source knows all it delivers."""
+        return Produces.of(self.name, (Produced(n.asset, n.signal, f"node {n.asset}/{n.signal}")
+                                       for n in self.nodes))
 
     def build(self) -> OpcUaSource:
         from drivers.opcua.driver import OpcUaSource

@@ -9,6 +9,7 @@ Records of one asset are sent in order; different assets go concurrently (bounde
 from __future__ import annotations
 
 import enum
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -136,6 +137,16 @@ def transport_reason(exc: BaseException) -> str:
         return f"certificate verify failed: {said} (check tls.ca_file and the server name)"
     if isinstance(exc, aiohttp.ClientSSLError):
         return f"TLS error: {exc}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # aiohttp's own text names its TLS setting ("ssl:default") even for plain http.
+        where, err = f"{exc.host}:{exc.port}", exc.os_error
+        if isinstance(err, ConnectionRefusedError):
+            return f"connection refused by {where} (is the upstream running on that port?)"
+        if isinstance(err, socket.gaierror):
+            return f"cannot resolve the host name {exc.host!r}: {err.strerror or err}"
+        if isinstance(err, TimeoutError):
+            return f"timed out connecting to {where}"
+        return f"cannot connect to {where}: {err.strerror or err}"
     if isinstance(exc, TimeoutError):
         return "timed out waiting for the upstream"
     if isinstance(exc, aiohttp.ServerDisconnectedError):

@@ -73,7 +73,7 @@ def test_valid_config_passes(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         (lambda t: t.replace('name = "plant"', 'name = "plant"\nprot = 1'),
          "sources[0] 'plant': prot: unknown key"),
         (lambda t: t.replace("port = 1883", 'port = "eighty"'),
-         "sources[0] 'plant': port: Input should be a valid integer"),
+         "sources[0] 'plant': port: must be a port number from 1 to 65535, without quotes"),
         (lambda t: t.replace('type = "rest"', 'type = "soap"'), "unknown type 'soap'"),
         (lambda t: t.replace("[gateway]", "[gateway]\nsite = 12"), "gateway.site"),
         (lambda t: t.replace('files = ["rules.d/*.toml"]', 'files = ["missing/*.toml"]'),
@@ -163,4 +163,5 @@ def test_the_main_example_and_rules_check(capsys: pytest.CaptureFixture[str],
     monkeypatch.setenv("PLANTBRIDGE_CMMS_TOKEN", "t0ken")
     code, out, err = _check(ROOT / "config" / "plantbridge.toml", capsys)
     assert code == 0, err
-    assert "rule instance(s)" in out
+    assert "7 rules (4 rule instances: one per rule and asset; 5 pattern rules add one per " \
+           "matching asset that reports)" in out
