@@ -204,7 +204,8 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     from gateway.dead_letters import manage
 
-    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
+                            config_mod.SecretScope.NONE)
     if loaded is None:
         return 1
     if args.requeue and args.requeue != ["all"] and not all(x.isdigit() for x in args.requeue):
@@ -217,7 +218,8 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 def cmd_trace(args: argparse.Namespace) -> int:
     from gateway import trace
 
-    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
+                            config_mod.SecretScope.NONE)
     if loaded is None:
         return 1
     found = run_async(trace.load(loaded.config, args.id))
@@ -235,7 +237,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 def cmd_outbox(args: argparse.Namespace) -> int:
     from gateway import outbox_tools as tools
 
-    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened")
+    loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
+                            config_mod.SecretScope.NONE)
     if loaded is None:
         return 1
     cfg = loaded.config

@@ -110,8 +110,8 @@ class Daemon:
                 self._install_signals()
                 self.ready.set()
                 self.notifier.ready(self._one_line())
-                log.info("running: %d sources, %d upstreams, %s rules",
-                         len(self.sources), len(self.sinks), self.reload_state["rules"])
+                log.info("running: %d sources, %d upstreams, %s", len(self.sources),
+                         len(self.sinks), config_mod.describe_rules(self.loaded.rules))
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("stopping: sources first")
@@ -239,7 +239,7 @@ class Daemon:
             new = await asyncio.to_thread(config_mod.load, self.loaded.path)
         except config_mod.ConfigError as exc:
             self.reload_state = {**self.reload_state, "error": str(exc), "at": iso_time(now)}
-            log.error("reload refused, keeping the running config:\n%s", exc)
+            log.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(self._one_line())
             return False
         restart_needed = [part for part in ("gateway", "buffer", "http", "forwarding")
@@ -370,7 +370,8 @@ class Daemon:
 
 def _rule_counts(engine: RuleEngine) -> dict[str, int]:
     """Rules as written, and instances built so far (pattern rules build per asset on data)."""
-    return {"rules": len(engine.rule_ids()), "instances": len(engine.instances())}
+    return {"rules": len(engine.rule_ids()), "instances": len(engine.instances()),
+            "pattern_rules": sum(r.pattern is not None for r in engine.rules.rules)}
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
