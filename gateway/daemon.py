@@ -263,12 +263,15 @@ class Daemon:
                             "reason": t.reason, "value": t.value})
 
     async def _housekeeping(self) -> None:
-        """Refresh outbox figures for status and metrics; feed the systemd watchdog."""
+        """Refresh outbox figures for status and metrics; feed the systemd watchdog; keep
+        systemd's STATUS= (what `systemctl status` shows) in step with the problem list."""
         assert self.outbox is not None
         interval = min(1.0, self.notifier.watchdog_interval_seconds or 1.0)
         while True:
             await self.refresh()
             self.notifier.watchdog()
+            if self.notifier.enabled:
+                self.notifier.update_status(self._one_line())  # sent only when it changed
             await asyncio.sleep(interval)
 
     async def refresh(self) -> None:
