@@ -92,13 +92,19 @@ def _read_credential(name: str) -> str:
                          f"LoadCredential={name} (CREDENTIALS_DIRECTORY is not set)")
     path = Path(directory) / name
     try:
-        return path.read_text().strip()
+        got = path.read_text().strip()
     except FileNotFoundError:
         raise ValueError(f"credential {name!r} is missing from {directory}: the unit needs "
                          f"LoadCredential={name}:/etc/plantbridge/secrets/{name}, and that file "
                          "must exist when the service starts") from None
     except OSError as exc:
         raise ValueError(f"cannot read credential {path}: {exc.strerror}") from exc
+    if not got:
+        # What the unit's blank SetCredential= default gives when LoadCredential='s file was
+        # missing at start: never send an empty token.
+        raise ValueError(f"credential {name!r} is empty: the file named in LoadCredential={name}:"
+                         "... was missing or empty when the service started")
+    return got
 
 
 class TlsSettings(StrictModel):

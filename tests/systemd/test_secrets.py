@@ -70,3 +70,11 @@ def test_the_fingerprint_does_not_show_the_secret(tmp_path: Path) -> None:
     s = Secret(value="hunter2")
     assert "hunter2" not in s.fingerprint and "hunter2" not in repr(s)
     assert len(s.fingerprint) == 64
+
+
+def test_an_empty_credential_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit's `SetCredential=cmms-token:\\n` default when the real file was missing."""
+    (tmp_path / "cmms-token").write_text("\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ValueError, match="credential 'cmms-token' is empty"):
+        Secret(credential="cmms-token").reveal()
