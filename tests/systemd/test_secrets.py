@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,53 @@ def test_an_empty_credential_is_refused(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     with pytest.raises(ValueError, match="credential 'cmms-token' is empty"):
         Secret(credential="cmms-token").reveal()
+
+
+CHECK_CONFIG = """
+[gateway]
+site = "t"
+state_dir = "{state}"
+
+[rules]
+files = ["rules.d/*.toml"]
+
+[[upstreams]]
+type = "rest"
+name = "cmms"
+base_url = "http://127.0.0.1:9"
+auth = {{ kind = "bearer", token = {{ credential = "cmms-token" }} }}
+"""
+
+RULE = """
+[[rule]]
+id = "vib-high"
+kind = "threshold"
+asset = "pump-1"
+signal = "vibration"
+above = 7.1
+clear_below = 6.0
+"""
+
+
+def _check(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway.cli", "check", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_check_outside_systemd_names_the_upstream_field_and_the_fix(tmp_path: Path) -> None:
+    """`plantbridge check` as the ExecStartPre= line and as an admin in a shell run it."""
+    config = tmp_path / "plantbridge.toml"
+    config.write_text(CHECK_CONFIG.format(state=tmp_path / "state"))
+    (tmp_path / "rules.d").mkdir()
+    (tmp_path / "rules.d" / "rules.toml").write_text(RULE)
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    got = _check(config, env)
+    assert got.returncode == 1
+    assert ("upstreams[0] 'cmms': auth.token: credential 'cmms-token': not running under "
+            "systemd with LoadCredential=cmms-token") in got.stdout + got.stderr
+
+    creds = tmp_path / "credentials"  # what systemd sets up for LoadCredential=
+    creds.mkdir()
+    (creds / "cmms-token").write_text("t0ken\n")
+    got = _check(config, {**env, "CREDENTIALS_DIRECTORY": str(creds)})
+    assert got.returncode == 0, got.stdout + got.stderr
