@@ -164,12 +164,20 @@ class Daemon:
         """Restart what changed, start what is new, stop what is gone. Returns what it did."""
         done: list[str] = []
         assert self.pipeline is not None
+
+        def why(old: config_mod.UpstreamConfig | config_mod.SourceConfig,
+                new: config_mod.UpstreamConfig | config_mod.SourceConfig | None) -> str:
+            # A Secret compares by what it said when loaded (Secret.fingerprint), so a fixed
+            # token file alone makes its component unequal: it restarts and reads the fix.
+            same = new is not None and new.model_dump() == old.model_dump()
+            return " (its secret changed)" if same else ""
+
         old_up = {u.name: u for u in self.cfg.upstreams}
         new_up = {u.name: u for u in new.upstreams}
         for name, old in old_up.items():
             if new_up.get(name) != old:
                 await self._stop_upstream(name)
-                done.append(f"upstream {name} stopped")
+                done.append(f"upstream {name} stopped{why(old, new_up.get(name))}")
         for name, up in new_up.items():
             if old_up.get(name) != up:
                 self._start_upstream(up)
@@ -182,7 +190,7 @@ class Daemon:
         for name, old_s in old_src.items():
             if new_src.get(name) != old_s:
                 await self._stop_source(name)
-                done.append(f"source {name} stopped")
+                done.append(f"source {name} stopped{why(old_s, new_src.get(name))}")
         for name, src in new_src.items():
             if old_src.get(name) != src:
                 self._start_source(src)
@@ -272,12 +280,15 @@ class Daemon:
                             "reason": t.reason, "value": t.value})
 
     async def _housekeeping(self) -> None:
-        """Refresh outbox figures for status and metrics; feed the systemd watchdog."""
+        """Refresh outbox figures for status and metrics; feed the systemd watchdog; keep
+        systemd's STATUS= (what `systemctl status` shows) in step with the problem list."""
         assert self.outbox is not None
         interval = min(1.0, self.notifier.watchdog_interval_seconds or 1.0)
         while True:
             await self.refresh()
             self.notifier.watchdog()
+            if self.notifier.enabled:
+                self.notifier.update_status(self._one_line())  # sent only when it changed
             await asyncio.sleep(interval)
 
     async def refresh(self) -> None:
