@@ -159,8 +159,10 @@ def test_every_example_loads_and_builds(tmp_path: Path, example: Path,
 
 
 def test_the_main_example_and_rules_check(capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PLANTBRIDGE_CMMS_TOKEN", "t0ken")
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          tmp_path: Path) -> None:
+    (tmp_path / "cmms-token").write_text("t0ken\n")  # as systemd's LoadCredential= would
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
     code, out, err = _check(ROOT / "config" / "plantbridge.toml", capsys)
     assert code == 0, err
     assert "7 rules (4 rule instances: one per rule and asset; 5 pattern rules add one per " \
