@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 from gateway.model import EpisodeState, Quality, Sample, Transition
 from rules.episode import RequestTemplate, RuleInstance, num
+from rules.state import StateError, as_float, as_int, as_list, as_opt_float
 
 _BAD = Quality.BAD
 INF = math.inf
@@ -40,7 +42,7 @@ class BandThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None  # bad data neither raises nor clears
+            self._cancel()  # bad data neither raises nor clears
             return None
         self.last_value = v
         if self.active:
@@ -50,6 +52,7 @@ class BandThreshold(RuleInstance):
             return self._step(True, sample.source_ts, v)
         if self.pending_since is not None:
             self.pending_since = None
+            self._dirty.add(self)
         return None
 
     def describe(self, value: float | None, raising: bool) -> str:
@@ -80,7 +83,7 @@ class InsideThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         self.last_value = v
         raw = (not (v < self.clo or v > self.chi)) if self.active else self.lo <= v <= self.hi
@@ -117,7 +120,7 @@ class CountThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         self.last_value = v
         if self.inverted:
@@ -125,24 +128,46 @@ class CountThreshold(RuleInstance):
         else:
             mark = (v > self.hi or v < self.lo) + 2 * (not (self.clo <= v <= self.chi))
         ring, slot = self.ring, self.slot
+        m = len(ring)
+        if self.n_alarm != (mark & 1) * m or self.n_held != (mark >> 1) * m:
+            # The window, oldest first, changes (unless all M already had this mark: then
+            # moving the slot changes nothing a restart needs).
+            self._dirty.add(self)
         old = ring[slot]
         if old != mark:
             ring[slot] = mark
             self.n_alarm += (mark & 1) - (old & 1)
             self.n_held += (mark >> 1) - (old >> 1)
-        self.slot = slot + 1 if slot + 1 < len(ring) else 0
+        self.slot = slot + 1 if slot + 1 < m else 0
         raw = self.n_held >= self.n if self.active else self.n_alarm >= self.n
         if raw is self.active:
             if self.pending_since is not None:
                 self.pending_since = None
+                self._dirty.add(self)
             return None
         return self._step(raw, sample.source_ts, v)
 
     def restore(self, episode: EpisodeState) -> None:
-        """Assume the last M samples were in alarm: only M new samples can clear it."""
+        """Without stored state, assume the last M samples were in alarm: only M new samples
+        can clear it. State loaded before that holds this episode is kept."""
+        if self.active and self.episode_id == episode.episode_id:
+            return
         super().restore(episode)
         self.ring = [3] * len(self.ring)
         self.n_alarm = self.n_held = len(self.ring)
+
+    def _snapshot_kind(self) -> Any:
+        """The window's marks, oldest first (so the slot need not be stored)."""
+        ring, slot = self.ring, self.slot
+        return ring[slot:] + ring[:slot]
+
+    def _load_kind(self, data: Any) -> None:
+        marks = [as_int(x, "N-of-M mark") for x in as_list(data, len(self.ring), "N-of-M ring")]
+        if any(not 0 <= x <= 3 for x in marks):
+            raise StateError(f"N-of-M marks must be 0..3, got {marks}")
+        self.ring, self.slot = marks, 0
+        self.n_alarm = sum(x & 1 for x in marks)
+        self.n_held = sum(x >> 1 for x in marks)
 
     def describe(self, value: float | None, raising: bool) -> str:
         m = len(self.ring)
@@ -178,10 +203,11 @@ class RateRule(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         ts = sample.source_ts
         self.last_value = v
+        self._dirty.add(self)  # the window moves with every good sample
         history = self.history
         history.append((ts, v))
         start = ts - self.window
@@ -200,6 +226,20 @@ class RateRule(RuleInstance):
                 self.first_ts = ts
             raw = d > self.hi or d < self.lo
         return self._step(raw, ts, v)
+
+    def _snapshot_kind(self) -> Any:
+        """[first_ts, delta, t0, v0, t1, v1, ...]: the window as a flat list."""
+        return [self.first_ts, self.delta, *(x for point in self.history for x in point)]
+
+    def _load_kind(self, data: Any) -> None:
+        items = as_list(data, None, "rate window")
+        if len(items) < 2 or len(items) % 2:
+            raise StateError(f"rate window: expected first_ts, delta and pairs, got {items!r}")
+        first = as_opt_float(items[0], "first_ts")
+        delta = as_float(items[1], "delta")
+        flat = [as_float(x, "rate window") for x in items[2:]]
+        self.history = deque(zip(flat[0::2], flat[1::2], strict=True))
+        self.first_ts, self.delta = first, delta
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"
