@@ -177,7 +177,8 @@ class RuleInstance:
         request = None if r is None else [r.title, r.priority, r.failure_code, r.breakdown,
                                           r.long_text]
         return [VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
-                self.last_value, request, sorted(self._suppressed_by), self._snapshot_kind()]
+                self.last_value, request,
+                sorted(self._suppressed_by) if self._suppressed_by else [], self._snapshot_kind()]
 
     def load(self, data: Any) -> None:
         """Take back a `snapshot` (possibly msgpack-round-tripped: lists for tuples).

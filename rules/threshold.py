@@ -128,17 +128,16 @@ class CountThreshold(RuleInstance):
         else:
             mark = (v > self.hi or v < self.lo) + 2 * (not (self.clo <= v <= self.chi))
         ring, slot = self.ring, self.slot
-        m = len(ring)
-        if self.n_alarm != (mark & 1) * m or self.n_held != (mark >> 1) * m:
-            # The window, oldest first, changes (unless all M already had this mark: then
-            # moving the slot changes nothing a restart needs).
+        if mark or self.n_alarm or self.n_held:
+            # The window, oldest first, may change. Not when it is all clear and stays so
+            # (the usual case): then moving the slot changes nothing a restart needs.
             self._dirty.add(self)
         old = ring[slot]
         if old != mark:
             ring[slot] = mark
             self.n_alarm += (mark & 1) - (old & 1)
             self.n_held += (mark >> 1) - (old >> 1)
-        self.slot = slot + 1 if slot + 1 < m else 0
+        self.slot = slot + 1 if slot + 1 < len(ring) else 0
         raw = self.n_held >= self.n if self.active else self.n_alarm >= self.n
         if raw is self.active:
             if self.pending_since is not None:
@@ -209,6 +208,10 @@ class RateRule(RuleInstance):
         self.last_value = v
         self._dirty.add(self)  # the window moves with every good sample
         history = self.history
+        if history and history[-1][1] == v:
+            # Of equal neighbours only the newest can matter: while it is in the window the
+            # change is the same whichever of them is the oldest. A shorter window to store.
+            history.pop()
         history.append((ts, v))
         start = ts - self.window
         while history[0][0] < start:
@@ -228,18 +231,16 @@ class RateRule(RuleInstance):
         return self._step(raw, ts, v)
 
     def _snapshot_kind(self) -> Any:
-        """[first_ts, delta, t0, v0, t1, v1, ...]: the window as a flat list."""
-        return [self.first_ts, self.delta, *(x for point in self.history for x in point)]
+        """[first_ts, delta, [[t, v], ...]]: the window, oldest first."""
+        return [self.first_ts, self.delta, list(self.history)]
 
     def _load_kind(self, data: Any) -> None:
-        items = as_list(data, None, "rate window")
-        if len(items) < 2 or len(items) % 2:
-            raise StateError(f"rate window: expected first_ts, delta and pairs, got {items!r}")
-        first = as_opt_float(items[0], "first_ts")
-        delta = as_float(items[1], "delta")
-        flat = [as_float(x, "rate window") for x in items[2:]]
-        self.history = deque(zip(flat[0::2], flat[1::2], strict=True))
-        self.first_ts, self.delta = first, delta
+        first, delta, points = as_list(data, 3, "rate window")
+        pairs = [as_list(p, 2, "rate point") for p in as_list(points, None, "rate window")]
+        history = deque((as_float(t, "rate time"), as_float(v, "rate value")) for t, v in pairs)
+        self.first_ts = as_opt_float(first, "first_ts")
+        self.delta = as_float(delta, "delta")
+        self.history = history
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"
