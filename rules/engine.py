@@ -16,9 +16,11 @@ of every instance whose definition did not change.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from gateway.model import (
     EpisodeState,
+    Quality,
     RequestDetails,
     RuleState,
     Sample,
@@ -27,9 +29,12 @@ from gateway.model import (
 )
 from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
-from rules.state import StateError
+from rules.state import VERSION, StateError, as_float, as_list, as_str
 
 _NONE: tuple[Transition, ...] = ()
+# The rule id of the engine's own stored state: the mute signals of assets that have no pattern
+# instance yet (rule ids start with a letter or digit, so this one is never a rule's).
+MUTE_MEMORY = "*mutes"
 REMOVED = "rule removed on reload"
 GONE = "rule no longer exists (removed while the gateway was stopped)"
 Key = tuple[str, str]
@@ -39,8 +44,8 @@ class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
     __slots__ = ("_built", "_by_id", "_dirty", "_forget", "_handlers", "_instances", "_limit",
-                 "_mute_rules", "_mutes", "_orphans", "_patterns", "_previous", "_refused",
-                 "_routes", "_rules", "_ticking")
+                 "_mute_dirty", "_mute_rules", "_mutes", "_orphans", "_patterns", "_previous",
+                 "_refused", "_routes", "_rules", "_ticking")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000) -> None:
         if max_instances_per_rule < 1:
@@ -50,9 +55,10 @@ class RuleEngine:
         self._forget: dict[Key, RuleState] = {}  # (rule_id, asset) removed: forget its state
         self._orphans: list[EpisodeState] = []  # restored episodes of rules that are gone
         self._previous: dict[Key, RuleInstance] = {}  # during a reload: the old instances
-        # The latest good sample of each pattern-rule mute signal per asset, so that a pattern
-        # instance built later starts muted if it should (in memory only).
-        self._mutes: dict[Key, Sample] = {}
+        # Per asset, the latest good value of each pattern-rule mute signal, so that a pattern
+        # instance built later (after a restart too) starts muted if it should.
+        self._mutes: dict[str, dict[str, float]] = {}
+        self._mute_dirty: set[str] = set()  # assets whose mute memory changed
         self._load(rules)
 
     def _load(self, rules: RuleSet) -> None:
@@ -122,6 +128,11 @@ class RuleEngine:
                 out[key] = RuleState(inst.rule_id, inst.asset, inst.fingerprint(),
                                      inst.snapshot())
         self._dirty.clear()
+        for asset in self._mute_dirty:
+            remembered = self._mutes[asset]
+            out[(MUTE_MEMORY, asset)] = RuleState(MUTE_MEMORY, asset, "", [
+                VERSION, [[signal, remembered[signal]] for signal in sorted(remembered)]])
+        self._mute_dirty.clear()
         return list(out.values())
 
     def restore_states(self, states: Iterable[RuleState]) -> int:
@@ -137,6 +148,12 @@ class RuleEngine:
             if state.data is None:
                 continue
             key = (state.rule_id, state.asset)
+            if state.rule_id == MUTE_MEMORY:
+                try:
+                    self._mutes[state.asset] = _mute_memory(state.data)
+                except StateError:
+                    self._forget[key] = RuleState(*key, "", None)
+                continue
             inst = self._ensure(state.rule_id, state.asset, capped=True)
             if inst is None:
                 self._forget[key] = RuleState(state.rule_id, state.asset, state.fingerprint,
@@ -253,11 +270,16 @@ class RuleEngine:
             self._refused.setdefault(rule.rule_id, set()).add(asset)
             return None
         self._built[rule.rule_id] = built + 1
-        inst = self._add(rule.build(asset))
-        for signal, _ in inst.suppress_while():
-            muting = self._mutes.get((asset, signal))
-            if muting is not None:
-                inst._on_mute_signal(muting)
+        fresh = rule.build(asset)
+        inst = self._add(fresh)
+        if inst is not fresh:  # kept on reload: its state is stored already
+            return inst
+        remembered = self._mutes.get(asset)
+        if remembered:
+            for signal, _ in inst.suppress_while():
+                value = remembered.get(signal)
+                if value is not None:
+                    inst._on_mute_signal(Sample(asset, signal, value, Quality.GOOD, 0.0))
         self._dirty.add(inst)  # that this asset has the rule is itself worth keeping
         return inst
 
@@ -274,8 +296,13 @@ class RuleEngine:
 
     def _remember_mute(self, sample: Sample) -> None:
         """Keep the latest good mute-signal sample for pattern rules not built yet."""
-        if sample.value is not None and sample.quality != 2:
-            self._mutes[(sample.asset, sample.signal)] = sample
+        value = sample.value
+        if value is None or sample.quality is Quality.BAD:
+            return
+        remembered = self._mutes.setdefault(sample.asset, {})
+        if remembered.get(sample.signal) != value:
+            remembered[sample.signal] = value
+            self._mute_dirty.add(sample.asset)
 
     def _miss(self, asset: str, signal: str) -> tuple[Handler, ...]:
         self.discover(asset, signal)
@@ -284,6 +311,15 @@ class RuleEngine:
             self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
         handlers = self._handlers[(asset, signal)] = self._routes.get((asset, signal), ())
         return handlers
+
+
+def _mute_memory(data: Any) -> dict[str, float]:
+    """Take back the stored mute memory of one asset: [version, [[signal, value], ...]]."""
+    version, pairs = as_list(data, 2, "mute memory")
+    if version != VERSION:
+        raise StateError(f"mute memory version {version!r}, expected {VERSION}")
+    rows = [as_list(p, 2, "mute value") for p in as_list(pairs, None, "mute memory")]
+    return {as_str(signal, "mute signal"): as_float(value, "mute value") for signal, value in rows}
 
 
 def _orphan_clear(ep: EpisodeState, now: float) -> Transition:
