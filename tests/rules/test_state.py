@@ -340,3 +340,14 @@ def test_count_rule_assumes_the_window_in_alarm_only_without_state(
     (t,) = [t for t in later.evaluate(sample("pump-1", "vibration", 1.0, 6.0))
             if t.rule_id == "vib-count"]  # 2 of 5 (5 of 5 after a restart without state)
     assert t.kind is TransitionKind.CLEARED
+
+
+def test_a_clear_after_a_restart_repeats_the_request_of_its_raise(rules_from: RulesFrom) -> None:
+    rules = rules_from(PATTERN.replace('signal = "vibration"',
+                                       'signal = "vibration"\ntitle = "{asset} at {value} mm/s"'))
+    engine, store = RuleEngine(rules), Store()
+    (raised,) = engine.evaluate(sample("pump-1", "vibration", 9.5, 1.0))
+    later = restart(rules, engine, store)
+    (cleared,) = later.evaluate(sample("pump-1", "vibration", 2.0, 2.0))
+    assert cleared.request == raised.request
+    assert cleared.request.title == "pump-1 at 9.5 mm/s"
