@@ -182,14 +182,22 @@ class RuleEngine:
 
         An episode whose rule no longer exists (or no longer covers its asset) is cleared at
         the next tick. Call after `restore_states`: an instance whose loaded state already
-        holds the episode is left as it is.
+        holds the episode is left as it is; one whose loaded state holds an episode that is not
+        among `episodes` forgets it. Call it once at start, with every open episode.
         """
+        open_ids = set()
         for ep in episodes:
+            open_ids.add(ep.episode_id)
             inst = self._ensure(ep.rule_id, ep.asset, capped=False)
             if inst is None:
                 self._orphans.append(ep)
             else:
                 inst.restore(ep)
+        # The outbox is the authority on open episodes: loaded state that holds one it does not
+        # know (state of another time) must not keep the rule raised for good.
+        for inst in self._instances.values():
+            if inst.active and inst.episode_id not in open_ids:
+                inst.drop_episode()
 
     def replace(self, new_rules: RuleSet, now: float) -> list[Transition]:
         """Hot reload. Unchanged instances keep their state object (open episode, timers); a

@@ -149,6 +149,14 @@ class RuleInstance:
         self.pending_since = None
         self._dirty.add(self)
 
+    def drop_episode(self) -> None:
+        """Forget an episode the outbox does not hold open (no transition: it is not ours)."""
+        self.active = False
+        self.episode_id = ""
+        self.request = None
+        self.pending_since = None
+        self._dirty.add(self)
+
     def close(self, now: float, reason: str) -> Transition | None:
         """Clear an open episode because the rule goes away (reload)."""
         if not self.active:
