@@ -166,6 +166,7 @@ class RuleEngine:
                     pass  # refused: start clean (and overwrite what is stored)
                 else:
                     loaded += 1
+                    self._dirty.discard(inst)  # stored as it is now
                     continue
             self._dirty.add(inst)  # clean state replaces the stored one
         return loaded

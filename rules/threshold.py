@@ -238,9 +238,8 @@ class RateRule(RuleInstance):
         first, delta, points = as_list(data, 3, "rate window")
         pairs = [as_list(p, 2, "rate point") for p in as_list(points, None, "rate window")]
         history = deque((as_float(t, "rate time"), as_float(v, "rate value")) for t, v in pairs)
-        self.first_ts = as_opt_float(first, "first_ts")
-        self.delta = as_float(delta, "delta")
-        self.history = history
+        first_ts, change = as_opt_float(first, "first_ts"), as_float(delta, "delta")
+        self.first_ts, self.delta, self.history = first_ts, change, history
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"
