@@ -44,8 +44,8 @@ class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
     __slots__ = ("_built", "_by_id", "_dirty", "_forget", "_handlers", "_instances", "_limit",
-                 "_mute_dirty", "_mute_rules", "_mutes", "_orphans", "_patterns", "_previous",
-                 "_refused", "_routes", "_rules", "_ticking")
+                 "_loaded", "_mute_dirty", "_mute_rules", "_mutes", "_orphans", "_patterns",
+                 "_previous", "_refused", "_routes", "_rules", "_ticking")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000) -> None:
         if max_instances_per_rule < 1:
@@ -53,6 +53,7 @@ class RuleEngine:
         self._limit = max_instances_per_rule
         self._dirty: set[RuleInstance] = set()  # changed since the last take_dirty
         self._forget: dict[Key, RuleState] = {}  # (rule_id, asset) removed: forget its state
+        self._loaded: set[Key] = set()  # loaded by restore_states, not yet checked by restore
         self._orphans: list[EpisodeState] = []  # restored episodes of rules that are gone
         self._previous: dict[Key, RuleInstance] = {}  # during a reload: the old instances
         # Per asset, the latest good value of each pattern-rule mute signal, so that a pattern
@@ -166,6 +167,7 @@ class RuleEngine:
                     pass  # refused: start clean (and overwrite what is stored)
                 else:
                     loaded += 1
+                    self._loaded.add(key)
                     self._dirty.discard(inst)  # stored as it is now
                     continue
             self._dirty.add(inst)  # clean state replaces the stored one
@@ -184,7 +186,7 @@ class RuleEngine:
         An episode whose rule no longer exists (or no longer covers its asset) is cleared at
         the next tick. Call after `restore_states`: an instance whose loaded state already
         holds the episode is left as it is; one whose loaded state holds an episode that is not
-        among `episodes` forgets it. Call it once at start, with every open episode.
+        among `episodes` forgets it: call it at start with every open episode.
         """
         open_ids = set()
         for ep in episodes:
@@ -196,9 +198,11 @@ class RuleEngine:
                 inst.restore(ep)
         # The outbox is the authority on open episodes: loaded state that holds one it does not
         # know (state of another time) must not keep the rule raised for good.
-        for inst in self._instances.values():
-            if inst.active and inst.episode_id not in open_ids:
+        for key in self._loaded:
+            inst = self._instances.get(key)
+            if inst is not None and inst.active and inst.episode_id not in open_ids:
                 inst.drop_episode()
+        self._loaded.clear()
 
     def replace(self, new_rules: RuleSet, now: float) -> list[Transition]:
         """Hot reload. Unchanged instances keep their state object (open episode, timers); a
