@@ -173,6 +173,13 @@ class RuleEngine:
             self._dirty.add(inst)  # clean state replaces the stored one
         return loaded
 
+    def resume(self, now: float, stale_grace_seconds: float) -> None:
+        """After `restore_states` and `restore` at start: timers keep their deadlines (one
+        that passed while the gateway was down fires at the next tick), except that a stale
+        rule gives its sensor `stale_grace_seconds` (at most its limit) to report again."""
+        for inst in self._instances.values():
+            inst.resume(now, stale_grace_seconds)
+
     def refused_instances(self) -> dict[str, int]:
         """Per pattern rule: distinct assets refused because the rule had its cap of
         instances."""

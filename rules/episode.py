@@ -157,6 +157,9 @@ class RuleInstance:
         self.pending_since = None
         self._dirty.add(self)
 
+    def resume(self, now: float, grace: float) -> None:
+        """After a start, once state is restored. Only rules about silence need it (stale)."""
+
     def close(self, now: float, reason: str) -> Transition | None:
         """Clear an open episode because the rule goes away (reload)."""
         if not self.active:

@@ -60,6 +60,16 @@ class StaleRule(RuleInstance):
                           f"no {self.signal} data for {num(now - seen)} s "
                           f"(limit {num(self.limit)} s)")
 
+    def resume(self, now: float, grace: float) -> None:
+        """After a start: a sensor must be silent for `grace` (at most the limit) while we
+        watch before it is called silent; the downtime itself is no evidence of silence."""
+        seen = self.last_seen
+        if seen is not None and not self.active:
+            floor = now - self.limit + min(self.limit, grace)
+            if seen < floor:
+                self.last_seen = floor
+                self._dirty.add(self)
+
     def describe(self, value: float | None, raising: bool) -> str:
         return f"{self.signal} {'silent' if raising else 'reporting'}"
 

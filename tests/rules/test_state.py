@@ -417,3 +417,30 @@ def test_every_kind_loads_its_snapshot_and_refuses_damaged_data_whole() -> None:
             except StateError:
                 assert other.snapshot() == clean, (inst.rule_id, damaged)
     assert len(kinds) == 7  # every kind took part
+
+
+
+def test_a_stale_rule_gives_its_sensor_a_grace_after_a_long_downtime(
+        rules_from: RulesFrom) -> None:
+    """Down for longer than the limit: the downtime is no evidence of silence, so the sensor
+    gets the grace to report; one that stays silent is raised once the grace is over."""
+    rules = rules_from(STALE)
+    engine, store = RuleEngine(rules), Store()
+    engine.evaluate(sample("fan-1", "vibration", 1.0, 10.0))
+    later = restart(rules, engine, store)
+    start = 10.0 + 600  # ten minutes down; the limit is 120 s
+    later.resume(start, stale_grace_seconds=30)
+    assert not later.tick(start + 1) and not later.tick(start + 30)
+    (t,) = later.tick(start + 31)
+    assert (t.kind, t.rule_id, t.asset) == (TransitionKind.RAISED, "silent", "fan-1")
+
+
+def test_the_grace_does_not_postpone_a_deadline_still_ahead(rules_from: RulesFrom) -> None:
+    rules = rules_from(STALE)
+    engine, store = RuleEngine(rules), Store()
+    engine.evaluate(sample("fan-1", "vibration", 1.0, 10.0))
+    later = restart(rules, engine, store)
+    later.resume(100.0, stale_grace_seconds=30)  # deadline 130 is after 100 + 30
+    assert not later.tick(130.0)
+    (t,) = later.tick(131.0)
+    assert t.kind == TransitionKind.RAISED
