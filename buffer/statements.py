@@ -18,19 +18,23 @@ EPISODE = (
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
     " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
 )
-# Head of line per asset of one sink, walked as a loose index scan over the pending index, so a
-# lease costs O(assets with pending records), not O(pending records).
+# Head of line per (sink, episode), walked as a loose index scan over the pending-heads index,
+# so a lease costs O(episodes with pending records), not O(pending records). Order holds within an
+# episode (a clear waits until its raise is settled); other episodes, also of the same asset,
+# never wait on it. Due-ness is the head's own: a head waiting for its retry holds back only its
+# episode.
 LEASE = """
-WITH RECURSIVE assets(a) AS (
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink ORDER BY asset LIMIT 1)
+WITH RECURSIVE episodes(e) AS (
+    SELECT (SELECT episode_id FROM outbox WHERE state = 0 AND sink = :sink
+            ORDER BY episode_id LIMIT 1)
     UNION ALL
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink AND asset > assets.a
-            ORDER BY asset LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
+    SELECT (SELECT episode_id FROM outbox WHERE state = 0 AND sink = :sink
+            AND episode_id > episodes.e ORDER BY episode_id LIMIT 1)
+    FROM episodes WHERE episodes.e IS NOT NULL
 ), heads(id) AS (
-    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND asset = assets.a
+    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND episode_id = episodes.e
             ORDER BY id LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
+    FROM episodes WHERE episodes.e IS NOT NULL
 )
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
        o.attempts, r.receipt, o.sent_at

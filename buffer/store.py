@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -23,10 +24,14 @@ import msgpack
 
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
+from buffer.lock import OutboxFileLock
 from buffer.opening import connect
-from buffer.records import DeadLetter, OutboxStats, Synchronous
-from buffer.schema import DEAD, DELIVERED, PENDING, migrate
+from buffer.records import DeadLetter, Notice, OutboxStats, SalvageReport, Synchronous
+from buffer.salvage import salvage
+from buffer.schema import migrate
+from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
 from buffer.statements import EPISODE, INSERT, LEASE, leased_record
+from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
 from gateway.model import (
     Delivery,
     EpisodeState,
@@ -35,6 +40,8 @@ from gateway.model import (
     OutboxMessage,
     OutboxRecord,
     Outcome,
+    RuleState,
+    SampleMark,
     Transition,
     TransitionKind,
 )
@@ -45,7 +52,7 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_INTERVAL_SECONDS = 300.0
 DEFAULT_RETRY_SECONDS = 1.0
 _CHUNK = 500
-_STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
+
 
 def _marks(n: int) -> str:
     return ",".join("?" * n)
@@ -60,12 +67,14 @@ class OutboxStore:
     """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path, max_bytes: int | None,
-                 retention_seconds: float, recovered_from: Path | None) -> None:
+                 retention_seconds: float, salvaged: SalvageReport | None,
+                 file_lock: OutboxFileLock | None = None) -> None:
         self._db = db
         self.path = path
         self.max_bytes = max_bytes
         self.retention_seconds = retention_seconds
-        self.recovered_from = recovered_from  # where a corrupt file was moved at open, if any
+        self.salvage = salvaged  # what opening carried over from a corrupt file, if it was one
+        self._file_lock = file_lock
         self._lock = asyncio.Lock()
         self._packer = msgpack.Packer()
         self._used = 0
@@ -80,34 +89,55 @@ class OutboxStore:
     @classmethod
     async def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.FULL,
                    max_bytes: int | None = None,
-                   retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> OutboxStore:
-        """Open (creating, migrating, or recovering from corruption) the outbox at `path`.
+                   retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+                   lock: bool = False) -> OutboxStore:
+        """Open (creating, migrating, or salvaging a corrupt file into a fresh one) the outbox
+        at `path`.
 
+        With `lock`, hold an exclusive lock on `<path>.lock` until `close()` (the daemon does;
+        offline tools do not): a second locking opener gets OutboxLocked naming our PID.
         Raises OutboxSchemaTooNew for a file of a newer release, OutboxForeignFile for an SQLite
         file that is not an outbox, StorageError when the file cannot be opened at all.
         """
         path = Path(path)
         if max_bytes is not None and max_bytes <= 0:
             raise ValueError("max_bytes must be positive or None")
-        db, moved = await connect(path)
+        file_lock = OutboxFileLock.acquire(path) if lock else None
+        try:
+            db, moved = await connect(path)
+        except BaseException:
+            if file_lock is not None:
+                file_lock.release()
+            raise
         try:
             await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
             await db.execute("PRAGMA journal_size_limit = 67108864")
             await migrate(db)
-        except sqlite3.Error as exc:
+            report = None if moved is None else await asyncio.to_thread(salvage, moved, path)
+        except BaseException as exc:
             await db.close()
-            raise _translate(exc, path) from exc
-        except BaseException:
-            await db.close()
+            if file_lock is not None:
+                file_lock.release()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc, path) from exc
             raise
-        return cls(db, path, max_bytes, retention_seconds, moved)
+        return cls(db, path, max_bytes, retention_seconds, report, file_lock)
+
+    @property
+    def recovered_from(self) -> Path | None:
+        """Where a corrupt file was moved aside at open, if it was (see `salvage`)."""
+        return None if self.salvage is None else self.salvage.moved_to
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
             async with self._lock:
-                await self._db.close()
+                try:
+                    await self._db.close()
+                finally:
+                    if self._file_lock is not None:
+                        self._file_lock.release()
 
     async def __aenter__(self) -> Self:
         return self
@@ -118,13 +148,19 @@ class OutboxStore:
     # --- append ---------------------------------------------------------------------------
 
     async def commit(self, transitions: Sequence[Transition],
-                     messages: Sequence[OutboxMessage]) -> int:
-        """Record transitions and enqueue messages in one transaction; returns how many messages
-        were new (a key already stored, delivered or not, is ignored).
+                     messages: Sequence[OutboxMessage], states: Sequence[RuleState] = (),
+                     marks: Sequence[SampleMark] = ()) -> int:
+        """Record transitions, enqueue messages, and store the rule states and sample marks
+        a group of samples changed, all in one transaction; returns how many messages were new
+        (a key already stored, delivered or not, is ignored).
 
-        Raises BufferFull (nothing written) when non-event messages do not fit the budget even
-        after shedding, StorageFull when the disk is full, StorageError on other I/O failures.
+        A state whose `data` is None deletes that instance's row; for one (rule_id, asset) or
+        one mark key the last entry wins. Raises BufferFull (nothing at all written, states and
+        marks included) when non-event messages do not fit the budget even after shedding,
+        StorageFull when the disk is full, StorageError on other I/O failures, ValueError (before
+        writing) for a state msgpack cannot encode.
         """
+        state_rows = StateRows(self._packer, states, marks, time.time())
         encoded: dict[str, tuple[OutboxMessage, tuple[Any, ...]]] = {}
         for m in messages:
             if m.key not in encoded:
@@ -137,6 +173,11 @@ class OutboxStore:
              None if t.kind is TransitionKind.RAISED else t.ts)
             for t in transitions
         ]
+        if not encoded and not episodes:
+            if state_rows:  # the common case of a busy plant: state only, no budget work
+                async with self._lock, self._write():
+                    await state_rows.write(self._db)
+            return 0
         async with self._lock:
             await self._sync_used()
             room: Room | None = None
@@ -153,6 +194,7 @@ class OutboxStore:
                         await self._db.executemany(INSERT, [row for _, row in new])
                     if episodes:
                         await self._db.executemany(EPISODE, episodes)
+                    await state_rows.write(self._db)
             except BufferFull as exc:
                 self._pressure = True
                 self._refused += exc.refused
@@ -192,10 +234,23 @@ class OutboxStore:
                 " WHERE cleared_at IS NULL ORDER BY raised_at, episode_id")
         return [EpisodeState(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def load_rule_states(self) -> list[RuleState]:
+        """Every stored rule instance state (by rule_id, asset): restored into rules at start."""
+        async with self._lock:
+            rows = await self._read(LOAD_STATES)
+        return [rule_state_row(r) for r in rows]
+
+    async def load_marks(self) -> list[SampleMark]:
+        """The newest device time evaluated per (source, asset, signal), restored at start."""
+        async with self._lock:
+            rows = await self._read(LOAD_MARKS)
+        return [mark_row(r) for r in rows]
+
     # --- deliver --------------------------------------------------------------------------
 
     async def lease(self, sink: str, limit: int, now: float) -> list[OutboxRecord]:
-        """Due pending records of `sink`, oldest first, at most one per asset (its head of line).
+        """Due pending records of `sink`, oldest first, at most one per episode (its head of
+        line): a clear waits for its raise to be settled; other episodes never wait.
 
         A read: nothing changes until `settle`. Run one leaser per sink.
         """
@@ -288,22 +343,19 @@ class OutboxStore:
 
     # --- operate --------------------------------------------------------------------------
 
-    async def stats(self, now: float) -> OutboxStats:
+    async def stats(self, now: float, *,
+                    stuck_after_seconds: float = DEFAULT_STUCK_AFTER_SECONDS) -> OutboxStats:
+        """A snapshot; a pending record whose first attempt failed and that is older than
+        `stuck_after_seconds` counts as stuck."""
         async with self._lock:
             await self._sync_used()
-            counts = await self._read(
-                "SELECT sink, state, count(*) FROM outbox GROUP BY sink, state")
-            oldest = await self._read("SELECT min(created_at) FROM outbox WHERE state = 0")
-        by_state: dict[str, dict[str, int]] = {name: {} for name in _STATE_NAMES.values()}
-        for sink, state, n in counts:
-            by_state[_STATE_NAMES[state]][sink] = n
-        first = oldest[0][0] if oldest else None
+            fig = await sink_figures(self._read, now, stuck_after_seconds)
         budget = self.max_bytes
         return OutboxStats(
-            pending=by_state["pending"],
-            dead=by_state["dead"],
-            delivered=by_state["delivered"],
-            oldest_pending_age_seconds=None if first is None else max(0.0, now - first),
+            pending=fig.by_state["pending"],
+            dead=fig.by_state["dead"],
+            delivered=fig.by_state["delivered"],
+            oldest_pending_age_seconds=fig.oldest_overall,
             bytes=self._used,
             file_bytes=self._file_bytes(),
             budget_bytes=budget,
@@ -311,7 +363,26 @@ class OutboxStore:
             refused=self._refused,
             forgotten=self._forgotten,
             full=budget is not None and (self._pressure or self._used >= budget),
+            oldest_pending_age_by_sink=fig.oldest_age,
+            stuck=fig.stuck,
+            stuck_oldest=fig.stuck_oldest,
         )
+
+    async def notices(self) -> list[Notice]:
+        """Unacknowledged notices (e.g. a salvaged corrupt file), oldest first."""
+        async with self._lock:
+            rows = await self._read(
+                "SELECT id, kind, created_at, message, detail FROM notices"
+                " WHERE acknowledged_at IS NULL ORDER BY id")
+        return [Notice(r[0], r[1], r[2], r[3], msgpack.unpackb(r[4])) for r in rows]
+
+    async def acknowledge_notices(self, now: float | None = None) -> int:
+        """Mark every notice seen; returns how many were open."""
+        async with self._lock, self._write():
+            cur = await self._db.execute(
+                "UPDATE notices SET acknowledged_at = ? WHERE acknowledged_at IS NULL",
+                (time.time() if now is None else now,))
+            return cur.rowcount
 
     def _file_bytes(self) -> int:
         total = 0
