@@ -1,0 +1,144 @@
+"""Salvage, not amnesia: a damaged outbox is moved aside and what can still be read is carried
+into the fresh one (open episodes, receipts, pending, dead and delivered rows, rule state, sample
+marks), the rest is counted, and a notice stays until acknowledged."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from buffer.store import OutboxStore
+from gateway.model import Delivery, MessageKind, Outcome, RuleState, SampleMark, TransitionKind
+from tests.buffer.conftest import message, transition
+
+PENDING = 300
+PAD = "p" * 400  # ~10 rows per 4 KiB page: the outbox table spans many pages
+
+
+async def fill(path: Path) -> None:
+    """An outbox mid-life: an open episode whose request was delivered (receipt SR-1), a closed
+    one, PENDING pending records, one dead letter, rule state and sample marks."""
+    async with await OutboxStore.open(path) as store:
+        await store.commit([transition(TransitionKind.RAISED, "ep-open", asset="pump-1")],
+                           [message("req-open", episode_id="ep-open")],
+                           states=[RuleState("vib-high", "pump-1", "fp", {"since": 5.0})],
+                           marks=[SampleMark("plc", "pump-1", "vibration", 99.5)])
+        await store.commit([transition(TransitionKind.RAISED, "ep-closed", rule_id="temp"),
+                            transition(TransitionKind.CLEARED, "ep-closed", rule_id="temp")], [])
+        [rec] = await store.lease("cmms", 10, 2000.0)
+        await store.settle([Delivery(rec.id, Outcome.ACCEPTED, receipt="SR-1")], 2000.0)
+        await store.commit([], [message("dead", asset="pump-9", episode_id="ep-dead")])
+        [dead] = await store.lease("cmms", 10, 2000.0)
+        await store.settle([Delivery(dead.id, Outcome.REJECTED, reason="400")], 2000.0)
+        await store.commit([], [message(f"k{i:04d}", asset=f"a{i}", episode_id=f"e{i}",
+                                        body={"i": i, "pad": PAD}) for i in range(PENDING)])
+
+
+def pages_of(path: Path, table: str) -> list[int]:
+    db = sqlite3.connect(path)
+    try:
+        return [r[0] for r in db.execute(
+            "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+            (table,))]
+    finally:
+        db.close()
+
+
+def rows_on_page(path: Path, table: str, page: int) -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT ncell FROM dbstat WHERE name = ? AND pageno = ?",
+                              (table, page)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def scribble_page(path: Path, page: int, page_size: int = 4096) -> None:
+    with path.open("r+b") as f:
+        f.seek((page - 1) * page_size)
+        f.write(bytes((i * 37 + 11) % 256 for i in range(page_size)))
+
+
+async def assert_clear_finds_the_salvaged_receipt(store: OutboxStore) -> None:
+    """A clear committed after salvage references the request the salvaged raise created."""
+    assert await store.commit([transition(TransitionKind.CLEARED, "ep-open", ts=3000.0)],
+                              [message("clear-open", episode_id="ep-open",
+                                       kind=MessageKind.STATUS_UPDATE)]) == 1
+    leased = {r.message.key: r for r in await store.lease("cmms", 1000, 3000.0)}
+    assert leased["clear-open"].upstream_ref == "SR-1"
+    assert await store.open_episodes() == []
+
+
+async def test_a_damaged_outbox_page_loses_only_its_rows(db_path: Path) -> None:
+    await fill(db_path)
+    pages = pages_of(db_path, "outbox")
+    victim = pages[len(pages) // 2]
+    lost = rows_on_page(db_path, "outbox", victim)
+    assert lost > 0
+    scribble_page(db_path, victim)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None and store.recovered_from == report.moved_to
+        assert report.moved_to.exists() and report.moved_to.name.startswith("outbox.sqlite.")
+        assert report.unreadable == {"outbox": lost}
+        assert report.carried == {
+            "open_episodes": 1, "closed_episodes": 1, "pending": PENDING - lost, "dead": 1,
+            "delivered": 1, "receipts": 1, "rule_state": 1, "sample_marks": 1, "notices": 0}
+        assert [e.episode_id for e in await store.open_episodes()] == ["ep-open"]
+        assert await store.load_rule_states() == [
+            RuleState("vib-high", "pump-1", "fp", {"since": 5.0})]
+        assert await store.load_marks() == [SampleMark("plc", "pump-1", "vibration", 99.5)]
+        assert [d.key for d in await store.dead_letters()] == ["dead"]
+        # a delivered key stays a no-op; a surviving pending key too
+        assert await store.commit([], [message("req-open", episode_id="ep-open")]) == 0
+        recs = await store.lease("cmms", 1000, 3000.0)
+        assert len(recs) == PENDING - lost
+        survivor = recs[0].message
+        assert survivor.body == {"i": int(survivor.key[1:]), "pad": PAD}
+        assert await store.commit([], [survivor]) == 0
+        await assert_clear_finds_the_salvaged_receipt(store)
+        [notice] = await store.notices()
+        assert notice.kind == "salvage"
+        assert notice.message == (
+            f"outbox was damaged (kept at {report.moved_to}): 1 open episodes and "
+            f"{PENDING - lost} pending records carried over; {lost} rows unreadable")
+        assert notice.detail["unreadable"] == {"outbox": lost}
+    # the notice stays across restarts until acknowledged, and the file is healthy now
+    async with await OutboxStore.open(db_path) as store:
+        assert store.salvage is None
+        assert [n.kind for n in await store.notices()] == ["salvage"]
+        assert await store.acknowledge_notices() == 1
+        assert await store.notices() == [] and await store.acknowledge_notices() == 0
+
+
+async def test_damaged_episode_and_receipt_pages(db_path: Path) -> None:
+    await fill(db_path)
+    for table in ("episodes", "receipts"):
+        [page] = pages_of(db_path, table)  # small tables: one page each
+        scribble_page(db_path, page)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None
+        assert report.carried["pending"] == PENDING
+        assert report.carried["open_episodes"] == 0 and report.carried["receipts"] == 0
+        # the receipts table has no index to count through: its loss is described, not counted
+        assert set(report.unreadable) == {"episodes", "receipts"}
+        assert report.unreadable["episodes"] == 2  # counted through its primary-key index
+        assert isinstance(report.unreadable["receipts"], str)
+        assert "unreadable" in (await store.notices())[0].message
+
+
+async def test_a_destroyed_header_is_reported_plainly_and_starts_fresh(db_path: Path) -> None:
+    await fill(db_path)
+    with db_path.open("r+b") as f:
+        f.write(b"\xff" * 100)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None
+        assert set(report.unreadable) == {"file"}
+        assert "not readable as SQLite" in str(report.unreadable["file"])
+        assert all(n == 0 for n in report.carried.values())
+        [notice] = await store.notices()
+        assert "0 open episodes and 0 pending records carried over; file: not readable" in (
+            notice.message)
+        assert await store.commit([], [message("after")]) == 1
