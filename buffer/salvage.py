@@ -45,6 +45,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "notices": (("kind", "created_at", "message", "detail", "acknowledged_at"),
                 ("rowid",), True),
 }
+ADD_NOTICE = "INSERT INTO notices (kind, created_at, message, detail) VALUES (?, ?, ?, ?)"
 _CARRIED = {
     "open_episodes": "SELECT count(*) FROM episodes WHERE cleared_at IS NULL",
     "closed_episodes": "SELECT count(*) FROM episodes WHERE cleared_at IS NOT NULL",
@@ -200,9 +201,7 @@ def salvage(moved: Path, fresh: Path, now: float | None = None) -> SalvageReport
                 old.close()
         carried = {k: int(new.execute(sql).fetchone()[0]) for k, sql in _CARRIED.items()}
         report = SalvageReport(moved, carried, unreadable)
-        new.execute(
-            "INSERT INTO notices (kind, created_at, message, detail) VALUES (?, ?, ?, ?)",
-            ("salvage", now, report.summary(), msgpack.packb(
+        new.execute(ADD_NOTICE, ("salvage", now, report.summary(), msgpack.packb(
                 {"moved_to": str(moved), "carried": carried, "unreadable": unreadable})))
         new.execute("COMMIT")
     finally:

@@ -25,13 +25,13 @@ import msgpack
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.lock import OutboxFileLock
-from buffer.opening import connect
+from buffer.opening import open_outbox
 from buffer.records import DeadLetter, Notice, OutboxStats, SalvageReport, Synchronous
-from buffer.salvage import salvage
-from buffer.schema import migrate
+from buffer.retention import prune
 from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
 from buffer.statements import EPISODE, INSERT, LEASE, leased_record
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
+from buffer.wal import WalDamage
 from gateway.model import (
     Delivery,
     EpisodeState,
@@ -67,13 +67,15 @@ class OutboxStore:
     """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path, max_bytes: int | None,
-                 retention_seconds: float, salvaged: SalvageReport | None,
-                 file_lock: OutboxFileLock | None = None) -> None:
+                 retention_seconds: float, salvaged: SalvageReport | None = None,
+                 file_lock: OutboxFileLock | None = None,
+                 wal_damage: WalDamage | None = None) -> None:
         self._db = db
         self.path = path
         self.max_bytes = max_bytes
         self.retention_seconds = retention_seconds
         self.salvage = salvaged  # what opening carried over from a corrupt file, if it was one
+        self.wal_damage = wal_damage  # what SQLite dropped from a damaged WAL at open
         self._file_lock = file_lock
         self._lock = asyncio.Lock()
         self._packer = msgpack.Packer()
@@ -102,27 +104,12 @@ class OutboxStore:
         path = Path(path)
         if max_bytes is not None and max_bytes <= 0:
             raise ValueError("max_bytes must be positive or None")
-        file_lock = OutboxFileLock.acquire(path) if lock else None
         try:
-            db, moved = await connect(path)
-        except BaseException:
-            if file_lock is not None:
-                file_lock.release()
-            raise
-        try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
-            await db.execute("PRAGMA journal_size_limit = 67108864")
-            await migrate(db)
-            report = None if moved is None else await asyncio.to_thread(salvage, moved, path)
-        except BaseException as exc:
-            await db.close()
-            if file_lock is not None:
-                file_lock.release()
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, path) from exc
-            raise
-        return cls(db, path, max_bytes, retention_seconds, report, file_lock)
+            opened = await open_outbox(path, synchronous, lock=lock)
+        except sqlite3.Error as exc:
+            raise _translate(exc, path) from exc
+        return cls(opened.db, path, max_bytes, retention_seconds, opened.salvage,
+                   opened.file_lock, opened.wal_damage)
 
     @property
     def recovered_from(self) -> Path | None:
@@ -325,21 +312,7 @@ class OutboxStore:
         if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL_SECONDS:
             return 0
         self._last_prune = now
-        cutoff = now - self.retention_seconds
-        rows = await self._db.execute_fetchall(
-            "SELECT COALESCE(sum(size), 0) FROM outbox WHERE state = 1 AND settled_at < ?",
-            (cutoff,))
-        pruned = int(next(iter(rows))[0])
-        await self._db.execute(
-            "DELETE FROM outbox WHERE state = 1 AND settled_at < ?", (cutoff,))
-        await self._db.execute(
-            "DELETE FROM episodes WHERE cleared_at IS NOT NULL AND cleared_at < ?", (cutoff,))
-        await self._db.execute(
-            "DELETE FROM receipts WHERE stored_at < ?"
-            " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
-            " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
-            (cutoff,))
-        return pruned
+        return await prune(self._db, now - self.retention_seconds)
 
     # --- operate --------------------------------------------------------------------------
 
