@@ -7,7 +7,9 @@ from typing import Any
 
 import msgpack
 
-from gateway.model import MessageClass, MessageKind, OutboxMessage, OutboxRecord
+from gateway.model import Delivery, MessageClass, MessageKind, OutboxMessage, OutboxRecord, Outcome
+
+DEFAULT_RETRY_SECONDS = 1.0
 
 INSERT = (
     "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
@@ -56,3 +58,42 @@ def leased_record(r: Sequence[Any]) -> OutboxRecord:
         upstream_ref=r[10],
         unsettled_send_at=r[11],
     )
+
+
+SETTLE_ACCEPTED = (
+    "UPDATE outbox SET state = 1, settled_at = ?, sent_at = NULL,"
+    " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?")
+# first receipt wins: the raise's id is what later messages must refer to
+ADD_RECEIPT = ("INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
+               " VALUES (?, ?, ?, ?)")
+SETTLE_DEAD = ("UPDATE outbox SET state = 2, settled_at = ?, last_error = ?, sent_at = NULL,"
+               " attempts = attempts + 1 WHERE id = ?")
+SETTLE_RETRY = ("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
+                " last_error = ?, sent_at = NULL WHERE id = ?")
+
+Rows = list[tuple[Any, ...]]
+
+
+def settle_rows(live: dict[int, tuple[str, str, int]], first: dict[int, Delivery],
+                now: float) -> tuple[Rows, Rows, Rows, Rows, int]:
+    """Parameter rows of SETTLE_ACCEPTED, ADD_RECEIPT, SETTLE_DEAD and SETTLE_RETRY for the
+    pending records `live` (id -> sink, episode_id, body bytes), and the body bytes freed."""
+    ok: Rows = []
+    receipts: Rows = []
+    dead: Rows = []
+    retry: Rows = []
+    freed = 0
+    for rid, (sink, episode_id, body_len) in live.items():
+        d = first[rid]
+        if d.outcome is Outcome.ACCEPTED:
+            ok.append((now, rid))
+            freed += body_len
+            if d.receipt:
+                receipts.append((sink, episode_id, d.receipt, now))
+        elif d.outcome is Outcome.REJECTED:
+            dead.append((now, d.reason or "rejected", rid))
+        else:
+            delay = (DEFAULT_RETRY_SECONDS if d.retry_after_seconds is None
+                     else max(0.0, d.retry_after_seconds))
+            retry.append((now + delay, d.reason, rid))
+    return ok, receipts, dead, retry, freed

@@ -10,36 +10,38 @@ again, so delivery is at least once and the sink's idempotency makes it once in 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
-import aiosqlite
-import msgpack
-
+from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
-from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
-from buffer.lock import OutboxFileLock
+from buffer.errors import BufferFull
 from buffer.opening import open_outbox
-from buffer.records import DeadLetter, Notice, OutboxStats, SalvageReport, Synchronous
+from buffer.operator import OperatorViews
+from buffer.records import OutboxStats, Synchronous
 from buffer.retention import prune
 from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
-from buffer.statements import EPISODE, INSERT, LEASE, leased_record
+from buffer.statements import (
+    ADD_RECEIPT,
+    EPISODE,
+    INSERT,
+    LEASE,
+    SETTLE_ACCEPTED,
+    SETTLE_DEAD,
+    SETTLE_RETRY,
+    leased_record,
+    settle_rows,
+)
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
-from buffer.wal import WalDamage
 from gateway.model import (
     Delivery,
     EpisodeState,
     MessageClass,
-    MessageKind,
     OutboxMessage,
     OutboxRecord,
-    Outcome,
     RuleState,
     SampleMark,
     Transition,
@@ -50,43 +52,10 @@ __all__ = ["OutboxStore", "Synchronous"]
 
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_INTERVAL_SECONDS = 300.0
-DEFAULT_RETRY_SECONDS = 1.0
-_CHUNK = 500
 
 
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i:i + _CHUNK]
-
-
-class OutboxStore:
+class OutboxStore(OperatorViews):
     """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
-
-    def __init__(self, db: aiosqlite.Connection, path: Path, max_bytes: int | None,
-                 retention_seconds: float, salvaged: SalvageReport | None = None,
-                 file_lock: OutboxFileLock | None = None,
-                 wal_damage: WalDamage | None = None) -> None:
-        self._db = db
-        self.path = path
-        self.max_bytes = max_bytes
-        self.retention_seconds = retention_seconds
-        self.salvage = salvaged  # what opening carried over from a corrupt file, if it was one
-        self.wal_damage = wal_damage  # what SQLite dropped from a damaged WAL at open
-        self._file_lock = file_lock
-        self._lock = asyncio.Lock()
-        self._packer = msgpack.Packer()
-        self._used = 0
-        self._resync = True  # recount tracked bytes before trusting the running total
-        self._pressure = False
-        self._shed: dict[MessageClass, int] = {}
-        self._refused = 0
-        self._forgotten = 0
-        self._last_prune: float | None = None
-        self._closed = False
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.FULL,
@@ -107,7 +76,7 @@ class OutboxStore:
         try:
             opened = await open_outbox(path, synchronous, lock=lock)
         except sqlite3.Error as exc:
-            raise _translate(exc, path) from exc
+            raise translate(exc, path) from exc
         return cls(opened.db, path, max_bytes, retention_seconds, opened.salvage,
                    opened.file_lock, opened.wal_damage)
 
@@ -207,9 +176,9 @@ class OutboxStore:
 
     async def _existing_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             rows = await self._db.execute_fetchall(
-                f"SELECT key FROM outbox WHERE key IN ({_marks(len(chunk))})", chunk)
+                f"SELECT key FROM outbox WHERE key IN ({placeholders(len(chunk))})", chunk)
             found.update(r[0] for r in rows)
         return found
 
@@ -227,7 +196,7 @@ class OutboxStore:
             rows = await self._read(LOAD_STATES)
         return [rule_state_row(r) for r in rows]
 
-    async def load_marks(self) -> list[SampleMark]:
+    async def loadmarks(self) -> list[SampleMark]:
         """The newest device time evaluated per (source, asset, signal), restored at start."""
         async with self._lock:
             rows = await self._read(LOAD_MARKS)
@@ -268,41 +237,18 @@ class OutboxStore:
             first.setdefault(d.record_id, d)
         async with self._lock:
             await self._sync_used()
-            freed = 0
             async with self._write():
                 live: dict[int, tuple[str, str, int]] = {}
-                for chunk in _chunks(list(first)):
+                for chunk in chunks(list(first)):
                     rows = await self._db.execute_fetchall(
                         "SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
-                        f" WHERE state = 0 AND id IN ({_marks(len(chunk))})", chunk)
+                        f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
                     live.update((r[0], (r[1], r[2], r[3])) for r in rows)
-                ok, receipts, dead, retry = [], [], [], []
-                for rid, (sink, episode_id, body_len) in live.items():
-                    d = first[rid]
-                    if d.outcome is Outcome.ACCEPTED:
-                        ok.append((now, rid))
-                        freed += body_len
-                        if d.receipt:
-                            receipts.append((sink, episode_id, d.receipt, now))
-                    elif d.outcome is Outcome.REJECTED:
-                        dead.append((now, d.reason or "rejected", rid))
-                    else:
-                        delay = (DEFAULT_RETRY_SECONDS if d.retry_after_seconds is None
-                                 else max(0.0, d.retry_after_seconds))
-                        retry.append((now + delay, d.reason, rid))
-                await self._db.executemany(
-                    "UPDATE outbox SET state = 1, settled_at = ?, sent_at = NULL,"
-                    " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?", ok)
-                # first receipt wins: the raise's id is what later messages must refer to
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
-                    " VALUES (?, ?, ?, ?)", receipts)
-                await self._db.executemany(
-                    "UPDATE outbox SET state = 2, settled_at = ?, last_error = ?, sent_at = NULL,"
-                    " attempts = attempts + 1 WHERE id = ?", dead)
-                await self._db.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " last_error = ?, sent_at = NULL WHERE id = ?", retry)
+                ok, receipts, dead, retry, freed = settle_rows(live, first, now)
+                await self._db.executemany(SETTLE_ACCEPTED, ok)
+                await self._db.executemany(ADD_RECEIPT, receipts)
+                await self._db.executemany(SETTLE_DEAD, dead)
+                await self._db.executemany(SETTLE_RETRY, retry)
                 pruned = await self._maybe_prune(now)
             self._used -= freed + pruned
 
@@ -340,104 +286,3 @@ class OutboxStore:
             stuck=fig.stuck,
             stuck_oldest=fig.stuck_oldest,
         )
-
-    async def notices(self) -> list[Notice]:
-        """Unacknowledged notices (e.g. a salvaged corrupt file), oldest first."""
-        async with self._lock:
-            rows = await self._read(
-                "SELECT id, kind, created_at, message, detail FROM notices"
-                " WHERE acknowledged_at IS NULL ORDER BY id")
-        return [Notice(r[0], r[1], r[2], r[3], msgpack.unpackb(r[4])) for r in rows]
-
-    async def acknowledge_notices(self, now: float | None = None) -> int:
-        """Mark every notice seen; returns how many were open."""
-        async with self._lock, self._write():
-            cur = await self._db.execute(
-                "UPDATE notices SET acknowledged_at = ? WHERE acknowledged_at IS NULL",
-                (time.time() if now is None else now,))
-            return cur.rowcount
-
-    def _file_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.stat(f"{self.path}{suffix}").st_size
-        return total
-
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        where, args = ("AND sink = ?", (sink,)) if sink is not None else ("", ())
-        async with self._lock:
-            rows = await self._read(
-                "SELECT id, key, sink, asset, kind, last_error, settled_at, attempts FROM outbox"
-                f" WHERE state = 2 {where} ORDER BY id LIMIT ?", (*args, limit))
-        return [DeadLetter(r[0], r[1], r[2], r[3], MessageKind(r[4]), r[5], r[6], r[7])
-                for r in rows]
-
-    async def requeue_dead(self, ids: Sequence[int]) -> int:
-        """Make dead letters pending again (due now, attempts reset); returns how many."""
-        return await self._update_dead(
-            "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = 0, settled_at = NULL"
-            " WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=False)
-
-    async def drop_dead(self, ids: Sequence[int]) -> int:
-        """Delete dead letters for good (their keys may then be enqueued again)."""
-        return await self._update_dead(
-            "DELETE FROM outbox WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=True)
-
-    async def _update_dead(self, sql: str, ids: Sequence[int], *, frees: bool) -> int:
-        """Run `sql` (which returns the size of each row it affects) over the given ids."""
-        unique = list(dict.fromkeys(ids))
-        n = freed = 0
-        async with self._lock:
-            async with self._write():
-                for chunk in _chunks(unique):
-                    rows = list(await self._db.execute_fetchall(
-                        sql.format(_marks(len(chunk))), chunk))
-                    n += len(rows)
-                    freed += sum(r[0] for r in rows) if frees else 0
-            self._used -= freed
-        return n
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[None]:
-        """One write transaction; any failure rolls it back and leaves the store usable."""
-        self._check_open()
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            yield
-            await self._db.execute("COMMIT")
-        except BaseException as exc:
-            if not isinstance(exc, BufferFull):  # BufferFull changed nothing we track
-                self._resync = True
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path) from exc
-            raise
-
-    async def _read(self, sql: str, args: Any = ()) -> list[Any]:
-        self._check_open()
-        try:
-            return list(await self._db.execute_fetchall(sql, args))
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise OutboxError(f"outbox {self.path} is closed")
-
-    async def _sync_used(self) -> None:
-        if self._resync:
-            rows = await self._read("SELECT COALESCE(sum(size), 0) FROM outbox")
-            self._used = int(rows[0][0])
-            self._resync = False
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return StorageFull(path)
-    return StorageError(path, str(exc))
-
