@@ -196,7 +196,7 @@ class OutboxStore(OperatorViews):
             rows = await self._read(LOAD_STATES)
         return [rule_state_row(r) for r in rows]
 
-    async def loadmarks(self) -> list[SampleMark]:
+    async def load_marks(self) -> list[SampleMark]:
         """The newest device time evaluated per (source, asset, signal), restored at start."""
         async with self._lock:
             rows = await self._read(LOAD_MARKS)
