@@ -89,6 +89,7 @@ class _TableScan:
         op, order = (">", "ASC") if ascending else ("<", "DESC")
         keys = ", ".join(self.keys)
         last: Any = None
+        batch = _BATCH
         while True:
             where, args = "", ()
             if last is not None:
@@ -98,7 +99,7 @@ class _TableScan:
                 where = f"{where} AND {both}" if where else f" WHERE {both}"
                 args = (*args, *bound)
             sql = (f"{self.select}{where} ORDER BY {', '.join(k + ' ' + order for k in self.keys)}"
-                   f" LIMIT {_BATCH}")
+                   f" LIMIT {batch}")
             n = 0
             try:
                 for row in self.old.execute(sql, args):
@@ -107,8 +108,14 @@ class _TableScan:
                     self.read += 1
                     yield tuple(row[self.n_keys:])
             except sqlite3.DatabaseError:
-                return last, False
-            if n < _BATCH:
+                if batch == 1:
+                    return last, False
+                # step up to the damage one row at a time: reading ahead in a batch would fail
+                # before it returned the last good rows (in WITHOUT ROWID tables, the entries
+                # of interior pages next to the damaged leaf)
+                batch = 1
+                continue
+            if n < batch:
                 return last, True
 
     def _probe(self, front: Any, back: Any) -> Iterator[tuple[Any, ...]]:

@@ -228,3 +228,38 @@ async def test_a_truncated_wal_keeps_every_whole_commit(tmp_path: Path) -> None:
         assert {e.episode_id for e in await store.open_episodes()} >= {
             "ep-open", "wal-ep0", "wal-ep3"}
         await assert_checkpointed_data_kept(store)
+
+
+async def test_two_damaged_outbox_pages_lose_only_their_rows(db_path: Path) -> None:
+    """Rows between two damaged pages are found one rowid at a time."""
+    await fill(db_path)
+    pages = pages_of(db_path, "outbox")
+    victims = [pages[len(pages) // 4], pages[3 * len(pages) // 4]]
+    lost = sum(rows_on_page(db_path, "outbox", p) for p in victims)
+    for page in victims:
+        scribble_page(db_path, page)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None and report.unreadable == {"outbox": lost}
+        assert report.carried["pending"] == PENDING - lost
+        assert len(await store.lease("cmms", 1000, 3000.0)) == PENDING - lost
+
+
+async def test_a_damaged_page_of_a_without_rowid_table(db_path: Path) -> None:
+    """rule_state has no rowid: read from both ends up to the damage; the loss is described."""
+    states = [RuleState(f"rule-{i:04d}", "pump-1", "fp", {"i": i, "pad": "s" * 60})
+              for i in range(1000)]
+    async with await OutboxStore.open(db_path) as store:
+        await store.commit([transition(TransitionKind.RAISED, "ep-open")], [], states=states)
+    pages = pages_of(db_path, "rule_state")
+    victim = pages[len(pages) // 2]
+    lost = rows_on_page(db_path, "rule_state", victim)
+    scribble_page(db_path, victim)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None
+        assert report.carried["rule_state"] == 1000 - lost and report.carried["open_episodes"] == 1
+        assert "between keys" in str(report.unreadable["rule_state"])
+        loaded = await store.load_rule_states()
+        assert len(loaded) == 1000 - lost
+        assert all(s == states[int(s.rule_id[5:])] for s in loaded)  # intact, not garbled
