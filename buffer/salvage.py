@@ -25,6 +25,7 @@ from typing import Any
 
 import msgpack
 
+from buffer.header import rebuilt_copy
 from buffer.records import SalvageReport
 
 _BATCH = 256
@@ -195,17 +196,7 @@ def salvage(moved: Path, fresh: Path, now: float | None = None) -> SalvageReport
     try:
         new.execute("PRAGMA busy_timeout = 5000")
         new.execute("BEGIN IMMEDIATE")
-        try:
-            # read-only: the kept file and its WAL stay exactly as found, for forensics
-            old = sqlite3.connect(f"{moved.resolve().as_uri()}?mode=ro", uri=True,
-                                  isolation_level=None)
-        except sqlite3.Error as exc:
-            unreadable["file"] = f"not readable as SQLite: {exc}"
-        else:
-            try:
-                _copy_all(old, new, unreadable)
-            finally:
-                old.close()
+        _copy_file(moved, new, unreadable)
         carried = {k: int(new.execute(sql).fetchone()[0]) for k, sql in _CARRIED.items()}
         report = SalvageReport(moved, carried, unreadable)
         new.execute(ADD_NOTICE, ("salvage", now, report.summary(), msgpack.packb(
@@ -218,13 +209,40 @@ def salvage(moved: Path, fresh: Path, now: float | None = None) -> SalvageReport
     return report
 
 
-def _copy_all(old: sqlite3.Connection, new: sqlite3.Connection,
-              unreadable: dict[str, int | str]) -> None:
+def _tables(path: Path) -> tuple[sqlite3.Connection, set[str]]:
+    """Open read-only (the kept file and its WAL stay as found, for forensics) and read the
+    schema; raises sqlite3.Error when even that fails."""
+    old = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
     try:
-        present = {r[0] for r in old.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError as exc:
-        unreadable["file"] = f"not readable as SQLite: {exc}"
-        return
+        return old, {r[0] for r in old.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except BaseException:
+        old.close()
+        raise
+
+
+def _copy_file(moved: Path, new: sqlite3.Connection, unreadable: dict[str, int | str]) -> None:
+    rebuilt = None
+    try:
+        old, present = _tables(moved)
+    except sqlite3.Error as exc:
+        # maybe only the header is gone: read a copy with a rebuilt one
+        rebuilt = rebuilt_copy(moved) if moved.exists() else None
+        if rebuilt is None:
+            unreadable["file"] = f"not readable as SQLite: {exc}"
+            return
+        unreadable["header"] = ("damaged; rebuilt to read the tables, without replaying "
+                                "the WAL")
+        old, present = _tables(rebuilt)
+    try:
+        _copy_all(old, new, unreadable, present)
+    finally:
+        old.close()
+        if rebuilt is not None:
+            rebuilt.unlink(missing_ok=True)
+
+
+def _copy_all(old: sqlite3.Connection, new: sqlite3.Connection,
+              unreadable: dict[str, int | str], present: set[str]) -> None:
     for table, (cols, keys, rowid) in _TABLES.items():
         if table not in present:
             continue  # a file of an older schema version

@@ -60,6 +60,11 @@ def overwrite(path: Path, offset: int, data: bytes) -> None:
         f.write(data)
 
 
+def write_new(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
 def scribble_page(path: Path, page: int, page_size: int = 4096) -> None:
     overwrite(path, (page - 1) * page_size, bytes((i * 37 + 11) % 256 for i in range(page_size)))
 
@@ -139,19 +144,31 @@ async def test_damaged_episode_and_receipt_pages(db_path: Path) -> None:
         assert "unreadable" in (await store.notices())[0].message
 
 
-async def test_a_destroyed_header_is_reported_plainly_and_starts_fresh(db_path: Path) -> None:
+async def test_a_destroyed_header_is_rebuilt_and_everything_carried(db_path: Path) -> None:
     await fill(db_path)
     overwrite(db_path, 0, b"\xff" * 100)
     async with await OutboxStore.open(db_path) as store:
         report = store.salvage
         assert report is not None
-        assert set(report.unreadable) == {"file"}
+        assert set(report.unreadable) == {"header"}  # said, though no row was lost
+        assert report.carried["pending"] == PENDING and report.carried["open_episodes"] == 1
+        assert report.carried["receipts"] == 1 and report.carried["rule_state"] == 1
+        await assert_clear_finds_the_salvaged_receipt(store)
+    assert not list(db_path.parent.glob("*.rebuilt"))  # the scratch copy is gone
+
+
+async def test_a_file_of_garbage_is_reported_plainly_and_starts_fresh(db_path: Path) -> None:
+    write_new(db_path, bytes((i * 131 + 7) % 256 for i in range(4 * 4096)))
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None and set(report.unreadable) == {"file"}
         assert "not readable as SQLite" in str(report.unreadable["file"])
         assert all(n == 0 for n in report.carried.values())
         [notice] = await store.notices()
         assert "0 open episodes and 0 pending records carried over; file: not readable" in (
             notice.message)
         assert await store.commit([], [message("after")]) == 1
+    assert not list(db_path.parent.glob("*.rebuilt"))
 
 
 def crash_copy(path: Path, to: Path) -> None:
