@@ -27,7 +27,7 @@ import msgpack
 from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew, StorageError
 from buffer.lock import OutboxFileLock
 from buffer.records import SalvageReport, Synchronous
-from buffer.salvage import ADD_NOTICE, salvage
+from buffer.salvage import ADD_NOTICE, SALVAGE_PENDING, salvage
 from buffer.schema import APPLICATION_ID, LATEST, migrate
 from buffer.wal import WalDamage, inspect_wal
 
@@ -59,7 +59,7 @@ async def open_outbox(path: Path, synchronous: Synchronous, *, lock: bool) -> Op
         await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
         await db.execute("PRAGMA journal_size_limit = 67108864")
         await migrate(db)
-        report = None if moved is None else await asyncio.to_thread(salvage, moved, path)
+        report = await _salvage(db, path, moved)
         if damage is not None:
             await db.execute(ADD_NOTICE, ("wal-damage", time.time(), damage.detail,
                                           msgpack.packb({"frames_dropped": damage.frames_dropped,
@@ -70,6 +70,25 @@ async def open_outbox(path: Path, synchronous: Synchronous, *, lock: bool) -> Op
             file_lock.release()
         raise
     return Opened(db, report, damage, file_lock)
+
+
+async def _salvage(db: aiosqlite.Connection, path: Path,
+                   moved: Path | None) -> SalvageReport | None:
+    """Carry over what `moved` still holds. The intent is committed first, so a salvage cut
+    short (killed mid-way: its transaction is rolled back) is simply run again at next open."""
+    if moved is not None:
+        await db.execute(ADD_NOTICE, (SALVAGE_PENDING, time.time(), str(moved),
+                                      msgpack.packb({})))
+    async with db.execute("SELECT id, message FROM notices WHERE kind = ? ORDER BY id",
+                          (SALVAGE_PENDING,)) as cur:
+        pending = [(int(r[0]), Path(r[1])) for r in await cur.fetchall()]
+    report = None
+    for notice_id, source in pending:
+        if not source.exists():  # removed by hand since: nothing left to carry
+            await db.execute("DELETE FROM notices WHERE id = ?", (notice_id,))
+            continue
+        report = await asyncio.to_thread(salvage, source, path, pending_notice=notice_id)
+    return report
 
 
 async def connect(path: Path) -> tuple[aiosqlite.Connection, Path | None, WalDamage | None]:

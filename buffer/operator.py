@@ -10,6 +10,7 @@ import msgpack
 
 from buffer.base import StoreBase, chunks, placeholders
 from buffer.records import DeadLetter, Notice
+from buffer.salvage import SALVAGE_PENDING
 from gateway.model import MessageKind
 
 
@@ -55,13 +56,13 @@ class OperatorViews(StoreBase):
         async with self._lock:
             rows = await self._read(
                 "SELECT id, kind, created_at, message, detail FROM notices"
-                " WHERE acknowledged_at IS NULL ORDER BY id")
+                " WHERE acknowledged_at IS NULL AND kind <> ? ORDER BY id", (SALVAGE_PENDING,))
         return [Notice(r[0], r[1], r[2], r[3], msgpack.unpackb(r[4])) for r in rows]
 
     async def acknowledge_notices(self, now: float | None = None) -> int:
         """Mark every notice seen; returns how many were open."""
         async with self._lock, self._write():
             cur = await self._db.execute(
-                "UPDATE notices SET acknowledged_at = ? WHERE acknowledged_at IS NULL",
-                (time.time() if now is None else now,))
+                "UPDATE notices SET acknowledged_at = ? WHERE acknowledged_at IS NULL"
+                " AND kind <> ?", (time.time() if now is None else now, SALVAGE_PENDING))
             return cur.rowcount

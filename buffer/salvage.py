@@ -47,6 +47,7 @@ _TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
                 ("rowid",), True),
 }
 ADD_NOTICE = "INSERT INTO notices (kind, created_at, message, detail) VALUES (?, ?, ?, ?)"
+SALVAGE_PENDING = "salvage-pending"  # a salvage that has not finished: its message is the path
 _CARRIED = {
     "open_episodes": "SELECT count(*) FROM episodes WHERE cleared_at IS NULL",
     "closed_episodes": "SELECT count(*) FROM episodes WHERE cleared_at IS NOT NULL",
@@ -56,7 +57,8 @@ _CARRIED = {
     "receipts": "SELECT count(*) FROM receipts",
     "rule_state": "SELECT count(*) FROM rule_state",
     "sample_marks": "SELECT count(*) FROM sample_marks",
-    "notices": "SELECT count(*) FROM notices",  # earlier ones: counted before this one is added
+    # earlier ones: counted before this one is added
+    "notices": f"SELECT count(*) FROM notices WHERE kind <> '{SALVAGE_PENDING}'",
 }
 
 
@@ -187,9 +189,11 @@ _VALID: dict[str, Callable[[tuple[Any, ...]], bool]] = {
     "outbox": _valid_outbox, "rule_state": _valid_blob(3), "notices": _valid_blob(3)}
 
 
-def salvage(moved: Path, fresh: Path, now: float | None = None) -> SalvageReport:
+def salvage(moved: Path, fresh: Path, now: float | None = None, *,
+            pending_notice: int | None = None) -> SalvageReport:
     """Copy what can be read from the damaged file `moved` into the fresh outbox at `fresh`
-    (already migrated, idle) in one transaction, and record the report as a notice."""
+    (already migrated, idle) in one transaction, and record the report as a notice, replacing
+    the `pending_notice` that recorded the intent."""
     now = time.time() if now is None else now
     unreadable: dict[str, int | str] = {}
     new = sqlite3.connect(fresh, isolation_level=None)
@@ -199,6 +203,8 @@ def salvage(moved: Path, fresh: Path, now: float | None = None) -> SalvageReport
         _copy_file(moved, new, unreadable)
         carried = {k: int(new.execute(sql).fetchone()[0]) for k, sql in _CARRIED.items()}
         report = SalvageReport(moved, carried, unreadable)
+        if pending_notice is not None:
+            new.execute("DELETE FROM notices WHERE id = ?", (pending_notice,))
         new.execute(ADD_NOTICE, ("salvage", now, report.summary(), msgpack.packb(
                 {"moved_to": str(moved), "carried": carried, "unreadable": unreadable})))
         new.execute("COMMIT")

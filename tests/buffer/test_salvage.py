@@ -8,6 +8,10 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import msgpack
+
+from buffer.opening import move_aside
+from buffer.salvage import ADD_NOTICE, SALVAGE_PENDING
 from buffer.store import OutboxStore
 from gateway.model import Delivery, MessageKind, Outcome, RuleState, SampleMark, TransitionKind
 from tests.buffer.conftest import message, transition
@@ -280,3 +284,31 @@ async def test_a_damaged_page_of_a_without_rowid_table(db_path: Path) -> None:
         loaded = await store.load_rule_states()
         assert len(loaded) == 1000 - lost
         assert all(s == states[int(s.rule_id[5:])] for s in loaded)  # intact, not garbled
+
+
+async def test_a_salvage_cut_short_runs_again_at_next_open(db_path: Path) -> None:
+    """Killed mid-salvage, the fresh file holds only the committed intent (the salvage's own
+    transaction rolled back): the next open carries everything over."""
+    await fill(db_path)
+    scribble_page(db_path, pages_of(db_path, "outbox")[3])
+    moved = move_aside(db_path)
+    async with await OutboxStore.open(db_path) as store:  # the fresh file, as created
+        assert store.salvage is None
+    mark_pending(db_path, moved)
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None and report.moved_to == moved
+        assert report.carried["open_episodes"] == 1 and report.carried["pending"] > 0
+        assert [n.kind for n in await store.notices()] == ["salvage"]
+    async with await OutboxStore.open(db_path) as store:
+        assert store.salvage is None  # done once: not again
+        assert [n.kind for n in await store.notices()] == ["salvage"]
+
+
+def mark_pending(path: Path, moved: Path) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(ADD_NOTICE, (SALVAGE_PENDING, 0.0, str(moved), msgpack.packb({})))
+        db.commit()
+    finally:
+        db.close()
