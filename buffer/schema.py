@@ -77,10 +77,13 @@ _V3 = (
 )
 
 _V4 = (
-    # Head of line per (sink, episode): lease walks this as a loose index scan, so one episode
-    # held back (retrying, not yet due) never holds back another episode of the same asset.
+    # Lease hands out the head of line of each (sink, episode): it walks a sink's pending records
+    # in id order and keeps those with no older pending record in their episode (one seek in
+    # the second index). One episode held back (retrying, not yet due) never holds back another
+    # episode, also of the same asset; a lease stops after `limit` heads.
+    "CREATE INDEX outbox_sink_pending ON outbox(sink, id) WHERE state = 0",
     "CREATE INDEX outbox_episode_heads ON outbox(sink, episode_id, id) WHERE state = 0",
-    # The per-asset head index served only the old lease; dropping it keeps inserts cheap.
+    # The per-asset head index served only the old lease.
     "DROP INDEX outbox_pending",
     # What a rule instance must remember across a restart: msgpack `data`, written in the same
     # transaction as the transitions the samples caused. `fingerprint` is the rule definition.

@@ -20,29 +20,21 @@ EPISODE = (
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
     " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
 )
-# Head of line per (sink, episode), walked as a loose index scan over the pending-heads index,
-# so a lease costs O(episodes with pending records), not O(pending records). Order holds within an
-# episode (a clear waits until its raise is settled); other episodes, also of the same asset,
-# never wait on it. Due-ness is the head's own: a head waiting for its retry holds back only its
-# episode.
+# Due heads of line per (sink, episode), oldest first: a pending record of the sink whose
+# episode has no older pending record there. Walks the sink's pending index in id order and
+# checks each with one seek, stopping after `limit` heads: a drain costs O(limit) per lease, and
+# only heads that are not due (retrying) or records queued behind a head are stepped over.
+# Order holds within an episode (a clear waits until its raise is settled: delivered or dead);
+# other episodes, also of the same asset, never wait on it. Due-ness is the head's own.
 LEASE = """
-WITH RECURSIVE episodes(e) AS (
-    SELECT (SELECT episode_id FROM outbox WHERE state = 0 AND sink = :sink
-            ORDER BY episode_id LIMIT 1)
-    UNION ALL
-    SELECT (SELECT episode_id FROM outbox WHERE state = 0 AND sink = :sink
-            AND episode_id > episodes.e ORDER BY episode_id LIMIT 1)
-    FROM episodes WHERE episodes.e IS NOT NULL
-), heads(id) AS (
-    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND episode_id = episodes.e
-            ORDER BY id LIMIT 1)
-    FROM episodes WHERE episodes.e IS NOT NULL
-)
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
        o.attempts, r.receipt, o.sent_at
-FROM heads JOIN outbox o ON o.id = heads.id
+FROM outbox o INDEXED BY outbox_sink_pending
 LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
-WHERE o.next_attempt_at <= :now
+WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM outbox p INDEXED BY outbox_episode_heads
+                  WHERE p.state = 0 AND p.sink = :sink AND p.episode_id = o.episode_id
+                  AND p.id < o.id)
 ORDER BY o.id LIMIT :limit
 """
 

@@ -53,15 +53,16 @@ async def test_a_clear_never_leaves_before_its_raise_is_settled(store: OutboxSto
     assert keys(await store.lease("cmms", 10, 1000.0)) == ["c1", "c2"]  # dead never blocks
 
 
-async def test_lease_walks_the_episode_index_not_every_record() -> None:
+async def test_lease_walks_pending_indexes_and_never_sorts() -> None:
     db = sqlite3.connect(":memory:")
     for step in MIGRATIONS:
         for sql in step:
             db.execute(sql)
     plan = " | ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {LEASE}",
                                                  {"sink": "s", "now": 0, "limit": 1}))
-    assert "USING INDEX outbox_episode_heads (sink=? AND episode_id>?)" in plan, plan
-    assert "SCAN outbox" not in plan, plan
+    assert "SEARCH o USING INDEX outbox_sink_pending (sink=?)" in plan, plan
+    assert "USING INDEX outbox_episode_heads (sink=? AND episode_id=? AND id<?)" in plan, plan
+    assert "SCAN" not in plan and "TEMP B-TREE" not in plan, plan
 
 
 async def test_stuck_records_are_counted_per_sink(store: OutboxStore) -> None:
