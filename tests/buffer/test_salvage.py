@@ -8,10 +8,12 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import aiosqlite
 import msgpack
 
 from buffer.opening import move_aside
 from buffer.salvage import ADD_NOTICE, SALVAGE_PENDING
+from buffer.schema import migrate
 from buffer.store import OutboxStore
 from gateway.model import Delivery, MessageKind, Outcome, RuleState, SampleMark, TransitionKind
 from tests.buffer.conftest import message, transition
@@ -312,3 +314,24 @@ def mark_pending(path: Path, moved: Path) -> None:
         db.commit()
     finally:
         db.close()
+
+
+async def test_a_damaged_file_of_the_first_schema_version_is_salvaged(db_path: Path) -> None:
+    """Older files lack later columns and tables: what they have is carried."""
+    db_path.parent.mkdir(parents=True)
+    async with aiosqlite.connect(db_path, isolation_level=None) as db:
+        await migrate(db, target=1)
+        await db.executemany(
+            "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body,"
+            " size) VALUES (?, 'cmms', 'p1', ?, 'maintenance_request', 2, 5.0, ?, 100)",
+            [(f"old{i}", f"ep{i}", msgpack.packb({"pad": PAD})) for i in range(100)])
+        await db.execute("INSERT INTO episodes VALUES ('ep1', 'vib-high', 'p1', 5.0, 2, NULL)")
+    pages = pages_of(db_path, "outbox")
+    lost = rows_on_page(db_path, "outbox", pages[1])
+    scribble_page(db_path, pages[1])
+    async with await OutboxStore.open(db_path) as store:
+        report = store.salvage
+        assert report is not None and report.unreadable == {"outbox": lost}
+        assert report.carried["pending"] == 100 - lost and report.carried["open_episodes"] == 1
+        recs = await store.lease("cmms", 1000, 10.0)
+        assert len(recs) == 100 - lost and recs[0].unsettled_send_at is None
