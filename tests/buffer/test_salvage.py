@@ -75,6 +75,10 @@ def scribble_page(path: Path, page: int, page_size: int = 4096) -> None:
     overwrite(path, (page - 1) * page_size, bytes((i * 37 + 11) % 256 for i in range(page_size)))
 
 
+def file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
 def cut(path: Path, n: int) -> None:
     """Truncate the last `n` bytes."""
     with path.open("r+b") as f:
@@ -335,3 +339,24 @@ async def test_a_damaged_file_of_the_first_schema_version_is_salvaged(db_path: P
         assert report.carried["pending"] == 100 - lost and report.carried["open_episodes"] == 1
         recs = await store.lease("cmms", 1000, 10.0)
         assert len(recs) == 100 - lost and recs[0].unsettled_send_at is None
+
+
+async def test_a_reused_wal_with_an_older_generation_behind_is_not_damage(
+        tmp_path: Path) -> None:
+    """After a checkpoint SQLite writes the WAL from its start again with new salts; the older
+    frames left behind are normal and must not raise a false alarm."""
+    live = tmp_path / "live" / "outbox.sqlite"
+    store = await OutboxStore.open(live)
+    try:
+        await store.commit([], [message(f"big{i}", asset=f"a{i}", body={"pad": PAD * 3})
+                                for i in range(200)])
+        await store._db.execute("PRAGMA wal_checkpoint(RESTART)")
+        await store.commit([], [message("small", asset="z")])
+        copy = tmp_path / "crashed" / "outbox.sqlite"
+        crash_copy(live, copy)
+    finally:
+        await store.close()
+    assert file_size(Path(f"{copy}-wal")) > 50 * 4096  # the older generation is still there
+    async with await OutboxStore.open(copy) as store:
+        assert store.wal_damage is None and await store.notices() == []
+        assert (await store.stats(0.0)).pending == {"cmms": 201}
