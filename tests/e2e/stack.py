@@ -7,12 +7,15 @@ SIGKILL trials. Telemetry is published with paho like a plant would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,9 @@ from simulators.cmms import CmmsSimulator
 from tests.harness import Mosquitto, wait_for, wait_for_sync
 
 API_KEY = "e2e-key"
+# After a sample is counted its group's commit is still to come (milliseconds; a loaded 2-core
+# box may take a few hundred): how long "nothing was committed" checks wait for it.
+COMMIT_GRACE_SECONDS = 1.0
 
 VIBRATION_RULE = """
 [[rule]]
@@ -182,6 +188,73 @@ idle_poll_seconds = 0.1
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
+    async def status_now(self, port: int) -> dict[str, Any]:
+        """The spawned daemon's /status, waiting (bounded) until it answers."""
+        got: list[dict[str, Any]] = []
+
+        async def answers() -> bool:
+            st = await self.subprocess_status(port)
+            if st is not None:
+                got.append(st)
+            return st is not None
+
+        await wait_for(answers, 15, "the daemon's /status to answer")
+        return got[-1]
+
+    async def wait_evaluated(self, port: int, samples: int) -> dict[str, Any]:
+        """Until the spawned daemon has taken `samples` samples since it started. The pipeline
+        counts a sample as it evaluates it, a moment before its group commits: callers that
+        then look for "nothing happened" give the commit `COMMIT_GRACE_SECONDS`."""
+        got: list[dict[str, Any]] = []
+
+        async def counted() -> bool:
+            st = await self.subprocess_status(port)
+            if st is not None and st["pipeline"].get("samples", 0) >= samples:
+                got.append(st)
+                return True
+            return False
+
+        await wait_for(counted, 20, f"the daemon to take {samples} sample(s)")
+        return got[-1]
+
+    async def wait_drained(self, port: int, timeout: float = 20) -> None:
+        """Until the spawned daemon's outbox holds nothing undelivered."""
+        async def quiet() -> bool:
+            st = await self.subprocess_status(port)
+            return st is not None and not any(st["outbox"]["pending"].values())
+
+        await wait_for(quiet, timeout, "the outbox drained")
+
+    async def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM the spawned daemon and wait for it: the clean stop of `systemctl stop`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self.proc.wait, timeout)
+        return self.proc.returncode
+
+    async def restart_subprocess(self, port: int, how: str) -> float:
+        """Stop the spawned daemon — "kill" (SIGKILL of its group) or "term" (SIGTERM, which must
+        exit 0) — start it again and wait until it is up. Returns the wall time it was up."""
+        if how == "kill":
+            self.power_cut()
+        elif how == "term":
+            code = await self.terminate()
+            assert code == 0, f"SIGTERM exit code {code}:\n{self.daemon_log()[-2000:]}"
+        else:
+            raise ValueError(f"restart how={how!r}: 'kill' or 'term'")
+        self.spawn_daemon()
+        await self.wait_subprocess_up(port)
+        return time.time()
+
+    def spawn_cli(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Another `python -m gateway.cli ...` process (not `self.proc`), output to `log_name`."""
+        log = open(self.tmp / log_name, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        return proc
+
     def daemon_log(self) -> str:
         p = self.tmp / "daemon.log"
         return p.read_text(errors="replace") if p.exists() else ""
@@ -260,3 +333,26 @@ def assert_exactly_once(sim: CmmsSimulator) -> None:
     for u in sim.status_updates:
         per_request[u["request_id"]] = per_request.get(u["request_id"], 0) + 1
     assert all(n == 1 for n in per_request.values()), f"duplicate clears: {per_request}"
+
+
+async def expect_exactly(n: int, items: Callable[[], list[dict[str, Any]]], what: str,
+                         within: float, drained: Callable[[], Awaitable[None]]) -> list[
+                             dict[str, Any]]:
+    """Wait (up to `within` s) until `items()` holds `n`, then until nothing more can arrive
+    (`drained`), and assert it holds exactly `n`: "expected exactly 1 request for pump-1, got 0"."""
+    with contextlib.suppress(AssertionError):  # the count below says what went wrong
+        await wait_for(lambda: len(items()) >= n, within, what)
+    await drained()
+    got = items()
+    assert len(got) == n, (f"expected exactly {n} {what}, got {len(got)}: "
+                           f"{[g['body'].get('title') or g['body'].get('status') for g in got]}")
+    return got
+
+
+async def sleep_until(wall_time: float) -> None:
+    """Scheduling, not synchronisation: act at a chosen moment (a restart 1 s into a delay)."""
+    await asyncio.sleep(max(0.0, wall_time - time.time()))
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
