@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,6 +49,18 @@ title = "High vibration on {{asset}}"
 """
 
 
+# A rule of its own for fence samples (`Stack.fence`): any value raises a request at once.
+FENCE_RULE = """
+[[rule]]
+id = "fence"
+kind = "threshold"
+asset_pattern = "fence-*"
+signal = "fence"
+above = 0
+title = "Fence {asset}"
+"""
+
+
 def vibration_rule(on_delay: float = 0.3, off_delay: float = 0.3) -> str:
     return VIBRATION_RULE.format(on_delay=on_delay, off_delay=off_delay)
 
@@ -61,6 +74,7 @@ class Stack:
     task: asyncio.Task[None] | None = None
     proc: subprocess.Popen[bytes] | None = None
     _pub: mqtt.Client | None = field(default=None, repr=False)
+    _fences: int = field(default=0, repr=False)
 
     # --- config -----------------------------------------------------------------------------
 
@@ -246,6 +260,17 @@ idle_poll_seconds = 0.1
         await self.wait_subprocess_up(port)
         return time.time()
 
+    async def fence(self, port: int) -> None:
+        """Publish a fence sample (FENCE_RULE must be configured) and wait until its request
+        arrived and the outbox drained. One MQTT connection keeps order, so every sample
+        published before it was evaluated, committed and delivered: "nothing happened" can then
+        be checked without counting samples (a skipped resend may not count as one)."""
+        self._fences += 1
+        asset = f"fence-{self._fences}"
+        self.publish(asset, "fence", 1.0)
+        await wait_for(lambda: bool(self.requests_for(asset)), 20, f"the request of {asset}")
+        await self.wait_drained(port)
+
     def spawn_cli(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         """Another `python -m gateway.cli ...` process (not `self.proc`), output to `log_name`."""
         log = open(self.tmp / log_name, "ab")  # noqa: SIM115 - handed to the child
@@ -344,8 +369,8 @@ async def expect_exactly(n: int, items: Callable[[], list[dict[str, Any]]], what
         await wait_for(lambda: len(items()) >= n, within, what)
     await drained()
     got = items()
-    assert len(got) == n, (f"expected exactly {n} {what}, got {len(got)}: "
-                           f"{[g['body'].get('title') or g['body'].get('status') for g in got]}")
+    seen = Counter(str(g["body"].get("title") or g["body"].get("status")) for g in got)
+    assert len(got) == n, f"expected exactly {n} {what}, got {len(got)}: {dict(seen)}"
     return got
 
 
