@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 from gateway import config as config_mod
 from gateway.daemon import Daemon
 from simulators.cmms import CmmsSimulator
-from tests.harness import Mosquitto, wait_for, wait_for_sync
+from tests.harness import Mosquitto, free_port, wait_for, wait_for_sync
 
 API_KEY = "e2e-key"
 # After a sample is counted its group's commit is still to come (milliseconds; a loaded 2-core
@@ -58,6 +58,22 @@ asset_pattern = "fence-*"
 signal = "fence"
 above = 0
 title = "Fence {asset}"
+"""
+
+
+def threshold_rule(rule_id: str, signal: str, *, above: float = 7.1, clear_below: float = 6.0,
+                   asset: str = "pump-1", extra: str = "") -> str:
+    """One threshold rule on one asset; `extra` adds TOML lines (delays, counts, mutes)."""
+    return f"""
+[[rule]]
+id = "{rule_id}"
+kind = "threshold"
+asset = "{asset}"
+signal = "{signal}"
+above = {above}
+clear_below = {clear_below}
+title = "{rule_id} on {{asset}}"
+{extra}
 """
 
 
@@ -270,6 +286,15 @@ idle_poll_seconds = 0.1
         self.publish(asset, "fence", 1.0)
         await wait_for(lambda: bool(self.requests_for(asset)), 20, f"the request of {asset}")
         await self.wait_drained(port)
+
+    async def spawn_up(self, rules: str) -> int:
+        """Write a config with `rules` and a free status port, spawn the daemon, wait until it
+        is subscribed. Returns the status port."""
+        port = free_port()
+        self.write_config(rules, http_port=port)
+        self.spawn_daemon()
+        await self.wait_subprocess_up(port)
+        return port
 
     def spawn_cli(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         """Another `python -m gateway.cli ...` process (not `self.proc`), output to `log_name`."""

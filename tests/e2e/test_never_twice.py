@@ -19,8 +19,9 @@ from tests.e2e.stack import (
     expect_exactly,
     parse_iso,
     sleep_until,
+    threshold_rule,
 )
-from tests.harness import free_port, wait_for
+from tests.harness import wait_for
 
 ON_DELAY = 4.0
 OFF_DELAY = 4.0
@@ -31,27 +32,8 @@ RESTART_AT = 1.0  # seconds into the delay
 
 
 def threshold(on_delay: float, off_delay: float, extra: str = "") -> str:
-    return f"""
-[[rule]]
-id = "vib-high"
-kind = "threshold"
-asset = "pump-1"
-signal = "vibration"
-above = 7.1
-clear_below = 6.0
-on_delay_seconds = {on_delay}
-off_delay_seconds = {off_delay}
-title = "High vibration on {{asset}}"
-{extra}
-"""
-
-
-async def _up(stack: Stack, rules: str) -> int:
-    port = free_port()
-    stack.write_config(rules, http_port=port)
-    stack.spawn_daemon()
-    await stack.wait_subprocess_up(port)
-    return port
+    return threshold_rule("vib-high", "vibration", extra=f"on_delay_seconds = {on_delay}\n"
+                          f"off_delay_seconds = {off_delay}\n{extra}")
 
 
 async def _restart(stack: Stack, port: int, how: str) -> float:
@@ -72,7 +54,7 @@ def _within_a_tick(at: float, deadline: float, up_at: float, what: str) -> None:
 @pytest.mark.parametrize("how", ["none", "kill", "term"])
 async def test_restart_during_on_delay_raises_once_at_the_original_deadline(
         stack: Stack, how: str) -> None:
-    port = await _up(stack, threshold(ON_DELAY, OFF_DELAY))
+    port = await stack.spawn_up(threshold(ON_DELAY, OFF_DELAY))
     stack.publish("pump-1", "vibration", 3.0)
     await stack.wait_evaluated(port, 1)
     crossing = time.time()
@@ -92,7 +74,7 @@ async def test_restart_during_on_delay_raises_once_at_the_original_deadline(
 @pytest.mark.parametrize("how", ["none", "kill", "term"])
 async def test_restart_during_off_delay_clears_once_and_a_later_excursion_raises_again(
         stack: Stack, how: str) -> None:
-    port = await _up(stack, threshold(0.3, OFF_DELAY))
+    port = await stack.spawn_up(threshold(0.3, OFF_DELAY))
     stack.publish("pump-1", "vibration", 3.0)
     stack.publish("pump-1", "vibration", 8.0)
     await wait_for(lambda: len(stack.requests_for("pump-1")) == 1, 15, "the raise upstream")
@@ -119,7 +101,7 @@ MUTE = 'suppress_while = [{ signal = "maintenance_mode", equals = 1 }]'
 
 
 async def test_a_mute_set_before_a_restart_still_mutes_after_it(stack: Stack) -> None:
-    port = await _up(stack, threshold(0.3, 0.3, MUTE))
+    port = await stack.spawn_up(threshold(0.3, 0.3, MUTE))
     stack.publish("pump-1", "maintenance_mode", 1)  # the technician starts work: sent once
     stack.publish("pump-1", "vibration", 3.0)
     await stack.wait_evaluated(port, 2)
@@ -142,8 +124,8 @@ async def test_a_mute_set_before_a_restart_still_mutes_after_it(stack: Stack) ->
 
 
 async def test_an_n_of_m_window_survives_a_restart(stack: Stack) -> None:
-    rules = threshold(0, 0).replace("on_delay_seconds = 0", "count = 3\nof_last_samples = 5")
-    port = await _up(stack, rules)
+    rules = threshold_rule("vib-high", "vibration", extra="count = 3\nof_last_samples = 5")
+    port = await stack.spawn_up(rules)
     for v in (3.0, 8.0, 8.0):  # two of three needed alarm samples before the restart
         stack.publish("pump-1", "vibration", v)
     await stack.wait_evaluated(port, 3)
@@ -169,7 +151,7 @@ title = "Temperature rising fast on {asset}"
 
 
 async def test_a_rate_window_survives_a_restart(stack: Stack) -> None:
-    port = await _up(stack, RATE)
+    port = await stack.spawn_up(RATE)
     stack.publish("pump-1", "temperature", 40.0)
     await stack.wait_evaluated(port, 1)
     await stack.restart_subprocess(port, "kill")

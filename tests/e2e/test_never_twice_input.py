@@ -17,18 +17,13 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.stack import FENCE_RULE, Stack, expect_exactly
-from tests.harness import free_port
+from tests.e2e.stack import FENCE_RULE, Stack, expect_exactly, threshold_rule
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "config" / "rules.d"
 
 
 async def _up(stack: Stack, rules: str) -> int:
-    port = free_port()
-    stack.write_config(rules + FENCE_RULE, http_port=port)
-    stack.spawn_daemon()
-    await stack.wait_subprocess_up(port)
-    return port
+    return await stack.spawn_up(rules + FENCE_RULE)
 
 
 @contextlib.asynccontextmanager
@@ -87,17 +82,7 @@ async def test_a_device_clock_5_h_behind_with_zone_less_timestamps_raises_nothin
                              "0.4 s with its clock 5 h behind", 0, lambda: stack.wait_drained(port))
 
 
-ON_DELAY_RULE = """
-[[rule]]
-id = "vib-high"
-kind = "threshold"
-asset = "pump-1"
-signal = "vibration"
-above = 7.1
-clear_below = 6.0
-on_delay_seconds = 5
-title = "High vibration on {asset}"
-"""
+ON_DELAY_RULE = threshold_rule("vib-high", "vibration", extra="on_delay_seconds = 5")
 
 
 async def test_a_device_120_s_behind_cannot_beat_the_on_delay(stack: Stack) -> None:
@@ -119,30 +104,10 @@ async def test_a_device_120_s_behind_cannot_beat_the_on_delay(stack: Stack) -> N
 
 
 def _count_rule(rule_id: str, signal: str) -> str:
-    return f"""
-[[rule]]
-id = "{rule_id}"
-kind = "threshold"
-asset = "pump-1"
-signal = "{signal}"
-above = 7.1
-clear_below = 6.0
-count = 3
-of_last_samples = 5
-title = "{rule_id} on {{asset}}"
-"""
+    return threshold_rule(rule_id, signal, extra="count = 3\nof_last_samples = 5")
 
 
-PLAIN = """
-[[rule]]
-id = "temp-high"
-kind = "threshold"
-asset = "pump-1"
-signal = "temperature"
-above = 80
-clear_below = 70
-title = "Temperature high on {asset}"
-"""
+PLAIN = threshold_rule("temp-high", "temperature", above=80, clear_below=70)
 
 
 async def test_an_identical_resend_is_evaluated_once(stack: Stack) -> None:
