@@ -7,16 +7,12 @@ SIGKILL trials. Telemetry is published with paho like a plant would.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +26,6 @@ from simulators.cmms import CmmsSimulator
 from tests.harness import Mosquitto, free_port, wait_for, wait_for_sync
 
 API_KEY = "e2e-key"
-# After a sample is counted its group's commit is still to come (milliseconds; a loaded 2-core
-# box may take a few hundred): how long "nothing was committed" checks wait for it.
-COMMIT_GRACE_SECONDS = 1.0
 
 VIBRATION_RULE = """
 [[rule]]
@@ -46,34 +39,6 @@ on_delay_seconds = {on_delay}
 off_delay_seconds = {off_delay}
 severity = 2
 title = "High vibration on {{asset}}"
-"""
-
-
-# A rule of its own for fence samples (`Stack.fence`): any value raises a request at once.
-FENCE_RULE = """
-[[rule]]
-id = "fence"
-kind = "threshold"
-asset_pattern = "fence-*"
-signal = "fence"
-above = 0
-title = "Fence {asset}"
-"""
-
-
-def threshold_rule(rule_id: str, signal: str, *, above: float = 7.1, clear_below: float = 6.0,
-                   asset: str = "pump-1", extra: str = "") -> str:
-    """One threshold rule on one asset; `extra` adds TOML lines (delays, counts, mutes)."""
-    return f"""
-[[rule]]
-id = "{rule_id}"
-kind = "threshold"
-asset = "{asset}"
-signal = "{signal}"
-above = {above}
-clear_below = {clear_below}
-title = "{rule_id} on {{asset}}"
-{extra}
 """
 
 
@@ -233,8 +198,7 @@ idle_poll_seconds = 0.1
 
     async def wait_evaluated(self, port: int, samples: int) -> dict[str, Any]:
         """Until the spawned daemon has taken `samples` samples since it started. The pipeline
-        counts a sample as it evaluates it, a moment before its group commits: callers that
-        then look for "nothing happened" give the commit `COMMIT_GRACE_SECONDS`."""
+        counts a sample as it evaluates it, a moment before its group commits."""
         got: list[dict[str, Any]] = []
 
         async def counted() -> bool:
@@ -277,7 +241,8 @@ idle_poll_seconds = 0.1
         return time.time()
 
     async def fence(self, port: int) -> None:
-        """Publish a fence sample (FENCE_RULE must be configured) and wait until its request
+        """Publish a fence sample (a rule must raise for it: tests.e2e.never_twice.FENCE_RULE)
+        and wait until its request
         arrived and the outbox drained. One MQTT connection keeps order, so every sample
         published before it was evaluated, committed and delivered: "nothing happened" can then
         be checked without counting samples (a skipped resend may not count as one)."""
@@ -383,26 +348,3 @@ def assert_exactly_once(sim: CmmsSimulator) -> None:
     for u in sim.status_updates:
         per_request[u["request_id"]] = per_request.get(u["request_id"], 0) + 1
     assert all(n == 1 for n in per_request.values()), f"duplicate clears: {per_request}"
-
-
-async def expect_exactly(n: int, items: Callable[[], list[dict[str, Any]]], what: str,
-                         within: float, drained: Callable[[], Awaitable[None]]) -> list[
-                             dict[str, Any]]:
-    """Wait (up to `within` s) until `items()` holds `n`, then until nothing more can arrive
-    (`drained`), and assert it holds exactly `n`: "expected exactly 1 request for pump-1, got 0"."""
-    with contextlib.suppress(AssertionError):  # the count below says what went wrong
-        await wait_for(lambda: len(items()) >= n, within, what)
-    await drained()
-    got = items()
-    seen = Counter(str(g["body"].get("title") or g["body"].get("status")) for g in got)
-    assert len(got) == n, f"expected exactly {n} {what}, got {len(got)}: {dict(seen)}"
-    return got
-
-
-async def sleep_until(wall_time: float) -> None:
-    """Scheduling, not synchronisation: act at a chosen moment (a restart 1 s into a delay)."""
-    await asyncio.sleep(max(0.0, wall_time - time.time()))
-
-
-def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()

@@ -13,14 +13,14 @@ import time
 
 import pytest
 
-from tests.e2e.stack import (
+from tests.e2e.never_twice import (
     COMMIT_GRACE_SECONDS,
-    Stack,
     expect_exactly,
     parse_iso,
     sleep_until,
     threshold_rule,
 )
+from tests.e2e.stack import Stack
 from tests.harness import wait_for
 
 ON_DELAY = 4.0

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import orjson
 
-from tests.e2e.stack import FENCE_RULE, Stack, expect_exactly, threshold_rule
+from tests.e2e.never_twice import FENCE_RULE, expect_exactly, threshold_rule
+from tests.e2e.stack import Stack
 
 SHIPPED_RULES = Path(__file__).resolve().parents[2] / "config" / "rules.d"
 

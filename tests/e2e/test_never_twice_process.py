@@ -13,7 +13,8 @@ import time
 from collections import Counter
 
 from simulators.cmms import api
-from tests.e2e.stack import FENCE_RULE, Stack, expect_exactly, threshold_rule
+from tests.e2e.never_twice import FENCE_RULE, expect_exactly, threshold_rule
+from tests.e2e.stack import Stack
 from tests.harness import free_port, wait_for
 
 TWO_RULES = (threshold_rule("vib-high", "vibration")
@@ -49,6 +50,7 @@ async def test_a_second_run_on_the_same_state_dir_is_refused(stack: Stack) -> No
     cfg = stack.tmp / "plantbridge.toml"
     second_cfg = stack.tmp / "plantbridge-second.toml"
     second_cfg.write_text(cfg.read_text().replace(f"port = {port}\n", f"port = {free_port()}\n"))
+    cuts_before = stack.daemon_log().count("unreachable")
     second = stack.spawn_cli(["run", "--config", str(second_cfg)], "second.log")
     try:
         t0 = time.monotonic()
@@ -70,6 +72,9 @@ async def test_a_second_run_on_the_same_state_dir_is_refused(stack: Stack) -> No
             os.killpg(second.pid, signal.SIGKILL)
             await asyncio.to_thread(second.wait, 10)
     assert stack.proc.poll() is None, f"the first daemon died:\n{stack.daemon_log()[-2000:]}"
+    cuts = stack.daemon_log().count("unreachable") - cuts_before
+    assert cuts == 0, (f"the first daemon's MQTT source was cut {cuts} times while the second "
+                       "run was up (the same client id taking the session over)")
     await stack.wait_subprocess_up(port)
     await _one_episode_once(stack, port)
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
-from tests.e2e.stack import FENCE_RULE, Stack, expect_exactly, threshold_rule
+from tests.e2e.never_twice import FENCE_RULE, expect_exactly, threshold_rule
+from tests.e2e.stack import Stack
 from tests.harness import free_port, wait_for
 
 
