@@ -99,18 +99,16 @@ class ReportByExceptionPlant:
         self.stopping = True
         await task
 
-    def kill_lands_in(self) -> str | None:
-        """What a kill now interrupts: "mute", "on-delay", "off-delay" (the first asset found
-        in one), or None."""
+    def kill_lands_in(self) -> frozenset[str]:
+        """What a kill now interrupts, over all assets: "mute", "on-delay", "off-delay"."""
         now = time.monotonic()
-        found: list[str] = []
+        found: set[str] = set()
         for a in self.assets:
-            age = now - self._since[a]
-            phase = self._phase[a]
+            age, phase = now - self._since[a], self._phase[a]
             if phase == "muted":
-                return "mute"
-            if phase == "high" and age < ON_DELAY_SECONDS:
-                found.append("on-delay")
+                found.add("mute")
+            elif phase == "high" and age < ON_DELAY_SECONDS:
+                found.add("on-delay")
             elif phase == "low" and age < OFF_DELAY_SECONDS and self._before[a] == "high":
-                found.append("off-delay")
-        return found[0] if found else None
+                found.add("off-delay")
+        return frozenset(found)

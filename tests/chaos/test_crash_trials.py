@@ -39,8 +39,9 @@ async def test_power_cuts_during_delays_and_mutes_lose_and_duplicate_nothing(
                                     profile="delays")
     print(report.summary())
     assert report.kills == 8
-    assert sum(report.kills_during.values()) >= 4, (
-        f"too few kills landed in a delay or a mute to mean much: {report.kills_during}")
+    assert report.kills_during.get("on-delay", 0) + report.kills_during.get("off-delay", 0) >= 2 \
+        and report.kills_during.get("mute", 0) >= 1, (
+            f"too few kills landed in a delay or a mute to mean much: {report.kills_during}")
     assert report.episodes_published >= 4, "the trial produced too few episodes to mean much"
     assert report.ok, report.summary() + f"\n{report.duplicates}\n{report.missing}"
     assert report.requests == report.episodes_published == report.clears
