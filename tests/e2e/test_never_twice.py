@@ -68,6 +68,8 @@ async def test_restart_during_on_delay_raises_once_at_the_original_deadline(
         f"request for pump-1 (restart by {how} {RESTART_AT} s into a {ON_DELAY} s on-delay)",
         ON_DELAY + 8, lambda: stack.wait_drained(port))
     _within_a_tick(parse_iso(req["body"]["raised_at"]), crossing + ON_DELAY, up_at, "raised")
+    _within_a_tick(parse_iso(req["created_at"]), crossing + ON_DELAY, up_at,
+                   "arrived at the simulator")
 
 
 # "none" is the control: the same steps without a restart must pass today.
@@ -89,6 +91,8 @@ async def test_restart_during_off_delay_clears_once_and_a_later_excursion_raises
         f"clear for pump-1 (restart by {how} {RESTART_AT} s into a {OFF_DELAY} s off-delay)",
         OFF_DELAY + 8, lambda: stack.wait_drained(port))
     _within_a_tick(parse_iso(clear["body"]["cleared_at"]), back + OFF_DELAY, up_at, "cleared")
+    _within_a_tick(parse_iso(clear["created_at"]), back + OFF_DELAY, up_at,
+                   "the clear arrived at the simulator")
     # A later real excursion is a new episode: a second request, not swallowed by a stale one.
     stack.publish("pump-1", "vibration", 8.0)
     reqs = await expect_exactly(2, lambda: stack.requests_for("pump-1"),
