@@ -16,11 +16,27 @@ from pathlib import Path
 
 from buffer.errors import OutboxLocked, StorageError
 
-__all__ = ["OutboxFileLock", "lock_path"]
+__all__ = ["OutboxFileLock", "in_use", "lock_path"]
 
 
 def lock_path(path: Path) -> Path:
     return path.with_name(path.name + ".lock")
+
+
+def in_use(outbox: Path) -> bool:
+    """Whether a daemon holds the lock of `outbox` right now (probed, never kept)."""
+    path = lock_path(outbox)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False  # no lock file: no daemon ever ran here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we got
+    return False
 
 
 class OutboxFileLock:

@@ -25,7 +25,7 @@ import aiosqlite
 import msgpack
 
 from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew, StorageError
-from buffer.lock import OutboxFileLock
+from buffer.lock import OutboxFileLock, in_use
 from buffer.records import SalvageReport, Synchronous
 from buffer.salvage import ADD_NOTICE, SALVAGE_PENDING, salvage
 from buffer.schema import APPLICATION_ID, LATEST, migrate
@@ -46,7 +46,21 @@ class Opened:
 
 
 async def open_outbox(path: Path, synchronous: Synchronous, *, lock: bool) -> Opened:
-    """Lock (when asked), check, salvage or create, and migrate the outbox at `path`."""
+    """Lock (when asked), check, salvage or create, and migrate the outbox at `path`.
+
+    Without the lock, beside a running daemon (an offline tool: dead-letters, trace, outbox),
+    the file is only opened: checking, salvaging, migrating or inspecting its WAL is the
+    owner's job, and a WAL being written is no damage.
+    """
+    if not lock and in_use(path):
+        db = await _connect(path)
+        try:
+            await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
+            await _check_identity(db, path)
+        except BaseException:
+            await db.close()
+            raise
+        return Opened(db, None, None, None)
     file_lock = OutboxFileLock.acquire(path) if lock else None
     try:
         db, moved, damage = await connect(path)
