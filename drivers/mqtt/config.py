@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.timebase import ZonedTimeSettings
 
 if TYPE_CHECKING:
     from drivers.mqtt.driver import MqttSource
@@ -67,7 +68,9 @@ class PayloadOptions(StrictModel):
 
     format: PayloadFormat = PayloadFormat.JSON
     value_path: str = "value"  # dotted path into a JSON object ("data.value")
-    timestamp_path: str | None = None  # epoch s/ms/us/ns or ISO 8601; unset: receive time
+    # The device's time: epoch s/ms/us/ns, or ISO 8601 (without a zone or offset it is read in
+    # the source's `timezone`, and not trusted when none is set). Unset: no device time.
+    timestamp_path: str | None = None
     timestamp_unit: TimestampUnit = TimestampUnit.AUTO
     quality_path: str | None = None  # "good" | "uncertain" | "bad" (or true/false)
     asset_path: str | None = None  # json/json_fields: the asset named inside the payload
@@ -154,8 +157,12 @@ class TopicEntry(PayloadOptions):
         return self
 
 
-class MqttSourceConfig(StrictModel):
-    """One MQTT broker. QoS 1 messages are acknowledged only after what they caused is committed."""
+class MqttSourceConfig(ZonedTimeSettings):
+    """One MQTT broker. QoS 1 messages are acknowledged only after what they caused is committed.
+
+    Time settings (`timestamps`, `timezone`, `max_clock_skew_seconds`, `duplicates`) come from
+    `ZonedTimeSettings` and apply to the times payloads carry at `timestamp_path`.
+    """
 
     type: Literal["mqtt"] = "mqtt"
     name: str = Field(min_length=1)
