@@ -163,7 +163,7 @@ def test_arbitrary_json_never_raises(doc: object) -> None:
     payload = json.dumps(doc).encode()
     options = {"timestamp_path": "ts", "quality_path": "q"}
     for fmt in ("json", "json_fields"):
-        decoded = PayloadDecoder(PayloadOptions(format=fmt, **options)).decode(  # type: ignore[arg-type]
+        decoded = PayloadDecoder(PayloadOptions(format=fmt, **options)).decode(
             payload, "a", "s", NOW)
         assert all(s.value is None or math.isfinite(s.value) for s in decoded.samples)
 
@@ -186,3 +186,47 @@ def test_rejections_are_logged_once_per_episode(caplog: pytest.LogCaptureFixture
     assert sum("rejecting messages: empty" in m for m in messages) == 1
     assert sum("no nan rejections" in m and "(101 in" in m for m in messages) == 1
     assert sum("no empty rejections" in m for m in messages) == 1
+
+
+def test_rejection_counts_have_plain_text_keys() -> None:
+    import orjson
+
+    from drivers.mqtt.rejections import RejectionLog
+
+    log = RejectionLog("src", quiet_seconds=60)
+    log.add(Reason.NAN, "plant/p/v", "", 1000.0)
+    assert [type(k) for k in log.counts] == [str]
+    assert orjson.loads(orjson.dumps(log.counts)) == {"nan": 1}  # what /status serves
+
+
+def test_zone_less_times_are_read_in_the_source_time_zone() -> None:
+    import zoneinfo
+
+    from gateway.timebase import SourceClock, TimestampPolicy
+
+    received = 1_764_835_200.0  # 2025-12-04 08:00 UTC
+    options = PayloadOptions(timestamp_path="ts")
+    chicago = SourceClock("plc", TimestampPolicy.DEVICE, zoneinfo.ZoneInfo("America/Chicago"))
+    payload = b'{"value": 1, "ts": "2025-12-04T01:59:58"}'  # 07:59:58 UTC, 2 s ago
+    (s,) = PayloadDecoder(options, chicago).decode(payload, "a", "s", received).samples
+    assert (s.source_ts, s.device_ts) == (received - 2, received - 2)
+    # The same text with no time zone configured is no device time at all (no silent UTC).
+    unzoned = SourceClock("plc", TimestampPolicy.DEVICE)
+    (s,) = PayloadDecoder(options, unzoned).decode(payload, "a", "s", received).samples
+    assert (s.source_ts, s.device_ts) == (received, None)
+    assert unzoned.counted == {"timestamp_without_zone": 1}
+    # An offset in the text wins over the configured zone.
+    zoned = b'{"value": 1, "ts": "2025-12-04T07:59:58+00:00"}'
+    (s,) = PayloadDecoder(options, chicago).decode(zoned, "a", "s", received).samples
+    assert s.device_ts == received - 2
+
+
+def test_json_fields_of_one_object_share_one_stamp() -> None:
+    from gateway.timebase import SourceClock
+
+    clock = SourceClock("plc")
+    options = PayloadOptions(format="json_fields", timestamp_path="ts")
+    got = PayloadDecoder(options, clock).decode(b'{"a": 1, "b": 2, "c": 3, "ts": 1.7e9}', "x",
+                                               None, NOW)
+    assert {(s.source_ts, s.device_ts) for s in got.samples} == {(NOW, 1.7e9)}
+    assert clock.counted == {"clock_skew": 1}  # one object, one clock reading
