@@ -114,7 +114,8 @@ def skew_words(seconds: float) -> str:
     return f"{text} {side}"
 
 
-_WINDOW = 31  # recent skews kept; their median is what health reports
+_WINDOW = 32  # recent skews kept (a power of two: the ring index is a mask); health reports
+_MASK = _WINDOW - 1  # their median
 
 
 class SourceClock:
@@ -132,8 +133,8 @@ class SourceClock:
         self.zone = zone
         self.max_skew_seconds = max_skew_seconds
         self._use_device = policy is TimestampPolicy.DEVICE
-        self._recent: list[float] = []
-        self._next = 0
+        self._recent = [0.0] * _WINDOW  # a ring of the last skews; `_seen` says how full
+        self._seen = 0
         self.counted: dict[str, int] = {}  # "clock_skew", "timestamp_without_zone" -> count
 
     def stamp(self, device_ts: float | None, received: float) -> tuple[float, float | None]:
@@ -142,12 +143,11 @@ class SourceClock:
         if device_ts is None:
             return received, None
         skew = device_ts - received
-        if len(self._recent) < _WINDOW:
-            self._recent.append(skew)
-        else:
-            self._recent[self._next] = skew
-            self._next = (self._next + 1) % _WINDOW
-        if -self.max_skew_seconds <= skew <= self.max_skew_seconds:
+        seen = self._seen  # the hot path: a few operations per device reading
+        self._recent[seen & _MASK] = skew
+        self._seen = seen + 1
+        limit = self.max_skew_seconds
+        if -limit <= skew <= limit:
             return (device_ts if self._use_device else received), device_ts
         self.counted["clock_skew"] = self.counted.get("clock_skew", 0) + 1
         return received, device_ts
@@ -173,9 +173,9 @@ class SourceClock:
     @property
     def skew_seconds(self) -> float | None:
         """Median device-minus-gateway offset of recent samples; None before any device time."""
-        if not self._recent:
+        if not self._seen:
             return None
-        ordered = sorted(self._recent)
+        ordered = sorted(self._recent[:self._seen])
         mid = len(ordered) // 2
         return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
