@@ -67,8 +67,9 @@ class SourceHealth:
     # all is well ("clock is 5 h 0 min behind ...", "timestamps carry no time zone ...").
     clock_skew_seconds: float | None = None
     clock_note: str = ""
-    # Samples that were evaluated but noted, by reason: `clock_skew` (device time beyond the
-    # skew limit), `timestamp_without_zone` (zone-less device time, no timezone configured).
+    # Device readings that were evaluated but noted, by reason (the fields of one json_fields
+    # object are one reading): `clock_skew` (device time beyond the skew limit: evaluated on
+    # receive time), `timestamp_without_zone` (zone-less device time and no timezone set).
     # Unlike `rejected`, nothing here was dropped.
     counted: Mapping[str, int] = field(default_factory=dict)
 
