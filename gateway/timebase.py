@@ -114,16 +114,25 @@ def skew_words(seconds: float) -> str:
     return f"{text} {side}"
 
 
-_WINDOW = 32  # recent skews kept (a power of two: the ring index is a mask); health reports
-_MASK = _WINDOW - 1  # their median
+_WINDOW = 32  # recent skews kept (a power of two: the ring index is a mask)
+_MASK = _WINDOW - 1
+_EARLY = 8  # the clock is judged after each of the first readings
 
 
 class SourceClock:
-    """One source's view of time: stamps samples and watches how far the device clock is off.
+    """One source's view of time: stamps samples and judges whether the device clock is in step.
 
-    The reported skew is the median of the last samples' (device minus receive time), so one
-    odd sample neither raises nor hides the note. Each sample is judged on its own skew: one
-    beyond the limit is counted under `clock_skew` and never drives a rule's timers.
+    A reading's skew (device time minus receive time) is the clock's offset minus the delivery
+    delay, and the delay is never negative. So the clock's offset is estimated as the second
+    largest skew of the last 32 readings (the least delayed; the second, so that one odd
+    timestamp neither raises nor hides the note): a straggler, or a short backlog a broker
+    redelivers after a restart, does not make an in-step clock look behind. A clock within
+    `max_skew_seconds` is trusted: its readings keep their device time, late ones included
+    (what the device measured then is what happened then). A clock beyond the limit, and any
+    reading stamped further ahead of us than the limit (a time in the future would run timers
+    wrong), are counted under `clock_skew` and evaluated on receive time. A backlog whose last
+    32 readings are all later than the limit cannot be told from a clock that is behind: it is
+    evaluated on receive time too, and the note says "(or its messages arrive that late)".
     """
 
     def __init__(self, source: str, policy: TimestampPolicy = TimestampPolicy.GATEWAY,
@@ -135,6 +144,7 @@ class SourceClock:
         self._use_device = policy is TimestampPolicy.DEVICE
         self._recent = [0.0] * _WINDOW  # a ring of the last skews; `_seen` says how full
         self._seen = 0
+        self._in_step = True
         self.counted: dict[str, int] = {}  # "clock_skew", "timestamp_without_zone" -> count
 
     def stamp(self, device_ts: float | None, received: float) -> tuple[float, float | None]:
@@ -147,10 +157,24 @@ class SourceClock:
         self._recent[seen & _MASK] = skew
         self._seen = seen + 1
         limit = self.max_skew_seconds
-        if -limit <= skew <= limit:
+        # Judge the clock again when this reading disagrees with the verdict (cheap while all
+        # is steady), after each of the first readings, and once per window.
+        if (-limit <= skew <= limit) is not self._in_step or seen < _EARLY or not seen & _MASK:
+            offset = self._offset()
+            self._in_step = offset is not None and -limit <= offset <= limit
+        if self._in_step and skew <= limit:
             return (device_ts if self._use_device else received), device_ts
         self.counted["clock_skew"] = self.counted.get("clock_skew", 0) + 1
         return received, device_ts
+
+    def _offset(self) -> float | None:
+        """The second largest of the recent skews (see the class docstring)."""
+        seen = min(self._seen, _WINDOW)
+        if not seen:
+            return None
+        if seen == 1:
+            return self._recent[0]
+        return sorted(self._recent[:seen])[-2]
 
     def localize(self, naive: datetime, received: float) -> float | None:
         """Epoch seconds of a device time given without zone or offset, read in the configured
@@ -172,12 +196,9 @@ class SourceClock:
 
     @property
     def skew_seconds(self) -> float | None:
-        """Median device-minus-gateway offset of recent samples; None before any device time."""
-        if not self._seen:
-            return None
-        ordered = sorted(self._recent[:self._seen])
-        mid = len(ordered) // 2
-        return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        """The device clock's estimated offset from ours (device minus gateway, seconds; from
+        recent readings, see the class docstring); None before any device time."""
+        return self._offset()
 
     @property
     def note(self) -> str:

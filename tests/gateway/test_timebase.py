@@ -65,10 +65,45 @@ def test_device_policy_uses_device_time_only_within_the_skew_limit() -> None:
     clock = SourceClock("plc", TimestampPolicy.DEVICE, max_skew_seconds=30)
     assert clock.stamp(NOW - 29, NOW) == (NOW - 29, NOW - 29)
     assert clock.stamp(NOW + 29, NOW) == (NOW + 29, NOW + 29)
-    # 120 s behind: rules see the receive time (a spike cannot beat an on-delay), counted.
-    assert clock.stamp(NOW - 120, NOW) == (NOW, NOW - 120)
+    # A time further ahead than the limit would run timers wrong: receive time, counted.
     assert clock.stamp(NOW + 31, NOW) == (NOW, NOW + 31)
-    assert clock.counted == {"clock_skew": 2}
+    assert clock.counted == {"clock_skew": 1}
+    # A clock 120 s behind: rules see the receive time (a spike cannot beat an on-delay).
+    behind = SourceClock("plc", TimestampPolicy.DEVICE, max_skew_seconds=30)
+    for i in range(10):
+        received = NOW + i
+        assert behind.stamp(received - 120, received) == (received, received - 120)
+    assert behind.counted == {"clock_skew": 10}
+
+
+def test_late_deliveries_of_an_in_step_clock_keep_their_device_time() -> None:
+    clock = SourceClock("plc", TimestampPolicy.DEVICE, max_skew_seconds=30)
+    for i in range(20):
+        clock.stamp(NOW + i - 0.05, NOW + i)  # live, 50 ms in flight
+    # A straggler measured 9 minutes ago: late, not off. It keeps what it measured when.
+    assert clock.stamp(NOW - 520, NOW + 20) == (NOW - 520, NOW - 520)
+    # A broker backlog after a restart: 40 readings of the last 40 s arrive within 40 ms.
+    stamped = [clock.stamp(NOW + i, NOW + 60 + i / 1000) for i in range(20, 60)]
+    assert all(source_ts == device_ts for source_ts, device_ts in stamped)
+    assert clock.counted == {}
+    assert clock.note == ""
+
+
+def test_skew_report_is_robust_against_one_odd_sample() -> None:
+    clock = SourceClock("plc", TimestampPolicy.DEVICE, max_skew_seconds=30)
+    for i in range(20):
+        clock.stamp(NOW + i - 1, NOW + i)
+    assert clock.stamp(NOW - 9999, NOW + 20) == (NOW - 9999, NOW - 9999)  # a garbled time
+    assert clock.stamp(NOW + 9999, NOW + 21) == (NOW + 21, NOW + 9999)  # ahead: never trusted
+    assert clock.skew_seconds == -1
+    assert clock.note == ""
+    assert clock.counted == {"clock_skew": 1}
+    # ... and the estimate follows a clock that really changed.
+    for i in range(40):
+        clock.stamp(NOW - 3600 + i, NOW + i)
+    assert clock.skew_seconds == -3600
+    assert "1 h 0 min behind" in clock.note
+    assert clock.stamp(NOW, NOW + 41) == (NOW + 41, NOW)
 
 
 def test_a_clock_five_hours_behind_is_named_in_words() -> None:
@@ -83,21 +118,6 @@ def test_a_clock_five_hours_behind_is_named_in_words() -> None:
     ahead = SourceClock("x")
     ahead.stamp(NOW + 123, NOW)
     assert ahead.note.startswith("clock is 2 min 3 s ahead")
-
-
-def test_skew_report_is_robust_against_one_odd_sample() -> None:
-    clock = SourceClock("plc", max_skew_seconds=30)
-    for i in range(20):
-        clock.stamp(NOW + i - 1, NOW + i)
-    clock.stamp(NOW - 9999, NOW + 20)  # one garbled timestamp
-    assert clock.skew_seconds == -1
-    assert clock.note == ""
-    assert clock.counted == {"clock_skew": 1}
-    # ... and the window follows a clock that really changed.
-    for i in range(40):
-        clock.stamp(NOW - 3600 + i, NOW + i)
-    assert clock.skew_seconds == -3600
-    assert "1 h 0 min behind" in clock.note
 
 
 def test_zone_less_time_without_a_timezone_is_not_trusted_and_named() -> None:
