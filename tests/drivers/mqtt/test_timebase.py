@@ -7,6 +7,8 @@ import time
 import zoneinfo
 from datetime import datetime, timedelta
 
+import pytest
+
 from gateway.model import Sample
 from gateway.timebase import gateway_now
 from simulators.mqtt_plant import MqttPlantPublisher
@@ -81,3 +83,32 @@ async def test_device_time_within_the_limit_is_what_rules_see(
         health = source.health()
     assert (health.counted, health.clock_note) == ({}, "")
     assert health.clock_skew_seconds is not None and -10 < health.clock_skew_seconds < 0
+
+
+@pytest.mark.parametrize("age_seconds", [20, 60])
+async def test_a_broker_backlog_after_a_restart(mosquitto: Mosquitto,
+                                                publisher: MqttPlantPublisher,
+                                                age_seconds: int) -> None:
+    cfg = source_config(mosquitto.port, timestamps="device", max_clock_skew_seconds=30,
+                        client_id=f"backlog-{age_seconds}")
+    async with running_source(cfg):
+        pass  # the persistent session now exists; the gateway is "down" after this
+    now = time.time()  # readings taken age_seconds ago wait in the broker meanwhile
+    for i in range(3):
+        await publisher.publish_raw("plant/pump-1/vibration", json.dumps(
+            {"value": i, "ts": now - age_seconds + i}))
+    await publisher.flush()
+    async with running_source(cfg) as (source, got):
+        await wait_for(lambda: len(got.samples) == 3, 10, "the backlog")
+        health = source.health()
+    if age_seconds < 30:
+        # Late, not off: what the device measured 20 s ago keeps its time.
+        assert [s.source_ts for s in got.samples] == [s.device_ts for s in got.samples]
+        assert (health.counted, health.clock_note) == ({}, "")
+    else:
+        # Later than the limit: from these readings alone that cannot be told from a clock
+        # 60 s behind, so they are evaluated on receive time and the note says both.
+        assert all(s.device_ts is not None and s.source_ts - s.device_ts > 55
+                   for s in got.samples)
+        assert health.counted == {"clock_skew": 3}
+        assert "behind (or its messages arrive that late)" in health.clock_note
