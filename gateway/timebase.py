@@ -68,9 +68,15 @@ class TimeSettings(StrictModel):
     """The time settings every source with device timestamps shares (mixed into its config:
     OPC UA, whose times are UTC by spec). Modbus carries no device time and has none."""
 
-    timestamps: TimestampPolicy = TimestampPolicy.GATEWAY
+    # "device" (default): while the device clock is judged in step with ours (within
+    # max_clock_skew_seconds), readings count at their device time, late ones included: a
+    # backlog a broker delivers after a restart keeps its real spacing, so an excursion the
+    # device saw during our downtime still raises (receive time would squeeze it into
+    # milliseconds and its on-delay would never run out). "gateway": always receive time.
+    timestamps: TimestampPolicy = TimestampPolicy.DEVICE
     # A device clock further than this from ours is counted (`clock_skew`), named in health,
-    # and its samples are evaluated on receive time even with timestamps = "device".
+    # and its samples are evaluated on receive time. Timers tick on the gateway clock, so a
+    # clock off by less than this shifts delays judged by the tick by at most that much.
     max_clock_skew_seconds: float = Field(default=30.0, gt=0)
     duplicates: DuplicatePolicy = DuplicatePolicy.SKIP_NOT_NEWER
 
@@ -135,7 +141,7 @@ class SourceClock:
     evaluated on receive time too, and the note says "(or its messages arrive that late)".
     """
 
-    def __init__(self, source: str, policy: TimestampPolicy = TimestampPolicy.GATEWAY,
+    def __init__(self, source: str, policy: TimestampPolicy = TimestampPolicy.DEVICE,
                  zone: zoneinfo.ZoneInfo | None = None,
                  max_skew_seconds: float = 30.0) -> None:
         self.source = source

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -17,16 +18,24 @@ from tests.harness import wait_for
 
 
 async def test_corrupt_outbox_is_moved_aside_and_the_daemon_runs(stack: Stack) -> None:
-    stack.write_config(vibration_rule())
+    path = stack.write_config(vibration_rule())
     state = stack.tmp / "state"
     state.mkdir()
     (state / "outbox.sqlite").write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 4000)
     d = await stack.start_daemon()
-    assert any("corrupt" in n for n in d.notices), d.notices
     assert list(state.glob("outbox.sqlite.corrupt-*")), "the damaged file is kept for analysis"
+    await d.refresh()
+    assert any("outbox was damaged" in p for p in d.problems()), d.problems()
     await stack.episode("pump-1")
     await wait_for(lambda: len(stack.sim.status_updates) == 1, 15, "the clear upstream")
     assert len(stack.sim.requests) == 1
+    # The problem stays until someone has read it and says so, beside the running daemon.
+    ack = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "gateway.cli", "outbox", "acknowledge", "--config", str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert ack.returncode == 0 and "acknowledged 1 notice" in ack.stdout, ack
+    await d.refresh()
+    assert not any("outbox was damaged" in p for p in d.problems()), d.problems()
 
 
 def test_outbox_from_a_newer_version_is_refused_clearly(stack: Stack) -> None:

@@ -158,7 +158,7 @@ def test_local_times_that_happen_twice_or_never_are_read_deterministically() -> 
 def test_settings_are_strict_with_units_and_plain_words() -> None:
     settings = ZonedTimeSettings()
     assert (settings.timestamps, settings.timezone, settings.max_clock_skew_seconds,
-            settings.duplicates) == (TimestampPolicy.GATEWAY, None, 30.0,
+            settings.duplicates) == (TimestampPolicy.DEVICE, None, 30.0,
                                      DuplicatePolicy.SKIP_NOT_NEWER)
     with pytest.raises(ValidationError, match="'Mars/Olympus' is not a known IANA time zone"):
         ZonedTimeSettings(timezone="Mars/Olympus")
