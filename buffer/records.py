@@ -53,3 +53,26 @@ class OutboxStats:
     refused: int = 0
     forgotten: int = 0
     full: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class UrgentRecord:
+    """A maintenance request of a critical episode that is still not delivered."""
+
+    sink: str
+    asset: str
+    episode_id: str
+    state: str  # pending | dead
+    created_at: float
+    last_error: str
+    severity: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRows:
+    """What the status page needs beyond `OutboxStats` (see OutboxStore.status_rows)."""
+
+    receipts: dict[tuple[str, str], str]  # (sink, episode_id) -> upstream id, open episodes
+    facts: dict[str, dict[str, object]]  # episode_id -> what its request said (value, reason)
+    oldest_pending_age_seconds: dict[str, float]  # per sink, sinks with something pending
+    urgent: list[UrgentRecord]

@@ -20,13 +20,14 @@ from typing import Any, Self, TypeVar
 
 import aiosqlite
 import msgpack
+import orjson
 
 from buffer import attempts as history
 from buffer.attempts import Attempt, MessageFacts, StoredRecord, Trace
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
 from buffer.opening import connect
-from buffer.records import DeadLetter, OutboxStats, Synchronous
+from buffer.records import DeadLetter, OutboxStats, StatusRows, Synchronous, UrgentRecord
 from buffer.schema import DEAD, DELIVERED, PENDING, migrate
 from buffer.statements import EPISODE, INSERT, LEASE, leased_record
 from gateway.model import (
@@ -432,6 +433,43 @@ class OutboxStore:
             return await query
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
+
+    # --- status page ---
+    # Small reads for the status page, `/readyz` and `plantbridge status`; all bounded.
+
+    async def status_rows(self, now: float, urgent_after_seconds: float,
+                          urgent_severity: int = 1) -> StatusRows:
+        """Upstream ids and request facts of open episodes, the oldest pending age per sink,
+        and maintenance requests of severity <= `urgent_severity` still pending or dead more
+        than `urgent_after_seconds` after they were committed."""
+        async with self._lock:
+            receipts = await self._read(
+                "SELECT r.sink, r.episode_id, r.receipt FROM receipts r JOIN episodes e"
+                " ON e.episode_id = r.episode_id WHERE e.cleared_at IS NULL LIMIT 1000")
+            facts = await self._read(
+                "SELECT f.episode_id, f.facts FROM attempt_facts f JOIN episodes e"
+                " ON e.episode_id = f.episode_id WHERE e.cleared_at IS NULL LIMIT 1000")
+            oldest = await self._read(
+                "SELECT sink, min(created_at) FROM outbox WHERE state = 0 GROUP BY sink")
+            urgent = await self._read(
+                "SELECT o.sink, o.asset, o.episode_id, o.state, o.created_at, o.last_error,"
+                " e.severity FROM outbox o JOIN episodes e ON e.episode_id = o.episode_id"
+                " WHERE o.state IN (?, ?) AND o.kind = ? AND e.severity <= ?"
+                " AND o.created_at <= ? ORDER BY o.created_at LIMIT 50",
+                (PENDING, DEAD, MessageKind.MAINTENANCE_REQUEST.value, urgent_severity,
+                 now - urgent_after_seconds))
+        said: dict[str, dict[str, object]] = {}
+        for episode_id, text in facts:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                doc = orjson.loads(text)
+                if isinstance(doc, dict) and "status" not in doc:  # the raise, not a clear
+                    said.setdefault(episode_id, doc)
+        return StatusRows(
+            receipts={(sink, ep): receipt for sink, ep, receipt in receipts},
+            facts=said,
+            oldest_pending_age_seconds={sink: max(0.0, now - t) for sink, t in oldest},
+            urgent=[UrgentRecord(r[0], r[1], r[2], _STATE_NAMES[r[3]], r[4], r[5], r[6])
+                    for r in urgent])
 
 
 def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
