@@ -342,10 +342,7 @@ class Daemon:
             if f.stats.hung:
                 out.append(f"upstream {f.sink.name} is not answering (connection open, no "
                            f"response); {waiting} waiting")
-            elif f.stats.failing and waiting:
-                age = rows.oldest_pending_age_seconds.get(f.sink.name, 0.0) if rows else 0.0
-                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
-                           f"oldest {age_words(age)}): {f.stats.last_error}")
+        out += self.delays()
         for u in rows.urgent if rows else []:
             how = "dead-lettered" if u.state == "dead" else "still not delivered"
             why = f": {u.last_error}" if u.last_error else ""
@@ -370,6 +367,19 @@ class Daemon:
         if self.reload_state.get("restart_needed"):
             out.append("restart needed for changes to ["
                        + "], [".join(self.reload_state["restart_needed"]) + "]")
+        return out
+
+    def delays(self) -> list[str]:
+        """Upstreams that fail to deliver. Shown with the problems, but on their own they leave
+        /readyz green: a late low-priority update pages nobody. A critical request late past
+        `http.critical_pending_seconds` is a problem of its own (`status_rows.urgent`)."""
+        o, rows, out = self.outbox_stats, self.status_rows, []
+        for f in self.forwarders:
+            waiting = (o.get("pending") or {}).get(f.sink.name, 0)
+            if not f.stats.hung and f.stats.failing and waiting:
+                age = rows.oldest_pending_age_seconds.get(f.sink.name, 0.0) if rows else 0.0
+                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
+                           f"oldest {age_words(age)}): {f.stats.last_error}")
         return out
 
     def snapshot(self) -> dict[str, Any]:
@@ -414,6 +424,7 @@ class Daemon:
             "site": self.cfg.gateway.site,
             "uptime_seconds": time.time() - self.started_at,
             "problems": self.problems(),
+            "delays": self.delays(),  # among the problems; alone they leave /readyz green
             "sources": sources,
             "upstreams": upstreams,
             "outbox": self.outbox_stats,

@@ -88,8 +88,10 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None) ->
     async def readyz(_: web.Request) -> web.Response:
         await refresh()
         s = snapshot()
-        problems = s["problems"]
-        return _json({"ready": not problems, "problems": problems}, 200 if not problems else 503)
+        delays = s.get("delays", [])
+        blocking = [p for p in s["problems"] if p not in delays]
+        return _json({"ready": not blocking, "problems": blocking, "delays": delays},
+                     200 if not blocking else 503)
 
     async def status(_: web.Request) -> web.Response:
         await refresh()
@@ -115,10 +117,10 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None) ->
             return web.Response(text=_login_page("That token is not the one in this gateway's "
                                                  "[http] config."), status=401,
                                 content_type="text/html")
-        resp = web.HTTPSeeOther("/")
-        resp.set_cookie(COOKIE, login_cookie_value(token), httponly=True, samesite="Strict",
+        back = web.HTTPSeeOther("/")
+        back.set_cookie(COOKIE, login_cookie_value(token), httponly=True, samesite="Strict",
                         path="/")
-        return resp
+        raise back
 
     app = web.Application(middlewares=[access_middleware(token)] if token is not None else [])
     app.router.add_get("/", page)
@@ -236,8 +238,8 @@ tr.open{{background:#fff4d6}}
 {head}
 <p class="meta">up {age_words(s['uptime_seconds'])} &middot; {e(reload_line)} &middot;
 <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
-{_table("Open conditions", ("asset", "rule", "severity", "value", "why", "raised",
-                            "upstream id"), eps)}
+{_table("Open episodes (conditions raised, not cleared)",
+        ("asset", "rule", "severity", "value", "why", "raised", "upstream id"), eps)}
 {_table("Dead letters (refused for good; fix, then: plantbridge dead-letters --requeue ID)",
         ("id", "upstream", "asset", "kind", "reason", "when"), dead)}
 {_table("Upstreams", ("name", "probe", "breaker", "pending", "oldest pending", "dead",
