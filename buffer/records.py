@@ -75,4 +75,5 @@ class StatusRows:
     receipts: dict[tuple[str, str], str]  # (sink, episode_id) -> upstream id, open episodes
     facts: dict[str, dict[str, object]]  # episode_id -> what its request said (value, reason)
     oldest_pending_age_seconds: dict[str, float]  # per sink, sinks with something pending
+    undelivered: dict[tuple[str, str], str]  # (sink, episode_id) -> pending | dead: open requests
     urgent: list[UrgentRecord]

@@ -449,6 +449,11 @@ class OutboxStore:
             facts = await self._read(
                 "SELECT f.episode_id, f.facts FROM attempt_facts f JOIN episodes e"
                 " ON e.episode_id = f.episode_id WHERE e.cleared_at IS NULL LIMIT 1000")
+            undelivered = await self._read(
+                "SELECT o.sink, o.episode_id, o.state FROM outbox o JOIN episodes e"
+                " ON e.episode_id = o.episode_id WHERE e.cleared_at IS NULL"
+                " AND o.state IN (?, ?) AND o.kind = ? LIMIT 1000",
+                (PENDING, DEAD, MessageKind.MAINTENANCE_REQUEST.value))
             oldest = await self._read(
                 "SELECT sink, min(created_at) FROM outbox WHERE state = 0 GROUP BY sink")
             urgent = await self._read(
@@ -468,6 +473,7 @@ class OutboxStore:
             receipts={(sink, ep): receipt for sink, ep, receipt in receipts},
             facts=said,
             oldest_pending_age_seconds={sink: max(0.0, now - t) for sink, t in oldest},
+            undelivered={(sink, ep): _STATE_NAMES[st] for sink, ep, st in undelivered},
             urgent=[UrgentRecord(r[0], r[1], r[2], _STATE_NAMES[r[3]], r[4], r[5], r[6])
                     for r in urgent])
 

@@ -416,7 +416,11 @@ class Daemon:
                 "severity": e.severity, "raised_at": iso_time(e.raised_at),
                 "value": said.get("value"), "reason": said.get("reason", ""),
                 "receipts": {sink: r for (sink, ep), r in (rows.receipts if rows else {}).items()
-                             if ep == e.episode_id}})
+                             if ep == e.episode_id},
+                # the request of each sink that has no receipt yet: pending | dead
+                "undelivered": {sink: st for (sink, ep), st in
+                                (rows.undelivered if rows else {}).items()
+                                if ep == e.episode_id}})
         dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
                  "reason": d.reason, "failed_at": iso_time(d.failed_at),
                  "attempts": d.attempts} for d in self.dead_list]

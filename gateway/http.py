@@ -179,7 +179,7 @@ def age_words(seconds: float | None) -> str:
 def _probe_words(probe: dict[str, Any] | None) -> str:
     if not probe:
         return "not probed yet"
-    return f"ok at {probe['at']}" if probe["ok"] else f"failed: {probe['reason']}"
+    return "ok" if probe["ok"] else f"FAILED: {probe['reason']}"
 
 
 def _table(title: str, heads: tuple[str, ...], rows: str) -> str:
@@ -195,7 +195,9 @@ def render_page(s: dict[str, Any]) -> str:
     head = ('<p class="allgood">All good: every source connected, every upstream reachable, '
             "nothing waiting too long.</p>" if not problems else
             f"<div class='problems'><h2>{len(problems)} problem(s)</h2><ul>"
-            + "".join(f"<li>{e(p)}</li>" for p in problems) + "</ul></div>")
+            + "".join(f"<li class='delay'>{e(p)} <em>(delayed, not lost)</em></li>"
+                      if p in s.get("delays", ()) else f"<li>{e(p)}</li>" for p in problems)
+            + "</ul></div>")
     src = "".join(_row(x["name"], x["type"], x["state"], x["detail"], x["samples"],
                        ", ".join(f"{k}: {v}" for k, v in x["rejected"].items()) or "-",
                        cls="ok" if x["state"] == "connected" else "bad")
@@ -210,8 +212,7 @@ def render_page(s: dict[str, Any]) -> str:
                   for u in s["upstreams"]) or _row("no upstreams configured", *[""] * 8)
     eps = "".join(_row(x["asset"], x["rule_id"], x.get("severity", "-"),
                        _value(x.get("value")), x.get("reason") or "-", x["raised_at"],
-                       ", ".join(f"{k}: {v}" for k, v in (x.get("receipts") or {}).items())
-                       or "not yet accepted", cls="open")
+                       _request_ids(x), cls="open")
                   for x in s["open_episodes"]) or _row("none open", *[""] * 6)
     dead = "".join(_row(x["id"], x["sink"], x["asset"], x["kind"], x["reason"], x["failed_at"],
                         cls="bad")
@@ -232,6 +233,7 @@ th{{background:#f2f2f2}} tr.bad{{background:#fde2e1}} tr.ok{{background:#eefbea}
 tr.open{{background:#fff4d6}}
 .problems{{border:3px solid #c62828;background:#fde2e1;padding:.2em 1em;margin:.6em 0}}
 .problems h2{{color:#a40000;margin:.3em 0}} .problems li{{font-size:1.05em;margin:.2em 0}}
+.problems li.delay{{color:#6d4c00}} .problems em{{font-size:.85em}}
 .allgood{{border:3px solid #2e7d32;background:#eefbea;padding:.6em 1em;font-size:1.1em}}
 .meta{{color:#555}}</style></head><body>
 <h1>PlantBridge &middot; {e(s['site'])}</h1>
@@ -250,6 +252,14 @@ tr.open{{background:#fff4d6}}
 oldest pending {age_words(o.get('oldest_pending_age_seconds') or 0)}.</p>
 {_table("Recent transitions", ("time", "kind", "asset", "rule", "why"), recent)}
 </body></html>"""
+
+
+def _request_ids(episode: dict[str, Any]) -> str:
+    """Per upstream: the id it gave the request, or why there is none yet."""
+    words = {"pending": "waiting to be delivered", "dead": "REFUSED (see dead letters)"}
+    said = [f"{k}: {v}" for k, v in (episode.get("receipts") or {}).items()]
+    said += [f"{k}: {words.get(v, v)}" for k, v in (episode.get("undelivered") or {}).items()]
+    return ", ".join(said) or "not yet accepted"
 
 
 def _upstream_bad(u: dict[str, Any]) -> bool:
