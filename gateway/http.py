@@ -212,7 +212,7 @@ def render_page(s: dict[str, Any]) -> str:
                   for u in s["upstreams"]) or _row("no upstreams configured", *[""] * 8)
     eps = "".join(_row(x["asset"], x["rule_id"], x.get("severity", "-"),
                        _value(x.get("value")), x.get("reason") or "-", x["raised_at"],
-                       _request_ids(x), cls="open")
+                       request_ids(x), cls="open")
                   for x in s["open_episodes"]) or _row("none open", *[""] * 6)
     dead = "".join(_row(x["id"], x["sink"], x["asset"], x["kind"], x["reason"], x["failed_at"],
                         cls="bad")
@@ -254,7 +254,7 @@ oldest pending {age_words(o.get('oldest_pending_age_seconds') or 0)}.</p>
 </body></html>"""
 
 
-def _request_ids(episode: dict[str, Any]) -> str:
+def request_ids(episode: dict[str, Any]) -> str:
     """Per upstream: the id it gave the request, or why there is none yet."""
     words = {"pending": "waiting to be delivered", "dead": "REFUSED (see dead letters)"}
     said = [f"{k}: {v}" for k, v in (episode.get("receipts") or {}).items()]

@@ -58,6 +58,8 @@ def plain_reason(sink: str, error: BaseException) -> str:
         more = f": {detail}" if detail else ""
         return (f"credentials refused (HTTP {status}){more}; check the token or key "
                 "in this upstream's auth")
+    if status == 404:
+        return f"{said} (is base_url right? the probe asks the upstream's health check)"
     return said
 
 

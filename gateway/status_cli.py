@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from gateway.config import PlantBridgeConfig
-from gateway.http import age_words
+from gateway.http import age_words, request_ids
 
 NOT_RUNNING = 3
 TIMEOUT_SECONDS = 10.0
@@ -70,7 +70,9 @@ def format_text(s: dict[str, Any]) -> str:
     problems = s["problems"]
     if problems:
         lines.append(f"{len(problems)} problem(s):")
-        lines += [f"  ! {p}" for p in problems]
+        delays = s.get("delays", [])
+        lines += [f"  ~ {p} (delayed, not lost)" if p in delays else f"  ! {p}"
+                  for p in problems]
     else:
         lines.append("all good")
     lines.append("sources:")
@@ -90,11 +92,10 @@ def format_text(s: dict[str, Any]) -> str:
         lines.append("  none configured")
     lines.append("open conditions:")
     for e in s["open_episodes"]:
-        ids = ", ".join(f"{k} {v}" for k, v in (e.get("receipts") or {}).items())
         value = "" if e.get("value") is None else f" value {e['value']:g}"
         lines.append(f"  {e['asset']} {e['rule_id']} (severity {e.get('severity', '?')}) since "
                      f"{e['raised_at']}{value}: {e.get('reason') or '-'}; upstream id: "
-                     f"{ids or 'not yet accepted'}")
+                     f"{request_ids(e)}")
     if not s["open_episodes"]:
         lines.append("  none")
     dead = s.get("dead_letters", [])

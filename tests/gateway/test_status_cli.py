@@ -73,7 +73,7 @@ async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> No
     assert ep["value"] == 8.0 and "vibration" in ep["reason"] and ep["severity"] == 4
     code, out = await _status_cli(path)
     assert code == 0, out
-    assert f"upstream id: cmms {receipt}" in out and "all good" in out
+    assert f"upstream id: cmms: {receipt}" in out and "all good" in out
 
     # A low-priority request delayed past the critical time: shown, /readyz stays green.
     await stack.sim.go_down()
@@ -89,7 +89,7 @@ async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> No
     assert status == 200, ready
     assert ready["delays"][0].startswith("upstream cmms is not delivering (1 waiting")
     code, out = await _status_cli(path)
-    assert code == 1 and "is not delivering" in out, out
+    assert code == 1 and "~ upstream cmms is not delivering" in out, out
 
     # A critical request delayed past the critical time: /readyz turns red, saying why.
     await stack.play("pump-3", [20.0] + [95.0] * 10, signal="temperature")
