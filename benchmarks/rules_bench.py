@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/rules_bench.py                 # both figures
     .venv/bin/python benchmarks/rules_bench.py --replay-hours 1 # a shorter replay
     .venv/bin/python benchmarks/rules_bench.py --profile        # cProfile of the hot path
+    .venv/bin/python benchmarks/rules_bench.py --skip-replay    # evaluation only
 
 Evaluation: 2,500 assets x 4 signals = 10,000 signals, every rule kind in a realistic mix (a
 debounced threshold with hysteresis on every vibration, a rate rule on every temperature, a
@@ -10,6 +11,8 @@ count-form band on every current, stale and bad-quality watches, a combination o
 a template with per-asset overrides), one tick per simulated second, one core. Samples are
 built before the clock starts: what is timed is `RuleEngine.evaluate` and `tick`, in CPU
 seconds of this process (`time.process_time`), so other load on the machine skews it less.
+Once per simulated second the changed rule state is collected (`take_dirty`, as the pipeline
+does per commit group; `--no-take-dirty` leaves it out): its count is what the outbox writes.
 
 Replay: 1,000 signals (250 assets x 4) at 1 Hz for a day (86.4 M samples, the same values as
 above), written to a `.pbrec` recording and read back, then replayed with
@@ -158,19 +161,20 @@ def samples(names: list[str], seconds: int, t0: float = 1.8e9) -> Iterator[Sampl
                 yield Sample(asset, signal, v, good if v is not None else bad, ts)
 
 
-def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5) -> dict[str, float]:
+def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
+                   take_dirty: bool = True) -> dict[str, float]:
     names = assets(n_assets)
     rules = load(names)
     data = list(samples(names, seconds))
     gc.collect()
     gc.freeze()  # the pre-built samples are the benchmark's, not the engine's: do not scan them
     best = math.inf
-    transitions = calls = 0
+    transitions = calls = dirty = 0
     for _ in range(rounds):
         engine = RuleEngine(rules)
         evaluate, tick = engine.evaluate, engine.tick
         per_second = n_assets * len(SIGNALS)
-        n = 0
+        n = states = 0
         start = time.process_time()
         for k in range(0, len(data), per_second):
             for s in data[k:k + per_second]:
@@ -178,12 +182,15 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5) -> 
                 if got:
                     n += len(got)
             n += len(tick(data[k].source_ts + 0.5))
+            if take_dirty:  # what the pipeline does once per commit group (here: per second)
+                states += len(engine.take_dirty())
         best = min(best, time.process_time() - start)
-        transitions = n
+        transitions, dirty = n, states
         calls = sum(len(h) for h in engine._handlers.values()) * seconds
     return {"signals": n_assets * len(SIGNALS), "samples": len(data), "seconds": best,
             "samples_per_second": len(data) / best, "rule_calls_per_second": calls / best,
-            "instances": len(RuleEngine(rules).instances()), "transitions": transitions}
+            "instances": len(RuleEngine(rules).instances()), "transitions": transitions,
+            "dirty_per_second": dirty / seconds}
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
 
 
@@ -254,17 +261,20 @@ def main() -> None:
     p.add_argument("--reference", action="store_true",
                    help="also time the reference replay on the whole span (minutes)")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-take-dirty", action="store_true",
+                   help="evaluate without collecting changed rule state (as before durable state)")
     args = p.parse_args()
     if args.profile:
         cProfile.run("bench_evaluate(rounds=1)", "/tmp/rules_bench.prof")
         pstats.Stats("/tmp/rules_bench.prof").sort_stats("tottime").print_stats(12)
         return
     if not args.skip_evaluate:
-        e = bench_evaluate()
+        e = bench_evaluate(take_dirty=not args.no_take_dirty)
         print(f"evaluate: {e['signals']:,} signals, {e['instances']:,} rule instances, "
               f"{e['samples']:,} samples in {e['seconds']:.2f} s -> "
               f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
-              f"evaluations/s), {e['transitions']} transitions")
+              f"evaluations/s), {e['transitions']} transitions; "
+              f"{e['dirty_per_second']:,.0f} rule states changed per second")
     if not args.skip_replay:
         r = bench_replay(args.replay_hours, check_hours=args.check_hours,
                          reference=args.reference)

@@ -25,8 +25,10 @@ class OutboxConfig(StrictModel):
     def resolved_path(self, state_dir: Path) -> Path:
         return self.path if self.path.is_absolute() else state_dir / self.path
 
-    async def build(self, state_dir: Path) -> OutboxStore:
-        """Open the store (async: opening checks, recovers and migrates the file)."""
+    async def build(self, state_dir: Path, *, lock: bool = False) -> OutboxStore:
+        """Open the store (async: opening checks, salvages and migrates the file). The daemon
+        passes `lock=True` (one instance per outbox; OutboxLocked names the holder's PID);
+        offline tools leave it False and work beside the daemon."""
         return await OutboxStore.open(self.resolved_path(state_dir),
                                       synchronous=self.synchronous, max_bytes=self.max_bytes,
-                                      retention_seconds=self.retention_seconds)
+                                      retention_seconds=self.retention_seconds, lock=lock)

@@ -58,3 +58,16 @@ class OutboxForeignFile(OutboxError):
     def __init__(self, path: Path, detail: str) -> None:
         self.path = path
         super().__init__(f"{path} is not a PlantBridge outbox ({detail}): check buffer.path")
+
+
+class OutboxLocked(OutboxError):
+    """Another process holds the outbox (a second `plantbridge run` on the same state dir).
+
+    Not a StorageError: the file is fine, it is in use. `pid` is the holder's, when it wrote it.
+    """
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"PID {pid}" if pid is not None else "PID unknown"
+        super().__init__(f"outbox {path} is in use by another PlantBridge ({holder})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from gateway.model import MessageKind
 
@@ -40,6 +42,11 @@ class OutboxStats:
     by class name; `refused` counts non-event messages refused with BufferFull since open;
     `forgotten` counts delivered telemetry/status keys dropped early to make room (before any
     undelivered record is shed; nothing is lost but their deduplication memory).
+
+    Per sink: `oldest_pending_age_by_sink`; `stuck` counts pending records whose first attempt
+    failed and that are older than `stuck_after_seconds` (they keep retrying and hold back only
+    their own episode); `stuck_oldest` describes the oldest stuck record of each sink (id, key,
+    asset, episode_id, attempts, last_error, age_seconds) for the status page.
     """
 
     pending: dict[str, int] = field(default_factory=dict)
@@ -53,6 +60,46 @@ class OutboxStats:
     refused: int = 0
     forgotten: int = 0
     full: bool = False
+    oldest_pending_age_by_sink: dict[str, float] = field(default_factory=dict)
+    stuck: dict[str, int] = field(default_factory=dict)
+    stuck_oldest: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageReport:
+    """What opening a corrupt outbox carried over into the fresh file.
+
+    `moved_to` is where the damaged file was kept. `carried` counts rows per kind (open_episodes,
+    closed_episodes, receipts, pending, dead, delivered, rule_state, sample_marks, notices);
+    `unreadable` counts rows per table that could not be read, or says why a whole table (or the
+    whole file, key "file") could not be read when no count is known.
+    """
+
+    moved_to: Path
+    carried: dict[str, int]
+    unreadable: dict[str, int | str]
+
+    def summary(self) -> str:
+        """One line for a log and the status page."""
+        c, lost = self.carried, self.unreadable
+        parts = [f"{c.get('open_episodes', 0)} open episodes and "
+                 f"{c.get('pending', 0)} pending records carried over"]
+        counted = sum(v for v in lost.values() if isinstance(v, int))
+        if counted:
+            parts.append(f"{counted} rows unreadable")
+        parts.extend(f"{name}: {v}" for name, v in lost.items() if isinstance(v, str))
+        return f"outbox was damaged (kept at {self.moved_to}): " + "; ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something an operator must see until acknowledged (e.g. `kind` "salvage")."""
+
+    id: int
+    kind: str
+    created_at: float
+    message: str
+    detail: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +121,5 @@ class StatusRows:
 
     receipts: dict[tuple[str, str], str]  # (sink, episode_id) -> upstream id, open episodes
     facts: dict[str, dict[str, object]]  # episode_id -> what its request said (value, reason)
-    oldest_pending_age_seconds: dict[str, float]  # per sink, sinks with something pending
     undelivered: dict[tuple[str, str], str]  # (sink, episode_id) -> pending | dead: open requests
     urgent: list[UrgentRecord]

@@ -76,7 +76,46 @@ _V3 = (
     "ALTER TABLE outbox ADD COLUMN sent_at REAL",
 )
 
-_V_ATTEMPTS = (
+_V4 = (
+    # Lease hands out the head of line of each (sink, episode): it walks a sink's pending records
+    # in id order and keeps those with no older pending record in their episode (one seek in
+    # the second index). One episode held back (retrying, not yet due) never holds back another
+    # episode, also of the same asset; a lease stops after `limit` heads.
+    "CREATE INDEX outbox_sink_pending ON outbox(sink, id) WHERE state = 0",
+    "CREATE INDEX outbox_episode_heads ON outbox(sink, episode_id, id) WHERE state = 0",
+    # The per-asset head index served only the old lease.
+    "DROP INDEX outbox_pending",
+    # What a rule instance must remember across a restart: msgpack `data`, written in the same
+    # transaction as the transitions the samples caused. `fingerprint` is the rule definition.
+    """CREATE TABLE rule_state (
+        rule_id TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        data BLOB NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (rule_id, asset)
+    ) WITHOUT ROWID""",
+    # The newest device time evaluated per (source, asset, signal): resends are skipped.
+    """CREATE TABLE sample_marks (
+        source TEXT NOT NULL,
+        asset TEXT NOT NULL,
+        signal TEXT NOT NULL,
+        device_ts REAL NOT NULL,
+        PRIMARY KEY (source, asset, signal)
+    ) WITHOUT ROWID""",
+    # Things an operator must see until acknowledged (a salvaged corrupt file, for one).
+    """CREATE TABLE notices (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        message TEXT NOT NULL,
+        detail BLOB NOT NULL,                  -- msgpack map, e.g. the salvage counts
+        acknowledged_at REAL
+    )""",
+)
+
+
+_V5 = (
     # Delivery attempt history and what each message said, for `plantbridge trace`
     # (see buffer/attempts.py); pruned with the retention of delivered records.
     """CREATE TABLE attempts (
@@ -104,7 +143,7 @@ _V_ATTEMPTS = (
     )""",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V_ATTEMPTS)
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5)
 LATEST = len(MIGRATIONS)
 
 

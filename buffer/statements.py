@@ -7,7 +7,9 @@ from typing import Any
 
 import msgpack
 
-from gateway.model import MessageClass, MessageKind, OutboxMessage, OutboxRecord
+from gateway.model import Delivery, MessageClass, MessageKind, OutboxMessage, OutboxRecord, Outcome
+
+DEFAULT_RETRY_SECONDS = 1.0
 
 INSERT = (
     "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
@@ -18,25 +20,21 @@ EPISODE = (
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
     " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
 )
-# Head of line per asset of one sink, walked as a loose index scan over the pending index, so a
-# lease costs O(assets with pending records), not O(pending records).
+# Due heads of line per (sink, episode), oldest first: a pending record of the sink whose
+# episode has no older pending record there. Walks the sink's pending index in id order and
+# checks each with one seek, stopping after `limit` heads: a drain costs O(limit) per lease, and
+# only heads that are not due (retrying) or records queued behind a head are stepped over.
+# Order holds within an episode (a clear waits until its raise is settled: delivered or dead);
+# other episodes, also of the same asset, never wait on it. Due-ness is the head's own.
 LEASE = """
-WITH RECURSIVE assets(a) AS (
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink ORDER BY asset LIMIT 1)
-    UNION ALL
-    SELECT (SELECT asset FROM outbox WHERE state = 0 AND sink = :sink AND asset > assets.a
-            ORDER BY asset LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
-), heads(id) AS (
-    SELECT (SELECT id FROM outbox WHERE state = 0 AND sink = :sink AND asset = assets.a
-            ORDER BY id LIMIT 1)
-    FROM assets WHERE assets.a IS NOT NULL
-)
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
        o.attempts, r.receipt, o.sent_at
-FROM heads JOIN outbox o ON o.id = heads.id
+FROM outbox o INDEXED BY outbox_sink_pending
 LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
-WHERE o.next_attempt_at <= :now
+WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
+  AND NOT EXISTS (SELECT 1 FROM outbox p INDEXED BY outbox_episode_heads
+                  WHERE p.state = 0 AND p.sink = :sink AND p.episode_id = o.episode_id
+                  AND p.id < o.id)
 ORDER BY o.id LIMIT :limit
 """
 
@@ -52,3 +50,42 @@ def leased_record(r: Sequence[Any]) -> OutboxRecord:
         upstream_ref=r[10],
         unsettled_send_at=r[11],
     )
+
+
+SETTLE_ACCEPTED = (
+    "UPDATE outbox SET state = 1, settled_at = ?, sent_at = NULL,"
+    " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?")
+# first receipt wins: the raise's id is what later messages must refer to
+ADD_RECEIPT = ("INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
+               " VALUES (?, ?, ?, ?)")
+SETTLE_DEAD = ("UPDATE outbox SET state = 2, settled_at = ?, last_error = ?, sent_at = NULL,"
+               " attempts = attempts + 1 WHERE id = ?")
+SETTLE_RETRY = ("UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
+                " last_error = ?, sent_at = NULL WHERE id = ?")
+
+Rows = list[tuple[Any, ...]]
+
+
+def settle_rows(live: dict[int, tuple[str, str, int]], first: dict[int, Delivery],
+                now: float) -> tuple[Rows, Rows, Rows, Rows, int]:
+    """Parameter rows of SETTLE_ACCEPTED, ADD_RECEIPT, SETTLE_DEAD and SETTLE_RETRY for the
+    pending records `live` (id -> sink, episode_id, body bytes), and the body bytes freed."""
+    ok: Rows = []
+    receipts: Rows = []
+    dead: Rows = []
+    retry: Rows = []
+    freed = 0
+    for rid, (sink, episode_id, body_len) in live.items():
+        d = first[rid]
+        if d.outcome is Outcome.ACCEPTED:
+            ok.append((now, rid))
+            freed += body_len
+            if d.receipt:
+                receipts.append((sink, episode_id, d.receipt, now))
+        elif d.outcome is Outcome.REJECTED:
+            dead.append((now, d.reason or "rejected", rid))
+        else:
+            delay = (DEFAULT_RETRY_SECONDS if d.retry_after_seconds is None
+                     else max(0.0, d.retry_after_seconds))
+            retry.append((now + delay, d.reason, rid))
+    return ok, receipts, dead, retry, freed

@@ -10,26 +10,37 @@ again, so delivery is at least once and the sink's idempotency makes it once in 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
-import aiosqlite
-import msgpack
 import orjson
 
-from buffer import attempts as history
-from buffer.attempts import Attempt, MessageFacts, StoredRecord, Trace
+from buffer.attempts import STATE_NAMES
+from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
-from buffer.errors import BufferFull, OutboxError, StorageError, StorageFull
-from buffer.opening import connect
-from buffer.records import DeadLetter, OutboxStats, StatusRows, Synchronous, UrgentRecord
-from buffer.schema import DEAD, DELIVERED, PENDING, migrate
-from buffer.statements import EPISODE, INSERT, LEASE, leased_record
+from buffer.errors import BufferFull
+from buffer.opening import open_outbox
+from buffer.operator import OperatorViews
+from buffer.records import OutboxStats, StatusRows, Synchronous, UrgentRecord
+from buffer.retention import prune
+from buffer.schema import DEAD, PENDING
+from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
+from buffer.statements import (
+    ADD_RECEIPT,
+    EPISODE,
+    INSERT,
+    LEASE,
+    SETTLE_ACCEPTED,
+    SETTLE_DEAD,
+    SETTLE_RETRY,
+    leased_record,
+    settle_rows,
+)
+from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
 from gateway.model import (
     Delivery,
     EpisodeState,
@@ -37,82 +48,58 @@ from gateway.model import (
     MessageKind,
     OutboxMessage,
     OutboxRecord,
-    Outcome,
+    RuleState,
+    SampleMark,
     Transition,
     TransitionKind,
 )
 
 __all__ = ["OutboxStore", "Synchronous"]
 
-T = TypeVar("T")
-
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_INTERVAL_SECONDS = 300.0
-DEFAULT_RETRY_SECONDS = 1.0
-_CHUNK = 500
-_STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
-
-def _marks(n: int) -> str:
-    return ",".join("?" * n)
 
 
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(items), _CHUNK):
-        yield items[i:i + _CHUNK]
-
-
-class OutboxStore:
+class OutboxStore(OperatorViews):
     """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
-
-    def __init__(self, db: aiosqlite.Connection, path: Path, max_bytes: int | None,
-                 retention_seconds: float, recovered_from: Path | None) -> None:
-        self._db = db
-        self.path = path
-        self.max_bytes = max_bytes
-        self.retention_seconds = retention_seconds
-        self.recovered_from = recovered_from  # where a corrupt file was moved at open, if any
-        self._lock = asyncio.Lock()
-        self._packer = msgpack.Packer()
-        self._used = 0
-        self._resync = True  # recount tracked bytes before trusting the running total
-        self._pressure = False
-        self._shed: dict[MessageClass, int] = {}
-        self._refused = 0
-        self._forgotten = 0
-        self._last_prune: float | None = None
-        self._closed = False
 
     @classmethod
     async def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.FULL,
                    max_bytes: int | None = None,
-                   retention_seconds: float = DEFAULT_RETENTION_SECONDS) -> OutboxStore:
-        """Open (creating, migrating, or recovering from corruption) the outbox at `path`.
+                   retention_seconds: float = DEFAULT_RETENTION_SECONDS,
+                   lock: bool = False) -> OutboxStore:
+        """Open (creating, migrating, or salvaging a corrupt file into a fresh one) the outbox
+        at `path`.
 
+        With `lock`, hold an exclusive lock on `<path>.lock` until `close()` (the daemon does;
+        offline tools do not): a second locking opener gets OutboxLocked naming our PID.
         Raises OutboxSchemaTooNew for a file of a newer release, OutboxForeignFile for an SQLite
         file that is not an outbox, StorageError when the file cannot be opened at all.
         """
         path = Path(path)
         if max_bytes is not None and max_bytes <= 0:
             raise ValueError("max_bytes must be positive or None")
-        db, moved = await connect(path)
         try:
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute(f"PRAGMA synchronous = {Synchronous(synchronous).value.upper()}")
-            await db.execute("PRAGMA journal_size_limit = 67108864")
-            await migrate(db)
+            opened = await open_outbox(path, synchronous, lock=lock)
         except sqlite3.Error as exc:
-            await db.close()
-            raise _translate(exc, path) from exc
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, path, max_bytes, retention_seconds, moved)
+            raise translate(exc, path) from exc
+        return cls(opened.db, path, max_bytes, retention_seconds, opened.salvage,
+                   opened.file_lock, opened.wal_damage)
+
+    @property
+    def recovered_from(self) -> Path | None:
+        """Where a corrupt file was moved aside at open, if it was (see `salvage`)."""
+        return None if self.salvage is None else self.salvage.moved_to
 
     async def close(self) -> None:
         if not self._closed:
             self._closed = True
             async with self._lock:
-                await self._db.close()
+                try:
+                    await self._db.close()
+                finally:
+                    if self._file_lock is not None:
+                        self._file_lock.release()
 
     async def __aenter__(self) -> Self:
         return self
@@ -123,13 +110,19 @@ class OutboxStore:
     # --- append ---------------------------------------------------------------------------
 
     async def commit(self, transitions: Sequence[Transition],
-                     messages: Sequence[OutboxMessage]) -> int:
-        """Record transitions and enqueue messages in one transaction; returns how many messages
-        were new (a key already stored, delivered or not, is ignored).
+                     messages: Sequence[OutboxMessage], states: Sequence[RuleState] = (),
+                     marks: Sequence[SampleMark] = ()) -> int:
+        """Record transitions, enqueue messages, and store the rule states and sample marks
+        a group of samples changed, all in one transaction; returns how many messages were new
+        (a key already stored, delivered or not, is ignored).
 
-        Raises BufferFull (nothing written) when non-event messages do not fit the budget even
-        after shedding, StorageFull when the disk is full, StorageError on other I/O failures.
+        A state whose `data` is None deletes that instance's row; for one (rule_id, asset) or
+        one mark key the last entry wins. Raises BufferFull (nothing at all written, states and
+        marks included) when non-event messages do not fit the budget even after shedding,
+        StorageFull when the disk is full, StorageError on other I/O failures, ValueError (before
+        writing) for a state msgpack cannot encode.
         """
+        state_rows = StateRows(self._packer, states, marks, time.time())
         encoded: dict[str, tuple[OutboxMessage, tuple[Any, ...]]] = {}
         for m in messages:
             if m.key not in encoded:
@@ -142,6 +135,11 @@ class OutboxStore:
              None if t.kind is TransitionKind.RAISED else t.ts)
             for t in transitions
         ]
+        if not encoded and not episodes:
+            if state_rows:  # the common case of a busy plant: state only, no budget work
+                async with self._lock, self._write():
+                    await state_rows.write(self._db)
+            return 0
         async with self._lock:
             await self._sync_used()
             room: Room | None = None
@@ -158,6 +156,7 @@ class OutboxStore:
                         await self._db.executemany(INSERT, [row for _, row in new])
                     if episodes:
                         await self._db.executemany(EPISODE, episodes)
+                    await state_rows.write(self._db)
             except BufferFull as exc:
                 self._pressure = True
                 self._refused += exc.refused
@@ -183,9 +182,9 @@ class OutboxStore:
 
     async def _existing_keys(self, keys: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             rows = await self._db.execute_fetchall(
-                f"SELECT key FROM outbox WHERE key IN ({_marks(len(chunk))})", chunk)
+                f"SELECT key FROM outbox WHERE key IN ({placeholders(len(chunk))})", chunk)
             found.update(r[0] for r in rows)
         return found
 
@@ -197,10 +196,23 @@ class OutboxStore:
                 " WHERE cleared_at IS NULL ORDER BY raised_at, episode_id")
         return [EpisodeState(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
+    async def load_rule_states(self) -> list[RuleState]:
+        """Every stored rule instance state (by rule_id, asset): restored into rules at start."""
+        async with self._lock:
+            rows = await self._read(LOAD_STATES)
+        return [rule_state_row(r) for r in rows]
+
+    async def load_marks(self) -> list[SampleMark]:
+        """The newest device time evaluated per (source, asset, signal), restored at start."""
+        async with self._lock:
+            rows = await self._read(LOAD_MARKS)
+        return [mark_row(r) for r in rows]
+
     # --- deliver --------------------------------------------------------------------------
 
     async def lease(self, sink: str, limit: int, now: float) -> list[OutboxRecord]:
-        """Due pending records of `sink`, oldest first, at most one per asset (its head of line).
+        """Due pending records of `sink`, oldest first, at most one per episode (its head of
+        line): a clear waits for its raise to be settled; other episodes never wait.
 
         A read: nothing changes until `settle`. Run one leaser per sink.
         """
@@ -231,41 +243,18 @@ class OutboxStore:
             first.setdefault(d.record_id, d)
         async with self._lock:
             await self._sync_used()
-            freed = 0
             async with self._write():
                 live: dict[int, tuple[str, str, int]] = {}
-                for chunk in _chunks(list(first)):
+                for chunk in chunks(list(first)):
                     rows = await self._db.execute_fetchall(
                         "SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
-                        f" WHERE state = 0 AND id IN ({_marks(len(chunk))})", chunk)
+                        f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
                     live.update((r[0], (r[1], r[2], r[3])) for r in rows)
-                ok, receipts, dead, retry = [], [], [], []
-                for rid, (sink, episode_id, body_len) in live.items():
-                    d = first[rid]
-                    if d.outcome is Outcome.ACCEPTED:
-                        ok.append((now, rid))
-                        freed += body_len
-                        if d.receipt:
-                            receipts.append((sink, episode_id, d.receipt, now))
-                    elif d.outcome is Outcome.REJECTED:
-                        dead.append((now, d.reason or "rejected", rid))
-                    else:
-                        delay = (DEFAULT_RETRY_SECONDS if d.retry_after_seconds is None
-                                 else max(0.0, d.retry_after_seconds))
-                        retry.append((now + delay, d.reason, rid))
-                await self._db.executemany(
-                    "UPDATE outbox SET state = 1, settled_at = ?, sent_at = NULL,"
-                    " size = size - COALESCE(length(body), 0), body = NULL WHERE id = ?", ok)
-                # first receipt wins: the raise's id is what later messages must refer to
-                await self._db.executemany(
-                    "INSERT OR IGNORE INTO receipts (sink, episode_id, receipt, stored_at)"
-                    " VALUES (?, ?, ?, ?)", receipts)
-                await self._db.executemany(
-                    "UPDATE outbox SET state = 2, settled_at = ?, last_error = ?, sent_at = NULL,"
-                    " attempts = attempts + 1 WHERE id = ?", dead)
-                await self._db.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " last_error = ?, sent_at = NULL WHERE id = ?", retry)
+                ok, receipts, dead, retry, freed = settle_rows(live, first, now)
+                await self._db.executemany(SETTLE_ACCEPTED, ok)
+                await self._db.executemany(ADD_RECEIPT, receipts)
+                await self._db.executemany(SETTLE_DEAD, dead)
+                await self._db.executemany(SETTLE_RETRY, retry)
                 pruned = await self._maybe_prune(now)
             self._used -= freed + pruned
 
@@ -275,42 +264,23 @@ class OutboxStore:
         if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL_SECONDS:
             return 0
         self._last_prune = now
-        cutoff = now - self.retention_seconds
-        rows = await self._db.execute_fetchall(
-            "SELECT COALESCE(sum(size), 0) FROM outbox WHERE state = 1 AND settled_at < ?",
-            (cutoff,))
-        pruned = int(next(iter(rows))[0])
-        await self._db.execute(
-            "DELETE FROM outbox WHERE state = 1 AND settled_at < ?", (cutoff,))
-        await self._db.execute(
-            "DELETE FROM episodes WHERE cleared_at IS NOT NULL AND cleared_at < ?", (cutoff,))
-        await self._db.execute(
-            "DELETE FROM receipts WHERE stored_at < ?"
-            " AND episode_id NOT IN (SELECT episode_id FROM episodes)"
-            " AND episode_id NOT IN (SELECT episode_id FROM outbox WHERE state <> 1)",
-            (cutoff,))
-        for sql in history.PRUNE_SQL:  # attempt history goes with the records it describes
-            await self._db.execute(sql, (cutoff,))
-        return pruned
+        return await prune(self._db, now - self.retention_seconds)
 
     # --- operate --------------------------------------------------------------------------
 
-    async def stats(self, now: float) -> OutboxStats:
+    async def stats(self, now: float, *,
+                    stuck_after_seconds: float = DEFAULT_STUCK_AFTER_SECONDS) -> OutboxStats:
+        """A snapshot; a pending record whose first attempt failed and that is older than
+        `stuck_after_seconds` counts as stuck."""
         async with self._lock:
             await self._sync_used()
-            counts = await self._read(
-                "SELECT sink, state, count(*) FROM outbox GROUP BY sink, state")
-            oldest = await self._read("SELECT min(created_at) FROM outbox WHERE state = 0")
-        by_state: dict[str, dict[str, int]] = {name: {} for name in _STATE_NAMES.values()}
-        for sink, state, n in counts:
-            by_state[_STATE_NAMES[state]][sink] = n
-        first = oldest[0][0] if oldest else None
+            fig = await sink_figures(self._read, now, stuck_after_seconds)
         budget = self.max_bytes
         return OutboxStats(
-            pending=by_state["pending"],
-            dead=by_state["dead"],
-            delivered=by_state["delivered"],
-            oldest_pending_age_seconds=None if first is None else max(0.0, now - first),
+            pending=fig.by_state["pending"],
+            dead=fig.by_state["dead"],
+            delivered=fig.by_state["delivered"],
+            oldest_pending_age_seconds=fig.oldest_overall,
             bytes=self._used,
             file_bytes=self._file_bytes(),
             budget_bytes=budget,
@@ -318,151 +288,35 @@ class OutboxStore:
             refused=self._refused,
             forgotten=self._forgotten,
             full=budget is not None and (self._pressure or self._used >= budget),
+            oldest_pending_age_by_sink=fig.oldest_age,
+            stuck=fig.stuck,
+            stuck_oldest=fig.stuck_oldest,
         )
-
-    def _file_bytes(self) -> int:
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(OSError):
-                total += os.stat(f"{self.path}{suffix}").st_size
-        return total
-
-    async def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        where, args = ("AND sink = ?", (sink,)) if sink is not None else ("", ())
-        async with self._lock:
-            rows = await self._read(
-                "SELECT id, key, sink, asset, kind, last_error, settled_at, attempts FROM outbox"
-                f" WHERE state = 2 {where} ORDER BY id LIMIT ?", (*args, limit))
-        return [DeadLetter(r[0], r[1], r[2], r[3], MessageKind(r[4]), r[5], r[6], r[7])
-                for r in rows]
-
-    async def requeue_dead(self, ids: Sequence[int]) -> int:
-        """Make dead letters pending again (due now, attempts reset); returns how many."""
-        return await self._update_dead(
-            "UPDATE outbox SET state = 0, attempts = 0, next_attempt_at = 0, settled_at = NULL"
-            " WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=False)
-
-    async def drop_dead(self, ids: Sequence[int]) -> int:
-        """Delete dead letters for good (their keys may then be enqueued again)."""
-        return await self._update_dead(
-            "DELETE FROM outbox WHERE state = 2 AND id IN ({}) RETURNING size", ids, frees=True)
-
-    async def _update_dead(self, sql: str, ids: Sequence[int], *, frees: bool) -> int:
-        """Run `sql` (which returns the size of each row it affects) over the given ids."""
-        unique = list(dict.fromkeys(ids))
-        n = freed = 0
-        async with self._lock:
-            async with self._write():
-                for chunk in _chunks(unique):
-                    rows = list(await self._db.execute_fetchall(
-                        sql.format(_marks(len(chunk))), chunk))
-                    n += len(rows)
-                    freed += sum(r[0] for r in rows) if frees else 0
-            self._used -= freed
-        return n
-
-    # --- plumbing -------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _write(self) -> AsyncIterator[None]:
-        """One write transaction; any failure rolls it back and leaves the store usable."""
-        self._check_open()
-        try:
-            await self._db.execute("BEGIN IMMEDIATE")
-            yield
-            await self._db.execute("COMMIT")
-        except BaseException as exc:
-            if not isinstance(exc, BufferFull):  # BufferFull changed nothing we track
-                self._resync = True
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path) from exc
-            raise
-
-    async def _read(self, sql: str, args: Any = ()) -> list[Any]:
-        self._check_open()
-        try:
-            return list(await self._db.execute_fetchall(sql, args))
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise OutboxError(f"outbox {self.path} is closed")
-
-    async def _sync_used(self) -> None:
-        if self._resync:
-            rows = await self._read("SELECT COALESCE(sum(size), 0) FROM outbox")
-            self._used = int(rows[0][0])
-            self._resync = False
-
-    # --- attempt history (trace) ---
-    # Thin wrappers: the SQL lives in buffer/attempts.py. Reads take no lock of the daemon's:
-    # WAL lets `plantbridge trace` and `outbox` read beside a running gateway.
-
-    async def record_attempts(self, attempts: Sequence[Attempt],
-                              facts: Sequence[MessageFacts] = ()) -> None:
-        """Append delivery attempts (and first-seen message facts) in one transaction."""
-        if attempts or facts:
-            async with self._lock, self._write():
-                await history.write(self._db, attempts, facts)
-
-    async def trace(self, ident: str) -> Trace | None:
-        """One episode's life by episode id, idempotency key, external ref or receipt."""
-        async with self._lock:
-            return await self._query(history.find_trace(self._db, ident))
-
-    async def records(self, *, sink: str | None = None, asset: str | None = None,
-                      dead: bool = False, bodies: bool = False,
-                      limit: int = 1000) -> list[StoredRecord]:
-        """Undelivered records (or only dead letters), oldest first, bodies if asked."""
-        async with self._lock:
-            return await self._query(history.list_records(
-                self._db, sink=sink, asset=asset, dead=dead, bodies=bodies, limit=limit))
-
-    async def drop_records(self, ids: Sequence[int]) -> int:
-        """Delete undelivered records (pending or dead) for good; returns how many."""
-        return await self._update_dead(
-            "DELETE FROM outbox WHERE state <> 1 AND id IN ({}) RETURNING size", ids, frees=True)
-
-    async def _query(self, query: Awaitable[T]) -> T:
-        self._check_open()
-        try:
-            return await query
-        except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
 
     # --- status page ---
     # Small reads for the status page, `/readyz` and `plantbridge status`; all bounded.
 
     async def status_rows(self, now: float, urgent_after_seconds: float,
                           urgent_severity: int = 1) -> StatusRows:
-        """Upstream ids and request facts of open episodes, the oldest pending age per sink,
-        and maintenance requests of severity <= `urgent_severity` still pending or dead more
-        than `urgent_after_seconds` after they were committed."""
+        """Upstream ids, request facts and undelivered requests of open episodes, and the
+        maintenance requests of severity <= `urgent_severity` still pending or dead more than
+        `urgent_after_seconds` after they were committed."""
+        open_only = " JOIN episodes e ON e.episode_id = {t}.episode_id WHERE e.cleared_at IS NULL"
+        request = MessageKind.MAINTENANCE_REQUEST.value
         async with self._lock:
-            receipts = await self._read(
-                "SELECT r.sink, r.episode_id, r.receipt FROM receipts r JOIN episodes e"
-                " ON e.episode_id = r.episode_id WHERE e.cleared_at IS NULL LIMIT 1000")
-            facts = await self._read(
-                "SELECT f.episode_id, f.facts FROM attempt_facts f JOIN episodes e"
-                " ON e.episode_id = f.episode_id WHERE e.cleared_at IS NULL LIMIT 1000")
+            receipts = await self._read("SELECT r.sink, r.episode_id, r.receipt FROM receipts r"
+                                        + open_only.format(t="r") + " LIMIT 1000")
+            facts = await self._read("SELECT f.episode_id, f.facts FROM attempt_facts f"
+                                     + open_only.format(t="f") + " LIMIT 1000")
             undelivered = await self._read(
-                "SELECT o.sink, o.episode_id, o.state FROM outbox o JOIN episodes e"
-                " ON e.episode_id = o.episode_id WHERE e.cleared_at IS NULL"
-                " AND o.state IN (?, ?) AND o.kind = ? LIMIT 1000",
-                (PENDING, DEAD, MessageKind.MAINTENANCE_REQUEST.value))
-            oldest = await self._read(
-                "SELECT sink, min(created_at) FROM outbox WHERE state = 0 GROUP BY sink")
+                "SELECT o.sink, o.episode_id, o.state FROM outbox o" + open_only.format(t="o")
+                + " AND o.state IN (?, ?) AND o.kind = ? LIMIT 1000", (PENDING, DEAD, request))
             urgent = await self._read(
                 "SELECT o.sink, o.asset, o.episode_id, o.state, o.created_at, o.last_error,"
                 " e.severity FROM outbox o JOIN episodes e ON e.episode_id = o.episode_id"
                 " WHERE o.state IN (?, ?) AND o.kind = ? AND e.severity <= ?"
                 " AND o.created_at <= ? ORDER BY o.created_at LIMIT 50",
-                (PENDING, DEAD, MessageKind.MAINTENANCE_REQUEST.value, urgent_severity,
-                 now - urgent_after_seconds))
+                (PENDING, DEAD, request, urgent_severity, now - urgent_after_seconds))
         said: dict[str, dict[str, object]] = {}
         for episode_id, text in facts:
             with contextlib.suppress(orjson.JSONDecodeError):
@@ -472,14 +326,6 @@ class OutboxStore:
         return StatusRows(
             receipts={(sink, ep): receipt for sink, ep, receipt in receipts},
             facts=said,
-            oldest_pending_age_seconds={sink: max(0.0, now - t) for sink, t in oldest},
-            undelivered={(sink, ep): _STATE_NAMES[st] for sink, ep, st in undelivered},
-            urgent=[UrgentRecord(r[0], r[1], r[2], _STATE_NAMES[r[3]], r[4], r[5], r[6])
+            undelivered={(sink, ep): STATE_NAMES[st] for sink, ep, st in undelivered},
+            urgent=[UrgentRecord(r[0], r[1], r[2], STATE_NAMES[r[3]], r[4], r[5], r[6])
                     for r in urgent])
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> StorageError:
-    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return StorageFull(path)
-    return StorageError(path, str(exc))
-

@@ -123,13 +123,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     g = loaded.config.gateway
     logs.setup(g.log_level, g.log_format)
-    from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew
+    from buffer.errors import OutboxForeignFile, OutboxLocked, OutboxSchemaTooNew
     from gateway.daemon import Daemon
 
     async def main() -> int:
         try:
             await Daemon(loaded).run()
-        except (OutboxSchemaTooNew, OutboxForeignFile) as exc:
+        except (OutboxSchemaTooNew, OutboxForeignFile, OutboxLocked) as exc:
             logging.getLogger("plantbridge").error("refusing to start: %s", exc)
             return 2
         return 0
@@ -267,6 +267,10 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     cfg = loaded.config
     if args.action == "drop":
         return _outbox_drop(cfg, args.ids, args.yes)
+    if args.action == "acknowledge":
+        n = run_async(tools.acknowledge(cfg))
+        print(f"acknowledged {n} notice(s)" if n else "no notice to acknowledge")
+        return 0
     exporting = args.action == "export"
     found = run_async(tools.records(cfg, sink=args.sink, asset=args.asset, dead=args.dead,
                                     bodies=exporting or args.json))
@@ -413,6 +417,9 @@ def add_outbox_parser(sub: Any) -> None:
             a.set_defaults(json=False)
         else:
             a.add_argument("--json", action="store_true", help="one JSON object a line")
+    ack = acts.add_parser("acknowledge", help="clear the notices of a damaged outbox from the "
+                          "status page, once you have read them")
+    ack.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     dr = acts.add_parser("drop", help="delete undelivered records for good")
     dr.add_argument("ids", nargs="+", type=int, metavar="ID")
     dr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

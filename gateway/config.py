@@ -83,6 +83,12 @@ def is_loopback(host: str) -> bool:
 class RulesConfig(StrictModel):
     files: list[str] = ["rules.d/*.toml"]  # globs, relative to the config file
     tick_seconds: float = Field(default=1.0, gt=0)
+    # A pattern rule (`asset_pattern`) gets one instance per asset that sent its signal, up to
+    # this many; further assets are refused, counted and shown on the status page.
+    max_instances_per_rule: int = Field(default=1000, ge=1)
+    # After a start, a stale rule gives a silent sensor this long (at most its own limit)
+    # before calling it silent: while the gateway was down it could not see the data.
+    stale_start_grace_seconds: float = Field(default=30.0, ge=0)
 
 
 class PlantBridgeConfig(StrictModel):

@@ -56,6 +56,7 @@ class Daemon:
         self.reload_state: dict[str, Any] = {"at": iso_time(self.started_at), "error": "",
                                              "rules": 0, "instances": 0}
         self.outbox_stats: dict[str, Any] = {}
+        self.outbox_notices: list[str] = []  # shown until `plantbridge outbox acknowledge`
         self.notices: list[str] = []
         self._wakes: dict[str, asyncio.Event] = {}  # one per forwarder: new records to send
         # Reloads run one at a time, in the order the signals came: a SIGHUP during a reload
@@ -68,13 +69,15 @@ class Daemon:
     async def run(self) -> None:
         cfg = self.cfg
         self.loaded.config.outbox_path().parent.mkdir(parents=True, exist_ok=True)
-        self.outbox = await cfg.buffer.build(cfg.gateway.state_dir)
+        # One daemon per state dir: a second `run` fails here, naming the PID holding it.
+        self.outbox = await cfg.buffer.build(cfg.gateway.state_dir, lock=True)
         try:
-            if self.outbox.recovered_from is not None:
-                msg = (f"outbox file was corrupt; moved aside to {self.outbox.recovered_from} "
-                       "and started a fresh one")
-                log.error(msg)
-                self.notices.append(msg)
+            if self.outbox.salvage is not None:
+                log.error("outbox file was damaged: %s", self.outbox.salvage.summary(),
+                          extra=story.extra(path=str(self.outbox.salvage.moved_to)))
+            if self.outbox.wal_damage is not None:
+                log.error("outbox write-ahead log was damaged: %s",
+                          self.outbox.wal_damage.detail)
             await self._run_components(self.outbox)
         finally:
             for sink in self.sinks:
@@ -86,11 +89,17 @@ class Daemon:
 
     async def _run_components(self, outbox: OutboxStore) -> None:
         cfg = self.cfg
-        engine = RuleEngine(self.loaded.rules)
+        engine = RuleEngine(self.loaded.rules,
+                            max_instances_per_rule=cfg.rules.max_instances_per_rule)
+        # Rule state first (delays, mutes, windows), then the open episodes, which the outbox
+        # decides; timers keep their deadlines, stale rules get their start-up grace.
+        loaded_states = engine.restore_states(await outbox.load_rule_states())
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
-        if episodes:
-            log.info("restored %d open episodes", len(episodes))
+        engine.resume(time.time(), cfg.rules.stale_start_grace_seconds)
+        if episodes or loaded_states:
+            log.info("restored %d open episodes and the state of %d rule instances",
+                     len(episodes), loaded_states)
         self.reload_state |= _rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
                                  cfg.gateway.site, self._wake_forwarders,
@@ -305,7 +314,10 @@ class Daemon:
     async def refresh(self) -> None:
         if self.outbox is not None:
             now = time.time()
-            self.outbox_stats = asdict(await self.outbox.stats(now))
+            stats = await self.outbox.stats(
+                now, stuck_after_seconds=self.cfg.forwarding.stuck_after_seconds)
+            self.outbox_stats = asdict(stats)
+            self.outbox_notices = [n.message for n in await self.outbox.notices()]
             self.status_rows = await self.outbox.status_rows(
                 now, self.cfg.http.critical_pending_seconds)
             any_dead = any((self.outbox_stats.get("dead") or {}).values())
@@ -328,6 +340,7 @@ class Daemon:
 
     def problems(self) -> list[str]:
         out = list(self.notices)
+        out.extend(self._integrity_problems())
         for kind, src in self.sources.values():
             h = src.health()
             if h.state not in ("connected",):
@@ -369,15 +382,33 @@ class Daemon:
                        + "], [".join(self.reload_state["restart_needed"]) + "]")
         return out
 
+    def _integrity_problems(self) -> list[str]:
+        """What threatens 'never zero, never two': a damaged outbox (until acknowledged), a
+        record that keeps failing, pattern rules refusing assets, clocks beyond their limit."""
+        out = [f"{n} (acknowledge with: plantbridge outbox acknowledge)"
+               for n in self.outbox_notices]
+        for sink, rec in (self.outbox_stats.get("stuck_oldest") or {}).items():
+            n = (self.outbox_stats.get("stuck") or {}).get(sink, 0)
+            out.append(f"upstream {sink}: {n} record(s) failing for over "
+                       f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
+                       f"({rec['asset']}, {rec['attempts']} attempts, "
+                       f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
+        if self.pipeline is not None:
+            for rule_id, n in sorted(self.pipeline.engine.refused_instances().items()):
+                out.append(f"rule {rule_id} refused {n} asset(s): it has its "
+                           f"[rules] max_instances_per_rule of "
+                           f"{self.cfg.rules.max_instances_per_rule}")
+        return out
+
     def delays(self) -> list[str]:
         """Upstreams that fail to deliver. Shown with the problems, but on their own they leave
         /readyz green: a late low-priority update pages nobody. A critical request late past
         `http.critical_pending_seconds` is a problem of its own (`status_rows.urgent`)."""
-        o, rows, out = self.outbox_stats, self.status_rows, []
+        o, out = self.outbox_stats, []
         for f in self.forwarders:
             waiting = (o.get("pending") or {}).get(f.sink.name, 0)
             if not f.stats.hung and f.stats.failing and waiting:
-                age = rows.oldest_pending_age_seconds.get(f.sink.name, 0.0) if rows else 0.0
+                age = (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name, 0.0)
                 out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
                            f"oldest {age_words(age)}): {f.stats.last_error}")
         return out
@@ -404,7 +435,7 @@ class Daemon:
                       "pending": (o.get("pending") or {}).get(f.sink.name, 0),
                       "dead": (o.get("dead") or {}).get(f.sink.name, 0),
                       "oldest_pending_age_seconds":
-                          rows.oldest_pending_age_seconds.get(f.sink.name) if rows else None}
+                          (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name)}
                      for f in self.forwarders]
         raised = {x["episode_id"]: x for x in self.recent if x["kind"] == "raised"}
         episodes = []

@@ -165,6 +165,11 @@ class Rule(Protocol):
     def restore(self, episode: EpisodeState) -> None: ...
     def close(self, now: float, reason: str) -> Transition | None: ...  # removed on reload
     def fingerprint(self) -> str: ...  # equal fingerprints: same definition, state carries over
+    # Durable state: everything a restart must keep, as msgpack-able data (first item: a
+    # format version). `load` takes it back, lists for tuples; it raises ValueError and changes
+    # nothing when the data does not fit (the instance then starts clean).
+    def snapshot(self) -> Any: ...
+    def load(self, data: Any) -> None: ...
 
 
 # --- outbox and delivery -------------------------------------------------------------------

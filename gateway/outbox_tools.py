@@ -32,6 +32,12 @@ async def records(cfg: PlantBridgeConfig, *, sink: str | None = None, asset: str
                                    limit=LIST_LIMIT)
 
 
+async def acknowledge(cfg: PlantBridgeConfig) -> int:
+    """Acknowledge what opening found damaged (salvage, WAL damage); returns how many."""
+    async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
+        return await store.acknowledge_notices()
+
+
 async def drop(cfg: PlantBridgeConfig, ids: Sequence[int]) -> int:
     """Delete these undelivered records for good; returns how many were there to delete."""
     async with await cfg.buffer.build(cfg.gateway.state_dir) as store:

@@ -1,9 +1,12 @@
 """Samples in, committed transitions and messages out: the one place rules meet the outbox.
 
 One committer task evaluates rules in arrival order and writes what they caused in grouped
-transactions. A source's batch is acknowledged (MQTT QoS 1) only after that commit. When the
-commit fails (full disk), the same transitions are retried until they land: backpressure reaches
-the sources through the bounded intake queue, and nothing accepted is lost.
+transactions: the transitions, their messages, and the state of every rule instance the group
+changed (pending delays, mutes, windows, last-seen times), so a restart right after the
+acknowledgement loses and doubles nothing. A source's batch is acknowledged (MQTT QoS 1) only
+after that commit. When the commit fails (full disk), the same transitions and states are
+retried until they land: backpressure reaches the sources through the bounded intake queue, and
+nothing accepted is lost.
 """
 
 from __future__ import annotations
@@ -19,7 +22,16 @@ from typing import TYPE_CHECKING
 from buffer.errors import StorageError
 from gateway.backoff import Backoff
 from gateway.messages import messages_for
-from gateway.model import OutboxMessage, Quality, Sample, SampleBatch, Source, Transition
+from gateway.model import (
+    OutboxMessage,
+    Quality,
+    RuleState,
+    Sample,
+    SampleBatch,
+    SampleMark,
+    Source,
+    Transition,
+)
 
 if TYPE_CHECKING:
     from buffer.store import OutboxStore
@@ -38,6 +50,7 @@ class PipelineStats:
     cleared: int = 0
     messages: int = 0
     commits: int = 0
+    states_written: int = 0
     commit_failures: int = 0
     evaluation_errors: int = 0
     last_evaluation_error: str = ""
@@ -111,7 +124,7 @@ class Pipeline:
                                 transitions.extend(evaluate(sample))
                             except Exception as exc:
                                 self._evaluation_failed(sample, exc)
-                await self._commit(transitions)
+                await self._commit(transitions, self.engine.take_dirty())
             self.stats.batches += len(group)
             for batch in group:
                 if batch.ack is not None:
@@ -132,12 +145,13 @@ class Pipeline:
         while True:
             await asyncio.sleep(self._tick_seconds)
             async with self._lock:
-                await self._commit(self.engine.tick(self._clock()))
+                transitions = self.engine.tick(self._clock())
+                await self._commit(transitions, self.engine.take_dirty())
 
     async def apply(self, transitions: Sequence[Transition]) -> None:
         """Commit transitions made outside sample flow (rules closed by a reload)."""
         async with self._lock:
-            await self._commit(transitions)
+            await self._commit(transitions, self.engine.take_dirty())
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -163,16 +177,17 @@ class Pipeline:
             return False
         return True
 
-    async def _commit(self, transitions: Sequence[Transition]) -> None:
-        if not transitions:
-            return
+    async def _commit(self, transitions: Sequence[Transition], states: Sequence[RuleState] = (),
+                      marks: Sequence[SampleMark] = ()) -> None:
+        if not transitions and not states and not marks:
+            return  # the usual group: nothing a restart would need changed
         messages: list[OutboxMessage] = []
         for t in transitions:
             messages.extend(messages_for(t, self._sinks, self._site))
         backoff = Backoff(0.2, 10.0)
         while True:
             try:
-                await self._outbox.commit(transitions, messages)
+                await self._outbox.commit(transitions, messages, states, marks)
                 break
             except StorageError as exc:  # full disk, I/O error: keep them, retry, say so loudly
                 self.stats.commit_failures += 1
@@ -185,6 +200,7 @@ class Pipeline:
             log.warning("storage writable again; commits resumed")
             self.stats.storage_problem = ""
         self.stats.commits += 1
+        self.stats.states_written += len(states)
         self.stats.messages += len(messages)
         for t in transitions:
             self.stats.transitions += 1

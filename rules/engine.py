@@ -1,40 +1,87 @@
 """The rule engine: routes each sample to the rules that care, ticks the ones that need time.
 
 Routing is one dictionary lookup on (asset, signal) to a tuple of bound methods: the cost per
-sample is O(rules on that signal), and a sample no rule cares about costs one lookup. Pattern
-rules (`asset_pattern`) are built for an asset the first time it is seen. Hot reload keeps the
-state object of every instance whose definition did not change.
+sample is O(rules on that signal), and a sample no rule cares about costs one lookup. The first
+sample of an (asset, signal) misses that lookup once: then the pattern rules (`asset_pattern`)
+that evaluate this signal are built for the asset, up to `max_instances_per_rule` per rule (the
+rest are refused and counted), and the key is cached. So a pattern rule has instances only for
+assets that sent one of its own signals; a mute signal alone builds nothing.
+
+Durable state: every instance reports itself to the engine's dirty set when it changes
+something a restart must keep; `take_dirty` snapshots exactly those (and says which instances a
+reload removed), `restore_states` brings them back at start. Hot reload keeps the state object
+of every instance whose definition did not change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from gateway.model import EpisodeState, RequestDetails, Sample, Transition, TransitionKind
-from rules.build import RuleSet
+from gateway.model import (
+    EpisodeState,
+    Quality,
+    RequestDetails,
+    RuleState,
+    Sample,
+    Transition,
+    TransitionKind,
+)
+from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
+from rules.state import VERSION, StateError, as_float, as_list, as_str
 
 _NONE: tuple[Transition, ...] = ()
+# The rule id of the engine's own stored state: the mute signals of assets that have no pattern
+# instance yet (rule ids start with a letter or digit, so this one is never a rule's).
+MUTE_MEMORY = "*mutes"
 REMOVED = "rule removed on reload"
 GONE = "rule no longer exists (removed while the gateway was stopped)"
+Key = tuple[str, str]
 
 
 class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
-    __slots__ = ("_handlers", "_instances", "_orphans", "_rules", "_seen", "_ticking")
+    __slots__ = ("_built", "_by_id", "_dirty", "_forget", "_handlers", "_instances", "_limit",
+                 "_loaded", "_mute_dirty", "_mute_rules", "_mutes", "_orphans", "_patterns",
+                 "_previous", "_refused", "_routes", "_rules", "_ticking")
 
-    def __init__(self, rules: RuleSet) -> None:
-        self._rules = rules
-        self._instances: dict[tuple[str, str], RuleInstance] = {}  # (rule_id, asset)
-        self._handlers: dict[tuple[str, str], tuple[Handler, ...]] = {}  # (asset, signal)
-        self._ticking: list[RuleInstance] = []
-        self._seen: set[str] = set()  # assets whose pattern rules are built
+    def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000) -> None:
+        if max_instances_per_rule < 1:
+            raise ValueError("max_instances_per_rule must be at least 1")
+        self._limit = max_instances_per_rule
+        self._dirty: set[RuleInstance] = set()  # changed since the last take_dirty
+        self._forget: dict[Key, RuleState] = {}  # (rule_id, asset) removed: forget its state
+        self._loaded: set[Key] = set()  # loaded by restore_states, not yet checked by restore
         self._orphans: list[EpisodeState] = []  # restored episodes of rules that are gone
+        self._previous: dict[Key, RuleInstance] = {}  # during a reload: the old instances
+        # Per asset, the latest good value of each pattern-rule mute signal, so that a pattern
+        # instance built later (after a restart too) starts muted if it should.
+        self._mutes: dict[str, dict[str, float]] = {}
+        self._mute_dirty: set[str] = set()  # assets whose mute memory changed
+        self._load(rules)
+
+    def _load(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self._by_id: dict[str, RuleDef] = {r.rule_id: r for r in rules.rules}
+        self._patterns: dict[str, list[RuleDef]] = {}  # own signal -> pattern rules
+        self._mute_rules: dict[str, list[RuleDef]] = {}  # mute signal -> pattern rules
+        for rule in rules.rules:
+            if rule.pattern is not None:
+                probe = rule.build(rule.rule_id)
+                for signal in probe.signals():
+                    self._patterns.setdefault(signal, []).append(rule)
+                for signal, _ in probe.suppress_while():
+                    self._mute_rules.setdefault(signal, []).append(rule)
+        self._instances: dict[Key, RuleInstance] = {}  # (rule_id, asset)
+        self._routes: dict[Key, tuple[Handler, ...]] = {}  # (asset, signal): every handler
+        self._handlers: dict[Key, tuple[Handler, ...]] = {}  # the keys seen: the hot path
+        self._ticking: list[RuleInstance] = []
+        self._built: dict[str, int] = {}  # rule id -> instances built from its pattern
+        self._refused: dict[str, set[str]] = {}  # rule id -> assets refused by the cap
         for inst in rules.instances():
             self._add(inst)
-        for asset in sorted({a for r in rules.rules for a in r.assets}):
-            self.discover(asset)
 
     # --- per sample and per tick ------------------------------------------------------------
 
@@ -68,51 +115,126 @@ class RuleEngine:
                     out.append(t)
         return _NONE if out is None else out
 
+    # --- durable state ----------------------------------------------------------------------
+
+    def take_dirty(self) -> list[RuleState]:
+        """Snapshots of the instances whose persistent state changed since the last call, one
+        per (rule_id, asset); `data` None for an instance a reload removed (forget it)."""
+        out = self._forget
+        self._forget = {}
+        instances = self._instances
+        for inst in self._dirty:
+            key = (inst.rule_id, inst.asset)
+            if instances.get(key) is inst:
+                out[key] = RuleState(inst.rule_id, inst.asset, inst.fingerprint(),
+                                     inst.snapshot())
+        self._dirty.clear()
+        for asset in self._mute_dirty:
+            remembered = self._mutes[asset]
+            out[(MUTE_MEMORY, asset)] = RuleState(MUTE_MEMORY, asset, "", [
+                VERSION, [[signal, remembered[signal]] for signal in sorted(remembered)]])
+        self._mute_dirty.clear()
+        return list(out.values())
+
+    def restore_states(self, states: Iterable[RuleState]) -> int:
+        """At start, before `restore(episodes)`: bring back stored instance state.
+
+        Each (rule_id, asset) still covered by the rules gets its instance (pattern rules too:
+        the asset sent its signal before the restart), loaded when the fingerprint matches; a
+        changed rule, or data that does not fit, starts clean. State of rules or assets no
+        longer covered is forgotten at the next `take_dirty`. Returns how many were loaded.
+        """
+        loaded = 0
+        for state in states:
+            if state.data is None:
+                continue
+            key = (state.rule_id, state.asset)
+            if state.rule_id == MUTE_MEMORY:
+                try:
+                    self._mutes[state.asset] = _mute_memory(state.data)
+                except StateError:
+                    self._forget[key] = RuleState(*key, "", None)
+                continue
+            inst = self._ensure(state.rule_id, state.asset, capped=True)
+            if inst is None:
+                self._forget[key] = RuleState(state.rule_id, state.asset, state.fingerprint,
+                                              None)
+                continue
+            if state.fingerprint == inst.fingerprint():
+                try:
+                    inst.load(state.data)
+                except StateError:
+                    pass  # refused: start clean (and overwrite what is stored)
+                else:
+                    loaded += 1
+                    self._loaded.add(key)
+                    self._dirty.discard(inst)  # stored as it is now
+                    continue
+            self._dirty.add(inst)  # clean state replaces the stored one
+        return loaded
+
+    def resume(self, now: float, stale_grace_seconds: float) -> None:
+        """After `restore_states` and `restore` at start: timers keep their deadlines (one
+        that passed while the gateway was down fires at the next tick), except that a stale
+        rule gives its sensor `stale_grace_seconds` (at most its limit) to report again."""
+        for inst in self._instances.values():
+            inst.resume(now, stale_grace_seconds)
+
+    def refused_instances(self) -> dict[str, int]:
+        """Per pattern rule: distinct assets refused because the rule had its cap of
+        instances."""
+        return {rule_id: len(assets) for rule_id, assets in self._refused.items()}
+
     # --- restart and reload --------------------------------------------------------------
 
     def restore(self, episodes: Iterable[EpisodeState]) -> None:
         """After a restart: open episodes make their rules start active (no second raise).
 
-        An episode whose rule no longer exists is cleared at the next tick.
+        An episode whose rule no longer exists (or no longer covers its asset) is cleared at
+        the next tick. Call after `restore_states`: an instance whose loaded state already
+        holds the episode is left as it is; one whose loaded state holds an episode that is not
+        among `episodes` forgets it: call it at start with every open episode.
         """
+        open_ids = set()
         for ep in episodes:
-            self.discover(ep.asset)
-            inst = self._instances.get((ep.rule_id, ep.asset))
+            open_ids.add(ep.episode_id)
+            inst = self._ensure(ep.rule_id, ep.asset, capped=False)
             if inst is None:
                 self._orphans.append(ep)
             else:
                 inst.restore(ep)
+        # The outbox is the authority on open episodes: loaded state that holds one it does not
+        # know (state of another time) must not keep the rule raised for good.
+        for key in self._loaded:
+            inst = self._instances.get(key)
+            if inst is not None and inst.active and inst.episode_id not in open_ids:
+                inst.drop_episode()
+        self._loaded.clear()
 
     def replace(self, new_rules: RuleSet, now: float) -> list[Transition]:
         """Hot reload. Unchanged instances keep their state object (open episode, timers); a
         changed one starts clean but keeps its open episode, as after a restart; a removed one
-        clears its open episode, saying why.
+        clears its open episode, saying why, and its stored state is forgotten.
+
+        Pattern instances carry over for the assets that had them; refusal counts restart.
         """
-        old = self._instances
-        fresh = RuleEngine(new_rules)
-        for asset in sorted(self._seen):
-            fresh.discover(asset)
-        for key, inst in list(fresh._instances.items()):
-            before = old.get(key)
-            if before is None:
-                continue
-            if before.fingerprint() == inst.fingerprint():
-                fresh._instances[key] = before
-            else:
-                episode = before.episode()
-                if episode is not None:
-                    inst.restore(episode)
-        out = [t for key, inst in old.items() if key not in fresh._instances
-               if (t := inst.close(now, REMOVED)) is not None]
-        fresh._orphans = self._orphans
-        self._rules = new_rules
-        self._instances = {}
-        self._handlers = {}
-        self._ticking = []
-        self._seen = fresh._seen
-        self._orphans = fresh._orphans
-        for inst in fresh._instances.values():
-            self._add(inst)
+        old = self._previous = self._instances
+        try:
+            self._load(new_rules)  # named assets: built, or the old object kept (`_add`)
+            out: list[Transition] = []
+            for key, before in old.items():
+                inst = self._ensure(*key, capped=True)
+                if inst is None:
+                    if (t := before.close(now, REMOVED)) is not None:
+                        out.append(t)
+                    self._forget[key] = RuleState(*key, before.fingerprint(), None)
+                elif inst is not before:  # changed: clean, but the episode stays open
+                    episode = before.episode()
+                    if episode is not None:
+                        inst.restore(episode)
+                    self._dirty.add(inst)
+        finally:
+            self._previous = {}
         return out
 
     # --- observation ------------------------------------------------------------------------
@@ -125,6 +247,7 @@ class RuleEngine:
         return self._rules.rule_ids()
 
     def instances(self) -> list[RuleInstance]:
+        """Every instance, in the order they were built (the order rules see a sample in)."""
         return list(self._instances.values())
 
     @property
@@ -133,28 +256,90 @@ class RuleEngine:
 
     # --- building -----------------------------------------------------------------------------
 
-    def _add(self, inst: RuleInstance) -> None:
-        self._instances[(inst.rule_id, inst.asset)] = inst
-        for key, handler in inst.handlers():
-            self._handlers[key] = (*self._handlers.get(key, ()), handler)
+    def _add(self, inst: RuleInstance) -> RuleInstance:
+        """Route to `inst`; on reload, to the old instance instead when its definition is the
+        same (it keeps its state). Returns the instance that is in the engine."""
+        key = (inst.rule_id, inst.asset)
+        before = self._previous.get(key)
+        if before is not None and before.fingerprint() == inst.fingerprint():
+            inst = before
+        inst._dirty = self._dirty
+        self._instances[key] = inst
+        for route, handler in inst.handlers():
+            handlers = self._routes[route] = (*self._routes.get(route, ()), handler)
+            if route in self._handlers:
+                self._handlers[route] = handlers
         if inst.needs_tick():
             self._ticking.append(inst)
+        return inst
 
-    def discover(self, asset: str) -> None:
-        """Build the pattern rules that cover this asset, once (its first sample does this)."""
-        if asset in self._seen:
+    def _ensure(self, rule_id: str, asset: str, *, capped: bool) -> RuleInstance | None:
+        """The instance of this rule for this asset, built if the rule covers the asset (None
+        when it does not, or when `capped` and the rule has its cap of pattern instances)."""
+        inst = self._instances.get((rule_id, asset))
+        if inst is not None:
+            return inst
+        rule = self._by_id.get(rule_id)
+        if rule is None or not rule.matches(asset):
+            return None
+        return self._build(rule, asset, capped)
+
+    def _build(self, rule: RuleDef, asset: str, capped: bool) -> RuleInstance | None:
+        built = self._built.get(rule.rule_id, 0)
+        if capped and built >= self._limit:
+            self._refused.setdefault(rule.rule_id, set()).add(asset)
+            return None
+        self._built[rule.rule_id] = built + 1
+        fresh = rule.build(asset)
+        inst = self._add(fresh)
+        if inst is not fresh:  # kept on reload: its state is stored already
+            return inst
+        remembered = self._mutes.get(asset)
+        if remembered:
+            for signal, _ in inst.suppress_while():
+                value = remembered.get(signal)
+                if value is not None:
+                    inst._on_mute_signal(Sample(asset, signal, value, Quality.GOOD, 0.0))
+        self._dirty.add(inst)  # that this asset has the rule is itself worth keeping
+        return inst
+
+    def discover(self, asset: str, signal: str) -> list[RuleInstance]:
+        """The first sample of (asset, signal): build the pattern rules that evaluate this
+        signal and cover the asset (within the cap). Returns the instances built."""
+        out = []
+        for rule in self._patterns.get(signal, ()):
+            if (rule.rule_id, asset) not in self._instances and rule.matches(asset):
+                inst = self._build(rule, asset, capped=True)
+                if inst is not None:
+                    out.append(inst)
+        return out
+
+    def _remember_mute(self, sample: Sample) -> None:
+        """Keep the latest good mute-signal sample for pattern rules not built yet."""
+        value = sample.value
+        if value is None or sample.quality is Quality.BAD:
             return
-        self._seen.add(asset)
-        for inst in self._rules.instances_for(asset):
-            if (inst.rule_id, asset) not in self._instances:
-                self._add(inst)
+        remembered = self._mutes.setdefault(sample.asset, {})
+        if remembered.get(sample.signal) != value:
+            remembered[sample.signal] = value
+            self._mute_dirty.add(sample.asset)
 
     def _miss(self, asset: str, signal: str) -> tuple[Handler, ...]:
-        self.discover(asset)
-        handlers = self._handlers.get((asset, signal))
-        if handlers is None:
-            handlers = self._handlers[(asset, signal)] = ()
+        self.discover(asset, signal)
+        if any(r.matches(asset) for r in self._mute_rules.get(signal, ())):
+            key = (asset, signal)
+            self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
+        handlers = self._handlers[(asset, signal)] = self._routes.get((asset, signal), ())
         return handlers
+
+
+def _mute_memory(data: Any) -> dict[str, float]:
+    """Take back the stored mute memory of one asset: [version, [[signal, value], ...]]."""
+    version, pairs = as_list(data, 2, "mute memory")
+    if version != VERSION:
+        raise StateError(f"mute memory version {version!r}, expected {VERSION}")
+    rows = [as_list(p, 2, "mute value") for p in as_list(pairs, None, "mute memory")]
+    return {as_str(signal, "mute signal"): as_float(value, "mute value") for signal, value in rows}
 
 
 def _orphan_clear(ep: EpisodeState, now: float) -> Transition:

@@ -10,8 +10,21 @@ alarm: it cancels a pending debounce and leaves the episode as it is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from gateway.model import EpisodeState, RequestDetails, Sample, Transition, TransitionKind
+from rules.state import (
+    NOWHERE,
+    VERSION,
+    StateError,
+    as_bool,
+    as_float,
+    as_int,
+    as_list,
+    as_opt_float,
+    as_str,
+    check_version,
+)
 
 Handler = Callable[[Sample], "Transition | None"]
 _RAISED = TransitionKind.RAISED
@@ -50,8 +63,8 @@ class RequestTemplate:
 class RuleInstance:
     """Base of every rule kind. Subclasses implement `evaluate` and, when time matters, `tick`."""
 
-    __slots__ = ("_fingerprint", "_request", "_suppress", "_suppressed_by", "active", "asset",
-                 "episode_id", "last_value", "off_delay", "on_delay", "pending_since",
+    __slots__ = ("_dirty", "_fingerprint", "_request", "_suppress", "_suppressed_by", "active",
+                 "asset", "episode_id", "last_value", "off_delay", "on_delay", "pending_since",
                  "raised_at", "request", "rule_id", "severity", "signal", "suppressed")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
@@ -75,6 +88,9 @@ class RuleInstance:
         self.raised_at = 0.0
         self.pending_since: float | None = None
         self.last_value: float | None = None
+        # Where to report a change a restart must keep (the engine's dirty set; see
+        # rules/state.py). Outside an engine: nowhere.
+        self._dirty: set[Any] = NOWHERE
 
     def needs_tick(self) -> bool:
         """Whether time alone can change this rule (the engine ticks only those)."""
@@ -104,6 +120,12 @@ class RuleInstance:
     def evaluate(self, sample: Sample) -> Transition | None:
         raise NotImplementedError
 
+    def _cancel(self) -> None:
+        """Bad data: a pending on/off delay is dropped."""
+        if self.pending_since is not None:
+            self.pending_since = None
+            self._dirty.add(self)
+
     def tick(self, now: float) -> Transition | None:
         """Debounce expiry without a new sample: the last value is taken to still hold."""
         since = self.pending_since
@@ -115,11 +137,28 @@ class RuleInstance:
         return self._flip(now, self.last_value, now - since)
 
     def restore(self, episode: EpisodeState) -> None:
-        """After a restart the episode is still open: start active, so no second raise."""
+        """After a restart the episode is still open: start active, so no second raise.
+
+        State loaded before (`load`) that already holds this episode is kept as it is.
+        """
+        if self.active and self.episode_id == episode.episode_id:
+            return
         self.active = True
         self.episode_id = episode.episode_id
         self.raised_at = episode.raised_at
         self.pending_since = None
+        self._dirty.add(self)
+
+    def drop_episode(self) -> None:
+        """Forget an episode the outbox does not hold open (no transition: it is not ours)."""
+        self.active = False
+        self.episode_id = ""
+        self.request = None
+        self.pending_since = None
+        self._dirty.add(self)
+
+    def resume(self, now: float, grace: float) -> None:
+        """After a start, once state is restored. Only rules about silence need it (stale)."""
 
     def close(self, now: float, reason: str) -> Transition | None:
         """Clear an open episode because the rule goes away (reload)."""
@@ -136,6 +175,57 @@ class RuleInstance:
         return EpisodeState(self.rule_id, self.asset, self.episode_id, self.raised_at,
                             self.severity)
 
+    # --- durable state (rules/state.py) ---------------------------------------------------
+
+    def snapshot(self) -> list[Any]:
+        """Everything a restart must keep, as msgpack-able data (see `load`).
+
+        [version, active, episode_id, raised_at, pending_since, last_value, request of the open
+        episode (title, priority, failure_code, breakdown, long_text) or None, mute signals now
+        muting, what the kind adds]. Times are absolute, on the gateway's time base.
+        """
+        r = self.request
+        request = None if r is None else [r.title, r.priority, r.failure_code, r.breakdown,
+                                          r.long_text]
+        return [VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
+                self.last_value, request,
+                sorted(self._suppressed_by) if self._suppressed_by else [], self._snapshot_kind()]
+
+    def load(self, data: Any) -> None:
+        """Take back a `snapshot` (possibly msgpack-round-tripped: lists for tuples).
+
+        Raises `StateError` and changes nothing when the data does not fit this instance.
+        """
+        items = check_version(data, 9)
+        active = as_bool(items[1], "active")
+        episode = as_str(items[2], "episode_id")
+        raised_at = as_float(items[3], "raised_at")
+        pending = as_opt_float(items[4], "pending_since")
+        last = as_opt_float(items[5], "last_value")
+        request = None
+        if items[6] is not None:
+            title, priority, code, breakdown, text = as_list(items[6], 5, "request")
+            request = RequestDetails(as_str(title, "title"), as_int(priority, "priority"),
+                                     as_str(code, "failure_code"),
+                                     as_bool(breakdown, "breakdown"), as_str(text, "long_text"))
+        muting = {as_str(s, "suppressed_by") for s in as_list(items[7], None, "suppressed_by")}
+        if not muting <= {s for s, _ in self._suppress}:
+            raise StateError(f"muted by {sorted(muting)}: not mute signals of this rule")
+        self._load_kind(items[8])  # checks before it changes anything
+        self.active, self.episode_id, self.raised_at = active, episode, raised_at
+        self.pending_since, self.last_value, self.request = pending, last, request
+        self._suppressed_by = muting
+        self.suppressed = bool(muting)
+
+    def _snapshot_kind(self) -> Any:
+        """What this kind adds to the snapshot (windows, last-seen times)."""
+        return None
+
+    def _load_kind(self, data: Any) -> None:
+        """Take back `_snapshot_kind`; check everything before changing anything."""
+        if data is not None:
+            raise StateError(f"{type(self).__name__} keeps no extra state, got {data!r}")
+
     # --- shared machinery -----------------------------------------------------------------
 
     def _on_mute_signal(self, sample: Sample) -> Transition | None:
@@ -147,28 +237,36 @@ class RuleInstance:
             muted = value == self._suppress[0][1]
             if muted is self.suppressed:
                 return None
+        by = self._suppressed_by
+        changed = False
         for signal, equals in self._suppress:
             if signal == sample.signal:
                 if value == equals:
-                    self._suppressed_by.add(signal)
-                else:
-                    self._suppressed_by.discard(signal)
-        self.suppressed = bool(self._suppressed_by)
+                    if signal not in by:
+                        by.add(signal)
+                        changed = True
+                elif signal in by:
+                    by.discard(signal)
+                    changed = True
+        if not changed:
+            return None
+        self._dirty.add(self)
+        self.suppressed = bool(by)
         if self.suppressed and not self.active:
             self.pending_since = None
         return None
 
     def _step(self, raw: bool, ts: float, value: float | None) -> Transition | None:
         """Debounce: `raw` must hold for the on (or off) delay before the episode changes."""
-        if raw is self.active:
-            self.pending_since = None
-            return None
-        if self.suppressed and not self.active:
-            self.pending_since = None
+        if raw is self.active or (self.suppressed and not self.active):
+            if self.pending_since is not None:
+                self.pending_since = None
+                self._dirty.add(self)
             return None
         delay = self.off_delay if self.active else self.on_delay
         since = self.pending_since
         if delay > 0.0:
+            self._dirty.add(self)  # a delay starts, or runs on with a new last value
             if since is None:
                 self.pending_since = ts
                 return None
@@ -187,6 +285,7 @@ class RuleInstance:
 
     def _make(self, kind: TransitionKind, ts: float, value: float | None,
               reason: str) -> Transition:
+        self._dirty.add(self)
         if kind is _RAISED:
             self.active = True
             self.episode_id = episode_id(self.rule_id, self.asset, ts)

@@ -67,18 +67,17 @@ def replay_columns(rule_set: RuleSet, cols: Columns, tick_seconds: float = 1.0) 
 
 def _instances(rule_set: RuleSet, data: ReplayData) -> list[tuple[RuleInstance, int]]:
     """Every rule instance in the engine's order, with the position of the sample that created
-    it (-1: there from the start). Pattern rules are built when their asset first sends data."""
+    it (-1: there from the start). Pattern rules are built when their asset first sends one of
+    their own signals."""
     engine = RuleEngine(rule_set)
     out = [(inst, -1) for inst in engine.instances()]
-    first: dict[str, int] = {}
-    for k, (asset, _) in enumerate(data.keys):
+    first: list[tuple[int, str, str]] = []
+    for k, (asset, signal) in enumerate(data.keys):
         at = data.by_key.first(k)
         if at is not None:
-            first[asset] = min(first.get(asset, at), at)
-    for asset, at in sorted(first.items(), key=lambda item: item[1]):
-        known = len(out)
-        engine.discover(asset)
-        out.extend((inst, at) for inst in engine.instances()[known:])
+            first.append((at, asset, signal))
+    for at, asset, signal in sorted(first):
+        out.extend((inst, at) for inst in engine.discover(asset, signal))
     return out
 
 

@@ -243,16 +243,16 @@ def _rate(inst: RateRule, sig: SignalData) -> tuple[Codes, Primer] | None:
 
 def _stale(inst: StaleRule, data: ReplayData, sig: SignalData, ticks: Ints, mute: Ints) -> Plan:
     """Ticks that find the signal silent past the limit, and the samples either side."""
-    if not len(ticks):
-        return EMPTY, EMPTY, None  # it raises only on a tick
-    due, tpos = data.tick_due[ticks], data.tick_pos[ticks]
     own, t = sig.pos, sig.ts
+    if not len(ticks) or not len(own):
+        return EMPTY, EMPTY, None  # it raises only on a tick, and only once it heard the signal
+    due, tpos = data.tick_due[ticks], data.tick_pos[ticks]
     before = np.searchsorted(own, tpos, side="left")  # own samples before each tick
-    seen = np.where(before > 0, t[np.maximum(before - 1, 0)] if len(own) else due[0], due[0])
+    seen = np.where(before > 0, t[np.maximum(before - 1, 0)], np.inf)  # none yet: not watching
     late = np.flatnonzero(due - seen > inst.limit)
     if not inst.suppress_while():
         late = _first_of_each(late, before)  # the first late tick of a silence raises
-    fed = late if before[0] > 0 else np.union1d([0], late)
+    fed = late
     around = np.concatenate((before[late] - 1, before[late]))
     around = around[(around >= 0) & (around < len(own))]
     return np.union1d(own[around], mute), ticks[fed], None

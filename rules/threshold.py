@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from typing import Any
 
 from gateway.model import EpisodeState, Quality, Sample, Transition
 from rules.episode import RequestTemplate, RuleInstance, num
+from rules.state import StateError, as_float, as_int, as_list, as_opt_float
 
 _BAD = Quality.BAD
 INF = math.inf
@@ -40,7 +42,7 @@ class BandThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None  # bad data neither raises nor clears
+            self._cancel()  # bad data neither raises nor clears
             return None
         self.last_value = v
         if self.active:
@@ -50,6 +52,7 @@ class BandThreshold(RuleInstance):
             return self._step(True, sample.source_ts, v)
         if self.pending_since is not None:
             self.pending_since = None
+            self._dirty.add(self)
         return None
 
     def describe(self, value: float | None, raising: bool) -> str:
@@ -80,7 +83,7 @@ class InsideThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         self.last_value = v
         raw = (not (v < self.clo or v > self.chi)) if self.active else self.lo <= v <= self.hi
@@ -117,7 +120,7 @@ class CountThreshold(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         self.last_value = v
         if self.inverted:
@@ -125,6 +128,10 @@ class CountThreshold(RuleInstance):
         else:
             mark = (v > self.hi or v < self.lo) + 2 * (not (self.clo <= v <= self.chi))
         ring, slot = self.ring, self.slot
+        if mark or self.n_alarm or self.n_held:
+            # The window, oldest first, may change. Not when it is all clear and stays so
+            # (the usual case): then moving the slot changes nothing a restart needs.
+            self._dirty.add(self)
         old = ring[slot]
         if old != mark:
             ring[slot] = mark
@@ -135,14 +142,31 @@ class CountThreshold(RuleInstance):
         if raw is self.active:
             if self.pending_since is not None:
                 self.pending_since = None
+                self._dirty.add(self)
             return None
         return self._step(raw, sample.source_ts, v)
 
     def restore(self, episode: EpisodeState) -> None:
-        """Assume the last M samples were in alarm: only M new samples can clear it."""
+        """Without stored state, assume the last M samples were in alarm: only M new samples
+        can clear it. State loaded before that holds this episode is kept."""
+        if self.active and self.episode_id == episode.episode_id:
+            return
         super().restore(episode)
         self.ring = [3] * len(self.ring)
         self.n_alarm = self.n_held = len(self.ring)
+
+    def _snapshot_kind(self) -> Any:
+        """The window's marks, oldest first (so the slot need not be stored)."""
+        ring, slot = self.ring, self.slot
+        return ring[slot:] + ring[:slot]
+
+    def _load_kind(self, data: Any) -> None:
+        marks = [as_int(x, "N-of-M mark") for x in as_list(data, len(self.ring), "N-of-M ring")]
+        if any(not 0 <= x <= 3 for x in marks):
+            raise StateError(f"N-of-M marks must be 0..3, got {marks}")
+        self.ring, self.slot = marks, 0
+        self.n_alarm = sum(x & 1 for x in marks)
+        self.n_held = sum(x >> 1 for x in marks)
 
     def describe(self, value: float | None, raising: bool) -> str:
         m = len(self.ring)
@@ -178,11 +202,16 @@ class RateRule(RuleInstance):
     def evaluate(self, sample: Sample) -> Transition | None:
         v = sample.value
         if v is None or sample.quality is _BAD:
-            self.pending_since = None
+            self._cancel()
             return None
         ts = sample.source_ts
         self.last_value = v
+        self._dirty.add(self)  # the window moves with every good sample
         history = self.history
+        if history and history[-1][1] == v:
+            # Of equal neighbours only the newest can matter: while it is in the window the
+            # change is the same whichever of them is the oldest. A shorter window to store.
+            history.pop()
         history.append((ts, v))
         start = ts - self.window
         while history[0][0] < start:
@@ -200,6 +229,17 @@ class RateRule(RuleInstance):
                 self.first_ts = ts
             raw = d > self.hi or d < self.lo
         return self._step(raw, ts, v)
+
+    def _snapshot_kind(self) -> Any:
+        """[first_ts, delta, [[t, v], ...]]: the window, oldest first."""
+        return [self.first_ts, self.delta, list(self.history)]
+
+    def _load_kind(self, data: Any) -> None:
+        first, delta, points = as_list(data, 3, "rate window")
+        pairs = [as_list(p, 2, "rate point") for p in as_list(points, None, "rate window")]
+        history = deque((as_float(t, "rate time"), as_float(v, "rate value")) for t, v in pairs)
+        first_ts, change = as_opt_float(first, "first_ts"), as_float(delta, "delta")
+        self.first_ts, self.delta, self.history = first_ts, change, history
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"

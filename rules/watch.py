@@ -9,15 +9,21 @@ bad quality) is unknown, and unknown neither raises nor clears.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from gateway.model import Quality, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, num
+from rules.state import StateError, as_bool, as_float, as_list, as_opt_float
 
 _BAD = Quality.BAD
 
 
 class StaleRule(RuleInstance):
-    """No sample at all for longer than the limit. Watching starts at the first tick or sample."""
+    """No sample at all for longer than the limit.
+
+    Watching starts at the first sample ever seen for the asset (kept across restarts): an asset
+    that never reported is not "silent", it is not there, and raises nothing.
+    """
 
     __slots__ = ("last_seen", "limit")
 
@@ -35,6 +41,7 @@ class StaleRule(RuleInstance):
         ts = sample.source_ts
         if sample.value is not None:
             self.last_value = sample.value
+        self._dirty.add(self)  # the last-seen time moves with every sample
         if not self.active:
             self.last_seen = ts
             return None
@@ -45,8 +52,7 @@ class StaleRule(RuleInstance):
 
     def tick(self, now: float) -> Transition | None:
         seen = self.last_seen
-        if seen is None:
-            self.last_seen = now
+        if seen is None:  # never reported: nothing to miss yet
             return None
         if self.active or self.suppressed or now - seen <= self.limit:
             return None
@@ -54,8 +60,24 @@ class StaleRule(RuleInstance):
                           f"no {self.signal} data for {num(now - seen)} s "
                           f"(limit {num(self.limit)} s)")
 
+    def resume(self, now: float, grace: float) -> None:
+        """After a start: a sensor must be silent for `grace` (at most the limit) while we
+        watch before it is called silent; the downtime itself is no evidence of silence."""
+        seen = self.last_seen
+        if seen is not None and not self.active:
+            floor = now - self.limit + min(self.limit, grace)
+            if seen < floor:
+                self.last_seen = floor
+                self._dirty.add(self)
+
     def describe(self, value: float | None, raising: bool) -> str:
         return f"{self.signal} {'silent' if raising else 'reporting'}"
+
+    def _snapshot_kind(self) -> Any:
+        return self.last_seen
+
+    def _load_kind(self, data: Any) -> None:
+        self.last_seen = as_opt_float(data, "last_seen")
 
 
 class BadQualityRule(RuleInstance):
@@ -72,6 +94,7 @@ class BadQualityRule(RuleInstance):
         if bad is self.active:  # the usual case: nothing changes
             if self.pending_since is not None:
                 self.pending_since = None
+                self._dirty.add(self)
             if v is not None:
                 self.last_value = v
             return None
@@ -130,6 +153,7 @@ class CombinationRule(RuleInstance):
         v = sample.value
         ts = sample.source_ts
         seen, verdict = self.seen, self.verdict
+        self._dirty.add(self)  # latest values and their times
         if v is None or sample.quality is _BAD:
             for i, _, _ in self.index[sample.signal]:
                 seen[i] = -math.inf
@@ -144,8 +168,7 @@ class CombinationRule(RuleInstance):
         else:
             raw = self._holds(ts)
         if raw is None or raw is self.active:
-            if self.pending_since is not None:
-                self.pending_since = None
+            self.pending_since = None  # dirty already
             return None
         return self._judge(ts)
 
@@ -157,7 +180,9 @@ class CombinationRule(RuleInstance):
     def _judge(self, now: float) -> Transition | None:
         raw = self._holds(now)
         if raw is None or raw is self.active:
-            self.pending_since = None
+            if self.pending_since is not None:
+                self.pending_since = None
+                self._dirty.add(self)
             return None
         value = self.values[0]
         self.last_value = value
@@ -173,6 +198,21 @@ class CombinationRule(RuleInstance):
             elif ok is not self.need_all:
                 return ok
         return None if unknown else self.need_all
+
+    def _snapshot_kind(self) -> Any:
+        """Per condition: [when its signal last had a usable value, that value, verdict]."""
+        return [[when, value, ok] for when, value, ok in zip(self.seen, self.values,
+                                                             self.verdict, strict=True)]
+
+    def _load_kind(self, data: Any) -> None:
+        rows = [as_list(row, 3, "combination value")
+                for row in as_list(data, len(self.conditions), "combination values")]
+        seen = [as_float(r[0], "value time") for r in rows]
+        values = [as_opt_float(r[1], "value") for r in rows]
+        verdict = [as_bool(r[2], "verdict") for r in rows]
+        if any(math.isinf(w) and w > 0 for w in seen):
+            raise StateError("combination value time is +inf")
+        self.seen, self.values, self.verdict = seen, values, verdict
 
     def describe(self, value: float | None, raising: bool) -> str:
         parts = [f"{signal} {num(self.values[i])} ({_OPS[op]} {num(level)})"

@@ -46,6 +46,9 @@ class ForwardingConfig(StrictModel):
     shutdown_grace_seconds: float = 5.0  # on stop, time for in-flight deliveries to finish
     # a send without an answer for this long is logged once as a hung upstream (and shown)
     hung_after_seconds: float = Field(default=10.0, gt=0)
+    # a record still failing this long after it was created is a problem on the status page
+    # and /readyz (it keeps retrying, and holds back nothing but its own episode)
+    stuck_after_seconds: float = Field(default=600.0, gt=0)
     probe_interval_seconds: float = Field(default=300.0, gt=0)  # reachability + credentials
 
 

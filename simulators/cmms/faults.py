@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from simulators import httpsim
 
@@ -20,24 +21,49 @@ class FaultMode(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Fault(httpsim.Fault):
-    """The fault one request meets."""
+    """The fault one request meets. With `match_body`, only POSTs whose body contains that text
+    meet it (one episode's create, picked by its title, asset or dedup key): everything else
+    passes untouched, so a test can refuse one record for good and watch the others flow."""
+
+    match_body: str | None = None
+
+    def extra_json(self) -> dict[str, Any]:
+        return {"match_body": self.match_body}
+
+    def applies(self, method: str, body: bytes) -> bool:
+        if self.mode is FaultMode.DROP_AFTER_COMMIT and method != "POST":
+            return False
+        if self.match_body is None:
+            return True
+        return method == "POST" and self.match_body.encode() in body
 
 
 class Faults(httpsim.FaultSwitch[Fault]):
     """`set(mode, count=None, ...)` arms a fault for the next `count` API requests (None: until
-    `clear()`). `drop_after_commit` counts only POSTs, the requests that commit something."""
+    `clear()`). `drop_after_commit` counts only POSTs, the requests that commit something;
+    a fault with `match_body` counts only the POSTs it matches."""
+
+    extra_fields: ClassVar[frozenset[str]] = frozenset({"match_body"})
 
     def __init__(self) -> None:
         super().__init__(Fault(FaultMode.NONE))
 
     def set(self, mode: str | FaultMode, count: int | None = None, *, delay_seconds: float = 1.0,
-            status: int = 503, retry_after: float | int | str | None = 1) -> None:
+            status: int = 503, retry_after: float | int | str | None = 1,
+            match_body: str | None = None) -> None:
+        if match_body is not None and not match_body:
+            raise ValueError("match_body must not be empty (leave it out to match everything)")
         self._arm(Fault(FaultMode(mode), delay_seconds, status,
-                        httpsim.retry_after_header(retry_after)), count)
+                        httpsim.retry_after_header(retry_after), match_body), count)
 
-    def take(self, method: str) -> Fault | None:
+    @property
+    def needs_body(self) -> bool:
+        """Whether `take` must see the request body to decide (a `match_body` fault)."""
+        return self.fault.match_body is not None
+
+    def take(self, method: str, body: bytes = b"") -> Fault | None:
         """The fault for one incoming API request, counting it down."""
-        return self._meet(lambda f: f.mode is not FaultMode.DROP_AFTER_COMMIT or method == "POST")
+        return self._meet(lambda f: f.applies(method, body))
 
 
 class TokenBucket:

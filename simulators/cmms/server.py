@@ -88,7 +88,8 @@ class CmmsSimulator(HttpSimulator):
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """What sits in front of the API: faults, rate limit and authentication."""
-        fault = self.faults.take(request.method)
+        body = await request.read() if self.faults.needs_body else b""
+        fault = self.faults.take(request.method, body)
         if fault is not None:
             early = await self._early_fault(request, fault)
             if early is not None:

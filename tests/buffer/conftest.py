@@ -19,12 +19,14 @@ from gateway.model import (
 )
 
 
-def message(key: str, *, sink: str = "cmms", asset: str = "pump-1", episode_id: str = "ep-1",
+def message(key: str, *, sink: str = "cmms", asset: str = "pump-1", episode_id: str | None = None,
             kind: MessageKind = MessageKind.MAINTENANCE_REQUEST,
             message_class: MessageClass = MessageClass.EVENT, created_at: float = 1000.0,
             body: dict[str, Any] | None = None) -> OutboxMessage:
+    """An outbox message; without `episode_id`, one episode per asset ("ep-<asset>")."""
     return OutboxMessage(
-        key=key, sink=sink, asset=asset, episode_id=episode_id, kind=kind,
+        key=key, sink=sink, asset=asset,
+        episode_id=episode_id if episode_id is not None else f"ep-{asset}", kind=kind,
         body=body if body is not None else {"title": f"body of {key}", "n": 1},
         created_at=created_at, message_class=message_class)
 

@@ -6,6 +6,10 @@ and its settle: wherever the dice fall) and starts it again. At the end the publ
 every asset back to normal, the daemon drains, and we count what reached the CMMS simulator:
 each episode exactly one request and one clear, no request without an episode, clears after
 their raises. `python -m tests.chaos.run_trials --trials 300` runs a long series.
+
+Profile "continuous" (the default) publishes every asset every step. Profile "delays"
+(`exception_plant.py`) reports by exception, with on/off delays and maintenance mutes, so that
+kills land while a delay is pending or an asset is muted (issue 10).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from simulators.cmms import CmmsSimulator
 from simulators.maximo import MaximoSimulator
 from simulators.sap_pm import SapPmSimulator
+from tests.chaos.exception_plant import DELAY_RULE, ReportByExceptionPlant
 from tests.e2e.stack import API_KEY, Stack, vibration_rule
 from tests.harness import free_port, running_mosquitto, wait_for
 
@@ -32,8 +37,11 @@ STEP_SECONDS = 0.05
 @dataclass
 class TrialReport:
     upstream: str = "rest"
+    profile: str = "continuous"
     trials: int = 0
     kills: int = 0
+    # kills that landed while some asset was in "on-delay", "off-delay" or "mute"
+    kills_during: dict[str, int] = field(default_factory=dict)
     episodes_published: int = 0
     requests: int = 0
     clears: int = 0
@@ -48,7 +56,9 @@ class TrialReport:
 
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
-        return (f"{verdict} ({self.upstream}): {self.trials} trials, {self.kills} SIGKILLs, "
+        during = "".join(f", {n} during {what}" for what, n in sorted(self.kills_during.items()))
+        return (f"{verdict} ({self.upstream}, {self.profile}): {self.trials} trials, "
+                f"{self.kills} SIGKILLs{during}, "
                 f"{self.episodes_published} episodes published, {self.requests} requests and "
                 f"{self.clears} clears upstream, {len(self.duplicates)} duplicated, "
                 f"{len(self.missing)} missing, {len(self.order_violations)} out of order, "
@@ -208,11 +218,18 @@ class _Plant:
                 self.stack.publish(a, "vibration", LOW)
             await asyncio.sleep(STEP_SECONDS)
 
+    def kill_lands_in(self) -> frozenset[str]:
+        """Samples flow every step here: a restart rebuilds any delay from the next ones."""
+        return frozenset()
+
 
 async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: int | None = None,
-                           max_uptime_seconds: float = 1.5, upstream: str = "rest") -> TrialReport:
+                           max_uptime_seconds: float = 1.5, upstream: str = "rest",
+                           profile: str = "continuous") -> TrialReport:
+    if profile not in ("continuous", "delays"):
+        raise ValueError(f"profile {profile!r}: 'continuous' or 'delays'")
     rng = random.Random(seed)
-    report = TrialReport(upstream=upstream)
+    report = TrialReport(upstream=upstream, profile=profile)
     started = time.monotonic()
     names = [f"asset-{i:02d}" for i in range(assets)]
     up = UPSTREAMS[upstream](names)
@@ -222,15 +239,20 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
         stack = Stack(workdir, broker, up.sim if upstream == "rest" else unused)
         port = free_port()
         try:
-            stack.write_config(vibration_rule(on_delay=0.2, off_delay=0.2).replace(
-                'asset_pattern = "pump-*"', 'asset_pattern = "asset-*"'), http_port=port,
-                upstream=up.config())
+            rules = DELAY_RULE if profile == "delays" else vibration_rule(
+                on_delay=0.2, off_delay=0.2).replace('asset_pattern = "pump-*"',
+                                                     'asset_pattern = "asset-*"')
+            stack.write_config(rules, http_port=port, upstream=up.config())
             stack.spawn_daemon()
             await stack.wait_subprocess_up(port)
-            plant = _Plant(stack, names, rng)
+            plant: _Plant | ReportByExceptionPlant = (
+                ReportByExceptionPlant(stack, names, rng) if profile == "delays"
+                else _Plant(stack, names, rng))
             plant_task = asyncio.create_task(plant.run(), name="plant")
             for _ in range(trials):
                 await asyncio.sleep(rng.uniform(0.05, max_uptime_seconds))
+                for during in plant.kill_lands_in():  # one kill may land in several
+                    report.kills_during[during] = report.kills_during.get(during, 0) + 1
                 stack.power_cut()
                 report.kills += 1
                 stack.spawn_daemon()
@@ -248,7 +270,13 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                         and st["pipeline"]["samples"] > 0
                         and not st["open_episodes"])
 
-            await wait_for(drained, 60, "every episode closed and delivered")
+            try:
+                await wait_for(drained, 60 if profile == "continuous" else 20,
+                               "every episode closed and delivered")
+            except AssertionError:  # an episode left open for good: counted below, not raised
+                st = await stack.subprocess_status(port)
+                report.missing.append("not drained: open episodes "
+                                      f"{[] if st is None else st['open_episodes']}")
             await wait_for(lambda: up.sim.active_requests == 0, 30, "the upstream idle")
             _collect(report, plant, up)
             assert stack.proc is not None
@@ -263,7 +291,7 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
     return report
 
 
-def _collect(report: TrialReport, plant: _Plant, up: Upstream) -> None:
+def _collect(report: TrialReport, plant: _Plant | ReportByExceptionPlant, up: Upstream) -> None:
     created = up.created()
     report.episodes_published = sum(plant.episodes.values())
     report.requests = len(created)
@@ -286,5 +314,5 @@ def _collect(report: TrialReport, plant: _Plant, up: Upstream) -> None:
     for asset in plant.assets:
         n = sum(1 for c in created if c.asset == asset)
         if n != plant.episodes[asset]:
-            report.missing.append(f"{asset}: {plant.episodes[asset]} episodes published, "
-                                  f"{n} requests upstream")
+            (report.missing if n < plant.episodes[asset] else report.duplicates).append(
+                f"{asset}: {plant.episodes[asset]} episodes published, {n} requests upstream")

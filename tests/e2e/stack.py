@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 from gateway import config as config_mod
 from gateway.daemon import Daemon
 from simulators.cmms import CmmsSimulator
-from tests.harness import Mosquitto, wait_for, wait_for_sync
+from tests.harness import Mosquitto, free_port, wait_for, wait_for_sync
 
 API_KEY = "e2e-key"
 
@@ -55,6 +55,7 @@ class Stack:
     task: asyncio.Task[None] | None = None
     proc: subprocess.Popen[bytes] | None = None
     _pub: mqtt.Client | None = field(default=None, repr=False)
+    _fences: int = field(default=0, repr=False)
 
     # --- config -----------------------------------------------------------------------------
 
@@ -181,6 +182,93 @@ idle_poll_seconds = 0.1
         assert self.proc is not None
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+
+    async def status_now(self, port: int) -> dict[str, Any]:
+        """The spawned daemon's /status, waiting (bounded) until it answers."""
+        got: list[dict[str, Any]] = []
+
+        async def answers() -> bool:
+            st = await self.subprocess_status(port)
+            if st is not None:
+                got.append(st)
+            return st is not None
+
+        await wait_for(answers, 15, "the daemon's /status to answer")
+        return got[-1]
+
+    async def wait_evaluated(self, port: int, samples: int) -> dict[str, Any]:
+        """Until the spawned daemon has taken `samples` samples since it started. The pipeline
+        counts a sample as it evaluates it, a moment before its group commits."""
+        got: list[dict[str, Any]] = []
+
+        async def counted() -> bool:
+            st = await self.subprocess_status(port)
+            if st is not None and st["pipeline"].get("samples", 0) >= samples:
+                got.append(st)
+                return True
+            return False
+
+        await wait_for(counted, 20, f"the daemon to take {samples} sample(s)")
+        return got[-1]
+
+    async def wait_drained(self, port: int, timeout: float = 20) -> None:
+        """Until the spawned daemon's outbox holds nothing undelivered."""
+        async def quiet() -> bool:
+            st = await self.subprocess_status(port)
+            return st is not None and not any(st["outbox"]["pending"].values())
+
+        await wait_for(quiet, timeout, "the outbox drained")
+
+    async def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM the spawned daemon and wait for it: the clean stop of `systemctl stop`."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(self.proc.wait, timeout)
+        return self.proc.returncode
+
+    async def restart_subprocess(self, port: int, how: str) -> float:
+        """Stop the spawned daemon — "kill" (SIGKILL of its group) or "term" (SIGTERM, which must
+        exit 0) — start it again and wait until it is up. Returns the wall time it was up."""
+        if how == "kill":
+            self.power_cut()
+        elif how == "term":
+            code = await self.terminate()
+            assert code == 0, f"SIGTERM exit code {code}:\n{self.daemon_log()[-2000:]}"
+        else:
+            raise ValueError(f"restart how={how!r}: 'kill' or 'term'")
+        self.spawn_daemon()
+        await self.wait_subprocess_up(port)
+        return time.time()
+
+    async def fence(self, port: int) -> None:
+        """Publish a fence sample (a rule must raise for it: tests.e2e.never_twice.FENCE_RULE)
+        and wait until its request
+        arrived and the outbox drained. One MQTT connection keeps order, so every sample
+        published before it was evaluated, committed and delivered: "nothing happened" can then
+        be checked without counting samples (a skipped resend may not count as one)."""
+        self._fences += 1
+        asset = f"fence-{self._fences}"
+        self.publish(asset, "fence", 1.0)
+        await wait_for(lambda: bool(self.requests_for(asset)), 20, f"the request of {asset}")
+        await self.wait_drained(port)
+
+    async def spawn_up(self, rules: str) -> int:
+        """Write a config with `rules` and a free status port, spawn the daemon, wait until it
+        is subscribed. Returns the status port."""
+        port = free_port()
+        self.write_config(rules, http_port=port)
+        self.spawn_daemon()
+        await self.wait_subprocess_up(port)
+        return port
+
+    def spawn_cli(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        """Another `python -m gateway.cli ...` process (not `self.proc`), output to `log_name`."""
+        log = open(self.tmp / log_name, "ab")  # noqa: SIM115 - handed to the child
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", *args], stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        return proc
 
     def daemon_log(self) -> str:
         p = self.tmp / "daemon.log"

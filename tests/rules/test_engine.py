@@ -45,6 +45,9 @@ def test_routing_only_reaches_rules_on_that_signal(rules_from: RulesFrom) -> Non
     assert engine.evaluate(sample("fan-1", "vibration", 99.0, 1.0)) == ()
     (t,) = engine.evaluate(sample("pump-1", "temperature", 81.0, 1.0))
     assert (t.rule_id, t.asset, t.episode_id) == ("temp-high", "pump-1", "temp-high/pump-1/1000")
+    # The pattern rule exists for pump-1 only once pump-1 sent its signal (vibration).
+    assert {(i.rule_id, i.asset) for i in engine.instances()} == {("temp-high", "pump-1")}
+    engine.evaluate(sample("pump-1", "vibration", 1.0, 2.0))
     assert {(i.rule_id, i.asset) for i in engine.instances()} == {("vib-high", "pump-1"),
                                                                   ("temp-high", "pump-1")}
 

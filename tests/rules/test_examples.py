@@ -68,3 +68,18 @@ def test_the_fast_replay_agrees_on_the_examples(name: str) -> None:
     got = replay_columns(rules, columns_from_samples(samples))
     assert got.transitions == expected.transitions
     assert (got.samples, got.skipped) == (expected.samples, expected.skipped)
+
+
+@pytest.mark.parametrize("known", [None, scenario.ASSETS])
+def test_examples_raise_nothing_for_assets_that_never_reported(
+        known: tuple[str, ...] | None) -> None:
+    """Only pump-1 reports, for 150 s (past the 120 s stale limit): pump-2 and fan-1 were never
+    heard, so no rule may say they went silent."""
+    sc = scenario.get("steady")
+    samples = [Sample("pump-1", signal, value, Quality.GOOD, T0 + i * 0.5)
+               for i in range(300)
+               for (asset, signal), value in sc.values(i * 0.5 % sc.duration_seconds).items()
+               if asset == "pump-1" and value is not None]
+    rules = load_rule_files(EXAMPLES, known_assets=known)
+    assert replay(rules, samples).transitions == []
+    assert replay_columns(rules, columns_from_samples(samples)).transitions == []

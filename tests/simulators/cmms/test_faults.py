@@ -126,3 +126,37 @@ async def test_token_bucket_rate_limit(http: aiohttp.ClientSession) -> None:
             assert resp.status == 429 and resp.headers["Retry-After"] == "1"
         now[0] += 0.5  # one token back
         assert [await health(http, sim) for _ in range(2)] == [200, 429]
+
+
+async def test_match_body_refuses_only_the_matching_create(sim: CmmsSimulator,
+                                                           http: aiohttp.ClientSession) -> None:
+    """One episode's create answered 500 forever; other requests, GETs included, pass."""
+    sim.faults.set("error_5xx", status=500, match_body="vibration")
+    for _ in range(3):
+        assert (await post(http, sim.url + REQUESTS, body()))[0] == 500
+    other = body(title="Pump P-1 temperature high", dedup_key="PBOTHER")
+    status, _, doc = await post(http, sim.url + REQUESTS, other, key="k-2")
+    assert status == 201 and doc["title"] == "Pump P-1 temperature high"
+    assert await health(http, sim) == 200
+    assert [r["body"]["title"] for r in sim.requests] == ["Pump P-1 temperature high"]
+    assert sim.faults.as_json()["match_body"] == "vibration"  # still armed: "forever"
+    sim.faults.clear()
+    assert (await post(http, sim.url + REQUESTS, body()))[0] == 201
+
+
+async def test_match_body_counts_only_matching_requests(sim: CmmsSimulator,
+                                                        http: aiohttp.ClientSession) -> None:
+    sim.faults.set("error_5xx", count=1, status=500, match_body="PBABCDEFGHIJKLMNOPQR")
+    assert (await post(http, sim.url + REQUESTS, body(dedup_key="PBOTHER"), key="k-2"))[0] == 201
+    assert (await post(http, sim.url + REQUESTS, body()))[0] == 500
+    assert (await post(http, sim.url + REQUESTS, body()))[0] == 201  # the count ran out
+
+
+async def test_match_body_over_the_control_api(sim: CmmsSimulator,
+                                               http: aiohttp.ClientSession) -> None:
+    async with http.post(sim.url + "/_sim/faults",
+                         json={"mode": "error_5xx", "status": 500, "match_body": "P-1"}) as r:
+        assert r.status == 200, await r.text()
+    assert sim.faults.fault.match_body == "P-1"
+    with pytest.raises(ValueError, match="match_body must not be empty"):
+        sim.faults.set("error_5xx", match_body="")
