@@ -23,12 +23,14 @@ from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway import story
+from gateway.dedup import SampleGate
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
+from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
 from rules import RuleEngine
 
@@ -96,14 +98,17 @@ class Daemon:
         loaded_states = engine.restore_states(await outbox.load_rule_states())
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
-        engine.resume(time.time(), cfg.rules.stale_start_grace_seconds)
+        engine.resume(gateway_now(), cfg.rules.stale_start_grace_seconds)
+        gate = SampleGate(_duplicate_policies(cfg))
+        gate.load(await outbox.load_marks())
         if episodes or loaded_states:
             log.info("restored %d open episodes and the state of %d rule instances",
                      len(episodes), loaded_states)
         self.reload_state |= _rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
                                  cfg.gateway.site, self._wake_forwarders,
-                                 tick_seconds=cfg.rules.tick_seconds)
+                                 tick_seconds=cfg.rules.tick_seconds, clock=gateway_now,
+                                 gate=gate)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
 
@@ -195,6 +200,7 @@ class Daemon:
             if old_up.get(name) != up:
                 self._start_upstream(up)
                 done.append(f"upstream {name} started")
+        self.pipeline.gate.set_policies(_duplicate_policies(new))
         # New messages go to the new set of sinks; records queued for a removed sink stay in
         # the outbox until it comes back (visible as pending on the status page).
         self.pipeline.set_sinks(list(new_up))
@@ -313,7 +319,7 @@ class Daemon:
 
     async def refresh(self) -> None:
         if self.outbox is not None:
-            now = time.time()
+            now = gateway_now()  # the clock that stamped the records
             stats = await self.outbox.stats(
                 now, stuck_after_seconds=self.cfg.forwarding.stuck_after_seconds)
             self.outbox_stats = asdict(stats)
@@ -349,7 +355,7 @@ class Daemon:
             out += self.probes.problems()
         o = self.outbox_stats
         rows = self.status_rows
-        now = time.time()
+        now = gateway_now()
         for f in self.forwarders:
             waiting = (o.get("pending") or {}).get(f.sink.name, 0)
             if f.stats.hung:
@@ -393,6 +399,10 @@ class Daemon:
                        f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
                        f"({rec['asset']}, {rec['attempts']} attempts, "
                        f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
+        for kind, src in self.sources.values():
+            note = src.health().clock_note
+            if note:
+                out.append(f"source {src.name} ({kind}): {note}")
         if self.pipeline is not None:
             for rule_id, n in sorted(self.pipeline.engine.refused_instances().items()):
                 out.append(f"rule {rule_id} refused {n} asset(s): it has its "
@@ -421,7 +431,11 @@ class Daemon:
             h = src.health()
             sources.append({"name": src.name, "type": kind, "state": str(h.state),
                             "detail": h.detail, "samples": h.samples_total,
-                            "rejected": dict(h.rejected)})
+                            "rejected": dict(h.rejected),
+                            "clock_skew_seconds": h.clock_skew_seconds,
+                            "clock_note": h.clock_note, "counted": dict(h.counted),
+                            "duplicates_skipped": 0 if p is None else
+                            p.gate.skipped.get(src.name, 0)})
         probed = self.probes.results if self.probes is not None else {}
         # A last error is shown while it is current: once the upstream answers again, it goes.
         upstreams = [{"name": f.sink.name,
@@ -468,11 +482,18 @@ class Daemon:
             "dead_letters": dead,
             "recent_transitions": list(self.recent),
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
+            "refused_instances": {} if p is None else p.engine.refused_instances(),
+            "outbox_notices": list(self.outbox_notices),
         }
 
     def _one_line(self) -> str:
         probs = self.problems()
         return "ok" if not probs else f"{len(probs)} problem(s): {probs[0]}"
+
+
+def _duplicate_policies(cfg: config_mod.PlantBridgeConfig) -> dict[str, Any]:
+    """Per source: whether a sample not newer than the last evaluated one is skipped."""
+    return {s.name: s.duplicates for s in cfg.sources if isinstance(s, TimeSettings)}
 
 
 def _rule_counts(engine: RuleEngine) -> dict[str, int]:

@@ -94,6 +94,48 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily("plantbridge_last_reload_ok",
                                 "1 when the last config reload succeeded",
                                 value=0.0 if s["reload"]["error"] else 1.0)
+        yield from _integrity(s)
+
+
+def _integrity(s: dict[str, Any]) -> Iterator[Metric]:
+    """Never zero, never two: clocks, resends, durable rule state, refused and stuck work."""
+    skew = GaugeMetricFamily("plantbridge_source_clock_skew_seconds",
+                             "Device clock minus gateway clock (negative: behind)",
+                             labels=["source"])
+    counted = CounterMetricFamily("plantbridge_source_timestamps",
+                                  "Device readings whose time was not trusted, by why",
+                                  labels=["source", "why"])
+    skipped = CounterMetricFamily("plantbridge_samples_skipped",
+                                  "Samples not evaluated because they were not newer than the "
+                                  "last evaluated one (resends, redeliveries)",
+                                  labels=["source", "reason"])
+    for src in s["sources"]:
+        if src.get("clock_skew_seconds") is not None:
+            skew.add_metric([src["name"]], src["clock_skew_seconds"])
+        for why, n in (src.get("counted") or {}).items():
+            counted.add_metric([src["name"], why], n)
+        skipped.add_metric([src["name"], "duplicate"], src.get("duplicates_skipped", 0))
+    yield skew
+    yield counted
+    yield skipped
+    yield CounterMetricFamily("plantbridge_rule_state_writes",
+                              "Rule instance states committed with the transitions",
+                              value=s["pipeline"].get("states_written", 0))
+    refused = GaugeMetricFamily("plantbridge_rule_instances_refused",
+                                "Assets a pattern rule refused at its instance cap",
+                                labels=["rule"])
+    for rule_id, n in (s.get("refused_instances") or {}).items():
+        refused.add_metric([rule_id], n)
+    yield refused
+    stuck = GaugeMetricFamily("plantbridge_outbox_stuck",
+                              "Records failing past forwarding.stuck_after_seconds",
+                              labels=["sink"])
+    for sink, n in (s["outbox"].get("stuck") or {}).items():
+        stuck.add_metric([sink], n)
+    yield stuck
+    yield GaugeMetricFamily("plantbridge_outbox_notices",
+                            "Unacknowledged notices (a salvaged or damaged outbox)",
+                            value=len(s.get("outbox_notices") or []))
 
 
 def render(snapshot: Snapshot) -> bytes:

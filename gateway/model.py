@@ -62,6 +62,16 @@ class SourceHealth:
     since: float = 0.0
     samples_total: int = 0
     rejected: Mapping[str, int] = field(default_factory=dict)  # reason -> count
+    # The device clock against ours (gateway.timebase.SourceClock): median device-minus-gateway
+    # seconds of recent samples (None: no device time seen), and a note in words, empty while
+    # all is well ("clock is 5 h 0 min behind ...", "timestamps carry no time zone ...").
+    clock_skew_seconds: float | None = None
+    clock_note: str = ""
+    # Device readings that were evaluated but noted, by reason (the fields of one json_fields
+    # object are one reading): `clock_skew` (device time beyond the skew limit: evaluated on
+    # receive time), `timestamp_without_zone` (zone-less device time and no timezone set).
+    # Unlike `rejected`, nothing here was dropped.
+    counted: Mapping[str, int] = field(default_factory=dict)
 
 
 @runtime_checkable

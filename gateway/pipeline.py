@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from buffer.errors import StorageError
 from gateway.backoff import Backoff
+from gateway.dedup import SampleGate
 from gateway.messages import messages_for
 from gateway.model import (
     OutboxMessage,
@@ -66,13 +67,18 @@ class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
                  max_group: int = 2000, tick_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, gate: SampleGate | None = None) -> None:
         self.engine = engine
         self._outbox = outbox
         self._sinks = list(sinks)
         self._site = site
         self._wake = wake_forwarders
-        self._queue: asyncio.Queue[SampleBatch] = asyncio.Queue(queue_size)
+        # (source name, batch): the gate judges resends per source, in evaluation order
+        self._queue: asyncio.Queue[tuple[str, SampleBatch]] = asyncio.Queue(queue_size)
+        # Each sample once: a sample not newer (device time) than the last one evaluated for
+        # its (source, asset, signal) is a resend or redelivery. Judged here, in the committer,
+        # so a mark is only ever committed for a sample that was evaluated and committed.
+        self.gate = gate if gate is not None else SampleGate()
         self._max_group = max_group
         self._tick_seconds = tick_seconds
         self._clock = clock
@@ -88,14 +94,14 @@ class Pipeline:
         async with source:
             async for batch in source.batches():
                 counts[source.name] = counts.get(source.name, 0) + len(batch.samples)
-                await self._queue.put(batch)
+                await self._queue.put((source.name, batch))
 
     def set_sinks(self, sinks: Sequence[str]) -> None:
         """Messages of transitions committed from now on go to these sinks."""
         self._sinks = list(sinks)
 
-    async def submit(self, batch: SampleBatch) -> None:
-        await self._queue.put(batch)
+    async def submit(self, batch: SampleBatch, source: str = "") -> None:
+        await self._queue.put((source, batch))
 
     @property
     def backlog(self) -> int:
@@ -108,25 +114,31 @@ class Pipeline:
         while True:
             first = await self._queue.get()
             group = [first]
-            n = len(first.samples)
+            n = len(first[1].samples)
             while n < self._max_group and not self._queue.empty():
                 nxt = self._queue.get_nowait()
                 group.append(nxt)
-                n += len(nxt.samples)
+                n += len(nxt[1].samples)
             transitions: list[Transition] = []
             self.stats.last_sample_at = self._clock()  # once per group, not per sample
             async with self._lock:
                 evaluate = self.engine.evaluate
-                for batch in group:
+                admit = self.gate.admit
+                for source, batch in group:
                     for sample in batch.samples:
-                        if self._admit(sample):
+                        if self._admit(sample) and admit(source, sample):
                             try:
                                 transitions.extend(evaluate(sample))
                             except Exception as exc:
                                 self._evaluation_failed(sample, exc)
-                await self._commit(transitions, self.engine.take_dirty())
+                states = self.engine.take_dirty()
+                # Marks are written with any commit (cheap, and enough: a sample whose mark
+                # is not yet stored changed no rule state, so evaluating a resend of it
+                # against the stored state changes nothing either).
+                marks = self.gate.changed_marks() if transitions or states else ()
+                await self._commit(transitions, states, marks)
             self.stats.batches += len(group)
-            for batch in group:
+            for _, batch in group:
                 if batch.ack is not None:
                     batch.ack()
                 self._queue.task_done()
@@ -146,7 +158,9 @@ class Pipeline:
             await asyncio.sleep(self._tick_seconds)
             async with self._lock:
                 transitions = self.engine.tick(self._clock())
-                await self._commit(transitions, self.engine.take_dirty())
+                states = self.engine.take_dirty()
+                marks = self.gate.changed_marks() if transitions or states else ()
+                await self._commit(transitions, states, marks)
 
     async def apply(self, transitions: Sequence[Transition]) -> None:
         """Commit transitions made outside sample flow (rules closed by a reload)."""

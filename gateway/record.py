@@ -2,9 +2,11 @@
 
 An output named `*.pbrec` gets the compact columnar format (rules.pbrec.RecordingWriter,
 21 bytes a sample), `*.csv` CSV, and any other name JSON lines, one {asset, signal, value,
-quality, ts} per line. Either way what was received is handed to the operating system every few
-seconds, so a power loss costs little, and the recording is closed cleanly when the duration ends
-or on Ctrl-C (SIGINT) or SIGTERM, which end the recording early instead of aborting it.
+quality, ts, device_ts} per line: `ts` is the time rules saw (gateway time base), `device_ts` the
+device's own time as it said it (null or empty when it gave none; `.pbrec` keeps only `ts`).
+Either way what was received is handed to the operating system every few seconds, so a power
+loss costs little, and the recording is closed cleanly when the duration ends or on Ctrl-C
+(SIGINT) or SIGTERM, which end the recording early instead of aborting it.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class _JsonLines:
 
     def write(self, s: Sample) -> None:
         self._file.write(orjson.dumps({"asset": s.asset, "signal": s.signal, "value": s.value,
-                                       "quality": s.quality.name, "ts": s.source_ts}) + b"\n")
+                                       "quality": s.quality.name, "ts": s.source_ts,
+                                       "device_ts": s.device_ts}) + b"\n")
 
     def flush(self) -> None:
         self._file.flush()
@@ -51,16 +54,18 @@ class _JsonLines:
 
 
 class _Csv:
-    """asset,signal,value,quality,ts; an empty value when there is none (what read_csv reads)."""
+    """asset,signal,value,quality,ts,device_ts; empty value or device_ts when there is none
+    (what read_csv reads)."""
 
     def __init__(self, path: Path) -> None:
         self._file = path.open("w", newline="", encoding="utf-8")
         self._out = csv.writer(self._file)
-        self._out.writerow(("asset", "signal", "value", "quality", "ts"))
+        self._out.writerow(("asset", "signal", "value", "quality", "ts", "device_ts"))
 
     def write(self, s: Sample) -> None:
         self._out.writerow((s.asset, s.signal, "" if s.value is None else repr(s.value),
-                            s.quality.name, repr(s.source_ts)))
+                            s.quality.name, repr(s.source_ts),
+                            "" if s.device_ts is None else repr(s.device_ts)))
 
     def flush(self) -> None:
         self._file.flush()

@@ -1,9 +1,11 @@
 """Read and write recorded telemetry as JSON lines or CSV.
 
 JSON lines (what `plantbridge record` writes by default) and CSV hold one sample per line or row:
-asset, signal, value, quality, ts. `quality` is GOOD, UNCERTAIN or BAD (any case) or 0, 1, 2, and
-defaults to GOOD (BAD when the value is empty); `ts` is seconds since the epoch or an ISO 8601
-time. Readers stream: a recording of a day never sits in memory.
+asset, signal, value, quality, ts, and optionally device_ts. `quality` is GOOD, UNCERTAIN or BAD
+(any case) or 0, 1, 2, and defaults to GOOD (BAD when the value is empty); `ts` (the time rules
+saw) is seconds since the epoch or an ISO 8601 time; `device_ts` (the device's own time, absent,
+null or empty when it gave none) likewise. Readers stream: a recording of a day never sits in
+memory.
 
 `.pbrec`, the compact binary format, lives in `rules.pbrec`.
 """
@@ -60,7 +62,9 @@ def _sample(row: dict[str, Any]) -> Sample:
     asset, signal = row.get("asset"), row.get("signal")
     if not isinstance(asset, str) or not isinstance(signal, str) or not asset or not signal:
         raise ValueError("asset and signal are required text")
-    return Sample(asset, signal, value, quality, _ts(row.get("ts")))
+    raw_device_ts = row.get("device_ts")
+    device_ts = None if raw_device_ts is None or raw_device_ts == "" else _ts(raw_device_ts)
+    return Sample(asset, signal, value, quality, _ts(row.get("ts")), device_ts)
 
 
 def read_jsonl(path: Path) -> Iterator[Sample]:

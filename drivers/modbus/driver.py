@@ -31,6 +31,7 @@ from drivers.modbus.link import Link, LinkDown, NoResponse, ReadError, quiet_pym
 from drivers.modbus.planner import Read, plan_source
 from gateway.backoff import Backoff
 from gateway.model import Quality, Sample, SampleBatch, SourceHealth, SourceState
+from gateway.timebase import gateway_now
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +254,7 @@ class ModbusSource:
         for comp in self._compiled[dev.unit_id]:
             r = comp.read
             if giving_up:  # the device (or link) is silent: spare the line this cycle
-                samples += comp.bad(time.time())
+                samples += comp.bad(gateway_now())
                 continue
             for attempt in range(dev.retries + 1):
                 try:
@@ -263,7 +264,7 @@ class ModbusSource:
                     error = str(exc)
                     if isinstance(exc, LinkDown) or attempt == dev.retries:
                         self._rejected[exc.reason] += 1
-                        samples += comp.bad(time.time())
+                        samples += comp.bad(gateway_now())
                         giving_up = isinstance(exc, (LinkDown, NoResponse))
                         if isinstance(exc, LinkDown):
                             link_down = True
@@ -271,7 +272,7 @@ class ModbusSource:
                         break
                     continue
                 answered = True
-                got = comp.samples(raw, time.time())
+                got = comp.samples(raw, gateway_now())
                 samples += got
                 if any(s.value is None for s in got):
                     self._rejected["nan"] += sum(1 for s in got if s.value is None)

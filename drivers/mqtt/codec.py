@@ -3,20 +3,26 @@
 A payload may yield some samples and some rejections (an array with one bad element): the good
 ones pass, each bad one is counted under its reason. NaN, infinities and strings never become a
 sample with a value.
+
+Times: a payload's timestamp is the device's (`Sample.device_ts`); the source's `SourceClock`
+decides what rules see (`source_ts`, on the gateway clock) and reads zone-less ISO times in the
+configured time zone, or not at all (no silent UTC).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 
 from drivers.mqtt.config import PayloadFormat, PayloadOptions, TimestampUnit
 from gateway.model import Quality, Sample
+from gateway.timebase import SourceClock
 
 
 class Reason(enum.StrEnum):
@@ -94,8 +100,10 @@ def to_number(raw: object) -> float | None:
     return value
 
 
-def to_timestamp(raw: object, unit: TimestampUnit) -> float:
-    """Epoch seconds from a number (unit or magnitude) or an ISO 8601 text (naive means UTC)."""
+def to_timestamp(raw: object, unit: TimestampUnit) -> float | datetime:
+    """Epoch seconds from a number (unit or magnitude) or an ISO 8601 text with a zone or
+    offset; an ISO text without one comes back as a naive datetime, for the source's time zone
+    (see `SourceClock.localize`): only the source's config can say where its clock is."""
     number: float | None = None
     if isinstance(raw, int | float) and not isinstance(raw, bool):
         number = float(raw)
@@ -108,7 +116,9 @@ def to_timestamp(raw: object, unit: TimestampUnit) -> float:
             except ValueError:
                 raise Rejected(Reason.BAD_TIMESTAMP, _short(raw)) from None
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=UTC)
+                if not 1970 <= parsed.year < 2286:  # the range numbers are held to (_MAX_TS)
+                    raise Rejected(Reason.BAD_TIMESTAMP, _short(raw)) from None
+                return parsed
             number = parsed.timestamp()
             unit = TimestampUnit.SECONDS
     else:
@@ -165,8 +175,9 @@ def _name(raw: object, missing: Reason) -> str:
 class PayloadDecoder:
     """Decodes one route's payloads according to its `PayloadOptions`."""
 
-    def __init__(self, options: PayloadOptions) -> None:
+    def __init__(self, options: PayloadOptions, clock: SourceClock | None = None) -> None:
         self.format = options.format
+        self._clock = clock if clock is not None else SourceClock("?")
         self._value = _path(options.value_path) or ()
         self._ts = _path(options.timestamp_path)
         self._unit = options.timestamp_unit
@@ -195,7 +206,7 @@ class PayloadDecoder:
             try:
                 doc = orjson.loads(payload)
             except orjson.JSONDecodeError as exc:
-                raise Rejected(Reason.MALFORMED_JSON, str(exc)[:80]) from None
+                doc = _lenient_loads(payload, exc)
             items = doc if isinstance(doc, list) else [doc]
             if not items:
                 raise Rejected(Reason.EMPTY, "empty array")
@@ -220,18 +231,19 @@ class PayloadDecoder:
         raw = _get(item, self._value)
         if raw is _MISSING:
             raise Rejected(Reason.NO_VALUE, ".".join(self._value))
-        ts, quality = self._meta_of(item, received_at)
+        (source_ts, device_ts), quality = self._meta_of(item, received_at)
         if self._asset is not None:
             asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
         if self._signal is not None:
             signal = self._named(item, self._signal, signal, Reason.NO_SIGNAL)
-        out.samples.append(self._sample(asset, signal, to_number(raw), quality, ts))
+        out.samples.append(self._sample(asset, signal, to_number(raw), quality, source_ts,
+                                        device_ts))
 
     def _fields_item(self, item: Any, asset: str | None, received_at: float,
                      out: Decoded) -> None:
         if not isinstance(item, dict):
             raise Rejected(Reason.NOT_AN_OBJECT, _short(item))
-        ts, quality = self._meta_of(item, received_at)
+        (source_ts, device_ts), quality = self._meta_of(item, received_at)
         if self._asset is not None:
             asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
         fields = item if self._fields is None else _get(item, self._fields)
@@ -244,24 +256,30 @@ class PayloadDecoder:
                 continue
             taken += 1
             try:
-                out.samples.append(self._sample(asset, key, to_number(raw), quality, ts))
+                out.samples.append(self._sample(asset, key, to_number(raw), quality, source_ts,
+                                                device_ts))
             except Rejected as exc:
                 out.rejections.append(exc)
         if taken == 0:
             raise Rejected(Reason.EMPTY, "no signal fields")
 
-    def _meta_of(self, item: dict[str, Any], received_at: float) -> tuple[float, Quality]:
-        ts = received_at
+    def _meta_of(self, item: dict[str, Any],
+                 received_at: float) -> tuple[tuple[float, float | None], Quality]:
+        """((source_ts, device_ts), quality) of one object: the times are stamped once per
+        object, so the fields of a json_fields object share them."""
+        device_ts: float | None = None
         if self._ts is not None:
             raw_ts = _get(item, self._ts)
             if raw_ts is not _MISSING and raw_ts is not None:
-                ts = to_timestamp(raw_ts, self._unit)
+                got = to_timestamp(raw_ts, self._unit)
+                device_ts = (self._clock.localize(got, received_at) if isinstance(got, datetime)
+                             else got)
         quality = Quality.GOOD
         if self._quality is not None:
             raw_q = _get(item, self._quality)
             if raw_q is not _MISSING:
                 quality = to_quality(raw_q)
-        return ts, quality
+        return self._clock.stamp(device_ts, received_at), quality
 
     @staticmethod
     def _named(item: dict[str, Any], path: tuple[str, ...], fallback: str | None,
@@ -273,11 +291,30 @@ class PayloadDecoder:
 
     @staticmethod
     def _sample(asset: str | None, signal: str | None, value: float | None, quality: Quality,
-                ts: float) -> Sample:
+                source_ts: float, device_ts: float | None = None) -> Sample:
         if not asset:
             raise Rejected(Reason.NO_ASSET)
         if not signal:
             raise Rejected(Reason.NO_SIGNAL)
         if value is None or quality is Quality.BAD:
-            return Sample(asset, signal, None, Quality.BAD, ts)
-        return Sample(asset, signal, value, quality, ts)
+            return Sample(asset, signal, None, Quality.BAD, source_ts, device_ts)
+        return Sample(asset, signal, value, quality, source_ts, device_ts)
+
+
+def _lenient_loads(payload: bytes | bytearray, exc: orjson.JSONDecodeError) -> Any:
+    """orjson refused the payload: say why in its own words. Invalid UTF-8 is `not_utf8`.
+    NaN and Infinity literals (Python's json.dumps writes them; JSON does not allow them) and
+    numbers beyond a double are read again by the standard library, so each such value is
+    rejected on its own as `nan` or `infinite` and the rest of the payload still counts.
+    Anything else is `malformed_json`. Runs only on the error path."""
+    try:
+        text = bytes(payload).decode()
+    except UnicodeDecodeError as bad:
+        raise Rejected(Reason.NOT_UTF8, f"invalid UTF-8 at byte {bad.start}") from None
+    token = text[exc.pos:exc.pos + 9].lstrip("-+")
+    if token.startswith(("NaN", "Infinity")) or "infinity" in exc.msg:
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            pass
+    raise Rejected(Reason.MALFORMED_JSON, str(exc)[:80])

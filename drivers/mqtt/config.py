@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.timebase import ZonedTimeSettings
 
 if TYPE_CHECKING:
     from drivers.mqtt.driver import MqttSource
@@ -68,7 +69,9 @@ class PayloadOptions(StrictModel):
 
     format: PayloadFormat = PayloadFormat.JSON
     value_path: str = "value"  # dotted path into a JSON object ("data.value")
-    timestamp_path: str | None = None  # epoch s/ms/us/ns or ISO 8601; unset: receive time
+    # The device's time: epoch s/ms/us/ns, or ISO 8601 (without a zone or offset it is read in
+    # the source's `timezone`, and not trusted when none is set). Unset: no device time.
+    timestamp_path: str | None = None
     timestamp_unit: TimestampUnit = TimestampUnit.AUTO
     quality_path: str | None = None  # "good" | "uncertain" | "bad" (or true/false)
     asset_path: str | None = None  # json/json_fields: the asset named inside the payload
@@ -165,8 +168,12 @@ class TopicEntry(PayloadOptions):
         return self
 
 
-class MqttSourceConfig(StrictModel):
-    """One MQTT broker. QoS 1 messages are acknowledged only after what they caused is committed."""
+class MqttSourceConfig(ZonedTimeSettings):
+    """One MQTT broker. QoS 1 messages are acknowledged only after what they caused is committed.
+
+    Time settings (`timestamps`, `timezone`, `max_clock_skew_seconds`, `duplicates`) come from
+    `ZonedTimeSettings` and apply to the times payloads carry at `timestamp_path`.
+    """
 
     type: Literal["mqtt"] = "mqtt"
     name: str = Field(min_length=1)

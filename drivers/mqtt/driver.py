@@ -36,6 +36,7 @@ from drivers.mqtt.rejections import RejectionLog
 from drivers.mqtt.routes import Router
 from gateway.backoff import Backoff
 from gateway.model import SampleBatch, SourceHealth, SourceState
+from gateway.timebase import gateway_now
 
 log = logging.getLogger("drivers.mqtt")
 _READ_BURST = 64  # packets read per readiness event at most
@@ -59,7 +60,8 @@ class MqttSource:
     def __init__(self, config: MqttSourceConfig) -> None:
         self.name = config.name
         self._cfg = config
-        self._router = Router(config.subscriptions, config.topics)
+        self._clock = config.clock(config.name)
+        self._router = Router(config.subscriptions, config.topics, self._clock)
         self._rejections = RejectionLog(config.name, config.rejection_quiet_seconds)
         self._client: paho.Client | None = None
         self._connected = False
@@ -119,8 +121,9 @@ class MqttSource:
             yield batch
 
     def health(self) -> SourceHealth:
-        return SourceHealth(self._state, self._detail, self._since, self._samples_total,
-                            dict(self._rejections.counts))
+        return self._clock.annotate(SourceHealth(self._state, self._detail, self._since,
+                                                 self._samples_total,
+                                                 dict(self._rejections.counts)))
 
     # --- connection supervision -------------------------------------------------------------
 
@@ -289,7 +292,7 @@ class MqttSource:
             await asyncio.sleep(1.0)
             if self._client is not None and self._fd is not None:
                 self._client.loop_misc()  # keepalive pings; notices a dead broker
-            self._rejections.expire(time.time())
+            self._rejections.expire(gateway_now())
 
     # --- paho callbacks (event loop thread) -------------------------------------------------
 
@@ -330,12 +333,12 @@ class MqttSource:
             self._take(msg, ack)
         except Exception:  # a decoding bug must not stop the source or the broker's window
             log.exception("source %s: internal error decoding a message", self.name)
-            self._rejections.add(Reason.INTERNAL_ERROR, "?", "", time.time())
+            self._rejections.add(Reason.INTERNAL_ERROR, "?", "", gateway_now())
             if ack is not None:
                 ack()
 
     def _take(self, msg: paho.MQTTMessage, ack: Callable[[], None] | None) -> None:
-        now = time.time()
+        now = gateway_now()  # the receive time of every sample of this message
         try:
             topic = msg.topic
         except UnicodeDecodeError:

@@ -26,6 +26,7 @@ class RejectionLog:
         self._open: dict[str, _Episode] = {}
 
     def add(self, reason: str, topic: str, detail: str, now: float) -> None:
+        reason = str(reason)  # plain text keys (not the Reason enum): JSON encoders take them
         self.counts[reason] = self.counts.get(reason, 0) + 1
         episode = self._open.get(reason)
         if episode is not None:

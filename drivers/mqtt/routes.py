@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from drivers.mqtt.codec import PayloadDecoder
 from drivers.mqtt.config import Subscription, TopicEntry
+from gateway.timebase import SourceClock
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +65,11 @@ class TopicPattern:
 class Router:
     """Routes topics to their meaning. Overlapping patterns: the first in config order wins."""
 
-    def __init__(self, subscriptions: Sequence[Subscription],
-                 topics: Sequence[TopicEntry]) -> None:
+    def __init__(self, subscriptions: Sequence[Subscription], topics: Sequence[TopicEntry],
+                 clock: SourceClock | None = None) -> None:
+        """`clock`: the source's clock check, shared by all its routes (default: trust no
+        device time zone, rules see receive time)."""
+        clock = clock if clock is not None else SourceClock("?")
         filters: dict[str, int] = {}
         for t in topics:
             filters[t.topic] = max(filters.get(t.topic, 0), t.qos)
@@ -75,10 +79,11 @@ class Router:
         self.filters: tuple[tuple[str, int], ...] = tuple(filters.items())
         ids = {f: i for i, f in enumerate(filters, start=1)}
         self._exact: dict[str, Route] = {
-            t.topic: Route(t.asset, t.signal, PayloadDecoder(t), ids[t.topic]) for t in topics
+            t.topic: Route(t.asset, t.signal, PayloadDecoder(t, clock), ids[t.topic])
+            for t in topics
         }
         self._patterns: list[tuple[TopicPattern, Subscription, PayloadDecoder, int]] = [
-            (pat, sub, PayloadDecoder(sub), ids[pat.filter]) for pat, sub in patterns
+            (pat, sub, PayloadDecoder(sub, clock), ids[pat.filter]) for pat, sub in patterns
         ]
 
     def route(self, topic: str) -> Route | None:

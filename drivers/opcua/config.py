@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 
 from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel
+from gateway.timebase import TimeSettings
 
 if TYPE_CHECKING:
     from drivers.opcua.driver import OpcUaSource
@@ -166,8 +167,13 @@ def split_node_id(text: str) -> tuple[str | None, str]:
     return None, text.removeprefix("ns=0;")
 
 
-class OpcUaSourceConfig(StrictModel):
-    """One OPC UA server endpoint and the variables to read from it."""
+class OpcUaSourceConfig(TimeSettings):
+    """One OPC UA server endpoint and the variables to read from it.
+
+    Time settings (`timestamps`, `max_clock_skew_seconds`, `duplicates`) come from
+    `TimeSettings`: the device time is a value's SourceTimestamp (UTC by spec), else its
+    ServerTimestamp.
+    """
 
     type: Literal["opcua"] = "opcua"
     name: str = Field(min_length=1)

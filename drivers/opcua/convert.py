@@ -9,6 +9,7 @@ from typing import Any
 from asyncua import ua
 
 from gateway.model import Quality, Sample
+from gateway.timebase import SourceClock
 
 _SEVERITY = (Quality.GOOD, Quality.UNCERTAIN, Quality.BAD, Quality.BAD)
 _OVERFLOW = 0x0480  # InfoType DataValue + Overflow: the server's item queue dropped values
@@ -59,14 +60,21 @@ class Binding:
     handle: int
 
 
-def to_sample(binding: Binding, dv: ua.DataValue | None, received: float) -> Sample:
-    """Bad status gives value None; time is SourceTimestamp, else ServerTimestamp, else now."""
+_UNSET = SourceClock("?")  # rules see receive time; for callers without a source's clock
+
+
+def to_sample(binding: Binding, dv: ua.DataValue | None, received: float,
+              clock: SourceClock = _UNSET) -> Sample:
+    """Bad status gives value None. The device time is SourceTimestamp, else ServerTimestamp,
+    else none; `clock` decides what rules see (`received`, on the gateway clock, unless the
+    source trusts its device time and the clock is within the skew limit)."""
     if dv is None:
         return Sample(binding.asset, binding.signal, None, Quality.BAD, received)
     code = dv.StatusCode.value if dv.StatusCode is not None else 0
     quality = quality_of(code)
-    ts = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp) or received
+    source_ts, device_ts = clock.stamp(
+        _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp), received)
     raw = dv.Value.Value if dv.Value is not None else None
     if quality is Quality.BAD or raw is None:
-        return Sample(binding.asset, binding.signal, None, Quality.BAD, ts)
-    return Sample(binding.asset, binding.signal, as_float(raw), quality, ts)
+        return Sample(binding.asset, binding.signal, None, Quality.BAD, source_ts, device_ts)
+    return Sample(binding.asset, binding.signal, as_float(raw), quality, source_ts, device_ts)

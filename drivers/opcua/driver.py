@@ -47,6 +47,7 @@ from drivers.opcua.session import (
 )
 from gateway.backoff import Backoff
 from gateway.model import Sample, SampleBatch, SourceHealth, SourceState
+from gateway.timebase import gateway_now
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class OpcUaSource:
     def __init__(self, config: OpcUaSourceConfig) -> None:
         self.name = config.name
         self._cfg = config
+        self._clock = config.clock(config.name)
         self._out: asyncio.Queue[SampleBatch | None] = asyncio.Queue(config.batch_queue_size)
         self._state, self._detail, self._since = SourceState.STOPPED, "", time.time()
         self._samples_total = 0
@@ -123,8 +125,8 @@ class OpcUaSource:
             yield batch
 
     def health(self) -> SourceHealth:
-        return SourceHealth(self._state, self._detail, self._since, self._samples_total,
-                            dict(self._rejected))
+        return self._clock.annotate(SourceHealth(self._state, self._detail, self._since,
+                                                 self._samples_total, dict(self._rejected)))
 
     def failed_items(self) -> dict[str, str]:
         """`asset/signal` -> why the server refused it (status code name) in this session."""
@@ -212,7 +214,7 @@ class OpcUaSource:
                 raise SessionLost("subscription closed") from None
             while queue is not None and len(events) < limit and not queue.empty():
                 events.append(queue.get_nowait())
-            now = time.time()
+            now = gateway_now()  # one receive time for the batch
             samples: list[Sample] = []
             for ev in events:
                 if ev is None:
@@ -224,7 +226,7 @@ class OpcUaSource:
                         self._reject("unknown_handle", str(item.ClientHandle))
                         continue
                     try:
-                        samples.append(to_sample(binding, item.Value, now))
+                        samples.append(to_sample(binding, item.Value, now, self._clock))
                     except NotNumeric as exc:
                         self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
                     if server_overflowed(item.Value):
@@ -249,10 +251,10 @@ class OpcUaSource:
                 params.NodesToRead = ids[start:start + per_read]
                 params.TimestampsToReturn = ua.TimestampsToReturn.Both
                 values = await client.uaclient.read(params)
-                now = time.time()
+                now = gateway_now()
                 for binding, dv in zip(bindings[start:start + per_read], values, strict=True):
                     try:
-                        samples.append(to_sample(binding, dv, now))
+                        samples.append(to_sample(binding, dv, now, self._clock))
                     except NotNumeric as exc:
                         self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
             self._emit(samples)

@@ -10,6 +10,7 @@ import pytest
 from drivers.modbus.config import ModbusSourceConfig
 from drivers.modbus.driver import DeviceState
 from gateway.model import Quality, Source, SourceState
+from gateway.timebase import gateway_now
 from simulators.modbus_plant import Fault, ModbusPlantSimulator
 from tests.drivers.modbus.support import collecting, example_raw, plant_config
 from tests.harness import free_port, wait_for
@@ -21,9 +22,14 @@ SIGNALS = ("vibration", "temperature", "current", "running")
 async def test_reads_the_whole_plant_decoded(plant: ModbusPlantSimulator) -> None:
     source = plant_config(plant.port).build()
     assert isinstance(source, Source)
+    started = gateway_now()
     async with collecting(source) as got:
         await wait_for(lambda: got.all_good(ASSETS, SIGNALS), 5, "every point GOOD")
         await wait_for(lambda: source.health().state is SourceState.CONNECTED, 2, "connected")
+        # Modbus carries no device time: rules see the receive time on the gateway clock.
+        latest = [got.latest(a, s) for a in ASSETS for s in SIGNALS]
+        assert all(x is not None and x.device_ts is None
+                   and started <= x.source_ts <= gateway_now() for x in latest)
     for asset in ASSETS:
         # Steady scenario: levels with small ripple (see simulators/scenario.py).
         vib, temp, cur, run = (got.latest(asset, s) for s in SIGNALS)

@@ -1,20 +1,56 @@
-"""QoS 1 delivery promises: ack after processing, redelivery, reconnect, backpressure."""
+"""QoS 1 delivery promises: ack after processing, redelivery, reconnect, backpressure.
+
+Deliveries are counted, not compared as sets: a message delivered twice must show.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import Counter
+from collections.abc import Iterable
 
 import pytest
 
-from gateway.model import SourceState
+from gateway.dedup import SampleGate
+from gateway.model import Sample, SourceState
 from simulators.mqtt_plant import MqttPlantPublisher
 from simulators.scenario import SCENARIOS
 from tests.drivers.mqtt.conftest import running_source, source_config
 from tests.harness import Mosquitto, wait_for
 
 PROTOCOLS = ["3.1.1", "5"]
+T0 = 1_780_000_000.0
+
+
+def assert_each_once(got: Iterable[float | None], expected: Iterable[float]) -> None:
+    """Every expected value exactly once (a multiset comparison), naming what is off."""
+    have, want = Counter(got), Counter[float | None](expected)
+    twice = {v: n for v, n in have.items() if n > 1}
+    missing, extra = want - have, have - want
+    assert not (twice or missing or extra), (
+        f"delivered more than once: {twice}; missing: {sorted(missing, key=str)}; "
+        f"unexpected: {sorted(extra, key=str)}")
+
+
+def test_the_count_sees_a_duplicate() -> None:
+    assert_each_once([2.0, 1.0], [1.0, 2.0])
+    with pytest.raises(AssertionError, match=r"more than once: \{2.0: 2\}"):
+        assert_each_once([1.0, 2.0, 2.0], [1.0, 2.0])  # a set comparison would pass this
+    with pytest.raises(AssertionError, match=r"missing: \[2.0\]"):
+        assert_each_once([1.0], [1.0, 2.0])
+
+
+async def test_a_real_duplicate_delivery_fails_the_count(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher) -> None:
+    async with running_source(source_config(mosquitto.port)) as (_, got):
+        for payload in (b"1", b"2", b"2"):  # the device sent its second reading twice
+            await publisher.publish_raw("plant/pump-1/vibration", payload)
+        await wait_for(lambda: len(got.samples) == 3, 10, "three deliveries")
+        with pytest.raises(AssertionError, match="more than once"):
+            assert_each_once([s.value for s in got.samples], [1.0, 2.0])
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -36,8 +72,7 @@ async def test_unacked_messages_are_redelivered_after_restart(
     async with running_source(cfg) as (source, got):
         await publisher.publish_raw("plant/pump-1/vibration", b'{"value": 99}')
         await wait_for(lambda: 99.0 in [s.value for s in got.samples], 10, "the new message")
-        values = [s.value for s in got.samples]
-        assert sorted(values) == [4.0, 5.0, 6.0, 99.0], values
+        assert_each_once([s.value for s in got.samples], [4.0, 5.0, 6.0, 99.0])
         assert source.health().rejected == {}  # the garbage was acknowledged, not redelivered
 
 
@@ -89,8 +124,7 @@ async def test_slow_consumer_with_tiny_queue_loses_nothing(
             await publisher.publish_raw("plant/pump-1/vibration", str(i))
         await publisher.flush()
         await wait_for(lambda: len(got.samples) >= n, 30, f"{n} samples")
-        values = [s.value for s in got.samples]
-        assert sorted(values) == [float(i) for i in range(n)]  # each exactly once
+        assert_each_once([s.value for s in got.samples], [float(i) for i in range(n)])
         assert source.intake_peak <= 2
         if protocol == "3.1.1":  # broker window (20) > our queue: reading had to stop
             assert source.pauses > 0
@@ -120,13 +154,13 @@ async def test_stalled_consumer_costs_a_reconnect_but_no_message(
     cfg = source_config(mosquitto.port, protocol="3.1.1", queue_max_messages=2,
                         keepalive_seconds=5)
     source = cfg.build()
-    got: list[float | None] = []
+    got: list[Sample] = []
     release = asyncio.Event()
 
     async def consume() -> None:
         async for batch in source.batches():
             await release.wait()  # stalled until the driver gives the link up
-            got.extend(s.value for s in batch.samples)
+            got.extend(batch.samples)
             if batch.ack is not None:
                 batch.ack()
 
@@ -134,14 +168,22 @@ async def test_stalled_consumer_costs_a_reconnect_but_no_message(
         await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10, "connected")
         task = asyncio.create_task(consume())
         for i in range(n):
-            await publisher.publish_raw("plant/pump-1/vibration", str(i))
+            await publisher.publish_raw("plant/pump-1/vibration",
+                                        json.dumps({"value": i, "ts": T0 + i}))
         await publisher.flush()
         await wait_for(lambda: source.health().state is SourceState.RECONNECTING, 20,
                        "the stalled link given up (about 2 x keepalive)")
         release.set()
-        await wait_for(lambda: set(got) >= {float(i) for i in range(n)}, 20, "every message")
+        want = Counter[float | None](float(i) for i in range(n))
+        await wait_for(lambda: not want - Counter(s.value for s in got), 20, "every message")
         assert source.health().state is SourceState.CONNECTED
         assert source.intake_peak <= 2
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    # At least once from the broker: what the stalled consumer held when the link dropped was
+    # never acknowledged and came again. The gate in front of the rules lets each through once.
+    gate = SampleGate()
+    admitted = [s.value for s in got if gate.admit(source.name, s)]
+    assert_each_once(admitted, [float(i) for i in range(n)])
+    assert gate.skipped.get(source.name, 0) == len(got) - n
