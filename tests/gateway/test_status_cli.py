@@ -137,3 +137,20 @@ async def test_status_needs_a_fixed_port(stack: Stack) -> None:  # noqa: F811
     path = stack.write_config(vibration_rule(), http_port=0)
     code, out = await _status_cli(path)
     assert code == 1 and "port = 0" in out, out
+
+
+def test_status_asks_a_wildcard_listener_on_loopback() -> None:
+    from gateway.config import PlantBridgeConfig, is_loopback
+    from gateway.status_cli import status_url
+
+    def url(host: str) -> str:
+        token = {} if is_loopback(host) else {"token": {"value": "t"}}
+        return status_url(PlantBridgeConfig.model_validate(
+            {"http": {"listen_host": host, "port": 8380, **token}}))
+
+    assert url("0.0.0.0") == "http://127.0.0.1:8380/status"
+    assert url("::") == "http://[::1]:8380/status"
+    assert url("10.0.0.5") == "http://10.0.0.5:8380/status"
+    assert [is_loopback(h) for h in ("127.0.0.1", "127.1.2.3", "::1", "localhost",
+                                     "0.0.0.0", "::", "gw.plant.local")] == [
+        True, True, True, True, False, False, False]
