@@ -100,3 +100,26 @@ class Notice:
     created_at: float
     message: str
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class UrgentRecord:
+    """A maintenance request of a critical episode that is still not delivered."""
+
+    sink: str
+    asset: str
+    episode_id: str
+    state: str  # pending | dead
+    created_at: float
+    last_error: str
+    severity: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRows:
+    """What the status page needs beyond `OutboxStats` (see OutboxStore.status_rows)."""
+
+    receipts: dict[tuple[str, str], str]  # (sink, episode_id) -> upstream id, open episodes
+    facts: dict[str, dict[str, object]]  # episode_id -> what its request said (value, reason)
+    undelivered: dict[tuple[str, str], str]  # (sink, episode_id) -> pending | dead: open requests
+    urgent: list[UrgentRecord]

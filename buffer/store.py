@@ -10,19 +10,24 @@ again, so delivery is at least once and the sink's idempotency makes it once in 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+import orjson
+
+from buffer.attempts import STATE_NAMES
 from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull
 from buffer.opening import open_outbox
 from buffer.operator import OperatorViews
-from buffer.records import OutboxStats, Synchronous
+from buffer.records import OutboxStats, StatusRows, Synchronous, UrgentRecord
 from buffer.retention import prune
+from buffer.schema import DEAD, PENDING
 from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
 from buffer.statements import (
     ADD_RECEIPT,
@@ -40,6 +45,7 @@ from gateway.model import (
     Delivery,
     EpisodeState,
     MessageClass,
+    MessageKind,
     OutboxMessage,
     OutboxRecord,
     RuleState,
@@ -286,3 +292,40 @@ class OutboxStore(OperatorViews):
             stuck=fig.stuck,
             stuck_oldest=fig.stuck_oldest,
         )
+
+    # --- status page ---
+    # Small reads for the status page, `/readyz` and `plantbridge status`; all bounded.
+
+    async def status_rows(self, now: float, urgent_after_seconds: float,
+                          urgent_severity: int = 1) -> StatusRows:
+        """Upstream ids, request facts and undelivered requests of open episodes, and the
+        maintenance requests of severity <= `urgent_severity` still pending or dead more than
+        `urgent_after_seconds` after they were committed."""
+        open_only = " JOIN episodes e ON e.episode_id = {t}.episode_id WHERE e.cleared_at IS NULL"
+        request = MessageKind.MAINTENANCE_REQUEST.value
+        async with self._lock:
+            receipts = await self._read("SELECT r.sink, r.episode_id, r.receipt FROM receipts r"
+                                        + open_only.format(t="r") + " LIMIT 1000")
+            facts = await self._read("SELECT f.episode_id, f.facts FROM attempt_facts f"
+                                     + open_only.format(t="f") + " LIMIT 1000")
+            undelivered = await self._read(
+                "SELECT o.sink, o.episode_id, o.state FROM outbox o" + open_only.format(t="o")
+                + " AND o.state IN (?, ?) AND o.kind = ? LIMIT 1000", (PENDING, DEAD, request))
+            urgent = await self._read(
+                "SELECT o.sink, o.asset, o.episode_id, o.state, o.created_at, o.last_error,"
+                " e.severity FROM outbox o JOIN episodes e ON e.episode_id = o.episode_id"
+                " WHERE o.state IN (?, ?) AND o.kind = ? AND e.severity <= ?"
+                " AND o.created_at <= ? ORDER BY o.created_at LIMIT 50",
+                (PENDING, DEAD, request, urgent_severity, now - urgent_after_seconds))
+        said: dict[str, dict[str, object]] = {}
+        for episode_id, text in facts:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                doc = orjson.loads(text)
+                if isinstance(doc, dict) and "status" not in doc:  # the raise, not a clear
+                    said.setdefault(episode_id, doc)
+        return StatusRows(
+            receipts={(sink, ep): receipt for sink, ep, receipt in receipts},
+            facts=said,
+            undelivered={(sink, ep): STATE_NAMES[st] for sink, ep, st in undelivered},
+            urgent=[UrgentRecord(r[0], r[1], r[2], STATE_NAMES[r[3]], r[4], r[5], r[6])
+                    for r in urgent])

@@ -72,6 +72,10 @@ def cmd_check(args: argparse.Namespace) -> int:
                   "that the config names)", file=sys.stderr)
             return 2
         return _check_rule_files(args.rules)
+    if args.online and args.rules_only:
+        print("--online contacts the upstreams, which --rules-only leaves out: use one",
+              file=sys.stderr)
+        return 2
     scope = config_mod.SecretScope.NONE if args.rules_only else config_mod.SecretScope.ALL
     found = config_mod.examine(args.config, secrets=scope, rules_only=args.rules_only)
     _report(found.problems, found.warnings)
@@ -91,7 +95,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         plans = [explain(src) for src in cfg.sources if isinstance(src, ModbusSourceConfig)]
         print("\n".join(plans) if plans else "no Modbus sources: no read plan to explain")
-    return 0
+    return _check_online(cfg) if args.online else 0
+
+
+def _check_online(cfg: config_mod.PlantBridgeConfig) -> int:
+    """`check --online`: contact every upstream as the daemon would, and say what failed."""
+    from gateway.probes import probe_configured
+
+    if not cfg.upstreams:
+        print("online: no upstreams configured; nothing to contact")
+        return 0
+    results = run_async(probe_configured([up.build for up in cfg.upstreams]))
+    for r in results:
+        if r.ok:
+            print(f"online: upstream {r.sink}: ok (reachable, credentials accepted)")
+        else:
+            print(f"online: upstream {r.sink}: probe failed: {r.reason}", file=sys.stderr)
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"{failed} upstream(s) failed the probe", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -291,6 +314,14 @@ def _outbox_drop(cfg: config_mod.PlantBridgeConfig, ids: list[int], yes: bool) -
     return 0 if n else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.status_cli import show
+
+    loaded = load_or_report(args.config, "{n} problem(s); cannot tell where the gateway listens",
+                            config_mod.SecretScope.NONE)
+    return 1 if loaded is None else show(loaded.config, as_json=args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from gateway.demo import run_demo, scenario_problem
 
@@ -313,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="validate a config and its rule files")
     c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     c.add_argument("--explain", action="store_true", help="print the Modbus read plan")
+    c.add_argument("--online", action="store_true",
+                   help="also contact every upstream: reachable, credentials accepted")
     c.add_argument("--rules-only", action="store_true",
                    help="only the rules: no secrets, no other part of the config is judged")
     c.add_argument("--rules", type=Path, nargs="+", metavar="FILE",
@@ -355,6 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
     add_outbox_parser(sub)
+
+    st = sub.add_parser("status", help="what the running gateway says: problems, upstreams, "
+                                       "open conditions, dead letters")
+    st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    st.add_argument("--json", action="store_true", help="the daemon's /status as it is")
+    st.set_defaults(func=cmd_status)
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import glob
+import ipaddress
 import re
 import tomllib
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from buffer.config import OutboxConfig
 from drivers.modbus.config import ModbusSourceConfig
@@ -54,6 +55,29 @@ class HttpConfig(StrictModel):
     enabled: bool = True
     listen_host: str = "127.0.0.1"
     port: int = Field(default=8380, ge=0, le=65535)
+    # Needed off loopback: `Authorization: Bearer <token>` or the page's login (see gateway/http.py)
+    token: Secret | None = None
+    # A critical (severity 1) request still undelivered after this long makes /readyz red
+    critical_pending_seconds: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> HttpConfig:
+        if self.enabled and self.token is None and not is_loopback(self.listen_host):
+            raise ValueError(
+                f"listen_host {self.listen_host!r} is reachable from other machines: set "
+                'token = { file = "/etc/plantbridge/secrets/http-token" } (or credential = ...)'
+                " in [http], or listen on 127.0.0.1")
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect to `host` (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
 
 
 class RulesConfig(StrictModel):
@@ -254,6 +278,20 @@ def _component_secret_problems(group: str, i: int, item: BaseModel, name: str, f
     return problems
 
 
+def _http_token_problems(raw: dict[str, Any], file: str, lines: TomlLines) -> list[Problem]:
+    """The status page's token is read at start: a missing file is said by `check`."""
+    try:
+        token = HttpConfig.model_validate(raw.get("http", {})).token
+    except ValidationError:
+        return []  # reported with the rest of the file
+    try:
+        if token is not None:
+            token.reveal()
+    except ValueError as exc:
+        return [Problem(file, "http", "token", str(exc), lines.line(("http", "token")))]
+    return []
+
+
 def secret_problems(cfg: PlantBridgeConfig, file: str,
                     scope: SecretScope = SecretScope.ALL) -> list[Problem]:
     """A secret that cannot be read now would stop a component at start: say so up front."""
@@ -357,6 +395,8 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
             if secrets is SecretScope.ALL or group == "sources":
                 for i, item in items:
                     problems += _component_secret_problems(group, i, item, item.name, file, lines)
+    if not rules_only and secrets is SecretScope.ALL:
+        problems += _http_token_problems(raw, file, lines)
     problems += in_rules
     raw_sources = raw.get("sources")
     all_valid = isinstance(raw_sources, list) and len(sources) == len(raw_sources)

@@ -19,14 +19,16 @@ from typing import Any
 
 from aiohttp import web
 
+from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway import story
 from gateway.dedup import SampleGate
-from gateway.http import build_app
+from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
 from gateway.pipeline import Pipeline
+from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
@@ -116,7 +118,9 @@ class Daemon:
                 self._tg = tg
                 for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
                     self._start_upstream(up)
+                self.probes = Probes(lambda: self.sinks, cfg.forwarding.probe_interval_seconds)
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
+                        tg.create_task(self.probes.run(), name="probes"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping")]
                 for src in cfg.sources:
@@ -278,6 +282,8 @@ class Daemon:
         self.cfg = new.config.model_copy(update=kept)
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
                                               new.rule_files)
+        if self.probes is not None:
+            self.probes.poke()  # a fixed token or URL is confirmed (or not) at once
         self.reload_state = {"at": iso_time(now), "error": "",
                              **_rule_counts(self.pipeline.engine),
                              "changes": changes, "restart_needed": restart_needed}
@@ -306,18 +312,29 @@ class Daemon:
                 self.notifier.update_status(self._one_line())  # sent only when it changed
             await asyncio.sleep(interval)
 
+    # What the status page shows beyond the outbox figures; read by `refresh`.
+    probes: Probes | None = None
+    status_rows: StatusRows | None = None
+    dead_list: list[DeadLetter] = []
+
     async def refresh(self) -> None:
         if self.outbox is not None:
+            now = gateway_now()  # the clock that stamped the records
             stats = await self.outbox.stats(
-                time.time(), stuck_after_seconds=self.cfg.forwarding.stuck_after_seconds)
+                now, stuck_after_seconds=self.cfg.forwarding.stuck_after_seconds)
             self.outbox_stats = asdict(stats)
             self.outbox_notices = [n.message for n in await self.outbox.notices()]
+            self.status_rows = await self.outbox.status_rows(
+                now, self.cfg.http.critical_pending_seconds)
+            any_dead = any((self.outbox_stats.get("dead") or {}).values())
+            self.dead_list = await self.outbox.dead_letters(limit=20) if any_dead else []
 
     async def _start_http(self) -> web.AppRunner | None:
         h = self.cfg.http
         if not h.enabled:
             return None
-        runner = web.AppRunner(build_app(self.snapshot, self.refresh), access_log=None)
+        token = h.token.reveal() if h.token is not None else None  # `check` names a bad one
+        runner = web.AppRunner(build_app(self.snapshot, self.refresh, token), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.listen_host, h.port)
         await site.start()
@@ -334,20 +351,28 @@ class Daemon:
             h = src.health()
             if h.state not in ("connected",):
                 out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
+        if self.probes is not None:
+            out += self.probes.problems()
         o = self.outbox_stats
+        rows = self.status_rows
+        now = gateway_now()
         for f in self.forwarders:
             waiting = (o.get("pending") or {}).get(f.sink.name, 0)
             if f.stats.hung:
                 out.append(f"upstream {f.sink.name} is not answering (connection open, no "
                            f"response); {waiting} waiting")
-            elif f.stats.failing and waiting:
-                age = o.get("oldest_pending_age_seconds") or 0.0
-                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
-                           f"oldest {age:.0f} s): {f.stats.last_error}")
+        out += self.delays()
+        for u in rows.urgent if rows else []:
+            how = "dead-lettered" if u.state == "dead" else "still not delivered"
+            why = f": {u.last_error}" if u.last_error else ""
+            out.append(f"critical request (severity {u.severity}) for {u.asset} to upstream "
+                       f"{u.sink} {how} after {age_words(now - u.created_at)}{why}")
         for sink, n in (o.get("dead") or {}).items():
             if n:
-                out.append(f"upstream {sink} has {n} dead-lettered records (list and requeue "
-                           "them with: plantbridge dead-letters)")
+                last = [d for d in self.dead_list if d.sink == sink][-1:]
+                why = f"; latest ({last[0].asset}): {last[0].reason}" if last else ""
+                out.append(f"upstream {sink} has {n} dead-lettered record(s){why} (fix the "
+                           "cause, then: plantbridge dead-letters --requeue all)")
         if o.get("full"):
             out.append("outbox budget reached: telemetry-derived records are being shed")
         if self.pipeline is not None and self.pipeline.stats.evaluation_errors:
@@ -385,8 +410,22 @@ class Daemon:
                            f"{self.cfg.rules.max_instances_per_rule}")
         return out
 
+    def delays(self) -> list[str]:
+        """Upstreams that fail to deliver. Shown with the problems, but on their own they leave
+        /readyz green: a late low-priority update pages nobody. A critical request late past
+        `http.critical_pending_seconds` is a problem of its own (`status_rows.urgent`)."""
+        o, out = self.outbox_stats, []
+        for f in self.forwarders:
+            waiting = (o.get("pending") or {}).get(f.sink.name, 0)
+            if not f.stats.hung and f.stats.failing and waiting:
+                age = (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name, 0.0)
+                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
+                           f"oldest {age_words(age)}): {f.stats.last_error}")
+        return out
+
     def snapshot(self) -> dict[str, Any]:
         p = self.pipeline
+        o, rows = self.outbox_stats, self.status_rows
         sources = []
         for kind, src in self.sources.values():
             h = src.health()
@@ -397,24 +436,50 @@ class Daemon:
                             "clock_note": h.clock_note, "counted": dict(h.counted),
                             "duplicates_skipped": 0 if p is None else
                             p.gate.skipped.get(src.name, 0)})
+        probed = self.probes.results if self.probes is not None else {}
+        # A last error is shown while it is current: once the upstream answers again, it goes.
         upstreams = [{"name": f.sink.name,
                       "breaker": "hung" if f.stats.hung else str(f.stats.breaker),
                       "failing": f.stats.failing, "hung": f.stats.hung,
                       "accepted": f.stats.accepted, "rejected": f.stats.rejected,
-                      "retried": f.stats.retried, "last_error": f.stats.last_error}
+                      "retried": f.stats.retried,
+                      "last_error": f.stats.last_error if f.stats.failing or f.stats.hung
+                      else "",
+                      "probe": probed[f.sink.name].as_dict() if f.sink.name in probed else None,
+                      "pending": (o.get("pending") or {}).get(f.sink.name, 0),
+                      "dead": (o.get("dead") or {}).get(f.sink.name, 0),
+                      "oldest_pending_age_seconds":
+                          (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name)}
                      for f in self.forwarders]
-        episodes = [] if p is None else [
-            {"rule_id": e.rule_id, "asset": e.asset, "episode_id": e.episode_id,
-             "raised_at": iso_time(e.raised_at)} for e in p.engine.open_episodes()]
+        raised = {x["episode_id"]: x for x in self.recent if x["kind"] == "raised"}
+        episodes = []
+        for e in [] if p is None else p.engine.open_episodes():
+            said: dict[str, Any] = dict(rows.facts.get(e.episode_id, {})) if rows else {}
+            said |= raised.get(e.episode_id, {})
+            episodes.append({
+                "rule_id": e.rule_id, "asset": e.asset, "episode_id": e.episode_id,
+                "severity": e.severity, "raised_at": iso_time(e.raised_at),
+                "value": said.get("value"), "reason": said.get("reason", ""),
+                "receipts": {sink: r for (sink, ep), r in (rows.receipts if rows else {}).items()
+                             if ep == e.episode_id},
+                # the request of each sink that has no receipt yet: pending | dead
+                "undelivered": {sink: st for (sink, ep), st in
+                                (rows.undelivered if rows else {}).items()
+                                if ep == e.episode_id}})
+        dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
+                 "reason": d.reason, "failed_at": iso_time(d.failed_at),
+                 "attempts": d.attempts} for d in self.dead_list]
         return {
             "site": self.cfg.gateway.site,
             "uptime_seconds": time.time() - self.started_at,
             "problems": self.problems(),
+            "delays": self.delays(),  # among the problems; alone they leave /readyz green
             "sources": sources,
             "upstreams": upstreams,
             "outbox": self.outbox_stats,
             "pipeline": asdict(p.stats) if p else {},
             "open_episodes": episodes,
+            "dead_letters": dead,
             "recent_transitions": list(self.recent),
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
             "refused_instances": {} if p is None else p.engine.refused_instances(),

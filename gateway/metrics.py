@@ -76,12 +76,19 @@ class GatewayCollector(Collector):
                                     "Delivery outcomes per sink", labels=["sink", "outcome"])
         breaker = GaugeMetricFamily("plantbridge_upstream_breaker_open",
                                     "1 while the sink's circuit breaker is open", labels=["sink"])
+        probe_ok = GaugeMetricFamily("plantbridge_upstream_probe_ok",
+                                     "1 when the last probe reached the upstream and it let us "
+                                     "in, 0 when it failed (absent until the first probe)",
+                                     labels=["sink"])
         for f in s["upstreams"]:
             for outcome in ("accepted", "rejected", "retried"):
                 fwd_n.add_metric([f["name"], outcome], f[outcome])
             breaker.add_metric([f["name"]], 0.0 if f["breaker"] == "closed" else 1.0)
+            if f.get("probe"):
+                probe_ok.add_metric([f["name"]], 1.0 if f["probe"]["ok"] else 0.0)
         yield fwd_n
         yield breaker
+        yield probe_ok
         yield GaugeMetricFamily("plantbridge_open_episodes", "Condition episodes now open",
                                 value=len(s["open_episodes"]))
         yield GaugeMetricFamily("plantbridge_last_reload_ok",

@@ -49,6 +49,7 @@ class ForwardingConfig(StrictModel):
     # a record still failing this long after it was created is a problem on the status page
     # and /readyz (it keeps retrying, and holds back nothing but its own episode)
     stuck_after_seconds: float = Field(default=600.0, gt=0)
+    probe_interval_seconds: float = Field(default=300.0, gt=0)  # reachability + credentials
 
 
 class BreakerState(enum.StrEnum):
