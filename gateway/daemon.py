@@ -393,12 +393,7 @@ class Daemon:
         record that keeps failing, pattern rules refusing assets, clocks beyond their limit."""
         out = [f"{n} (acknowledge with: plantbridge outbox acknowledge)"
                for n in self.outbox_notices]
-        for sink, rec in (self.outbox_stats.get("stuck_oldest") or {}).items():
-            n = (self.outbox_stats.get("stuck") or {}).get(sink, 0)
-            out.append(f"upstream {sink}: {n} record(s) failing for over "
-                       f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
-                       f"({rec['asset']}, {rec['attempts']} attempts, "
-                       f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
+        out += self._stuck(requests=True)
         for kind, src in self.sources.values():
             note = src.health().clock_note
             if note:
@@ -410,11 +405,25 @@ class Daemon:
                            f"{self.cfg.rules.max_instances_per_rule}")
         return out
 
+    def _stuck(self, *, requests: bool) -> list[str]:
+        """Records failing past `forwarding.stuck_after_seconds`: a maintenance request that
+        cannot get through is a problem; a late status update only a delay."""
+        out = []
+        for sink, rec in (self.outbox_stats.get("stuck_oldest") or {}).items():
+            if str(rec.get("key", "")).startswith("request:") is not requests:
+                continue
+            n = (self.outbox_stats.get("stuck") or {}).get(sink, 0)
+            out.append(f"upstream {sink}: {n} record(s) failing for over "
+                       f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
+                       f"({rec['asset']}, {rec['attempts']} attempts, "
+                       f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
+        return out
+
     def delays(self) -> list[str]:
         """Upstreams that fail to deliver. Shown with the problems, but on their own they leave
         /readyz green: a late low-priority update pages nobody. A critical request late past
         `http.critical_pending_seconds` is a problem of its own (`status_rows.urgent`)."""
-        o, out = self.outbox_stats, []
+        o, out = self.outbox_stats, self._stuck(requests=False)
         for f in self.forwarders:
             waiting = (o.get("pending") or {}).get(f.sink.name, 0)
             if not f.stats.hung and f.stats.failing and waiting:
