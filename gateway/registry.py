@@ -299,3 +299,11 @@ def load_registry(path: Path) -> Registry:
         raise RegistryFileError([RegistryProblem(str(path), None, None, "",
                                                  f"cannot read the file: {exc}")]) from None
     return parse_registry(text, str(path))
+
+
+def registry_path(gateway_table: object, config_file: Path) -> Path | None:
+    """The registry file that `[gateway] assets_file` names, relative to the config file."""
+    name = gateway_table.get("assets_file") if isinstance(gateway_table, dict) else None
+    if not isinstance(name, str) or not name:
+        return None  # absent, or wrongly typed (reported with the main file's problems)
+    return Path(name) if Path(name).is_absolute() else config_file.parent / name
