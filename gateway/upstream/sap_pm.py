@@ -78,10 +78,30 @@ class SapPmSink:
                                   ssl_context=cfg.tls.for_url(cfg.base_url), timeout=timeout,
                                   connection_limit=cfg.concurrent_requests,
                                   oauth2=_oauth2(cfg))
+        self._authorization = authorization
+        self._services: dict[str, ODataClient] = {}  # other services of the system, by path
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        for other in self._services.values():
+            await other.aclose()
+
+    def service_client(self, service_path: str) -> ODataClient:
+        """A client of another OData service of the same system and client (API_EQUIPMENT,
+        API_FUNCTIONALLOCATION) with the same credentials and the same OAuth2 token."""
+        client = self._services.get(service_path)
+        if client is None:
+            cfg = self._cfg
+            client = ODataClient(
+                cfg.base_url.rstrip("/") + service_path, cfg.sap_client,
+                authorization=self._authorization, ssl_context=cfg.tls.for_url(cfg.base_url),
+                timeout=aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
+                                              sock_connect=cfg.connect_timeout_seconds),
+                connection_limit=cfg.concurrent_requests)
+            client.bearer = self.client.bearer  # one token for the whole system
+            self._services[service_path] = client
+        return client
 
     async def check(self) -> None:
         """Reachable, credentials accepted, a CSRF token issued."""
