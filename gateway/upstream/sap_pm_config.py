@@ -6,11 +6,11 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
 from gateway.upstream.oauth2 import OAuth2ClientCredentials
@@ -37,7 +37,15 @@ class SapBasicAuth(StrictModel):
     password: Secret
 
 
-SapAuth = Annotated[SapBasicAuth | OAuth2ClientCredentials, Field(discriminator="kind")]
+def _auth_kind(value: Any) -> str:
+    """`kind` picks the auth model; without one it is Basic (configs from before OAuth2)."""
+    kind = value.get("kind", "basic") if isinstance(value, dict) else getattr(value, "kind", "")
+    return str(kind)
+
+
+SapAuth = Annotated[Annotated[SapBasicAuth, Tag("basic")]
+                    | Annotated[OAuth2ClientCredentials, Tag("oauth2")],
+                    Discriminator(_auth_kind)]
 TOKEN_PATH = "/sap/bc/sec/oauth2/token"  # AS ABAP's OAuth2 endpoint (UPSTREAM-APIS §1.3 [S])
 
 
