@@ -72,7 +72,8 @@ def write(tmp: Path, rules: list[str], registry: str | None, upstream_extra: str
         (tmp / "assets.toml").write_text(registry)
         assets = 'assets_file = "assets.toml"\n'
     path = tmp / "plantbridge.toml"
-    path.write_text(f'[gateway]\nstate_dir = "{tmp}"\n{assets}\n[rules]\nfiles = ["rules.d/*.toml"]\n'
+    path.write_text(f'[gateway]\nstate_dir = "{tmp}"\n{assets}\n'
+                    '[rules]\nfiles = ["rules.d/*.toml"]\n'
                     f"{MQTT}{SAP.format(extra=upstream_extra)}")
     return path
 
