@@ -85,12 +85,13 @@ class TokenSource:
         form = {"grant_type": "client_credentials"}
         if self._cfg.scope:
             form["scope"] = self._cfg.scope
-        auth = aiohttp.BasicAuth(self._cfg.client_id.reveal(), self._cfg.client_secret.reveal())
+        basic = aiohttp.encode_basic_auth(self._cfg.client_id.reveal(),
+                                          self._cfg.client_secret.reveal())
         started = self._clock()
         async with self._session().post(
-                self._url, data=urlencode(form), auth=auth, allow_redirects=False,
+                self._url, data=urlencode(form), allow_redirects=False,
                 headers={"Content-Type": "application/x-www-form-urlencoded",
-                         "Accept": "application/json"}) as resp:
+                         "Accept": "application/json", "Authorization": basic}) as resp:
             body = await resp.read()
             status = resp.status
         self.fetches += 1

@@ -45,8 +45,12 @@ class TokenIssuer:
         self.sap_client = sap_client
         self._clock = clock
         self._tokens: dict[str, _Token] = {}
-        self.issued = 0  # tokens handed out (tests)
+        self.issued_at: list[float] = []  # when each token was handed out (tests)
         self.refused = 0  # requests that came with a dead or unknown bearer token
+
+    @property
+    def issued(self) -> int:
+        return len(self.issued_at)
 
     def revoke_all(self) -> None:
         """Every token dies now, before its time (an admin revoked them, the server restarted)."""
@@ -84,7 +88,7 @@ class TokenIssuer:
                                 f"grant_type {form.get('grant_type')!r} is not supported")
         token = secrets.token_urlsafe(24)
         self._tokens[token] = _Token(client_id, self._clock() + self.lifetime_seconds)
-        self.issued += 1
+        self.issued_at.append(self._clock())
         doc = {"access_token": token, "token_type": "Bearer",
                "expires_in": int(self.lifetime_seconds), "scope": str(form.get("scope", ""))}
         return web.Response(content_type="application/json", body=orjson.dumps(doc),
