@@ -18,6 +18,7 @@ from gateway.model import Outcome
 from gateway.upstream.rest import UpstreamCheckError
 from gateway.upstream.sap_pm import SapPmSink
 from simulators.sap_pm import SapPmSimulator
+from simulators.sap_pm.oauth import TokenIssuer
 from tests.harness import wait_for
 from tests.upstream.sap_pm.conftest import EQUIPMENT, SinkFactory, record
 
@@ -41,7 +42,7 @@ async def osim() -> AsyncIterator[SapPmSimulator]:
         await s.stop()
 
 
-def issuer(sim: SapPmSimulator) -> Any:
+def issuer(sim: SapPmSimulator) -> TokenIssuer:
     assert sim.oauth is not None
     return sim.oauth
 
