@@ -101,9 +101,11 @@ base_url = "{sap_url}"
 sap_client = "100"
 total_timeout_seconds = 5.0
 connect_timeout_seconds = 2.0
-auth = {{ kind = "oauth2", client_id = {{ value = "PB_CLIENT" }},
-         client_secret = {{ value = "s3cret" }} }}
 asset_map = {{ pump-2 = {{ technical_object = "210100095" }} }}
+[upstreams.auth]
+kind = "oauth2"
+client_id = {{ value = "PB_CLIENT" }}
+client_secret = {{ value = "s3cret" }}
 
 [[upstreams]]
 type = "maximo"
