@@ -26,6 +26,5 @@ async def test_assets_are_queried_by_assetnum_and_siteid() -> None:
             assert resp.status == 400  # unknown attribute
         async with http.post(url, json={"assetnum": "NEW-1"}) as resp:
             assert resp.status == 400  # read only: no asset is created
-        async with aiohttp.ClientSession() as anonymous:
-            async with anonymous.get(url) as resp:
-                assert resp.status == 401
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(url) as resp:
+            assert resp.status == 401

@@ -87,6 +87,5 @@ async def test_equipment_is_found_by_filter_and_flocs_by_key(osim: SapPmSimulato
             assert "NOPE" in (await resp.json())["error"]["message"]["value"]
         async with http.get(osim.url + EQUIPMENT_PATH + "/Equipment") as resp:
             assert resp.status == 200
-        async with aiohttp.ClientSession() as anonymous:
-            async with anonymous.get(url) as resp:
-                assert resp.status == 401  # the same logon as the notification service
+        async with aiohttp.ClientSession() as anonymous, anonymous.get(url) as resp:
+            assert resp.status == 401  # the same logon as the notification service
