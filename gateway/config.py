@@ -383,12 +383,14 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
             warnings.append(Problem(file, f"sources[{i}] '{source}'", "",
                                     unsure_words(route, rule_ids), lines.line(("sources", i))))
     registry, registry_file = Registry.empty(), registry_path(raw.get("gateway"), path)
+    registry_ok = True
     if registry_file is not None and not rules_only:
         try:
             registry = load_registry(registry_file)
         except RegistryFileError as exc:
             problems += exc.problems
-    if rules is not None and not rules_only:
+            registry_ok = False  # its mistakes are said; "cannot map" for each asset is noise
+    if rules is not None and not rules_only and registry_ok:
         upstreams = [item for _, item in _valid_items(raw, "upstreams")]
         found_errors, notes = registry_findings(registry, upstreams, rules, config_file=file,
                                                 registry_configured=registry_file is not None)

@@ -214,6 +214,8 @@ def test_check_reports_a_broken_registry_beside_the_config(
     err = capsys.readouterr().err
     assert f"{tmp_path / 'assets.toml'}:9: asset 'pump-1': spare_parts.BEARING[0].quantity: " \
            "must be a number, not '2x'" in err
+    assert "cannot map" not in err and "has no technical object" not in err
+    assert "1 problem(s)" in err
 
 
 def test_the_example_registry_loads() -> None:
