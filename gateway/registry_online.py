@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -36,6 +36,9 @@ from gateway.upstream.rest import UpstreamCheckError, transport_reason
 from gateway.upstream.sap_odata import error_text, odata_string, results_of
 from gateway.upstream.sap_pm import SapPmSink, SapPmSinkConfig, oauth2_refused
 from gateway.upstream.sap_pm_config import SapAssetRef, TechnicalObjectType
+
+if TYPE_CHECKING:
+    from gateway.config import PlantBridgeConfig
 
 CACHE_NAME = "identity-cache.json"
 EQUIPMENT_SERVICE = "/sap/opu/odata/sap/API_EQUIPMENT"
@@ -138,30 +141,32 @@ async def _maximo_lookup(sink: MaximoSink, assetnum: str, siteid: str,
 
 
 async def _ask(upstream: SapPmSinkConfig | MaximoSinkConfig) -> list[IdentityFinding]:
-    """Every mapped asset of one upstream, looked up there (raises when it cannot be asked)."""
-    out: list[IdentityFinding] = []
-    if isinstance(upstream, SapPmSinkConfig):
-        sap = upstream.build()
-        try:
-            for asset, ref in sorted(upstream.asset_map.items()):
-                kind = ("equipment" if ref.object_type is TechnicalObjectType.EQUIPMENT
-                        else "functional location")
-                said = await _sap_lookup(sap, asset, ref)
-                out.append(IdentityFinding(asset, upstream.name,
-                                           f"{kind} {ref.technical_object}", said))
-        finally:
-            await sap.aclose()
-        return out
-    mx = upstream.build()
+    """Every mapped asset of one upstream, looked up there, as many at a time as the upstream's
+    `concurrent_requests` (raises the first reason it cannot be asked)."""
+    names = _identities(upstream)
+    sink: SapPmSink | MaximoSink = upstream.build()
+    gate = asyncio.Semaphore(upstream.concurrent_requests)
+
+    async def one(asset: str) -> IdentityFinding:
+        async with gate:
+            if isinstance(sink, SapPmSink) and isinstance(upstream, SapPmSinkConfig):
+                said = await _sap_lookup(sink, asset, upstream.asset_map[asset])
+            elif isinstance(sink, MaximoSink) and isinstance(upstream, MaximoSinkConfig):
+                ref = upstream.asset_map[asset]
+                said = await _maximo_lookup(sink, ref.assetnum, ref.siteid or upstream.siteid,
+                                            ref.location)
+            else:  # pragma: no cover - build() returns the sink of its own config
+                raise TypeError(f"unexpected sink {sink!r}")
+        return IdentityFinding(asset, upstream.name, names[asset], said)
+
     try:
-        for asset, mref in sorted(upstream.asset_map.items()):
-            site = mref.siteid or upstream.siteid
-            said = await _maximo_lookup(mx, mref.assetnum, site, mref.location)
-            out.append(IdentityFinding(asset, upstream.name,
-                                       f"{mref.assetnum}@{site}/{mref.location or ''}", said))
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(a)) for a in sorted(upstream.asset_map)]
+    except BaseExceptionGroup as failed:  # one reason is enough: the upstream is not usable
+        raise failed.exceptions[0] from None
     finally:
-        await mx.aclose()
-    return out
+        await sink.aclose()
+    return [t.result() for t in tasks]
 
 
 def _read_cache(path: Path) -> dict[str, Any]:
@@ -200,9 +205,27 @@ def _identities(upstream: SapPmSinkConfig | MaximoSinkConfig) -> dict[str, str]:
             for a, r in upstream.asset_map.items()}
 
 
-async def validate_identities(cfg: Any, registry: Registry, *, timeout_seconds: float,
+async def _ask_within(upstream: SapPmSinkConfig | MaximoSinkConfig,
+                      timeout_seconds: float) -> list[IdentityFinding] | str:
+    """The upstream's findings, or in plain words why it could not be asked."""
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            return await _ask(upstream)
+    except UpstreamCheckError as exc:
+        return str(exc).removeprefix(f"{upstream.name}: ")
+    except OAuth2Refused as exc:
+        return oauth2_refused(exc)
+    except TimeoutError:
+        return f"no answer within {timeout_seconds:g} s"
+    except _TRANSPORT as exc:
+        return transport_reason(exc)
+    except ValueError as exc:  # a secret that cannot be read
+        return str(exc)
+
+
+async def validate_identities(cfg: PlantBridgeConfig, registry: Registry, *, timeout_seconds: float,
                               cache_path: Path | None = None) -> IdentityReport:
-    """Look every mapped asset up in its upstream; `cfg` is a PlantBridgeConfig. An upstream
+    """Look every mapped asset up in its upstream, all upstreams at once. An upstream
     that cannot be asked within `timeout_seconds` is reported as unreachable and its cached
     findings (if any) stand in. The cache beside the outbox is updated with what was asked."""
     path = cache_path or cache_path_for(cfg.outbox_path())
@@ -211,30 +234,17 @@ async def validate_identities(cfg: Any, registry: Registry, *, timeout_seconds: 
     unreachable: dict[str, str] = {}
     from_cache: list[str] = []
     now = time.time()
-    for raw in cfg.upstreams:
-        if not isinstance(raw, SapPmSinkConfig | MaximoSinkConfig):
-            continue  # the generic REST upstream takes canonical ids: nothing to look up
-        upstream = with_registry(raw, registry)
-        if not upstream.asset_map:
-            continue
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                got = await _ask(upstream)
-        except UpstreamCheckError as exc:
-            unreachable[upstream.name] = str(exc).removeprefix(f"{upstream.name}: ")
-        except OAuth2Refused as exc:
-            unreachable[upstream.name] = oauth2_refused(exc)
-        except TimeoutError:
-            unreachable[upstream.name] = f"no answer within {timeout_seconds:g} s"
-        except _TRANSPORT as exc:
-            unreachable[upstream.name] = transport_reason(exc)
-        except ValueError as exc:  # a secret that cannot be read
-            unreachable[upstream.name] = str(exc)
-        else:
-            findings += got
+    asked = [with_registry(u, registry) for u in cfg.upstreams
+             if isinstance(u, SapPmSinkConfig | MaximoSinkConfig)]  # REST takes canonical ids
+    asked = [u for u in asked if u.asset_map]
+    outcomes = await asyncio.gather(*(_ask_within(u, timeout_seconds) for u in asked))
+    for upstream, outcome in zip(asked, outcomes, strict=True):
+        if not isinstance(outcome, str):
+            findings += outcome
             cache[upstream.name] = {"checked_at": now, "assets": {
-                f.asset: {"identity": f.identity, "problem": f.problem} for f in got}}
+                f.asset: {"identity": f.identity, "problem": f.problem} for f in outcome}}
             continue
+        unreachable[upstream.name] = outcome
         old = _cached(cache.get(upstream.name), upstream.name, _identities(upstream))
         if old:
             findings += old

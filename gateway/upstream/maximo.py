@@ -263,7 +263,8 @@ class MaximoSink:
             where_literal(asset, "asset")
             return Target(asset, self._cfg.siteid, None)
         raise NotRenderable(f"asset {asset!r} has no entry in asset_map of upstream "
-                            f"{self.name!r} (add it, or set unknown_asset = \"pass_through\")")
+                            f"{self.name!r} (add it there or in the asset registry, or set "
+                            "unknown_asset = \"pass_through\")")
 
     def _priority(self, canonical: Any) -> int:
         if (isinstance(canonical, int) and not isinstance(canonical, bool)

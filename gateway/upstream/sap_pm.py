@@ -223,7 +223,8 @@ class SapPmSink:
         ref = self._cfg.asset_map.get(asset)
         if ref is None:
             return (f"asset {asset!r} has no SAP technical object in asset_map of upstream "
-                    f"{self.name!r}; add it there")
+                    f"{self.name!r}; add it there or in the asset registry "
+                    "(sap = { equipment = \"...\" })")
         priority = body.get("priority", body.get("severity"))
         sap_priority = self._cfg.priority_map.get(priority) if isinstance(priority, int) else None
         if sap_priority is None:
