@@ -16,6 +16,7 @@ import orjson
 
 from gateway import config as config_mod
 from gateway import logs
+from gateway.registry import Registry
 
 T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
@@ -95,7 +96,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 
         plans = [explain(src) for src in cfg.sources if isinstance(src, ModbusSourceConfig)]
         print("\n".join(plans) if plans else "no Modbus sources: no read plan to explain")
-    return _check_online(cfg) if args.online else 0
+    if not args.online:
+        return 0
+    probed = _check_online(cfg)
+    lines = validate_identities(cfg, found.loaded.registry)
+    for line in lines:
+        print(line, file=sys.stderr)
+    if lines:
+        print(f"{len(lines)} identity problem(s) upstream", file=sys.stderr)
+        return 1
+    if cfg.upstreams:
+        print("online: every mapped asset is known upstream as configured")
+    return probed
 
 
 def _check_online(cfg: config_mod.PlantBridgeConfig) -> int:
@@ -115,6 +127,16 @@ def _check_online(cfg: config_mod.PlantBridgeConfig) -> int:
     if failed:
         print(f"{failed} upstream(s) failed the probe", file=sys.stderr)
     return 1 if failed else 0
+
+
+def validate_identities(cfg: config_mod.PlantBridgeConfig, registry: Registry,
+                        timeout_seconds: float = 15.0) -> list[str]:
+    """`check --online`, identity part: one plain line per asset an EAM does not know as
+    configured, or per upstream that could not be asked; empty when all is well."""
+    from gateway.registry_online import validate_identities as look_up
+
+    report = run_async(look_up(cfg, registry, timeout_seconds=timeout_seconds))
+    return report.lines()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -350,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only the rules: no secrets, no other part of the config is judged")
     c.add_argument("--rules", type=Path, nargs="+", metavar="FILE",
                    help="with --rules-only: these rule files, without any main config")
+    c.add_argument("--online", action="store_true",
+                   help="also look every mapped asset up in its EAM (SAP, Maximo)")
     c.set_defaults(func=cmd_check)
 
     rp = sub.add_parser("replay", help="run rules on a recording and print what they do")

@@ -15,7 +15,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +26,15 @@ from drivers.modbus.config import ModbusSourceConfig
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.opcua.config import OpcUaSourceConfig
 from gateway.coverage import rule_coverage, unsure_words
+from gateway.registry import (
+    Registry,
+    RegistryFileError,
+    RegistryProblem,
+    load_registry,
+    registry_path,
+)
+from gateway.registry import with_registry as with_registry
+from gateway.registry_check import registry_findings
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
@@ -49,6 +58,9 @@ class GatewaySettings(StrictModel):
     state_dir: Path = Path("/var/lib/plantbridge")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["text", "json"] = "text"
+    # The asset registry (gateway/registry.py), relative to this file; none: each upstream's
+    # own asset_map alone, as before the registry existed.
+    assets_file: str | None = None
 
 
 class HttpConfig(StrictModel):
@@ -138,7 +150,7 @@ class ConfigError(Exception):
     `problems` holds them one by one for a terminal.
     """
 
-    def __init__(self, problems: Sequence[Problem | RuleProblem]) -> None:
+    def __init__(self, problems: Sequence[Problem | RuleProblem | RegistryProblem]) -> None:
         self.problems = list(problems)
         super().__init__(self.one_line())
 
@@ -152,14 +164,16 @@ class LoadedConfig:
     config: PlantBridgeConfig
     rules: RuleSet
     rule_files: tuple[Path, ...]
+    # Its identities are already merged into `config.upstreams[*].asset_map`.
+    registry: Registry = field(default_factory=Registry.empty)
 
 
 @dataclass(frozen=True, slots=True)
 class Examined:
     """What `examine` found: all problems, all warnings, and the config when there is none."""
 
-    problems: list[Problem | RuleProblem]
-    warnings: list[Problem | RuleProblem]
+    problems: list[Problem | RuleProblem | RegistryProblem]
+    warnings: list[Problem | RuleProblem | RegistryProblem]
     loaded: LoadedConfig | None
     rules: RuleSet | None  # the rule set whenever the rule files are valid
 
@@ -372,9 +386,9 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
     for key, value in (overrides or {}).items():
         raw.setdefault(key, {}).update(value)
     lines = TomlLines(text)
-    problems: list[Problem | RuleProblem] = []
+    problems: list[Problem | RuleProblem | RegistryProblem] = []
     problems += _model_problems(raw, file, lines, ("rules",) if rules_only else None)
-    warnings: list[Problem | RuleProblem] = []
+    warnings: list[Problem | RuleProblem | RegistryProblem] = []
     rules: RuleSet | None = None
     files: list[Path] = []
     in_rules: list[RuleProblem] = []
@@ -408,11 +422,27 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
             i = index[source]
             warnings.append(Problem(file, f"sources[{i}] '{source}'", "",
                                     unsure_words(route, rule_ids), lines.line(("sources", i))))
+    registry, registry_file = Registry.empty(), registry_path(raw.get("gateway"), path)
+    registry_ok = True
+    if registry_file is not None and not rules_only:
+        try:
+            registry = load_registry(registry_file)
+        except RegistryFileError as exc:
+            problems += exc.problems
+            registry_ok = False  # its mistakes are said; "cannot map" for each asset is noise
+    if rules is not None and not rules_only and registry_ok:
+        upstreams = [item for _, item in _valid_items(raw, "upstreams")]
+        found_errors, notes = registry_findings(registry, upstreams, rules, config_file=file,
+                                                registry_configured=registry_file is not None)
+        problems += found_errors
+        warnings += notes
     loaded = None
     if not problems and rules is not None:
         try:
-            loaded = LoadedConfig(path, PlantBridgeConfig.model_validate(raw), rules,
-                                  tuple(files))
+            cfg = PlantBridgeConfig.model_validate(raw)
+            cfg = cfg.model_copy(update={"upstreams": [with_registry(u, registry)
+                                                       for u in cfg.upstreams]})
+            loaded = LoadedConfig(path, cfg, rules, tuple(files), registry)
         except ValidationError:
             loaded = None  # rules_only: the rest of the file is not ours to judge
     return Examined(problems, warnings, loaded, rules)

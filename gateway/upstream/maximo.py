@@ -104,6 +104,13 @@ class MaximoSink:
             raise UpstreamCheckError(f"{self.name}: {self._collection} did not answer a "
                                      "member[] collection (wrong api_root?)")
 
+    async def query(self, object_structure: str, params: dict[str, str]
+                    ) -> Answer | BaseException:
+        """A lean GET of another object structure (mxapiasset for identity checks); a
+        transport failure is returned, as `MaximoHttp.request` does."""
+        url = f"{self._base}{self._cfg.api_root}/os/{object_structure}"
+        return await self._http.request("GET", url, params={"lean": "1", **params})
+
     # --- sending -------------------------------------------------------------------------
 
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
@@ -256,7 +263,8 @@ class MaximoSink:
             where_literal(asset, "asset")
             return Target(asset, self._cfg.siteid, None)
         raise NotRenderable(f"asset {asset!r} has no entry in asset_map of upstream "
-                            f"{self.name!r} (add it, or set unknown_asset = \"pass_through\")")
+                            f"{self.name!r} (add it there or in the asset registry, or set "
+                            "unknown_asset = \"pass_through\")")
 
     def _priority(self, canonical: Any) -> int:
         if (isinstance(canonical, int) and not isinstance(canonical, bool)

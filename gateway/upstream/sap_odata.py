@@ -20,6 +20,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
+from gateway.upstream.oauth2 import OAuth2ClientCredentials, TokenSource
 from gateway.upstream.rest import USER_AGENT, problem_text
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -130,7 +131,9 @@ class ODataClient:
 
     def __init__(self, service_url: str, sap_client: str, *, authorization: str | None,
                  ssl_context: ssl.SSLContext | bool, timeout: aiohttp.ClientTimeout,
-                 connection_limit: int) -> None:
+                 connection_limit: int,
+                 oauth2: tuple[OAuth2ClientCredentials, str] | None = None) -> None:
+        """`oauth2`: (client credentials, token URL) instead of a fixed `authorization`."""
         self._service = service_url.rstrip("/")
         self._sap_client = sap_client
         self._authorization = authorization  # the Authorization header value, if any
@@ -141,6 +144,8 @@ class ODataClient:
         self._token: str | None = None
         self._token_lock = asyncio.Lock()
         self.token_fetches = 0  # how often a token was fetched (observability, tests)
+        self.bearer = None if oauth2 is None else TokenSource(
+            oauth2[0], oauth2[1], session=self._get_session)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -169,6 +174,21 @@ class ODataClient:
 
     async def _request(self, method: str, url: URL, headers: Mapping[str, str] | None = None,
                        body: bytes | None = None) -> Answer:
+        """One exchange; with OAuth2, a 401 to the token we held gets one fresh token and one
+        repeat (raises OAuth2Refused when the token endpoint refuses our client)."""
+        if self.bearer is None:
+            return await self._exchange(method, url, headers, body)
+        sent = await self.bearer.header()
+        answer = await self._exchange(method, url, {**(headers or {}), "Authorization": sent},
+                                      body)
+        if answer.status == 401:
+            fresh = await self.bearer.refused(sent)
+            answer = await self._exchange(method, url,
+                                          {**(headers or {}), "Authorization": fresh}, body)
+        return answer
+
+    async def _exchange(self, method: str, url: URL, headers: Mapping[str, str] | None,
+                        body: bytes | None) -> Answer:
         async with self._get_session().request(method, url, headers=headers, data=body,
                                                allow_redirects=False) as resp:
             data = await resp.read()

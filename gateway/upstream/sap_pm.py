@@ -23,6 +23,7 @@ import aiohttp
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.upstream.lanes import send_in_episode_lanes
+from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused, OAuth2Unavailable
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
 from gateway.upstream.sap_odata import (
@@ -66,7 +67,8 @@ __all__ = ["NotificationTypes", "OnClear", "SapAssetRef", "SapBasicAuth", "SapPm
 class SapPmSink:
     """Implements `gateway.model.Sink` for SAP PM. Receipt: the notification number."""
 
-    def __init__(self, cfg: SapPmSinkConfig, authorization: str) -> None:
+    def __init__(self, cfg: SapPmSinkConfig, authorization: str | None) -> None:
+        """`authorization`: the Basic header value; None with OAuth2 (`cfg.auth`)."""
         self.name = cfg.name
         self._cfg = cfg
         self._zone = ZoneInfo(cfg.malfunction_timezone)
@@ -74,18 +76,41 @@ class SapPmSink:
                                         sock_connect=cfg.connect_timeout_seconds)
         self.client = ODataClient(cfg.service_url, cfg.sap_client, authorization=authorization,
                                   ssl_context=cfg.tls.for_url(cfg.base_url), timeout=timeout,
-                                  connection_limit=cfg.concurrent_requests)
+                                  connection_limit=cfg.concurrent_requests,
+                                  oauth2=_oauth2(cfg))
+        self._authorization = authorization
+        self._services: dict[str, ODataClient] = {}  # other services of the system, by path
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        for other in self._services.values():
+            await other.aclose()
+
+    def service_client(self, service_path: str) -> ODataClient:
+        """A client of another OData service of the same system and client (API_EQUIPMENT,
+        API_FUNCTIONALLOCATION) with the same credentials and the same OAuth2 token."""
+        client = self._services.get(service_path)
+        if client is None:
+            cfg = self._cfg
+            client = ODataClient(
+                cfg.base_url.rstrip("/") + service_path, cfg.sap_client,
+                authorization=self._authorization, ssl_context=cfg.tls.for_url(cfg.base_url),
+                timeout=aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
+                                              sock_connect=cfg.connect_timeout_seconds),
+                connection_limit=cfg.concurrent_requests)
+            client.bearer = self.client.bearer  # one token for the whole system
+            self._services[service_path] = client
+        return client
 
     async def check(self) -> None:
         """Reachable, credentials accepted, a CSRF token issued."""
         try:
             answer = await self.client.fetch_token()
-        except CsrfUnavailable as exc:
+        except (CsrfUnavailable, OAuth2Unavailable) as exc:
             raise UpstreamCheckError(f"{self.name}: {exc}") from exc
+        except OAuth2Refused as exc:
+            raise UpstreamCheckError(f"{self.name}: {oauth2_refused(exc)}") from exc
         except TRANSPORT_ERRORS as exc:
             raise UpstreamCheckError(f"{self.name}: {transport_reason(exc)}") from exc
         if not answer.ok:
@@ -103,8 +128,10 @@ class SapPmSink:
                 return await self._raise(rec)
             if kind is MessageKind.STATUS_UPDATE:
                 return await self._clear(rec)
-        except CsrfUnavailable as exc:
+        except (CsrfUnavailable, OAuth2Unavailable) as exc:
             return Delivery(rec.id, Outcome.RETRY, reason=str(exc))
+        except OAuth2Refused as exc:  # a configuration fault: loud, and no retrying it
+            return Delivery(rec.id, Outcome.REJECTED, reason=oauth2_refused(exc))
         except TRANSPORT_ERRORS as exc:
             return Delivery(rec.id, Outcome.RETRY, reason=transport_reason(exc))
         return Delivery(rec.id, Outcome.REJECTED, reason=f"unsupported message kind {kind}")
@@ -196,7 +223,8 @@ class SapPmSink:
         ref = self._cfg.asset_map.get(asset)
         if ref is None:
             return (f"asset {asset!r} has no SAP technical object in asset_map of upstream "
-                    f"{self.name!r}; add it there")
+                    f"{self.name!r}; add it there or in the asset registry "
+                    "(sap = { equipment = \"...\" })")
         priority = body.get("priority", body.get("severity"))
         sap_priority = self._cfg.priority_map.get(priority) if isinstance(priority, int) else None
         if sap_priority is None:
@@ -288,7 +316,11 @@ class SapPmSink:
     def _failure(self, record_id: int, answer: Answer, what: str) -> Delivery:
         """A non-2xx answer as a Delivery; the OData error message is quoted in the reason."""
         said = error_text(answer)
-        if answer.status == 401:
+        if answer.status == 401 and isinstance(self._cfg.auth, OAuth2ClientCredentials):
+            return Delivery(record_id, Outcome.REJECTED, reason=(
+                f"{what}: SAP refused the OAuth2 token: check client id/secret and that OAuth "
+                "is enabled for the service (HTTP 401 even with a fresh token)"))
+        if answer.status == 401 and isinstance(self._cfg.auth, SapBasicAuth):
             return Delivery(record_id, Outcome.REJECTED, reason=(
                 f"{what}: credentials refused (HTTP 401) for user {self._cfg.auth.user!r} in "
                 f"client {self._cfg.sap_client}; check auth.user / auth.password"))
@@ -299,3 +331,13 @@ class SapPmSink:
         v = classify_status(answer.status, said, answer.retry_after)
         return Delivery(record_id, v.outcome, reason=f"{what}: {v.reason}"[:MAX_REASON],
                         retry_after_seconds=v.retry_after_seconds)
+
+
+def _oauth2(cfg: SapPmSinkConfig) -> tuple[OAuth2ClientCredentials, str] | None:
+    if isinstance(cfg.auth, OAuth2ClientCredentials) and cfg.token_url is not None:
+        return cfg.auth, cfg.token_url
+    return None
+
+
+def oauth2_refused(exc: OAuth2Refused) -> str:
+    return f"SAP refused the OAuth2 token: check client id/secret ({exc})"

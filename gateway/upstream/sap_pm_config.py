@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.oauth2 import OAuth2ClientCredentials
 
 if TYPE_CHECKING:
     from gateway.upstream.sap_pm import SapPmSink
@@ -34,6 +35,18 @@ class SapBasicAuth(StrictModel):
     kind: Literal["basic"] = "basic"
     user: str = Field(min_length=1, max_length=12)
     password: Secret
+
+
+def _auth_kind(value: Any) -> str:
+    """`kind` picks the auth model; without one it is Basic (configs from before OAuth2)."""
+    kind = value.get("kind", "basic") if isinstance(value, dict) else getattr(value, "kind", "")
+    return str(kind)
+
+
+SapAuth = Annotated[Annotated[SapBasicAuth, Tag("basic")]
+                    | Annotated[OAuth2ClientCredentials, Tag("oauth2")],
+                    Discriminator(_auth_kind)]
+TOKEN_PATH = "/sap/bc/sec/oauth2/token"  # AS ABAP's OAuth2 endpoint (UPSTREAM-APIS §1.3 [S])
 
 
 class SapAssetRef(StrictModel):
@@ -63,7 +76,7 @@ class SapPmSinkConfig(StrictModel):
     base_url: str = Field(pattern=r"^https?://[^/\s]+/?$")  # scheme and host only
     service_path: str = "/sap/opu/odata/sap/API_MAINTNOTIFICATION"
     sap_client: str = Field(pattern=r"^\d{3}$")
-    auth: SapBasicAuth
+    auth: SapAuth
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)
@@ -119,9 +132,21 @@ class SapPmSinkConfig(StrictModel):
     def service_url(self) -> str:
         return self.base_url.rstrip("/") + self.service_path
 
+    @property
+    def token_url(self) -> str | None:
+        """Where OAuth2 tokens come from (None with Basic auth)."""
+        if not isinstance(self.auth, OAuth2ClientCredentials):
+            return None
+        return self.auth.token_url or (
+            f"{self.base_url.rstrip('/')}{TOKEN_PATH}?sap-client={self.sap_client}")
+
     def build(self) -> SapPmSink:
-        """Resolves the password now: a missing secret stops the start, not a delivery."""
+        """Resolves the secrets now: a missing secret stops the start, not a delivery."""
         from gateway.upstream.sap_pm import SapPmSink  # the sink module imports this one
 
+        if isinstance(self.auth, OAuth2ClientCredentials):
+            self.auth.client_id.reveal()
+            self.auth.client_secret.reveal()
+            return SapPmSink(self, None)
         return SapPmSink(self, aiohttp.encode_basic_auth(self.auth.user,
                                                         self.auth.password.reveal()))

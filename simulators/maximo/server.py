@@ -24,6 +24,7 @@ from aiohttp import web
 from simulators.httpsim import Handler, HttpSimulator
 from simulators.httpsim import json_response as _json
 from simulators.maximo import oslc
+from simulators.maximo.assets import AssetStore
 from simulators.maximo.bulk import BulkRendering, run_bulk
 from simulators.maximo.faults import Fault, FaultMode, Faults
 from simulators.maximo.tickets import (
@@ -36,7 +37,7 @@ from simulators.maximo.tickets import (
 )
 
 DEMO_ASSETS: Mapping[str, str] = {"PUMP-1": "BEDFORD", "PUMP-2": "BEDFORD", "FAN-1": "BEDFORD"}
-OBJECT_STRUCTURES = ("mxapisr",)
+OBJECT_STRUCTURES = ("mxapisr", "mxapiasset")
 FAULT = web.RequestKey("maximo_fault", Fault)
 
 
@@ -49,11 +50,14 @@ class MaximoSimulator(HttpSimulator):
                  api_root: str = "/maximo/api",
                  maxauth_users: Mapping[str, str] | None = None,
                  href_base: str | None = None,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None,
+                 asset_store: AssetStore | None = None) -> None:
         """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
         password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
         address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
-        instead of the request's own; behind a proxy that is often an internal name."""
+        instead of the request's own; behind a proxy that is often an internal name.
+        `asset_store`: what mxapiasset serves (default: the seeded site, or `assets`' sites
+        when `assets` is not the demo set)."""
         super().__init__(host, port, ssl_context)
         self.api_key = api_key
         self.api_root = api_root.rstrip("/")
@@ -62,6 +66,8 @@ class MaximoSimulator(HttpSimulator):
         self.store = SrStore(Domains(None if assets is None else dict(assets),
                                      frozenset(priority_domain)))
         self.faults: Faults = Faults()
+        self.assets = asset_store or (AssetStore() if assets is None or assets == DEMO_ASSETS
+                                      else AssetStore.from_sites(assets))
 
     @property
     def tickets(self) -> list[dict[str, Any]]:
@@ -107,6 +113,11 @@ class MaximoSimulator(HttpSimulator):
             return self._error(request, MaximoError(
                 404, "BMXAA8714E", f"The object structure {request.match_info.get('os')} "
                                    "was not found."))
+        if request.match_info.get("os", "").lower() == "mxapiasset":
+            if request.method != "GET" or "restid" in request.match_info:
+                return self._error(request, MaximoError(
+                    400, "BMXAA9549E", "the simulator's mxapiasset answers queries only"))
+            handler = self._query_assets
         try:
             return await handler(request)
         except MaximoError as exc:
@@ -199,6 +210,15 @@ class MaximoSimulator(HttpSimulator):
         if self._lean(request):
             return _json({"member": members, "href": str(request.url), "responseInfo": info})
         return _json({"rdfs:member": [oslc.namespaced(m) for m in members],
+                      "rdf:about": str(request.url), "oslc:responseInfo": info})
+
+    async def _query_assets(self, request: web.Request) -> web.StreamResponse:
+        found = self.assets.query(request.query.get("oslc.where", ""),
+                                  request.query.get("oslc.select"))
+        info = {"href": str(request.url), "pagenum": 1}
+        if self._lean(request):
+            return _json({"member": found, "href": str(request.url), "responseInfo": info})
+        return _json({"rdfs:member": [oslc.namespaced(m) for m in found],
                       "rdf:about": str(request.url), "oslc:responseInfo": info})
 
     async def _create(self, request: web.Request) -> web.StreamResponse:

@@ -25,12 +25,14 @@ from aiohttp import web
 
 from simulators.httpsim import HttpSimulator
 from simulators.sap_pm.faults import WRITE_METHODS, Fault, FaultMode, Faults
+from simulators.sap_pm.masterdata import EQUIPMENT_PATH, FLOC_PATH, MasterData
 from simulators.sap_pm.notifications import (
     PHASE_COMPLETED,
     PHASE_IN_PROCESS,
     PROPERTIES,
     NotificationStore,
 )
+from simulators.sap_pm.oauth import TOKEN_PATH, TokenIssuer
 from simulators.sap_pm.odata import (
     JSON,
     ODataError,
@@ -80,9 +82,14 @@ class SapPmSimulator(HttpSimulator):
                  csrf_ttl_seconds: float = 1800.0, *, system_id: str = "S4H",
                  priorities: Iterable[str] = ("1", "2", "3", "4"),
                  require_if_match: bool = False, ssl_context: ssl.SSLContext | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 oauth_clients: Mapping[str, str] | None = None,
+                 token_lifetime_seconds: int = 3600,
+                 master_data: MasterData | None = None) -> None:
         """`equipment`: technical objects in external form, to their kind (EAMS_EQUI or
-        EAMS_FL); a plain list means equipment."""
+        EAMS_FL); a plain list means equipment. `oauth_clients`: client id -> secret that the
+        token endpoint accepts (None: no OAuth2). `master_data`: what API_EQUIPMENT and
+        API_FUNCTIONALLOCATION hold (default: the simulator's seeded plant)."""
         super().__init__(host, port, ssl_context)
         self.user = user
         self.password = password
@@ -96,6 +103,9 @@ class SapPmSimulator(HttpSimulator):
         self.store = NotificationStore(objects, priorities)
         self.faults: Faults = Faults()
         self.sessions: dict[str, _Session] = {}
+        self.oauth = None if oauth_clients is None else TokenIssuer(
+            oauth_clients, token_lifetime_seconds, sap_client, clock)
+        self.master = master_data or MasterData()
 
     @property
     def service_url(self) -> str:
@@ -107,6 +117,10 @@ class SapPmSimulator(HttpSimulator):
 
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", SERVICE_PATH + "{tail:.*}", self._front)
+        for path in (EQUIPMENT_PATH, FLOC_PATH):
+            app.router.add_route("GET", path + "{tail:.*}", self._front)
+        if self.oauth is not None:
+            app.router.add_post(TOKEN_PATH, self.oauth.handle)
 
     def _counter_key(self, request: web.Request) -> tuple[str, str] | None:
         tail = request.match_info.get("tail")
@@ -190,6 +204,11 @@ class SapPmSimulator(HttpSimulator):
                 return None, None
             if session is not None and session.user != user:
                 session = None
+        elif scheme.lower() == "bearer" and self.oauth is not None:
+            if self.oauth.client_of(cred) is None:
+                return None, None
+            if session is not None and session.user != self.user:
+                session = None
         elif session is None:
             return None, None
         if session is not None:
@@ -215,6 +234,9 @@ class SapPmSimulator(HttpSimulator):
         method = request.method
         if request.query.get("$format", "json") != "json":
             raise ODataError(400, "/IWBEP/CM_MGW_RT/005", "The simulator speaks JSON only")
+        if not request.path.startswith(SERVICE_PATH):  # API_EQUIPMENT, API_FUNCTIONALLOCATION
+            service = EQUIPMENT_PATH if request.path.startswith(EQUIPMENT_PATH) else FLOC_PATH
+            return _json(200, {"d": self.master.answer(service, tail, request.query, self.url)})
         if tail in ("", "/") and method in ("GET", "HEAD"):
             return _json(200, {"d": {"EntitySets": [
                 "MaintenanceNotification", "MaintenanceNotificationItem",
