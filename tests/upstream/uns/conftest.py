@@ -97,6 +97,7 @@ class Subscriber:
     def __init__(self, port: int, topics: list[str], client_id: str = "uns-test-sub",
                  persistent: bool = False) -> None:
         self.seen: list[Seen] = []
+        self.hook: Callable[[int], None] | None = None  # called in paho's thread with the count
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.topics = topics
@@ -125,6 +126,9 @@ class Subscriber:
                     getattr(props, "ContentType", None))
         with self._lock:
             self.seen.append(seen)
+            count = len(self.seen)
+        if self.hook is not None:
+            self.hook(count)
 
     def on(self, suffix: str) -> list[Seen]:
         with self._lock:
