@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from gateway.model import MessageKind, Outcome, TransitionKind
 from gateway.upstream.rest import UpstreamCheckError
+from tests.drivers.mqtt.conftest import SecureBroker
 from tests.harness import free_port, wait_for
 from tests.upstream.uns.conftest import Broker, SinkFactory, SubscriberFactory, uns_record
 
@@ -130,3 +133,23 @@ async def test_state_publish_refused_retries_its_events(
     assert d.outcome is Outcome.RETRY
     assert "event published, but not the state of pump-1" in d.reason
     assert "Not authorized" in d.reason
+
+
+async def test_bad_credentials_are_named(tmp_path_factory: pytest.TempPathFactory,
+                                         make_sink: SinkFactory) -> None:
+    secure = SecureBroker(free_port(), tmp_path_factory.mktemp("secure"))
+    secure.start("plantbridge", "right")
+    try:
+        sink = make_sink(port=secure.port, username="plantbridge",
+                         password={"value": "wrong"}, connect_timeout_seconds=1)
+        # The broker's own MQTT 5 reason (Mosquitto 2.0 says "Not authorized" for a bad
+        # password; others say "Bad user name or password").
+        refused = "refused the connection: (Not authorized|Bad user name or password)"
+        with pytest.raises(UpstreamCheckError, match=refused):
+            await sink.check()
+        [d] = await sink.send([uns_record()])
+        assert d.outcome is Outcome.RETRY and re.search(refused, d.reason), d.reason
+        good = make_sink(port=secure.port, username="plantbridge", password={"value": "right"})
+        await good.check()
+    finally:
+        secure.stop()
