@@ -125,6 +125,7 @@ class MqttLink:
         client.on_subscribe = self._cb_subscribe
         client.on_unsubscribe = self._cb_subscribe
         client.on_message = self._cb_message
+        client.on_socket_open = _no_delay
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = s.session_expiry_seconds if s.persistent else 0
         client.connect_async(s.host, s.port, s.keepalive_seconds,
@@ -276,6 +277,13 @@ class MqttLink:
     def _cb_message(self, _c: paho.Client, _u: Any, msg: paho.MQTTMessage) -> None:
         if self._on_message is not None:
             self._post(self._on_message, msg.topic, bytes(msg.payload))
+
+
+def _no_delay(_c: paho.Client, _u: Any, sock: Any) -> None:
+    """Our small PUBLISH packets go out at once instead of waiting for Nagle's algorithm. The
+    broker's side matters more (Mosquitto: `set_tcp_nodelay true`, see docs/uns.md)."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _resolve(table: dict[int, asyncio.Future[Any]], mid: int, value: Any) -> None:

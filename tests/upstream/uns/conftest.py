@@ -39,7 +39,7 @@ class Broker:
     def start(self) -> None:
         lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
                  "persistence true", f"persistence_location {self.workdir}/",
-                 "max_queued_messages 100000", "user root"]
+                 "max_queued_messages 100000", "user root", "set_tcp_nodelay true"]
         if self.acl:
             (self.workdir / "acl").write_text("\n".join(self.acl) + "\n")
             lines.append(f"acl_file {self.workdir / 'acl'}")
