@@ -105,8 +105,18 @@ class MqttLink:
         """Start the network thread once; it connects and reconnects by itself."""
         if self._client is not None:
             return
-        s = self.settings
         self._loop = asyncio.get_running_loop()
+        try:
+            client = self._new_client()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.problem = f"cannot set up the connection to {self.where}: {exc}"
+            raise self._down() from None
+        self._client = client
+        client.loop_start()
+
+    def _new_client(self) -> paho.Client:
+        """A paho client with our session, credentials, TLS and callbacks; no I/O yet."""
+        s = self.settings
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=s.client_id,
                              protocol=paho.MQTTv5)
         client.connect_timeout = s.connect_timeout_seconds
@@ -130,8 +140,7 @@ class MqttLink:
         props.SessionExpiryInterval = s.session_expiry_seconds if s.persistent else 0
         client.connect_async(s.host, s.port, s.keepalive_seconds,
                              clean_start=not s.persistent, properties=props)
-        self._client = client
-        client.loop_start()
+        return client
 
     async def wait_connected(self, timeout: float) -> None:
         """Return once connected; LinkDown with the last problem after `timeout` seconds."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -153,3 +154,16 @@ async def test_bad_credentials_are_named(tmp_path_factory: pytest.TempPathFactor
         await good.check()
     finally:
         secure.stop()
+
+
+async def test_unusable_tls_files_are_a_retry_not_a_crash(tmp_path: Path,
+                                                          make_sink: SinkFactory) -> None:
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    cert.write_text("not a certificate\n")
+    key.write_text("not a key\n")
+    sink = make_sink(tls={"cert_file": str(cert), "key_file": str(key)})
+    [d] = await sink.send([uns_record()])
+    assert d.outcome is Outcome.RETRY
+    assert d.reason.startswith("cannot set up the connection to 127.0.0.1:"), d.reason
+    with pytest.raises(UpstreamCheckError, match="cannot set up the connection"):
+        await sink.check()
