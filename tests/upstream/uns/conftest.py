@@ -34,10 +34,11 @@ class Broker:
     port: int
     workdir: Path
     acl: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)  # more lines for the listener (TLS)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1", *self.extra, "allow_anonymous true",
                  "persistence true", f"persistence_location {self.workdir}/",
                  "max_queued_messages 100000", "user root", "set_tcp_nodelay true"]
         if self.acl:

@@ -10,7 +10,7 @@ import pytest
 from gateway.model import MessageKind, Outcome, TransitionKind
 from gateway.upstream.rest import UpstreamCheckError
 from tests.drivers.mqtt.conftest import SecureBroker
-from tests.harness import free_port, wait_for
+from tests.harness import free_port, self_signed_localhost, wait_for
 from tests.upstream.uns.conftest import Broker, SinkFactory, SubscriberFactory, uns_record
 
 RAISED, CLEARED = TransitionKind.RAISED, TransitionKind.CLEARED
@@ -167,3 +167,21 @@ async def test_unusable_tls_files_are_a_retry_not_a_crash(tmp_path: Path,
     assert d.reason.startswith("cannot set up the connection to 127.0.0.1:"), d.reason
     with pytest.raises(UpstreamCheckError, match="cannot set up the connection"):
         await sink.check()
+
+
+async def test_tls_verifies_the_broker(tmp_path_factory: pytest.TempPathFactory,
+                                       make_sink: SinkFactory) -> None:
+    workdir = tmp_path_factory.mktemp("tls")
+    cert, key = self_signed_localhost(workdir, "uns-broker")
+    secured = Broker(free_port(), workdir, extra=[f"certfile {cert}", f"keyfile {key}"])
+    secured.start()
+    try:
+        trusting = make_sink(port=secured.port, tls={"ca_file": str(cert)})
+        await trusting.check()
+        [d] = await trusting.send([uns_record()])
+        assert d.outcome is Outcome.ACCEPTED, d.reason
+        stranger = make_sink(port=secured.port, tls={}, connect_timeout_seconds=1)
+        [d2] = await stranger.send([uns_record()])
+        assert d2.outcome is Outcome.RETRY and "certificate verify failed" in d2.reason, d2.reason
+    finally:
+        secured.stop()
