@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import defaultdict
 
+import pytest
+
 from gateway.model import OutboxRecord, Outcome, TransitionKind
 from tests.harness import wait_for
 from tests.upstream.uns.conftest import Broker, SinkFactory, SubscriberFactory, uns_record
@@ -16,9 +18,9 @@ ASSETS = [f"pump-{i}" for i in range(6)]
 
 
 async def deliver_all(make_send: SinkFactory, pending: list[OutboxRecord],
-                      deadline_seconds: float) -> dict[str, int]:
+                      deadline_seconds: float, ack_timeout: float) -> dict[str, int]:
     """What the forwarder does, minus storage: send batches, keep what is to be retried."""
-    sink = make_send()
+    sink = make_send(ack_timeout_seconds=ack_timeout)
     outcomes: dict[str, int] = defaultdict(int)
     deadline = time.monotonic() + deadline_seconds
     while pending:
@@ -36,8 +38,13 @@ async def deliver_all(make_send: SinkFactory, pending: list[OutboxRecord],
     return outcomes
 
 
+@pytest.mark.parametrize("down_seconds", [0.0, 1.5], ids=["quick-restart", "outage"])
 async def test_broker_restart_mid_batch_loses_no_event_and_repeats_only_by_id(
-        broker: Broker, make_sink: SinkFactory, subscribe: SubscriberFactory) -> None:
+        broker: Broker, make_sink: SinkFactory, subscribe: SubscriberFactory,
+        down_seconds: float) -> None:
+    """quick-restart: paho sends the unacknowledged events again on the resumed session.
+    outage: longer than the PUBACK timeout, so the outbox retries them too (and paho still
+    resends its copies): more repeats, each under its event's message-id."""
     counter = subscribe(["acme/lyon/+/+/+/events/#"], client_id="event-counter",
                         persistent=True)
     records = [uns_record(TransitionKind.RAISED, ASSETS[i % len(ASSETS)], f"ep-{i}")
@@ -53,13 +60,17 @@ async def test_broker_restart_mid_batch_loses_no_event_and_repeats_only_by_id(
             broker.proc.terminate()  # SIGTERM: Mosquitto saves sessions and queues first
 
     counter.hook = kill_mid_batch
-    sending = asyncio.create_task(deliver_all(make_sink, list(records), 30))
+    ack_timeout = 0.5 if down_seconds else 3.0
+    sending = asyncio.create_task(deliver_all(make_sink, list(records), 30, ack_timeout))
     await wait_for(lambda: killed, 15, "the broker stopped mid-batch")
     await wait_for(lambda: broker.proc is None or broker.proc.poll() is not None, 10,
                    "the broker exited")
+    await asyncio.sleep(down_seconds)
     await asyncio.to_thread(broker.restart)
     outcomes = await sending
     assert outcomes["connects"] >= 2, "the sink never saw the restart"
+    if down_seconds:
+        assert outcomes["retry"] > 0, "the outage never reached the outbox's retry"
 
     def ids() -> set[str]:
         return {s.props.get("message-id", "") for s in counter.seen}
