@@ -74,6 +74,12 @@ async def test_state_is_published_once_per_asset_per_batch(
         "acme/lyon/unassigned/unassigned/fan-2/state", f"{BASE}/state"]
     pump = states.on("pump-1/state")[0].doc
     assert sorted(c["episode_id"] for c in pump["open"]) == ["ep-1", "ep-2", "ep-3"]
+    # A dashboard connecting now gets every asset's current state at once.
+    late = subscribe(["acme/lyon/+/+/+/state"], client_id="late-dashboard")
+    await wait_for(lambda: len(late.seen) == 3, 5, "three retained states")
+    assert all(s.retain for s in late.seen)
+    assert {s.doc["asset"]: s.doc["open_count"] for s in late.seen} == {
+        "pump-1": 3, "fan-2": 1, "zz-9": 1}
 
 
 async def test_a_restarted_gateway_reads_its_state_back(make_sink: SinkFactory,
