@@ -33,6 +33,7 @@ from buffer.statements import (
     SETTLE_DEAD,
     SETTLE_RETRY,
     leased_record,
+    priority_of,
     settle_rows,
 )
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
@@ -123,7 +124,8 @@ class OutboxStore(OperatorViews):
                 body = self._packer.pack(dict(m.body))
                 size = row_bytes(m, body)
                 encoded[m.key] = (m, (m.key, m.sink, m.asset, m.episode_id, str(m.kind),
-                                      int(m.message_class), m.created_at, body, size))
+                                      int(m.message_class), m.created_at, body, size,
+                                      int(priority_of(m))))
         episodes = [
             (t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
              None if t.kind is TransitionKind.RAISED else t.ts)
@@ -141,7 +143,7 @@ class OutboxStore(OperatorViews):
                 async with self._write():
                     existing = await self._existing_keys(list(encoded))
                     new = [(m, row) for key, (m, row) in encoded.items() if key not in existing]
-                    added = sum(row[-1] for _, row in new)
+                    added = sum(row[8] for _, row in new)  # the size column
                     over = (self._used + added - self.max_bytes
                             if self.max_bytes is not None and new else 0)
                     if over > 0:
