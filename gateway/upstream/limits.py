@@ -35,8 +35,8 @@ class UpstreamLimits(StrictModel):
     max_requests_per_second: float | None = Field(default=50.0, gt=0)
     burst: int = Field(default=50, ge=1)
     max_in_flight: int = Field(default=16, ge=1, le=256)
-    # grow the in-flight cap by one per success up to max_in_flight, halve it on 429, 503 or a
-    # timeout (starts at max_in_flight)
+    # halve the in-flight cap on 429, 503 or a timeout, grow it by one per window of successes
+    # back up to max_in_flight (starts at max_in_flight)
     adaptive: bool = False
 
 
@@ -117,19 +117,30 @@ class TokenBucket:
 
 
 class InFlightCap:
-    """The number of requests allowed in flight: fixed, or adaptive (additive increase on
-    success, multiplicative decrease on overload), never above `maximum` nor below one."""
+    """The number of requests allowed in flight: fixed, or adaptive (additive increase,
+    multiplicative decrease, as TCP does), never above `maximum` nor below one.
+
+    Growth is one per window of successes (as many as the cap allows at once), not one per
+    success: at hundreds of answers per second a per-success step would undo a halving
+    within milliseconds, before the upstream had any relief.
+    """
 
     def __init__(self, maximum: int, adaptive: bool) -> None:
         self.maximum = maximum
         self.adaptive = adaptive
         self.current = maximum
+        self._successes = 0
 
     def succeeded(self) -> None:
-        if self.adaptive and self.current < self.maximum:
+        if not self.adaptive or self.current >= self.maximum:
+            return
+        self._successes += 1
+        if self._successes >= self.current:
             self.current += 1
+            self._successes = 0
 
     def overloaded(self) -> None:
         """429, 503 or a timeout: the upstream is struggling, send less at once."""
         if self.adaptive:
             self.current = max(1, self.current // 2)
+            self._successes = 0

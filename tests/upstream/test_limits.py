@@ -63,10 +63,17 @@ def test_adaptive_cap_grows_by_one_and_halves() -> None:
     cap.overloaded()
     assert cap.current == 2
     cap.succeeded()
+    assert cap.current == 2  # one success of a window of two
+    cap.succeeded()
     assert cap.current == 3
+    for _ in range(3 + 4 + 5 + 6 + 7 - 1):
+        cap.succeeded()
+    assert cap.current == 7
+    cap.succeeded()
+    assert cap.current == 8
     for _ in range(20):
         cap.succeeded()
-    assert cap.current == 8
+    assert cap.current == 8  # never above the maximum
     for _ in range(10):
         cap.overloaded()
     assert cap.current == 1
