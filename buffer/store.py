@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -206,17 +206,22 @@ class OutboxStore(OperatorViews):
 
     # --- deliver --------------------------------------------------------------------------
 
-    async def lease(self, sink: str, limit: int, now: float) -> list[OutboxRecord]:
-        """Due pending records of `sink`, oldest first, at most one per episode (its head of
-        line): a clear waits for its raise to be settled; other episodes never wait.
+    async def lease(self, sink: str, limit: int, now: float,
+                    exclude: Collection[int] = ()) -> list[OutboxRecord]:
+        """Due pending records of `sink`, most urgent first, then oldest, at most one per
+        episode (its head of line): a clear waits for its raise to be settled; other episodes
+        never wait. Records whose id is in `exclude` (being sent: a caller's own bookkeeping)
+        are left out, and `limit` counts the records returned.
 
         A read: nothing changes until `settle`. Run one leaser per sink.
         """
         if limit <= 0:
             return []
         async with self._lock:
-            rows = await self._read(LEASE, {"sink": sink, "now": now, "limit": limit})
-        return [leased_record(r) for r in rows]
+            rows = await self._read(LEASE, {"sink": sink, "now": now,
+                                            "limit": limit + len(exclude)})
+        # decode only what is handed out (a message body is the costly part)
+        return [leased_record(r) for r in rows if r[0] not in exclude][:limit]
 
     async def mark_sent(self, ids: Sequence[int], now: float) -> None:
         """Record, durably, that a send of these records starts now (cleared by `settle`).

@@ -224,9 +224,7 @@ class Forwarder:
     async def _start(self, tg: asyncio.TaskGroup, room: int) -> int:
         """Lease up to `room` due records not already under way and start sending them."""
         now = self._clock()
-        skip = len(self._unsettled)
-        leased = await self._outbox.lease(self.sink.name, room + skip, now)
-        records = [r for r in leased if r.id not in self._unsettled][:room]
+        records = await self._outbox.lease(self.sink.name, room, now, exclude=self._unsettled)
         if not records:
             return 0
         ids = [r.id for r in records]
