@@ -237,6 +237,16 @@ class OutboxStore(OperatorViews):
                 "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0",
                 [(now, rid) for rid in ids])
 
+    async def unmark_sent(self, ids: Sequence[int]) -> None:
+        """These records were marked sent but never sent after all (a forwarder stopping
+        with records it had leased ahead): their outcome is not unknown, nothing to wait for."""
+        if not ids:
+            return
+        async with self._lock, self._write():
+            await self._db.executemany(
+                "UPDATE outbox SET sent_at = NULL WHERE id = ? AND state = 0",
+                [(rid,) for rid in ids])
+
     async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Apply sink outcomes. Unknown or already settled record ids are ignored."""
         first: dict[int, Delivery] = {}

@@ -36,6 +36,7 @@ from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
 from gateway.settings import StrictModel
 from gateway.story import DeliveryStory, message_facts
+from gateway.upstream.lanes import ReadyHeads
 from gateway.upstream.limits import (
     DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
     REST_LIMITS,
@@ -157,9 +158,11 @@ class Forwarder:
         self._in_flight: dict[int, float] = {}  # record id -> monotonic start
         self._unsettled: set[int] = set()  # sent, not yet settled: never leased twice
         self._done: list[_Done] = []
+        self._ready = ReadyHeads()  # leased ahead, marked sent, waiting for a slot
         self._kick = asyncio.Event()  # the pump has something to look at
+        self._refill = asyncio.Event()  # the refiller has something to look at
         self._finished = asyncio.Event()  # the settler has something to settle
-        self._woken = True  # a commit happened since the last lease: lease even one record
+        self._woken = True  # a commit happened since the last lease: lease now
         self.stats = ForwarderStats(in_flight_cap=self._cap.current)
         self._story = DeliveryStory(sink.name)
         self.idle = asyncio.Event()  # set while nothing is between send and settle
@@ -167,64 +170,58 @@ class Forwarder:
 
     async def run(self) -> None:
         """Deliver until cancelled. A storage fault pauses delivery; it never ends it."""
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
-            tg.create_task(self._settler(), name=f"forward-{self.sink.name}-settle")
-            await self._pump(tg)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
+                tg.create_task(self._settler(), name=f"forward-{self.sink.name}-settle")
+                tg.create_task(self._refiller(), name=f"forward-{self.sink.name}-lease")
+                await self._pump(tg)
+        finally:
+            # records leased ahead but never sent: no unknown outcome for a sink to wait on
+            unsent = [r.id for r in self._ready.take_all()]
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(self._outbox.unmark_sent(unsent))
 
-    # --- pump: lease and start sends while there is room -----------------------------------
+    # --- refiller: keep a window of due heads leased ahead ---------------------------------
 
-    def _room(self) -> int:
-        """How many requests may start now: free slots, tokens, and the breaker's say."""
-        room = min(self._cap.current - len(self._in_flight), self._bucket.available(),
-                   self._cfg.batch_size)
-        allowed = self._breaker.allowance()
-        return room if allowed is None else min(room, allowed)
+    def _want(self) -> int:
+        """How many records to lease now. One window ahead while the breaker is closed (so a
+        freed slot never waits for the database); while it is open, only the next probe."""
+        if self._breaker.state is not BreakerState.CLOSED:
+            return 1 if not self._ready and self._breaker.allowance() == 1 else 0
+        target = min(self._cap.current, self._cfg.batch_size)
+        want = target - len(self._ready) if len(self._ready) <= target // 2 else 0
+        if self._woken:  # a commit: whatever is most urgent now must get into the window
+            want = max(want, min(8, self._cfg.batch_size))
+        return want
 
-    async def _pump(self, tg: asyncio.TaskGroup) -> None:
+    async def _refiller(self) -> None:
         storage = Backoff(0.5, 10.0)
-        refill = max(1, self._cap.maximum // 4)  # lease in handfuls, not per finished request
         while True:
-            self._kick.clear()
-            room = self._room()
-            if room > 0 and (self._woken or room >= min(refill, self._cap.current)
-                             or not self._in_flight):
+            self._refill.clear()
+            want = self._want()
+            if want > 0:
                 self._woken = False
                 try:
-                    started = await self._start(tg, room)
+                    got = await self._lease_ahead(want)
                     storage.reset()
                 except StorageError as exc:
                     self._storage_fault(exc)
                     await asyncio.sleep(storage.next_delay())
                     continue
-                if started:
-                    continue  # there may be room for more at once
-            await self._nap(room)
+                if got == want:
+                    continue  # there may be more due at once
+            delay = self._cfg.idle_poll_seconds
+            if self._breaker.state is not BreakerState.CLOSED:
+                delay = min(delay, max(self._breaker.wait(), 0.001))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._refill.wait()
 
-    async def _nap(self, room: int) -> None:
-        """Until something changes: a commit, a finished request, a token, the next probe."""
-        delay = self._cfg.idle_poll_seconds
-        if self._bucket.available() == 0:
-            delay = min(delay, self._bucket.wait())
-        if self._breaker.allowance() == 0 and self._breaker.wait() > 0:
-            delay = min(delay, self._breaker.wait())
-        if room > 0 and not self._in_flight:
-            self._set_idle()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(max(delay, 0.001)):
-                await self._kick.wait()
-
-    async def _watch_wake(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            self._woken = True
-            self._kick.set()
-
-    async def _start(self, tg: asyncio.TaskGroup, room: int) -> int:
-        """Lease up to `room` due records not already under way and start sending them."""
+    async def _lease_ahead(self, want: int) -> int:
+        """Lease up to `want` due heads not already under way, marked sent, into the window."""
         now = self._clock()
-        records = await self._outbox.lease(self.sink.name, room, now, exclude=self._unsettled)
+        records = await self._outbox.lease(self.sink.name, want, now, exclude=self._unsettled)
         if not records:
             return 0
         ids = [r.id for r in records]
@@ -236,14 +233,55 @@ class Forwarder:
         except BaseException:
             self._unsettled.difference_update(ids)
             raise
-        self._bucket.take(len(records))
-        for rec in records:
-            self._breaker.started(rec.id)
-            self._in_flight[rec.id] = time.monotonic()
-            tg.create_task(self._deliver(rec), name=f"send-{self.sink.name}-{rec.id}")
-        self.stats.sent += len(records)
-        self.stats.in_flight = len(self._in_flight)
+        self._ready.push(records)
+        self._kick.set()
         return len(records)
+
+    async def _watch_wake(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._woken = True
+            self._refill.set()
+
+    # --- pump: start sends from the window while there is room ------------------------------
+
+    def _room(self) -> int:
+        """How many requests may start now: free slots, tokens, and the breaker's say."""
+        room = min(self._cap.current - len(self._in_flight), self._bucket.available())
+        allowed = self._breaker.allowance()
+        return room if allowed is None else min(room, allowed)
+
+    async def _pump(self, tg: asyncio.TaskGroup) -> None:
+        while True:
+            self._kick.clear()
+            room = self._room()
+            while room > 0 and self._ready:
+                self._launch(tg, self._ready.pop())
+                room -= 1
+            if self._want() > 0:
+                self._refill.set()
+            await self._nap()
+
+    def _launch(self, tg: asyncio.TaskGroup, rec: OutboxRecord) -> None:
+        self._bucket.take(1)
+        self._breaker.started(rec.id)
+        self._in_flight[rec.id] = time.monotonic()
+        tg.create_task(self._deliver(rec), name=f"send-{self.sink.name}-{rec.id}")
+        self.stats.sent += 1
+        self.stats.in_flight = len(self._in_flight)
+
+    async def _nap(self) -> None:
+        """Until something changes: a lease, a finished request, a token, the next probe."""
+        delay = self._cfg.idle_poll_seconds
+        if self._bucket.available() == 0:
+            delay = min(delay, self._bucket.wait())
+        if self._breaker.allowance() == 0 and self._breaker.wait() > 0:
+            delay = min(delay, self._breaker.wait())
+        self._set_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.001)):
+                await self._kick.wait()
 
     # --- one request ------------------------------------------------------------------------
 
@@ -266,6 +304,7 @@ class Forwarder:
         self._done.append(_Done(rec, self._with_delay(rec, d), started, time.monotonic() - t0))
         self._finished.set()
         self._kick.set()
+        self._refill.set()
 
     def _observe(self, rec: OutboxRecord, d: Delivery) -> None:
         """What one answer says about the link: breaker, bucket, in-flight cap, hung flag."""
@@ -337,7 +376,7 @@ class Forwarder:
                             sum(x.latency for x in done) / len(done), finished)
         self._account([x.delivery for x in done], finished)
         self._set_idle()
-        self._kick.set()  # a settled head lets the next record of its episode go
+        self._refill.set()  # a settled head lets the next record of its episode go
 
     def _set_idle(self) -> None:
         if not self._in_flight and not self._done and not self._unsettled:
