@@ -157,7 +157,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "limits": {"max_in_flight": args.in_flight,
                                "max_requests_per_second": None}}).build())
                 wake = asyncio.Event()
-                cfg = ForwardingConfig(batch_size=args.in_flight, idle_poll_seconds=0.05)
+                cfg = ForwardingConfig(batch_size=4 * args.in_flight, idle_poll_seconds=0.05)
                 fwd = Forwarder(sink, ob, cfg, wake)  # type: ignore[arg-type]
                 committed: dict[str, float] = {}
                 total = args.records + args.raises

@@ -262,10 +262,11 @@ class OutboxStore(OperatorViews):
                         f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
                     live.update((r[0], (r[1], r[2], r[3])) for r in rows)
                 ok, receipts, dead, retry, freed = settle_rows(live, first, now)
-                await self._db.executemany(SETTLE_ACCEPTED, ok)
-                await self._db.executemany(ADD_RECEIPT, receipts)
-                await self._db.executemany(SETTLE_DEAD, dead)
-                await self._db.executemany(SETTLE_RETRY, retry)
+                # each statement is a round trip to the database thread: skip empty ones
+                for sql, params in ((SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts),
+                                    (SETTLE_DEAD, dead), (SETTLE_RETRY, retry)):
+                    if params:
+                        await self._db.executemany(sql, params)
                 pruned = await self._maybe_prune(now)
             self._used -= freed + pruned
 

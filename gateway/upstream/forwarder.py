@@ -189,7 +189,8 @@ class Forwarder:
         freed slot never waits for the database); while it is open, only the next probe."""
         if self._breaker.state is not BreakerState.CLOSED:
             return 1 if not self._ready and self._breaker.allowance() == 1 else 0
-        target = min(self._cap.current, self._cfg.batch_size)
+        # two windows: a refill waits its turn behind settles on the one database connection
+        target = min(2 * self._cap.current, self._cfg.batch_size)
         want = target - len(self._ready) if len(self._ready) <= target // 2 else 0
         if self._woken:  # a commit: whatever is most urgent now must get into the window
             want = max(want, min(8, self._cfg.batch_size))
