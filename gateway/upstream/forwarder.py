@@ -39,7 +39,7 @@ from gateway.story import DeliveryStory, message_facts
 from gateway.upstream.lanes import ReadyHeads
 from gateway.upstream.limits import (
     DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
-    REST_LIMITS,
+    UNDECLARED_LIMITS,
     InFlightCap,
     TokenBucket,
     UpstreamLimits,
@@ -146,7 +146,8 @@ class Forwarder:
         self._wake = wake
         self._clock = clock
         self._send_one = _sender(sink)
-        self.limits: UpstreamLimits = getattr(sink, "limits", REST_LIMITS)
+        # an HTTP sink carries its config's limits; any other sink gets UNDECLARED_LIMITS
+        self.limits: UpstreamLimits = getattr(sink, "limits", UNDECLARED_LIMITS)
         first_byte = float(getattr(sink, "first_byte_timeout_seconds",
                                    DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS))
         self._hung_after = cfg.hung_after_seconds or first_byte
@@ -167,6 +168,14 @@ class Forwarder:
         self._story = DeliveryStory(sink.name)
         self.idle = asyncio.Event()  # set while nothing is between send and settle
         self.idle.set()
+        self._quiescing = False
+
+    def quiesce(self) -> None:
+        """Start no more sends (a stop is coming): `idle` is set once what is in flight is
+        settled, however long the backlog. Records leased ahead are unmarked when `run` ends."""
+        self._quiescing = True
+        self._set_idle()
+        self._kick.set()
 
     async def run(self) -> None:
         """Deliver until cancelled. A storage fault pauses delivery; it never ends it."""
@@ -257,7 +266,7 @@ class Forwarder:
         while True:
             self._kick.clear()
             room = self._room()
-            while room > 0 and self._ready:
+            while room > 0 and self._ready and not self._quiescing:
                 self._launch(tg, self._ready.pop())
                 room -= 1
             if self._want() > 0:
@@ -380,7 +389,8 @@ class Forwarder:
         self._refill.set()  # a settled head lets the next record of its episode go
 
     def _set_idle(self) -> None:
-        if not self._in_flight and not self._done and not self._unsettled:
+        waiting = len(self._ready) if self._quiescing else 0  # leased ahead, never to be sent
+        if not self._in_flight and not self._done and len(self._unsettled) == waiting:
             self.idle.set()
 
     def _storage_fault(self, exc: StorageError) -> None:

@@ -43,6 +43,8 @@ class UpstreamLimits(StrictModel):
 REST_LIMITS = UpstreamLimits()
 SAP_PM_LIMITS = UpstreamLimits(max_requests_per_second=10.0, burst=10, max_in_flight=4)
 MAXIMO_LIMITS = UpstreamLimits(max_requests_per_second=5.0, burst=5, max_in_flight=4)
+# a sink that declares no limits (a message backbone, say): no rate, a modest in-flight cap
+UNDECLARED_LIMITS = UpstreamLimits(max_requests_per_second=None, burst=1, max_in_flight=16)
 
 
 def client_timeout(connect_seconds: float, first_byte_seconds: float,

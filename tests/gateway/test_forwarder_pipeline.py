@@ -169,3 +169,23 @@ async def test_recovery_is_noticed_within_seconds_not_the_retry_cap(
         assert took < 3.0, f"recovery took {took:.1f} s"
         await wait_for(lambda: fwd.stats.breaker is BreakerState.CLOSED, 10, "breaker closed")
     assert_once_each(sim, 10)
+
+
+async def test_quiesce_settles_what_is_in_flight_and_sends_nothing_more(
+        outbox: OutboxStore, sim: CmmsSimulator) -> None:
+    await backlog(outbox, 200)
+    sim.faults.set("slow", delay_seconds=0.05)
+    async with forwarding(outbox, sim, limits={"max_in_flight": 4,
+                                               "max_requests_per_second": None}) as fwd:
+        await wait_for(lambda: len(sim.requests) >= 8, 30, "the drain under way")
+        fwd.quiesce()
+        await asyncio.wait_for(fwd.idle.wait(), 10)
+        sent = len(sim.arrivals)
+        await asyncio.sleep(0.3)
+        assert len(sim.arrivals) == sent  # nothing new after quiesce
+    stats = await outbox.stats(time.time())
+    assert stats.delivered["cmms"] == len(sim.requests)  # everything answered was settled
+    assert stats.pending["cmms"] == 200 - len(sim.requests)
+    # the records leased ahead were unmarked at the end: no unknown outcome to wait on
+    rows = await outbox.lease("cmms", 300, time.time())
+    assert all(r.unsettled_send_at is None for r in rows)
