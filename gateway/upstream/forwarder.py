@@ -194,15 +194,15 @@ class Forwarder:
     # --- refiller: keep a window of due heads leased ahead ---------------------------------
 
     def _want(self) -> int:
-        """How many records to lease now. One window ahead while the breaker is closed (so a
+        """How many records to lease now. Two windows ahead while the breaker is closed (so a
         freed slot never waits for the database); while it is open, only the next probe."""
         if self._breaker.state is not BreakerState.CLOSED:
             return 1 if not self._ready and self._breaker.allowance() == 1 else 0
-        # two windows: a refill waits its turn behind settles on the one database connection
+        # a refill waits its turn behind settles on the one database connection
         target = min(2 * self._cap.current, self._cfg.batch_size)
         want = target - len(self._ready) if len(self._ready) <= target // 2 else 0
         if self._woken:  # a commit: whatever is most urgent now must get into the window
-            want = max(want, min(8, self._cfg.batch_size))
+            want = max(want, min(8, self._cfg.batch_size, target + 8 - len(self._ready)))
         return want
 
     async def _refiller(self) -> None:
