@@ -107,9 +107,10 @@ async def raises(outbox: OutboxStore, sink: TimedSink, wake: asyncio.Event, coun
         wake.set()
 
 
-async def ceiling(requests: int, in_flight: int) -> float:
+async def ceiling(requests: int, in_flight: int) -> tuple[float, float]:
     """The same POSTs from a bare aiohttp client (no outbox, no gateway logic) to a fresh
-    simulator process: what this box allows in this run."""
+    simulator process: what this box allows in this run. Returns requests/s and the client's
+    CPU microseconds per request."""
     proc, url = await start_simulator()
     target = url + "/api/v1/maintenance-requests"
     t = raise_of("line-4/pump-000000", time.time(), 3)
@@ -128,9 +129,10 @@ async def ceiling(requests: int, in_flight: int) -> float:
                             "Idempotency-Key": f'"k{i}"',
                             "Content-Type": "application/json"}) as resp:
                         await resp.read()
-            start = time.perf_counter()
+            start, cpu0 = time.perf_counter(), time.process_time()
             await asyncio.gather(*(worker() for _ in range(in_flight)))
-            return requests / (time.perf_counter() - start)
+            return (requests / (time.perf_counter() - start),
+                    (time.process_time() - cpu0) / requests * 1e6)
     finally:
         proc.terminate()
         await proc.wait()
@@ -205,15 +207,17 @@ def main() -> None:
     p.add_argument("--synchronous", choices=[s.value for s in Synchronous], default="full")
     args = p.parse_args()
     r = asyncio.run(run(args))
-    bare = asyncio.run(ceiling(min(args.records, 50_000), args.in_flight))
+    bare, bare_cpu_us = asyncio.run(ceiling(min(args.records, 50_000), args.in_flight))
+    cpu_us = r["cpu_s"] / (r["records"] + r["raises"]) * 1e6
     print(f"backlog of {r['records']:,} committed in {r['fill_s']:.1f} s; a lease of "
           f"{args.in_flight} from it takes {r['lease_ms']:.1f} ms (median of 20)")
     print(f"drain: {r['requests_per_s']:,.0f} requests/s ({r['drain_s']:.1f} s, "
           f"{args.in_flight} in flight, synchronous={args.synchronous})   target >= 5,000")
     print(f"gateway process CPU during the drain: {r['cpu_s']:.1f} s of {r['drain_s']:.1f} s; "
-          f"mean requests in flight {r['mean_in_flight']:.0f}")
+          f"mean requests in flight {r['mean_in_flight']:.0f}; {cpu_us:.0f} us CPU per request")
     print(f"ceiling, bare aiohttp client -> simulator, same run: {bare:,.0f} requests/s; "
-          f"ratio {r['requests_per_s'] / bare:.2f}")
+          f"ratio {r['requests_per_s'] / bare:.2f}; bare client {bare_cpu_us:.0f} us CPU per "
+          f"request (CPU ratio {bare_cpu_us / cpu_us:.2f}: the figure a busy box changes least)")
     print(f"fresh critical raise, commit -> 201: p50 {r['p50_ms']:.1f} ms, "
           f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms over {r['raises']} raises"
           "   target p99 < 100 ms")
