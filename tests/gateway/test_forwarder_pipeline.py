@@ -91,9 +91,10 @@ async def test_never_faster_than_the_rate(outbox: OutboxStore, sim: CmmsSimulato
                                                "max_requests_per_second": 20.0}):
         await wait_for(lambda: len(sim.requests) == 40, 30, "all delivered")
     at = sim.arrivals
-    # at most the burst plus the rate in any half second (a token bucket's promise)
-    worst = max(sum(1 for t in at if a <= t < a + 0.5) for a in at)
-    assert worst <= 2 + 20 * 0.5 + 1, worst
+    # at most the burst plus the rate in any second (a token bucket's promise; one more for
+    # a server loop that handles two requests late on a busy box); unlimited would be ~40
+    worst = max(sum(1 for t in at if a <= t < a + 1.0) for a in at)
+    assert worst <= 2 + 20 * 1.0 + 1, worst
     assert at[-1] - at[0] >= (40 - 2) / 20 * 0.9
     assert_once_each(sim, 40)
 
