@@ -35,6 +35,7 @@ from gateway.registry import (
 )
 from gateway.registry import with_registry as with_registry
 from gateway.registry_check import registry_findings
+from gateway.workflow import with_workflow
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
@@ -440,8 +441,9 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
     if not problems and rules is not None:
         try:
             cfg = PlantBridgeConfig.model_validate(raw)
-            cfg = cfg.model_copy(update={"upstreams": [with_registry(u, registry)
-                                                       for u in cfg.upstreams]})
+            cfg = cfg.model_copy(update={"upstreams": [
+                with_workflow(with_registry(u, registry), registry, rules)
+                for u in cfg.upstreams]})
             loaded = LoadedConfig(path, cfg, rules, tuple(files), registry)
         except ValidationError:
             loaded = None  # rules_only: the rest of the file is not ours to judge

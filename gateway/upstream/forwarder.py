@@ -28,6 +28,7 @@ from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
 from gateway.settings import StrictModel
 from gateway.story import DeliveryStory, message_facts
+from gateway.workflow import follow_ups
 
 if TYPE_CHECKING:
     from buffer.store import OutboxStore
@@ -146,7 +147,12 @@ class Forwarder:
                 for rec, d in zip(records, deliveries, strict=True)
             ]
             finished = self._clock()
-            await self._outbox.settle(settled, finished)
+            # workflow steps an accepted record makes due (parts chain): same transaction
+            follow = follow_ups(self.sink, records, settled)
+            if follow:
+                await self._outbox.settle_with_follow_ups(settled, finished, follow)
+            else:
+                await self._outbox.settle(settled, finished)
             await self._record_attempts(records, settled, started, finished, latency)
         finally:
             self.idle.set()
