@@ -35,13 +35,13 @@ from gateway.registry import (
 )
 from gateway.registry import with_registry as with_registry
 from gateway.registry_check import registry_findings
-from gateway.workflow import with_workflow
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
 from gateway.upstream.maximo import MaximoSinkConfig
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
+from gateway.workflow import with_workflow
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 from rules.loader import describe_rules as describe_rules  # the one rule-count wording
 from rules.loader import plain_words

@@ -341,9 +341,14 @@ class SapPmSink:
         phase = str(current.get("NotifProcessingPhase") or "")
         if phase in DONE_PHASES:  # completed meanwhile (by a planner, or by our lost answer)
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
+        ours = str(current.get("MaintNotifExtReferenceNumber") or "") == msg.body.get("dedup_key")
+        said = str(current.get("MaintNotificationLongText") or "")
+        if not ours and link_marker(msg.body) not in said:  # skipped to it: we never wrote there
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=number, reason=(
+                f"notification {number} is someone else's and was not linked: left as it is"))
         patch = self._malfunction_end(msg.body)
         # A repeated clear (its answer was lost) finds its note already there: no second one.
-        if note_marker(msg.body) not in str(current.get("MaintNotificationLongText") or ""):
+        if note_marker(msg.body) not in said:
             patch["MaintNotifLongTextForEdit"] = clear_note(msg.body)
         if patch:
             etag = answer.etag or (current.get("__metadata") or {}).get("etag")
@@ -355,7 +360,6 @@ class SapPmSink:
                     "reading it again"))
             if not answer.ok:
                 return self._failure(rec.id, answer, f"clear note on notification {number}")
-        ours = str(current.get("MaintNotifExtReferenceNumber") or "") == msg.body.get("dedup_key")
         # a linked or skipped-to notification is someone else's: noted, never completed by us
         if self._cfg.on_clear is OnClear.COMPLETE and ours:
             answer = await self.client.write(
