@@ -106,6 +106,7 @@ class Materials:
     requisitions: list[dict[str, Any]] = field(default_factory=list)  # one entry per item
     created: dict[str, int] = field(default_factory=lambda: {"reservation": 0,
                                                              "requisition": 0})
+    stock_reads: int = 0
 
     def set_stock(self, material: str, plant: str, storage_location: str, unrestricted: float,
                   *, blocked: float = 0.0, unit: str = "EA") -> None:
@@ -148,6 +149,7 @@ class Materials:
                  (REQUISITION_PATH, "/A_PurchaseRequisitionHeader", "POST"): "pr_create",
                  }.get((service, tail, method))
         if route == "stock":
+            self.stock_reads += 1
             return 200, self._list(self.stock, STOCK_FIELDS, query, base + tail)
         if route == "resv_items":
             return 200, self._list(self.reservations, RESV_ITEM_FIELDS, query, base + tail)
