@@ -20,6 +20,8 @@ SAP Gateway does for properties not in the entity type.
 
 from __future__ import annotations
 
+import asyncio
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +99,15 @@ def _items(data: Mapping[str, Any], nav: str) -> list[Mapping[str, Any]]:
     return raw
 
 
+class Hold(enum.StrEnum):
+    """A one-shot gate on one entity set, for crash trials: the request waits (before or after
+    it commits) until `release()`, or its answer is lost after the commit."""
+
+    BEFORE = "before"
+    AFTER = "after"
+    DROP = "drop"
+
+
 @dataclass
 class Materials:
     """Stock rows, reservation items and requisition items; `created` counts every create."""
@@ -107,6 +118,26 @@ class Materials:
     created: dict[str, int] = field(default_factory=lambda: {"reservation": 0,
                                                              "requisition": 0})
     stock_reads: int = 0
+    holds: dict[str, Hold] = field(default_factory=dict)  # "/A_...Header" -> one-shot hold
+    held: int = 0  # requests waiting at a hold now
+    _gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hold(self, entity_set: str, mode: Hold | str) -> None:
+        """The next request to `entity_set` ("A_ReservationDocumentHeader") meets `mode`."""
+        self._gate.clear()
+        self.holds["/" + entity_set.lstrip("/")] = Hold(mode)
+
+    def release(self) -> None:
+        self._gate.set()
+
+    async def wait_at_gate(self, limit_seconds: float = 60.0) -> None:
+        self.held += 1
+        try:
+            await asyncio.wait_for(self._gate.wait(), limit_seconds)
+        except TimeoutError:
+            pass
+        finally:
+            self.held -= 1
 
     def set_stock(self, material: str, plant: str, storage_location: str, unrestricted: float,
                   *, blocked: float = 0.0, unit: str = "EA") -> None:

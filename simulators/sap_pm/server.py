@@ -27,7 +27,7 @@ from simulators.httpsim import HttpSimulator
 from simulators.sap_pm.faults import WRITE_METHODS, Fault, FaultMode, Faults
 from simulators.sap_pm.masterdata import EQUIPMENT_PATH, FLOC_PATH, MasterData
 from simulators.sap_pm.materials import PATHS as MATERIAL_PATHS
-from simulators.sap_pm.materials import Materials
+from simulators.sap_pm.materials import Hold, Materials
 from simulators.sap_pm.notifications import (
     PHASE_COMPLETED,
     PHASE_IN_PROCESS,
@@ -242,9 +242,14 @@ class SapPmSimulator(HttpSimulator):
         service = next((p for p in MATERIAL_PATHS if request.path.startswith(p)), None)
         if service is not None:  # stock, reservations, requisitions
             payload = await self._payload(request) if method == "POST" else None
+            hold = self.materials.holds.pop(tail, None)
+            if hold is Hold.BEFORE:
+                await self.materials.wait_at_gate()
             status, doc = self.materials.answer(service, tail, method, request.query, payload,
                                                 self.url + service)
-            return _json(status, {"d": doc})
+            if hold is Hold.AFTER:
+                await self.materials.wait_at_gate()
+            return self.drop(request) if hold is Hold.DROP else _json(status, {"d": doc})
         if not request.path.startswith(SERVICE_PATH):  # API_EQUIPMENT, API_FUNCTIONALLOCATION
             service = EQUIPMENT_PATH if request.path.startswith(EQUIPMENT_PATH) else FLOC_PATH
             return _json(200, {"d": self.master.answer(service, tail, request.query, self.url)})

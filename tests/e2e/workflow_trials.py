@@ -1,6 +1,6 @@
-"""Kill -9 trials of the bearing workflow: SIGKILL the daemon right after one step of the chain
-committed at the SAP simulator (notification, stock read, reservation, requisition), optionally
-with that step's answer lost as well, restart it, and check that every step happened exactly once.
+"""Kill -9 trials of the bearing workflow: SIGKILL the daemon while one step of the parts chain
+is held at the SAP simulator (in flight before its commit, committed before its answer, or
+committed with its answer lost), restart it, and check that every step happened exactly once.
 
 Used by tests/e2e/test_bearing_workflow.py (a few trials) and by
 `python -m tests.e2e.run_workflow_trials --trials 20` (a longer loop).
@@ -17,26 +17,29 @@ from pathlib import Path
 
 from simulators.cmms import CmmsSimulator
 from simulators.sap_pm import SapPmSimulator
+from simulators.sap_pm.materials import Hold
 from tests.e2e.stack import Stack
 from tests.harness import Mosquitto, free_port, wait_for
 
-KILL_POINTS = ("notification", "stock", "reservation", "requisition")
-# the in-suite trials: each step once, and the two creates whose answer is also lost
-SUITE_TRIALS = (("notification", False), ("stock", False), ("reservation", True),
-                ("requisition", False), ("requisition", True))
+# (step, hold): where the daemon is killed. "before": the step's request is in flight and
+# commits only after the kill; "after": committed, its answer not yet sent; "drop": committed,
+# its answer lost, the daemon waiting to look it up again.
+ENTITY = {"stock": "A_MatlStkInAcctMod", "reservation": "A_ReservationDocumentHeader",
+          "requisition": "A_PurchaseRequisitionHeader"}
+KILL_POINTS = (("stock", Hold.BEFORE), ("reservation", Hold.BEFORE),
+               ("reservation", Hold.AFTER), ("reservation", Hold.DROP),
+               ("requisition", Hold.BEFORE), ("requisition", Hold.AFTER),
+               ("requisition", Hold.DROP))
+SUITE_TRIALS = (("stock", Hold.BEFORE), ("reservation", Hold.BEFORE),
+                ("reservation", Hold.AFTER), ("reservation", Hold.DROP),
+                ("requisition", Hold.AFTER))
 
 
-def _reached(sap: SapPmSimulator, point: str) -> Callable[[], bool]:
+def _at_kill_point(sap: SapPmSimulator, step: str, hold: Hold) -> Callable[[], bool]:
     m = sap.materials
-    return {"notification": lambda: len(sap.notifications) >= 1,
-            "stock": lambda: m.stock_reads >= 1,
-            "reservation": lambda: m.created["reservation"] >= 1,
-            "requisition": lambda: m.created["requisition"] >= 1}[point]
-
-
-def _before(point: str) -> str | None:
-    """The step whose effect shows that `point`'s write is next (to arm a lost answer)."""
-    return {"notification": None, "reservation": "stock", "requisition": "reservation"}.get(point)
+    if hold is Hold.DROP:
+        return lambda: m.created[step] >= 1 and not m.holds
+    return lambda: m.held > 0
 
 
 @dataclass
@@ -54,7 +57,7 @@ class TrialReport:
                 f"{len(self.failures)} with a step missing or doubled")
 
 
-async def one_trial(tmp: Path, broker: Mosquitto, kill_after: str, lose_answer: bool) -> str:
+async def one_trial(tmp: Path, broker: Mosquitto, step: str, hold: Hold) -> str:
     """One trial; returns "" when every step happened exactly once, else what went wrong."""
     from tests.e2e.test_bearing_workflow import configure  # the same config as the e2e tests
 
@@ -68,43 +71,40 @@ async def one_trial(tmp: Path, broker: Mosquitto, kill_after: str, lose_answer: 
         sap.materials.set_stock("SEAL-40", "1010", "0001", 5)
         port = free_port()
         configure(stack, sap, http_port=port)
-        if lose_answer and kill_after == "notification":
-            sap.faults.set("drop_after_commit", count=1, methods=["POST"])
+        sap.materials.hold(ENTITY[step], hold)
         stack.spawn_daemon()
         await stack.wait_subprocess_up(port)
         await stack.play("pump-1", [3.0] * 2 + [8.0] * 12)
-        before = _before(kill_after)
-        if lose_answer and before is not None:
-            await wait_for(_reached(sap, before), 30, f"{before} done")
-            sap.faults.set("drop_after_commit", count=1, methods=["POST"])
-        await wait_for(_reached(sap, kill_after), 30, f"{kill_after} done")
+        await wait_for(_at_kill_point(sap, step, hold), 30, f"{step} at its {hold} hold")
         stack.power_cut()
+        sap.materials.release()  # a request held "before" commits now, its client dead
         stack.spawn_daemon()
         await stack.wait_subprocess_up(port)
-        await wait_for(_reached(sap, "requisition"), 40, "the chain finished")
-        await stack.wait_drained(port, 40)
         m = sap.materials
+        await wait_for(lambda: m.created["requisition"] >= 1, 40, "the chain finished")
+        await stack.wait_drained(port, 40)
         got = (len(sap.notifications), m.created["reservation"], m.created["requisition"])
         if got != (1, 1, 1):
-            return (f"kill after {kill_after} (answer lost: {lose_answer}): notifications, "
-                    f"reservations, requisitions = {got}")
+            return (f"kill at {step} ({hold}): notifications, reservations, requisitions = "
+                    f"{got}")
         return ""
     finally:
         stack.close()
         if stack.proc is not None and stack.proc.poll() is None:
             stack.power_cut()
+        sap.materials.release()
         await sap.stop()
         await cmms.stop()
 
 
 async def run_workflow_trials(tmp: Path, broker: Mosquitto,
-                              plan: list[tuple[str, bool]]) -> TrialReport:
+                              plan: list[tuple[str, Hold]]) -> TrialReport:
     report = TrialReport()
     t0 = time.monotonic()
-    for i, (point, lose) in enumerate(plan):
+    for i, (step, hold) in enumerate(plan):
         where = tmp / f"trial-{i}"
         where.mkdir()
-        said = await one_trial(where, broker, point, lose)
+        said = await one_trial(where, broker, step, hold)
         report.trials += 1
         if said:
             report.failures.append(said)
@@ -114,6 +114,12 @@ async def run_workflow_trials(tmp: Path, broker: Mosquitto,
     return report
 
 
-def random_plan(trials: int, seed: int | None) -> list[tuple[str, bool]]:
+def random_plan(trials: int, seed: int | None) -> list[tuple[str, Hold]]:
+    """Every kill point once per round, in a random order."""
     rng = random.Random(seed)
-    return [(rng.choice(KILL_POINTS), rng.random() < 0.5) for _ in range(trials)]
+    plan: list[tuple[str, Hold]] = []
+    while len(plan) < trials:
+        points = list(KILL_POINTS)
+        rng.shuffle(points)
+        plan += points
+    return plan[:trials]
