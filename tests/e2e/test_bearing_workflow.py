@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway.trace import as_dict
 from simulators.sap_pm import SapPmSimulator
 from tests.e2e.stack import Stack
 from tests.harness import Mosquitto, wait_for
@@ -130,6 +131,18 @@ async def test_bearing_failure_reserves_parts_and_orders_what_is_low(
     assert (pr["Material"], pr["RequestedQuantity"]) == ("BRG-6205", "3")
     assert pr["PurReqnExternalReference"] == notif["MaintNotifExtReferenceNumber"]
     assert sap.materials.created == {"reservation": 1, "requisition": 1}
+    # `trace` tells the episode with its parts steps, each with its own upstream id
+    assert stack.daemon is not None and stack.daemon.outbox is not None
+    found = await stack.daemon.outbox.trace(notif["MaintNotifExtReferenceNumber"])
+    assert found is not None
+    story = as_dict(found)
+    steps = {m["kind"]: m for m in story["messages"]}
+    assert steps["maintenance_request"]["receipt"] == number
+    assert steps["parts_stock"]["receipt"] == '{"BRG-6205@1010/0001":3.0,"SEAL-40@1010/0001":5.0}'
+    assert steps["parts_reservation"]["receipt"] == "1000000"
+    assert steps["parts_requisition"]["receipt"] == pr["PurchaseRequisition"]
+    assert steps["parts_requisition"]["facts"]["request_ref"] == number
+    assert {m["state"] for m in story["messages"]} == {"delivered"}
 
 
 async def test_no_requisition_when_stock_is_fine(stack: Stack, sap: SapPmSimulator) -> None:
