@@ -116,6 +116,10 @@ class SapPartsSteps:
 
     async def _reservation(self, rec: OutboxRecord, parts: Sequence[PartLine]) -> Delivery:
         body = rec.message.body
+        if not self._cfg.cost_center:
+            return Delivery(rec.id, Outcome.REJECTED, reason=(
+                f"parts.cost_center is not set for upstream {self._sink.name!r}: a reservation "
+                "(movement type 201) needs the cost center it is booked on"))
         ref = f"{body['dedup_key']} N{body['request_ref']}"[:50]
         client = self._client(self._cfg.reservation_service_path)
         found = await self._look_up(rec.id, client, "A_ReservationDocumentItem",
@@ -126,6 +130,7 @@ class SapPartsSteps:
         need = (datetime.now(UTC) + timedelta(days=self._cfg.lead_time_days))
         header: dict[str, Any] = {
             "GoodsMovementType": self._cfg.goods_movement_type,
+            "CostCenter": self._cfg.cost_center,
             "ReservationDate": odata_date(datetime.now(UTC)),
             "to_ReservationDocumentItem": [{
                 "Product": p.material, "Plant": p.plant, "StorageLocation": p.storage_location,
@@ -133,8 +138,6 @@ class SapPartsSteps:
                 "MatlCompRequirementDate": odata_date(need), "ReservationItemText": ref,
             } for p in parts],
         }
-        if self._cfg.cost_center:
-            header["CostCenter"] = self._cfg.cost_center
         return await self._create(rec.id, client, "A_ReservationDocumentHeader", header,
                                   "Reservation", f"reservation {ref}")
 

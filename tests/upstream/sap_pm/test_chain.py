@@ -187,3 +187,11 @@ async def test_the_clear_does_not_wait_for_a_failing_parts_step(
         assert clear.upstream_ref == "10000020"  # the raise's receipt, not the lane's
     finally:
         await store.close()
+
+
+async def test_reservation_without_a_cost_center_is_refused_in_plain_words(
+        make_sink: SinkFactory, sim: SapPmSimulator) -> None:
+    done = await run_chain(chain_sink(make_sink, sim, parts={}), bearing_raise())
+    assert done[-1][0].message.kind is MessageKind.PARTS_RESERVATION
+    assert done[-1][1].outcome is Outcome.REJECTED
+    assert "parts.cost_center is not set" in done[-1][1].reason
