@@ -61,7 +61,7 @@ title = "Bearing wear on {{asset}}"
 """
 
 
-def sap_upstream(sim: SapPmSimulator, unclear_seconds: float = 2.0) -> str:
+def sap_upstream(sim: SapPmSimulator, unclear_seconds: float = 2.0, parts: str = "") -> str:
     return f"""
 [[upstreams]]
 type = "sap_pm"
@@ -73,14 +73,15 @@ total_timeout_seconds = 5
 unclear_retry_after_seconds = {unclear_seconds}
 [upstreams.parts]
 cost_center = "4711-CC"
+{parts}
 """
 
 
 def configure(stack: Stack, sim: SapPmSimulator, *, code: str = "BEARING", policy: str = "",
-              http_port: int = 0) -> None:
+              http_port: int = 0, parts: str = "") -> None:
     (stack.tmp / "assets.toml").write_text(ASSETS)
-    path = stack.write_config(RULE.format(code=code, policy=policy), upstream=sap_upstream(sim),
-                              http_port=http_port)
+    path = stack.write_config(RULE.format(code=code, policy=policy),
+                              upstream=sap_upstream(sim, parts=parts), http_port=http_port)
     path.write_text(path.read_text().replace('site = "e2e"',
                                              'site = "e2e"\nassets_file = "assets.toml"', 1))
 
@@ -158,6 +159,21 @@ async def test_no_requisition_when_stock_is_fine(stack: Stack, sap: SapPmSimulat
     assert stack.daemon is not None and stack.daemon.outbox is not None
     stats = await stack.daemon.outbox.stats(0)
     assert stats.dead == {} or not any(stats.dead.values()), stats.dead
+
+
+async def test_a_failing_parts_step_holds_back_neither_requests_nor_the_clear(
+        stack: Stack, sap: SapPmSimulator) -> None:
+    configure(stack, sap, parts='stock_service_path = "/sap/opu/odata/sap/API_GONE_SRV"')
+    await stack.start_daemon()
+    await raise_and_clear(stack)
+    await stack.play("pump-1", [3.0] * 12)
+    await wait_for(lambda: len(sap.notifications) == 1 and str(
+        sap.notifications[0].get("NotifProcessingPhase")) == "4", 20, "raised and cleared")
+    await stack.settled()
+    assert sap.materials.created == {"reservation": 0, "requisition": 0}
+    assert stack.daemon is not None and stack.daemon.outbox is not None
+    [dead] = await stack.daemon.outbox.records(dead=True)
+    assert dead.kind == "parts_stock" and "HTTP 404" in dead.last_error
 
 
 def someone_elses(sap: SapPmSimulator) -> dict[str, Any]:
