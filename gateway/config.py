@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from buffer.config import OutboxConfig
 from drivers.modbus.config import ModbusSourceConfig
@@ -29,6 +29,7 @@ from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
 from gateway.upstream.maximo import MaximoSinkConfig
+from gateway.upstream.nats_config import NatsSinkConfig, inherit_site
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
@@ -39,7 +40,8 @@ SourceConfig = Annotated[
     MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
 ]
 UpstreamConfig = Annotated[
-    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig, Field(discriminator="type")
+    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | NatsSinkConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -75,6 +77,11 @@ class PlantBridgeConfig(StrictModel):
     forwarding: ForwardingConfig = ForwardingConfig()
     sources: list[SourceConfig] = []
     upstreams: list[UpstreamConfig] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _site_to_backbone(cls, raw: Any) -> Any:
+        return inherit_site(raw)  # a nats upstream names the [gateway] site unless it says
 
     def outbox_path(self) -> Path:
         return self.buffer.resolved_path(self.gateway.state_dir)
@@ -140,7 +147,7 @@ class Examined:
     rules: RuleSet | None  # the rule set whenever the rule files are valid
 
 
-_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo"}
+_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo", "nats"}
 _GROUPS = ("sources", "upstreams")
 
 
