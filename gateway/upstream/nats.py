@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 import nats.errors
 import nats.js.errors
 import orjson
@@ -27,7 +26,7 @@ from nats.js import JetStreamContext
 
 from gateway.model import Delivery, MessageClass, MessageKind, OutboxRecord, Outcome
 from gateway.upstream.lanes import send_in_episode_lanes
-from gateway.upstream.nats_config import NatsSinkConfig, subject_token
+from gateway.upstream.nats_config import NatsSinkConfig, connect_backbone, subject_token
 from gateway.upstream.rest import UpstreamCheckError, canonical_json
 
 log = logging.getLogger("plantbridge.upstream.nats")
@@ -117,7 +116,7 @@ class NatsSink:
         """The open connection, connecting first when there is none (raises nats errors)."""
         async with self._lock:
             if self._nc is None or self._nc.is_closed or self._js is None:
-                nc = await nats.connect(**self._opts)
+                nc = await connect_backbone(self._opts, log)
                 self._nc, self._js = nc, nc.jetstream(
                     timeout=self._cfg.request_timeout_seconds)
             first = not self._inspected
@@ -150,7 +149,8 @@ class NatsSink:
                                  "the server (create it, or fix `stream`)") from None
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             raise NatsCheckError(f"{self.name}: {_plain(exc)}") from exc
-        version = str(nc.connected_server_version)
+        v = nc.connected_server_version
+        version = f"{v.major}.{v.minor}.{v.patch}"
         window = float(info.config.duplicate_window or 0.0)
         report = NatsReport(version, window)
         tolerance = self._cfg.outage_tolerance_seconds

@@ -6,11 +6,14 @@ both speak to the backbone with the same credentials and TLS rules. Option names
 
 from __future__ import annotations
 
+import logging
 import re
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import nats
+from nats.aio.client import Client as NatsClient
 from pydantic import Field, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
@@ -94,7 +97,9 @@ class NatsConnection(StrictModel):
             "servers": list(self.servers), "name": name,
             "connect_timeout": self.connect_timeout_seconds,
             "reconnect_time_wait": self.reconnect_wait_seconds,
-            "max_reconnect_attempts": -1, "allow_reconnect": True,
+            # Two tries per server at connect, so a send fails fast when the backbone is down;
+            # connect_backbone() then lets an established link reconnect for ever.
+            "max_reconnect_attempts": 1, "allow_reconnect": True,
         }
         auth = self.auth
         if isinstance(auth, UserPasswordAuth):
@@ -109,6 +114,25 @@ class NatsConnection(StrictModel):
             ctx: ssl.SSLContext = self.tls.client_context()
             opts["tls"] = ctx
         return opts
+
+
+async def connect_backbone(options: dict[str, Any], log: logging.Logger) -> NatsClient:
+    """Connect (raises nats errors / OSError when no server answers), then keep reconnecting
+    for ever once up. Link trouble is logged once when it starts and once when it ends."""
+
+    async def on_error(exc: Exception) -> None:
+        log.debug("nats: %s", exc)
+
+    async def on_down() -> None:
+        log.warning("NATS link lost; reconnecting (publishes wait and retry under their ids)")
+
+    async def on_up() -> None:
+        log.info("NATS link back")
+
+    nc = await nats.connect(**options, error_cb=on_error, disconnected_cb=on_down,
+                            reconnected_cb=on_up)
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 def subject_token(text: str) -> str:
