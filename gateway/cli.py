@@ -302,6 +302,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_async(run_demo(args.duration, args.scenario))
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """The fleet tier (gateway/relay): consume the hub stream, forward to the EAM."""
+    from gateway.relay.config import load_relay_config
+    from gateway.relay.main import print_fleet, run_relay
+
+    try:
+        cfg = load_relay_config(args.config)
+    except config_mod.ConfigError as exc:
+        _report(exc.problems, [])
+        print("refusing to start on an invalid relay config", file=sys.stderr)
+        return 1
+    if args.fleet:
+        return run_async(print_fleet(cfg))
+    logs.setup(cfg.relay.log_level, cfg.relay.log_format)
+    run_async(run_relay(cfg))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantbridge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -355,6 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
     add_outbox_parser(sub)
+
+    rl = sub.add_parser("relay", help="fleet tier: forward events from NATS JetStream to the EAM")
+    rl.add_argument("--config", type=Path, default=Path("/etc/plantbridge/relay.toml"))
+    rl.add_argument("--fleet", action="store_true",
+                    help="print the gateways the running relay has seen, and exit")
+    rl.set_defaults(func=cmd_relay)
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")
