@@ -44,6 +44,11 @@ class ConsumerSettings(StrictModel):
     dead_letter_stream: str = Field(default="PLANTBRIDGE_DLQ", min_length=1)
     dead_letter_prefix: str = "plantbridge-dlq"
     receipts_bucket: str = Field(default="plantbridge_receipts", pattern=r"^[A-Za-z0-9_-]+$")
+    # Replicas of the relay tier's own storage (dead letters, receipts) when created: 3 on a
+    # JetStream cluster, so losing one server loses neither.
+    replicas: int = Field(default=1, ge=1, le=5)
+    # How long a receipt is kept: longer than any event can wait in the hub stream.
+    receipts_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     heartbeat_subject: str = "plantbridge.*.gateway.*.heartbeat"
 
 

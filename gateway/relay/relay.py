@@ -116,12 +116,14 @@ class Relay:
             await js.stream_info(c.dead_letter_stream)
         except nats.js.errors.NotFoundError:
             await js.add_stream(StreamConfig(name=c.dead_letter_stream,
-                                             subjects=[f"{c.dead_letter_prefix}.>"]))
+                                             subjects=[f"{c.dead_letter_prefix}.>"],
+                                             num_replicas=c.replicas))
         try:
             self._kv = await js.key_value(c.receipts_bucket)
         except nats.js.errors.BucketNotFoundError:
-            self._kv = await js.create_key_value(KeyValueConfig(bucket=c.receipts_bucket,
-                                                                history=1))
+            self._kv = await js.create_key_value(KeyValueConfig(
+                bucket=c.receipts_bucket, history=1, replicas=c.replicas,
+                ttl=c.receipts_ttl_seconds))
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         c = self.cfg.consumer
@@ -237,11 +239,16 @@ class Relay:
         """None when this upstream has the event (now or before); else (delay, why) to retry."""
         st = self.stats.by_upstream[sink.name]
         done_key = receipt_key(sink.name, event)
-        if await self._receipt(done_key) is not None:
-            return None
-        upstream_ref = None
+        try:
+            if await self._receipt(done_key) is not None:
+                return None
+            upstream_ref = None
+            if event.intent == "clear":
+                upstream_ref = await self._receipt(receipt_key(sink.name, event, "raise"))
+        except (nats.errors.Error, OSError) as exc:  # bucket has no leader right now
+            st.last_error = f"receipts bucket unavailable: {exc}"
+            return self._backoff(event), st.last_error
         if event.intent == "clear":
-            upstream_ref = await self._receipt(receipt_key(sink.name, event, "raise"))
             if upstream_ref is None:
                 return self._backoff(event), "its raise has no receipt yet (clear waits)"
             if upstream_ref == REJECTED_MARK:
