@@ -56,7 +56,7 @@ def test_credentials_map_to_the_client(tmp_path: Path) -> None:
 
 
 def test_a_missing_creds_file_is_named() -> None:
-    with pytest.raises(ValidationError, match="creds file /nope.creds does not exist"):
+    with pytest.raises(ValidationError, match=r"creds file /nope\.creds does not exist"):
         sink_cfg(auth={"kind": "creds", "file": "/nope.creds"})
 
 
