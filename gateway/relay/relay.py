@@ -128,15 +128,21 @@ class Relay:
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         c = self.cfg.consumer
         failing = False
+        idle = True
         while True:
             room = c.in_flight - self._active
             if room <= 0:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            # nats-py's fetch(n) returns at once what the stream holds, but when it holds
+            # nothing it waits for all n (or the timeout): so when idle, wait for one event,
+            # which returns the moment it arrives, and take batches while busy.
+            want, wait = (1, 5.0) if idle else (min(room, c.fetch_batch), 0.2)
             try:
-                msgs = await sub.fetch(min(room, c.fetch_batch), timeout=1.0)
+                msgs = await sub.fetch(want, timeout=wait)
             except nats.errors.TimeoutError:
+                idle = True
                 continue
             except (nats.errors.Error, OSError) as exc:
                 if not failing:
@@ -147,6 +153,7 @@ class Relay:
             if failing:
                 log.info("fetching from %s works again", c.stream)
                 failing = False
+            idle = len(msgs) < want if want > 1 else not msgs  # one came: look for more
             for msg in msgs:
                 self._dispatch(msg)
 

@@ -35,12 +35,13 @@ def transition(kind: TransitionKind, asset: str, episode: str, ts: float) -> Tra
 
 
 def episode_records(n: int, sink: str = "backbone", site: str = "site-a",
-                    ts: float = 1_790_000_000.0) -> list[OutboxRecord]:
+                    ts: float = 1_790_000_000.0, prefix: str = "ep") -> list[OutboxRecord]:
     """n episodes on n assets: a raise and its clear each, in the order a gateway sends them."""
     out: list[OutboxRecord] = []
     for i in range(n):
         for kind in (TransitionKind.RAISED, TransitionKind.CLEARED):
-            msg = messages_for(transition(kind, f"pump-{i}", f"ep-{i}", ts + i), [sink], site)[0]
+            t = transition(kind, f"pump-{i}", f"{prefix}-{i}", ts + i)
+            msg = messages_for(t, [sink], site)[0]
             out.append(OutboxRecord(id=len(out) + 1, message=msg, attempts=0))
     return out
 
