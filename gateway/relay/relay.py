@@ -100,10 +100,15 @@ class Relay:
                  c.stream, c.durable, ", ".join(s.name for s in self.sinks))
         workers = [asyncio.create_task(self._pull(sub), name="relay:pull"),
                    asyncio.create_task(self._heartbeats(beats), name="relay:heartbeats")]
+        stop = asyncio.create_task(self._stop.wait(), name="relay:stop")
         try:
-            await self._stop.wait()
-        finally:
+            # A worker that ends is a bug: stop and let systemd restart us, never idle on.
+            await asyncio.wait([stop, *workers], return_when=asyncio.FIRST_COMPLETED)
             for t in workers:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise RuntimeError(f"{t.get_name()} failed") from t.exception()
+        finally:
+            for t in (stop, *workers):
                 t.cancel()
             await self._drain()
             await self._close()
