@@ -108,7 +108,8 @@ class Relay:
                 if t.done() and not t.cancelled() and t.exception() is not None:
                     raise RuntimeError(f"{t.get_name()} failed") from t.exception()
         finally:
-            for t in (stop, *workers):
+            stop.cancel()
+            for t in workers:
                 t.cancel()
             await self._drain()
             await self._close()
