@@ -8,6 +8,8 @@ import logging
 import signal
 
 import aiohttp
+import nats.errors
+import nats.js.errors
 from aiohttp import web
 
 from gateway.model import Sink
@@ -41,6 +43,14 @@ async def run_relay(cfg: RelayConfig) -> None:
     ready.cancel()
     try:
         await task
+    except nats.js.errors.NotFoundError:
+        log.error("stream %r does not exist: the hub stream must be created first "
+                  "(docs/fleet.md)", cfg.consumer.stream)
+        raise SystemExit(2) from None
+    except (nats.errors.Error, OSError) as exc:
+        log.error("cannot use the NATS backbone at %s: %s", ", ".join(cfg.nats.servers),
+                  str(exc) or type(exc).__name__)
+        raise SystemExit(1) from None
     finally:
         notifier.notify("STOPPING=1")
         if runner is not None:

@@ -80,6 +80,10 @@ class Relay:
         self._stop.set()
 
     @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
     def in_flight(self) -> int:
         return self._active
 

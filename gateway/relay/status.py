@@ -21,6 +21,9 @@ def snapshot(relay: Relay) -> dict[str, Any]:
     s = relay.stats
     c = relay.cfg.consumer
     problems = [] if relay.ready.is_set() else ["not connected to the backbone yet"]
+    if relay.ready.is_set() and not relay.connected:
+        problems.append("NATS link lost: reconnecting (unacknowledged events go to other "
+                        "relays after ack_wait)")
     for name, u in s.by_upstream.items():
         if u.last_error and u.retried and not u.accepted:
             problems.append(f"upstream {name} is not accepting: {u.last_error}")

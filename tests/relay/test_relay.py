@@ -110,3 +110,12 @@ async def test_the_fleet_view_lists_gateways_by_heartbeat(
     assert proc.returncode == 0
     line = next(x for x in out.decode().splitlines() if x.startswith("edge-7"))
     assert "site-a" in line and line.endswith("ok")
+
+
+async def test_a_missing_hub_stream_stops_the_relay_in_plain_words(fleet: Fleet) -> None:
+    relay = fleet.relay("r1", stream="NOPE")
+    relay.start()
+    assert relay.proc is not None
+    code = await asyncio.to_thread(relay.proc.wait, 30)
+    assert code == 2
+    assert "stream 'NOPE' does not exist" in relay.log()
