@@ -12,8 +12,9 @@ from typing import Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from gateway.config import ConfigError, Problem, UpstreamConfig
+from gateway.config import ConfigError, Problem, UpstreamConfig, _plain, _strip_tags, _where
 from gateway.settings import StrictModel
+from gateway.tomllines import TomlLines
 from gateway.upstream.nats_config import NatsConnection
 
 
@@ -78,13 +79,20 @@ class RelayConfig(StrictModel):
 def load_relay_config(path: Path) -> RelayConfig:
     """The validated relay config, or ConfigError with one Problem per mistake."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), "", "", "file not found")]) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError([Problem(str(path), "", "", f"cannot read the file: {exc}")]) from None
     try:
         return RelayConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError([Problem(str(path), "", ".".join(str(x) for x in e["loc"]), e["msg"])
-                           for e in exc.errors()]) from None
+    except ValidationError as exc:  # in the same words and with lines, as `check` says it
+        lines = TomlLines(text)
+        problems = []
+        for err in exc.errors():
+            loc = _strip_tags(tuple(err["loc"]))
+            where, fld = _where(raw, loc)
+            problems.append(Problem(str(path), where, fld, _plain(dict(err), fld),
+                                    lines.line(loc)))
+        raise ConfigError(problems) from None
