@@ -75,3 +75,14 @@ def test_tokens_lose_dots_spaces_and_wildcards() -> None:
 def test_an_explicit_site_is_kept() -> None:
     raw = {"gateway": {"site": "a"}, "upstreams": [{"type": "nats", "site": "b"}]}
     assert inherit_site(raw)["upstreams"][0]["site"] == "b"
+
+
+def test_a_relay_config_typo_is_named_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "relay.toml"
+    path.write_text('[consumer]\nmax_ack_pendng = 5\n\n[[upstreams]]\ntype = "rest"\n'
+                    'name = "cmms"\nbase_url = "http://127.0.0.1:9"\n')
+    with pytest.raises(ConfigError) as err:
+        load_relay_config(path)
+    [problem] = err.value.problems
+    assert str(problem) == (f"{path}:2: consumer.max_ack_pendng: unknown key (check the "
+                            "spelling; see config/examples/)")
