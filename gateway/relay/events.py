@@ -26,6 +26,7 @@ from gateway.upstream.nats import (
     H_KIND,
 )
 
+H_REQUEUED = "PB-Requeued"
 _KV_BAD = re.compile(r"[^-/_=a-zA-Z0-9]+")
 
 
@@ -43,11 +44,18 @@ class Event:
     gateway: str
     message: OutboxMessage  # `sink` is filled per upstream by record_for()
     num_delivered: int
+    headers: Mapping[str, str]  # as published: a dead letter keeps them for a requeue
+    data: bytes
 
     @property
     def lane(self) -> str:
         """Order key: one event per gateway and asset in flight inside a relay."""
         return f"{self.gateway}/{self.message.asset}"
+
+    @property
+    def requeued(self) -> bool:
+        """Sent again from the dead-letter stream by an operator: a refusal is not final."""
+        return H_REQUEUED in self.headers
 
     @property
     def intent(self) -> str:
@@ -88,7 +96,8 @@ def parse_event(subject: str, headers: Mapping[str, str] | None, data: bytes, se
                             message_class=msg_class)
     if not (h.get(H_DEDUP) or body.get("dedup_key")):
         raise BadEvent("no dedup key in the headers or the body")
-    return Event(seq, subject, h["Nats-Msg-Id"], h[H_GATEWAY], message, num_delivered)
+    return Event(seq, subject, h["Nats-Msg-Id"], h[H_GATEWAY], message, num_delivered,
+                 dict(h), data)
 
 
 def dedup_of(event: Event) -> str:
@@ -102,12 +111,14 @@ def receipt_key(upstream: str, event: Event, intent: str | None = None) -> str:
 
 
 def record_for(event: Event, upstream: str, upstream_ref: str | None) -> OutboxRecord:
-    """The record a sink sends. Its key is the gateway's id plus the upstream: the same on
-    every redelivery, to any relay, so the upstream's idempotency sees one request."""
+    """The record a sink sends. Its key is the gateway's id and outbox key plus the upstream:
+    the same on every redelivery, to any relay, and after a requeue from the dead-letter
+    stream, so the upstream's idempotency sees one request."""
     msg = event.message
-    message = OutboxMessage(key=f"{event.msg_id}>{upstream}", sink=upstream, asset=msg.asset,
-                            episode_id=msg.episode_id, kind=msg.kind, body=msg.body,
-                            created_at=msg.created_at, message_class=msg.message_class)
+    message = OutboxMessage(key=f"{event.gateway}:{msg.key}>{upstream}", sink=upstream,
+                            asset=msg.asset, episode_id=msg.episode_id, kind=msg.kind,
+                            body=msg.body, created_at=msg.created_at,
+                            message_class=msg.message_class)
     # A redelivery means an earlier send may have reached the upstream: sinks that look their
     # external reference up before creating do so now.
     unsettled = msg.created_at if event.num_delivered > 1 else None

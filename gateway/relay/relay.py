@@ -18,12 +18,12 @@ import collections
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
 import nats.js.errors
-import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -32,7 +32,14 @@ from nats.js.kv import KeyValue
 
 from gateway.model import Outcome, Sink
 from gateway.relay.config import RelayConfig
-from gateway.relay.events import BadEvent, Event, parse_event, receipt_key, record_for
+from gateway.relay.events import (
+    H_REQUEUED,
+    BadEvent,
+    Event,
+    parse_event,
+    receipt_key,
+    record_for,
+)
 from gateway.relay.fleet import FleetView
 from gateway.upstream.nats_config import connect_backbone
 
@@ -257,7 +264,8 @@ class Relay:
         st = self.stats.by_upstream[sink.name]
         done_key = receipt_key(sink.name, event)
         try:
-            if await self._receipt(done_key) is not None:
+            done = await self._receipt(done_key)
+            if done is not None and not (done == REJECTED_MARK and event.requeued):
                 return None
             upstream_ref = None
             if event.intent == "clear":
@@ -278,8 +286,8 @@ class Relay:
         if d.outcome is Outcome.REJECTED:
             st.dead += 1
             st.last_error = d.reason
-            if await self._dead_letter(event.subject, event.msg_id, sink.name, d.reason,
-                                       event):
+            if await self._dead_letter(event.subject, event.headers, event.data, sink.name,
+                                       d.reason):
                 await self._put(done_key, REJECTED_MARK)
                 return None
             return self._backoff(event), "dead-letter stream did not store it"
@@ -317,26 +325,24 @@ class Relay:
 
     async def _dead(self, msg: Msg, upstream: str, reason: str) -> None:
         """Dead-letter the whole message, then ack it; if the store fails, nak it instead."""
-        msg_id = (msg.headers or {}).get("Nats-Msg-Id", f"seq-{msg.metadata.sequence.stream}")
-        if await self._dead_letter(msg.subject, msg_id, upstream, reason, None, msg):
+        if await self._dead_letter(msg.subject, msg.headers or {}, msg.data, upstream, reason):
             await self._ack(msg)
         else:
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak(delay=self.cfg.consumer.retry_initial_seconds)
 
-    async def _dead_letter(self, subject: str, msg_id: str, upstream: str, reason: str,
-                           event: Event | None, msg: Msg | None = None) -> bool:
+    async def _dead_letter(self, subject: str, original: Mapping[str, str], data: bytes,
+                           upstream: str, reason: str) -> bool:
+        """Into the dead-letter stream with the original headers (a requeue needs them) and
+        why; False when that stream did not store it."""
         assert self._js is not None
+        msg_id = original.get("Nats-Msg-Id", "?")
         self.stats.dead += 1
         log.warning("dead letter %s for %s: %s", msg_id, upstream or "all upstreams", reason)
-        headers = dict((msg.headers if msg is not None else None) or {})
-        headers.pop("Nats-Expected-Stream", None)
+        headers = {k: v for k, v in original.items()
+                   if k not in ("Nats-Expected-Stream", H_REQUEUED)}
         headers |= {"Nats-Msg-Id": f"dead:{msg_id}>{upstream}", "PB-Dead-Reason": reason[:400],
                     "PB-Dead-Upstream": upstream, "PB-Original-Subject": subject}
-        if event is not None:
-            headers |= {"PB-Gateway": event.gateway, "PB-Asset": event.message.asset,
-                        "PB-Episode": event.message.episode_id}
-        data = msg.data if msg is not None else _body(event)
         try:
             await self._js.publish(f"{self.cfg.consumer.dead_letter_prefix}.{subject}", data,
                                    headers=headers)
@@ -381,6 +387,3 @@ class Relay:
             with contextlib.suppress(Exception):
                 await self._nc.close()
 
-
-def _body(event: Event | None) -> bytes:
-    return orjson.dumps(dict(event.message.body)) if event is not None else b""
