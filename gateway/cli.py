@@ -315,6 +315,14 @@ def cmd_relay(args: argparse.Namespace) -> int:
         return 1
     if args.fleet:
         return run_async(print_fleet(cfg))
+    if args.dead_letters or args.requeue:
+        from gateway.relay.dead_letters import dead_text, list_dead, requeue
+
+        if args.requeue:
+            print("\n".join(run_async(requeue(cfg, args.requeue))))
+            return 0
+        print(dead_text(run_async(list_dead(cfg))))
+        return 0
     logs.setup(cfg.relay.log_level, cfg.relay.log_format)
     run_async(run_relay(cfg))
     return 0
@@ -378,6 +386,10 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--config", type=Path, default=Path("/etc/plantbridge/relay.toml"))
     rl.add_argument("--fleet", action="store_true",
                     help="print the gateways the running relay has seen, and exit")
+    rl.add_argument("--dead-letters", action="store_true",
+                    help="list the dead-letter stream (sequence, subject, upstream, reason)")
+    rl.add_argument("--requeue", nargs="+", type=int, metavar="SEQ",
+                    help="send these dead letters to the hub stream again")
     rl.set_defaults(func=cmd_relay)
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")

@@ -119,3 +119,40 @@ async def test_a_missing_hub_stream_stops_the_relay_in_plain_words(fleet: Fleet)
     code = await asyncio.to_thread(relay.proc.wait, 30)
     assert code == 2
     assert "stream 'NOPE' does not exist" in relay.log()
+
+
+async def relay_cli(relay: RelayProc, *args: str) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.cli", "relay", "--config", str(relay.config), *args,
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, out
+    return out.decode()
+
+
+async def test_refused_events_are_dead_lettered_and_requeued_once(
+        fleet: Fleet, gateway_sink: SinkMaker) -> None:
+    fleet.sim.faults.set("error_5xx", count=1, status=422, match_body="pump-0")
+    relay = fleet.relay("r1")
+    relay.start()
+    await relay.wait_ready()
+    got = await gateway_sink().send(episode_records(1))
+    assert all(d.outcome is Outcome.ACCEPTED for d in got)
+    # the raise is refused for good; its clear then has no request to update
+    await wait_for(lambda: dead_count(relay, 2), 20, "both dead-lettered")
+    listing = await relay_cli(relay, "--dead-letters")
+    assert "plantbridge.site-a.main.pump-0.raised  cmms  HTTP 422" in listing, listing
+    assert "no upstream reference" in listing
+    assert not fleet.sim.requests
+    said = await relay_cli(relay, "--requeue", "1")
+    assert "1: requeued to plantbridge.site-a.main.pump-0.raised" in said
+    await wait_for(lambda: len(fleet.sim.requests) == 1, 20, "the requeued raise")
+    await relay_cli(relay, "--requeue", "2")
+    await fleet.wait_delivered(1)
+    assert_once_each(fleet.sim, 1)
+    assert (await relay_cli(relay, "--dead-letters")).strip() == "no dead letters"
+
+
+async def dead_count(relay: RelayProc, n: int) -> bool:
+    st = await relay.status()
+    return st is not None and st["dead"] >= n
