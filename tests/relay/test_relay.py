@@ -156,3 +156,19 @@ async def test_refused_events_are_dead_lettered_and_requeued_once(
 async def dead_count(relay: RelayProc, n: int) -> bool:
     st = await relay.status()
     return st is not None and st["dead"] >= n
+
+
+async def test_an_event_still_failing_after_max_deliver_goes_to_the_dead_letters(
+        fleet: Fleet, gateway_sink: SinkMaker) -> None:
+    fleet.sim.faults.set("error_5xx", status=503, retry_after=None)  # until cleared
+    relay = fleet.relay("r1", max_deliver=3)
+    relay.start()
+    await relay.wait_ready()
+    [raise_, _] = episode_records(1)
+    [d] = await gateway_sink().send([raise_])
+    assert d.outcome is Outcome.ACCEPTED
+    await wait_for(lambda: dead_count(relay, 1), 30, "the dead letter after 3 deliveries")
+    listing = await relay_cli(relay, "--dead-letters")
+    assert "gave up after 3 deliveries" in listing and "503" in listing, listing
+    st = await relay.status()
+    assert st is not None and st["upstreams"][0]["retried"] == 3 and st["nacked"] == 2
