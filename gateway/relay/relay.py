@@ -110,7 +110,8 @@ class Relay:
         log.info("relay %s: consuming %s as %r, forwarding to %s", self.cfg.relay.name,
                  c.stream, c.durable, ", ".join(s.name for s in self.sinks))
         workers = [asyncio.create_task(self._pull(sub), name="relay:pull"),
-                   asyncio.create_task(self._heartbeats(beats), name="relay:heartbeats")]
+                   asyncio.create_task(self._heartbeats(beats), name="relay:heartbeats"),
+                   asyncio.create_task(self._keep_queued(), name="relay:keep-queued")]
         stop = asyncio.create_task(self._stop.wait(), name="relay:stop")
         try:
             # A worker that ends is a bug: stop and let systemd restart us, never idle on.
@@ -208,6 +209,16 @@ class Relay:
                     self._room.set()
         finally:
             self._lanes.pop(lane, None)
+
+    async def _keep_queued(self) -> None:
+        """Events waiting in a lane behind one of their asset are ours too: tell the server,
+        or after ack_wait it would hand them to another relay while they wait here."""
+        while True:
+            await asyncio.sleep(self.cfg.consumer.ack_wait_seconds / 3)
+            for queue in list(self._lanes.values()):
+                for msg in list(queue)[1:]:
+                    with contextlib.suppress(nats.errors.Error):
+                        await msg.in_progress()
 
     async def _with_progress(self, msg: Msg) -> None:
         """Handle one message, telling the server we are still on it while a send is slow,

@@ -7,10 +7,17 @@ import sys
 
 import nats
 
-from gateway.model import Outcome
+from gateway.messages import messages_for
+from gateway.model import OutboxRecord, Outcome, TransitionKind
 from tests.harness import wait_for
 from tests.relay.conftest import SinkMaker
-from tests.relay.fleetstack import Fleet, RelayProc, assert_once_each, episode_records
+from tests.relay.fleetstack import (
+    Fleet,
+    RelayProc,
+    assert_once_each,
+    episode_records,
+    transition,
+)
 
 
 async def publish_all(sink_maker: SinkMaker, n: int) -> None:
@@ -172,3 +179,23 @@ async def test_an_event_still_failing_after_max_deliver_goes_to_the_dead_letters
     assert "gave up after 3 deliveries" in listing and "503" in listing, listing
     st = await relay.status()
     assert st is not None and st["upstreams"][0]["retried"] == 3 and st["nacked"] == 2
+
+
+async def test_events_queued_behind_their_asset_are_not_handed_to_another_relay(
+        fleet: Fleet, gateway_sink: SinkMaker) -> None:
+    """Four raises of one asset wait in one lane behind a slow EAM for longer than ack_wait:
+    the relay keeps them (in_progress), so none is redelivered meanwhile."""
+    fleet.sim.faults.set("slow", delay_seconds=0.8)
+    relay = fleet.relay("r1", ack_wait_seconds=1.5)
+    relay.start()
+    await relay.wait_ready()
+    recs = []
+    for i in range(4):
+        t = transition(TransitionKind.RAISED, "pump-1", f"slow-{i}", 1_790_000_000.0 + i)
+        msg = messages_for(t, ["backbone"], "site-a")[0]
+        recs.append(OutboxRecord(id=i + 1, message=msg, attempts=0))
+    got = await gateway_sink().send(recs)
+    assert all(d.outcome is Outcome.ACCEPTED for d in got)
+    await wait_for(lambda: len(fleet.sim.requests) == 4, 30, "the four requests")
+    st = await relay.status()
+    assert st is not None and st["redelivered"] == 0 and st["received"] == 4, st
