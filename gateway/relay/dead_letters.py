@@ -1,4 +1,4 @@
-"""The relay's dead-letter tooling: list what the dead-letter stream holds, and requeue.
+"""Dead letters of the relay: publishing one, listing the dead-letter stream, and requeue.
 
 A requeue publishes the original event again to the hub stream with a new `Nats-Msg-Id`
 (the old one is still in the dedup window) and a `PB-Requeued` header, then deletes it from the
@@ -9,13 +9,15 @@ message id, so the upstream's idempotency still sees the same request.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
 
-from gateway.relay.config import RelayConfig
+from gateway.relay.config import ConsumerSettings, RelayConfig
 from gateway.relay.events import H_REQUEUED
 from gateway.upstream.nats_config import connect_backbone
 
@@ -31,6 +33,25 @@ class DeadLetter:
     gateway: str
     asset: str
     episode: str
+
+
+async def publish_dead_letter(js: JetStreamContext, c: ConsumerSettings, subject: str,
+                              original: Mapping[str, str], data: bytes, upstream: str,
+                              reason: str) -> bool:
+    """Into the dead-letter stream with the original headers (a requeue needs them) and why;
+    False when that stream did not store it (the caller naks, and tries again later)."""
+    msg_id = original.get("Nats-Msg-Id", "?")
+    log.warning("dead letter %s for %s: %s", msg_id, upstream or "all upstreams", reason)
+    headers = {k: v for k, v in original.items()
+               if k not in ("Nats-Expected-Stream", H_REQUEUED)}
+    headers |= {"Nats-Msg-Id": f"dead:{msg_id}>{upstream}", "PB-Dead-Reason": reason[:400],
+                "PB-Dead-Upstream": upstream, "PB-Original-Subject": subject}
+    try:
+        await js.publish(f"{c.dead_letter_prefix}.{subject}", data, headers=headers)
+    except (nats.errors.Error, OSError) as exc:
+        log.error("dead-letter stream refused %s: %s", msg_id, exc)
+        return False
+    return True
 
 
 async def _connect(cfg: RelayConfig) -> NatsClient:

@@ -32,8 +32,8 @@ from nats.js.kv import KeyValue
 
 from gateway.model import Outcome, Sink
 from gateway.relay.config import RelayConfig
+from gateway.relay.dead_letters import publish_dead_letter
 from gateway.relay.events import (
-    H_REQUEUED,
     BadEvent,
     Event,
     parse_event,
@@ -344,23 +344,10 @@ class Relay:
 
     async def _dead_letter(self, subject: str, original: Mapping[str, str], data: bytes,
                            upstream: str, reason: str) -> bool:
-        """Into the dead-letter stream with the original headers (a requeue needs them) and
-        why; False when that stream did not store it."""
         assert self._js is not None
-        msg_id = original.get("Nats-Msg-Id", "?")
         self.stats.dead += 1
-        log.warning("dead letter %s for %s: %s", msg_id, upstream or "all upstreams", reason)
-        headers = {k: v for k, v in original.items()
-                   if k not in ("Nats-Expected-Stream", H_REQUEUED)}
-        headers |= {"Nats-Msg-Id": f"dead:{msg_id}>{upstream}", "PB-Dead-Reason": reason[:400],
-                    "PB-Dead-Upstream": upstream, "PB-Original-Subject": subject}
-        try:
-            await self._js.publish(f"{self.cfg.consumer.dead_letter_prefix}.{subject}", data,
-                                   headers=headers)
-        except (nats.errors.Error, OSError) as exc:
-            log.error("dead-letter stream refused %s: %s", msg_id, exc)
-            return False
-        return True
+        return await publish_dead_letter(self._js, self.cfg.consumer, subject, original, data,
+                                         upstream, reason)
 
     async def _heartbeats(self, sub: Any) -> None:
         async for m in sub.messages:
