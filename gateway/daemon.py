@@ -111,6 +111,10 @@ class Daemon:
                                  gate=gate)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
+        # Deadlines that passed while we were down fire now, before any source is read: the
+        # broker's backlog may hold the sample that ended the condition, and evaluated first it
+        # would cancel a delay that had already run out.
+        await self.pipeline.apply(engine.tick(gateway_now()))
 
         runner = await self._start_http()
         try:
