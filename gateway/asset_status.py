@@ -1,0 +1,179 @@
+"""Northbound status: each asset's condition state, to every upstream that asked for it.
+
+After each committed transition the asset's status (its open conditions: rule, episode,
+severity, since when; the worst severity; `alarm` or `normal`) is enqueued as a STATUS-class
+outbox record for each upstream with `status = true`, optionally again every
+`status_heartbeat_seconds`. Status is state, not history: enqueueing drops the still-pending
+older status of the same asset and sink in the same transaction
+(`OutboxStore.replace_pending_status`), so an outage leaves one pending status per asset and
+sink, the latest, and under the budget status is shed before any request.
+
+Status records go to a sink of their own, `<upstream>/status` (`StatusSink`), with its own
+forwarder: a backlog of status never delays a maintenance request, and the upstream adapters'
+request paths stay untouched. Only the generic REST upstream has a status target so far
+(`asset_status_path`); SAP PM and Maximo document none (see docs/workflow.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from buffer.errors import BufferFull, StorageError
+from gateway.messages import iso_time
+from gateway.model import (
+    Delivery,
+    EpisodeState,
+    MessageClass,
+    MessageKind,
+    OutboxMessage,
+    OutboxRecord,
+    Transition,
+)
+
+if TYPE_CHECKING:
+    from buffer.store import OutboxStore
+    from gateway.upstream.rest import RestSink, RestSinkConfig
+
+log = logging.getLogger("plantbridge.asset_status")
+
+STATUS_SINK_SUFFIX = "/status"
+MAX_QUEUED_ASSETS = 10000
+
+
+def status_sink_name(upstream: str) -> str:
+    return upstream + STATUS_SINK_SUFFIX
+
+
+def status_body(asset: str, site: str, episodes: Sequence[EpisodeState], now: float,
+                *, heartbeat: bool = False) -> dict[str, Any]:
+    """The status of one asset: its open conditions and the worst severity (1 = critical)."""
+    conditions = [{"rule_id": e.rule_id, "episode_id": e.episode_id, "severity": e.severity,
+                   "since": iso_time(e.raised_at)}
+                  for e in sorted(episodes, key=lambda e: (e.severity, e.raised_at))]
+    return {"site": site, "asset": asset, "state": "alarm" if conditions else "normal",
+            "severity": conditions[0]["severity"] if conditions else None,
+            "conditions": conditions, "at": iso_time(now), "heartbeat": heartbeat}
+
+
+def status_message(sink: str, body: dict[str, Any], now: float) -> OutboxMessage:
+    """One status record. Its key names the moment: a newer status is a new record (which
+    replaces the pending older one), a retry of this one keeps its key."""
+    asset = str(body["asset"])
+    return OutboxMessage(key=f"status:{asset}:{sink}:{round(now * 1000)}", sink=sink,
+                         asset=asset, episode_id=f"status/{asset}",
+                         kind=MessageKind.STATUS_UPDATE, body=body, created_at=now,
+                         message_class=MessageClass.STATUS)
+
+
+@dataclass(slots=True)
+class PublisherStats:
+    enqueued: int = 0
+    replaced: int = 0  # older pending status dropped by a newer one
+    refused: int = 0  # did not fit the budget (only events and status left)
+    last_error: str = ""
+    by_sink: dict[str, int] = field(default_factory=dict)
+
+
+class AssetStatusPublisher:
+    """Turns committed transitions (a pipeline listener) into coalesced status records."""
+
+    def __init__(self, outbox: OutboxStore, sinks: Sequence[str], site: str,
+                 open_episodes: Callable[[], Sequence[EpisodeState]], wake: Callable[[], None],
+                 *, heartbeat_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._outbox = outbox
+        self.sinks = list(sinks)  # status sink names: "<upstream>/status"
+        self._site = site
+        self._open_episodes = open_episodes
+        self._wake = wake
+        self._heartbeat = heartbeat_seconds
+        self._clock = clock
+        self._queue: collections.deque[str] = collections.deque(maxlen=MAX_QUEUED_ASSETS)
+        self._event = asyncio.Event()
+        self._known: set[str] = set()
+        self.stats = PublisherStats()
+
+    def on_transition(self, t: Transition) -> None:
+        """Pipeline listener: called after the transition was committed."""
+        self._queue.append(t.asset)
+        self._known.add(t.asset)
+        self._event.set()
+
+    async def run(self) -> None:
+        """Publish until cancelled: each queued change, and all assets at each heartbeat."""
+        next_beat = self._clock() + self._heartbeat if self._heartbeat > 0 else None
+        while True:
+            timeout = None if next_beat is None else max(0.0, next_beat - self._clock())
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                pass
+            self._event.clear()
+            while self._queue:
+                await self.publish(self._queue.popleft())
+            if next_beat is not None and self._clock() >= next_beat:
+                assets = self._known | {e.asset for e in self._open_episodes()}
+                for asset in sorted(assets):
+                    await self.publish(asset, heartbeat=True)
+                next_beat = self._clock() + self._heartbeat
+
+    async def publish(self, asset: str, *, heartbeat: bool = False) -> None:
+        """Enqueue the asset's status now for every status sink, replacing pending ones."""
+        now = self._clock()
+        episodes = [e for e in self._open_episodes() if e.asset == asset]
+        body = status_body(asset, self._site, episodes, now, heartbeat=heartbeat)
+        for sink in self.sinks:
+            try:
+                self.stats.replaced += await self._outbox.replace_pending_status(
+                    status_message(sink, body, now))
+            except BufferFull as exc:  # status is the first thing to give way
+                self.stats.refused += 1
+                self.stats.last_error = str(exc)
+                continue
+            except StorageError as exc:
+                self.stats.last_error = str(exc)
+                log.warning("status of %s not enqueued: %s", asset, exc)
+                continue
+            self.stats.enqueued += 1
+            self.stats.by_sink[sink] = self.stats.by_sink.get(sink, 0) + 1
+        self._wake()
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"sinks": list(self.sinks), "enqueued": self.stats.enqueued,
+                "replaced": self.stats.replaced, "refused": self.stats.refused,
+                "last_error": self.stats.last_error}
+
+
+class StatusSink:
+    """The `<upstream>/status` sink of a REST upstream: POSTs each status record to its
+    `asset_status_path` with the record's key as Idempotency-Key (the REST sink's own
+    transport, retry classification and error words, pointed at the status path)."""
+
+    def __init__(self, cfg: RestSinkConfig) -> None:
+        from gateway.upstream.rest import ReconcileMode
+
+        self.name = status_sink_name(cfg.name)
+        inner_cfg = cfg.model_copy(update={"name": self.name,
+                                           "request_path": cfg.asset_status_path,
+                                           "reconcile": ReconcileMode.OFF})
+        self._inner: RestSink = inner_cfg.build()
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
+        # The REST sink POSTs a request-kind record to `request_path` (here: the status path)
+        # and keeps the answer's id; a status needs no receipt, so none is kept.
+        as_posts = [replace(r, message=replace(r.message, kind=MessageKind.MAINTENANCE_REQUEST))
+                    for r in batch]
+        got = await self._inner.send(as_posts)
+        return [replace(d, receipt=None) for d in got]
+
+    async def check(self) -> None:
+        await self._inner.check()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
