@@ -218,7 +218,8 @@ class OperatorViews(StoreBase):
                 " LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = e.episode_id"
                 " WHERE e.raised_at >= ? ORDER BY e.raised_at, o.sink LIMIT ?",
                 (request, since, limit))
-        return [EpisodeRequest(*r[:9], STATE_NAMES[r[9]], r[10]) for r in rows]
+        return [EpisodeRequest(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
+                               STATE_NAMES[r[9]], r[10]) for r in rows]
 
     async def resend_request(self, message: OutboxMessage) -> str:
         """Send a maintenance request again under its original key (`reconcile --fix`).
@@ -232,8 +233,8 @@ class OperatorViews(StoreBase):
         async with self._lock:
             await self._sync_used()
             async with self._write():
-                rows = await self._db.execute_fetchall(
-                    "SELECT id, state, size FROM outbox WHERE key = ?", (message.key,))
+                rows = list(await self._db.execute_fetchall(
+                    "SELECT id, state, size FROM outbox WHERE key = ?", (message.key,)))
                 state = rows[0][1] if rows else None
                 if state == PENDING:
                     return "pending"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -35,9 +36,20 @@ from gateway.model import (
     OutboxRecord,
     Transition,
 )
+from gateway.status_poll import (
+    RulePolicy,
+    StatusPoller,
+    StatusReader,
+    history_rows,
+    policy_of,
+    reraise_episode_id,
+)
 
 if TYPE_CHECKING:
+    from buffer.operator import TrackedRecord
     from buffer.store import OutboxStore
+    from gateway.daemon import Daemon
+    from gateway.upstream.forwarder import Forwarder
     from gateway.upstream.rest import RestSink, RestSinkConfig
 
 log = logging.getLogger("plantbridge.asset_status")
@@ -110,10 +122,8 @@ class AssetStatusPublisher:
         next_beat = self._clock() + self._heartbeat if self._heartbeat > 0 else None
         while True:
             timeout = None if next_beat is None else max(0.0, next_beat - self._clock())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._event.wait(), timeout)
-            except TimeoutError:
-                pass
             self._event.clear()
             while self._queue:
                 await self.publish(self._queue.popleft())
@@ -177,3 +187,102 @@ class StatusSink:
 
     async def aclose(self) -> None:
         await self._inner.aclose()
+
+
+# --- the daemon's part: build, start, observe --------------------------------------------
+
+
+class StatusBothWays:
+    """Everything of status both ways in one running daemon: the publisher and the status
+    forwarders (northbound), a poller per upstream that can be read back (southbound), and
+    the cached history for the page. Built and started by `start` from the daemon's lines."""
+
+    def __init__(self) -> None:
+        self.publisher: AssetStatusPublisher | None = None
+        self.forwarders: list[Forwarder] = []
+        self.pollers: list[StatusPoller] = []
+        self.history: list[dict[str, Any]] = []
+
+    @classmethod
+    def start(cls, daemon: Daemon, tg: asyncio.TaskGroup) -> StatusBothWays:
+        from gateway.reconcile import request_rebuilder
+        from gateway.timebase import gateway_now
+        from gateway.upstream.forwarder import Forwarder
+        from gateway.upstream.rest import RestSinkConfig
+
+        me = cls()
+        cfg, outbox, pipeline = daemon.cfg, daemon.outbox, daemon.pipeline
+        assert outbox is not None and pipeline is not None
+        wakes: list[asyncio.Event] = []
+        for up in cfg.upstreams:
+            if isinstance(up, RestSinkConfig) and up.status:
+                wake = asyncio.Event()
+                fwd = Forwarder(StatusSink(up), outbox, cfg.forwarding, wake)
+                wakes.append(wake)
+                me.forwarders.append(fwd)
+                tg.create_task(fwd.run(), name=f"forward:{fwd.sink.name}")
+        def wake_all() -> None:
+            for w in wakes:
+                w.set()
+
+        if me.forwarders:
+            beats = [getattr(u, "status_heartbeat_seconds", 0.0) for u in cfg.upstreams
+                     if getattr(u, "status", False)]
+            me.publisher = AssetStatusPublisher(
+                outbox, [f.sink.name for f in me.forwarders], cfg.gateway.site,
+                pipeline.engine.open_episodes, wake_all,
+                heartbeat_seconds=min((b for b in beats if b > 0), default=0.0),
+                clock=gateway_now)
+            pipeline.listeners.append(me.publisher.on_transition)
+            tg.create_task(me.publisher.run(), name="asset-status")
+        rules = {r.rule_id: r.spec for r in daemon.loaded.rules.rules}
+        rebuild = request_rebuilder(daemon.loaded.rules, cfg.gateway.site)
+
+        def policy_for(rule_id: str) -> RulePolicy:
+            return policy_of(rules.get(rule_id))
+
+        async def reraise(rec: TrackedRecord, now: float) -> None:
+            from buffer.operator import EpisodeRequest
+
+            severity = next((e.severity for e in pipeline.engine.open_episodes()
+                             if e.episode_id == rec.episode_id), 3)
+            row = EpisodeRequest(reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset,
+                                 now, severity, None, rec.sink, 0, "", "", None)
+            if await outbox.commit([], [rebuild(row)]):
+                log.warning("%s %s completed upstream while %s on %s is active: new request "
+                            "%s", rec.sink, rec.receipt, rec.rule_id, rec.asset,
+                            row.episode_id)
+            daemon._wake_forwarders()
+
+        for sink in daemon.sinks:
+            seconds = next((float(getattr(u, "status_poll_seconds", 300.0))
+                            for u in cfg.upstreams if u.name == sink.name), 0.0)
+            if seconds > 0 and isinstance(sink, StatusReader):
+                poller = StatusPoller(sink, outbox, seconds, policy_for=policy_for,
+                                      reraise=reraise, submit=pipeline.submit,
+                                      clock=gateway_now)
+                me.pollers.append(poller)
+                tg.create_task(me._poll(poller), name=f"status-poll:{sink.name}")
+        return me
+
+    async def _poll(self, poller: StatusPoller) -> None:
+        """Run one poller, refreshing the page's history after each round."""
+        while True:
+            try:
+                await poller.poll_once()
+                self.history = history_rows(await poller.outbox.upstream_status(
+                    limit=HISTORY_ROWS))
+            except StorageError as exc:
+                poller.last_error = f"outbox: {exc}"
+            poller.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poller.wake.wait(), poller.interval_seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The `/status` key `upstream_status`: what the page shows of status both ways."""
+        return {"northbound": None if self.publisher is None else self.publisher.snapshot(),
+                "polling": [p.snapshot() for p in self.pollers],
+                "records": self.history}
+
+
+HISTORY_ROWS = 500

@@ -23,6 +23,7 @@ from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway import story
+from gateway.asset_status import StatusBothWays
 from gateway.dedup import SampleGate
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
@@ -119,6 +120,9 @@ class Daemon:
                 for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
                     self._start_upstream(up)
                 self.probes = Probes(lambda: self.sinks, cfg.forwarding.probe_interval_seconds)
+                # --- status both ways (gateway/asset_status.py): northbound asset status,
+                # southbound polling of the records we created ---
+                self.status_both_ways = StatusBothWays.start(self, tg)
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.probes.run(), name="probes"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
@@ -316,6 +320,7 @@ class Daemon:
     probes: Probes | None = None
     status_rows: StatusRows | None = None
     dead_list: list[DeadLetter] = []
+    status_both_ways: StatusBothWays | None = None  # gateway/asset_status.py
 
     async def refresh(self) -> None:
         if self.outbox is not None:
@@ -493,6 +498,8 @@ class Daemon:
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
             "refused_instances": {} if p is None else p.engine.refused_instances(),
             "outbox_notices": list(self.outbox_notices),
+            "upstream_status": {} if self.status_both_ways is None
+            else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
 
     def _one_line(self) -> str:

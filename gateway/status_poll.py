@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("plantbridge.status_poll")
 
 OPEN_WORK_SIGNAL = "open_work"
-RECENT_SECONDS = 24 * 3600.0  # closed episodes are still followed this long after their raise
+RECENT_SECONDS = 24 * 3600.0
+DEFAULT_COOLDOWN_SECONDS = 3600.0  # closed episodes are still followed this long after their raise
 
 
 class WorkState(enum.StrEnum):
@@ -88,14 +89,14 @@ class ClosedPolicy(enum.StrEnum):
 @dataclass(frozen=True, slots=True)
 class RulePolicy:
     closed_upstream: ClosedPolicy = ClosedPolicy.LEAVE
-    reraise_cooldown_seconds: float = 3600.0
+    reraise_cooldown_seconds: float = DEFAULT_COOLDOWN_SECONDS
 
 
 def policy_of(spec: object) -> RulePolicy:
     """The policy a rule spec carries (`closed_upstream`, `reraise_cooldown_seconds`), default
     leave: read by name, so a rule model without the two fields means leave."""
     closed = getattr(spec, "closed_upstream", ClosedPolicy.LEAVE)
-    cooldown = getattr(spec, "reraise_cooldown_seconds", RulePolicy.reraise_cooldown_seconds)
+    cooldown = getattr(spec, "reraise_cooldown_seconds", DEFAULT_COOLDOWN_SECONDS)
     return RulePolicy(ClosedPolicy(closed), float(cooldown))
 
 
@@ -115,7 +116,7 @@ class StatusPoller:
                  submit: Callable[[SampleBatch, str], object] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.reader = reader
-        self._outbox = outbox
+        self.outbox = outbox
         self.interval_seconds = interval_seconds
         self._policy_for = policy_for
         self._reraise = reraise
@@ -127,22 +128,12 @@ class StatusPoller:
         self.polls = 0
         self.wake = asyncio.Event()
 
-    async def run(self) -> None:
-        """Poll until cancelled; a failing upstream is logged when it starts and stops."""
-        while True:
-            await self.poll_once()
-            self.wake.clear()
-            try:
-                await asyncio.wait_for(self.wake.wait(), self.interval_seconds)
-            except TimeoutError:
-                pass
-
     async def poll_once(self) -> list[UpstreamStatusRow]:
         """One round; returns the states seen (stored only the first time each is seen)."""
         from buffer.operator import UpstreamStatusRow  # buffer is wired in here, not above
 
         now = self._clock()
-        tracked = await self._outbox.tracked_records(self.reader.name, now - RECENT_SECONDS)
+        tracked = await self.outbox.tracked_records(self.reader.name, now - RECENT_SECONDS)
         seen: list[UpstreamStatusRow] = []
         open_by_asset: dict[str, bool] = {}
         error = ""
@@ -161,7 +152,7 @@ class StatusPoller:
             if state is WorkState.COMPLETED and rec.cleared_at is None:
                 self._completed.setdefault(rec.episode_id, (rec, now))
         self._note_error(error)
-        new = await self._outbox.record_upstream_status(seen) if seen else 0
+        new = await self.outbox.record_upstream_status(seen) if seen else 0
         self.polls += 1
         if not error:
             await self._feed_open_work(open_by_asset)
