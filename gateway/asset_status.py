@@ -202,6 +202,7 @@ class StatusBothWays:
         self.forwarders: list[Forwarder] = []
         self.pollers: list[StatusPoller] = []
         self.history: list[dict[str, Any]] = []
+        self.tasks: list[asyncio.Task[None]] = []  # the daemon cancels them with its core
 
     @classmethod
     def start(cls, daemon: Daemon, tg: asyncio.TaskGroup) -> StatusBothWays:
@@ -220,7 +221,7 @@ class StatusBothWays:
                 fwd = Forwarder(StatusSink(up), outbox, cfg.forwarding, wake)
                 wakes.append(wake)
                 me.forwarders.append(fwd)
-                tg.create_task(fwd.run(), name=f"forward:{fwd.sink.name}")
+                me.tasks.append(tg.create_task(_forward(fwd), name=f"forward:{fwd.sink.name}"))
         def wake_all() -> None:
             for w in wakes:
                 w.set()
@@ -234,7 +235,7 @@ class StatusBothWays:
                 heartbeat_seconds=min((b for b in beats if b > 0), default=0.0),
                 clock=gateway_now)
             pipeline.listeners.append(me.publisher.on_transition)
-            tg.create_task(me.publisher.run(), name="asset-status")
+            me.tasks.append(tg.create_task(me.publisher.run(), name="asset-status"))
         rules = {r.rule_id: r.spec for r in daemon.loaded.rules.rules}
         rebuild = request_rebuilder(daemon.loaded.rules, cfg.gateway.site)
 
@@ -262,7 +263,8 @@ class StatusBothWays:
                                       reraise=reraise, submit=pipeline.submit,
                                       clock=gateway_now)
                 me.pollers.append(poller)
-                tg.create_task(me._poll(poller), name=f"status-poll:{sink.name}")
+                me.tasks.append(tg.create_task(me._poll(poller),
+                                               name=f"status-poll:{sink.name}"))
         return me
 
     async def _poll(self, poller: StatusPoller) -> None:
@@ -286,3 +288,11 @@ class StatusBothWays:
 
 
 HISTORY_ROWS = 500
+
+
+async def _forward(fwd: Forwarder) -> None:
+    """Run a status forwarder; its sink (and HTTP session) closes with it."""
+    try:
+        await fwd.run()
+    finally:
+        await fwd.sink.aclose()

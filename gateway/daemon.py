@@ -120,13 +120,14 @@ class Daemon:
                 for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
                     self._start_upstream(up)
                 self.probes = Probes(lambda: self.sinks, cfg.forwarding.probe_interval_seconds)
-                # --- status both ways (gateway/asset_status.py): northbound asset status,
-                # southbound polling of the records we created ---
-                self.status_both_ways = StatusBothWays.start(self, tg)
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.probes.run(), name="probes"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping")]
+                # --- status both ways (gateway/asset_status.py): northbound asset status,
+                # southbound polling of the records we created; stopped with the core ---
+                self.status_both_ways = StatusBothWays.start(self, tg)
+                core += self.status_both_ways.tasks
                 for src in cfg.sources:
                     self._start_source(src)
                 self._install_signals()
