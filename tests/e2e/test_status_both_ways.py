@@ -14,13 +14,12 @@ import time
 import aiohttp
 import msgpack
 
+from buffer.budget import row_bytes
 from gateway.asset_status import status_body, status_message, status_sink_name
 from gateway.messages import messages_for
 from gateway.model import EpisodeState, RequestDetails, Transition, TransitionKind
 from tests.e2e.stack import API_KEY, Stack, assert_exactly_once
 from tests.harness import wait_for
-
-from buffer.budget import row_bytes
 
 INSTANT_RULE = """
 [[rule]]
