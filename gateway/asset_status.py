@@ -40,9 +40,9 @@ from gateway.status_poll import (
     RulePolicy,
     StatusPoller,
     StatusReader,
+    enqueue_reraise,
     history_rows,
     policy_of,
-    reraise_episode_id,
 )
 
 if TYPE_CHECKING:
@@ -243,17 +243,10 @@ class StatusBothWays:
             return policy_of(rules.get(rule_id))
 
         async def reraise(rec: TrackedRecord, now: float) -> None:
-            from buffer.operator import EpisodeRequest
-
             severity = next((e.severity for e in pipeline.engine.open_episodes()
                              if e.episode_id == rec.episode_id), 3)
-            row = EpisodeRequest(reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset,
-                                 now, severity, None, rec.sink, 0, "", "", None)
-            if await outbox.commit([], [rebuild(row)]):
-                log.warning("%s %s completed upstream while %s on %s is active: new request "
-                            "%s", rec.sink, rec.receipt, rec.rule_id, rec.asset,
-                            row.episode_id)
-            daemon._wake_forwarders()
+            if await enqueue_reraise(outbox, rebuild, rec, severity, now):
+                daemon._wake_forwarders()
 
         for sink in daemon.sinks:
             seconds = next((float(getattr(u, "status_poll_seconds", 300.0))

@@ -26,10 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gateway.model import Quality, Sample, SampleBatch
+from gateway.model import OutboxMessage, Quality, Sample, SampleBatch
 
 if TYPE_CHECKING:
-    from buffer.operator import TrackedRecord, UpstreamStatusRow
+    from buffer.operator import EpisodeRequest, TrackedRecord, UpstreamStatusRow
     from buffer.store import OutboxStore
 
 log = logging.getLogger("plantbridge.status_poll")
@@ -105,6 +105,23 @@ def reraise_episode_id(episode_id: str) -> str:
     derives the same, so the key dedups it), and again for a re-raise of a re-raise."""
     digest = hashlib.sha256(episode_id.encode()).hexdigest()[:8]
     return f"{episode_id}~re{digest}"
+
+
+async def enqueue_reraise(outbox: OutboxStore, rebuild: Callable[[EpisodeRequest], OutboxMessage],
+                          rec: TrackedRecord, severity: int, now: float) -> bool:
+    """Enqueue the new request for a record completed upstream while its condition is still
+    active: episode `reraise_episode_id(...)`, so its key (and external reference) is the same
+    however often this runs. Returns whether it was new."""
+    from buffer.operator import EpisodeRequest
+
+    row = EpisodeRequest(reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset, now,
+                         severity, None, rec.sink, 0, "", "", None)
+    new = await outbox.commit([], [rebuild(row)]) > 0
+    if new:
+        log.warning("%s %s was completed upstream while %s on %s is still active: new "
+                    "request under episode %s", rec.sink, rec.receipt, rec.rule_id, rec.asset,
+                    row.episode_id)
+    return new
 
 
 class StatusPoller:
