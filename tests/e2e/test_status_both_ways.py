@@ -145,3 +145,42 @@ async def test_polling_shows_created_in_progress_completed(stack: Stack) -> None
     (rec,) = [r for r in doc["upstream_status"]["records"] if r["receipt"] == request_id]
     assert [h["raw"] for h in rec["history"]] == ["open", "in_progress", "resolved"]
     assert all(h["at"].endswith("Z") for h in rec["history"])
+
+
+TEMPERATURE_MUTED_WHILE_OPEN_WORK = INSTANT_RULE + """
+[[rule]]
+id = "temp-high"
+kind = "threshold"
+asset_pattern = "pump-*"
+signal = "temperature"
+above = 80.0
+clear_below = 70.0
+severity = 3
+title = "Hot bearing on {asset}"
+suppress_while = { signal = "open_work", equals = 1 }
+"""
+
+
+async def test_open_work_mutes_a_rule_until_the_planner_completes_it(stack: Stack) -> None:
+    stack.write_config(TEMPERATURE_MUTED_WHILE_OPEN_WORK,
+                       upstream=status_upstream(stack, poll_seconds=0.2))
+    d = await stack.start_daemon()
+    assert d.status_both_ways is not None and d.pipeline is not None
+    (poller,) = d.status_both_ways.pollers
+    await stack.play("pump-1", [3.0, 8.0])
+    await wait_for(lambda: poller.snapshot()["open_work"] == {"pump-1": 1}, 20,
+                   "open work seen")
+    await wait_for(lambda: d.pipeline is not None and d.pipeline.stats.samples >= 3, 20,
+                   "open_work sample evaluated")
+    await stack.play("pump-1", [60.0, 90.0, 91.0], signal="temperature")
+    await wait_for(lambda: d.pipeline is not None and d.pipeline.stats.samples >= 6, 20,
+                   "temperature evaluated")
+    await stack.settled()
+    assert [r["body"]["rule_id"] for r in stack.requests_for("pump-1")] == ["vib-high"]
+
+    stack.sim.set_status(stack.requests_for("pump-1")[0]["id"], "resolved")
+    await wait_for(lambda: poller.snapshot()["open_work"] == {"pump-1": 0}, 20,
+                   "open work gone")
+    await stack.play("pump-1", [92.0], signal="temperature")
+    await wait_for(lambda: len(stack.requests_for("pump-1")) == 2, 20, "temperature request")
+    assert stack.requests_for("pump-1")[1]["body"]["rule_id"] == "temp-high"
