@@ -273,10 +273,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"{args.id}: no episode, idempotency key or upstream id of that name in the "
               "outbox (or it is past the retention)", file=sys.stderr)
         return 1
+    upstream = run_async(trace.upstream_history(loaded.config, found.episode_id))
     if args.json:
-        print(orjson.dumps(trace.as_dict(found), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(trace.as_dict(found, upstream),
+                           option=orjson.OPT_INDENT_2).decode())
     else:
-        print(trace.format_text(found))
+        print(trace.format_text(found, upstream))
     return 0
 
 

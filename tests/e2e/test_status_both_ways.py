@@ -9,12 +9,15 @@ signal follows it.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
 import msgpack
+import pytest
 
 from buffer.budget import row_bytes
+from gateway import cli
 from gateway.asset_status import status_body, status_message, status_sink_name
 from gateway.messages import messages_for
 from gateway.model import EpisodeState, RequestDetails, Transition, TransitionKind
@@ -116,7 +119,8 @@ async def test_small_budget_sheds_status_before_requests(stack: Stack) -> None:
     assert_exactly_once(stack.sim)
 
 
-async def test_polling_shows_created_in_progress_completed(stack: Stack) -> None:
+async def test_polling_shows_created_in_progress_completed(
+        stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     stack.write_config(INSTANT_RULE, upstream=status_upstream(stack, poll_seconds=0.2))
     d = await stack.start_daemon()
     assert d.status_both_ways is not None
@@ -145,6 +149,13 @@ async def test_polling_shows_created_in_progress_completed(stack: Stack) -> None
     (rec,) = [r for r in doc["upstream_status"]["records"] if r["receipt"] == request_id]
     assert [h["raw"] for h in rec["history"]] == ["open", "in_progress", "resolved"]
     assert all(h["at"].endswith("Z") for h in rec["history"])
+    # ... and in `plantbridge trace`, beside the running daemon.
+    code = await asyncio.to_thread(cli.main, ["trace", request_id, "--config",
+                                              str(stack.tmp / "plantbridge.toml")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert [line.split()[2] for line in out.splitlines() if line.startswith(
+        f"cmms: {request_id} ")] == ["created", "in_progress", "completed"]
 
 
 TEMPERATURE_MUTED_WHILE_OPEN_WORK = INSTANT_RULE + """
