@@ -3,6 +3,9 @@ in one transaction, and gives way under the budget (a real SQLite outbox)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from pathlib import Path
 
 import msgpack
@@ -11,7 +14,7 @@ import pytest
 from buffer.budget import row_bytes
 from buffer.errors import BufferFull
 from buffer.store import OutboxStore
-from gateway.asset_status import status_body, status_message
+from gateway.asset_status import AssetStatusPublisher, status_body, status_message
 from gateway.messages import messages_for
 from gateway.model import (
     Delivery,
@@ -23,6 +26,7 @@ from gateway.model import (
     Transition,
     TransitionKind,
 )
+from tests.harness import wait_for
 
 
 def _status(asset: str, at: float, sink: str = "cmms/status", alarm: bool = True
@@ -85,3 +89,24 @@ async def test_status_gives_way_to_requests_under_the_budget(tmp_path: Path) -> 
         with pytest.raises(BufferFull):
             await store.replace_pending_status(_status("pump-7", 4.0))
         assert (await store.stats(5.0)).pending.get("cmms") == 3
+
+
+async def test_heartbeat_repeats_the_status_and_still_leaves_one_pending(
+        tmp_path: Path) -> None:
+    async with await OutboxStore.open(tmp_path / "o.sqlite") as store:
+        episodes = [EpisodeState("vib-high", "pump-1", "vib-high/pump-1/1", 1.0, 2)]
+        woken: list[bool] = []
+        publisher = AssetStatusPublisher(store, ["cmms/status"], "site", lambda: episodes,
+                                         lambda: woken.append(True), heartbeat_seconds=0.05)
+        task = asyncio.create_task(publisher.run())
+        try:
+            await wait_for(lambda: publisher.stats.enqueued >= 3, 10, "three heartbeats")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        (pending,) = await store.lease("cmms/status", 10, time.time() + 1)
+        assert pending.message.body["heartbeat"] is True
+        assert pending.message.body["state"] == "alarm"
+        assert pending.message.body["severity"] == 2
+        assert publisher.stats.replaced >= 2 and woken

@@ -14,13 +14,25 @@ from pathlib import Path
 import orjson
 import pytest
 
+from buffer.store import OutboxStore
 from gateway import cli
 from gateway import config as config_mod
-from gateway.messages import dedup_key
-from gateway.reconcile import Difference, format_text, parse_window, run_reconcile
+from gateway.messages import dedup_key, messages_for
+from gateway.reconcile import (
+    Difference,
+    format_text,
+    parse_window,
+    reconcile,
+    request_rebuilder,
+    run_reconcile,
+)
+from rules import RuleSet
+from simulators.sap_pm import SapPmSimulator
 from tests.e2e.conftest import stack as stack  # the whole stack: broker, simulator, daemon
 from tests.e2e.stack import Stack
 from tests.harness import wait_for
+from tests.upstream.sap_pm.conftest import EQUIPMENT, sink_config
+from tests.upstream.sap_pm.conftest import transition as sap_transition
 
 RULE = """
 [[rule]]
@@ -107,3 +119,37 @@ async def test_cli_json_and_exit_code(stack: Stack, capsys: pytest.CaptureFixtur
     code = await asyncio.to_thread(cli.main, ["reconcile", "--since", "a week",
                                               "--config", config])
     assert code == 2 and "--since 'a week'" in capsys.readouterr().err
+
+
+async def test_sap_notification_deleted_upstream_is_created_again_once(tmp_path: Path) -> None:
+    """SAP has no idempotency: --fix relies on the adapter's look-up before creating."""
+    sim = SapPmSimulator(equipment=EQUIPMENT)
+    await sim.start()
+    sink = sink_config(sim.url).build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+    try:
+        t = sap_transition(episode="vib-high/pump-1/1", ts=time.time())
+        await store.commit([t], messages_for(t, ["sap"], "site-a"))
+
+        async def deliver() -> None:
+            leased = await store.lease("sap", 10, time.time())
+            await store.settle(await sink.send(leased), time.time())
+
+        await deliver()
+        (number,) = [n["MaintenanceNotification"] for n in sim.notifications]
+        sim.delete(number)
+        rebuild = request_rebuilder(RuleSet([]), "site-a")
+        report = await reconcile(store, {"sap": sink}, time.time() - 3600, fix=True,
+                                 rebuild=rebuild)
+        assert [(f.kind, f.local_receipt, f.fixed) for f in report.findings] == [
+            (Difference.MISSING_UPSTREAM, number, "re-enqueued")]
+        await deliver()
+        await deliver()  # nothing left: a second delivery round sends nothing
+        refs = [n["MaintNotifExtReferenceNumber"] for n in sim.notifications]
+        assert refs == [dedup_key("vib-high/pump-1/1")]
+        again = await reconcile(store, {"sap": sink}, time.time() - 3600)
+        assert again.findings == [] and again.checked == 1
+    finally:
+        await sink.aclose()
+        await store.close()
+        await sim.stop()
