@@ -167,10 +167,15 @@ class OperatorViews(StoreBase):
 
     async def record_upstream_status(self, rows: Sequence[UpstreamStatusRow]) -> int:
         """Store states seen upstream; a (sink, episode, state) already stored keeps its first
-        time. Returns how many were new."""
+        time. Rows older than the outbox's retention go in the same transaction, but for open
+        episodes. Returns how many were new."""
         if not rows:
             return 0
+        oldest = min(r.seen_at for r in rows) - self.retention_seconds
         async with self._lock, self._write():
+            await self._db.execute(
+                "DELETE FROM upstream_status WHERE seen_at < ? AND episode_id NOT IN"
+                " (SELECT episode_id FROM episodes WHERE cleared_at IS NULL)", (oldest,))
             n = 0
             for r in rows:
                 cur = await self._db.execute(

@@ -13,6 +13,7 @@ import pytest
 
 from buffer.budget import row_bytes
 from buffer.errors import BufferFull
+from buffer.operator import UpstreamStatusRow
 from buffer.store import OutboxStore
 from gateway.asset_status import AssetStatusPublisher, status_body, status_message
 from gateway.messages import messages_for
@@ -110,3 +111,17 @@ async def test_heartbeat_repeats_the_status_and_still_leaves_one_pending(
         assert pending.message.body["state"] == "alarm"
         assert pending.message.body["severity"] == 2
         assert publisher.stats.replaced >= 2 and woken
+
+
+async def test_upstream_status_history_is_kept_for_the_retention(tmp_path: Path) -> None:
+    async with await OutboxStore.open(tmp_path / "o.sqlite", retention_seconds=100) as store:
+        t = _raise("pump-1", 1.0)
+        await store.commit([t], [])  # an open episode: its history stays however old
+        old = [UpstreamStatusRow("cmms", t.episode_id, "MR-1", "created", "open", 1.0),
+               UpstreamStatusRow("cmms", "gone/ep", "MR-0", "created", "open", 1.0)]
+        assert await store.record_upstream_status(old) == 2
+        assert await store.record_upstream_status(old) == 0  # first sight kept
+        later = UpstreamStatusRow("cmms", t.episode_id, "MR-1", "completed", "closed", 500.0)
+        assert await store.record_upstream_status([later]) == 1
+        assert [(r.episode_id, r.state) for r in await store.upstream_status()] == [
+            (t.episode_id, "created"), (t.episode_id, "completed")]
