@@ -20,7 +20,7 @@ from buffer.errors import BufferFull
 from buffer.records import DeadLetter, Notice
 from buffer.salvage import SALVAGE_PENDING
 from buffer.schema import DEAD, PENDING
-from buffer.statements import INSERT
+from buffer.statements import INSERT, priority_of
 from gateway.model import MessageClass, MessageKind, OutboxMessage
 
 T = TypeVar("T")
@@ -153,10 +153,7 @@ class OperatorViews(StoreBase):
                         raise BufferFull(1, self._used, self.max_bytes or 0)
                     await delete_rows(self._db, room.victims)
                 if added:
-                    await self._db.execute(INSERT, (
-                        message.key, message.sink, message.asset, message.episode_id,
-                        str(message.kind), int(message.message_class), message.created_at,
-                        body, size))
+                    await self._db.execute(INSERT, _insert_row(message, body, size))
             self._used += added - freed - (room.freed if room is not None else 0)
             if room is not None:
                 self._pressure = True
@@ -254,12 +251,16 @@ class OperatorViews(StoreBase):
                     await self._db.execute("DELETE FROM outbox WHERE id = ?", (rows[0][0],))
                 await self._db.execute("DELETE FROM receipts WHERE sink = ? AND episode_id = ?",
                                        (message.sink, message.episode_id))
-                await self._db.execute(INSERT, (
-                    message.key, message.sink, message.asset, message.episode_id,
-                    str(message.kind), int(message.message_class), message.created_at,
-                    body, size))
+                await self._db.execute(INSERT, _insert_row(message, body, size))
             self._used += size - freed
         return "re-enqueued"
+
+
+def _insert_row(message: OutboxMessage, body: bytes, size: int) -> tuple[object, ...]:
+    """The parameters of INSERT for one message, as `OutboxStore.commit` builds them."""
+    return (message.key, message.sink, message.asset, message.episode_id, str(message.kind),
+            int(message.message_class), message.created_at, body, size,
+            int(priority_of(message)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ _BATCH = 256
 _PROBE_LIMIT = 200_000  # rowids probed one by one across a damaged stretch, at most
 _OUTBOX_COLS = ("id", "key", "sink", "asset", "episode_id", "kind", "class", "created_at",
                 "body", "size", "state", "attempts", "next_attempt_at", "last_error",
-                "settled_at", "sent_at")
+                "settled_at", "sent_at", "priority")
 # table -> (columns to carry, key columns, whether the key is the rowid)
 _TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...], bool]] = {
     "outbox": (_OUTBOX_COLS, ("rowid",), True),

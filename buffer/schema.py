@@ -143,6 +143,21 @@ _V5 = (
     )""",
 )
 
+_V6 = (
+    # Delivery priority between episodes (gateway.model.Priority, lowest first): critical raises
+    # overtake a backlog. Rows of older files get the priority of their kind and class.
+    "ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 3",
+    """UPDATE outbox SET priority = CASE
+         WHEN class = 0 THEN 4
+         WHEN class = 1 THEN 3
+         WHEN kind = 'maintenance_request' THEN 1
+         ELSE 2 END""",
+    # Lease walks a sink's pending records by (priority, id) and stops after `limit` heads:
+    # the index keeps its name, with the priority between sink and id.
+    "DROP INDEX outbox_sink_pending",
+    "CREATE INDEX outbox_sink_pending ON outbox(sink, priority, id) WHERE state = 0",
+)
+
 _V_UPSTREAM_STATUS = (
     # What each upstream said of the records we created there, as polled (gateway/status_poll):
     # one row per (sink, episode, state) the first time that state was seen, so the history
@@ -159,7 +174,7 @@ _V_UPSTREAM_STATUS = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V_UPSTREAM_STATUS)
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_UPSTREAM_STATUS)
 LATEST = len(MIGRATIONS)
 
 

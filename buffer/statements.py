@@ -3,49 +3,75 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import msgpack
 
-from gateway.model import Delivery, MessageClass, MessageKind, OutboxMessage, OutboxRecord, Outcome
+from gateway.model import (
+    Delivery,
+    MessageClass,
+    MessageKind,
+    OutboxMessage,
+    OutboxRecord,
+    Outcome,
+    Priority,
+)
 
 DEFAULT_RETRY_SECONDS = 1.0
 
 INSERT = (
-    "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outbox (key, sink, asset, episode_id, kind, class, created_at, body, size,"
+    " priority) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 EPISODE = (
     "INSERT INTO episodes (episode_id, rule_id, asset, raised_at, severity, cleared_at)"
     " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (episode_id) DO UPDATE"
     " SET cleared_at = COALESCE(episodes.cleared_at, excluded.cleared_at)"
 )
-# Due heads of line per (sink, episode), oldest first: a pending record of the sink whose
-# episode has no older pending record there. Walks the sink's pending index in id order and
-# checks each with one seek, stopping after `limit` heads: a drain costs O(limit) per lease, and
-# only heads that are not due (retrying) or records queued behind a head are stepped over.
-# Order holds within an episode (a clear waits until its raise is settled: delivered or dead);
-# other episodes, also of the same asset, never wait on it. Due-ness is the head's own.
+# Due heads of line per (sink, episode), most urgent first (gateway.model.Priority), then oldest:
+# a pending record of the sink whose episode has no older pending record there. Walks the
+# sink's pending index in (priority, id) order and checks each with one seek, stopping after
+# `limit` heads: a lease costs O(limit + skipped), where only heads that are not due (retrying)
+# or records queued behind a head are stepped over, whatever the size of the backlog.
+# Order holds within an episode (a clear waits until its raise is settled: delivered or dead),
+# whatever their priorities; other episodes, also of the same asset, never wait on it.
 LEASE = """
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
-       o.attempts, r.receipt, o.sent_at
+       o.attempts, r.receipt, o.sent_at, o.priority
 FROM outbox o INDEXED BY outbox_sink_pending
 LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
 WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
   AND NOT EXISTS (SELECT 1 FROM outbox p INDEXED BY outbox_episode_heads
                   WHERE p.state = 0 AND p.sink = :sink AND p.episode_id = o.episode_id
                   AND p.id < o.id)
-ORDER BY o.id LIMIT :limit
+ORDER BY o.priority, o.id LIMIT :limit
 """
 
 
+def priority_of(m: OutboxMessage) -> Priority:
+    """The message's own priority, else the one its kind and class imply."""
+    if m.priority is not None:
+        return m.priority
+    if m.message_class is MessageClass.TELEMETRY:
+        return Priority.TELEMETRY
+    if m.message_class is MessageClass.STATUS:
+        return Priority.STATUS
+    return Priority.RAISE if m.kind is MessageKind.MAINTENANCE_REQUEST else Priority.CLEAR
+
+
 def leased_record(r: Sequence[Any]) -> OutboxRecord:
-    """A row of LEASE as the record a sink receives; the message exactly as committed."""
+    """A row of LEASE as the record a sink receives; the message exactly as committed (a
+    priority equal to the one its kind and class imply comes back as None, as it is usually
+    given)."""
+    msg = OutboxMessage(
+        key=r[1], sink=r[2], asset=r[3], episode_id=r[4], kind=MessageKind(r[5]),
+        body=msgpack.unpackb(r[8]), created_at=r[7], message_class=MessageClass(r[6]))
+    if r[12] != priority_of(msg):
+        msg = replace(msg, priority=Priority(r[12]))
     return OutboxRecord(
         id=r[0],
-        message=OutboxMessage(
-            key=r[1], sink=r[2], asset=r[3], episode_id=r[4], kind=MessageKind(r[5]),
-            body=msgpack.unpackb(r[8]), created_at=r[7], message_class=MessageClass(r[6])),
+        message=msg,
         attempts=r[9],
         upstream_ref=r[10],
         unsettled_send_at=r[11],

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Self
 
@@ -38,6 +38,7 @@ from buffer.statements import (
     SETTLE_DEAD,
     SETTLE_RETRY,
     leased_record,
+    priority_of,
     settle_rows,
 )
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
@@ -129,7 +130,8 @@ class OutboxStore(OperatorViews):
                 body = self._packer.pack(dict(m.body))
                 size = row_bytes(m, body)
                 encoded[m.key] = (m, (m.key, m.sink, m.asset, m.episode_id, str(m.kind),
-                                      int(m.message_class), m.created_at, body, size))
+                                      int(m.message_class), m.created_at, body, size,
+                                      int(priority_of(m))))
         episodes = [
             (t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
              None if t.kind is TransitionKind.RAISED else t.ts)
@@ -147,7 +149,7 @@ class OutboxStore(OperatorViews):
                 async with self._write():
                     existing = await self._existing_keys(list(encoded))
                     new = [(m, row) for key, (m, row) in encoded.items() if key not in existing]
-                    added = sum(row[-1] for _, row in new)
+                    added = sum(row[8] for _, row in new)  # the size column
                     over = (self._used + added - self.max_bytes
                             if self.max_bytes is not None and new else 0)
                     if over > 0:
@@ -210,17 +212,22 @@ class OutboxStore(OperatorViews):
 
     # --- deliver --------------------------------------------------------------------------
 
-    async def lease(self, sink: str, limit: int, now: float) -> list[OutboxRecord]:
-        """Due pending records of `sink`, oldest first, at most one per episode (its head of
-        line): a clear waits for its raise to be settled; other episodes never wait.
+    async def lease(self, sink: str, limit: int, now: float,
+                    exclude: Collection[int] = ()) -> list[OutboxRecord]:
+        """Due pending records of `sink`, most urgent first, then oldest, at most one per
+        episode (its head of line): a clear waits for its raise to be settled; other episodes
+        never wait. Records whose id is in `exclude` (being sent: a caller's own bookkeeping)
+        are left out, and `limit` counts the records returned.
 
         A read: nothing changes until `settle`. Run one leaser per sink.
         """
         if limit <= 0:
             return []
         async with self._lock:
-            rows = await self._read(LEASE, {"sink": sink, "now": now, "limit": limit})
-        return [leased_record(r) for r in rows]
+            rows = await self._read(LEASE, {"sink": sink, "now": now,
+                                            "limit": limit + len(exclude)})
+        # decode only what is handed out (a message body is the costly part)
+        return [leased_record(r) for r in rows if r[0] not in exclude][:limit]
 
     async def mark_sent(self, ids: Sequence[int], now: float) -> None:
         """Record, durably, that a send of these records starts now (cleared by `settle`).
@@ -235,6 +242,16 @@ class OutboxStore(OperatorViews):
             await self._db.executemany(
                 "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0",
                 [(now, rid) for rid in ids])
+
+    async def unmark_sent(self, ids: Sequence[int]) -> None:
+        """These records were marked sent but never sent after all (a forwarder stopping
+        with records it had leased ahead): their outcome is not unknown, nothing to wait for."""
+        if not ids:
+            return
+        async with self._lock, self._write():
+            await self._db.executemany(
+                "UPDATE outbox SET sent_at = NULL WHERE id = ? AND state = 0",
+                [(rid,) for rid in ids])
 
     async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
         """Apply sink outcomes. Unknown or already settled record ids are ignored."""
@@ -251,10 +268,11 @@ class OutboxStore(OperatorViews):
                         f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
                     live.update((r[0], (r[1], r[2], r[3])) for r in rows)
                 ok, receipts, dead, retry, freed = settle_rows(live, first, now)
-                await self._db.executemany(SETTLE_ACCEPTED, ok)
-                await self._db.executemany(ADD_RECEIPT, receipts)
-                await self._db.executemany(SETTLE_DEAD, dead)
-                await self._db.executemany(SETTLE_RETRY, retry)
+                # each statement is a round trip to the database thread: skip empty ones
+                for sql, params in ((SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts),
+                                    (SETTLE_DEAD, dead), (SETTLE_RETRY, retry)):
+                    if params:
+                        await self._db.executemany(sql, params)
                 pruned = await self._maybe_prune(now)
             self._used -= freed + pruned
 

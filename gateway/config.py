@@ -41,6 +41,7 @@ from gateway.upstream.forwarder import ForwardingConfig
 from gateway.upstream.maximo import MaximoSinkConfig
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
+from gateway.upstream.uns_config import UnsSinkConfig
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 from rules.loader import describe_rules as describe_rules  # the one rule-count wording
 from rules.loader import plain_words
@@ -49,7 +50,7 @@ SourceConfig = Annotated[
     MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
 ]
 UpstreamConfig = Annotated[
-    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig, Field(discriminator="type")
+    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | UnsSinkConfig, Field(discriminator="type")
 ]
 
 
@@ -178,7 +179,7 @@ class Examined:
     rules: RuleSet | None  # the rule set whenever the rule files are valid
 
 
-_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo"}
+_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo", "uns"}
 _GROUPS = ("sources", "upstreams")
 
 

@@ -228,6 +228,8 @@ class Daemon:
     async def _drain_forwarders(self) -> None:
         """Let batches already sent be settled, within the grace period; the rest stays queued
         (a cut send is sent again at the next start, under the same idempotency key)."""
+        for f in self.forwarders:
+            f.quiesce()  # start nothing new; let what is in flight finish and settle
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(f.idle.wait() for f in self.forwarders)),
                                    self.cfg.forwarding.shutdown_grace_seconds)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.model import MessageKind, OutboxMessage, Transition, TransitionKind
+from gateway.model import MessageKind, OutboxMessage, Priority, Transition, TransitionKind
 
 DEDUP_KEY_PREFIX = "PB"
 
@@ -66,11 +66,24 @@ def canonical_body(t: Transition, site: str) -> dict[str, Any]:
     return common | {"status": "cleared", "cleared_at": iso_time(t.ts)}
 
 
+CRITICAL_SEVERITY = 1
+
+
+def priority_of(t: Transition) -> Priority | None:
+    """Delivery order between episodes: critical raises first, then other raises, then clears
+    (None: the order the kind implies, see buffer/statements.py). A clear of a critical episode
+    still waits for its raise: order within an episode holds whatever the priorities."""
+    if t.kind is TransitionKind.RAISED and t.severity <= CRITICAL_SEVERITY:
+        return Priority.CRITICAL_RAISE
+    return None
+
+
 def messages_for(t: Transition, sinks: Sequence[str], site: str) -> list[OutboxMessage]:
     """One message per sink. Keys: one per business intent and target, stable forever."""
     kind = (MessageKind.MAINTENANCE_REQUEST if t.kind is TransitionKind.RAISED
             else MessageKind.STATUS_UPDATE)
     body = canonical_body(t, site)
+    priority = priority_of(t)
     intent = "request" if kind is MessageKind.MAINTENANCE_REQUEST else "cleared"
     return [
         OutboxMessage(
@@ -81,6 +94,7 @@ def messages_for(t: Transition, sinks: Sequence[str], site: str) -> list[OutboxM
             kind=kind,
             body=body,
             created_at=t.ts,
+            priority=priority,
         )
         for sink in sinks
     ]

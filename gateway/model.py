@@ -198,6 +198,16 @@ class MessageClass(enum.IntEnum):
     EVENT = 2  # maintenance requests and clears: never shed
 
 
+class Priority(enum.IntEnum):
+    """Delivery order between episodes (lowest first); order within an episode is by age."""
+
+    CRITICAL_RAISE = 0  # a raise of severity 1
+    RAISE = 1
+    CLEAR = 2  # status update of an episode
+    STATUS = 3
+    TELEMETRY = 4
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
     """A message to one sink. `key` is the idempotency key, stable across retries and restarts."""
@@ -210,6 +220,7 @@ class OutboxMessage:
     body: Mapping[str, Any]  # canonical payload; stored as msgpack, rendered by the sink
     created_at: float
     message_class: MessageClass = MessageClass.EVENT
+    priority: Priority | None = None  # None: from kind and class (buffer/statements.py)
 
 
 @dataclass(frozen=True, slots=True)

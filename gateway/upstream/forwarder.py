@@ -1,7 +1,17 @@
-"""Drives one sink from the outbox: lease, send, settle. Retries, circuit breaker, dead letters.
+"""Drives one sink from the outbox as a continuous pipeline: lease, send, settle each record.
+
+A bounded set of requests is in flight (the upstream's `max_in_flight`, paced by its token
+bucket); each finished request frees its slot at once and the pump leases again, by priority
+(gateway.model.Priority) then age, so a fresh critical raise waits at most one round trip for a
+slot, whatever is queued behind it. A commit wakes the pump (`wake`). Each record is settled as
+soon as it is done, in small groups (one transaction for what finished meanwhile), so a kill
+resends only what was in flight.
 
 A record leaves the outbox only after the sink classified it ACCEPTED (or REJECTED for good). A
 cancelled send leaves the record pending: it is sent again under the same idempotency key.
+While the upstream is down, records wait on the breaker's probe (gateway/upstream/retry_policy.py
+`Breaker`), not on their own backoff; a request without an answer for the first-byte timeout
+marks the upstream hung and opens the breaker.
 
 Every settled send is also written to the attempt history (`plantbridge trace`) and told as a
 story in the log (gateway/story.py): accepts, retry bursts, dead letters, a failing or hung link.
@@ -11,12 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
-import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -28,34 +36,50 @@ from gateway.backoff import Backoff
 from gateway.model import Delivery, OutboxRecord, Outcome, Sink
 from gateway.settings import StrictModel
 from gateway.story import DeliveryStory, message_facts
+from gateway.upstream.lanes import ReadyHeads
+from gateway.upstream.limits import (
+    DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
+    UNDECLARED_LIMITS,
+    InFlightCap,
+    TokenBucket,
+    UpstreamLimits,
+)
+from gateway.upstream.retry_policy import (
+    OVERLOAD_STATUSES,
+    Breaker,
+    BreakerState,
+    answered,
+    http_status,
+    overloaded,
+)
 
 if TYPE_CHECKING:
     from buffer.store import OutboxStore
+
+__all__ = ["BreakerState", "Forwarder", "ForwarderStats", "ForwardingConfig", "http_status",
+           "retry_delay"]
 
 log = logging.getLogger("plantbridge.forwarder")
 
 
 class ForwardingConfig(StrictModel):
-    batch_size: int = 50
+    batch_size: int = Field(default=50, ge=1)  # most records leased at once
     idle_poll_seconds: float = 1.0
     retry_initial_seconds: float = 1.0
-    retry_max_seconds: float = 300.0
+    retry_max_seconds: float = 300.0  # a record's own backoff cap (the link's is probe_max)
     retry_after_max_seconds: float = 3600.0
-    breaker_failures: int = 3  # consecutive all-failed rounds before the breaker opens
-    send_timeout_seconds: float = 60.0
+    breaker_failures: int = 3  # consecutive failed requests before the breaker opens
+    # while the breaker is open, one probe request at most this far apart
+    probe_max_seconds: float = Field(default=10.0, gt=0)
+    send_timeout_seconds: float = 60.0  # per request, beyond the sink's own HTTP timeouts
     shutdown_grace_seconds: float = 5.0  # on stop, time for in-flight deliveries to finish
-    # a send without an answer for this long is logged once as a hung upstream (and shown)
-    hung_after_seconds: float = Field(default=10.0, gt=0)
+    # a request without an answer for this long marks the upstream hung (logged once, shown,
+    # breaker open); None: the upstream's first-byte timeout
+    hung_after_seconds: float | None = Field(default=None, gt=0)
     # a record still failing this long after it was created is a problem on the status page
     # and /readyz (it keeps retrying, and holds back nothing but its own episode)
     stuck_after_seconds: float = Field(default=600.0, gt=0)
     probe_interval_seconds: float = Field(default=300.0, gt=0)  # reachability + credentials
-
-
-class BreakerState(enum.StrEnum):
-    CLOSED = "closed"  # delivering
-    OPEN = "open"  # upstream failing: waiting before the next try
-    HALF_OPEN = "half_open"  # trying one round after a wait
 
 
 @dataclass(slots=True)
@@ -69,22 +93,15 @@ class ForwarderStats:
     last_success_at: float | None = None
     last_failure_at: float | None = None
     by_status: dict[str, int] = field(default_factory=dict)
-    hung: bool = False  # a send has had no answer for hung_after_seconds (until one answers)
+    hung: bool = False  # a request has had no answer for the hung limit (until one answers)
+    in_flight: int = 0
+    in_flight_cap: int = 0  # the adaptive cap's current value (max_in_flight when fixed)
 
     @property
     def failing(self) -> bool:
         """The latest attempt failed (whatever the breaker says)."""
         return self.last_failure_at is not None and (
             self.last_success_at is None or self.last_failure_at > self.last_success_at)
-
-
-_HTTP_STATUS = re.compile(r"\bHTTP (\d{3})\b")
-
-
-def http_status(reason: str) -> int | None:
-    """The HTTP status a sink's reason names ("HTTP 503: ..."), if any."""
-    found = _HTTP_STATUS.search(reason)
-    return int(found.group(1)) if found else None
 
 
 def retry_delay(attempts: int, cfg: ForwardingConfig, server_hint: float | None,
@@ -96,6 +113,31 @@ def retry_delay(attempts: int, cfg: ForwardingConfig, server_hint: float | None,
     return cap / 2 + jitter() * cap / 2
 
 
+@dataclass(frozen=True, slots=True)
+class _Done:
+    """A finished request, waiting to be settled."""
+
+    record: OutboxRecord
+    delivery: Delivery
+    started: float  # wall clock
+    latency: float  # seconds
+
+
+SendOne = Callable[[OutboxRecord], Awaitable[Delivery]]
+
+
+def _sender(sink: Sink) -> SendOne:
+    """The sink's one-record send when it has one (every HTTP sink), else a batch of one."""
+    one: SendOne | None = getattr(sink, "send_one", None)
+    if one is not None:
+        return one
+
+    async def via_batch(rec: OutboxRecord) -> Delivery:
+        got = [d for d in await sink.send([rec]) if d.record_id == rec.id]
+        return got[0] if got else Delivery(rec.id, Outcome.RETRY, reason="sink gave no outcome")
+    return via_batch
+
+
 class Forwarder:
     def __init__(self, sink: Sink, outbox: OutboxStore, cfg: ForwardingConfig,
                  wake: asyncio.Event, clock: Callable[[], float] = time.time) -> None:
@@ -104,126 +146,289 @@ class Forwarder:
         self._cfg = cfg
         self._wake = wake
         self._clock = clock
-        self._breaker = Backoff(cfg.retry_initial_seconds, cfg.retry_max_seconds)
-        self._failed_rounds = 0
-        self.stats = ForwarderStats()
+        self._send_one = _sender(sink)
+        # an HTTP sink carries its config's limits; any other sink gets UNDECLARED_LIMITS
+        self.limits: UpstreamLimits = getattr(sink, "limits", UNDECLARED_LIMITS)
+        first_byte = float(getattr(sink, "first_byte_timeout_seconds",
+                                   DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS))
+        self._hung_after = cfg.hung_after_seconds or first_byte
+        self._bucket = TokenBucket(self.limits.max_requests_per_second, self.limits.burst)
+        self._cap = InFlightCap(self.limits.max_in_flight, self.limits.adaptive)
+        self._breaker = Breaker(cfg.breaker_failures, cfg.retry_initial_seconds,
+                                min(cfg.probe_max_seconds, cfg.retry_max_seconds))
+        self._rng = random.Random()
+        self._in_flight: dict[int, float] = {}  # record id -> monotonic start
+        self._unsettled: set[int] = set()  # sent, not yet settled: never leased twice
+        self._done: list[_Done] = []
+        self._ready = ReadyHeads()  # leased ahead, marked sent, waiting for a slot
+        self._kick = asyncio.Event()  # the pump has something to look at
+        self._refill = asyncio.Event()  # the refiller has something to look at
+        self._finished = asyncio.Event()  # the settler has something to settle
+        self._woken = True  # a commit happened since the last lease: lease now
+        self.stats = ForwarderStats(in_flight_cap=self._cap.current)
         self._story = DeliveryStory(sink.name)
-        self.idle = asyncio.Event()  # clear while a batch is between send and settle
+        self.idle = asyncio.Event()  # set while nothing is between send and settle
         self.idle.set()
+        self._quiescing = False
+
+    def quiesce(self) -> None:
+        """Start no more sends (a stop is coming): `idle` is set once what is in flight is
+        settled, however long the backlog. Records leased ahead are unmarked when `run` ends."""
+        self._quiescing = True
+        self._set_idle()
+        self._kick.set()
 
     async def run(self) -> None:
         """Deliver until cancelled. A storage fault pauses delivery; it never ends it."""
-        rng = random.Random()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
+                tg.create_task(self._settler(), name=f"forward-{self.sink.name}-settle")
+                tg.create_task(self._refiller(), name=f"forward-{self.sink.name}-lease")
+                await self._pump(tg)
+        finally:
+            # records leased ahead but never sent: no unknown outcome for a sink to wait on
+            unsent = [r.id for r in self._ready.take_all()]
+            with contextlib.suppress(StorageError):
+                await asyncio.shield(self._outbox.unmark_sent(unsent))
+
+    # --- refiller: keep a window of due heads leased ahead ---------------------------------
+
+    def _want(self) -> int:
+        """How many records to lease now. Two windows ahead while the breaker is closed (so a
+        freed slot never waits for the database); while it is open, only the next probe."""
+        if self._breaker.state is not BreakerState.CLOSED:
+            return 1 if not self._ready and self._breaker.allowance() == 1 else 0
+        # a refill waits its turn behind settles on the one database connection
+        target = min(2 * self._cap.current, self._cfg.batch_size)
+        want = target - len(self._ready) if len(self._ready) <= target // 2 else 0
+        if self._woken:  # a commit: whatever is most urgent now must get into the window
+            want = max(want, min(8, self._cfg.batch_size, target + 8 - len(self._ready)))
+        return want
+
+    async def _refiller(self) -> None:
         storage = Backoff(0.5, 10.0)
         while True:
-            try:
-                await self._round(rng)
-                storage.reset()
-            except StorageError as exc:
-                # Disk full or I/O error while leasing or settling: whatever was sent but not
-                # settled stays pending and is sent again under the same idempotency key.
-                self.stats.last_error = f"outbox: {exc}"
-                log.error("%s: cannot read or settle the outbox: %s", self.sink.name, exc)
-                await asyncio.sleep(storage.next_delay())
+            self._refill.clear()
+            want = self._want()
+            if want > 0:
+                self._woken = False
+                try:
+                    got = await self._lease_ahead(want)
+                    storage.reset()
+                except StorageError as exc:
+                    self._storage_fault(exc)
+                    await asyncio.sleep(storage.next_delay())
+                    continue
+                if got == want:
+                    continue  # there may be more due at once
+            delay = self._cfg.idle_poll_seconds
+            if self._breaker.state is not BreakerState.CLOSED:
+                delay = min(delay, max(self._breaker.wait(), 0.001))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._refill.wait()
 
-    async def _round(self, rng: random.Random) -> None:
+    async def _lease_ahead(self, want: int) -> int:
+        """Lease up to `want` due heads not already under way, marked sent, into the window."""
         now = self._clock()
-        records = await self._outbox.lease(self.sink.name, self._cfg.batch_size, now)
+        records = await self._outbox.lease(self.sink.name, want, now, exclude=self._unsettled)
         if not records:
-            await self._idle()
-            return
+            return 0
+        ids = [r.id for r in records]
+        self._unsettled.update(ids)
         self.idle.clear()
         try:
-            started = self._clock()
-            await self._outbox.mark_sent([r.id for r in records], started)
-            t0 = time.monotonic()
-            deliveries = await self._send(records)
-            latency = time.monotonic() - t0
-            settled = [
-                d if d.outcome is not Outcome.RETRY else replace(
-                    d, retry_after_seconds=retry_delay(
-                        rec.attempts, self._cfg, d.retry_after_seconds, rng.random))
-                for rec, d in zip(records, deliveries, strict=True)
-            ]
-            finished = self._clock()
-            await self._outbox.settle(settled, finished)
-            await self._record_attempts(records, settled, started, finished, latency)
-        finally:
-            self.idle.set()
-        self._story.settled(list(zip(records, settled, strict=True)), latency, finished)
-        await self._account(settled)
+            # durable before the send: after a crash the sink knows the outcome is unknown
+            await self._outbox.mark_sent(ids, now)
+        except BaseException:
+            self._unsettled.difference_update(ids)
+            raise
+        self._ready.push(records)
+        self._kick.set()
+        return len(records)
 
-    async def _record_attempts(self, records: Sequence[OutboxRecord],
-                               deliveries: Sequence[Delivery], started: float, finished: float,
-                               latency: float) -> None:
+    async def _watch_wake(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._woken = True
+            self._refill.set()
+
+    # --- pump: start sends from the window while there is room ------------------------------
+
+    def _room(self) -> int:
+        """How many requests may start now: free slots, tokens, and the breaker's say."""
+        room = min(self._cap.current - len(self._in_flight), self._bucket.available())
+        allowed = self._breaker.allowance()
+        return room if allowed is None else min(room, allowed)
+
+    async def _pump(self, tg: asyncio.TaskGroup) -> None:
+        while True:
+            self._kick.clear()
+            room = self._room()
+            while room > 0 and self._ready and not self._quiescing:
+                self._launch(tg, self._ready.pop())
+                room -= 1
+            if self._want() > 0:
+                self._refill.set()
+            await self._nap()
+
+    def _launch(self, tg: asyncio.TaskGroup, rec: OutboxRecord) -> None:
+        self._bucket.take(1)
+        self._breaker.started(rec.id)
+        self._in_flight[rec.id] = time.monotonic()
+        tg.create_task(self._deliver(rec), name=f"send-{self.sink.name}-{rec.id}")
+        self.stats.sent += 1
+        self.stats.in_flight = len(self._in_flight)
+
+    async def _nap(self) -> None:
+        """Until something changes: a lease, a finished request, a token, the next probe."""
+        delay = self._cfg.idle_poll_seconds
+        if self._bucket.available() == 0:
+            delay = min(delay, self._bucket.wait())
+        if self._breaker.allowance() == 0 and self._breaker.wait() > 0:
+            delay = min(delay, self._breaker.wait())
+        self._set_idle()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max(delay, 0.001)):
+                await self._kick.wait()
+
+    # --- one request ------------------------------------------------------------------------
+
+    async def _deliver(self, rec: OutboxRecord) -> None:
+        started = self._clock()
+        t0 = self._in_flight.get(rec.id, time.monotonic())
+        watchdog = asyncio.get_running_loop().call_later(self._hung_after, self._hung)
+        try:
+            async with asyncio.timeout(self._cfg.send_timeout_seconds):
+                d = await self._send_one(rec)
+        except TimeoutError:
+            d = Delivery(rec.id, Outcome.RETRY, reason="send timed out")
+        finally:
+            watchdog.cancel()
+            self._in_flight.pop(rec.id, None)
+            self.stats.in_flight = len(self._in_flight)
+        if d.record_id != rec.id:  # a sink bug must not settle another record
+            d = Delivery(rec.id, Outcome.RETRY, reason="sink answered for another record")
+        self._observe(rec, d)
+        self._done.append(_Done(rec, self._with_delay(rec, d), started, time.monotonic() - t0))
+        self._finished.set()
+        self._kick.set()
+        self._refill.set()
+
+    def _observe(self, rec: OutboxRecord, d: Delivery) -> None:
+        """What one answer says about the link: breaker, bucket, in-flight cap, hung flag."""
+        if answered(d) and self.stats.hung:
+            self.stats.hung = False
+            self._story.answering(self._clock())
+        if d.outcome is Outcome.RETRY:
+            self._breaker.failed(rec.id)
+            if overloaded(d):
+                self._cap.overloaded()
+            if d.retry_after_seconds is not None and http_status(d.reason) in OVERLOAD_STATUSES:
+                # the upstream asked everyone to wait, not just this record
+                self._bucket.pause(min(d.retry_after_seconds, self._cfg.retry_after_max_seconds))
+        else:
+            self._breaker.succeeded()
+            self._cap.succeeded()
+        self.stats.breaker = self._breaker.state
+        self.stats.in_flight_cap = self._cap.current
+
+    def _with_delay(self, rec: OutboxRecord, d: Delivery) -> Delivery:
+        """When a RETRY is due again: the server's word, else a short wait while the breaker
+        is open (the probe decides when the link is back), else the record's own backoff."""
+        if d.outcome is not Outcome.RETRY:
+            return d
+        if d.retry_after_seconds is None and self._breaker.state is not BreakerState.CLOSED:
+            delay = self._cfg.retry_initial_seconds
+        else:
+            delay = retry_delay(rec.attempts, self._cfg, d.retry_after_seconds, self._rng.random)
+        return replace(d, retry_after_seconds=delay)
+
+    def _hung(self) -> None:
+        """The oldest request in flight has had no answer for the hung limit."""
+        if not self._in_flight:
+            return
+        self.stats.hung = True
+        self._breaker.trip()
+        self.stats.breaker = self._breaker.state
+        self._story.hung(len(self._in_flight), self._hung_after, self._clock())
+
+    # --- settle: each record as soon as it is done ---------------------------------------
+
+    async def _settler(self) -> None:
+        storage = Backoff(0.5, 10.0)
+        while True:
+            await self._finished.wait()
+            self._finished.clear()
+            done, self._done = self._done, []
+            if not done:
+                continue
+            try:
+                await self._settle(done)
+                storage.reset()
+            except StorageError as exc:
+                # Disk full or I/O error: keep the outcomes and settle them when it works again
+                # (until then the records stay pending and are not leased twice).
+                self._storage_fault(exc)
+                self._done[:0] = done
+                await asyncio.sleep(storage.next_delay())
+                self._finished.set()
+
+    async def _settle(self, done: Sequence[_Done]) -> None:
+        finished = self._clock()
+        await self._outbox.settle([x.delivery for x in done], finished)
+        self._unsettled.difference_update(x.record.id for x in done)
+        await self._record_attempts(done, finished)
+        # one story call per group, as one round was: a record refused among others accepted
+        # is that record's trouble, not the link's (latencies of a group are alike: the mean)
+        self._story.settled([(x.record, x.delivery) for x in done],
+                            sum(x.latency for x in done) / len(done), finished)
+        self._account([x.delivery for x in done], finished)
+        self._set_idle()
+        self._refill.set()  # a settled head lets the next record of its episode go
+
+    def _set_idle(self) -> None:
+        waiting = len(self._ready) if self._quiescing else 0  # leased ahead, never to be sent
+        if not self._in_flight and not self._done and len(self._unsettled) == waiting:
+            self.idle.set()
+
+    def _storage_fault(self, exc: StorageError) -> None:
+        self.stats.last_error = f"outbox: {exc}"
+        log.error("%s: cannot read or settle the outbox: %s", self.sink.name, exc)
+
+    async def _record_attempts(self, done: Sequence[_Done], finished: float) -> None:
         """Attempt history for `trace`, in its own small transaction after `settle`. Losing it
         to a storage fault loses no message, so it is logged, never a reason to stop."""
         attempts = [
-            Attempt(rec.id, rec.message.key, self.sink.name, rec.message.episode_id, started,
-                    finished, d.outcome.value, http_status(d.reason), round(latency * 1000, 1),
-                    d.reason, d.receipt, rec.attempts + 1)
-            for rec, d in zip(records, deliveries, strict=True)
-            if worth_keeping(rec.attempts + 1, d.outcome is not Outcome.RETRY)]
-        facts = [MessageFacts(rec.id, rec.message.episode_id, finished,
-                              message_facts(rec.message.body))
-                 for rec in records]  # insert-or-ignore: the first attempt's facts stay
+            Attempt(x.record.id, x.record.message.key, self.sink.name,
+                    x.record.message.episode_id, x.started, finished, x.delivery.outcome.value,
+                    http_status(x.delivery.reason), round(x.latency * 1000, 1),
+                    x.delivery.reason, x.delivery.receipt, x.record.attempts + 1)
+            for x in done
+            if worth_keeping(x.record.attempts + 1, x.delivery.outcome is not Outcome.RETRY)]
+        facts = [MessageFacts(x.record.id, x.record.message.episode_id, finished,
+                              message_facts(x.record.message.body))
+                 for x in done]  # insert-or-ignore: the first attempt's facts stay
         try:
             await self._outbox.record_attempts(attempts, facts)
         except StorageError as exc:
             log.warning("%s: attempt history not written: %s", self.sink.name, exc)
 
-    async def _idle(self) -> None:
-        self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), self._cfg.idle_poll_seconds)
-
-    async def _send(self, records: Sequence[OutboxRecord]) -> Sequence[Delivery]:
-        self.stats.sent += len(records)
-        limit = self._cfg.hung_after_seconds
-        t0 = time.monotonic()
-        watchdog = asyncio.get_running_loop().call_later(limit, self._hung, len(records), limit)
-        try:
-            async with asyncio.timeout(self._cfg.send_timeout_seconds):
-                got = await self.sink.send(records)
-        except TimeoutError:
-            return [Delivery(r.id, Outcome.RETRY, reason="send timed out") for r in records]
-        finally:
-            watchdog.cancel()
-        if time.monotonic() - t0 < limit or any(d.outcome is not Outcome.RETRY for d in got):
-            # an answer in time (or any real outcome): whatever hung is answering again
-            self.stats.hung = False
-            self._story.answering(self._clock())
-        by_id = {d.record_id: d for d in got}
-        # A sink must classify every record; anything it forgot is retried, never dropped.
-        return [by_id.get(r.id) or Delivery(r.id, Outcome.RETRY, reason="sink gave no outcome")
-                for r in records]
-
-    def _hung(self, in_flight: int, waited: float) -> None:
-        self.stats.hung = True
-        self._story.hung(in_flight, waited, self._clock())
-
-    async def _account(self, deliveries: Sequence[Delivery]) -> None:
+    def _account(self, deliveries: Sequence[Delivery], now: float) -> None:
         st = self.stats
-        now = self._clock()
-        ok = [d for d in deliveries if d.outcome is Outcome.ACCEPTED]
-        dead = [d for d in deliveries if d.outcome is Outcome.REJECTED]
-        retry = [d for d in deliveries if d.outcome is Outcome.RETRY]
-        st.accepted += len(ok)
-        st.rejected += len(dead)
-        st.retried += len(retry)
-        if ok or dead:
+        for d in deliveries:
+            if d.outcome is Outcome.ACCEPTED:
+                st.accepted += 1
+            elif d.outcome is Outcome.REJECTED:
+                st.rejected += 1
+            else:
+                st.retried += 1
+        if any(d.outcome is not Outcome.RETRY for d in deliveries):
             st.last_success_at = now
-        if not retry:  # the story logs failing and recovery, once each
-            st.breaker = BreakerState.CLOSED
-            self._failed_rounds = 0
-            self._breaker.reset()
-            return
-        st.last_failure_at = now
-        st.last_error = retry[0].reason
-        if ok or dead:
-            return  # partly working: per-record backoff is enough
-        self._failed_rounds += 1
-        if self._failed_rounds >= self._cfg.breaker_failures:
-            st.breaker = BreakerState.OPEN
-            await asyncio.sleep(self._breaker.next_delay())
-            st.breaker = BreakerState.HALF_OPEN
+        retry = [d for d in deliveries if d.outcome is Outcome.RETRY]
+        if retry:
+            st.last_failure_at = now
+            st.last_error = retry[0].reason
+        st.breaker = self._breaker.state

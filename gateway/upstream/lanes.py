@@ -8,8 +8,10 @@ but its own episode. Cross-cutting, so it lives once: a sink only knows how to s
 from __future__ import annotations
 
 import asyncio
+import heapq
 from collections.abc import Awaitable, Callable, Sequence
 
+from buffer.statements import priority_of
 from gateway.model import Delivery, OutboxRecord, Outcome
 
 SendOne = Callable[[OutboxRecord], Awaitable[Delivery]]
@@ -44,3 +46,26 @@ async def send_in_episode_lanes(batch: Sequence[OutboxRecord], send_one: SendOne
         for records in lanes.values():
             tg.create_task(run_lane(records))
     return [out[rec.id] for rec in batch]
+
+
+class ReadyHeads:
+    """Leased heads of episode lanes waiting for a free request slot, most urgent first
+    (priority, then age), so a critical raise leased after a handful of lesser records still
+    takes the next free slot."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, OutboxRecord]] = []
+
+    def push(self, records: Sequence[OutboxRecord]) -> None:
+        for rec in records:
+            heapq.heappush(self._heap, (int(priority_of(rec.message)), rec.id, rec))
+
+    def pop(self) -> OutboxRecord:
+        return heapq.heappop(self._heap)[2]
+
+    def take_all(self) -> list[OutboxRecord]:
+        out, self._heap = [r for _, _, r in self._heap], []
+        return out
+
+    def __len__(self) -> int:
+        return len(self._heap)

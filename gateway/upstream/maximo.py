@@ -85,8 +85,13 @@ class MaximoSink:
         self._collection = f"{self._base}{cfg.api_root}/os/{cfg.object_structure}"
         self._http = MaximoHttp(base_url=self._base, headers=headers, tls=cfg.tls,
                                 connect_timeout_seconds=cfg.connect_timeout_seconds,
+                                first_byte_timeout_seconds=cfg.first_byte_timeout_seconds,
                                 total_timeout_seconds=cfg.total_timeout_seconds,
-                                concurrent_requests=cfg.concurrent_requests)
+                                concurrent_requests=max(cfg.concurrent_requests,
+                                                        cfg.limits.max_in_flight))
+        self.limits = cfg.limits
+        self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
+                                              cfg.total_timeout_seconds)
         self._flights: dict[str, _Flight] = {}
 
     async def aclose(self) -> None:

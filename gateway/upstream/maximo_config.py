@@ -12,6 +12,11 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.limits import (
+    DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
+    MAXIMO_LIMITS,
+    UpstreamLimits,
+)
 from gateway.upstream.rest import USER_AGENT
 
 if TYPE_CHECKING:
@@ -75,7 +80,11 @@ class MaximoSinkConfig(StrictModel):
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request
-    concurrent_requests: int = Field(default=4, ge=1, le=64)
+    # no byte of an answer for this long (capped by the total) means a hung upstream: the
+    # request is given up and retried, and the link is probed one request at a time
+    first_byte_timeout_seconds: float = Field(default=DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS, gt=0)
+    concurrent_requests: int = Field(default=4, ge=1, le=64)  # per send(batch) call
+    limits: UpstreamLimits = MAXIMO_LIMITS  # rate and in-flight cap, enforced by the forwarder
     siteid: Ident
     orgid: Ident | None = None
     reportedby: str = ""  # a PERSON id; empty: Maximo uses the API user's person

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 
 from gateway.settings import TlsSettings
+from gateway.upstream.limits import client_timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +27,13 @@ class MaximoHttp:
     """Exchanges with one Maximo; `request()` never raises for transport trouble."""
 
     def __init__(self, *, base_url: str, headers: dict[str, str], tls: TlsSettings,
-                 connect_timeout_seconds: float, total_timeout_seconds: float,
-                 concurrent_requests: int) -> None:
+                 connect_timeout_seconds: float, first_byte_timeout_seconds: float,
+                 total_timeout_seconds: float, concurrent_requests: int) -> None:
         self._base = base_url
         self._headers = headers
         self._tls = tls
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout_seconds,
-                                              sock_connect=connect_timeout_seconds)
+        self._timeout = client_timeout(connect_timeout_seconds, first_byte_timeout_seconds,
+                                       total_timeout_seconds)
         self._limit = concurrent_requests
         self._session: aiohttp.ClientSession | None = None
 

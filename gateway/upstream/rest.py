@@ -24,6 +24,12 @@ from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.settings import Secret, StrictModel, TlsSettings
 from gateway.status_poll import UpstreamReadError, UpstreamRecord, work_state
 from gateway.upstream.lanes import send_in_episode_lanes
+from gateway.upstream.limits import (
+    DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
+    REST_LIMITS,
+    UpstreamLimits,
+    client_timeout,
+)
 from gateway.upstream.retry_policy import Verdict, classify_status
 
 USER_AGENT = "plantbridge/0.1"
@@ -67,7 +73,11 @@ class RestSinkConfig(StrictModel):
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request, all included
-    concurrent_requests: int = Field(default=4, ge=1, le=64)
+    # no byte of an answer for this long (capped by the total) means a hung upstream: the
+    # request is given up and retried, and the link is probed one request at a time
+    first_byte_timeout_seconds: float = Field(default=DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS, gt=0)
+    concurrent_requests: int = Field(default=4, ge=1, le=64)  # per send(batch) call
+    limits: UpstreamLimits = REST_LIMITS  # rate and in-flight cap, enforced by the forwarder
     request_path: str = "/api/v1/maintenance-requests"
     status_path: str = "/api/v1/maintenance-requests/{upstream_ref}/status-updates"
     health_path: str = "/api/v1/health"
@@ -176,13 +186,19 @@ class RestSink:
         self._headers = headers
         self._base = cfg.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self.limits = cfg.limits
+        self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
+                                              cfg.total_timeout_seconds)
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(total=self._cfg.total_timeout_seconds,
-                                            sock_connect=self._cfg.connect_timeout_seconds)
-            connector = aiohttp.TCPConnector(ssl=self._cfg.tls.for_url(self._base),
-                                             limit=self._cfg.concurrent_requests)
+            cfg = self._cfg
+            timeout = client_timeout(cfg.connect_timeout_seconds,
+                                     cfg.first_byte_timeout_seconds, cfg.total_timeout_seconds)
+            # keep-alive pool as large as what may be in flight
+            connector = aiohttp.TCPConnector(
+                ssl=cfg.tls.for_url(self._base),
+                limit=max(cfg.concurrent_requests, cfg.limits.max_in_flight))
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                                   headers=self._headers)
         return self._session

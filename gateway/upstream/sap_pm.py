@@ -24,6 +24,7 @@ import aiohttp
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.status_poll import UpstreamReadError, UpstreamRecord, WorkState
 from gateway.upstream.lanes import send_in_episode_lanes
+from gateway.upstream.limits import client_timeout
 from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused, OAuth2Unavailable
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
@@ -73,11 +74,15 @@ class SapPmSink:
         self.name = cfg.name
         self._cfg = cfg
         self._zone = ZoneInfo(cfg.malfunction_timezone)
-        timeout = aiohttp.ClientTimeout(total=cfg.total_timeout_seconds,
-                                        sock_connect=cfg.connect_timeout_seconds)
+        timeout = client_timeout(cfg.connect_timeout_seconds, cfg.first_byte_timeout_seconds,
+                                 cfg.total_timeout_seconds)
+        self.limits = cfg.limits
+        self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
+                                              cfg.total_timeout_seconds)
         self.client = ODataClient(cfg.service_url, cfg.sap_client, authorization=authorization,
                                   ssl_context=cfg.tls.for_url(cfg.base_url), timeout=timeout,
-                                  connection_limit=cfg.concurrent_requests,
+                                  connection_limit=max(cfg.concurrent_requests,
+                                                       cfg.limits.max_in_flight),
                                   oauth2=_oauth2(cfg))
         self._authorization = authorization
         self._services: dict[str, ODataClient] = {}  # other services of the system, by path

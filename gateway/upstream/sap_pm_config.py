@@ -13,6 +13,11 @@ import aiohttp
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.upstream.limits import (
+    DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
+    SAP_PM_LIMITS,
+    UpstreamLimits,
+)
 from gateway.upstream.oauth2 import OAuth2ClientCredentials
 
 if TYPE_CHECKING:
@@ -80,7 +85,11 @@ class SapPmSinkConfig(StrictModel):
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)
-    concurrent_requests: int = Field(default=4, ge=1, le=32)
+    # no byte of an answer for this long (capped by the total) means a hung upstream: the
+    # request is given up and retried, and the link is probed one request at a time
+    first_byte_timeout_seconds: float = Field(default=DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS, gt=0)
+    concurrent_requests: int = Field(default=4, ge=1, le=32)  # per send(batch) call
+    limits: UpstreamLimits = SAP_PM_LIMITS  # rate and in-flight cap, enforced by the forwarder
     asset_map: dict[str, SapAssetRef] = Field(default_factory=dict)
     priority_map: dict[int, str] = Field(
         default_factory=lambda: {1: "1", 2: "2", 3: "3", 4: "4"})

@@ -66,6 +66,11 @@ class CmmsSimulator(HttpSimulator):
         self.status_updates: list[dict[str, Any]] = []
         self.asset_status: list[dict[str, Any]] = []  # POST /api/v1/asset-status, in order
         self.idempotency = IdempotencyStore(key_ttl_seconds, clock)
+        # what a client's limits look like from here: the most API requests handled at once,
+        # each API request's arrival (monotonic), and answers replayed from a stored key
+        self.peak_active = 0
+        self.arrivals: list[float] = []
+        self.replays = 0
 
     async def start(self) -> None:
         if self.state_file is not None and self.state_file.exists():
@@ -90,6 +95,8 @@ class CmmsSimulator(HttpSimulator):
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """What sits in front of the API: faults, rate limit and authentication."""
+        self.peak_active = max(self.peak_active, self.active_requests)
+        self.arrivals.append(time.monotonic())
         body = await request.read() if self.faults.needs_body else b""
         fault = self.faults.take(request.method, body)
         if fault is not None:
@@ -156,6 +163,7 @@ class CmmsSimulator(HttpSimulator):
             return resp
         if verdict is Verdict.REPLAY:
             assert entry is not None and entry.response is not None
+            self.replays += 1
             return _to_web(entry.response, replayed=True)
         fault = request.get(FAULT)
         try:
@@ -304,6 +312,9 @@ class CmmsSimulator(HttpSimulator):
             "counters": self.counters("path"),
             "faults": self.faults.as_json(),
             "idempotency_keys": len(self.idempotency),
+            "peak_active": self.peak_active,
+            "arrivals": len(self.arrivals),
+            "replays": self.replays,
         }
 
     def _bad_fault(self, message: str) -> web.Response:

@@ -1,0 +1,227 @@
+"""Backlog drain to the CMMS simulator, and what a fresh critical raise waits meanwhile.
+
+    .venv/bin/python benchmarks/drain_bench.py [--records 100000] [--raises 50]
+        [--in-flight 64] [--synchronous full|normal]
+
+A backlog of `--records` maintenance requests (one episode each) is committed to a fresh outbox;
+the real forwarder and REST sink drain it to the CMMS simulator running in a process of its own.
+During the drain `--raises` critical raises (severity 1) are committed one at a time, evenly
+spread, each followed by the wake a commit gives the forwarder; the latency of each is from its
+commit returning to the simulator's 201 reaching the sink. Prints figures; asserts nothing.
+Target (issue 14): >= 5,000 requests/s, critical raise p99 < 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+import orjson
+
+from buffer.store import OutboxStore, Synchronous
+from gateway.messages import messages_for
+from gateway.model import Delivery, OutboxRecord, RequestDetails, Transition, TransitionKind
+from gateway.upstream.forwarder import Forwarder, ForwardingConfig
+from gateway.upstream.rest import RestSink, RestSinkConfig
+
+API_KEY = "bench-key"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def raise_of(asset: str, ts: float, severity: int) -> Transition:
+    return Transition(TransitionKind.RAISED, "vibration-high", asset, "vibration",
+                      f"vibration-high/{asset}/{ts}", severity, 7.41, ts,
+                      "vibration 7.4 above 7.1", RequestDetails("Vibration above limit"))
+
+
+class TimedSink:
+    """The real REST sink, noting when the answer for a watched asset's record arrives."""
+
+    def __init__(self, sink: RestSink) -> None:
+        self.inner = sink
+        self.name = sink.name
+        self.limits = sink.limits
+        self.first_byte_timeout_seconds = sink.first_byte_timeout_seconds
+        self.answered: dict[str, float] = {}  # asset -> monotonic time of the answer
+        self.watch: set[str] = set()
+
+    async def send_one(self, rec: OutboxRecord) -> Delivery:
+        d = await self.inner.send_one(rec)
+        if rec.message.asset in self.watch:
+            self.answered[rec.message.asset] = time.monotonic()
+        return d
+
+    async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
+        return [await self.send_one(r) for r in batch]
+
+    async def check(self) -> None:
+        await self.inner.check()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def start_simulator() -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators.cmms", "--port", "0", "--api-key", API_KEY,
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    found = re.search(r"https?://\S+", line)
+    if found is None:
+        proc.kill()
+        raise SystemExit(f"simulator did not start: {line!r}")
+    return proc, found.group(0)
+
+
+async def fill(outbox: OutboxStore, n: int) -> None:
+    ts = time.time()
+    for start in range(0, n, 2000):
+        t = [raise_of(f"line-4/pump-{i:06d}", ts + i * 1e-6, 3)
+             for i in range(start, min(n, start + 2000))]
+        await outbox.commit(t, [m for tr in t for m in messages_for(tr, ["cmms"], "plant-7")])
+
+
+async def raises(outbox: OutboxStore, sink: TimedSink, wake: asyncio.Event, count: int,
+                 every: float, committed: dict[str, float]) -> None:
+    for i in range(count):
+        await asyncio.sleep(every)
+        asset = f"press-{i:03d}"
+        t = raise_of(asset, time.time(), 1)
+        sink.watch.add(asset)
+        await outbox.commit([t], messages_for(t, ["cmms"], "plant-7"))
+        committed[asset] = time.monotonic()
+        wake.set()
+
+
+async def ceiling(requests: int, in_flight: int) -> tuple[float, float]:
+    """The same POSTs from a bare aiohttp client (no outbox, no gateway logic) to a fresh
+    simulator process: what this box allows in this run. Returns requests/s and the client's
+    CPU microseconds per request."""
+    proc, url = await start_simulator()
+    target = url + "/api/v1/maintenance-requests"
+    t = raise_of("line-4/pump-000000", time.time(), 3)
+    [msg] = messages_for(t, ["cmms"], "plant-7")
+    base = dict(msg.body)
+    todo = iter(range(requests))
+    try:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=in_flight),
+                headers={"Authorization": f"Bearer {API_KEY}"}) as session:
+            async def worker() -> None:
+                for i in todo:
+                    body = orjson.dumps(base | {"dedup_key": f"PB{i:018d}"},
+                                        option=orjson.OPT_SORT_KEYS)
+                    async with session.post(target, data=body, headers={
+                            "Idempotency-Key": f'"k{i}"',
+                            "Content-Type": "application/json"}) as resp:
+                        await resp.read()
+            start, cpu0 = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(worker() for _ in range(in_flight)))
+            return (requests / (time.perf_counter() - start),
+                    (time.process_time() - cpu0) / requests * 1e6)
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    logging.getLogger("plantbridge").setLevel(logging.WARNING)
+    proc, url = await start_simulator()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            async with await OutboxStore.open(Path(d) / "bench.sqlite",
+                                              synchronous=Synchronous(args.synchronous)) as ob:
+                t0 = time.perf_counter()
+                await fill(ob, args.records)
+                filled = time.perf_counter() - t0
+                lease_ms = []
+                for _ in range(20):  # the head of a full backlog, as the forwarder asks
+                    t1 = time.perf_counter()
+                    await ob.lease("cmms", args.in_flight, time.time())
+                    lease_ms.append((time.perf_counter() - t1) * 1000)
+                sink = TimedSink(RestSinkConfig.model_validate({
+                    "type": "rest", "name": "cmms", "base_url": url,
+                    "auth": {"kind": "bearer", "token": {"value": API_KEY}},
+                    "limits": {"max_in_flight": args.in_flight,
+                               "max_requests_per_second": None}}).build())
+                wake = asyncio.Event()
+                cfg = ForwardingConfig(batch_size=4 * args.in_flight, idle_poll_seconds=0.05)
+                fwd = Forwarder(sink, ob, cfg, wake)
+                committed: dict[str, float] = {}
+                total = args.records + args.raises
+                start = time.perf_counter()
+                task = asyncio.create_task(fwd.run())
+                # spread the raises over the expected drain (at ~5,000/s), first one early
+                every = max(0.01, args.records / 5000 / (args.raises + 1))
+                raiser = asyncio.create_task(raises(ob, sink, wake, args.raises, every,
+                                                    committed))
+                cpu0 = time.process_time()
+                in_flight: list[int] = []
+                while fwd.stats.accepted < total and not task.done():
+                    await asyncio.sleep(0.05)
+                    in_flight.append(fwd.stats.in_flight)
+                elapsed = time.perf_counter() - start
+                cpu = time.process_time() - cpu0
+                await raiser
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await sink.aclose()
+    finally:
+        proc.terminate()
+        await proc.wait()
+    lat = [(sink.answered[a] - committed[a]) * 1000 for a in committed if a in sink.answered]
+    return {"lease_ms": statistics.median(lease_ms), "cpu_s": cpu,
+            "mean_in_flight": statistics.fmean(in_flight) if in_flight else 0,
+            "records": args.records, "fill_s": filled, "drain_s": elapsed,
+            "requests_per_s": total / elapsed, "raises": len(lat),
+            "p50_ms": statistics.median(lat) if lat else float("nan"),
+            "p99_ms": pct(lat, 99) if lat else float("nan"),
+            "max_ms": max(lat) if lat else float("nan")}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--records", type=int, default=100_000)
+    p.add_argument("--raises", type=int, default=50)
+    p.add_argument("--in-flight", type=int, default=64)
+    p.add_argument("--synchronous", choices=[s.value for s in Synchronous], default="full")
+    args = p.parse_args()
+    r = asyncio.run(run(args))
+    bare, bare_cpu_us = asyncio.run(ceiling(min(args.records, 50_000), args.in_flight))
+    cpu_us = r["cpu_s"] / (r["records"] + r["raises"]) * 1e6
+    print(f"backlog of {r['records']:,} committed in {r['fill_s']:.1f} s; a lease of "
+          f"{args.in_flight} from it takes {r['lease_ms']:.1f} ms (median of 20)")
+    print(f"drain: {r['requests_per_s']:,.0f} requests/s ({r['drain_s']:.1f} s, "
+          f"{args.in_flight} in flight, synchronous={args.synchronous})   target >= 5,000")
+    print(f"gateway process CPU during the drain: {r['cpu_s']:.1f} s of {r['drain_s']:.1f} s; "
+          f"mean requests in flight {r['mean_in_flight']:.0f}; {cpu_us:.0f} us CPU per request")
+    print(f"ceiling, bare aiohttp client -> simulator, same run: {bare:,.0f} requests/s; "
+          f"ratio {r['requests_per_s'] / bare:.2f}; bare client {bare_cpu_us:.0f} us CPU per "
+          f"request (CPU ratio {bare_cpu_us / cpu_us:.2f}: the figure a busy box changes least)")
+    print(f"fresh critical raise, commit -> 201: p50 {r['p50_ms']:.1f} ms, "
+          f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms over {r['raises']} raises"
+          "   target p99 < 100 ms")
+
+
+if __name__ == "__main__":
+    main()
