@@ -4,9 +4,10 @@ Every `status_poll_seconds` (per upstream; 0: off) the poller asks the upstream 
 record it holds a receipt for (open episodes, and closed ones of the last day) and stores each
 state the first time it is seen (created -> in progress -> completed, with times) in the
 outbox's `upstream_status` table, for the page, `/status` and `trace`. A record completed
-upstream while its condition is still active is handled per rule (`ClosedPolicy`): left alone,
-noted on the record, or answered by a new request after a cooldown, under a new episode id
-derived from the old one (a restart derives the same id, so it cannot double the request).
+upstream while its condition is still active is handled once per rule (`ClosedPolicy`): left
+alone, noted (in the log: no adapter writes comments yet), or answered by a new request after a
+cooldown, under a new episode id derived from the old one (a restart derives the same id, so it
+cannot double the request).
 After each poll the asset's `open_work` signal (1 while a record is open upstream, else 0) is
 fed into the pipeline, so `suppress_while = { signal = "open_work", equals = 1 }` mutes a rule
 through the existing machinery.
@@ -141,6 +142,7 @@ class StatusPoller:
         self._clock = clock
         self._open_work: dict[str, float] = {}  # asset -> last value fed to the pipeline
         self._completed: dict[str, tuple[TrackedRecord, float]] = {}  # episode -> (rec, seen)
+        self._handled: set[str] = set()  # episodes whose policy ran (once per process)
         self.last_error = ""
         self.polls = 0
         self.wake = asyncio.Event()
@@ -166,7 +168,8 @@ class StatusPoller:
                                           str(state), raw, now))
             is_open = state in (WorkState.CREATED, WorkState.IN_PROGRESS)
             open_by_asset[rec.asset] = open_by_asset.get(rec.asset, False) or is_open
-            if state is WorkState.COMPLETED and rec.cleared_at is None:
+            if (state is WorkState.COMPLETED and rec.cleared_at is None
+                    and rec.episode_id not in self._handled):
                 self._completed.setdefault(rec.episode_id, (rec, now))
         self._note_error(error)
         new = await self.outbox.record_upstream_status(seen) if seen else 0
@@ -202,21 +205,21 @@ class StatusPoller:
                 await result
 
     async def _apply_policies(self, now: float) -> None:
-        """Records completed upstream while the condition is active, per their rule."""
+        """Records completed upstream while the condition is active, per their rule, once."""
         for episode_id, (rec, seen_at) in list(self._completed.items()):
             policy = self._policy_for(rec.rule_id)
-            if policy.closed_upstream is ClosedPolicy.LEAVE:
-                del self._completed[episode_id]
-            elif policy.closed_upstream is ClosedPolicy.COMMENT:
+            if policy.closed_upstream is ClosedPolicy.COMMENT:
                 # No adapter writes comments yet (see docs/workflow.md): say it in the log.
                 log.warning("%s %s was completed upstream while %s on %s is still active",
                             self.reader.name, rec.receipt, rec.rule_id, rec.asset)
-                del self._completed[episode_id]
-            elif now - seen_at >= policy.reraise_cooldown_seconds:
+            elif policy.closed_upstream is ClosedPolicy.NEW_REQUEST:
+                if now - seen_at < policy.reraise_cooldown_seconds:
+                    continue  # not yet: asked again at the next poll
                 result = self._reraise(rec, now)
                 if asyncio.iscoroutine(result):
                     await result
-                del self._completed[episode_id]
+            del self._completed[episode_id]
+            self._handled.add(episode_id)
 
     def snapshot(self) -> dict[str, object]:
         return {"sink": self.reader.name, "interval_seconds": self.interval_seconds,

@@ -163,3 +163,42 @@ async def test_completed_upstream_while_active_raises_one_new_request(
     finally:
         await sink.aclose()
         await store.close()
+
+
+async def test_reraise_waits_for_its_cooldown_and_comment_is_said_once(
+        cmms: CmmsSimulator, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cfg = RestSinkConfig.model_validate({
+        "type": "rest", "name": "cmms", "base_url": cmms.url,
+        "auth": {"kind": "bearer", "token": {"value": "k"}}})
+    sink = cfg.build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+    rebuild = request_rebuilder(RuleSet([]), "site")
+    now = [time.time()]
+
+    async def reraise(rec: Any, at: float) -> None:
+        await enqueue_reraise(store, rebuild, rec, 2, at)
+
+    def poller(policy: RulePolicy) -> StatusPoller:
+        return StatusPoller(sink, store, 60, reraise=reraise, policy_for=lambda _: policy,
+                            clock=lambda: now[0])
+    try:
+        receipt = await _delivered(store, sink)
+        cmms.set_status(receipt, "closed")
+        commenting = poller(RulePolicy(ClosedPolicy.COMMENT))
+        for _ in range(3):
+            await commenting.poll_once()
+        said = [r for r in caplog.records if "completed upstream" in r.getMessage()]
+        assert len(said) == 1
+
+        waiting = poller(RulePolicy(ClosedPolicy.NEW_REQUEST, 100.0))
+        await waiting.poll_once()  # completion seen now: the cooldown starts
+        now[0] += 50
+        await waiting.poll_once()
+        assert await store.records(sink="cmms") == []
+        now[0] += 51
+        await waiting.poll_once()
+        assert [r.episode_id for r in await store.records(sink="cmms")] == [
+            reraise_episode_id("vib-high/pump-1/1")]
+    finally:
+        await sink.aclose()
+        await store.close()
