@@ -21,7 +21,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("plantbridge.asset_status")
 
 STATUS_SINK_SUFFIX = "/status"
+RESTART_WINDOW_SECONDS = 24 * 3600.0  # assets re-published at start: episodes this recent
 MAX_QUEUED_ASSETS = 10000
 
 
@@ -99,7 +100,7 @@ class AssetStatusPublisher:
                  open_episodes: Callable[[], Sequence[EpisodeState]], wake: Callable[[], None],
                  *, heartbeat_seconds: float = 0.0,
                  clock: Callable[[], float] = time.time) -> None:
-        self._outbox = outbox
+        self.outbox = outbox
         self.sinks = list(sinks)  # status sink names: "<upstream>/status"
         self._site = site
         self._open_episodes = open_episodes
@@ -117,8 +118,16 @@ class AssetStatusPublisher:
         self._known.add(t.asset)
         self._event.set()
 
-    async def run(self) -> None:
-        """Publish until cancelled: each queued change, and all assets at each heartbeat."""
+    async def run(self, restart_assets: Iterable[str] = ()) -> None:
+        """Publish until cancelled: each queued change, and all assets at each heartbeat.
+
+        `restart_assets` are published first: the assets whose state may have changed just
+        before a stop (a transition commits before its status is enqueued, so a kill between
+        the two would otherwise leave the upstream with the old state until the next change).
+        """
+        for asset in sorted(set(restart_assets) | {e.asset for e in self._open_episodes()}):
+            self._known.add(asset)
+            await self.publish(asset)
         next_beat = self._clock() + self._heartbeat if self._heartbeat > 0 else None
         while True:
             timeout = None if next_beat is None else max(0.0, next_beat - self._clock())
@@ -140,7 +149,7 @@ class AssetStatusPublisher:
         body = status_body(asset, self._site, episodes, now, heartbeat=heartbeat)
         for sink in self.sinks:
             try:
-                self.stats.replaced += await self._outbox.replace_pending_status(
+                self.stats.replaced += await self.outbox.replace_pending_status(
                     status_message(sink, body, now))
             except BufferFull as exc:  # status is the first thing to give way
                 self.stats.refused += 1
@@ -235,7 +244,7 @@ class StatusBothWays:
                 heartbeat_seconds=min((b for b in beats if b > 0), default=0.0),
                 clock=gateway_now)
             pipeline.listeners.append(me.publisher.on_transition)
-            me.tasks.append(tg.create_task(me.publisher.run(), name="asset-status"))
+            me.tasks.append(tg.create_task(me._publish(me.publisher), name="asset-status"))
         rules = {r.rule_id: r.spec for r in daemon.loaded.rules.rules}
         rebuild = request_rebuilder(daemon.loaded.rules, cfg.gateway.site)
 
@@ -259,6 +268,12 @@ class StatusBothWays:
                 me.tasks.append(tg.create_task(me._poll(poller),
                                                name=f"status-poll:{sink.name}"))
         return me
+
+    async def _publish(self, publisher: AssetStatusPublisher) -> None:
+        """Run the publisher, starting with the assets of the last day's episodes."""
+        outbox = publisher.outbox
+        recent = await outbox.episodes_with_requests(time.time() - RESTART_WINDOW_SECONDS)
+        await publisher.run({r.asset for r in recent})
 
     async def _poll(self, poller: StatusPoller) -> None:
         """Run one poller, refreshing the page's history after each round."""

@@ -15,7 +15,12 @@ from buffer.budget import row_bytes
 from buffer.errors import BufferFull
 from buffer.operator import UpstreamStatusRow
 from buffer.store import OutboxStore
-from gateway.asset_status import AssetStatusPublisher, status_body, status_message
+from gateway.asset_status import (
+    AssetStatusPublisher,
+    StatusBothWays,
+    status_body,
+    status_message,
+)
 from gateway.messages import messages_for
 from gateway.model import (
     Delivery,
@@ -125,3 +130,29 @@ async def test_upstream_status_history_is_kept_for_the_retention(tmp_path: Path)
         assert await store.record_upstream_status([later]) == 1
         assert [(r.episode_id, r.state) for r in await store.upstream_status()] == [
             (t.episode_id, "created"), (t.episode_id, "completed")]
+
+
+async def test_a_start_publishes_the_assets_of_recent_episodes(tmp_path: Path) -> None:
+    """A kill between a transition's commit and its status would leave the upstream with the
+    old state: a start sends the current state of every recently active asset."""
+    async with await OutboxStore.open(tmp_path / "o.sqlite") as store:
+        now = time.time()
+        raised, other = _raise("pump-1", now), _raise("pump-2", now)
+        cleared = Transition(TransitionKind.CLEARED, "vib-high", "pump-2", "vibration",
+                             other.episode_id, 2, 3.0, now + 1, "back", other.request)
+        await store.commit([raised, other], messages_for(raised, ["cmms"], "s")
+                           + messages_for(other, ["cmms"], "s"))
+        await store.commit([cleared], [])
+        still_open = [EpisodeState("vib-high", "pump-1", raised.episode_id, now, 2)]
+        publisher = AssetStatusPublisher(store, ["cmms/status"], "s", lambda: still_open,
+                                         lambda: None)
+        task = asyncio.create_task(StatusBothWays()._publish(publisher))
+        try:
+            await wait_for(lambda: publisher.stats.enqueued == 2, 10, "two statuses")
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        leased = await store.lease("cmms/status", 10, now + 10)
+        assert {(r.message.asset, r.message.body["state"]) for r in leased} == {
+            ("pump-1", "alarm"), ("pump-2", "normal")}
