@@ -265,7 +265,7 @@ class StatusBothWays:
                                       reraise=reraise, submit=pipeline.submit,
                                       clock=gateway_now)
                 me.pollers.append(poller)
-                me.tasks.append(tg.create_task(me._poll(poller),
+                me.tasks.append(tg.create_task(me._poll(poller, lambda: daemon.sinks),
                                                name=f"status-poll:{sink.name}"))
         return me
 
@@ -275,11 +275,17 @@ class StatusBothWays:
         recent = await outbox.episodes_with_requests(time.time() - RESTART_WINDOW_SECONDS)
         await publisher.run({r.asset for r in recent})
 
-    async def _poll(self, poller: StatusPoller) -> None:
-        """Run one poller, refreshing the page's history after each round."""
+    async def _poll(self, poller: StatusPoller, sinks: Callable[[], Sequence[object]]) -> None:
+        """Run one poller, refreshing the page's history after each round. Each round reads
+        through the upstream's current sink: a reload replaces (and closes) the old one."""
         while True:
+            current = next((s for s in sinks() if getattr(s, "name", None) == poller.reader.name),
+                           None)
+            if isinstance(current, StatusReader):
+                poller.reader = current
             try:
-                await poller.poll_once()
+                if current is not None:  # removed by a reload: poll nothing until it is back
+                    await poller.poll_once()
                 self.history = history_rows(await poller.outbox.upstream_status(
                     limit=HISTORY_ROWS))
             except StorageError as exc:
