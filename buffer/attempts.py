@@ -180,22 +180,34 @@ async def _episode_of(db: aiosqlite.Connection, ident: str) -> str | None:
 
 
 async def find_trace(db: aiosqlite.Connection, ident: str) -> Trace | None:
-    """One episode's whole life, or None when `ident` names nothing the outbox knows."""
+    """One episode's whole life, or None when `ident` names nothing the outbox knows. An
+    episode's records include its side lanes, episode ids `<episode_id>#<lane>` (the parts
+    steps of gateway/workflow.py): they are delivered apart but belong to its story."""
     episode_id = await _episode_of(db, ident.strip())
     if episode_id is None:
         return None
+    if "#" in episode_id and not list(await db.execute_fetchall(
+            "SELECT 1 FROM episodes WHERE episode_id = ?", (episode_id,))):
+        episode_id = episode_id.partition("#")[0]  # a side lane named: its episode's story
+    like = (episode_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            + "#%")
+    args = (episode_id, like)
+
+    def lanes(column: str) -> str:
+        return f"({column} = ? OR {column} LIKE ? ESCAPE '\\')"
+
     ep = list(await db.execute_fetchall(
         "SELECT episode_id, rule_id, asset, raised_at, severity, cleared_at FROM episodes"
         " WHERE episode_id = ?", (episode_id,)))
     rows = await db.execute_fetchall(
-        f"SELECT {_RECORD_COLUMNS}, o.body {_RECORD_FROM} WHERE o.episode_id = ? ORDER BY o.id",
-        (episode_id,))
+        f"SELECT {_RECORD_COLUMNS}, o.body {_RECORD_FROM} WHERE {lanes('o.episode_id')}"
+        " ORDER BY o.id", args)
     records = [_record(r, r[13]) for r in rows]
     att = await db.execute_fetchall(
         "SELECT record_id, key, sink, episode_id, started_at, finished_at, outcome, http_status,"
-        " latency_ms, error, receipt, number FROM attempts WHERE episode_id = ? ORDER BY id",
-        (episode_id,))
+        f" latency_ms, error, receipt, number FROM attempts WHERE {lanes('episode_id')}"
+        " ORDER BY id", args)
     attempts = [Attempt(*a) for a in att]
     facts = {int(f[0]): orjson.loads(f[1]) for f in await db.execute_fetchall(
-        "SELECT record_id, facts FROM attempt_facts WHERE episode_id = ?", (episode_id,))}
+        f"SELECT record_id, facts FROM attempt_facts WHERE {lanes('episode_id')}", args)}
     return Trace(episode_id, EpisodeRow(*ep[0]) if ep else None, records, attempts, facts)

@@ -347,3 +347,44 @@ class OutboxStore(OperatorViews):
             undelivered={(sink, ep): STATE_NAMES[st] for sink, ep, st in undelivered},
             urgent=[UrgentRecord(r[0], r[1], r[2], STATE_NAMES[r[3]], r[4], r[5], r[6])
                     for r in urgent])
+
+    # --- workflow follow-ups ---
+
+    async def settle_with_follow_ups(self, deliveries: Sequence[Delivery], now: float,
+                                     follow_ups: Sequence[tuple[int, OutboxMessage]]) -> int:
+        """`settle`, and in the same transaction enqueue each follow-up message whose
+        triggering record (the int) was pending and is settled ACCEPTED now; returns how many
+        were new. A crash before the commit leaves the trigger pending (sent again, the same
+        follow-ups computed again); after it, both are there: never lost, never doubled (keys
+        are deterministic and already stored keys are ignored). Follow-ups are never shed."""
+        first: dict[int, Delivery] = {}
+        for d in deliveries:
+            first.setdefault(d.record_id, d)
+        async with self._lock:
+            await self._sync_used()
+            async with self._write():
+                live: dict[int, tuple[str, str, int]] = {}
+                for chunk in chunks(list(first)):
+                    rows = await self._db.execute_fetchall(
+                        "SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
+                        f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
+                    live.update((r[0], (r[1], r[2], r[3])) for r in rows)
+                ok, receipts, dead, retry, freed = settle_rows(live, first, now)
+                await self._db.executemany(SETTLE_ACCEPTED, ok)
+                await self._db.executemany(ADD_RECEIPT, receipts)
+                await self._db.executemany(SETTLE_DEAD, dead)
+                await self._db.executemany(SETTLE_RETRY, retry)
+                accepted = {rid for _, rid in ok}
+                due = {m.key: m for rid, m in follow_ups if rid in accepted}
+                existing = await self._existing_keys(list(due))
+                new = []
+                for m in due.values():
+                    if m.key not in existing:
+                        body = self._packer.pack(dict(m.body))
+                        new.append((m.key, m.sink, m.asset, m.episode_id, str(m.kind),
+                                    int(m.message_class), m.created_at, body, row_bytes(m, body),
+                                    int(priority_of(m))))
+                await self._db.executemany(INSERT, new)
+                pruned = await self._maybe_prune(now)
+            self._used += sum(row[-2] for row in new) - freed - pruned
+        return len(new)

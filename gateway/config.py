@@ -42,6 +42,7 @@ from gateway.upstream.maximo import MaximoSinkConfig
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
 from gateway.upstream.uns_config import UnsSinkConfig
+from gateway.workflow import with_workflow
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 from rules.loader import describe_rules as describe_rules  # the one rule-count wording
 from rules.loader import plain_words
@@ -441,8 +442,9 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
     if not problems and rules is not None:
         try:
             cfg = PlantBridgeConfig.model_validate(raw)
-            cfg = cfg.model_copy(update={"upstreams": [with_registry(u, registry)
-                                                       for u in cfg.upstreams]})
+            cfg = cfg.model_copy(update={"upstreams": [
+                with_workflow(with_registry(u, registry), registry, rules)
+                for u in cfg.upstreams]})
             loaded = LoadedConfig(path, cfg, rules, tuple(files), registry)
         except ValidationError:
             loaded = None  # rules_only: the rest of the file is not ours to judge

@@ -188,6 +188,10 @@ class Rule(Protocol):
 class MessageKind(enum.StrEnum):
     MAINTENANCE_REQUEST = "maintenance_request"
     STATUS_UPDATE = "status_update"
+    # the spare-parts chain after an accepted request (gateway/workflow.py), one step each
+    PARTS_STOCK = "parts_stock"
+    PARTS_RESERVATION = "parts_reservation"
+    PARTS_REQUISITION = "parts_requisition"
 
 
 class MessageClass(enum.IntEnum):

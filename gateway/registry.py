@@ -90,6 +90,8 @@ class SparePart(StrictModel):
     unit: str = Field(min_length=1, max_length=3)
     plant: str = Field(min_length=1, max_length=4)
     storage_location: str = Field(min_length=1, max_length=4)
+    # below this available stock a purchase requisition is created (gateway/workflow.py)
+    reorder_level: float | None = Field(default=None, ge=0)
 
 
 class AssetEntry(StrictModel):

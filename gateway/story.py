@@ -144,5 +144,6 @@ def message_facts(body: Mapping[str, Any]) -> dict[str, Any]:
     """What `trace` shows of a message once its body is gone: the canonical body's small,
     human-facing fields (see gateway/messages.py canonical_body)."""
     keep = ("kind", "rule_id", "signal", "severity", "value", "reason", "title", "priority",
-            "raised_at", "cleared_at", "status", "dedup_key")
+            "raised_at", "cleared_at", "status", "dedup_key",
+            "step", "request_ref", "reservation")  # the parts steps (gateway/workflow.py)
     return {k: body[k] for k in keep if k in body}

@@ -60,8 +60,9 @@ def _message(rec: StoredRecord | None, attempts: list[Attempt],
         "created_at": _time(rec.created_at) if rec else None,
         "settled_at": _time(rec.settled_at) if rec else None,
         "last_error": (rec.last_error or None) if rec else None,
-        "receipt": (rec.receipt if rec else None) or next(
-            (a.receipt for a in reversed(attempts) if a.receipt), None),
+        # its own last receipt first: records of a side lane (parts steps) each have theirs
+        "receipt": next((a.receipt for a in reversed(attempts) if a.receipt), None)
+        or (rec.receipt if rec else None),
         "facts": dict(facts),
         "attempts": [_attempt(a) for a in attempts],
     }

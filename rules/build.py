@@ -20,7 +20,10 @@ from rules.spec import (
 from rules.threshold import INF, BandThreshold, CountThreshold, InsideThreshold, RateRule
 from rules.watch import BadQualityRule, CombinationRule, StaleRule
 
-_NOT_BEHAVIOUR = {"description", "asset", "assets", "asset_pattern", "overrides"}
+# existing_work is the upstream's policy (gateway/workflow.py), not how the rule evaluates:
+# setting it must not discard the rule's persisted state as a "changed rule"
+_NOT_BEHAVIOUR = {"description", "asset", "assets", "asset_pattern", "overrides",
+                  "existing_work"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,9 @@ class RuleSpec(SpecModel):
     failure_code: str = ""
     breakdown: bool = False
     long_text: str = ""
+    # open work on the asset that someone else created: create ours anyway (None: the
+    # upstream's default, "create"), link to it, or skip (gateway/workflow.py)
+    existing_work: Literal["create", "link", "skip"] | None = None
     suppress_while: list[SuppressSpec] = []
 
     @field_validator("suppress_while", mode="before")

@@ -52,6 +52,7 @@ from gateway.upstream.retry_policy import (
     http_status,
     overloaded,
 )
+from gateway.workflow import follow_ups
 
 if TYPE_CHECKING:
     from buffer.store import OutboxStore
@@ -378,7 +379,13 @@ class Forwarder:
 
     async def _settle(self, done: Sequence[_Done]) -> None:
         finished = self._clock()
-        await self._outbox.settle([x.delivery for x in done], finished)
+        deliveries = [x.delivery for x in done]
+        # workflow steps an accepted record makes due (parts chain): in the same transaction
+        follow = follow_ups(self.sink, [x.record for x in done], deliveries)
+        if follow:
+            await self._outbox.settle_with_follow_ups(deliveries, finished, follow)
+        else:
+            await self._outbox.settle(deliveries, finished)
         self._unsettled.difference_update(x.record.id for x in done)
         await self._record_attempts(done, finished)
         # one story call per group, as one round was: a record refused among others accepted

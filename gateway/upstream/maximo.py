@@ -42,6 +42,8 @@ from gateway.upstream.maximo_wire import (
     NotRenderable,
     dedup_key_of,
     json_object,
+    link_entry,
+    link_marker,
     maximo_error,
     members,
     sr_body,
@@ -51,6 +53,7 @@ from gateway.upstream.maximo_wire import (
 )
 from gateway.upstream.rest import UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
+from gateway.workflow import ExistingWork, policy_for
 
 __all__ = [  # the config lives beside the sink; importable from here as well
     "ClearAction", "MaximoApiKeyAuth", "MaximoAssetRef", "MaximoAuth", "MaximoMaxauthAuth",
@@ -154,6 +157,9 @@ class MaximoSink:
                 return _prefixed(found, f"looking up externalrecid {key}")
             if found:
                 return self._accepted_ticket(rec.id, found[0], "lookup")
+            existing = await self._existing_work(rec, target)
+            if existing is not None:
+                return existing
             got = await self._http.request("POST", self._collection, params={"lean": "1"},
                                            json=payload,
                                            headers={"properties": "ticketid,status",
@@ -165,6 +171,39 @@ class MaximoSink:
             if not 200 <= got.status < 300:
                 return self._unclear(_failed(rec.id, got, "create"), got.status)
             return self._accepted_ticket(rec.id, json_object(got.body) or {}, "create")
+
+    async def _existing_work(self, rec: OutboxRecord, target: Target) -> Delivery | None:
+        """Under `link` or `skip`: ACCEPTED with an open SR on the same asset that someone
+        else made (linked: a work log note with our evidence); None under `create` or when
+        there is none. Runs after our own externalrecid was not found."""
+        body = rec.message.body
+        policy = policy_for(body, self._cfg.existing_work_rules, self._cfg.existing_work)
+        if policy is ExistingWork.CREATE:
+            return None
+        statuses = ",".join(where_literal(s, "status") for s in self._cfg.open_statuses)
+        where = (f"assetnum={where_literal(target.assetnum, 'assetnum')} and "
+                 f"siteid={where_literal(target.siteid, 'siteid')} and status in [{statuses}]")
+        found = await self._query(rec.id, where,
+                                  "ticketid,status,_rowstamp,externalrecid,worklog{description}")
+        if isinstance(found, Delivery):
+            return _prefixed(found, "looking up open SRs on the asset")
+        key = dedup_key_of(body)
+        theirs = [sr for sr in found if str(sr.get("externalrecid") or "") != key]
+        if not theirs:
+            return None
+        sr = theirs[0]
+        if policy is ExistingWork.SKIP:
+            d = self._accepted_ticket(rec.id, sr, "open SR")
+            return replace(d, reason=f"skipped: SR {d.receipt} is open on this asset already")
+        if not _has_note(sr, link_marker(body)):
+            got = await self._patch(sr, {"worklog": [link_entry(body)]})
+            if isinstance(got, BaseException):  # a retry sees the note if it was made
+                return Delivery(rec.id, Outcome.RETRY, reason=(
+                    f"link note on SR {sr.get('ticketid')}: {transport_reason(got)}"))
+            if not 200 <= got.status < 300:
+                return _failed(rec.id, got, f"link note on SR {sr.get('ticketid')}")
+        d = self._accepted_ticket(rec.id, sr, "open SR")
+        return replace(d, reason=f"linked: evidence noted on open SR {d.receipt}")
 
     def _unclear(self, d: Delivery, status: int) -> Delivery:
         """A create answered 5xx/408 may still commit (a proxy gave up, Maximo did not): look
@@ -190,10 +229,8 @@ class MaximoSink:
                 f"{msg.episode_id} was never accepted (dead-lettered?), nothing to update"))
         ref = rec.upstream_ref
         key = dedup_key_of(msg.body)
-        where = (f"ticketid={where_literal(ref, 'ticketid')} and "
-                 f"externalrecid={where_literal(key, 'dedup_key')}")
-        wanted = "ticketid,status,_rowstamp" + (
-            ",worklog{description}" if self._cfg.on_clear is ClearAction.WORKLOG_ONLY else "")
+        where = f"ticketid={where_literal(ref, 'ticketid')}"  # unique per class (pk [S*])
+        wanted = "ticketid,status,_rowstamp,externalrecid,worklog{description}"
         async with self._single_flight(key):
             for attempt in (1, 2):
                 found = await self._query(rec.id, where, wanted)
@@ -204,7 +241,14 @@ class MaximoSink:
                         f"SR {ref} with externalrecid {key} not found in Maximo (deleted, or "
                         "its externalrecid was changed); nothing to update"))
                 sr = found[0]
-                change = self._clear_change(sr, msg.body)
+                if str(sr.get("externalrecid") or "") != key:  # someone else's (link, skip)
+                    if not _has_note(sr, link_marker(msg.body)):
+                        return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref, reason=(
+                            f"SR {ref} is someone else's and was not linked: left as it is"))
+                    change = None if _has_note(sr, worklog_marker(msg.body)) else {
+                        "worklog": [worklog_entry(msg.body)]}  # a note; never resolved by us
+                else:
+                    change = self._clear_change(sr, msg.body)
                 if change is None:
                     return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
                 got = await self._patch(sr, change)
@@ -358,6 +402,12 @@ def _failed(record_id: int, got: Answer, step: str = "") -> Delivery:
         outcome, reason = Outcome.RETRY, reason + " (record busy: updated again meanwhile)"
     return Delivery(record_id, outcome, reason=reason[:MAX_REASON],
                     retry_after_seconds=verdict.retry_after_seconds)
+
+
+def _has_note(sr: Mapping[str, Any], marker: str) -> bool:
+    notes = sr.get("worklog")
+    return isinstance(notes, list) and any(
+        isinstance(n, dict) and str(n.get("description", "")).startswith(marker) for n in notes)
 
 
 def _prefixed(d: Delivery, what: str) -> Delivery:

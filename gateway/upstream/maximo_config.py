@@ -18,6 +18,7 @@ from gateway.upstream.limits import (
     UpstreamLimits,
 )
 from gateway.upstream.rest import USER_AGENT
+from gateway.workflow import ExistingWork
 
 if TYPE_CHECKING:
     from gateway.upstream.maximo import MaximoSink
@@ -102,6 +103,14 @@ class MaximoSinkConfig(StrictModel):
     # of the next attempt waits at least this long: a slow Maximo may still be committing it,
     # and a lookup too early would miss it and create a duplicate.
     unclear_retry_after_seconds: float = Field(default=10.0, ge=0)
+    # Open SRs on the asset made by someone else: what a raise does (per rule in the rule
+    # file's `existing_work`; this is the default for rules that do not say). "Open" is the
+    # SRSTATUS values IBM's SR app treats as active (NEW, QUEUED, INPROG, PENDING [S*]);
+    # customer synonyms go here.
+    existing_work: ExistingWork = ExistingWork.CREATE
+    existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
+    open_statuses: list[Ident] = Field(default_factory=lambda: ["NEW", "QUEUED", "INPROG",
+                                                                 "PENDING"], min_length=1)
 
     @model_validator(mode="after")
     def _consistent(self) -> MaximoSinkConfig:

@@ -151,3 +151,21 @@ def json_object(answer: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return doc if isinstance(doc, dict) else None
+
+
+def link_marker(body: Mapping[str, Any]) -> str:
+    return f"PlantBridge evidence ({body.get('dedup_key', '')})"
+
+
+def link_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A work log note with our evidence, on an open SR someone else made (existing_work =
+    link); its description carries the dedup key so a retried link does not add it twice."""
+    return {
+        "description": link_marker(body)[:WORKLOG_DESCRIPTION_MAX],
+        "description_longdescription": "\n".join([
+            str(body.get("title", "")), str(body.get("reason", "")),
+            f"Rule: {body.get('rule_id', '')}, severity {body.get('severity', '')}",
+            f"Raised at: {body.get('raised_at', '')}",
+            f"Episode: {body.get('episode_id', '')}",
+        ]),
+    }

@@ -31,6 +31,14 @@ from gateway.upstream.limits import (
     client_timeout,
 )
 from gateway.upstream.retry_policy import Verdict, classify_status
+from gateway.workflow import (
+    PART_STEPS,
+    ExistingWork,
+    PartLine,
+    PartsTable,
+    policy_for,
+    stock_receipt,
+)
 
 USER_AGENT = "plantbridge/0.1"
 MAX_REASON = 400
@@ -63,6 +71,21 @@ class ReconcileMode(enum.StrEnum):
     OFF = "off"  # the API has no lookup: trust its Idempotency-Key retention alone
 
 
+class RestWorkflowConfig(StrictModel):
+    """Existing work and the spare-parts chain (gateway/workflow.py) as plain HTTP calls.
+    Paths may name {upstream_ref} (the request's id). Creating POSTs carry the step's outbox key
+    as Idempotency-Key, like every POST of this sink; the API's idempotency makes them once."""
+
+    # GET ?asset=<asset> (+ existing_work_query) -> a list of open requests ({"id", and
+    # "external_ref" when it is ours}); unset: existing work is never looked for
+    existing_work_path: str | None = None
+    existing_work_query: dict[str, str] = Field(default_factory=lambda: {"status": "open"})
+    # GET ?material=&plant=&storage_location= -> {"available": <number>}
+    stock_path: str | None = None
+    reservation_path: str | None = None  # POST of the reservation step's body
+    requisition_path: str | None = None  # POST of the requisition step's body
+
+
 class RestSinkConfig(StrictModel):
     """`[[upstreams]] type = "rest"`: a CMMS/EAM REST API that honours Idempotency-Key."""
 
@@ -87,6 +110,10 @@ class RestSinkConfig(StrictModel):
     reconcile: ReconcileMode = ReconcileMode.LOOKUP
     reconcile_after_seconds: float = Field(default=20 * 3600.0, ge=0)
     lookup_query_param: str = Field(default="external_ref", min_length=1)
+    workflow: RestWorkflowConfig = RestWorkflowConfig()
+    existing_work: ExistingWork = ExistingWork.CREATE  # for rules that do not say
+    existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
+    spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
     # Status both ways (gateway/asset_status.py, gateway/status_poll.py): `status` sends each
     # asset's condition state to `asset_status_path`; the requests we created are read back
     # every `status_poll_seconds` (0: never) and their status word mapped onto our states.
@@ -225,14 +252,26 @@ class RestSink:
         asset in this batch wait too (a clear never overtakes its raise)."""
         return await send_in_episode_lanes(batch, self.send_one, self._cfg.concurrent_requests)
 
+    def parts_for(self, asset: str, failure_code: str) -> Sequence[PartLine]:
+        """The registry's parts for a raise: a chain only when every step has a path."""
+        wf = self._cfg.workflow
+        if not (wf.stock_path and wf.reservation_path and wf.requisition_path):
+            return ()
+        return tuple(self._cfg.spare_parts.get(asset, {}).get(failure_code, ()))
+
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         msg = rec.message
+        if msg.kind in PART_STEPS:
+            return await self._part_step(rec)
         if msg.kind is MessageKind.MAINTENANCE_REQUEST:
             path = self._cfg.request_path
             if self._reconcile_due(rec):
                 found = await self._lookup(rec)
                 if found is not None:
                     return found
+            existing = await self._existing_work(rec)
+            if existing is not None:
+                return existing
         elif msg.kind is MessageKind.STATUS_UPDATE:
             if not rec.upstream_ref:
                 return Delivery(rec.id, Outcome.REJECTED, reason=(
@@ -346,6 +385,79 @@ class RestSink:
         except orjson.JSONDecodeError as exc:
             raise UpstreamReadError(f"{self.name}: GET {path}: not JSON") from exc
 
+    async def _post_json(self, rec: OutboxRecord, path: str, body: Any, key: str
+                         ) -> bytes | Delivery:
+        try:
+            headers = {"Idempotency-Key": sf_string(key), "Content-Type": "application/json"}
+            data = canonical_json(body)
+        except (ValueError, TypeError) as exc:
+            return Delivery(rec.id, Outcome.REJECTED, reason=f"cannot encode the message: {exc}")
+        return await self._exchange(rec.id, "POST", path, body=data, headers=headers)
+
+    async def _existing_work(self, rec: OutboxRecord) -> Delivery | None:
+        """Under `link`/`skip`: ACCEPTED with an open request on the asset that is not ours
+        (linked: our raise posted to it as a status update "linked"); None otherwise."""
+        body, wf = rec.message.body, self._cfg.workflow
+        policy = policy_for(body, self._cfg.existing_work_rules, self._cfg.existing_work)
+        if policy is ExistingWork.CREATE or wf.existing_work_path is None:
+            return None
+        answer = await self._exchange(rec.id, "GET", wf.existing_work_path, params={
+            **wf.existing_work_query, "asset": str(body.get("asset", ""))})
+        if isinstance(answer, Delivery):
+            return replace(answer, reason=f"look-up of open work: {answer.reason}")
+        try:
+            doc = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            doc = None
+        items = doc if isinstance(doc, list) else None
+        if items is None:
+            return Delivery(rec.id, Outcome.RETRY, reason=(
+                "look-up of open work: 2xx without a JSON list; not creating blind"))
+        key = str(body.get("dedup_key", ""))
+        theirs = [i for i in map(_id_of, (x for x in items if isinstance(x, dict)
+                                          and x.get("external_ref") != key)) if i]
+        if not theirs:
+            return None
+        if policy is ExistingWork.LINK:
+            path = self._cfg.status_path.replace("{upstream_ref}", quote(theirs[0], safe=""))
+            got = await self._post_json(rec, path, dict(body) | {"status": "linked"},
+                                        f"link:{rec.message.key}")
+            if isinstance(got, Delivery):
+                return replace(got, reason=f"link to {theirs[0]}: {got.reason}")
+        return Delivery(rec.id, Outcome.ACCEPTED, receipt=theirs[0],
+                        reason=f"{policy}: request {theirs[0]} is open on this asset already")
+
+    async def _part_step(self, rec: OutboxRecord) -> Delivery:
+        msg, wf = rec.message, self._cfg.workflow
+        ref = quote(str(msg.body.get("request_ref", "")), safe="")
+        if msg.kind is MessageKind.PARTS_STOCK and wf.stock_path:
+            levels: dict[str, float] = {}
+            for raw in msg.body.get("parts") or []:
+                part = PartLine.model_validate(raw)
+                answer = await self._exchange(rec.id, "GET", wf.stock_path, params={
+                    "material": part.material, "plant": part.plant,
+                    "storage_location": part.storage_location})
+                if isinstance(answer, Delivery):
+                    return replace(answer, reason=f"stock of {part.place}: {answer.reason}")
+                try:
+                    levels[part.place] = float(orjson.loads(answer)["available"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    return Delivery(rec.id, Outcome.RETRY, reason=(
+                        f"stock of {part.place}: no number 'available' in the answer"))
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=stock_receipt(levels))
+        path = (wf.reservation_path if msg.kind is MessageKind.PARTS_RESERVATION
+                else wf.requisition_path)
+        if not path:
+            return Delivery(rec.id, Outcome.REJECTED, reason=f"no path configured for {msg.kind}")
+        got = await self._post_json(rec, path.replace("{upstream_ref}", ref), msg.body, msg.key)
+        if isinstance(got, Delivery):
+            return got
+        receipt = _created_id(got)
+        if receipt is None:
+            return Delivery(rec.id, Outcome.RETRY, reason=(
+                "2xx without a usable 'id'; retrying under the same Idempotency-Key"))
+        return Delivery(rec.id, Outcome.ACCEPTED, receipt=receipt)
+
 
 def _rest_record(cfg: RestSinkConfig, doc: dict[str, Any], ident: str) -> UpstreamRecord:
     """A request as the API showed it, its status word mapped onto our three states."""
@@ -353,6 +465,9 @@ def _rest_record(cfg: RestSinkConfig, doc: dict[str, Any], ident: str) -> Upstre
     ref = doc.get("external_ref")
     state = work_state(raw, cfg.in_progress_statuses, cfg.completed_statuses)
     return UpstreamRecord(ident, state, raw, str(ref) if ref is not None else None)
+
+
+    # --- workflow: existing work, parts steps ---------------------------------------------
 
 
 def _delivery(record_id: int, v: Verdict) -> Delivery:

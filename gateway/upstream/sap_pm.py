@@ -39,6 +39,7 @@ from gateway.upstream.sap_odata import (
     odata_time,
     results_of,
 )
+from gateway.upstream.sap_parts import SapPartsSteps
 from gateway.upstream.sap_pm_config import (
     NotificationTypes,
     OnClear,
@@ -49,16 +50,22 @@ from gateway.upstream.sap_pm_config import (
 )
 from gateway.upstream.sap_pm_texts import (
     clear_note,
+    link_marker,
+    link_note,
     long_text,
     note_marker,
     short_text,
 )
+from gateway.workflow import PART_STEPS, ExistingWork, PartLine, policy_for
 
 ENTITY_SET = "MaintenanceNotification"
 MAX_EXT_REF = 20
 # NotifProcessingPhase values that mean "completed or beyond" [U]: only "1" (outstanding) is
 # confirmed by a vendor sample; "4" is completed in the standard phase domain as we know it.
 DONE_PHASES = frozenset({"4", "5"})
+# Open work made by someone else: phases "1" outstanding [T], "2" postponed and "3" in process
+# (both unverified; the shared doc's recommended `lt '4'`, spelled as the equalities it means).
+OPEN_PHASES = ("1", "2", "3")
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 UNCLEAR_STATUSES = frozenset({504})  # a proxy gave up; the backend may still commit
 
@@ -73,6 +80,7 @@ class SapPmSink:
         """`authorization`: the Basic header value; None with OAuth2 (`cfg.auth`)."""
         self.name = cfg.name
         self._cfg = cfg
+        self.config = cfg
         self._zone = ZoneInfo(cfg.malfunction_timezone)
         timeout = client_timeout(cfg.connect_timeout_seconds, cfg.first_byte_timeout_seconds,
                                  cfg.total_timeout_seconds)
@@ -87,6 +95,12 @@ class SapPmSink:
         self._authorization = authorization
         self._services: dict[str, ODataClient] = {}  # other services of the system, by path
         self._flights: dict[str, tuple[asyncio.Lock, int]] = {}  # key -> (lock, users)
+        self._parts = SapPartsSteps(self)
+
+    def parts_for(self, asset: str, failure_code: str) -> Sequence[PartLine]:
+        """The spare parts a raise of `failure_code` on `asset` needs (the registry's list):
+        after its notification exists, gateway/workflow.py chains the parts steps."""
+        return tuple(self._cfg.spare_parts.get(asset, {}).get(failure_code, ()))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -134,6 +148,8 @@ class SapPmSink:
                 return await self._raise(rec)
             if kind is MessageKind.STATUS_UPDATE:
                 return await self._clear(rec)
+            if kind in PART_STEPS:
+                return await self._parts.send(rec)
         except (CsrfUnavailable, OAuth2Unavailable) as exc:
             return Delivery(rec.id, Outcome.RETRY, reason=str(exc))
         except OAuth2Refused as exc:  # a configuration fault: loud, and no retrying it
@@ -159,6 +175,8 @@ class SapPmSink:
             return held
         async with self._single_flight(key):
             found = await self._lookup(rec.id, key)
+            if found is None:
+                found = await self._existing_work(rec, payload)
             if found is not None:
                 return found
             try:
@@ -223,6 +241,46 @@ class SapPmSink:
             said += f"; {len(numbers)} notifications carry it: {', '.join(numbers)}"
         return Delivery(record_id, Outcome.ACCEPTED, receipt=numbers[0], reason=said)
 
+    async def _existing_work(self, rec: OutboxRecord, payload: Mapping[str, Any]
+                             ) -> Delivery | None:
+        """Under `link` or `skip`: ACCEPTED with an open notification on the same technical
+        object that someone else made (linked: our evidence added to its long text); None
+        under `create` or when there is none. Runs after our own reference was not found."""
+        body = rec.message.body
+        policy = policy_for(body, self._cfg.existing_work_rules, self._cfg.existing_work)
+        if policy is ExistingWork.CREATE:
+            return None
+        phases = " or ".join(f"NotifProcessingPhase eq '{p}'" for p in OPEN_PHASES)
+        label = odata_string(str(payload["TechnicalObject"]))
+        answer = await self.client.read(ENTITY_SET, {
+            "$filter": f"TechnicalObjectLabel eq {label} and ({phases})",
+            "$select": "MaintenanceNotification,MaintNotifExtReferenceNumber,"
+                       "MaintNotificationLongText",
+            "$format": "json"})
+        if not answer.ok:
+            return self._failure(rec.id, answer, "look-up of open notifications")
+        found = results_of(answer.body)
+        if found is None:
+            return Delivery(rec.id, Outcome.RETRY, reason=(
+                "look-up of open notifications: unreadable body; not creating blind"))
+        open_ones = sorted((f for f in found if f.get("MaintenanceNotification")),
+                           key=lambda f: str(f["MaintenanceNotification"]).zfill(12))
+        if not open_ones:
+            return None
+        first = open_ones[0]
+        number = str(first["MaintenanceNotification"])
+        if policy is ExistingWork.SKIP:
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=number, reason=(
+                f"skipped: notification {number} is open on this object already"))
+        if link_marker(body) not in str(first.get("MaintNotificationLongText") or ""):
+            resource = f"{ENTITY_SET}({odata_string(number)})"
+            answer = await self.client.write("PATCH", resource,
+                                             payload={"MaintNotifLongTextForEdit": link_note(body)})
+            if not answer.ok:
+                return self._failure(rec.id, answer, f"link note on notification {number}")
+        return Delivery(rec.id, Outcome.ACCEPTED, receipt=number, reason=(
+            f"linked: evidence noted on open notification {number}"))
+
     def notification(self, body: Mapping[str, Any]) -> dict[str, Any] | str:
         """The create payload for a canonical raise, or the plain reason it cannot be made."""
         asset = str(body.get("asset", ""))
@@ -277,7 +335,8 @@ class SapPmSink:
                 "nothing to clear"))
         resource = f"{ENTITY_SET}({odata_string(number)})"
         answer = await self.client.read(resource, {
-            "$select": "MaintenanceNotification,NotifProcessingPhase,MaintNotificationLongText",
+            "$select": "MaintenanceNotification,NotifProcessingPhase,MaintNotificationLongText,"
+                       "MaintNotifExtReferenceNumber",
             "$format": "json"})
         if not answer.ok:
             return self._failure(rec.id, answer, f"read of notification {number}")
@@ -288,9 +347,14 @@ class SapPmSink:
         phase = str(current.get("NotifProcessingPhase") or "")
         if phase in DONE_PHASES:  # completed meanwhile (by a planner, or by our lost answer)
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
+        ours = str(current.get("MaintNotifExtReferenceNumber") or "") == msg.body.get("dedup_key")
+        said = str(current.get("MaintNotificationLongText") or "")
+        if not ours and link_marker(msg.body) not in said:  # skipped to it: we never wrote there
+            return Delivery(rec.id, Outcome.ACCEPTED, receipt=number, reason=(
+                f"notification {number} is someone else's and was not linked: left as it is"))
         patch = self._malfunction_end(msg.body)
         # A repeated clear (its answer was lost) finds its note already there: no second one.
-        if note_marker(msg.body) not in str(current.get("MaintNotificationLongText") or ""):
+        if note_marker(msg.body) not in said:
             patch["MaintNotifLongTextForEdit"] = clear_note(msg.body)
         if patch:
             etag = answer.etag or (current.get("__metadata") or {}).get("etag")
@@ -302,7 +366,8 @@ class SapPmSink:
                     "reading it again"))
             if not answer.ok:
                 return self._failure(rec.id, answer, f"clear note on notification {number}")
-        if self._cfg.on_clear is OnClear.COMPLETE:
+        # a linked or skipped-to notification is someone else's: noted, never completed by us
+        if self._cfg.on_clear is OnClear.COMPLETE and ours:
             answer = await self.client.write(
                 "POST", "CompleteMaintNotification",
                 params={"MaintenanceNotification": odata_string(number)})
@@ -318,6 +383,10 @@ class SapPmSink:
         return {"MalfunctionEndDate": odata_date(ended), "MalfunctionEndTime": odata_time(ended)}
 
     # --- failures ---------------------------------------------------------------------------
+
+    def failure(self, record_id: int, answer: Answer, what: str) -> Delivery:
+        """A non-2xx answer as a Delivery (for the parts steps, gateway/upstream/sap_parts.py)."""
+        return self._failure(record_id, answer, what)
 
     def _failure(self, record_id: int, answer: Answer, what: str) -> Delivery:
         """A non-2xx answer as a Delivery; the OData error message is quoted in the reason."""

@@ -19,6 +19,7 @@ from gateway.upstream.limits import (
     UpstreamLimits,
 )
 from gateway.upstream.oauth2 import OAuth2ClientCredentials
+from gateway.workflow import ExistingWork, PartsTable
 
 if TYPE_CHECKING:
     from gateway.upstream.sap_pm import SapPmSink
@@ -73,6 +74,22 @@ class NotificationTypes(StrictModel):
     request: str = Field(default="M1", min_length=1, max_length=2)
 
 
+class SapPartsConfig(StrictModel):
+    """The spare-parts chain (gateway/upstream/sap_parts.py): stock, reservation, requisition.
+    It runs for a raise whose asset and failure code have parts in the asset registry."""
+
+    stock_service_path: str = "/sap/opu/odata/sap/API_MATERIAL_STOCK_SRV"
+    reservation_service_path: str = "/sap/opu/odata/sap/API_RESERVATION_DOCUMENT_SRV"
+    requisition_service_path: str = "/sap/opu/odata/sap/API_PURCHASEREQ_PROCESS_SRV"
+    # A reservation cannot name a notification (RESV [S]): it is booked on a cost center
+    # (movement type 201) and names the notification in its item text.
+    cost_center: str = Field(default="", max_length=10)
+    goods_movement_type: str = Field(default="201", min_length=3, max_length=3)
+    requisition_type: str = Field(default="NB", min_length=1, max_length=4)
+    purchasing_group: str = Field(default="", max_length=3)
+    lead_time_days: int = Field(default=7, ge=0)  # DeliveryDate / requirement date from now
+
+
 class SapPmSinkConfig(StrictModel):
     """`[[upstreams]] type = "sap_pm"`: SAP S/4HANA PM notifications (OData v2, CSRF)."""
 
@@ -103,6 +120,12 @@ class SapPmSinkConfig(StrictModel):
     reported_by_user: str = Field(default="", max_length=12)
     detection_code_group: str = Field(default="", max_length=8)
     detection_code: str = Field(default="", max_length=4)
+    # open notifications on the asset made by someone else: what a raise does (per rule in
+    # the rule file's `existing_work`; this is the default for rules that do not say)
+    existing_work: ExistingWork = ExistingWork.CREATE
+    existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
+    parts: SapPartsConfig = SapPartsConfig()
+    spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
     @field_validator("service_path")
     @classmethod

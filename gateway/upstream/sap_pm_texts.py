@@ -54,3 +54,12 @@ def clear_note(body: Mapping[str, Any]) -> str:
     return _cut(f"{note_marker(body)} condition cleared {body.get('cleared_at', '?')}: "
                 f"{body.get('reason', '')} ({body.get('signal', '?')} = {_value(body)})",
                 MAX_LONG_TEXT)
+
+
+def link_marker(body: Mapping[str, Any]) -> str:
+    return f"[PlantBridge link {body.get('dedup_key')}]"
+
+
+def link_note(body: Mapping[str, Any]) -> str:
+    """Our evidence, added to an open notification someone else made (existing_work = link)."""
+    return _cut(f"{link_marker(body)} {short_text(body)}\n{long_text(body)}", MAX_LONG_TEXT)

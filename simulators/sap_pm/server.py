@@ -26,6 +26,8 @@ from aiohttp import web
 from simulators.httpsim import HttpSimulator
 from simulators.sap_pm.faults import WRITE_METHODS, Fault, FaultMode, Faults
 from simulators.sap_pm.masterdata import EQUIPMENT_PATH, FLOC_PATH, MasterData
+from simulators.sap_pm.materials import PATHS as MATERIAL_PATHS
+from simulators.sap_pm.materials import Hold, Materials
 from simulators.sap_pm.notifications import (
     PHASE_COMPLETED,
     PHASE_IN_PROCESS,
@@ -106,6 +108,7 @@ class SapPmSimulator(HttpSimulator):
         self.oauth = None if oauth_clients is None else TokenIssuer(
             oauth_clients, token_lifetime_seconds, sap_client, clock)
         self.master = master_data or MasterData()
+        self.materials = Materials()  # stock, reservations, requisitions (no dedup of its own)
 
     @property
     def service_url(self) -> str:
@@ -133,6 +136,8 @@ class SapPmSimulator(HttpSimulator):
         app.router.add_route("*", SERVICE_PATH + "{tail:.*}", self._front)
         for path in (EQUIPMENT_PATH, FLOC_PATH):
             app.router.add_route("GET", path + "{tail:.*}", self._front)
+        for path in MATERIAL_PATHS:
+            app.router.add_route("*", path + "{tail:.*}", self._front)
         if self.oauth is not None:
             app.router.add_post(TOKEN_PATH, self.oauth.handle)
 
@@ -248,6 +253,17 @@ class SapPmSimulator(HttpSimulator):
         method = request.method
         if request.query.get("$format", "json") != "json":
             raise ODataError(400, "/IWBEP/CM_MGW_RT/005", "The simulator speaks JSON only")
+        service = next((p for p in MATERIAL_PATHS if request.path.startswith(p)), None)
+        if service is not None:  # stock, reservations, requisitions
+            payload = await self._payload(request) if method == "POST" else None
+            hold = self.materials.holds.pop(tail, None)
+            if hold is Hold.BEFORE:
+                await self.materials.wait_at_gate()
+            status, doc = self.materials.answer(service, tail, method, request.query, payload,
+                                                self.url + service)
+            if hold is Hold.AFTER:
+                await self.materials.wait_at_gate()
+            return self.drop(request) if hold is Hold.DROP else _json(status, {"d": doc})
         if not request.path.startswith(SERVICE_PATH):  # API_EQUIPMENT, API_FUNCTIONALLOCATION
             service = EQUIPMENT_PATH if request.path.startswith(EQUIPMENT_PATH) else FLOC_PATH
             return _json(200, {"d": self.master.answer(service, tail, request.query, self.url)})
