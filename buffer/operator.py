@@ -223,6 +223,19 @@ class OperatorViews(StoreBase):
         return [EpisodeRequest(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
                                STATE_NAMES[r[9]], r[10]) for r in rows]
 
+    async def episode_steps(self, episode_ids: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+        """(kind, state) of every outbox row of these episode ids (lanes such as the parts
+        chain's `<episode>#parts` included when asked for by that id)."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        async with self._lock:
+            for chunk in chunks(list(dict.fromkeys(episode_ids))):
+                rows = await self._read(
+                    "SELECT episode_id, kind, state FROM outbox WHERE episode_id IN"
+                    f" ({placeholders(len(chunk))}) ORDER BY id", chunk)
+                for ep, kind, state in rows:
+                    out.setdefault(ep, []).append((kind, STATE_NAMES[state]))
+        return out
+
     async def resend_request(self, message: OutboxMessage) -> str:
         """Send a maintenance request again under its original key (`reconcile --fix`).
 

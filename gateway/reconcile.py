@@ -11,7 +11,10 @@ dedup key) and the answer compared with the outbox (episodes, messages, receipts
 - unknown upstream: a record carries our reference but is not the one we know (a duplicate,
   or one entered by hand with our reference).
 - closed upstream: our record is completed upstream while the condition is still open here.
-- parts: checked once the spare-parts chain exists (not yet).
+- parts missing: the request was delivered and the registry lists spare parts for the asset
+  and the rule's failure code, but no reservation was accepted (the chain's steps dead-lettered,
+  or never started). Read from the outbox: each step looked its own reference up upstream
+  before creating, so an accepted step is held upstream.
 
 A request still pending locally is in flight, not a difference. Reads take no lock of the
 daemon's; `--fix` is one short write transaction per re-sent request.
@@ -26,8 +29,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from gateway.messages import dedup_key, iso_time, messages_for
-from gateway.model import OutboxMessage, RequestDetails, Transition, TransitionKind
+from gateway.model import MessageKind, OutboxMessage, RequestDetails, Transition, TransitionKind
 from gateway.status_poll import StatusReader, UpstreamReadError, WorkState
+from gateway.workflow import PARTS_LANE_SUFFIX
 
 if TYPE_CHECKING:
     from buffer.operator import EpisodeRequest
@@ -49,12 +53,14 @@ class Difference(enum.StrEnum):
     MISSING_UPSTREAM = "missing_upstream"
     UNKNOWN_UPSTREAM = "unknown_upstream"
     CLOSED_UPSTREAM = "closed_upstream"
+    PARTS_MISSING = "parts_missing"
 
 
 WORDS = {
     Difference.MISSING_UPSTREAM: "MISSING UPSTREAM",
     Difference.UNKNOWN_UPSTREAM: "NOT KNOWN HERE",
     Difference.CLOSED_UPSTREAM: "CLOSED UPSTREAM",
+    Difference.PARTS_MISSING: "PARTS MISSING",
 }
 
 
@@ -88,8 +94,7 @@ class Report:
         return {"since": self.since, "episodes": self.episodes, "checked": self.checked,
                 "in_flight": self.in_flight,
                 "findings": [asdict(f) | {"kind": str(f.kind)} for f in self.findings],
-                "errors": dict(self.errors), "skipped": dict(self.skipped),
-                "parts": "not checked: no spare-parts chain in this release"}
+                "errors": dict(self.errors), "skipped": dict(self.skipped)}
 
 
 Rebuild = Callable[["EpisodeRequest"], OutboxMessage]
@@ -97,8 +102,10 @@ Rebuild = Callable[["EpisodeRequest"], OutboxMessage]
 
 async def reconcile(outbox: OutboxStore, readers: Mapping[str, StatusReader], since: float,
                     *, fix: bool = False, rebuild: Rebuild | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> Report:
-    """Compare the outbox since `since` with the upstreams in `readers` (by sink name)."""
+                    progress: Callable[[int, int], None] | None = None,
+                    failure_code_of: Callable[[str, str], str] | None = None) -> Report:
+    """Compare the outbox since `since` with the upstreams in `readers` (by sink name).
+    `failure_code_of(rule_id, asset)` enables the parts check (the rule's failure code)."""
     report = Report(iso_time(since))
     rows = await outbox.episodes_with_requests(since)
     report.episodes = len({r.episode_id for r in rows})
@@ -123,7 +130,39 @@ async def reconcile(outbox: OutboxStore, readers: Mapping[str, StatusReader], si
             report.findings.append(finding)
         if row.state == "pending" and not found:
             report.in_flight += 1
+    if failure_code_of is not None:
+        report.findings += await _parts_missing(outbox, readers, rows, failure_code_of)
     return report
+
+
+async def _parts_missing(outbox: OutboxStore, readers: Mapping[str, StatusReader],
+                         rows: Sequence[EpisodeRequest],
+                         failure_code_of: Callable[[str, str], str]) -> list[Finding]:
+    """Delivered requests whose asset needs spare parts and whose reservation was never
+    accepted (the chain's lane is `<episode>#parts`, see gateway/workflow.py)."""
+    wanted: list[tuple[EpisodeRequest, str]] = []
+    for row in rows:
+        parts_for = getattr(readers.get(row.sink), "parts_for", None)
+        code = failure_code_of(row.rule_id, row.asset)
+        if row.state == "delivered" and parts_for is not None and code \
+                and parts_for(row.asset, code):
+            wanted.append((row, code))
+    steps = await outbox.episode_steps([r.episode_id + PARTS_LANE_SUFFIX for r, _ in wanted])
+    out = []
+    for row, code in wanted:
+        done = steps.get(row.episode_id + PARTS_LANE_SUFFIX, [])
+        kinds = {kind: state for kind, state in done}
+        if kinds.get(MessageKind.PARTS_RESERVATION.value) == "delivered" or \
+                "pending" in kinds.values():
+            continue  # reserved, or a step still on its way
+        dead = [k.removeprefix("parts_") for k, st in done if st == "dead"]
+        why = (f"the {', '.join(dead)} step was dead-lettered (see plantbridge dead-letters)"
+               if dead else "no parts step was started (parts added to the registry later?)")
+        out.append(Finding(Difference.PARTS_MISSING, row.sink, row.asset, row.rule_id,
+                           row.episode_id, dedup_key(row.episode_id), iso_time(row.raised_at),
+                           row.receipt, row.receipt, "",
+                           f"spare parts for failure code {code} were not reserved: {why}"))
+    return out
 
 
 def _with_fix(f: Finding, done: str) -> Finding:
@@ -185,6 +224,17 @@ def request_rebuilder(rules: RuleSet, site: str) -> Rebuild:
     return rebuild
 
 
+def failure_codes(rules: RuleSet) -> Callable[[str, str], str]:
+    """(rule_id, asset) -> the failure code the rule gives that asset's requests ("" none)."""
+    specs = {r.rule_id: r for r in rules.rules}
+
+    def code(rule_id: str, asset: str) -> str:
+        rule = specs.get(rule_id)
+        return "" if rule is None else rule.per_asset.get(asset, rule.spec).failure_code
+
+    return code
+
+
 def _fill(template: str, names: Mapping[str, Any]) -> str:
     try:
         return template.format(**names)
@@ -211,7 +261,6 @@ def format_text(report: Report) -> str:
         lines.append(f"      {f.explanation}")
         if f.fixed:
             lines.append(f"      fix: {f.fixed} (it will be delivered by the running gateway)")
-    lines.append("Spare parts: not checked (no spare-parts chain in this release).")
     return "\n".join(lines)
 
 
@@ -231,7 +280,8 @@ async def run_reconcile(loaded: Any, window_seconds: float, *, fix: bool, now: f
         async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
             return await reconcile(store, readers, now - window_seconds, fix=fix,
                                    rebuild=request_rebuilder(loaded.rules, cfg.gateway.site),
-                                   progress=progress)
+                                   progress=progress,
+                                   failure_code_of=failure_codes(loaded.rules))
     finally:
         for sink in built:
             await sink.aclose()

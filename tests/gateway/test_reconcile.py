@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -18,6 +19,7 @@ from buffer.store import OutboxStore
 from gateway import cli
 from gateway import config as config_mod
 from gateway.messages import dedup_key, messages_for
+from gateway.model import Delivery, Outcome
 from gateway.reconcile import (
     Difference,
     format_text,
@@ -26,6 +28,7 @@ from gateway.reconcile import (
     request_rebuilder,
     run_reconcile,
 )
+from gateway.workflow import follow_ups
 from rules import RuleSet
 from simulators.sap_pm import SapPmSimulator
 from tests.e2e.conftest import stack as stack  # the whole stack: broker, simulator, daemon
@@ -33,6 +36,7 @@ from tests.e2e.stack import Stack
 from tests.harness import wait_for
 from tests.upstream.sap_pm.conftest import EQUIPMENT, sink_config
 from tests.upstream.sap_pm.conftest import transition as sap_transition
+from tests.upstream.sap_pm.test_chain import PARTS as CHAIN_PARTS
 
 RULE = """
 [[rule]]
@@ -149,6 +153,48 @@ async def test_sap_notification_deleted_upstream_is_created_again_once(tmp_path:
         assert refs == [dedup_key("vib-high/pump-1/1")]
         again = await reconcile(store, {"sap": sink}, time.time() - 3600)
         assert again.findings == [] and again.checked == 1
+    finally:
+        await sink.aclose()
+        await store.close()
+        await sim.stop()
+
+
+async def test_parts_not_reserved_are_named(tmp_path: Path) -> None:
+    """The spare-parts chain (gateway/workflow.py) through the SAP simulator: a reserved
+    episode passes; one whose chain never started, and one whose stock step was
+    dead-lettered, are PARTS MISSING."""
+    sim = SapPmSimulator(equipment=EQUIPMENT)
+    await sim.start()
+    sim.materials.set_stock("BRG-6205", "1010", "0001", 10)
+    sink = sink_config(sim.url, spare_parts=CHAIN_PARTS,
+                       parts={"cost_center": "CC-1"}).build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+    now = time.time()
+
+    async def drain(*, chain: bool, dead_kind: str = "") -> None:
+        while leased := await store.lease("sap", 10, time.time()):
+            got = list(await sink.send(leased))
+            got = [Delivery(d.record_id, Outcome.REJECTED, reason="refused in the test")
+                   if r.message.kind == dead_kind else d for r, d in zip(leased, got, strict=True)]
+            follow = follow_ups(sink, leased, got) if chain else []
+            await store.settle_with_follow_ups(got, time.time(), follow)
+
+    try:
+        episodes = []
+        for n, (chain, dead) in enumerate([(True, ""), (False, ""), (True, "parts_stock")]):
+            t = sap_transition(episode=f"vib-high/pump-1/{n}", ts=now + n)
+            t = replace(t, request=replace(t.request, failure_code="BEARING"))
+            await store.commit([t], messages_for(t, ["sap"], "site-a"))
+            await drain(chain=chain, dead_kind=dead)
+            episodes.append(t.episode_id)
+        report = await reconcile(store, {"sap": sink}, now - 60,
+                                 failure_code_of=lambda rule, asset: "BEARING")
+        missing = {f.episode_id: f.explanation for f in report.findings
+                   if f.kind is Difference.PARTS_MISSING}
+        assert set(missing) == set(episodes[1:]), report.findings
+        assert "no parts step was started" in missing[episodes[1]]
+        assert "stock step was dead-lettered" in missing[episodes[2]]
+        assert "PARTS MISSING" in format_text(report)
     finally:
         await sink.aclose()
         await store.close()
