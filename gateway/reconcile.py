@@ -120,6 +120,11 @@ async def reconcile(outbox: OutboxStore, readers: Mapping[str, StatusReader], si
         ref = dedup_key(row.episode_id)
         try:
             found = await reader.records_by_reference(ref)
+            if row.receipt and row.receipt not in {r.id for r in found}:
+                # A record linked under `existing_work = "link"`/"skip" is someone else's and
+                # carries no reference of ours: look for the receipt itself.
+                linked = await reader.read_record(row.receipt)
+                found = [*found, linked] if linked is not None else found
         except UpstreamReadError as exc:
             report.errors[row.sink] = str(exc)
             continue

@@ -34,7 +34,7 @@ from simulators.sap_pm import SapPmSimulator
 from tests.e2e.conftest import stack as stack  # the whole stack: broker, simulator, daemon
 from tests.e2e.stack import Stack
 from tests.harness import wait_for
-from tests.upstream.sap_pm.conftest import EQUIPMENT, sink_config
+from tests.upstream.sap_pm.conftest import EQUIPMENT, record, sink_config
 from tests.upstream.sap_pm.conftest import transition as sap_transition
 from tests.upstream.sap_pm.test_chain import PARTS as CHAIN_PARTS
 
@@ -197,5 +197,33 @@ async def test_parts_not_reserved_are_named(tmp_path: Path) -> None:
         assert "PARTS MISSING" in format_text(report)
     finally:
         await sink.aclose()
+        await store.close()
+        await sim.stop()
+
+
+async def test_a_linked_record_is_not_missing(tmp_path: Path) -> None:
+    """Under `existing_work = "link"` the receipt is someone else's notification, which
+    carries no reference of ours: reconcile reads the receipt itself."""
+    sim = SapPmSimulator(equipment=EQUIPMENT)
+    await sim.start()
+    someone = sink_config(sim.url).build()
+    ours = sink_config(sim.url, existing_work_rules={"vib-high": "link"}).build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+    try:
+        (theirs,) = await someone.send([record(episode="entered-in-sap")])
+        t = sap_transition(episode="vib-high/pump-1/2", ts=time.time())
+        await store.commit([t], messages_for(t, ["sap"], "site-a"))
+        leased = await store.lease("sap", 10, time.time())
+        await store.settle(await ours.send(leased), time.time())
+        report = await reconcile(store, {"sap": ours}, time.time() - 60)
+        assert report.findings == [] and report.checked == 1
+        assert theirs.receipt is not None
+        sim.move(theirs.receipt, "completed")
+        report = await reconcile(store, {"sap": ours}, time.time() - 60)
+        assert [(f.kind, f.upstream_id) for f in report.findings] == [
+            (Difference.CLOSED_UPSTREAM, theirs.receipt)]
+    finally:
+        for sink in (someone, ours):
+            await sink.aclose()
         await store.close()
         await sim.stop()
