@@ -277,8 +277,15 @@ class StatusBothWays:
 
     async def _poll(self, poller: StatusPoller, sinks: Callable[[], Sequence[object]]) -> None:
         """Run one poller, refreshing the page's history after each round. Each round reads
-        through the upstream's current sink: a reload replaces (and closes) the old one."""
+        through the upstream's current sink: a reload replaces (and closes) the old one. The
+        first round is one interval after the start, not at it: a boot asks nothing of the
+        upstreams beyond what delivery needs (the rules' open_work state is durable)."""
+        with contextlib.suppress(StorageError):  # the page shows what is known at once
+            self.history = history_rows(await poller.outbox.upstream_status(limit=HISTORY_ROWS))
         while True:
+            poller.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(poller.wake.wait(), poller.interval_seconds)
             current = next((s for s in sinks() if getattr(s, "name", None) == poller.reader.name),
                            None)
             if isinstance(current, StatusReader):
@@ -290,9 +297,6 @@ class StatusBothWays:
                     limit=HISTORY_ROWS))
             except StorageError as exc:
                 poller.last_error = f"outbox: {exc}"
-            poller.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(poller.wake.wait(), poller.interval_seconds)
 
     def snapshot(self) -> dict[str, Any]:
         """The `/status` key `upstream_status`: what the page shows of status both ways."""
