@@ -28,8 +28,10 @@ from gateway.reconcile import (
     request_rebuilder,
     run_reconcile,
 )
+from gateway.upstream.rest import RestSinkConfig
 from gateway.workflow import follow_ups
 from rules import RuleSet
+from simulators.cmms import CmmsSimulator
 from simulators.sap_pm import SapPmSimulator
 from tests.e2e.conftest import stack as stack  # the whole stack: broker, simulator, daemon
 from tests.e2e.stack import Stack
@@ -225,5 +227,36 @@ async def test_a_linked_record_is_not_missing(tmp_path: Path) -> None:
     finally:
         for sink in (someone, ours):
             await sink.aclose()
+        await store.close()
+        await sim.stop()
+
+
+async def test_fix_requeues_a_dead_letter_and_leaves_a_pending_request(tmp_path: Path) -> None:
+    sim = CmmsSimulator(api_key="k")
+    await sim.start()
+    sink = RestSinkConfig.model_validate({
+        "type": "rest", "name": "cmms", "base_url": sim.url,
+        "auth": {"kind": "bearer", "token": {"value": "k"}}}).build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+    try:
+        dead, waiting = (sap_transition(episode=f"vib-high/pump-1/{n}", ts=time.time() + n)
+                         for n in (1, 2))
+        await store.commit([dead], messages_for(dead, ["cmms"], "s"))
+        (rec,) = await store.lease("cmms", 10, time.time())
+        await store.settle([Delivery(rec.id, Outcome.REJECTED, reason="422 in the test")],
+                           time.time())
+        await store.commit([waiting], messages_for(waiting, ["cmms"], "s"))
+        report = await reconcile(store, {"cmms": sink}, time.time() - 60, fix=True,
+                                 rebuild=request_rebuilder(RuleSet([]), "s"))
+        assert [(f.kind, f.episode_id, f.fixed) for f in report.findings] == [
+            (Difference.MISSING_UPSTREAM, dead.episode_id, "requeued")]
+        assert report.in_flight == 1
+        leased = await store.lease("cmms", 10, time.time())
+        assert {r.message.episode_id for r in leased} == {dead.episode_id, waiting.episode_id}
+        await store.settle(await sink.send(leased), time.time())
+        assert sorted(r["external_ref"] for r in sim.requests) == sorted(
+            dedup_key(t.episode_id) for t in (dead, waiting))
+    finally:
+        await sink.aclose()
         await store.close()
         await sim.stop()
