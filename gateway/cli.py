@@ -387,6 +387,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_async(run_demo(args.duration, args.scenario))
 
 
+def cmd_relay(args: argparse.Namespace) -> int:
+    """The fleet tier (gateway/relay): consume the hub stream, forward to the EAM."""
+    from gateway.relay.config import load_relay_config
+    from gateway.relay.main import print_fleet, run_relay
+
+    try:
+        cfg = load_relay_config(args.config)
+    except config_mod.ConfigError as exc:
+        _report(exc.problems, [])
+        print("refusing to start on an invalid relay config", file=sys.stderr)
+        return 1
+    if args.fleet:
+        return run_async(print_fleet(cfg))
+    if args.dead_letters or args.requeue:
+        from gateway.relay.dead_letters import dead_text, list_dead, requeue
+
+        if args.requeue:
+            print("\n".join(run_async(requeue(cfg, args.requeue))))
+            return 0
+        print(dead_text(run_async(list_dead(cfg))))
+        return 0
+    logs.setup(cfg.relay.log_level, cfg.relay.log_format)
+    run_async(run_relay(cfg))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="plantbridge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -449,6 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     st.add_argument("--json", action="store_true", help="the daemon's /status as it is")
     st.set_defaults(func=cmd_status)
+    rl = sub.add_parser("relay", help="fleet tier: forward events from NATS JetStream to the EAM")
+    rl.add_argument("--config", type=Path, default=Path("/etc/plantbridge/relay.toml"))
+    rl.add_argument("--fleet", action="store_true",
+                    help="print the gateways the running relay has seen, and exit")
+    rl.add_argument("--dead-letters", action="store_true",
+                    help="list the dead-letter stream (sequence, subject, upstream, reason)")
+    rl.add_argument("--requeue", nargs="+", type=int, metavar="SEQ",
+                    help="send these dead letters to the hub stream again")
+    rl.set_defaults(func=cmd_relay)
 
     rc = sub.add_parser("reconcile", help="compare the requests of a window with what each "
                                           "upstream holds; --fix sends missing ones again")

@@ -39,6 +39,7 @@ from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
 from gateway.upstream.maximo import MaximoSinkConfig
+from gateway.upstream.nats_config import NatsSinkConfig, inherit_site
 from gateway.upstream.rest import RestSinkConfig
 from gateway.upstream.sap_pm import SapPmSinkConfig
 from gateway.upstream.uns_config import UnsSinkConfig
@@ -51,7 +52,8 @@ SourceConfig = Annotated[
     MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
 ]
 UpstreamConfig = Annotated[
-    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | UnsSinkConfig, Field(discriminator="type")
+    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | UnsSinkConfig | NatsSinkConfig,
+    Field(discriminator="type"),
 ]
 
 
@@ -113,6 +115,11 @@ class PlantBridgeConfig(StrictModel):
     forwarding: ForwardingConfig = ForwardingConfig()
     sources: list[SourceConfig] = []
     upstreams: list[UpstreamConfig] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _site_to_backbone(cls, raw: Any) -> Any:
+        return inherit_site(raw)  # a nats upstream names the [gateway] site unless it says
 
     def outbox_path(self) -> Path:
         return self.buffer.resolved_path(self.gateway.state_dir)
@@ -180,7 +187,7 @@ class Examined:
     rules: RuleSet | None  # the rule set whenever the rule files are valid
 
 
-_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo", "uns"}
+_UNION_TAGS = {"mqtt", "opcua", "modbus", "rest", "sap_pm", "maximo", "uns", "nats"}
 _GROUPS = ("sources", "upstreams")
 
 
