@@ -158,7 +158,23 @@ _V6 = (
     "CREATE INDEX outbox_sink_pending ON outbox(sink, priority, id) WHERE state = 0",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6)
+_V_UPSTREAM_STATUS = (
+    # What each upstream said of the records we created there, as polled (gateway/status_poll):
+    # one row per (sink, episode, state) the first time that state was seen, so the history
+    # reads created -> in progress -> completed with times. `raw` is the upstream's own word
+    # (Maximo SR status, SAP system status / phase, the REST status field).
+    """CREATE TABLE upstream_status (
+        sink TEXT NOT NULL,
+        episode_id TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        state TEXT NOT NULL,                 -- created | in_progress | completed | missing
+        raw TEXT NOT NULL DEFAULT '',
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (sink, episode_id, state)
+    ) WITHOUT ROWID""",
+)
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_UPSTREAM_STATUS)
 LATEST = len(MIGRATIONS)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -272,10 +273,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"{args.id}: no episode, idempotency key or upstream id of that name in the "
               "outbox (or it is past the retention)", file=sys.stderr)
         return 1
+    upstream = run_async(trace.upstream_history(loaded.config, found.episode_id))
     if args.json:
-        print(orjson.dumps(trace.as_dict(found), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(trace.as_dict(found, upstream),
+                           option=orjson.OPT_INDENT_2).decode())
     else:
-        print(trace.format_text(found))
+        print(trace.format_text(found, upstream))
     return 0
 
 
@@ -334,6 +337,35 @@ def _outbox_drop(cfg: config_mod.PlantBridgeConfig, ids: list[int], yes: bool) -
     n = run_async(tools.drop(cfg, ids))
     print(f"dropped {n} record(s) for good")
     return 0 if n else 1
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from gateway import reconcile
+
+    try:
+        window = reconcile.parse_window(args.since)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    loaded = load_or_report(args.config, "{n} problem(s); nothing was compared")
+    if loaded is None:
+        return 1
+    logs.setup("warning")
+
+    def progress(n: int, total: int) -> None:
+        if n == total or n % 20 == 0:
+            print(f"\rcomparing {n}/{total}", end="\n" if n == total else "", file=sys.stderr,
+                  flush=True)
+
+    report = run_async(reconcile.run_reconcile(
+        loaded, window, fix=args.fix, now=time.time(),
+        progress=progress if sys.stderr.isatty() and not args.json else None))
+    if args.json:
+        print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(reconcile.format_text(report))
+    # 0: all agree; 1: differences (or an upstream not checked): a cron job can alert on it
+    return 1 if report.findings or report.errors else 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -452,6 +484,15 @@ def build_parser() -> argparse.ArgumentParser:
     rl.add_argument("--requeue", nargs="+", type=int, metavar="SEQ",
                     help="send these dead letters to the hub stream again")
     rl.set_defaults(func=cmd_relay)
+
+    rc = sub.add_parser("reconcile", help="compare the requests of a window with what each "
+                                          "upstream holds; --fix sends missing ones again")
+    rc.add_argument("--since", default="7d", help="window: 7d, 12h, 30m (default 7d)")
+    rc.add_argument("--fix", action="store_true",
+                    help="re-enqueue requests missing upstream (the running gateway sends them)")
+    rc.add_argument("--json", action="store_true")
+    rc.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rc.set_defaults(func=cmd_reconcile)
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")

@@ -23,6 +23,7 @@ from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway import story
+from gateway.asset_status import StatusBothWays
 from gateway.dedup import SampleGate
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
@@ -127,6 +128,10 @@ class Daemon:
                         tg.create_task(self.probes.run(), name="probes"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping")]
+                # --- status both ways (gateway/asset_status.py): northbound asset status,
+                # southbound polling of the records we created; stopped with the core ---
+                self.status_both_ways = StatusBothWays.start(self, tg)
+                core += self.status_both_ways.tasks
                 for src in cfg.sources:
                     self._start_source(src)
                 self._install_signals()
@@ -322,6 +327,7 @@ class Daemon:
     probes: Probes | None = None
     status_rows: StatusRows | None = None
     dead_list: list[DeadLetter] = []
+    status_both_ways: StatusBothWays | None = None  # gateway/asset_status.py
 
     async def refresh(self) -> None:
         if self.outbox is not None:
@@ -499,6 +505,8 @@ class Daemon:
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
             "refused_instances": {} if p is None else p.engine.refused_instances(),
             "outbox_notices": list(self.outbox_notices),
+            "upstream_status": {} if self.status_both_ways is None
+            else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
 
     def _one_line(self) -> str:

@@ -9,7 +9,7 @@ error) and the receipt. Read-only and lock-free, so it runs beside the daemon.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from buffer.attempts import (
@@ -19,6 +19,7 @@ from buffer.attempts import (
     StoredRecord,
     Trace,
 )
+from buffer.operator import UpstreamStatusRow
 from gateway.config import PlantBridgeConfig
 from gateway.messages import iso_time
 from gateway.story import message_facts
@@ -28,6 +29,12 @@ async def load(cfg: PlantBridgeConfig, ident: str) -> Trace | None:
     """The trace of what `ident` names in this gateway's outbox, or None."""
     async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
         return await store.trace(ident)
+
+
+async def upstream_history(cfg: PlantBridgeConfig, episode_id: str) -> list[UpstreamStatusRow]:
+    """What the upstreams said of the episode's records, as polled (gateway/status_poll)."""
+    async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
+        return await store.upstream_status(episode_id=episode_id)
 
 
 def _time(ts: float | None) -> str | None:
@@ -61,7 +68,7 @@ def _message(rec: StoredRecord | None, attempts: list[Attempt],
     }
 
 
-def as_dict(trace: Trace) -> dict[str, Any]:
+def as_dict(trace: Trace, upstream: Sequence[UpstreamStatusRow] = ()) -> dict[str, Any]:
     """The trace as plain JSON-able data (what `--json` prints)."""
     by_record: dict[int, list[Attempt]] = {}
     for a in trace.attempts:
@@ -90,7 +97,9 @@ def as_dict(trace: Trace) -> dict[str, Any]:
         "clear_value": clear_facts.get("value"),
         "clear_reason": clear_facts.get("reason"),
     }
-    return {"episode": episode, "messages": messages}
+    return {"episode": episode, "messages": messages,
+            "upstream_status": [{"sink": r.sink, "receipt": r.receipt, "state": r.state,
+                                 "raw": r.raw, "seen_at": _time(r.seen_at)} for r in upstream]}
 
 
 def _facts_of_kind(messages: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -102,9 +111,9 @@ def _facts_of(body: Mapping[str, Any] | None) -> dict[str, Any]:
     return {} if body is None else message_facts(body)
 
 
-def format_text(trace: Trace) -> str:
+def format_text(trace: Trace, upstream: Sequence[UpstreamStatusRow] = ()) -> str:
     """The trace for a person at a terminal."""
-    d = as_dict(trace)
+    d = as_dict(trace, upstream)
     ep = d["episode"]
     lines = [f"episode {ep['episode_id']}",
              f"  rule {ep['rule_id']} on asset {ep['asset']}, severity {ep['severity']}"]
@@ -138,4 +147,7 @@ def format_text(trace: Trace) -> str:
                 detail = detail[len(status):].lstrip(": ")
             lines.append(f"    #{a['number']:<3} {a['finished_at']}  {a['outcome']:<8} {status:<8} "
                          f"{latency:>8}  {detail}".rstrip())
+    for u in d["upstream_status"]:  # created -> in progress -> completed, as polled
+        said = f" ({u['raw']})" if u["raw"] else ""
+        lines.append(f"{u['sink']}: {u['receipt']} {u['state']}{said} seen {u['seen_at']}")
     return "\n".join(lines)

@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
+from gateway.status_poll import UpstreamReadError, UpstreamRecord, WorkState
 from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.maximo_config import (
     ClearAction,
@@ -348,6 +349,48 @@ class MaximoSink:
             return Delivery(record_id, Outcome.RETRY,
                             reason="2xx without a member[] list; asking again before creating")
         return found
+
+
+    # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
+
+    async def read_record(self, upstream_ref: str) -> UpstreamRecord | None:
+        """SR `upstream_ref` (its ticketid) now; None when Maximo no longer has it."""
+        found = await self._read_back(f"ticketid={where_literal(upstream_ref, 'ticketid')}")
+        return found[0] if found else None
+
+    async def records_by_reference(self, external_ref: str) -> list[UpstreamRecord]:
+        """Every SR whose externalrecid is `external_ref`."""
+        return await self._read_back(
+            f"externalrecid={where_literal(external_ref, 'external reference')}")
+
+    async def _read_back(self, where: str) -> list[UpstreamRecord]:
+        got = await self._http.request("GET", self._collection, params={
+            "lean": "1", "oslc.where": where, "oslc.select": "ticketid,status,externalrecid",
+            "oslc.orderBy": "+ticketid"})
+        if isinstance(got, BaseException):
+            raise UpstreamReadError(f"{self.name}: {transport_reason(got)}")
+        if not 200 <= got.status < 300:
+            raise UpstreamReadError(f"{self.name}: HTTP {got.status} "
+                                    f"{maximo_error(got.body, got.content_type)}")
+        found = members(got.body)
+        if found is None:
+            raise UpstreamReadError(f"{self.name}: 2xx without a member[] list")
+        return [sr_record(m) for m in found if m.get("ticketid") is not None]
+
+
+# IBM's SR app treats NEW, QUEUED, PENDING and INPROG as active and every other status as
+# done (IBM-APPS SRMOBILE AppController.js [S*]); INPROG and PENDING mean someone took it up.
+SR_WAITING = frozenset({"NEW", "QUEUED"})
+SR_WORKED_ON = frozenset({"INPROG", "PENDING"})
+
+
+def sr_record(member: Mapping[str, Any]) -> UpstreamRecord:
+    status = str(member.get("status") or "")
+    word = status.upper()
+    state = (WorkState.CREATED if word in SR_WAITING or not word
+             else WorkState.IN_PROGRESS if word in SR_WORKED_ON else WorkState.COMPLETED)
+    ref = member.get("externalrecid")
+    return UpstreamRecord(str(member["ticketid"]), state, status, str(ref) if ref else None)
 
 
 def _failed(record_id: int, got: Answer, step: str = "") -> Delivery:

@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.settings import Secret, StrictModel, TlsSettings
+from gateway.status_poll import UpstreamReadError, UpstreamRecord, work_state
 from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.limits import (
     DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
@@ -113,6 +114,16 @@ class RestSinkConfig(StrictModel):
     existing_work: ExistingWork = ExistingWork.CREATE  # for rules that do not say
     existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
     spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
+    # Status both ways (gateway/asset_status.py, gateway/status_poll.py): `status` sends each
+    # asset's condition state to `asset_status_path`; the requests we created are read back
+    # every `status_poll_seconds` (0: never) and their status word mapped onto our states.
+    status: bool = False
+    status_heartbeat_seconds: float = Field(default=0.0, ge=0)
+    asset_status_path: str = "/api/v1/asset-status"
+    status_poll_seconds: float = Field(default=300.0, ge=0)
+    in_progress_statuses: list[str] = ["in_progress", "acknowledged"]
+    completed_statuses: list[str] = ["resolved", "closed", "completed", "cancelled",
+                                     "rejected"]
 
     @model_validator(mode="after")
     def _paths(self) -> RestSinkConfig:
@@ -329,8 +340,50 @@ class RestSink:
                 f"lookup by {ref}: 2xx with an unreadable body; looking again before creating"))
         return Delivery(rec.id, Outcome.ACCEPTED, receipt=found[0]) if found else None
 
+    # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
 
-    # --- workflow: existing work, parts steps ---------------------------------------------
+    async def read_record(self, upstream_ref: str) -> UpstreamRecord | None:
+        """The request `upstream_ref` as the API shows it now; None when it is gone (404)."""
+        path = self._cfg.request_path.rstrip("/") + "/" + quote(upstream_ref, safe="")
+        doc = await self._get_json(path, None, missing_ok=True)
+        if doc is None:
+            return None
+        if not isinstance(doc, dict):
+            raise UpstreamReadError(f"{self.name}: GET {path} did not answer an object")
+        return _rest_record(self._cfg, doc, upstream_ref)
+
+    async def records_by_reference(self, external_ref: str) -> list[UpstreamRecord]:
+        """Every request carrying `external_ref` (ours, or someone else's copy of it)."""
+        doc = await self._get_json(self._cfg.request_path,
+                                   {self._cfg.lookup_query_param: external_ref},
+                                   missing_ok=False)
+        if isinstance(doc, dict):
+            doc = next((doc[k] for k in ("items", "member", "results", "data")
+                        if isinstance(doc.get(k), list)), None)
+        if not isinstance(doc, list):
+            raise UpstreamReadError(f"{self.name}: the lookup by {external_ref} answered no list")
+        return [_rest_record(self._cfg, item, ident) for item in doc
+                if isinstance(item, dict) and (ident := _id_of(item)) is not None]
+
+    async def _get_json(self, path: str, params: dict[str, str] | None, *,
+                        missing_ok: bool) -> Any:
+        """A GET's JSON; None for a 404 when `missing_ok`; UpstreamReadError otherwise."""
+        try:
+            async with self._get_session().get(self._base + path, params=params,
+                                               allow_redirects=False) as resp:
+                body = await resp.read()
+                status, ctype = resp.status, resp.content_type
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise UpstreamReadError(f"{self.name}: {transport_reason(exc)}") from exc
+        if status == 404 and missing_ok:
+            return None
+        if not 200 <= status < 300:
+            raise UpstreamReadError(f"{self.name}: GET {path}: HTTP {status} "
+                                    f"{problem_text(body, ctype)}".rstrip())
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamReadError(f"{self.name}: GET {path}: not JSON") from exc
 
     async def _post_json(self, rec: OutboxRecord, path: str, body: Any, key: str
                          ) -> bytes | Delivery:
@@ -404,6 +457,17 @@ class RestSink:
             return Delivery(rec.id, Outcome.RETRY, reason=(
                 "2xx without a usable 'id'; retrying under the same Idempotency-Key"))
         return Delivery(rec.id, Outcome.ACCEPTED, receipt=receipt)
+
+
+def _rest_record(cfg: RestSinkConfig, doc: dict[str, Any], ident: str) -> UpstreamRecord:
+    """A request as the API showed it, its status word mapped onto our three states."""
+    raw = str(doc.get("status") or "")
+    ref = doc.get("external_ref")
+    state = work_state(raw, cfg.in_progress_statuses, cfg.completed_statuses)
+    return UpstreamRecord(ident, state, raw, str(ref) if ref is not None else None)
+
+
+    # --- workflow: existing work, parts steps ---------------------------------------------
 
 
 def _delivery(record_id: int, v: Verdict) -> Delivery:

@@ -12,6 +12,7 @@ from simulators.cmms.idempotency import StoredResponse
 PROBLEM = "application/problem+json"
 PROBLEM_BASE = "https://cmms-sim.invalid/problems/"
 REQUESTS_PATH = "/api/v1/maintenance-requests"
+ASSET_STATUS_PATH = "/api/v1/asset-status"
 STATUSES = frozenset({"open", "acknowledged", "in_progress", "cleared", "resolved", "closed",
                       "cancelled", "rejected"})
 MAX_TITLE = 200
@@ -84,6 +85,14 @@ def status_errors(data: dict[str, Any]) -> list[dict[str, str]]:
     if err is None and data["status"] not in STATUSES:
         err = {"field": "status", "message": f"must be one of {sorted(STATUSES)}"}
     return [] if err is None else [err]
+
+
+def asset_status_errors(data: dict[str, Any]) -> list[dict[str, str]]:
+    """An asset status names its asset and says alarm or normal."""
+    found = [_text(data, "asset", 100, True), _text(data, "state", 20, True)]
+    if found[1] is None and data["state"] not in ("alarm", "normal"):
+        found[1] = {"field": "state", "message": "must be 'alarm' or 'normal'"}
+    return [e for e in found if e is not None]
 
 
 def invalid(errors: list[dict[str, str]]) -> StoredResponse:

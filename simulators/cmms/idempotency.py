@@ -122,6 +122,11 @@ class IdempotencyStore:
         """Forget a reservation whose result must not be stored (crash, or Stripe validation)."""
         self._entries.pop(scope, None)
 
+    def forget_key(self, key: str) -> None:
+        """Drop every entry of `key` (whatever principal and route), as expiry would."""
+        for scope in [s for s in self._entries if s[0] == key]:
+            del self._entries[scope]
+
     def __len__(self) -> int:
         return len(self._entries)
 

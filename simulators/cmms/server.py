@@ -64,6 +64,7 @@ class CmmsSimulator(HttpSimulator):
                         else TokenBucket(rate_limit_per_second, rate_limit_burst, clock))
         self.requests: list[dict[str, Any]] = []
         self.status_updates: list[dict[str, Any]] = []
+        self.asset_status: list[dict[str, Any]] = []  # POST /api/v1/asset-status, in order
         self.idempotency = IdempotencyStore(key_ttl_seconds, clock)
         # what a client's limits look like from here: the most API requests handled at once,
         # each API request's arrival (monotonic), and answers replayed from a stored key
@@ -85,6 +86,7 @@ class CmmsSimulator(HttpSimulator):
         app.router.add_get(r + "/{id}", self._get_request)
         app.router.add_post(r + "/{id}/status-updates", self._create_update)
         app.router.add_get("/api/v1/health", self._health)
+        app.router.add_post(api.ASSET_STATUS_PATH, self._create_asset_status)
 
     def _counter_key(self, request: web.Request) -> tuple[str, str]:
         info = request.match_info
@@ -229,6 +231,56 @@ class CmmsSimulator(HttpSimulator):
         loc = f"{api.REQUESTS_PATH}/{quote(rec['id'])}/status-updates/{upd['id']}"
         return api.created(api.update_view(upd), loc)
 
+    async def _create_asset_status(self, request: web.Request) -> web.StreamResponse:
+        return await self._idempotent(request, self._do_asset_status)
+
+    def _do_asset_status(self, request: web.Request, key: str, body: bytes) -> StoredResponse:
+        data = api.parse_json_object(body)
+        if isinstance(data, StoredResponse):
+            return data
+        errors = api.asset_status_errors(data)
+        if errors:
+            return api.invalid(errors)
+        rec = {"id": f"AS-{len(self.asset_status) + 1:06d}", "idempotency_key": key,
+               "body": data, "received_at": api.now_iso()}
+        self.asset_status.append(rec)
+        return api.created({"id": rec["id"]}, f"{api.ASSET_STATUS_PATH}/{rec['id']}")
+
+    # --- what a maintainer does (test hooks: no HTTP, no faults) --------------------------
+
+    def set_status(self, request_id: str, status: str) -> None:
+        """A planner moves the request on (in_progress, resolved, closed...)."""
+        rec = self._find(request_id)
+        if rec is None:
+            raise KeyError(request_id)
+        if status not in api.STATUSES:
+            raise ValueError(f"status must be one of {sorted(api.STATUSES)}")
+        rec["status"] = status
+        rec["status_history"].append({"status": status, "at": api.now_iso(), "by": "planner"})
+        self._save()
+
+    def delete_request(self, request_id: str) -> None:
+        """An administrator purges the request. Its Idempotency-Key goes with it, as it would
+        once the key's retention (24 h here) has passed: a resend then creates it again."""
+        rec = self._find(request_id)
+        if rec is None:
+            raise KeyError(request_id)
+        self.requests.remove(rec)
+        self.idempotency.forget_key(rec["idempotency_key"])
+        self._save()
+
+    def add_foreign(self, external_ref: str, asset: str, title: str = "Entered by hand",
+                    status: str = "open") -> str:
+        """A request someone made in the CMMS itself, carrying `external_ref`."""
+        at = api.now_iso()
+        rec = {"id": f"MR-{len(self.requests) + 1:06d}-X", "idempotency_key": "",
+               "body": {"title": title, "asset": asset, "external_ref": external_ref},
+               "status": status, "external_ref": external_ref, "created_at": at,
+               "status_history": [{"status": status, "at": at}]}
+        self.requests.append(rec)
+        self._save()
+        return str(rec["id"])
+
     # --- reads ---------------------------------------------------------------------------
 
     def _find(self, request_id: str) -> dict[str, Any] | None:
@@ -256,6 +308,7 @@ class CmmsSimulator(HttpSimulator):
         return {
             "requests": self.requests,
             "status_updates": self.status_updates,
+            "asset_status": self.asset_status,
             "counters": self.counters("path"),
             "faults": self.faults.as_json(),
             "idempotency_keys": len(self.idempotency),

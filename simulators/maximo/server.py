@@ -74,6 +74,19 @@ class MaximoSimulator(HttpSimulator):
         """Every SR created, oldest first (duplicates included: there is no dedup)."""
         return self.store.tickets
 
+    # --- what planners do in Maximo (test hooks: no HTTP, no faults) ---------------------
+
+    def set_status(self, ticketid: str, status: str) -> None:
+        """Move SR `ticketid` to `status` (QUEUED, INPROG, RESOLVED, CLOSED...)."""
+        ticket = next((t for t in self.store.tickets if t["ticketid"] == ticketid), None)
+        if ticket is None:
+            raise KeyError(ticketid)
+        ticket["status"] = status
+        self.store.touch(ticket)
+
+    def delete(self, ticketid: str) -> None:
+        self.store.tickets[:] = [t for t in self.store.tickets if t["ticketid"] != ticketid]
+
     # --- app -----------------------------------------------------------------------------
 
     def _add_routes(self, app: web.Application) -> None:

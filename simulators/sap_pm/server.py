@@ -118,6 +118,20 @@ class SapPmSimulator(HttpSimulator):
     def notifications(self) -> list[dict[str, Any]]:
         return [n.data for n in self.store.items]
 
+    # --- what planners do in SAP (test hooks: no HTTP, no faults) ------------------------
+
+    def move(self, number: str, to: str) -> None:
+        """Put notification `number` in process (`in_progress`: SetMaintNotifToInProcess) or
+        complete it (`completed`: CompleteMaintNotification), as a planner would."""
+        phases = {"in_progress": PHASE_IN_PROCESS, "completed": PHASE_COMPLETED}
+        if to not in phases:
+            raise ValueError("move to 'in_progress' or 'completed'")
+        self.store.set_phase(self.store.get(number), phases[to])
+
+    def delete(self, number: str) -> None:
+        """Archive notification `number` out of the API's sight."""
+        self.store.items.remove(self.store.get(number))
+
     def _add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", SERVICE_PATH + "{tail:.*}", self._front)
         for path in (EQUIPMENT_PATH, FLOC_PATH):
