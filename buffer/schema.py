@@ -158,7 +158,7 @@ _V6 = (
     "CREATE INDEX outbox_sink_pending ON outbox(sink, priority, id) WHERE state = 0",
 )
 
-_V_UPSTREAM_STATUS = (
+_V7 = (
     # What each upstream said of the records we created there, as polled (gateway/status_poll):
     # one row per (sink, episode, state) the first time that state was seen, so the history
     # reads created -> in progress -> completed with times. `raw` is the upstream's own word
@@ -174,7 +174,7 @@ _V_UPSTREAM_STATUS = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V_UPSTREAM_STATUS)
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 LATEST = len(MIGRATIONS)
 
 

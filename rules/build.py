@@ -20,10 +20,11 @@ from rules.spec import (
 from rules.threshold import INF, BandThreshold, CountThreshold, InsideThreshold, RateRule
 from rules.watch import BadQualityRule, CombinationRule, StaleRule
 
-# existing_work is the upstream's policy (gateway/workflow.py), not how the rule evaluates:
-# setting it must not discard the rule's persisted state as a "changed rule"
+# existing_work and closed_upstream are upstream policies (gateway/workflow.py,
+# gateway/status_poll.py), not how the rule evaluates: setting them must not discard the
+# rule's persisted state as a "changed rule"
 _NOT_BEHAVIOUR = {"description", "asset", "assets", "asset_pattern", "overrides",
-                  "existing_work"}
+                  "existing_work", "closed_upstream", "reraise_cooldown_seconds"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,10 @@ class RuleSpec(SpecModel):
     # open work on the asset that someone else created: create ours anyway (None: the
     # upstream's default, "create"), link to it, or skip (gateway/workflow.py)
     existing_work: Literal["create", "link", "skip"] | None = None
+    # the request was completed upstream while the condition is still active here: leave it,
+    # say so (comment), or raise a new request after the cooldown (gateway/status_poll.py)
+    closed_upstream: Literal["leave", "comment", "new_request"] = "leave"
+    reraise_cooldown_seconds: float = Field(3600.0, ge=0)
     suppress_while: list[SuppressSpec] = []
 
     @field_validator("suppress_while", mode="before")
