@@ -46,7 +46,7 @@ import numpy.typing as npt
 
 from gateway.model import Sample
 from rules.columns import BAD, NO_VALUE, Columns, columns_from_samples, empty_columns
-from rules.recording import RecordingError, load_recording
+from rules.recording import RecordingError, each_once, load_recording
 
 
 def load_columns(path: Path) -> Columns:
@@ -54,7 +54,7 @@ def load_columns(path: Path) -> Columns:
     path = Path(path)
     if path.suffix.lower() == ".pbrec":
         return read_columns(path)
-    return columns_from_samples(load_recording(path))
+    return columns_from_samples(each_once(load_recording(path)))
 
 
 MAGIC = b"\x89PBREC\r\n"

@@ -13,7 +13,7 @@ memory.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -98,6 +98,22 @@ def load_recording(path: Path) -> Iterator[Sample]:
     """Samples of a recording, in file order: CSV by the .csv suffix, JSON lines otherwise."""
     path = Path(path)
     return read_csv(path) if path.suffix.lower() == ".csv" else read_jsonl(path)
+
+
+def each_once(samples: Iterable[Sample]) -> Iterator[Sample]:
+    """The samples a live gateway evaluates: one whose device time is not newer than the last
+    evaluated of its (asset, signal) is a resend or a redelivery, kept in the recording as
+    evidence but skipped, as the gateway's sample gate skips it. Without device times, all."""
+    newest: dict[tuple[str, str], float] = {}
+    for s in samples:
+        dts = s.device_ts
+        if dts is not None:
+            key = (s.asset, s.signal)
+            last = newest.get(key)
+            if last is not None and dts <= last:
+                continue
+            newest[key] = dts
+        yield s
 
 
 def write_jsonl(path: Path, samples: Iterator[Sample] | list[Sample]) -> int:
