@@ -12,10 +12,12 @@ from typing import TypeVar
 import msgpack
 
 from buffer import attempts as history
+from buffer import shelves as shelf_table
 from buffer.attempts import Attempt, MessageFacts, StoredRecord, Trace
 from buffer.base import StoreBase, chunks, placeholders, translate
 from buffer.records import DeadLetter, Notice
 from buffer.salvage import SALVAGE_PENDING
+from buffer.shelves import Shelf
 from gateway.model import MessageKind
 
 T = TypeVar("T")
@@ -109,3 +111,28 @@ class OperatorViews(StoreBase):
             return await query
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
+
+    # --- shelving ---
+    # The shelves table (buffer/shelves.py): written by `plantbridge shelve` beside the daemon,
+    # read by the daemon every second.
+
+    async def shelve(self, shelf: Shelf) -> None:
+        """Shelve a rule or an asset until `shelf.until` (replaces an earlier shelf of it)."""
+        async with self._lock, self._write():
+            await shelf_table.put(self._db, shelf)
+
+    async def unshelve(self, target: str, kind: str | None = None) -> int:
+        """End the shelf of a rule or asset now; returns how many shelves ended."""
+        async with self._lock, self._write():
+            return await shelf_table.remove(self._db, kind, target)
+
+    async def shelves(self, now: float | None = None) -> list[Shelf]:
+        """Shelves in force at `now` (default: the wall clock), soonest expiry first."""
+        when = time.time() if now is None else now
+        async with self._lock:
+            return await self._query(shelf_table.active(self._db, when))
+
+    async def prune_shelves(self, before: float) -> int:
+        """Forget shelves that expired before `before`."""
+        async with self._lock, self._write():
+            return await shelf_table.prune(self._db, before)

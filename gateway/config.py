@@ -25,6 +25,7 @@ from drivers.modbus.config import ModbusSourceConfig
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.opcua.config import OpcUaSourceConfig
 from gateway.coverage import rule_coverage, unsure_words
+from gateway.rollup import AlarmsConfig
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
@@ -73,6 +74,7 @@ class PlantBridgeConfig(StrictModel):
     http: HttpConfig = HttpConfig()
     rules: RulesConfig = RulesConfig()
     forwarding: ForwardingConfig = ForwardingConfig()
+    alarms: AlarmsConfig = AlarmsConfig()  # roll-up of floods, chattering (gateway/rollup.py)
     sources: list[SourceConfig] = []
     upstreams: list[UpstreamConfig] = []
 

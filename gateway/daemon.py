@@ -22,6 +22,7 @@ from aiohttp import web
 from buffer.store import OutboxStore
 from gateway import config as config_mod
 from gateway import story
+from gateway.flood import AlarmComponents
 from gateway.http import build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
@@ -50,6 +51,7 @@ class Daemon:
         self._forward_tasks: dict[str, asyncio.Task[None]] = {}
         self.outbox: OutboxStore | None = None
         self.pipeline: Pipeline | None = None
+        self.alarms = AlarmComponents(self.cfg.alarms, self.cfg.gateway.site)  # see _run_components
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
         self.reload_state: dict[str, Any] = {"at": iso_time(self.started_at), "error": "",
                                              "rules": 0, "instances": 0}
@@ -91,7 +93,15 @@ class Daemon:
                             max_instances_per_rule=cfg.rules.max_instances_per_rule)
         # Rule state first (delays, mutes, windows), then the open episodes, which the outbox
         # decides; timers keep their deadlines, stale rules get their start-up grace.
-        loaded_states = engine.restore_states(await outbox.load_rule_states())
+        # --- alarm management (shelving, roll-up, flood metrics): its own stored state first
+        stored = await outbox.load_rule_states()
+        self.alarms = AlarmComponents(cfg.alarms, cfg.gateway.site)
+        hidden, floods = self.alarms.restore(stored)
+        if hidden or floods:
+            log.info("restored %d shelved episodes and the flood state of %d lines", hidden,
+                     floods)
+        # --- end alarm management
+        loaded_states = engine.restore_states(AlarmComponents.engine_states(stored))
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
         engine.resume(time.time(), cfg.rules.stale_start_grace_seconds)
@@ -104,6 +114,7 @@ class Daemon:
                                  tick_seconds=cfg.rules.tick_seconds)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
+        self.alarms.attach(self.pipeline)  # alarm management: hooks and listener
 
         runner = await self._start_http()
         try:
@@ -113,7 +124,8 @@ class Daemon:
                     self._start_upstream(up)
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
-                        tg.create_task(self._housekeeping(), name="housekeeping")]
+                        tg.create_task(self._housekeeping(), name="housekeeping"),
+                        tg.create_task(self.alarms.read_shelves(outbox), name="shelves")]
                 for src in cfg.sources:
                     self._start_source(src)
                 self._install_signals()

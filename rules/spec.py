@@ -60,6 +60,10 @@ class RuleSpec(SpecModel):
     breakdown: bool = False
     long_text: str = ""
     suppress_while: list[SuppressSpec] = []
+    # During a flood on its line, this rule's raises keep their own request instead of being
+    # rolled up into the line's incident. Routing, not behaviour: left out of the fingerprint
+    # (exclude), so turning it on keeps the rule's state across a restart.
+    always_individual: bool = Field(False, exclude=True)
 
     @field_validator("suppress_while", mode="before")
     @classmethod
