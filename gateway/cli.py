@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway import config as config_mod
-from gateway import logs
+from gateway import logs, shelve_cli
 
 T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
@@ -355,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
     add_outbox_parser(sub)
+    shelve_cli.add_parsers(sub, DEFAULT_CONFIG)  # shelve, unshelve, shelved
 
     d = sub.add_parser("demo", help="play a bearing failure against bundled simulators")
     d.add_argument("--duration", type=float, default=30.0, help="seconds")
