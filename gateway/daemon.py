@@ -97,6 +97,7 @@ class Daemon:
         stored = await outbox.load_rule_states()
         self.alarms = AlarmComponents(cfg.alarms, cfg.gateway.site)
         hidden, floods = self.alarms.restore(stored)
+        self.alarms.shelving.set_shelves(await outbox.shelves())  # before the first sample
         if hidden or floods:
             log.info("restored %d shelved episodes and the flood state of %d lines", hidden,
                      floods)

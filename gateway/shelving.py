@@ -62,6 +62,7 @@ class Shelving:
         self._by_rule: dict[str, Shelf] = {}
         self._by_asset: dict[str, Shelf] = {}
         self._hidden: dict[str, Hidden] = {}  # episode id -> what it is
+        self._known = False  # no shelf is taken to have ended before the table was read once
         self.suppressed = 0  # raises held back
         self.released = 0  # raises sent when their shelf ended
         self.hidden_cleared = 0  # hidden episodes that cleared while shelved
@@ -79,6 +80,7 @@ class Shelving:
         for key in old.keys() - new.keys():
             log.warning("%s %s no longer shelved", *key)
         self._shelves = list(new.values())
+        self._known = True
         self._by_rule = {s.target: s for s in self._shelves if s.kind == "rule"}
         self._by_asset = {s.target: s for s in self._shelves if s.kind == "asset"}
 
@@ -136,7 +138,9 @@ class Shelving:
 
     def _release(self, now: float, states: list[RuleState]) -> list[Transition]:
         """Raises of hidden episodes whose shelf ended and whose condition still holds."""
-        out = []
+        out: list[Transition] = []
+        if not self._known:
+            return out
         for episode_id, h in list(self._hidden.items()):
             if self.shelf_of(h.rule_id, h.asset, now) is not None:
                 continue

@@ -167,3 +167,15 @@ def test_duration_words() -> None:
         duration_seconds("4")
     with pytest.raises(ValueError, match="more than zero"):
         duration_seconds("0m")
+
+
+def test_nothing_is_released_before_the_shelves_were_read(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.shelving.set_shelves([shelf("vib-high", 100.0)])
+    rig.feed("pump-1", 9.0, 10.0)
+    after = Rig(tmp_path)  # a restart: hidden rows restored, the table not read yet
+    after.shelving.restore(rig.stored.values())
+    after.engine.restore(rig.engine.open_episodes())
+    assert after.step([], 50.0) == []
+    after.shelving.set_shelves([shelf("vib-high", 100.0)])
+    assert after.step([], 60.0) == []
