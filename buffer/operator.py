@@ -136,3 +136,18 @@ class OperatorViews(StoreBase):
         """Forget shelves that expired before `before`."""
         async with self._lock, self._write():
             return await shelf_table.prune(self._db, before)
+
+    async def state_row(self, rule_id: str, asset: str) -> object | None:
+        """The data of one stored rule-state row, None when there is none (the roll-up's link
+        of a rolled-up episode to its incident is one: rule id "*rollup", asset the episode)."""
+        async with self._lock:
+            rows = await self._read(
+                "SELECT data FROM rule_state WHERE rule_id = ? AND asset = ?", (rule_id, asset))
+        return msgpack.unpackb(rows[0][0]) if rows else None
+
+    async def prune_state_rows(self, rule_id: str, before: float) -> int:
+        """Forget rows of one (non-rule) rule id not written since `before`."""
+        async with self._lock, self._write():
+            cur = await self._db.execute(
+                "DELETE FROM rule_state WHERE rule_id = ? AND updated_at < ?", (rule_id, before))
+            return cur.rowcount

@@ -227,10 +227,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
         print(f"{args.id}: no episode, idempotency key or upstream id of that name in the "
               "outbox (or it is past the retention)", file=sys.stderr)
         return 1
+    rolled_up = run_async(shelve_cli.rollup_note(loaded.config, found.episode_id))
     if args.json:
-        print(orjson.dumps(trace.as_dict(found), option=orjson.OPT_INDENT_2).decode())
+        doc = trace.as_dict(found) | ({"rolled_up": rolled_up} if rolled_up else {})
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(trace.format_text(found))
+        print(trace.format_text(found) + (f"\n  {rolled_up}" if rolled_up else ""))
     return 0
 
 

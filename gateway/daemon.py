@@ -126,7 +126,7 @@ class Daemon:
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping"),
-                        tg.create_task(self.alarms.read_shelves(outbox), name="shelves")]
+                        tg.create_task(self.alarms.run(outbox), name="alarms")]
                 for src in cfg.sources:
                     self._start_source(src)
                 self._install_signals()

@@ -8,6 +8,8 @@ a storm of thousands costs a counter each. Figures start over when the daemon re
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -15,22 +17,27 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from buffer.errors import OutboxError
 from gateway.model import RuleState, Transition, TransitionKind
-from gateway.rollup import FLOOD_STATE, AlarmsConfig, LineOf, RollUp
-from gateway.shelving import HIDDEN_STATE, ShelfStore, Shelving, read_shelves
+from gateway.rollup import FLOOD_STATE, LINK_STATE, AlarmsConfig, LineOf, RollUp
+from gateway.shelving import HIDDEN_STATE, Shelving, read_shelves
 
 if TYPE_CHECKING:
+    from buffer.store import OutboxStore
     from gateway.pipeline import Pipeline
     from rules import RuleEngine, RuleSet
     from rules.episode import RuleInstance
 
-OWN_STATES = frozenset({FLOOD_STATE, HIDDEN_STATE})
+OWN_STATES = frozenset({FLOOD_STATE, HIDDEN_STATE, LINK_STATE})
 
 FLOOD_WINDOW_SECONDS = 600.0  # ISA-18.2: alarms per 10 minutes
 BAD_ACTOR_WINDOW_SECONDS = 24 * 3600.0
 BUCKET_SECONDS = 600.0  # bad actors are counted in 10-minute buckets
 CHATTER_WINDOW_SECONDS = 3600.0
 TOP = 10
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+log = logging.getLogger("plantbridge.alarms")
 
 
 class FloodMetrics:
@@ -150,7 +157,7 @@ class AlarmComponents:
     `line_of` is where line membership comes from (the asset registry, once it lands); by
     default the `[alarms.lines]` patterns. The daemon: `restore(states)` with every stored rule
     state before the engine sees them (`engine_states` returns the rest), `attach(pipeline)`,
-    then run `read_shelves(outbox)` as a task.
+    then `run(outbox)` as a task.
     """
 
     def __init__(self, cfg: AlarmsConfig, site: str, line_of: LineOf | None = None,
@@ -180,8 +187,24 @@ class AlarmComponents:
         pipeline.message_hooks.extend([self.shelving.shape, self.rollup.shape])
         pipeline.listeners.append(self.flood.observe)
 
-    async def read_shelves(self, store: ShelfStore, interval_seconds: float = 1.0) -> None:
-        await read_shelves(store, self.shelving, self._clock, interval_seconds)
+    async def run(self, store: OutboxStore, interval_seconds: float = 1.0) -> None:
+        """Until cancelled: read the shelves every `interval_seconds`; once an hour forget
+        roll-up links past the outbox retention and shelves expired a day ago."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(read_shelves(store, self.shelving, self._clock, interval_seconds),
+                           name="shelves")
+            tg.create_task(self._prune(store), name="alarm-pruning")
+
+    async def _prune(self, store: OutboxStore) -> None:
+        while True:
+            now = self._clock()
+            try:
+                await store.prune_state_rows(LINK_STATE, now - store.retention_seconds)
+                await store.prune_shelves(now - 86400.0)
+            except OutboxError as exc:
+                log.warning("pruning roll-up links and old shelves failed (next try in an "
+                            "hour): %s", exc)
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
 
     def snapshot(self) -> dict[str, Any]:
         """What the status page shows under "alarms"; `alarm_metric_families` reads it too."""

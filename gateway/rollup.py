@@ -41,6 +41,9 @@ from gateway.settings import StrictModel
 log = logging.getLogger("plantbridge.rollup")
 
 FLOOD_STATE = "*flood"  # rule id of a line's flood state row; rule ids never start with "*"
+# Rule id of a link row (asset: the rolled-up episode id; data: [version, incident id, line,
+# rolled up at]): what `plantbridge trace EPISODE` shows; pruned with the outbox retention.
+LINK_STATE = "*rollup"
 STATE_VERSION = 1
 ROLLUP_RULE = "*rollup"  # rule_id in the incident's bodies
 MAX_LINE_CHARS = 110
@@ -207,6 +210,7 @@ class RollUp:
         out: list[Transition] = []
         changed: set[str] = set()
         opened: set[str] = set()
+        links: list[RuleState] = []
         for t in transitions:
             line = self._line_of(t.asset)
             if line is None:
@@ -216,6 +220,9 @@ class RollUp:
             if t.kind is TransitionKind.RAISED:
                 if self._raise(line, flood, t, opened):
                     changed.add(line)
+                    assert flood.incident is not None
+                    links.append(RuleState(LINK_STATE, t.episode_id, "", [
+                        STATE_VERSION, flood.incident.incident_id, line, now]))
                     continue  # rolled up: listed in the incident instead
                 changed.add(line)
             else:
@@ -230,7 +237,7 @@ class RollUp:
         for line, flood in self._lines.items():
             if self._report(line, flood, now, sinks, line in opened, messages):
                 changed.add(line)
-        states = [self._state(line) for line in sorted(changed)]
+        states = [self._state(line) for line in sorted(changed)] + links
         for line in [ln for ln in changed if self._idle(ln)]:
             del self._lines[line]
         return Shaped(out, messages, states)
@@ -378,6 +385,15 @@ class RollUp:
                     "raises_in_window": len(flood.raises), "updates": inc.updates})
         return {"incidents": incidents, "incidents_opened": self.incidents_opened,
                 "rolled_up": self.rolled_up}
+
+
+def link_text(data: Any) -> str | None:
+    """A link row's data in words for `trace` ("rolled up into incident ... of line ...")."""
+    if not isinstance(data, list | tuple) or len(data) != 4 or data[0] != STATE_VERSION:
+        return None
+    _, incident, line, at = data
+    return (f"rolled up into incident {incident} of line {line} at {iso_time(float(at))}: "
+            f"no request of its own; listed in the incident's texts (trace {incident})")
 
 
 def _cut(text: str) -> str:

@@ -134,6 +134,14 @@ def cmd_shelved(args: argparse.Namespace) -> int:
     return 0
 
 
+async def rollup_note(cfg: config_mod.PlantBridgeConfig, episode_id: str) -> str | None:
+    """For `trace`: how a rolled-up episode went upstream (in its line's incident), or None."""
+    from gateway.rollup import LINK_STATE, link_text
+
+    async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
+        return link_text(await store.state_row(LINK_STATE, episode_id))
+
+
 def _who() -> str:
     try:
         return getpass.getuser()

@@ -15,6 +15,7 @@ from collections import Counter
 from typing import Any
 
 from gateway.model import Transition, TransitionKind
+from gateway.shelve_cli import rollup_note
 from simulators.storm import StormPublisher, Trip, asset_name, calm_plan, storm_plan
 from tests.e2e.stack import Stack, vibration_rule
 from tests.harness import wait_for
@@ -115,6 +116,11 @@ async def test_storm_rolls_up_per_line_and_loses_nothing(stack: Stack) -> None:
             if t.rule_id != "vib-high":  # always_individual and critical keep their request
                 assert own[episode_id] == 1, episode_id
         assert len(listed) >= 3 * (PER_LINE - 10 - 2)  # the storm really was rolled up
+        # `trace` of a rolled-up episode names its incident (read beside the daemon).
+        some = sorted(listed)[0]
+        note = await rollup_note(daemon.cfg, some)
+        assert note is not None and f"incident incident/{raised[some].asset[:2]}/" in note
+        assert await rollup_note(daemon.cfg, next(iter(own))) is None
         refs = [r["external_ref"] for r in stack.sim.requests]
         assert len(refs) == len(set(refs))
         keys = [u["idempotency_key"] for u in stack.sim.status_updates]

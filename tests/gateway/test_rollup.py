@@ -14,7 +14,15 @@ from gateway.model import (
     TransitionKind,
 )
 from gateway.pipeline import Shaped
-from gateway.rollup import FLOOD_STATE, AlarmsConfig, CriticalPolicy, LineConfig, RollUp
+from gateway.rollup import (
+    FLOOD_STATE,
+    LINK_STATE,
+    AlarmsConfig,
+    CriticalPolicy,
+    LineConfig,
+    RollUp,
+    link_text,
+)
 
 SINKS = ["cmms"]
 
@@ -68,6 +76,9 @@ def test_flood_opens_one_incident_and_rolls_up_the_rest() -> None:
     assert req.asset == "L3" and req.episode_id == "incident/line-3/103000"
     assert req.body["title"] == "Plant incident on line-3: 4 conditions in 1 min"
     assert listed(list(shaped.messages)) == Counter(x.episode_id for x in raises[3:])
+    links = {s.asset: link_text(s.data) for s in shaped.states if s.rule_id == LINK_STATE}
+    assert set(links) == {x.episode_id for x in raises[3:]}  # what `trace` of each shows
+    assert all(n is not None and "incident/line-3/103000" in n for n in links.values())
     assert raises[5].episode_id in "".join(str(m.body.get("long_text", m.body.get("note")))
                                            for m in shaped.messages)
 
