@@ -29,6 +29,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from pydantic import Field
@@ -44,6 +45,7 @@ FLOOD_STATE = "*flood"  # rule id of a line's flood state row; rule ids never st
 # Rule id of a link row (asset: the rolled-up episode id; data: [version, incident id, line,
 # rolled up at]): what `plantbridge trace EPISODE` shows; pruned with the outbox retention.
 LINK_STATE = "*rollup"
+LINK_VERSION = 1
 STATE_VERSION = 1
 ROLLUP_RULE = "*rollup"  # rule_id in the incident's bodies
 MAX_LINE_CHARS = 110
@@ -135,6 +137,25 @@ class Incident:
     updates: int = 0  # update messages sent: numbers the next one's key
     last_update_at: float = 0.0
     members: dict[str, Member] = field(default_factory=dict)
+    # Derived, not stored: members with something not yet listed, and how many are open. Kept
+    # as they change, so a tick costs O(1) per line whatever the size of the incident.
+    news: dict[str, Member] = field(default_factory=dict)
+    open: int = 0
+
+    def add(self, m: Member) -> None:
+        self.members[m.episode_id] = m
+        self.open += m.cleared_at is None
+        if not m.listed or (m.cleared_at is not None and not m.clear_listed):
+            self.news[m.episode_id] = m
+
+    def clear(self, m: Member, ts: float) -> None:
+        m.cleared_at = ts
+        self.open -= 1
+        self.news[m.episode_id] = m
+
+    def take(self, n: int) -> list[Member]:
+        """The next `n` members with news, oldest first (the caller lists them)."""
+        return [self.news.pop(key) for key in list(islice(self.news, n))]
 
 
 @dataclass(slots=True)
@@ -163,7 +184,7 @@ class LineFlood:
             for r in rows:
                 m = Member(str(r[0]), str(r[1]), str(r[2]), float(r[3]), int(r[4]), str(r[5]),
                            None if r[6] is None else float(r[6]), bool(r[7]), bool(r[8]))
-                inc.members[m.episode_id] = m
+                inc.add(m)
             flood.incident = inc
         return flood
 
@@ -222,14 +243,15 @@ class RollUp:
                     changed.add(line)
                     assert flood.incident is not None
                     links.append(RuleState(LINK_STATE, t.episode_id, "", [
-                        STATE_VERSION, flood.incident.incident_id, line, now]))
+                        LINK_VERSION, flood.incident.incident_id, line, now]))
                     continue  # rolled up: listed in the incident instead
                 changed.add(line)
             else:
                 member = None if flood.incident is None else flood.incident.members.get(
                     t.episode_id)
                 if member is not None and member.cleared_at is None:
-                    member.cleared_at = t.ts
+                    assert flood.incident is not None
+                    flood.incident.clear(member, t.ts)
                     changed.add(line)
                     continue
             out.append(t)
@@ -263,8 +285,7 @@ class RollUp:
                         line, len(flood.raises), window, inc.incident_id)
         if self._keeps_own_request(t):
             return False
-        inc.members[t.episode_id] = Member(t.episode_id, t.rule_id, t.asset, t.ts,
-                                           t.request.priority, t.reason)
+        inc.add(Member(t.episode_id, t.rule_id, t.asset, t.ts, t.request.priority, t.reason))
         inc.priority = min(inc.priority, t.request.priority)
         self.rolled_up += 1
         return True
@@ -294,21 +315,19 @@ class RollUp:
         window = self._cfg.flood_window_seconds
         while flood.raises and flood.raises[0] < now - window:
             flood.raises.popleft()
-        ended = (len(flood.raises) < self._cfg.flood_raises
-                 and all(m.cleared_at is not None for m in inc.members.values()))
-        news = [m for m in inc.members.values()
-                if not m.listed or (m.cleared_at is not None and not m.clear_listed)]
+        ended = len(flood.raises) < self._cfg.flood_raises and inc.open == 0
         changed = False
         if opened:
             out.extend(self._messages(line, inc, MessageKind.MAINTENANCE_REQUEST, "request",
-                                      self._take(news), sinks, now))
+                                      inc.take(self._cfg.incident_list_max), sinks, now))
             inc.last_update_at = now
             changed = True
         # What did not fit the request goes at once; later news at most once an interval.
         due = opened or now - inc.last_update_at >= self._cfg.incident_update_seconds
-        while news and (ended or due):
+        while inc.news and (ended or due):
             out.extend(self._messages(line, inc, MessageKind.STATUS_UPDATE,
-                                      f"update-{inc.updates + 1}", self._take(news), sinks, now))
+                                      f"update-{inc.updates + 1}",
+                                      inc.take(self._cfg.incident_list_max), sinks, now))
             inc.updates += 1
             inc.last_update_at = now
             changed = True
@@ -320,12 +339,6 @@ class RollUp:
             flood.incident = None
             changed = True
         return changed
-
-    def _take(self, news: list[Member]) -> list[Member]:
-        """The next members one message lists (at most `incident_list_max`), marked listed."""
-        taken = news[:self._cfg.incident_list_max]
-        del news[:len(taken)]
-        return taken
 
     def _messages(self, line: str, inc: Incident, kind: MessageKind, intent: str,
                   members: list[Member], sinks: Sequence[str], now: float) -> list[OutboxMessage]:
@@ -381,19 +394,10 @@ class RollUp:
                 incidents.append({
                     "line": line, "incident_id": inc.incident_id, "title": inc.title,
                     "started_at": iso_time(inc.started_at), "episodes": len(inc.members),
-                    "open_episodes": sum(m.cleared_at is None for m in inc.members.values()),
+                    "open_episodes": inc.open,
                     "raises_in_window": len(flood.raises), "updates": inc.updates})
         return {"incidents": incidents, "incidents_opened": self.incidents_opened,
                 "rolled_up": self.rolled_up}
-
-
-def link_text(data: Any) -> str | None:
-    """A link row's data in words for `trace` ("rolled up into incident ... of line ...")."""
-    if not isinstance(data, list | tuple) or len(data) != 4 or data[0] != STATE_VERSION:
-        return None
-    _, incident, line, at = data
-    return (f"rolled up into incident {incident} of line {line} at {iso_time(float(at))}: "
-            f"no request of its own; listed in the incident's texts (trace {incident})")
 
 
 def _cut(text: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from buffer.shelves import Shelf
 from gateway import config as config_mod
 from gateway.messages import iso_time
+from gateway.rollup import LINK_STATE, LINK_VERSION
 
 MAX_SHELF_SECONDS = 30 * 86400.0
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -136,10 +137,17 @@ def cmd_shelved(args: argparse.Namespace) -> int:
 
 async def rollup_note(cfg: config_mod.PlantBridgeConfig, episode_id: str) -> str | None:
     """For `trace`: how a rolled-up episode went upstream (in its line's incident), or None."""
-    from gateway.rollup import LINK_STATE, link_text
-
     async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
         return link_text(await store.state_row(LINK_STATE, episode_id))
+
+
+def link_text(data: Any) -> str | None:
+    """A link row's data in words for `trace` ("rolled up into incident ... of line ...")."""
+    if not isinstance(data, list | tuple) or len(data) != 4 or data[0] != LINK_VERSION:
+        return None
+    _, incident, line, at = data
+    return (f"rolled up into incident {incident} of line {line} at {iso_time(float(at))}: "
+            f"no request of its own; listed in the incident's texts (trace {incident})")
 
 
 def _who() -> str:

@@ -75,7 +75,7 @@ class Shelving:
         old = {(s.kind, s.target): s for s in self._shelves}
         for key, s in new.items():
             if old.get(key) != s:
-                log.warning("%s %s shelved until %s: %s%s", s.kind, s.target, iso_time(s.until),
+                log.warning("%s %s shelved until %s: %s%s", s.kind, s.target, when(s.until),
                             s.reason, f" (by {s.shelved_by})" if s.shelved_by else "")
         for key in old.keys() - new.keys():
             log.warning("%s %s no longer shelved", *key)
@@ -162,7 +162,7 @@ class Shelving:
     def snapshot(self, now: float) -> dict[str, Any]:
         """For the status page and /metrics."""
         return {
-            "shelves": [{"kind": s.kind, "target": s.target, "until": iso_time(s.until),
+            "shelves": [{"kind": s.kind, "target": s.target, "until": when(s.until),
                          "remaining_seconds": round(s.until - now, 1), "reason": s.reason,
                          "shelved_by": s.shelved_by}
                         for s in self._shelves if s.until > now],
@@ -173,6 +173,14 @@ class Shelving:
             "released": self.released,
             "hidden_cleared": self.hidden_cleared,
         }
+
+
+def when(ts: float) -> str:
+    """A time from the shelves table in words; one written by hand may be out of range."""
+    try:
+        return iso_time(ts)
+    except (ValueError, OverflowError, OSError):
+        return f"{ts:.0f} (seconds since 1970)"
 
 
 def _raise_now(inst: RuleInstance, episode_id: str, now: float, reason: str) -> Transition:

@@ -133,7 +133,7 @@ async def test_storm_rolls_up_per_line_and_loses_nothing(stack: Stack) -> None:
 
         def incidents_cleared() -> bool:
             _, ups = incident_parts(stack.sim)
-            return sum(u["body"]["status"] == "cleared" for u in ups) == len(LINES)
+            return bool(sum(u["body"]["status"] == "cleared" for u in ups) == len(LINES))
 
         await wait_for(incidents_cleared, 40, "each incident cleared")
         await stack.settled(30)

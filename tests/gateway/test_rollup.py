@@ -21,8 +21,8 @@ from gateway.rollup import (
     CriticalPolicy,
     LineConfig,
     RollUp,
-    link_text,
 )
+from gateway.shelve_cli import link_text
 
 SINKS = ["cmms"]
 
@@ -192,3 +192,18 @@ def test_rollup_off_passes_everything() -> None:
     r = make(cfg(rollup="off"))
     raises = [t("raised", f"pump-{i}", 100.0 + i) for i in range(10)]
     assert list(r.shape(raises, 110.0, SINKS).transitions) == raises
+
+
+def test_config_is_strict_and_lines_match_patterns() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        AlarmsConfig(flood_raises=0)
+    with pytest.raises(ValidationError):
+        AlarmsConfig.model_validate({"lines": {"l1": {"asset": ["x"]}}})  # typo: assets
+    c = AlarmsConfig.model_validate({"lines": {"l1": {"assets": ["pump-*", "fan-3"]},
+                                               "l2": {"assets": ["fan-*"]}}})
+    line_of = c.line_of()
+    assert [line_of(a) for a in ("pump-9", "fan-3", "fan-4", "mixer")] == ["l1", "l1", "l2",
+                                                                             None]

@@ -179,3 +179,10 @@ def test_nothing_is_released_before_the_shelves_were_read(tmp_path: Path) -> Non
     assert after.step([], 50.0) == []
     after.shelving.set_shelves([shelf("vib-high", 100.0)])
     assert after.step([], 60.0) == []
+
+
+def test_a_hand_written_far_expiry_does_not_break_the_reader(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    rig.shelving.set_shelves([shelf("vib-high", 1e12)])  # year 33658: logged, not a crash
+    assert rig.feed("pump-1", 9.0, 10.0) == []
+    assert "seconds since 1970" in rig.shelving.snapshot(0.0)["shelves"][0]["until"]
