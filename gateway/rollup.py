@@ -346,6 +346,11 @@ class RollUp:
         asset = (lines_cfg.incident_asset if lines_cfg and lines_cfg.incident_asset else line)
         targets = [s for s in sinks if lines_cfg is None or lines_cfg.upstreams is None
                    or s in lines_cfg.upstreams]
+        if not targets:  # a line naming no running upstream: send everywhere, never nowhere
+            log.error("[alarms.lines.%s] upstreams %s names no configured upstream; the "
+                      "incident goes to all (%s)", line, lines_cfg and lines_cfg.upstreams,
+                      ", ".join(sinks))
+            targets = list(sinks)
         raised, cleared, text = [], [], []
         for m in members:
             if not m.listed:

@@ -207,3 +207,13 @@ def test_config_is_strict_and_lines_match_patterns() -> None:
     line_of = c.line_of()
     assert [line_of(a) for a in ("pump-9", "fan-3", "fan-4", "mixer")] == ["l1", "l1", "l2",
                                                                              None]
+
+
+def test_incident_goes_to_the_lines_upstreams_or_everywhere_never_nowhere() -> None:
+    lines = {"line-3": LineConfig(assets=["pump-*"], upstreams=["sap"])}
+    raises = [t("raised", f"pump-{i}", 100.0 + i) for i in range(5)]
+    shaped = make(cfg(lines=lines)).shape(raises, 105.0, ["cmms", "sap"])
+    assert {m.sink for m in shaped.messages} == {"sap"}
+    lines = {"line-3": LineConfig(assets=["pump-*"], upstreams=["typo"])}
+    shaped = make(cfg(lines=lines)).shape(raises, 105.0, ["cmms", "sap"])
+    assert {m.sink for m in shaped.messages} == {"cmms", "sap"}
