@@ -3,7 +3,8 @@
 120 assets on 3 lines trip within 5 s while the upstream is down, then it comes back: one
 incident request per line, the individual requests of `always_individual` rules and of critical
 raises, and every episode either requested on its own or listed in its line's incident, exactly
-once; clears likewise; each incident clears once the flood is over. And shelving, set with the
+once; clears likewise; each incident clears once the flood is over; a restart mid-flood keeps
+one incident. And shelving, set with the
 CLI beside the daemon, survives a restart and expires on time.
 """
 
@@ -184,3 +185,43 @@ async def test_shelving_survives_a_restart_and_expires_on_time(stack: Stack) -> 
     assert shelf_until <= arrived <= shelf_until + 5.0
     assert "held while shelved" in stack.requests_for("pump-1")[0]["body"]["reason"]
     assert not shelves(daemon)
+
+
+async def test_restart_mid_flood_keeps_one_incident(stack: Stack) -> None:
+    stack.write_config(RULES, extra=ALARMS)
+    raised: dict[str, Transition] = {}
+
+    def seen(t: Transition) -> None:
+        if t.kind is TransitionKind.RAISED:
+            raised[t.episode_id] = t
+
+    daemon = await stack.start_daemon()
+    assert daemon.pipeline is not None
+    daemon.pipeline.listeners.append(seen)
+    await stack.sim.go_down()
+    first = storm_plan(["l1"], 15, 1.0)
+    pub = StormPublisher("127.0.0.1", stack.broker.port)
+    try:
+        await pub.play(first)
+        await wait_for(lambda: len(raised) == len(first), 20, "the first half raised")
+        assert daemon.alarms.snapshot()["rollup"]["incidents"], "no flood before the restart"
+        await stack.stop_daemon()
+        daemon = await stack.start_daemon()
+        assert daemon.pipeline is not None
+        daemon.pipeline.listeners.append(seen)
+        assert [i["line"] for i in daemon.alarms.snapshot()["rollup"]["incidents"]] == ["l1"]
+        second = [Trip(t.at, t.asset.replace("-a0", "-b0"), t.signal, t.value) for t in first]
+        await pub.play(second)
+        await wait_for(lambda: len(raised) == 2 * len(first), 20, "the second half raised")
+        await stack.sim.come_up()
+        await stack.settled(60)
+    finally:
+        pub.close()
+    incidents, updates = incident_parts(stack.sim)
+    assert len(incidents) == 1
+    own = Counter(r["body"]["episode_id"] for r in stack.sim.requests
+                  if not r["body"].get("incident"))
+    listed = Counter(e for doc in [incidents[0]["body"], *(u["body"] for u in updates)]
+                     for e in doc.get("rolled_up", ()))
+    assert all(own[e] + listed[e] == 1 for e in raised), (own, listed)
+    assert len(own) == 10  # only the raises before the limit went on their own
