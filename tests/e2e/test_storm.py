@@ -4,8 +4,8 @@
 incident request per line, the individual requests of `always_individual` rules and of critical
 raises, and every episode either requested on its own or listed in its line's incident, exactly
 once; clears likewise; each incident clears once the flood is over; a restart mid-flood keeps
-one incident. And shelving, set with the
-CLI beside the daemon, survives a restart and expires on time.
+one incident. And shelving, set with the CLI beside the daemon, survives a restart and expires
+on time.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ async def test_storm_rolls_up_per_line_and_loses_nothing(stack: Stack) -> None:
 async def test_shelving_survives_a_restart_and_expires_on_time(stack: Stack) -> None:
     config = stack.write_config(vibration_rule(0.0, 0.0))
     daemon = await stack.start_daemon()
-    proc = stack.spawn_cli(["shelve", "vib-high", "--for", "12s", "--reason", "bearing on order",
+    proc = stack.spawn_cli(["shelve", "vib-high", "--for", "16s", "--reason", "bearing on order",
                             "--config", str(config)], "shelve.log")
     assert await asyncio.to_thread(proc.wait, 30) == 0, (stack.tmp / "shelve.log").read_text()
 
@@ -166,7 +166,8 @@ async def test_shelving_survives_a_restart_and_expires_on_time(stack: Stack) -> 
         return list(d.alarms.snapshot()["shelving"]["shelves"])
 
     await wait_for(lambda: bool(shelves(daemon)), 10, "the daemon to read the shelf")
-    shelf_until = time.time() + shelves(daemon)[0]["remaining_seconds"]
+    assert daemon.outbox is not None
+    shelf_until = (await daemon.outbox.shelves())[0].until  # exactly what the CLI wrote
     stack.publish("pump-1", "vibration", 9.0)  # held: the condition holds from now on
     await wait_for(lambda: daemon.alarms.shelving.suppressed == 1, 10, "the raise held back")
     stack.publish("pump-2", "vibration", 3.0)
