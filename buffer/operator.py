@@ -13,6 +13,7 @@ from typing import TypeVar
 import msgpack
 
 from buffer import attempts as history
+from buffer import shelves as shelf_table
 from buffer.attempts import STATE_NAMES, Attempt, MessageFacts, StoredRecord, Trace
 from buffer.base import StoreBase, chunks, placeholders, translate
 from buffer.budget import delete_rows, find_room, row_bytes
@@ -20,6 +21,7 @@ from buffer.errors import BufferFull
 from buffer.records import DeadLetter, Notice
 from buffer.salvage import SALVAGE_PENDING
 from buffer.schema import DEAD, PENDING
+from buffer.shelves import Shelf
 from buffer.statements import INSERT, priority_of
 from gateway.model import MessageClass, MessageKind, OutboxMessage
 
@@ -267,6 +269,46 @@ class OperatorViews(StoreBase):
                 await self._db.execute(INSERT, _insert_row(message, body, size))
             self._used += size - freed
         return "re-enqueued"
+
+    # --- shelving ---
+    # The shelves table (buffer/shelves.py): written by `plantbridge shelve` beside the daemon,
+    # read by the daemon every second.
+
+    async def shelve(self, shelf: Shelf) -> None:
+        """Shelve a rule or an asset until `shelf.until` (replaces an earlier shelf of it)."""
+        async with self._lock, self._write():
+            await shelf_table.put(self._db, shelf)
+
+    async def unshelve(self, target: str, kind: str | None = None) -> int:
+        """End the shelf of a rule or asset now; returns how many shelves ended."""
+        async with self._lock, self._write():
+            return await shelf_table.remove(self._db, kind, target)
+
+    async def shelves(self, now: float | None = None) -> list[Shelf]:
+        """Shelves in force at `now` (default: the wall clock), soonest expiry first."""
+        when = time.time() if now is None else now
+        async with self._lock:
+            return await self._query(shelf_table.active(self._db, when))
+
+    async def prune_shelves(self, before: float) -> int:
+        """Forget shelves that expired before `before`."""
+        async with self._lock, self._write():
+            return await shelf_table.prune(self._db, before)
+
+    async def state_row(self, rule_id: str, asset: str) -> object | None:
+        """The data of one stored rule-state row, None when there is none (the roll-up's link
+        of a rolled-up episode to its incident is one: rule id "*rollup", asset the episode)."""
+        async with self._lock:
+            rows = await self._read(
+                "SELECT data FROM rule_state WHERE rule_id = ? AND asset = ?", (rule_id, asset))
+        return msgpack.unpackb(rows[0][0]) if rows else None
+
+    async def prune_state_rows(self, rule_id: str, before: float) -> int:
+        """Forget rows of one (non-rule) rule id not written since `before`."""
+        async with self._lock, self._write():
+            cur = await self._db.execute(
+                "DELETE FROM rule_state WHERE rule_id = ? AND updated_at < ?", (rule_id, before))
+            return cur.rowcount
 
 
 def _insert_row(message: OutboxMessage, body: bytes, size: int) -> tuple[object, ...]:

@@ -174,7 +174,23 @@ _V7 = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+
+# Shelves written by `plantbridge shelve` beside the running daemon (buffer/shelves.py).
+# A shelf is keyed by what it mutes; shelving the same target again replaces it.
+_V8 = (
+    """CREATE TABLE shelves (
+        kind TEXT NOT NULL,                 -- rule | asset
+        target TEXT NOT NULL,               -- the rule id or the asset id
+        until REAL NOT NULL,                -- expiry, seconds since the epoch
+        reason TEXT NOT NULL,
+        shelved_by TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        PRIMARY KEY (kind, target)
+    ) WITHOUT ROWID""",
+)
+
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 LATEST = len(MIGRATIONS)
 
 

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway import config as config_mod
-from gateway import logs
+from gateway import logs, shelve_cli
 from gateway.registry import Registry
 
 T = TypeVar("T")
@@ -274,11 +274,12 @@ def cmd_trace(args: argparse.Namespace) -> int:
               "outbox (or it is past the retention)", file=sys.stderr)
         return 1
     upstream = run_async(trace.upstream_history(loaded.config, found.episode_id))
+    rolled_up = run_async(shelve_cli.rollup_note(loaded.config, found.episode_id))
     if args.json:
-        print(orjson.dumps(trace.as_dict(found, upstream),
-                           option=orjson.OPT_INDENT_2).decode())
+        doc = trace.as_dict(found, upstream) | ({"rolled_up": rolled_up} if rolled_up else {})
+        print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     else:
-        print(trace.format_text(found, upstream))
+        print(trace.format_text(found, upstream) + (f"\n  {rolled_up}" if rolled_up else ""))
     return 0
 
 
@@ -469,6 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_trace)
     add_outbox_parser(sub)
+    shelve_cli.add_parsers(sub, DEFAULT_CONFIG)  # shelve, unshelve, shelved
 
     st = sub.add_parser("status", help="what the running gateway says: problems, upstreams, "
                                        "open conditions, dead letters")

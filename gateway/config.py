@@ -35,6 +35,7 @@ from gateway.registry import (
 )
 from gateway.registry import with_registry as with_registry
 from gateway.registry_check import registry_findings
+from gateway.rollup import AlarmsConfig
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
@@ -113,6 +114,7 @@ class PlantBridgeConfig(StrictModel):
     http: HttpConfig = HttpConfig()
     rules: RulesConfig = RulesConfig()
     forwarding: ForwardingConfig = ForwardingConfig()
+    alarms: AlarmsConfig = AlarmsConfig()  # roll-up of floods, chattering (gateway/rollup.py)
     sources: list[SourceConfig] = []
     upstreams: list[UpstreamConfig] = []
 

@@ -25,6 +25,7 @@ from gateway import config as config_mod
 from gateway import story
 from gateway.asset_status import StatusBothWays
 from gateway.dedup import SampleGate
+from gateway.flood import AlarmComponents
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
@@ -55,6 +56,7 @@ class Daemon:
         self._forward_tasks: dict[str, asyncio.Task[None]] = {}
         self.outbox: OutboxStore | None = None
         self.pipeline: Pipeline | None = None
+        self.alarms = AlarmComponents(self.cfg.alarms, self.cfg.gateway.site)  # see _run_components
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)
         self.reload_state: dict[str, Any] = {"at": iso_time(self.started_at), "error": "",
                                              "rules": 0, "instances": 0}
@@ -96,7 +98,19 @@ class Daemon:
                             max_instances_per_rule=cfg.rules.max_instances_per_rule)
         # Rule state first (delays, mutes, windows), then the open episodes, which the outbox
         # decides; timers keep their deadlines, stale rules get their start-up grace.
-        loaded_states = engine.restore_states(await outbox.load_rule_states())
+        # --- alarm management (shelving, roll-up, flood metrics): its own stored state first
+        stored = await outbox.load_rule_states()
+        by_config, registry = cfg.alarms.line_of(), self.loaded.registry
+        self.alarms = AlarmComponents(  # lines from [alarms.lines], else the asset registry
+            cfg.alarms, cfg.gateway.site,
+            line_of=lambda asset: by_config(asset) or registry.line_of(asset))
+        hidden, floods = self.alarms.restore(stored)
+        self.alarms.shelving.set_shelves(await outbox.shelves())  # before the first sample
+        if hidden or floods:
+            log.info("restored %d shelved episodes and the flood state of %d lines", hidden,
+                     floods)
+        # --- end alarm management
+        loaded_states = engine.restore_states(AlarmComponents.engine_states(stored))
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
         engine.resume(gateway_now(), cfg.rules.stale_start_grace_seconds)
@@ -112,6 +126,7 @@ class Daemon:
                                  gate=gate)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
+        self.alarms.attach(self.pipeline)  # alarm management: hooks and listener
         # Deadlines that passed while we were down fire now, before any source is read: the
         # broker's backlog may hold the sample that ended the condition, and evaluated first it
         # would cancel a delay that had already run out.
@@ -127,7 +142,8 @@ class Daemon:
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.probes.run(), name="probes"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
-                        tg.create_task(self._housekeeping(), name="housekeeping")]
+                        tg.create_task(self._housekeeping(), name="housekeeping"),
+                        tg.create_task(self.alarms.run(outbox), name="alarms")]
                 # --- status both ways (gateway/asset_status.py): northbound asset status,
                 # southbound polling of the records we created; stopped with the core ---
                 self.status_both_ways = StatusBothWays.start(self, tg)
@@ -280,7 +296,7 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(self._one_line())
             return False
-        restart_needed = [part for part in ("gateway", "buffer", "http", "forwarding")
+        restart_needed = [part for part in ("gateway", "buffer", "http", "forwarding", "alarms")
                           if getattr(new.config, part) != getattr(self.cfg, part)]
         if restart_needed:
             log.warning("changes to [%s] take effect at the next restart",
@@ -505,6 +521,7 @@ class Daemon:
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
             "refused_instances": {} if p is None else p.engine.refused_instances(),
             "outbox_notices": list(self.outbox_notices),
+            "alarms": self.alarms.snapshot(),
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }

@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gateway.flood import alarm_metric_families
+
 Snapshot = Callable[[], dict[str, Any]]
 
 
@@ -95,6 +97,8 @@ class GatewayCollector(Collector):
                                 "1 when the last config reload succeeded",
                                 value=0.0 if s["reload"]["error"] else 1.0)
         yield from _integrity(s)
+        if "alarms" in s:
+            yield from alarm_metric_families(s["alarms"])
 
 
 def _integrity(s: dict[str, Any]) -> Iterator[Metric]:

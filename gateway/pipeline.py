@@ -63,6 +63,22 @@ class PipelineStats:
 TransitionListener = Callable[[Transition], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Shaped:
+    """What a message hook makes of a group's transitions: the transitions whose own messages
+    are built (a hook may hold some back, or add a re-raise), messages it built itself (an
+    incident), and rule-state rows of its own, committed in the same transaction."""
+
+    transitions: Sequence[Transition]
+    messages: Sequence[OutboxMessage] = ()
+    states: Sequence[RuleState] = ()
+
+
+# (transitions of the group, now, sinks) -> Shaped. Runs under the commit lock, once per
+# commit and once per tick (also with no transitions: time alone can end a flood or a shelf).
+MessageHook = Callable[[Sequence[Transition], float, Sequence[str]], Shaped]
+
+
 class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
@@ -84,6 +100,7 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.listeners: list[TransitionListener] = []
+        self.message_hooks: list[MessageHook] = []  # shelving, roll-up: see `Shaped`
         self._lock = asyncio.Lock()  # commit + engine replacement never interleave
 
     # --- intake -------------------------------------------------------------------------
@@ -193,10 +210,19 @@ class Pipeline:
 
     async def _commit(self, transitions: Sequence[Transition], states: Sequence[RuleState] = (),
                       marks: Sequence[SampleMark] = ()) -> None:
-        if not transitions and not states and not marks:
-            return  # the usual group: nothing a restart would need changed
+        outgoing: Sequence[Transition] = transitions
         messages: list[OutboxMessage] = []
-        for t in transitions:
+        if self.message_hooks:
+            now, own_states = self._clock(), list(states)
+            for hook in self.message_hooks:
+                shaped = hook(outgoing, now, self._sinks)
+                outgoing = shaped.transitions
+                messages.extend(shaped.messages)
+                own_states.extend(shaped.states)
+            states = own_states
+        if not transitions and not states and not marks and not messages:
+            return  # the usual group: nothing a restart would need changed
+        for t in outgoing:
             messages.extend(messages_for(t, self._sinks, self._site))
         backoff = Backoff(0.2, 10.0)
         while True:

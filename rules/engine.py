@@ -246,6 +246,11 @@ class RuleEngine:
     def rule_ids(self) -> list[str]:
         return self._rules.rule_ids()
 
+    def instance(self, rule_id: str, asset: str) -> RuleInstance | None:
+        """The live instance of a rule for an asset, if built (shelving re-judges it when a
+        shelf ends: whether its condition still holds is the instance's own state)."""
+        return self._instances.get((rule_id, asset))
+
     def instances(self) -> list[RuleInstance]:
         """Every instance, in the order they were built (the order rules see a sample in)."""
         return list(self._instances.values())

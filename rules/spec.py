@@ -67,6 +67,10 @@ class RuleSpec(SpecModel):
     closed_upstream: Literal["leave", "comment", "new_request"] = "leave"
     reraise_cooldown_seconds: float = Field(3600.0, ge=0)
     suppress_while: list[SuppressSpec] = []
+    # During a flood on its line, this rule's raises keep their own request instead of being
+    # rolled up into the line's incident. Routing, not behaviour: left out of the fingerprint
+    # (exclude), so turning it on keeps the rule's state across a restart.
+    always_individual: bool = Field(False, exclude=True)
 
     @field_validator("suppress_while", mode="before")
     @classmethod
