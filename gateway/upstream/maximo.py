@@ -265,8 +265,9 @@ class MaximoSink:
 
     def _clear_change(self, sr: Mapping[str, Any], body: Mapping[str, Any]
                       ) -> dict[str, Any] | None:
-        """The PATCH body a clear needs; None when the SR already shows it."""
-        if self._cfg.on_clear is ClearAction.RESOLVE:
+        """The PATCH body a clear needs; None when the SR already shows it. An incident update
+        (roll-up) only ever adds its work log note."""
+        if self._cfg.on_clear is ClearAction.RESOLVE and not body.get("update"):
             settled = {s.upper() for s in self._cfg.settled_statuses}
             if str(sr.get("status", "")).upper() in settled | {self._cfg.resolved_status}:
                 return None

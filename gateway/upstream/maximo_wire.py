@@ -93,6 +93,9 @@ def worklog_entry(body: Mapping[str, Any]) -> dict[str, Any]:
         "description": worklog_marker(body)[:WORKLOG_DESCRIPTION_MAX],
         "description_longdescription": "\n".join([
             str(body.get("reason", "")),
+            str(body.get("note", "")),
+        ]) if body.get("update") else "\n".join([
+            str(body.get("reason", "")),
             f"Rule: {body.get('rule_id', '')}",
             f"Cleared at: {body.get('cleared_at', '')}",
             f"Episode: {body.get('episode_id', '')}",
@@ -101,6 +104,8 @@ def worklog_entry(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def worklog_marker(body: Mapping[str, Any]) -> str:
+    if body.get("update"):  # an incident update (roll-up): one note per update, never a clear
+        return f"Incident update ({body.get('dedup_key', '')} {body.get('updated_at', '')})"
     return f"Condition cleared ({body.get('dedup_key', '')})"
 
 

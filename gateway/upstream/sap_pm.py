@@ -352,7 +352,8 @@ class SapPmSink:
         if not ours and link_marker(msg.body) not in said:  # skipped to it: we never wrote there
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=number, reason=(
                 f"notification {number} is someone else's and was not linked: left as it is"))
-        patch = self._malfunction_end(msg.body)
+        update = bool(msg.body.get("update"))  # an incident update: a note, nothing else
+        patch = {} if update else self._malfunction_end(msg.body)
         # A repeated clear (its answer was lost) finds its note already there: no second one.
         if note_marker(msg.body) not in said:
             patch["MaintNotifLongTextForEdit"] = clear_note(msg.body)
@@ -367,7 +368,7 @@ class SapPmSink:
             if not answer.ok:
                 return self._failure(rec.id, answer, f"clear note on notification {number}")
         # a linked or skipped-to notification is someone else's: noted, never completed by us
-        if self._cfg.on_clear is OnClear.COMPLETE and ours:
+        if self._cfg.on_clear is OnClear.COMPLETE and ours and not update:
             answer = await self.client.write(
                 "POST", "CompleteMaintNotification",
                 params={"MaintenanceNotification": odata_string(number)})

@@ -47,10 +47,15 @@ def _cut(text: str, limit: int) -> str:
 
 
 def note_marker(body: Mapping[str, Any]) -> str:
+    if body.get("update"):  # an incident update (roll-up): one note per update
+        return f"[PlantBridge update {body.get('dedup_key')} {body.get('updated_at')}]"
     return f"[PlantBridge clear {body.get('dedup_key')}]"
 
 
 def clear_note(body: Mapping[str, Any]) -> str:
+    if body.get("update"):
+        return _cut(f"{note_marker(body)} {body.get('reason', '')}\n{body.get('note', '')}",
+                    MAX_LONG_TEXT)
     return _cut(f"{note_marker(body)} condition cleared {body.get('cleared_at', '?')}: "
                 f"{body.get('reason', '')} ({body.get('signal', '?')} = {_value(body)})",
                 MAX_LONG_TEXT)

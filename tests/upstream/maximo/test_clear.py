@@ -133,3 +133,21 @@ async def test_the_clear_uses_our_base_url_not_the_host_in_maximos_href(
         [d] = await sink.send([clear_record(d.receipt)])
         assert d.outcome is Outcome.ACCEPTED, d.reason
         assert sim.tickets[0]["status"] == "RESOLVED"
+
+
+async def test_an_incident_update_is_a_work_log_note_and_never_resolves(
+        maximo: MaximoSimulator, make_sink: SinkFactory) -> None:
+    """Roll-up (gateway/rollup.py) sends incident updates as status updates: notes only."""
+    ref = await raised(maximo, make_sink)
+    sink = make_sink(maximo.url)
+    for at in ("2026-12-05T00:00:00Z", "2026-12-05T00:01:00Z", "2026-12-05T00:01:00Z"):
+        rec = clear_record(ref)
+        rec = replace(rec, message=replace(rec.message, body={
+            **rec.message.body, "status": "in_progress", "update": True, "updated_at": at,
+            "reason": "incident update: 2 more", "note": "pump-7: vibration 9"}))
+        [d] = await sink.send([rec])
+        assert d.outcome is Outcome.ACCEPTED, d.reason
+    ticket = maximo.tickets[0]
+    assert ticket["status"] != "RESOLVED"
+    notes = [w["description"] for w in ticket["worklog"]]
+    assert len(notes) == 2 and all(n.startswith("Incident update") for n in notes), notes

@@ -3,8 +3,10 @@ it; repeating a clear (its answer was lost) changes nothing more."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from gateway.messages import dedup_key
-from gateway.model import Outcome
+from gateway.model import OutboxRecord, Outcome
 from simulators.sap_pm import SapPmSimulator
 from simulators.sap_pm.notifications import Notification
 from tests.upstream.sap_pm.conftest import SinkFactory, clear_record, record, retried
@@ -131,3 +133,25 @@ async def test_the_note_carries_if_match_and_a_race_is_read_again(
     assert n["NotifProcessingPhase"] == "4"
     assert sim.received[("PATCH", "MaintenanceNotification(key)", 412)] == 1
     assert sim.received[("PATCH", "MaintenanceNotification(key)", 428)] == 0
+
+
+def _update(rec: OutboxRecord, at: str) -> OutboxRecord:
+    """An incident update (roll-up, gateway/rollup.py): a status update that is no clear."""
+    return replace(rec, message=replace(rec.message, body={
+        **rec.message.body, "status": "in_progress", "update": True, "updated_at": at,
+        "reason": "incident update 2: 2 more, 0 cleared", "note": "pump-7: vibration 9"}))
+
+
+async def test_an_incident_update_is_a_note_and_never_completes(
+        sim: SapPmSimulator, make_sink: SinkFactory) -> None:
+    sink = make_sink(sim.url)
+    (raised,) = await sink.send([record()])
+    assert raised.receipt is not None
+    for at in ("2026-12-05T00:00:00Z", "2026-12-05T00:01:00Z", "2026-12-05T00:01:00Z"):
+        (d,) = await sink.send([_update(clear_record(raised.receipt), at)])
+        assert d.outcome is Outcome.ACCEPTED, d.reason
+    (n,) = sim.notifications
+    assert n["NotifProcessingPhase"] != "4" and sim.received[COMPLETE] == 0
+    text = n["MaintNotificationLongText"]
+    assert text.count("pump-7: vibration 9") == 2  # one note per update, a repeat adds none
+    assert "condition cleared" not in text
