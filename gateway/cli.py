@@ -367,13 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     c.add_argument("--explain", action="store_true", help="print the Modbus read plan")
     c.add_argument("--online", action="store_true",
-                   help="also contact every upstream: reachable, credentials accepted")
+                   help="also contact every upstream (reachable, credentials accepted) and "
+                        "look every mapped asset up in its EAM (SAP, Maximo)")
     c.add_argument("--rules-only", action="store_true",
                    help="only the rules: no secrets, no other part of the config is judged")
     c.add_argument("--rules", type=Path, nargs="+", metavar="FILE",
                    help="with --rules-only: these rule files, without any main config")
-    c.add_argument("--online", action="store_true",
-                   help="also look every mapped asset up in its EAM (SAP, Maximo)")
     c.set_defaults(func=cmd_check)
 
     rp = sub.add_parser("replay", help="run rules on a recording and print what they do")
