@@ -23,6 +23,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+from benchmarks.modbus_bench import RULES as MODBUS_RULES
 from benchmarks.modbus_bench import device_map
 from benchmarks.rows import Row, not_built
 from simulators.cmms import CmmsSimulator
@@ -96,16 +97,17 @@ def modbus_plant(points: int) -> Iterator[int]:
         sim.wait(10)
 
 
-def vm_rss_mb(pid: int) -> float:
+def vm_mb(pid: int, field: str = "VmRSS") -> float:
+    """A memory figure of a live process (VmRSS: now, VmHWM: its peak) in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+    raise RuntimeError(f"no {field} for {pid}")
 
 
-async def spawn_ready(s: Stack, settle_seconds: float) -> tuple[float, float]:
+async def spawn_ready(s: Stack, settle_seconds: float) -> tuple[float, float, float]:
     """Spawn the daemon on the config `s` wrote; (seconds to READY=1, VmRSS MB after
-    `settle_seconds` more)."""
+    `settle_seconds` more, its peak RSS so far)."""
     with tempfile.TemporaryDirectory() as tmp, \
             socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         path = str(Path(tmp) / "notify")
@@ -117,15 +119,23 @@ async def spawn_ready(s: Stack, settle_seconds: float) -> tuple[float, float]:
             proc = s.spawn_daemon()
         try:
             async with asyncio.timeout(60):
-                while b"READY=1" not in await loop.sock_recv(notify, 4096):
-                    pass
+                while True:
+                    try:
+                        got = await asyncio.wait_for(loop.sock_recv(notify, 4096), 0.5)
+                    except TimeoutError:
+                        if proc.poll() is not None:
+                            raise RuntimeError(
+                                f"daemon exited:\n{s.daemon_log()[-2000:]}") from None
+                        continue
+                    if b"READY=1" in got:
+                        break
         except TimeoutError:
             raise RuntimeError(f"no READY within 60 s:\n{s.daemon_log()[-2000:]}") from None
         ready = time.perf_counter() - start
     await asyncio.sleep(settle_seconds)
     if proc.poll() is not None:
         raise RuntimeError(f"daemon exited:\n{s.daemon_log()[-2000:]}")
-    return ready, vm_rss_mb(proc.pid)
+    return ready, vm_mb(proc.pid), vm_mb(proc.pid, "VmHWM")
 
 
 @contextlib.contextmanager
@@ -149,7 +159,7 @@ async def _stop(s: Stack) -> None:
         await s.terminate()
 
 
-async def _demo_like() -> tuple[float, float]:
+async def _demo_like() -> tuple[float, float, float]:
     async with stack() as s:
         s.write_config(vibration_rule(0, 0))
         got = await spawn_ready(s, 2.0)
@@ -157,33 +167,34 @@ async def _demo_like() -> tuple[float, float]:
         return got
 
 
-async def _with_points(points: int, settle: float) -> tuple[float, float]:
+async def _with_points(points: int, settle: float) -> tuple[float, float, float]:
     with modbus_plant(points) as port:
         async with stack() as s:
-            s.write_config(vibration_rule(0, 0), source=modbus_source(port, points))
+            s.write_config(MODBUS_RULES, source=modbus_source(port, points))
             got = await spawn_ready(s, settle)
             await _stop(s)
             return got
 
 
 def rss(quick: bool) -> list[Row]:
-    _, idle = asyncio.run(_demo_like())
+    _, idle, idle_peak = asyncio.run(_demo_like())
     points = 2_000 if quick else 100_000
-    _, loaded = asyncio.run(_with_points(points, 1.0 if quick else 5.0))
+    _, loaded, loaded_peak = asyncio.run(_with_points(points, 1.0 if quick else 5.0))
     return [Row("idle RSS (1 MQTT source, 1 REST upstream)", idle, "MB", "<= 60 MB", idle <= 60,
-                None, "VmRSS 2 s after READY; `plantbridge run` subprocess"),
+                None, "VmRSS 2 s after READY; `plantbridge run` subprocess", idle_peak),
             Row(f"RSS with {points:,} configured points (Modbus, polled)", loaded, "MB",
-                "<= 150 MB", loaded <= 150, None, "VmRSS while polling every 1 s")]
+                "<= 150 MB", loaded <= 150, None, "VmRSS while polling every 1 s", loaded_peak)]
 
 
 def ready(quick: bool) -> list[Row]:
     points = 1_000 if quick else 10_000
-    took, _ = asyncio.run(_with_points(points, 0.0))
+    took, _, peak = asyncio.run(_with_points(points, 0.0))
     return [Row(f"start -> READY, {points:,} configured points", took, "s", "< 1.0 s",
-                took < 1.0, None, "spawn to sd_notify READY=1, interpreter start included")]
+                took < 1.0, None, "spawn to sd_notify READY=1, interpreter start included",
+                peak)]
 
 
-async def _latencies(trials: int) -> list[float]:
+async def _latencies(trials: int) -> tuple[list[float], float]:
     async with stack() as s:
         http = free_port()
         s.write_config(vibration_rule(0, 0), http_port=http)
@@ -199,18 +210,21 @@ async def _latencies(trials: int) -> list[float]:
                     await asyncio.sleep(0.0005)
             out.append(time.perf_counter() - start)
             await asyncio.sleep(0.02)
+        assert s.proc is not None
+        peak = vm_mb(s.proc.pid, "VmHWM")
         await _stop(s)
-        return out
+        return out, peak
 
 
 def end_to_end(quick: bool) -> list[Row]:
-    got = sorted(asyncio.run(_latencies(5 if quick else 200)))
+    got, peak = asyncio.run(_latencies(5 if quick else 200))
+    got.sort()
     p50 = statistics.median(got) * 1000
     p99 = got[min(len(got) - 1, round(0.99 * (len(got) - 1)))] * 1000
     return [Row("end to end sample -> CMMS request, p50", p50, "ms", "(p99 < 50 ms)", None, None,
-                f"{len(got)} raises, no debounce, daemon subprocess"),
+                f"{len(got)} raises, no debounce, daemon subprocess", peak),
             Row("end to end sample -> CMMS request, p99", p99, "ms", "< 50 ms", p99 < 50, None,
-                "publish (QoS 1) to the simulator's receipt of the request")]
+                "publish (QoS 1) to the simulator's receipt of the request", peak)]
 
 
 def drain(quick: bool) -> list[Row]:
