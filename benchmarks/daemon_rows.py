@@ -28,7 +28,7 @@ from benchmarks.modbus_bench import device_map
 from benchmarks.rows import Row, not_built
 from simulators.cmms import CmmsSimulator
 from tests.e2e.stack import API_KEY, Stack, vibration_rule
-from tests.harness import Mosquitto, free_port, running_mosquitto
+from tests.harness import Mosquitto, free_port, running_mosquitto, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 POINTS_PER_DEVICE = 1000
@@ -205,9 +205,8 @@ async def _latencies(trials: int) -> tuple[list[float], float]:
             before = len(s.sim.requests)
             start = time.perf_counter()
             await asyncio.to_thread(s.publish, f"pump-{k}", "vibration", 9.0)
-            async with asyncio.timeout(30):
-                while len(s.sim.requests) == before:
-                    await asyncio.sleep(0.0005)
+            await wait_for(lambda: len(s.sim.requests) > before, 30,  # noqa: B023
+                           "the CMMS request", interval=0.0005)
             out.append(time.perf_counter() - start)
             await asyncio.sleep(0.02)
         assert s.proc is not None

@@ -20,8 +20,8 @@ from pathlib import Path
 import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from benchmarks.rows import Row, peak_rss_mb, rules_from_text
 from benchmarks.rules_bench import RULES
@@ -68,7 +68,7 @@ def _bare_client(protocol: str, port: int) -> paho.Client:
                          protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
                          clean_session=None if v5 else False)
     if v5:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         client.connect("127.0.0.1", port, clean_start=False, properties=props)
     else:

@@ -53,13 +53,16 @@ async def ours(assets: int, rounds: int, directory: Path) -> tuple[float, int]:
     async with await OutboxStore.open(directory / "outbox.sqlite") as store:
         pipeline = Pipeline(RuleEngine(rules_from_text(RULE)), store, ["cmms"], "bench",
                             lambda: None)
+        done = asyncio.Event()
+        # listeners run once per committed transition, after its commit
+        pipeline.listeners.append(
+            lambda _t: done.set() if pipeline.stats.transitions >= want else None)
         runner = asyncio.create_task(pipeline.run(), name="pipeline")
         start = time.perf_counter()
         for batch in work:
             await pipeline.submit(batch, "bench")
         async with asyncio.timeout(600):
-            while pipeline.stats.transitions < want:
-                await asyncio.sleep(0.005)
+            await done.wait()
         elapsed = time.perf_counter() - start
         runner.cancel()
         if pipeline.stats.evaluation_errors or pipeline.stats.commit_failures:
