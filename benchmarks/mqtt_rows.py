@@ -12,6 +12,7 @@ Timing runs from the first message received to the last. 100 assets x 5 signals,
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -32,13 +33,14 @@ from tests.harness import Mosquitto, running_mosquitto, wait_for, wait_for_sync
 
 SIGNALS = ("vibration", "temperature", "current", "running", "pressure")
 ASSETS = 100
-T0 = 1.8e9
+RECEIVE_MAXIMUM = int(MqttSourceConfig.model_fields["queue_max_messages"].default)
 
 
-def payload(i: int, per_message: int) -> bytes:
-    """Message `i`: one `{"value", "ts"}` object, or an array of `per_message` of them."""
-    items = [{"value": 2.5 + (i * per_message + k) % 7 * 0.1, "ts": T0 + i + k / 1000}
-             for k in range(per_message)]
+def payload(i: int, per_message: int, t0: float) -> bytes:
+    """Message `i`: one `{"value", "ts"}` object, or an array of `per_message` of them, stamped
+    from `t0` on (now: a device clock in step, as in a plant)."""
+    items = [{"value": 2.5 + (i * per_message + k) % 7 * 0.1,
+              "ts": t0 + (i * per_message + k) / 1e5} for k in range(per_message)]
     return orjson.dumps(items[0] if per_message == 1 else items)
 
 
@@ -47,14 +49,25 @@ def topic(i: int) -> str:
 
 
 def preload(port: int, messages: int, per_message: int) -> None:
-    """Publish the backlog at QoS 1 and wait until the broker has taken every message."""
+    """Publish the backlog at QoS 1 from a child process (its memory and CPU are not the
+    consumer's) and wait until the broker has taken every message."""
+    child = multiprocessing.get_context("spawn").Process(
+        target=_publish, args=(port, messages, per_message), name="bench-preload")
+    child.start()
+    child.join(300)
+    if child.exitcode != 0:
+        raise RuntimeError(f"the preloading publisher failed (exit {child.exitcode})")
+
+
+def _publish(port: int, messages: int, per_message: int) -> None:
     pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="bench-preload")
     pub.max_inflight_messages_set(1000)
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", port)
     pub.loop_start()
+    t0 = time.time()
     try:
-        infos = [pub.publish(topic(i), payload(i, per_message), 1) for i in range(messages)]
+        infos = [pub.publish(topic(i), payload(i, per_message, t0), 1) for i in range(messages)]
         for info in infos:
             info.wait_for_publish(120)
     finally:
@@ -70,6 +83,8 @@ def _bare_client(protocol: str, port: int) -> paho.Client:
     if v5:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
+        # the same flow-control window as our source announces (its intake size)
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         client.connect("127.0.0.1", port, clean_start=False, properties=props)
     else:
         client.connect("127.0.0.1", port)
