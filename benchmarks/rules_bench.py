@@ -274,7 +274,7 @@ def replay_rows(quick: bool) -> list[Any]:
     r = bench_replay(hours, check_hours=0.0)
     week = r["replay_seconds"] * 168 / hours
     return [not_built("replay a week, 1 Hz x 1,000 signals", "s", "< 120 s, peak RSS < 1 GB",
-                      "bounded-memory replay (streams a whole recording in memory today)"),
+                      "bounded-memory replay (today the whole recording is held in memory)"),
             Row(f"replay {hours:g} h, 1 Hz x 1,000 signals (in memory)", r["replay_seconds"], "s",
                 "(scaled: no target)", None, None,
                 f"{r['samples']:,.0f} samples; a week pro rata ~{week:,.0f} s, RSS grows with "
