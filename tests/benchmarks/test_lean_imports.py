@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.pipeline_bench import RULE
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = """
 [gateway]
@@ -30,15 +32,6 @@ name = "cmms"
 base_url = "http://127.0.0.1:9"
 auth = {{ kind = "bearer", token = {{ value = "k" }} }}
 """
-RULES = """
-[[rule]]
-id = "vib-high"
-kind = "threshold"
-asset_pattern = "*"
-signal = "vibration"
-above = 7.1
-clear_below = 6.0
-"""
 PROBE = """
 import sys
 from pathlib import Path
@@ -51,7 +44,7 @@ print(" ".join(m for m in heavy if m in sys.modules) or "none")
 
 
 def test_an_mqtt_and_rest_config_imports_no_unused_driver_library(tmp_path: Path) -> None:
-    (tmp_path / "rules.toml").write_text(RULES)
+    (tmp_path / "rules.toml").write_text(RULE)
     path = tmp_path / "plantbridge.toml"
     path.write_text(CONFIG.format(state=tmp_path / "state"))
     done = subprocess.run([sys.executable, "-c", PROBE, str(path)], cwd=ROOT,
