@@ -1,5 +1,5 @@
 # The two commands a newcomer needs: `make demo` and `make test`.
-.PHONY: demo test lint setup
+.PHONY: demo test lint setup bench
 
 setup:
 	scripts/setup
@@ -13,3 +13,7 @@ test:
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+
+# Every benchmark, one table with same-run ceilings (about 10 minutes; see benchmarks/__main__.py).
+bench: setup
+	.venv/bin/python -m benchmarks

@@ -169,6 +169,42 @@ def _start_simulator(port: int, items: int) -> subprocess.Popen[str]:
     return proc
 
 
+def measure(items: int, seconds: float, use_uvloop: bool = False) -> dict[str, dict[str, Any]]:
+    """{"raw": ..., "driver": ...}: each mode in its own child against one simulator."""
+    port = _free_port()
+    sim = _start_simulator(port, items)
+    endpoint = f"opc.tcp://127.0.0.1:{port}/plantbridge/"
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for mode in ("raw", "driver"):
+            cmd = [sys.executable, __file__, "--seconds", str(seconds),
+                   "--child", mode, endpoint, str(items)]
+            if use_uvloop:
+                cmd.append("--uvloop")
+            got = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                 cwd=ROOT).stdout.strip().splitlines()[-1]
+            out[mode] = json.loads(got)
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    return out
+
+
+def rows(quick: bool) -> list[Any]:
+    """The suite's row (`python -m benchmarks --only opcua`): notifications per client
+    CPU-second, ours vs the bare asyncua client, 10,000 items (100 with `quick`)."""
+    from benchmarks.rows import Row
+
+    items, seconds = (100, 2.0) if quick else (10_000, 10.0)
+    got = measure(items, seconds)
+    ours, raw = got["driver"], got["raw"]
+    value, ceiling = ours["per_cpu_second"], raw["per_cpu_second"]
+    return [Row(f"OPC UA, {items:,} items", value, "notif/CPU-s", ">= 0.8x bare asyncua",
+                bool(ceiling) and value >= 0.8 * ceiling, ceiling,
+                f"rate {ours['rate']:,.0f}/s vs bare {raw['rate']:,.0f}/s; "
+                f"dropped {int(ours.get('overflow', 0))}", ours["peak_rss_mb"])]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -188,30 +224,15 @@ def main() -> None:
     print(f"{'items':>7} {'path':>7} {'notif/s':>10} {'per CPU-s':>10} {'CPU':>5} "
           f"{'peak RSS MB':>12} {'warm-up s':>10} {'dropped':>8}")
     for items in args.items:
-        port = _free_port()
-        sim = _start_simulator(port, items)
-        endpoint = f"opc.tcp://127.0.0.1:{port}/plantbridge/"
-        rates: dict[str, float] = {}
-        per_cpu: dict[str, float] = {}
-        try:
-            for mode in ("raw", "driver"):
-                cmd = [sys.executable, __file__, "--seconds", str(args.seconds),
-                       "--child", mode, endpoint, str(items)]
-                if args.uvloop:
-                    cmd.append("--uvloop")
-                out = subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                     cwd=ROOT).stdout.strip().splitlines()[-1]
-                r = json.loads(out)
-                rates[mode], per_cpu[mode] = r["rate"], r["per_cpu_second"]
-                print(f"{items:>7} {mode:>7} {r['rate']:>10,.0f} {r['per_cpu_second']:>10,.0f} "
-                      f"{r['cpu_share']:>5.0%} {r['peak_rss_mb']:>12.1f} "
-                      f"{r['warmup_seconds']:>10.1f} {int(r.get('overflow', 0)):>8}",
-                      flush=True)
-        finally:
-            sim.terminate()
-            sim.wait(10)
-        print(f"{items:>7} driver/raw: rate {rates['driver'] / rates['raw']:.2f}, per CPU-second "
-              f"{per_cpu['driver'] / per_cpu['raw']:.2f}", flush=True)
+        got = measure(items, args.seconds, args.uvloop)
+        for mode, r in got.items():
+            print(f"{items:>7} {mode:>7} {r['rate']:>10,.0f} {r['per_cpu_second']:>10,.0f} "
+                  f"{r['cpu_share']:>5.0%} {r['peak_rss_mb']:>12.1f} "
+                  f"{r['warmup_seconds']:>10.1f} {int(r.get('overflow', 0)):>8}", flush=True)
+        rate = got["driver"]["rate"] / got["raw"]["rate"]
+        per_cpu = got["driver"]["per_cpu_second"] / got["raw"]["per_cpu_second"]
+        print(f"{items:>7} driver/raw: rate {rate:.2f}, per CPU-second {per_cpu:.2f}",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -33,10 +33,14 @@ def run_async(main: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-def load_or_report(path: Path, verdict: str,
-                   secrets: config_mod.SecretScope = config_mod.SecretScope.ALL
+def load_or_report(path: Path, verdict: str, secrets: config_mod.SecretScope | None = None
                    ) -> config_mod.LoadedConfig | None:
-    """Load a config, or print one line per problem and the verdict, and return None."""
+    """Load a config, or print one line per problem and the verdict, and return None.
+    `secrets`: which secrets to read (default: all)."""
+    from gateway import config as config_mod
+
+    if secrets is None:
+        secrets = config_mod.SecretScope.ALL
     try:
         return config_mod.load(path, secrets=secrets)
     except config_mod.ConfigError as exc:
@@ -55,6 +59,7 @@ def _report(problems: Sequence[object], warnings: Sequence[object]) -> None:
 
 def _check_rule_files(files: list[Path]) -> int:
     """`check --rules-only --rules FILES`: the rule files alone, no main config at all."""
+    from gateway import config as config_mod
     from rules import RuleFileError, load_rule_files
 
     try:
@@ -68,6 +73,8 @@ def _check_rule_files(files: list[Path]) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
+
     if args.rules is not None:
         if not args.rules_only:
             print("--rules goes with --rules-only (without it, check reads the rule files "
@@ -227,6 +234,7 @@ def _print_to_pipe(text: str) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
     from gateway.record import NothingToRecord, choose, record
 
     # Only the sources run: an upstream's token is none of a recording's business.
@@ -248,6 +256,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
     from gateway.dead_letters import manage
 
     loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
@@ -262,6 +271,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
     from gateway import trace
 
     loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
@@ -284,6 +294,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
     from gateway import outbox_tools as tools
 
     loaded = load_or_report(args.config, "{n} problem(s); the outbox was not opened",
@@ -370,6 +381,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from gateway import config as config_mod
     from gateway.status_cli import show
 
     loaded = load_or_report(args.config, "{n} problem(s); cannot tell where the gateway listens",

@@ -1,4 +1,10 @@
-"""Topic -> (asset, signal, decoder): exact topics by dictionary, then patterns in config order."""
+"""Topic -> (asset, signal, decoder): exact topics by dictionary, then patterns in config order.
+
+A plant publishes the same few thousand topics over and over, so what a topic means is worked
+out once and remembered (`Router.cache_size` topics at most, unmatched ones included; when full,
+the oldest entry goes): the hot path is one dictionary lookup instead of splitting the topic and
+matching it against every pattern again.
+"""
 
 from __future__ import annotations
 
@@ -62,13 +68,23 @@ class TopicPattern:
         return captured
 
 
+DEFAULT_CACHE_SIZE = 10_000  # topics remembered per source: ~2 MB at most
+
+
 class Router:
     """Routes topics to their meaning. Overlapping patterns: the first in config order wins."""
 
     def __init__(self, subscriptions: Sequence[Subscription], topics: Sequence[TopicEntry],
-                 clock: SourceClock | None = None) -> None:
+                 clock: SourceClock | None = None,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         """`clock`: the source's clock check, shared by all its routes (default: trust no
-        device time zone, rules see receive time)."""
+        device time zone, rules see receive time). `cache_size`: topics whose route is
+        remembered (0: none)."""
+        if cache_size < 0:
+            raise ValueError(f"cache_size must be 0 or more, not {cache_size}")
+        self.cache_size = cache_size
+        # Routes are immutable and depend on the topic alone, so a remembered one is exact.
+        self._cache: dict[str, Route | None] = {}
         clock = clock if clock is not None else SourceClock("?")
         filters: dict[str, int] = {}
         for t in topics:
@@ -87,6 +103,25 @@ class Router:
         ]
 
     def route(self, topic: str) -> Route | None:
+        """What `topic` means, or None when no topic entry or pattern matches it."""
+        cache = self._cache
+        try:
+            return cache[topic]
+        except KeyError:
+            pass
+        got = self._resolve(topic)
+        if self.cache_size:
+            if len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # the oldest: dicts keep insertion order
+            cache[topic] = got
+        return got
+
+    @property
+    def cached(self) -> int:
+        """Topics remembered now (at most `cache_size`)."""
+        return len(self._cache)
+
+    def _resolve(self, topic: str) -> Route | None:
         exact = self._exact.get(topic)
         if exact is not None:
             return exact
