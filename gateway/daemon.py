@@ -28,10 +28,13 @@ from gateway.dedup import SampleGate
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
+from gateway.page_episode import render_episode
+from gateway.page_model import asset_cards
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
+from gateway.trends import Series, TrendStore
 from gateway.upstream.forwarder import Forwarder
 from rules import RuleEngine
 
@@ -112,6 +115,10 @@ class Daemon:
                                  gate=gate)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
+        # --- page trends (gateway/trends.py): a bounded ring per signal, raise/clear marks ---
+        self.trends = TrendStore(cfg.http.trend_points)
+        self.pipeline.sample_listeners.append(self.trends.on_sample)
+        self.pipeline.listeners.append(self.trends.on_transition)
         # Deadlines that passed while we were down fire now, before any source is read: the
         # broker's backlog may hold the sample that ended the condition, and evaluated first it
         # would cancel a delay that had already run out.
@@ -346,7 +353,9 @@ class Daemon:
         if not h.enabled:
             return None
         token = h.token.reveal() if h.token is not None else None  # `check` names a bad one
-        runner = web.AppRunner(build_app(self.snapshot, self.refresh, token), access_log=None)
+        runner = web.AppRunner(build_app(self.snapshot, self.refresh, token,
+                                         series_of=self._series, episode_page=self._episode_page),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.listen_host, h.port)
         await site.start()
@@ -490,7 +499,7 @@ class Daemon:
         dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
                  "reason": d.reason, "failed_at": iso_time(d.failed_at),
                  "attempts": d.attempts} for d in self.dead_list]
-        return {
+        snap = {
             "site": self.cfg.gateway.site,
             "uptime_seconds": time.time() - self.started_at,
             "problems": self.problems(),
@@ -508,6 +517,37 @@ class Daemon:
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
+        # --- the asset-first page (gateway/page_model.py): cards built from the above ---
+        snap["now"] = gateway_now()
+        snap["assets"] = self._asset_cards(snap)
+        snap["record_urls"] = self._record_urls()
+        snap["trends"] = {"signals": 0 if self.trends is None else len(self.trends),
+                          "dropped_signals": 0 if self.trends is None
+                          else self.trends.dropped_signals}
+        return snap
+
+    # --- the asset-first page (gateway/page*.py) ---------------------------------------------
+    trends: TrendStore | None = None
+
+    def _record_urls(self) -> dict[str, str | None]:
+        return {u.name: getattr(u, "record_url", None) for u in self.cfg.upstreams}
+
+    def _series(self, asset: str, signal: str, since: float, until: float) -> Series:
+        return (self.trends or TrendStore(2)).series(asset, signal, since, until)
+
+    def _asset_cards(self, s: dict[str, Any]) -> list[dict[str, Any]]:
+        if self.pipeline is None:
+            return []
+        reg = self.loaded.registry
+        return asset_cards(self.pipeline.engine.instances(), self.trends, s, gateway_now(),
+                           line_of=reg.line_of, area_of=reg.area_of,
+                           record_urls=self._record_urls())
+
+    async def _episode_page(self, ident: str) -> str | None:
+        return await render_episode(
+            ident, outbox=self.outbox, trends=self.trends, defs=self.loaded.rules.rules,
+            instances=[] if self.pipeline is None else self.pipeline.engine.instances(),
+            record_urls=self._record_urls())
 
     def _one_line(self) -> str:
         probs = self.problems()

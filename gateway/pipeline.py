@@ -84,6 +84,9 @@ class Pipeline:
         self._clock = clock
         self.stats = PipelineStats()
         self.listeners: list[TransitionListener] = []
+        # Called once per admitted sample, before the rules see it (the page's trend ring,
+        # gateway/trends.py). Keep them cheap: they run on the hot path.
+        self.sample_listeners: list[Callable[[Sample], None]] = []
         self._lock = asyncio.Lock()  # commit + engine replacement never interleave
 
     # --- intake -------------------------------------------------------------------------
@@ -124,9 +127,12 @@ class Pipeline:
             async with self._lock:
                 evaluate = self.engine.evaluate
                 admit = self.gate.admit
+                hooks = self.sample_listeners
                 for source, batch in group:
                     for sample in batch.samples:
                         if self._admit(sample) and admit(source, sample):
+                            for hook in hooks:
+                                hook(sample)
                             try:
                                 transitions.extend(evaluate(sample))
                             except Exception as exc:
