@@ -51,7 +51,8 @@ CSS = """
 .card.muted{border-left-color:#1565c0} .muted .badge.state{background:#bbdefb;color:#0d47a1}
 .card.normal{border-left-color:#2e7d32} .normal .badge.state{background:#e8f5e9;color:#1b5e20}
 .cond{margin:.3em 0;padding:.3em .4em;background:#fde2e1;border-radius:3px;font-size:.95em}
-.cond .why{font-weight:bold} .cond a{color:#0d47a1}
+.cond .why{font-weight:bold} .cond a{color:#0d47a1} .cond.wait{background:#ffe9cc}
+.sig .now{font-size:1.25em;font-weight:bold;color:#000}
 .sig{margin:.35em 0 .1em;font-size:.85em;color:#333}
 .sig .sigstate{font-weight:bold;color:#6a1b9a}
 svg.trend{width:100%;height:auto;display:block}
@@ -138,7 +139,8 @@ def chart_of(series: Series, alarm: list[float], clear: list[float], *, width: i
                        href=episode_href(m.episode_id)) for m in series.marks]
     return render(Chart(series.since, series.until, columns, alarm, clear, marks, width, height,
                         title=f"{series.asset} {series.signal}",
-                        extra={"asset": series.asset, "signal": series.signal}))
+                        extra={"asset": series.asset, "signal": series.signal},
+                        axis=(f"{_clock(series.since)}", f"{_clock(series.until)}")))
 
 
 def _clock(ts: float) -> str:
@@ -151,14 +153,16 @@ def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float) -> st
     where = " · ".join(str(x) for x in (card.get("line"), card.get("area")) if x)
     conds = "".join(_condition(c) for c in card.get("conditions", ()))
     if state == "pending" and card.get("pending_since"):
-        conds += (f'<div class="cond">condition holds since {e(_when(card["pending_since"]))}'
+        conds += (f'<div class="cond wait">condition holds since {e(_when(card["pending_since"]))}'
                   ", waiting for its on-delay</div>")
     sigs = []
     for s in card.get("signals", ()):
         st = "" if s["state"] == "normal" else f' <span class="sigstate">{e(s["state"])}</span>'
         last = f" · last sample {_when(s.get('last_sample_at'))}" if s.get("last_sample_at") \
             else " · no sample yet"
-        sigs.append(f'<div class="sig">{e(s["signal"])}{st}{e(last)}</div>')
+        now_value = ("" if s.get("value") is None
+                     else f' <span class="now">{e(_value(s["value"]))}</span>')
+        sigs.append(f'<div class="sig">{e(s["signal"])}{now_value}{st}{e(last)}</div>')
         if series_of is not None:
             series = series_of(str(card["asset"]), s["signal"], now - TREND_WINDOW_SECONDS, now)
             sigs.append(chart_of(series, list(s.get("alarm", ())), list(s.get("clear", ()))))

@@ -112,6 +112,7 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
                 entry["state"] = "bad quality"
             entry["last_sample_at"] = (None if ring is None or ring.last_ts is None
                                        else iso_time(ring.last_ts))
+            entry["value"] = None if ring is None else ring.last_value
             if entry["state"] != "normal":
                 flags.add(entry["state"])
         if asset in shelved:

@@ -47,6 +47,7 @@ class Chart:
     title: str = ""
     unit_labels: bool = True  # level numbers at the right edge
     extra: dict[str, str] = field(default_factory=dict)  # more data-* attributes on <svg>
+    axis: tuple[str, str] | None = None  # words at the left and right ends of the time axis
 
 
 def downsample(ts: Sequence[float], values: Sequence[float], since: float, until: float,
@@ -112,6 +113,9 @@ def render(chart: Chart) -> str:
         line = " ".join(f"{x(c.t)},{y(c.last)}" for c in chart.columns)
         parts.append(f'<polyline class="value" points="{line}" fill="none" stroke="#1565c0" '
                      'stroke-width="1.6"/>')
+        end = chart.columns[-1]  # the newest value, visible even when it is the only one
+        parts.append(f'<circle class="last" cx="{x(end.t)}" cy="{y(end.last)}" r="3" '
+                     'fill="#1565c0"/>')
     else:
         parts.append(f'<text class="empty" x="{plot_w / 2}" y="{h / 2 + 4}" font-size="12" '
                      'text-anchor="middle" fill="#777">no samples in this window</text>')
@@ -136,6 +140,10 @@ def render(chart: Chart) -> str:
                 f'<line x1="{mx}" x2="{mx}" y1="{top}" y2="{bottom}" stroke="{color}" '
                 f'stroke-width="1.5"/><path d="{tip}" fill="{color}"/></g>')
         parts.append(f'<a href="{e(m.href)}">{body}</a>' if m.href else body)
+    if chart.axis:
+        for anchor, ax, words in (("start", 3, chart.axis[0]), ("end", plot_w - 3, chart.axis[1])):
+            parts.append(f'<text class="axis" x="{ax}" y="{h - 6}" font-size="10" fill="#777" '
+                         f'text-anchor="{anchor}">{e(words)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 

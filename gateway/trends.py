@@ -44,7 +44,7 @@ class TrendRing:
     """`points` min/max/last buckets of `width` seconds; the newest overwrite the oldest."""
 
     __slots__ = ("_high", "_last", "_low", "_start", "count", "head", "last_quality", "last_ts",
-                 "width")
+                 "last_value", "width")
 
     def __init__(self, points: int, width: float) -> None:
         self.width = width
@@ -56,12 +56,15 @@ class TrendRing:
         self.count = 0
         self.last_ts: float | None = None  # newest sample of any quality (for "no data")
         self.last_quality = Quality.GOOD
+        self.last_value: float | None = None  # newest good value (the card's "now")
 
     def add(self, ts: float, value: float | None, quality: Quality) -> None:
         if self.last_ts is None or ts >= self.last_ts:
             self.last_ts, self.last_quality = ts, quality
         if value is None or quality is Quality.BAD or not math.isfinite(value):
             return
+        if ts >= (self.last_ts or 0.0):
+            self.last_value = value
         start = (ts // self.width) * self.width
         head = self.head
         if head >= 0 and self._start[head] == start:
