@@ -1,0 +1,68 @@
+"""`replay --plot`: the plot's raise/clear markers sit at the golden transitions' times.
+
+The file is parsed (the SVG carries data-ts / data-kind on every mark), not compared by pixels.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.cli import main
+
+CASES = Path(__file__).resolve().parents[1] / "rules" / "cases"
+MARK = re.compile(r'<g class="mark (raised|cleared) (current|old)" data-ts="([\d.]+)"')
+
+
+def _expected(case: Path) -> set[tuple[str, float]]:
+    lines = case.joinpath("expected.jsonl").read_text().splitlines()
+    return {(d["kind"], round(float(d["ts"]), 3)) for d in map(orjson.loads, lines) if d}
+
+
+def _marks(text: str, which: str) -> set[tuple[str, float]]:
+    return {(k, round(float(ts), 3)) for k, w, ts in MARK.findall(text) if w == which}
+
+
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+@pytest.mark.parametrize("suffix", [".html", ".svg"])
+def test_markers_at_the_golden_transitions(case: str, suffix: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    folder = CASES / case
+    out = tmp_path / f"plot{suffix}"
+    assert main(["replay", "--rules", str(folder / "rules.toml"), "--input",
+                 str(folder / "input.jsonl"), "--plot", str(out)]) == 0
+    text = out.read_text()
+    expected = _expected(folder)
+    assert _marks(text, "current") == expected
+    if expected:
+        assert '<polyline class="value"' in text
+    assert "plotted" in capsys.readouterr().err
+
+
+def test_compare_draws_old_and_current_one_above_the_other(tmp_path: Path) -> None:
+    folder = CASES / "threshold-above"
+    old = tmp_path / "old.toml"
+    # The old rule had no on-delay: the brief crossing at 1001 raised it.
+    old.write_text(folder.joinpath("rules.toml").read_text()
+                   .replace("on_delay_seconds = 2", "on_delay_seconds = 0"))
+    out = tmp_path / "plot.html"
+    assert main(["replay", "--rules", str(folder / "rules.toml"), "--compare", str(old),
+                 "--input", str(folder / "input.jsonl"), "--plot", str(out)]) == 0
+    text = out.read_text()
+    assert _marks(text, "current") == _expected(folder)
+    old_marks = _marks(text, "old")
+    assert ("raised", 1001.0) in old_marks and old_marks != _marks(text, "current")
+    # current above old, for the same rule
+    assert text.index('data-rules="current rules"') < text.index('data-rules="old rules"')
+    assert 'class="alarm-level" data-level="7.1"' in text
+
+
+def test_asset_names_what_is_drawn_and_nothing_raised_says_so(tmp_path: Path) -> None:
+    folder = CASES / "threshold-above"
+    out = tmp_path / "plot.html"
+    assert main(["replay", "--rules", str(folder / "rules.toml"), "--input",
+                 str(folder / "input.jsonl"), "--plot", str(out), "--asset", "nope"]) == 0
+    assert "No rule raised" in out.read_text()
