@@ -65,6 +65,11 @@ SCRIPT = """
   var keys=['line','area','state'];
   function load(){try{return JSON.parse(sessionStorage.getItem('pb-filter')||'{}')}
                   catch(e){return {}}}
+  // A link may carry a filter (?state=raised&line=L2): it replaces the remembered one.
+  var q=new URLSearchParams(location.search);
+  if(keys.some(function(k){return q.has(k)})){var f={};
+    keys.forEach(function(k){f[k]=q.get(k)||''});
+    sessionStorage.setItem('pb-filter',JSON.stringify(f));}
   function apply(){
     var f=load();
     keys.forEach(function(k){var s=document.getElementById('f-'+k); if(s&&f[k]!==undefined)
@@ -194,10 +199,23 @@ def filters(cards: list[Mapping[str, Any]]) -> str:
     return f'<div class="filters">Show: {"".join(parts)}</div>'
 
 
+def flood_banner(flood: object) -> str:
+    """The `flood` key (another component's alarm-flood state), when present and active: its
+    own words (`message`), else its scalar fields. Absent or inactive: nothing."""
+    if not flood or (isinstance(flood, Mapping) and flood.get("active") is False):
+        return ""
+    if isinstance(flood, Mapping):
+        words = str(flood.get("message") or ", ".join(
+            f"{k}: {v}" for k, v in flood.items() if isinstance(v, str | int | float)))
+    else:
+        words = str(flood)
+    return f'<div class="problems flood"><h2>Alarm flood</h2><p>{html.escape(words)}</p></div>'
+
+
 def assets_section(s: Mapping[str, Any], series_of: SeriesOf | None) -> str:
     cards = list(s.get("assets") or ())
     if not cards:
-        return ""
+        return flood_banner(s.get("flood"))
     now = float(s.get("now") or time.time())
     counts: dict[str, int] = {}
     for c in cards:
@@ -205,5 +223,5 @@ def assets_section(s: Mapping[str, Any], series_of: SeriesOf | None) -> str:
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(),
                                                        key=lambda kv: list(STATE_CLASS)
                                                        .index(kv[0])))
-    return (f'<h2>Assets ({len(cards)}: {html.escape(summary)})</h2>'
+    return (f'{flood_banner(s.get("flood"))}<h2>Assets ({len(cards)}: {html.escape(summary)})</h2>'
             f'<div class="cards">{"".join(_card(c, series_of, now) for c in cards)}</div>')

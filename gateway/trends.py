@@ -112,7 +112,7 @@ class TrendStore:
     are counted in `dropped_signals` and get no trend: the page says so, memory stays put)."""
 
     def __init__(self, points: int, window_seconds: float = DEFAULT_WINDOW_SECONDS,
-                 max_signals: int = 50_000) -> None:
+                 max_signals: int = 20_000) -> None:
         if points < 2:
             raise ValueError("a trend needs at least 2 points")
         self.points = points
