@@ -139,7 +139,10 @@ def _condition(c: Mapping[str, Any]) -> str:
 
 def chart_of(series: Series, alarm: list[float], clear: list[float], *, width: int = 320,
              height: int = 70) -> str:
-    columns = [Column(b.start, b.low, b.high, b.last) for b in series.buckets]
+    # drawn at the middle of its bucket: its samples came some time within it
+    half = series.bucket_seconds / 2
+    columns = [Column(min(b.start + half, series.until), b.low, b.high, b.last)
+               for b in series.buckets]
     marks = [ChartMark(m.ts, m.kind, f"{m.kind} {m.rule_id} at {_clock(m.ts)}",
                        href=episode_href(m.episode_id)) for m in series.marks]
     return render(Chart(series.since, series.until, columns, alarm, clear, marks, width, height,

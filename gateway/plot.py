@@ -78,16 +78,38 @@ def panels(result: ReplayResult, rules: RuleSet, label: str,
     return out
 
 
-def columns_of(cols: Columns, asset: str, signal: str, since: float, until: float,
+class SignalIndex:
+    """Positions of each signal's samples. For a few signals, one scan of the key column each
+    (30 ms on 8.6 million samples); for many, one sort of it (0.8 s) and a slice each."""
+
+    SORT_ABOVE = 24  # signals to look up
+
+    def __init__(self, cols: Columns, lookups: int) -> None:
+        self.cols = cols
+        self.index = {k: i for i, k in enumerate(cols.keys)}
+        self.order: npt.NDArray[np.intp] | None = None
+        if lookups > self.SORT_ABOVE:
+            self.order = np.argsort(cols.key, kind="stable")  # recorded order within a key
+            self.bounds = np.searchsorted(cols.key[self.order], np.arange(len(cols.keys) + 1))
+
+    def positions(self, asset: str, signal: str) -> npt.NDArray[np.intp]:
+        k = self.index.get((asset, signal))
+        if k is None:
+            return np.empty(0, np.intp)
+        if self.order is None:
+            return np.flatnonzero(self.cols.key == k)
+        return self.order[self.bounds[k]:self.bounds[k + 1]]
+
+
+def columns_of(signals: SignalIndex, asset: str, signal: str, since: float, until: float,
                width: int = PLOT_WIDTH) -> list[Column]:
     """Min/max/last per pixel column of one signal (good and uncertain values only)."""
-    try:
-        k = cols.keys.index((asset, signal))
-    except ValueError:
-        return []
-    pick = (cols.key == k) & ((cols.quality & NO_VALUE) == 0) & \
-        ((cols.quality & QUALITY_MASK) != 2) & np.isfinite(cols.value)
-    ts, v = cols.ts[pick], cols.value[pick]
+    cols = signals.cols
+    at = signals.positions(asset, signal)
+    q = cols.quality[at]
+    ts, v = cols.ts[at], cols.value[at]
+    keep = ((q & NO_VALUE) == 0) & ((q & QUALITY_MASK) != 2) & np.isfinite(v)
+    ts, v = ts[keep], v[keep]
     if not len(ts) or until <= since:
         return []
     order = np.argsort(ts, kind="stable")
@@ -102,8 +124,9 @@ def columns_of(cols: Columns, asset: str, signal: str, since: float, until: floa
             for c, a, b, c2 in zip(idx[starts], lo, hi, v[ends], strict=True)]
 
 
-def _chart(panel: Panel, cols: Columns, since: float, until: float) -> str:
-    return render(Chart(since, until, columns_of(cols, panel.asset, panel.signal, since, until),
+def _chart(panel: Panel, signals: SignalIndex, since: float, until: float) -> str:
+    return render(Chart(since, until,
+                        columns_of(signals, panel.asset, panel.signal, since, until),
                         panel.alarm, panel.clear, panel.marks, PLOT_WIDTH + 40, PLOT_HEIGHT,
                         title=f"{panel.rule_id} on {panel.asset} ({panel.label})",
                         extra={"rule": panel.rule_id, "asset": panel.asset,
@@ -130,8 +153,9 @@ def write_plot(path: Path, cols: Columns, current: ReplayResult, rules: RuleSet,
     old_p = panels(old[0], old[1], "old rules", assets) if old is not None else {}
     keys = sorted(set(new_p) | set(old_p), key=lambda k: (k[1], k[0]))
     blocks: list[tuple[str, list[str]]] = []
+    signals = SignalIndex(cols, len(keys))
     for key in keys:
-        charts = [_chart(p, cols, since, until) for p in (new_p.get(key), old_p.get(key))
+        charts = [_chart(p, signals, since, until) for p in (new_p.get(key), old_p.get(key))
                   if p is not None]
         blocks.append((f"{key[0]} on {key[1]}", charts))
     if path.suffix.lower() == ".svg":

@@ -105,6 +105,7 @@ class Series:
     until: float
     buckets: list[Bucket]
     marks: list[Mark]
+    bucket_seconds: float = 0.0
 
 
 class TrendStore:
@@ -148,7 +149,7 @@ class TrendStore:
         ring = self._rings.get((asset, signal))
         buckets = ring.buckets(since, until) if ring is not None else []
         marks = [m for m in self._marks.get((asset, signal), ()) if since <= m.ts <= until]
-        return Series(asset, signal, since, until, buckets, marks)
+        return Series(asset, signal, since, until, buckets, marks, self.width)
 
     def __len__(self) -> int:
         return len(self._rings)

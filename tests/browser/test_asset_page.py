@@ -115,4 +115,9 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
         await browse(binary, url, profile, f"--window-size={width},{height}",
                      f"--screenshot={shot}")
         assert shot.stat().st_size > 10_000, f"the {width} px screenshot is (nearly) empty"
+    shot = ARTIFACTS / "episode-page.png"
+    shot.unlink(missing_ok=True)
+    await browse(binary, url + "episode/" + episode["episode_id"].replace("/", "%2F"), profile,
+                 f"--screenshot={shot}")
+    assert shot.stat().st_size > 10_000
     assert "--window-size=1280,900" in CHROMIUM_FLAGS  # the later flag above overrides it

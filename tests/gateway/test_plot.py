@@ -66,3 +66,24 @@ def test_asset_names_what_is_drawn_and_nothing_raised_says_so(tmp_path: Path) ->
     assert main(["replay", "--rules", str(folder / "rules.toml"), "--input",
                  str(folder / "input.jsonl"), "--plot", str(out), "--asset", "nope"]) == 0
     assert "No rule raised" in out.read_text()
+
+
+def test_many_signals_sorted_once_give_the_same_columns() -> None:
+    import numpy as np
+
+    from gateway.plot import SignalIndex, columns_of
+    from rules.columns import Columns
+
+    keys = tuple((f"a{i}", "v") for i in range(5))
+    key = np.array([0, 1, 2, 0, 1, 2, 3, 0, 4, 0], np.uint32)
+    ts = np.arange(10, dtype=np.float64)
+    value = np.array([1, 2, 3, 9, 5, 6, 7, 4, np.nan, 2], np.float64)
+    cols = Columns(keys, key, ts, value, np.zeros(10, np.uint8))
+    few, many = SignalIndex(cols, 1), SignalIndex(cols, 100)
+    assert few.order is None and many.order is not None
+    for asset, _ in keys:
+        assert columns_of(few, asset, "v", 0, 10, 5) == columns_of(many, asset, "v", 0, 10, 5)
+    got = columns_of(many, "a0", "v", 0, 10, 5)  # a0: 1@0 9@3 4@7 2@9
+    assert [(c.low, c.high, c.last) for c in got] == [(1, 1, 1), (9, 9, 9), (4, 4, 4),
+                                                      (2, 2, 2)]
+    assert columns_of(many, "a4", "v", 0, 10, 5) == []  # only a NaN
