@@ -535,13 +535,22 @@ class Daemon:
     def _series(self, asset: str, signal: str, since: float, until: float) -> Series:
         return (self.trends or TrendStore(2)).series(asset, signal, since, until)
 
+    _cards_cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
+
     def _asset_cards(self, s: dict[str, Any]) -> list[dict[str, Any]]:
+        """Built at most once a second: 0.12 s at 10,000 rule instances, and /metrics, /readyz
+        and the page's refresh all take a snapshot."""
         if self.pipeline is None:
             return []
+        now = gateway_now()
+        if now - self._cards_cache[0] < 1.0:
+            return self._cards_cache[1]
         reg = self.loaded.registry
-        return asset_cards(self.pipeline.engine.instances(), self.trends, s, gateway_now(),
-                           line_of=reg.line_of, area_of=reg.area_of,
-                           record_urls=self._record_urls())
+        cards = asset_cards(self.pipeline.engine.instances(), self.trends, s, now,
+                            line_of=reg.line_of, area_of=reg.area_of,
+                            record_urls=self._record_urls())
+        self._cards_cache = (now, cards)
+        return cards
 
     async def _episode_page(self, ident: str) -> str | None:
         return await render_episode(

@@ -109,9 +109,11 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None, *,
         return web.Response(body=render(snapshot),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def page(_: web.Request) -> web.Response:
+    async def page(request: web.Request) -> web.Response:
         await refresh()
-        return web.Response(text=render_page(snapshot(), series_of), content_type="text/html")
+        chosen = {k: request.query[k] for k in asset_page.FILTER_KEYS if request.query.get(k)}
+        return web.Response(text=render_page(snapshot(), series_of, chosen),
+                            content_type="text/html")
 
     async def episode(request: web.Request) -> web.Response:
         ident = request.match_info["ident"]
@@ -213,7 +215,8 @@ def _table(title: str, heads: tuple[str, ...], rows: str) -> str:
     return f"<h2>{html.escape(title)}</h2><table><tr>{th}</tr>{rows}</table>"
 
 
-def render_page(s: dict[str, Any], series_of: asset_page.SeriesOf | None = None) -> str:
+def render_page(s: dict[str, Any], series_of: asset_page.SeriesOf | None = None,
+                chosen: dict[str, str] | None = None) -> str:
     """The at-a-glance page for the plant IT admin: what is wrong first, then what runs and
     what waits. Every table says "none" rather than vanish, so an empty one is not a doubt."""
     e = html.escape
@@ -270,8 +273,8 @@ tr.open{{background:#fff4d6}}
 <div id="live-head">{head}
 <p class="meta">up {age_words(s['uptime_seconds'])} &middot; {e(reload_line)} &middot;
 <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p></div>
-{asset_page.filters(list(s.get("assets") or ())) if s.get("assets") else ""}
-<div id="live">{asset_page.assets_section(s, series_of)}
+{asset_page.filters(list(s.get("assets") or ()), chosen or {}) if s.get("assets") else ""}
+<div id="live">{asset_page.assets_section(s, series_of, chosen)}
 {_table("Open episodes (conditions raised, not cleared)",
         ("asset", "rule", "severity", "value", "why", "raised", "upstream id"), eps)}
 {_table("Dead letters (refused for good; fix, then: plantbridge dead-letters --requeue ID)",

@@ -5,18 +5,19 @@ print read the word), its open conditions with value, since when, and each upstr
 link into the EAM (the upstream's `record_url`), and a 30-minute trend of each rule signal with
 its alarm and clear levels and the raise/clear marks (gateway/svg.py).
 
-Refresh: the page fetches itself every few seconds and swaps the `#live` part in place (see
+Refresh: the page fetches itself every few seconds and swaps the `#live` parts in place (see
 `SCRIPT`). Chosen over a meta refresh because the document stays: scroll position, an open
 filter and a selection survive without bookkeeping, and a gateway that stops answering is
 said on the page instead of leaving a browser error. Without JavaScript a <noscript> meta
-refresh reloads the page (and loses the scroll, as before).
+refresh reloads the page (and loses the scroll, as before). Filters are query parameters
+(`?state=raised&line=L2`), applied by the server: a link keeps them, hidden cards cost nothing.
 """
 
 from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -25,6 +26,7 @@ from gateway.trends import Series
 
 SeriesOf = Callable[[str, str, float, float], Series]
 TREND_WINDOW_SECONDS = 1800.0
+MAX_CHARTS = 60  # trends per page (about 5 KiB each)
 
 STATE_CLASS = {"raised": "raised", "pending": "pending", "bad quality": "badq",
                "no data": "nodata", "shelved": "muted", "muted": "muted", "normal": "normal"}
@@ -62,41 +64,30 @@ svg.trend{width:100%;height:auto;display:block}
 
 SCRIPT = """
 (function(){
-  var keys=['line','area','state'];
-  function load(){try{return JSON.parse(sessionStorage.getItem('pb-filter')||'{}')}
-                  catch(e){return {}}}
-  // A link may carry a filter (?state=raised&line=L2): it replaces the remembered one.
-  var q=new URLSearchParams(location.search);
-  if(keys.some(function(k){return q.has(k)})){var f={};
-    keys.forEach(function(k){f[k]=q.get(k)||''});
-    sessionStorage.setItem('pb-filter',JSON.stringify(f));}
-  function apply(){
-    var f=load();
-    keys.forEach(function(k){var s=document.getElementById('f-'+k); if(s&&f[k]!==undefined)
-      s.value=f[k];});
-    document.querySelectorAll('.card').forEach(function(c){
-      var show=keys.every(function(k){var v=f[k]||''; return !v||c.dataset[k]===v});
-      c.classList.toggle('hidden',!show);});
-  }
-  document.addEventListener('change',function(ev){
-    var t=ev.target; if(!t.id||t.id.indexOf('f-')!==0)return;
-    var f=load(); f[t.id.slice(2)]=t.value; sessionStorage.setItem('pb-filter',JSON.stringify(f));
-    apply();});
+  // Filters live in the link (?state=raised&line=L2): a reload, a bookmark or a link sent to
+  // a colleague shows the same cards. The server filters, so hidden cards cost nothing.
+  function query(){var q=new URLSearchParams();
+    document.querySelectorAll('.filters select').forEach(function(s){
+      if(s.value)q.set(s.id.slice(2),s.value);});
+    var t=q.toString(); return t?'?'+t:'';}
   function refresh(){
-    fetch(location.pathname,{headers:{'Accept':'text/html'},credentials:'same-origin'})
+    fetch(location.pathname+location.search,
+          {headers:{'Accept':'text/html'},credentials:'same-origin'})
     .then(function(r){if(!r.ok)throw new Error('HTTP '+r.status); return r.text()})
     .then(function(t){
       var d=new DOMParser().parseFromString(t,'text/html');
       ['live-head','live'].forEach(function(id){
         var fresh=d.getElementById(id), old=document.getElementById(id);
         if(fresh&&old)old.replaceWith(fresh);});
-      apply();
       document.getElementById('stale').classList.add('hidden');})
     .catch(function(e){var s=document.getElementById('stale');
       s.textContent='This page is not current: the gateway did not answer ('+e.message+
         '). Retrying every 5 s.'; s.classList.remove('hidden');});
   }
-  apply(); setInterval(refresh,5000);
+  document.addEventListener('change',function(ev){
+    if(!ev.target.closest||!ev.target.closest('.filters'))return;
+    history.replaceState(null,'',location.pathname+query()); refresh();});
+  setInterval(refresh,5000);
 })();
 """
 
@@ -155,7 +146,8 @@ def _clock(ts: float) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts))
 
 
-def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float) -> str:
+def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float,
+          budget: list[int]) -> str:
     e = html.escape
     state = str(card["state"])
     where = " · ".join(str(x) for x in (card.get("line"), card.get("area")) if x)
@@ -171,7 +163,8 @@ def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float) -> st
         now_value = ("" if s.get("value") is None
                      else f' <span class="now">{e(_value(s["value"]))}</span>')
         sigs.append(f'<div class="sig">{e(s["signal"])}{now_value}{st}{e(last)}</div>')
-        if series_of is not None:
+        budget[0] -= 1
+        if series_of is not None and budget[0] >= 0:
             series = series_of(str(card["asset"]), s["signal"], now - TREND_WINDOW_SECONDS, now)
             sigs.append(chart_of(series, list(s.get("alarm", ())), list(s.get("clear", ()))))
     return (f'<section class="card {STATE_CLASS.get(state, "normal")}" '
@@ -182,24 +175,33 @@ def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float) -> st
             f'<span class="badge state">{e(state)}</span></h3>{conds}{"".join(sigs)}</section>')
 
 
-def _select(name: str, label: str, options: list[str]) -> str:
+def _select(name: str, label: str, options: list[str], chosen: str) -> str:
     e = html.escape
-    opts = "".join(f'<option value="{e(o)}">{e(o)}</option>' for o in options)
+    opts = "".join(f'<option value="{e(o)}"{" selected" if o == chosen else ""}>{e(o)}</option>'
+                   for o in options)
     return (f'<label>{e(label)} <select id="f-{name}"><option value="">all</option>{opts}'
             "</select></label>")
 
 
-def filters(cards: list[Mapping[str, Any]]) -> str:
-    """Line, area and state filters; only the values present (an empty list is not offered)."""
+FILTER_KEYS = ("state", "line", "area")
+
+
+def filters(cards: Sequence[Mapping[str, Any]], chosen: Mapping[str, str]) -> str:
+    """State, line and area filters (line and area: the values present, if any)."""
     lines = sorted({str(c["line"]) for c in cards if c.get("line")})
     areas = sorted({str(c["area"]) for c in cards if c.get("area")})
-    states = list(STATE_CLASS)  # all, always: the bar is not refreshed, the cards are
-    parts = [_select("state", "state", states)]
+    parts = [_select("state", "state", list(STATE_CLASS), chosen.get("state", ""))]
     if lines:
-        parts.append(_select("line", "line", lines))
+        parts.append(_select("line", "line", lines, chosen.get("line", "")))
     if areas:
-        parts.append(_select("area", "area", areas))
+        parts.append(_select("area", "area", areas, chosen.get("area", "")))
     return f'<div class="filters">Show: {"".join(parts)}</div>'
+
+
+def chosen_cards(cards: Sequence[Mapping[str, Any]],
+                 chosen: Mapping[str, str]) -> list[Mapping[str, Any]]:
+    return [c for c in cards if all(not chosen.get(k) or str(c.get(k) or "") == chosen[k]
+                                    for k in FILTER_KEYS)]
 
 
 def flood_banner(flood: object) -> str:
@@ -215,16 +217,27 @@ def flood_banner(flood: object) -> str:
     return f'<div class="problems flood"><h2>Alarm flood</h2><p>{html.escape(words)}</p></div>'
 
 
-def assets_section(s: Mapping[str, Any], series_of: SeriesOf | None) -> str:
-    cards = list(s.get("assets") or ())
-    if not cards:
+def assets_section(s: Mapping[str, Any], series_of: SeriesOf | None,
+                   chosen: Mapping[str, str] | None = None) -> str:
+    """The cards the filters let through; trends for the first MAX_CHARTS signals (cards with
+    a problem come first), so a site of a thousand assets stays a page, not megabytes."""
+    every = list(s.get("assets") or ())
+    if not every:
         return flood_banner(s.get("flood"))
+    chosen = chosen or {}
+    cards = chosen_cards(every, chosen)
     now = float(s.get("now") or time.time())
     counts: dict[str, int] = {}
-    for c in cards:
+    for c in every:
         counts[c["state"]] = counts.get(c["state"], 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(),
-                                                       key=lambda kv: list(STATE_CLASS)
-                                                       .index(kv[0])))
-    return (f'{flood_banner(s.get("flood"))}<h2>Assets ({len(cards)}: {html.escape(summary)})</h2>'
-            f'<div class="cards">{"".join(_card(c, series_of, now) for c in cards)}</div>')
+    summary = ", ".join(f"{counts[k]} {k}" for k in STATE_CLASS if k in counts)
+    shown = "" if len(cards) == len(every) else f"{len(cards)} shown of "
+    budget = [MAX_CHARTS]
+    body = "".join(_card(c, series_of, now, budget) for c in cards)
+    note = ("" if budget[0] >= 0 else f'<p class="meta">Trends are drawn for the first '
+            f"{MAX_CHARTS} signals on this page: filter by state, line or area to see "
+            "the others.</p>")
+    if not cards:
+        body = "<p>No asset matches this filter.</p>"
+    return (f'{flood_banner(s.get("flood"))}<h2>Assets ({shown}{len(every)}: '
+            f'{html.escape(summary)})</h2>{note}<div class="cards">{body}</div>')

@@ -94,9 +94,11 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     text = _text(dom)
     assert text.index("Assets (4") < text.index("Open episodes")
 
-    # A filter in the link (kept in sessionStorage for the refreshes): only raised cards show.
-    filtered = _cards(await browse(binary, url + "?state=raised", profile, "--dump-dom"))
-    assert [a for a, h in filtered.items() if " hidden" not in h.split(">", 1)[0]] == ["pump-1"]
+    # A filter in the link: only the raised card, and the filter says so.
+    filtered = await browse(binary, url + "?state=raised", profile, "--dump-dom")
+    assert list(_cards(filtered)) == ["pump-1"]
+    assert '<option value="raised" selected="">raised</option>' in filtered
+    assert "Assets (1 shown of 4:" in _text(filtered)
 
     # The episode page: trend, the rule as written (file and line), delivery history, link.
     ep_dom = await browse(binary, url + "episode/" + episode["episode_id"].replace("/", "%2F"),
