@@ -106,12 +106,12 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
         for sig, entry in signals.items():
             ring = trends.ring(asset, sig) if trends is not None else None
             limit = stale_limit.get((asset, sig), DEFAULT_NO_DATA_SECONDS)
-            if ring is None or ring.last_ts is None or now - ring.last_ts > limit:
+            seen = None if ring is None else ring.seen_at
+            if seen is None or now - seen > limit:
                 entry["state"] = "no data"
-            elif ring.last_quality is Quality.BAD:
+            elif ring is not None and ring.last_quality is Quality.BAD:
                 entry["state"] = "bad quality"
-            entry["last_sample_at"] = (None if ring is None or ring.last_ts is None
-                                       else iso_time(ring.last_ts))
+            entry["last_sample_at"] = None if seen is None else iso_time(seen)
             entry["value"] = None if ring is None else ring.last_value
             if entry["state"] != "normal":
                 flags.add(entry["state"])

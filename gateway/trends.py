@@ -22,6 +22,8 @@ from typing import NamedTuple
 
 from gateway.model import Quality, Sample, Transition
 
+_BAD = Quality.BAD
+
 DEFAULT_WINDOW_SECONDS = 1800.0
 MARKS_PER_SIGNAL = 16  # raise/clear marks kept per signal (a chattering rule keeps its latest)
 
@@ -41,50 +43,68 @@ class Mark(NamedTuple):
 
 
 class TrendRing:
-    """`points` min/max/last buckets of `width` seconds; the newest overwrite the oldest."""
+    """`points` min/max/last buckets of `width` seconds; the newest overwrite the oldest.
 
-    __slots__ = ("_high", "_last", "_low", "_start", "count", "head", "last_quality", "last_ts",
-                 "last_value", "width")
+    The bucket being filled lives in plain attributes (the hot path compares a time with its
+    bounds and updates two or three floats); it is written to the arrays when the next one
+    opens, and `buckets` reads it from the attributes.
+    """
+
+    __slots__ = ("_end", "_high", "_last", "_low", "_o_high", "_o_last", "_o_low", "_start",
+                 "count", "head", "last_quality", "last_ts", "last_value", "width")
 
     def __init__(self, points: int, width: float) -> None:
         self.width = width
-        self._start = array("d", bytes(8 * points))  # bucket number * width; 0.0: never used
+        self._start = array("d", bytes(8 * points))  # closed buckets, a ring
         self._low = array("f", bytes(4 * points))
         self._high = array("f", bytes(4 * points))
         self._last = array("f", bytes(4 * points))
-        self.head = -1  # index of the newest bucket
-        self.count = 0
-        self.last_ts: float | None = None  # newest sample of any quality (for "no data")
+        self.head = -1  # ring index of the open bucket (written there when it closes)
+        self.count = 0  # buckets held, the open one included
+        self._end = -math.inf  # the open bucket is [_end - width, _end)
+        self._o_low = self._o_high = self._o_last = 0.0
+        self.last_ts = -math.inf  # newest sample of any quality (for "no data")
         self.last_quality = Quality.GOOD
         self.last_value: float | None = None  # newest good value (the card's "now")
 
+    @property
+    def seen_at(self) -> float | None:
+        return None if self.last_ts == -math.inf else self.last_ts
+
     def add(self, ts: float, value: float | None, quality: Quality) -> None:
-        if self.last_ts is None or ts >= self.last_ts:
+        newest = ts >= self.last_ts
+        if newest:
             self.last_ts, self.last_quality = ts, quality
-        if value is None or quality is Quality.BAD or not math.isfinite(value):
+        if value is None or quality is _BAD or value != value:  # the pipeline drops inf
             return
-        if ts >= (self.last_ts or 0.0):
-            self.last_value = value
+        end = self._end
+        if end - self.width <= ts < end:  # the usual case: the open bucket
+            if value < self._o_low:
+                self._o_low = value
+            elif value > self._o_high:
+                self._o_high = value
+            if newest:
+                self._o_last = self.last_value = value
+            return
+        if ts < end:
+            return  # older than the open bucket: a late sample does not rewrite the past
+        self._close()
         start = (ts // self.width) * self.width
-        head = self.head
-        if head >= 0 and self._start[head] == start:
-            if value < self._low[head]:
-                self._low[head] = value
-            if value > self._high[head]:
-                self._high[head] = value
-            self._last[head] = value
-            return
-        if head >= 0 and start < self._start[head]:
-            return  # older than the newest bucket: a late sample does not rewrite the past
+        self._end = start + self.width
         size = len(self._start)
-        head = (head + 1) % size
-        self.head = head
+        self.head = (self.head + 1) % size
         self.count = min(self.count + 1, size)
-        self._start[head] = start
-        self._low[head] = self._high[head] = self._last[head] = value
+        self._start[self.head] = start
+        self._o_low = self._o_high = self._o_last = self.last_value = value
+
+    def _close(self) -> None:
+        if self.head >= 0:
+            h = self.head
+            self._low[h], self._high[h], self._last[h] = self._o_low, self._o_high, self._o_last
 
     def buckets(self, since: float = -math.inf, until: float = math.inf) -> list[Bucket]:
-        """Oldest first, those whose start lies in [since, until]."""
+        """Oldest first, those that overlap [since, until]."""
+        self._close()
         size = len(self._start)
         out = []
         for k in range(self.count):
