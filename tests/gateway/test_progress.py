@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import os
 import pty
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 from gateway.progress import Progress, duration_words
+from tests.gateway.recorder import mqtt_config
+from tests.harness import Mosquitto
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "tests" / "rules" / "cases" / "threshold-above"
@@ -82,3 +85,15 @@ def test_replay_shows_none_into_a_pipe() -> None:
     assert done.returncode == 0
     assert done.stderr == b"", done.stderr
     assert b"replayed 19 samples" in done.stdout
+
+
+def test_record_shows_time_recorded_on_a_terminal_and_nothing_into_a_pipe(
+        tmp_path: Path, mosquitto: Mosquitto) -> None:
+    cfg = mqtt_config(tmp_path, mosquitto.port)
+    argv = [sys.executable, "-m", "gateway.cli", "record", "--config", str(cfg), "--output",
+            str(tmp_path / "r.jsonl"), "--duration", "1.5"]
+    code, terminal = _run_on_pty(argv)
+    assert code == 0
+    assert re.search(r"\rrecording to \S+: \d/1\.5 s \(\d+%\)", terminal), terminal
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0 and b"recording to" not in done.stderr, done.stderr
