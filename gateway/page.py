@@ -92,11 +92,15 @@ SCRIPT = """
 """
 
 
-def _when(iso: str | None) -> str:
-    """An ISO time as HH:MM:SS (today's events are read by the clock on the wall)."""
+def _when(iso: str | None, now: float | None = None) -> str:
+    """An ISO time as HH:MM:SS (read by the clock on the wall), with its date when it is not
+    today's (UTC, as every time on the page)."""
     if not iso:
         return "-"
-    return iso[11:19] if len(iso) >= 19 else iso
+    if len(iso) < 19:
+        return iso
+    today = time.strftime("%Y-%m-%d", time.gmtime(time.time() if now is None else now))
+    return iso[11:19] if iso[:10] == today else f"{iso[:10]} {iso[11:19]}"
 
 
 def _value(v: object) -> str:
@@ -153,8 +157,9 @@ def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float,
     where = " · ".join(str(x) for x in (card.get("line"), card.get("area")) if x)
     conds = "".join(_condition(c) for c in card.get("conditions", ()))
     if state == "pending" and card.get("pending_since"):
-        conds += (f'<div class="cond wait">condition holds since {e(_when(card["pending_since"]))}'
-                  ", waiting for its on-delay</div>")
+        since = _when(card["pending_since"])
+        conds += (f'<div class="cond wait">condition holds since {e(since)}, waiting for its '
+                  "on-delay</div>")
     sigs = []
     for s in card.get("signals", ()):
         st = "" if s["state"] == "normal" else f' <span class="sigstate">{e(s["state"])}</span>'
@@ -240,4 +245,7 @@ def assets_section(s: Mapping[str, Any], series_of: SeriesOf | None,
     if not cards:
         body = "<p>No asset matches this filter.</p>"
     return (f'{flood_banner(s.get("flood"))}<h2>Assets ({shown}{len(every)}: '
-            f'{html.escape(summary)})</h2>{note}<div class="cards">{body}</div>')
+            f'{html.escape(summary)})</h2>{note}<p class="meta">Times in UTC. Trends: the last '
+            f'30 minutes; red dashes the alarm level, green the clear level; a red mark a '
+            f'raise, a green one a clear (click it for the episode).</p>'
+            f'<div class="cards">{body}</div>')

@@ -6,11 +6,16 @@ this order of precedence (the first that holds wins):
 
     raised       a condition is open (a request exists or is on its way)
     pending      a condition holds but its on-delay has not run out yet
+    shelved      another component shelved the asset's rules (snapshot key `shelved`)
+    muted        a `suppress_while` signal mutes a rule (machine in maintenance, say)
     bad quality  the last sample of a rule signal was BAD
     no data      a rule signal never sent a sample, or not within its stale limit
-    shelved      another component shelved the asset's rules (snapshot key `shelved`)
-    muted        a `suppress_while` signal mutes a rule
     normal
+
+Shelved and muted win over bad quality and no data: someone decided to look away (a sensor
+unplugged during maintenance is expected); the signal line on the card still says "no data".
+Cards are sorted by what needs a person first: raised, pending, bad quality, no data, then
+shelved, muted and normal (`STATES`).
 
 Pure functions of the rule instances, the trend store and the rest of the snapshot, so the
 page, the JSON and the tests agree. No I/O, no clock of its own.
@@ -30,6 +35,7 @@ from rules.threshold import BandThreshold, CountThreshold, InsideThreshold
 from rules.watch import StaleRule
 
 STATES = ("raised", "pending", "bad quality", "no data", "shelved", "muted", "normal")
+PRECEDENCE = ("raised", "pending", "shelved", "muted", "bad quality", "no data", "normal")
 # A rule signal without a stale rule of its own counts as "no data" after this long.
 DEFAULT_NO_DATA_SECONDS = 600.0
 
@@ -117,7 +123,7 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
                 flags.add(entry["state"])
         if asset in shelved:
             flags.add("shelved")
-        state = next(s for s in STATES if s in flags or s == "normal")
+        state = next(s for s in PRECEDENCE if s in flags or s == "normal")
         conditions = []
         for e in episodes.get(asset, ()):
             links = []

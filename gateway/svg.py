@@ -143,6 +143,7 @@ def render(chart: Chart) -> str:
     if chart.axis:
         for anchor, ax, words in (("start", 3, chart.axis[0]), ("end", plot_w - 3, chart.axis[1])):
             parts.append(f'<text class="axis" x="{ax}" y="{h - 6}" font-size="10" fill="#777" '
+                         'stroke="#fafafa" stroke-width="3" paint-order="stroke" '
                          f'text-anchor="{anchor}">{e(words)}</text>')
     parts.append("</svg>")
     return "".join(parts)

@@ -108,9 +108,10 @@ def test_each_state_of_a_card(tmp_path: Path) -> None:
                         area_of=lambda a: None,
                         record_urls={"cmms": "https://eam.example/wr/{receipt}"})
     states = {c["asset"]: c["state"] for c in cards}
-    assert states == {"m1": "raised", "m2": "pending", "m3": "no data", "m4": "bad quality",
+    assert states == {"m1": "raised", "m2": "pending", "m3": "shelved", "m4": "bad quality",
                       "m5": "muted"}
     assert [c["asset"] for c in cards] == ["m1", "m2", "m4", "m3", "m5"]
+    assert next(c for c in cards if c["asset"] == "m3")["signals"][0]["state"] == "no data"
     m1 = cards[0]
     assert m1["line"] == "L1" and m1["signals"][0]["alarm"] == [80.0]
     assert m1["signals"][0]["clear"] == [70.0]
