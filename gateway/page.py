@@ -70,6 +70,7 @@ SCRIPT = """
     document.querySelectorAll('.filters select').forEach(function(s){
       if(s.value)q.set(s.id.slice(2),s.value);});
     var t=q.toString(); return t?'?'+t:'';}
+  var refreshed=0;
   function refresh(){
     fetch(location.pathname+location.search,
           {headers:{'Accept':'text/html'},credentials:'same-origin'})
@@ -79,6 +80,7 @@ SCRIPT = """
       ['live-head','live'].forEach(function(id){
         var fresh=d.getElementById(id), old=document.getElementById(id);
         if(fresh&&old)old.replaceWith(fresh);});
+      document.body.dataset.refreshed=String(++refreshed);  // for tests, and curious eyes
       document.getElementById('stale').classList.add('hidden');})
     .catch(function(e){var s=document.getElementById('stale');
       s.textContent='This page is not current: the gateway did not answer ('+e.message+

@@ -94,6 +94,12 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     text = _text(dom)
     assert text.index("Assets (4") < text.index("Open episodes")
 
+    # The page refreshes itself in place (virtual time runs its 5 s timer twice).
+    later = await browse(binary, url + "?state=raised", profile, "--dump-dom",
+                         "--virtual-time-budget=11000")
+    assert re.search(r'<body data-refreshed="[12]"', later), later[:400]
+    assert list(_cards(later)) == ["pump-1"], "the refresh keeps the filter"
+
     # A filter in the link: only the raised card, and the filter says so.
     filtered = await browse(binary, url + "?state=raised", profile, "--dump-dom")
     assert list(_cards(filtered)) == ["pump-1"]
