@@ -160,8 +160,10 @@ def _card(card: Mapping[str, Any], series_of: SeriesOf | None, now: float,
     conds = "".join(_condition(c) for c in card.get("conditions", ()))
     if state == "pending" and card.get("pending_since"):
         since = _when(card["pending_since"])
+        when = (f"; raises at {_when(card['raises_at'])} unless it recovers"
+                if card.get("raises_at") else "")
         conds += (f'<div class="cond wait">condition holds since {e(since)}, waiting for its '
-                  "on-delay</div>")
+                  f"on-delay{e(when)}</div>")
     sigs = []
     for s in card.get("signals", ()):
         st = "" if s["state"] == "normal" else f' <span class="sigstate">{e(s["state"])}</span>'

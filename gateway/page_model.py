@@ -142,6 +142,10 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
                       "conditions": sorted(conditions, key=lambda c: c.get("severity") or 9),
                       "pending_since": min((iso_time(i.pending_since) for i in insts
                                             if i.pending_since is not None), default=None),
+                      # when the first pending raise happens unless the value recovers
+                      "raises_at": min((iso_time(i.pending_since + i.on_delay) for i in insts
+                                        if i.pending_since is not None and not i.active),
+                                       default=None),
                       "signals": list(signals.values())})
     cards.sort(key=lambda c: (STATES.index(c["state"]), c["asset"]))
     return cards
