@@ -28,13 +28,11 @@ from gateway.dedup import SampleGate
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
-from gateway.page_episode import render_episode
-from gateway.page_model import asset_cards
+from gateway.page_feed import PageFeed
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
-from gateway.trends import Series, TrendStore
 from gateway.upstream.forwarder import Forwarder
 from rules import RuleEngine
 
@@ -115,10 +113,8 @@ class Daemon:
                                  gate=gate)
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
-        # --- page trends (gateway/trends.py): a bounded ring per signal, raise/clear marks ---
-        self.trends = TrendStore(cfg.http.trend_points)
-        self.pipeline.sample_listeners.append(self.trends.on_sample)
-        self.pipeline.listeners.append(self.trends.on_transition)
+        # --- the asset page (gateway/page_feed.py): trend ring per signal, raise/clear marks ---
+        self.page_feed = PageFeed.attach(self, cfg.http.trend_points)
         # Deadlines that passed while we were down fire now, before any source is read: the
         # broker's backlog may hold the sample that ended the condition, and evaluated first it
         # would cancel a delay that had already run out.
@@ -353,8 +349,10 @@ class Daemon:
         if not h.enabled:
             return None
         token = h.token.reveal() if h.token is not None else None  # `check` names a bad one
+        feed = self.page_feed  # the asset page (gateway/page_feed.py)
         runner = web.AppRunner(build_app(self.snapshot, self.refresh, token,
-                                         series_of=self._series, episode_page=self._episode_page),
+                                         series_of=feed.series if feed else None,
+                                         episode_page=feed.episode_page if feed else None),
                                access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.listen_host, h.port)
@@ -517,46 +515,10 @@ class Daemon:
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
-        # --- the asset-first page (gateway/page_model.py): cards built from the above ---
-        snap["now"] = gateway_now()
-        snap["assets"] = self._asset_cards(snap)
-        snap["record_urls"] = self._record_urls()
-        snap["trends"] = {"signals": 0 if self.trends is None else len(self.trends),
-                          "dropped_signals": 0 if self.trends is None
-                          else self.trends.dropped_signals}
-        return snap
+        # --- the asset page (gateway/page_feed.py): cards built from the above ---
+        return snap if self.page_feed is None else snap | self.page_feed.snapshot_keys(snap)
 
-    # --- the asset-first page (gateway/page*.py) ---------------------------------------------
-    trends: TrendStore | None = None
-
-    def _record_urls(self) -> dict[str, str | None]:
-        return {u.name: getattr(u, "record_url", None) for u in self.cfg.upstreams}
-
-    def _series(self, asset: str, signal: str, since: float, until: float) -> Series:
-        return (self.trends or TrendStore(2)).series(asset, signal, since, until)
-
-    _cards_cache: tuple[float, list[dict[str, Any]]] = (0.0, [])
-
-    def _asset_cards(self, s: dict[str, Any]) -> list[dict[str, Any]]:
-        """Built at most once a second: 0.12 s at 10,000 rule instances, and /metrics, /readyz
-        and the page's refresh all take a snapshot."""
-        if self.pipeline is None:
-            return []
-        now = gateway_now()
-        if now - self._cards_cache[0] < 1.0:
-            return self._cards_cache[1]
-        reg = self.loaded.registry
-        cards = asset_cards(self.pipeline.engine.instances(), self.trends, s, now,
-                            line_of=reg.line_of, area_of=reg.area_of,
-                            record_urls=self._record_urls())
-        self._cards_cache = (now, cards)
-        return cards
-
-    async def _episode_page(self, ident: str) -> str | None:
-        return await render_episode(
-            ident, outbox=self.outbox, trends=self.trends, defs=self.loaded.rules.rules,
-            instances=[] if self.pipeline is None else self.pipeline.engine.instances(),
-            record_urls=self._record_urls())
+    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
 
     def _one_line(self) -> str:
         probs = self.problems()
