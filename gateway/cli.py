@@ -17,6 +17,7 @@ import orjson
 
 from gateway import config as config_mod
 from gateway import logs, shelve_cli
+from gateway.progress import Progress
 from gateway.registry import Registry
 
 T = TypeVar("T")
@@ -204,17 +205,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    try:
-        cols = load_columns(args.input)
-    except (RecordingError, OSError) as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    if cols.warning:
-        print(f"warning: {cols.warning}", file=sys.stderr)
-    cols = between(cols, args.start, args.end)
-    result = replay_columns(new, cols)
-    if old is not None:
-        text = format_comparison(pair(replay_columns(old, cols), result))
+    # Progress by phase (load, each replay, plot): the replay itself is one array pass with
+    # no inner progress, so its estimate is the time the first replay took, for the second.
+    steps = 2 + (old is not None) + (args.plot is not None)
+    with Progress("replay", total=steps, unit="steps") as bar:
+        bar.update(0)
+        try:
+            cols = load_columns(args.input)
+        except (RecordingError, OSError) as exc:
+            bar.close()
+            print(exc, file=sys.stderr)
+            return 1
+        if cols.warning:
+            bar.close()
+            print(f"warning: {cols.warning}", file=sys.stderr)
+        cols = between(cols, args.start, args.end)
+        bar.what = f"replay of {len(cols):,} samples"
+        bar.update(1)
+        result = replay_columns(new, cols)
+        bar.update(2)
+        old_result = replay_columns(old, cols) if old is not None else None
+        bar.update(2 + (old is not None))
+        if args.plot is not None:
+            from gateway.plot import write_plot
+
+            drawn = write_plot(args.plot, cols, result, new,
+                               None if old is None or old_result is None else (old_result, old),
+                               args.asset or ())
+            bar.close()
+            print(f"plotted {drawn} rule(s) to {args.plot}", file=sys.stderr)
+    if old_result is not None:
+        text = format_comparison(pair(old_result, result))
     else:
         text = format_report(result)
     return _print_to_pipe(text)
@@ -250,7 +271,18 @@ def cmd_record(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     logs.setup("warning")
-    n = run_async(record(chosen, args.output, args.duration))
+
+    async def recording() -> int:
+        # The duration is known: progress is the time recorded so far (quiet off a terminal).
+        with Progress(f"recording to {args.output}", total=args.duration, unit="s") as bar:
+            task = asyncio.create_task(record(chosen, args.output, args.duration))
+            started = time.monotonic()
+            while not task.done():
+                bar.update(min(args.duration, round(time.monotonic() - started)))
+                await asyncio.wait({task}, timeout=0.5)
+            return task.result()
+
+    n = run_async(recording())
     print(f"recorded {n} samples to {args.output}")
     return 0
 
@@ -266,8 +298,27 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     if args.requeue and args.requeue != ["all"] and not all(x.isdigit() for x in args.requeue):
         print("--requeue takes record ids or the word all", file=sys.stderr)
         return 2
-    print(run_async(manage(loaded.config, args.requeue or [], args.drop or [], args.sink)))
+    if args.requeue:
+        print(run_async(_requeue(loaded.config, args.requeue, args.sink)))
+        return 0
+    print(run_async(manage(loaded.config, [], args.drop or [], args.sink)))
     return 0
+
+
+REQUEUE_CHUNK = 500
+
+
+async def _requeue(cfg: config_mod.PlantBridgeConfig, which: list[str], sink: str | None) -> str:
+    """`dead-letters --requeue`: in chunks, so a terminal shows progress on thousands."""
+    async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
+        ids = ([d.id for d in await store.dead_letters(sink, limit=1_000_000)]
+               if which == ["all"] else [int(x) for x in which])
+        n = 0
+        with Progress("requeueing dead letters", total=len(ids)) as bar:
+            for at in range(0, len(ids), REQUEUE_CHUNK):
+                n += await store.requeue_dead(ids[at:at + REQUEUE_CHUNK])
+                bar.update(min(len(ids), at + REQUEUE_CHUNK))
+    return f"requeued {n} dead letter(s); the daemon delivers them on its next round"
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -364,14 +415,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return 1
     logs.setup("warning")
 
-    def progress(n: int, total: int) -> None:
-        if n == total or n % 20 == 0:
-            print(f"\rcomparing {n}/{total}", end="\n" if n == total else "", file=sys.stderr,
-                  flush=True)
+    bar = Progress("comparing requests", enabled=None if not args.json else False)
 
-    report = run_async(reconcile.run_reconcile(
-        loaded, window, fix=args.fix, now=time.time(),
-        progress=progress if sys.stderr.isatty() and not args.json else None))
+    def progress(n: int, total: int) -> None:
+        bar.update(n, total)
+
+    with bar:
+        report = run_async(reconcile.run_reconcile(
+            loaded, window, fix=args.fix, now=time.time(),
+            progress=progress if bar.enabled else None))
     if args.json:
         print(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
@@ -456,6 +508,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "it names an offset; or seconds since 1970); rules start clean there")
     rp.add_argument("--to", dest="end", type=utc_time, metavar="TIME",
                     help="only data up to this time")
+    rp.add_argument("--plot", type=Path, metavar="FILE",
+                    help="also draw each rule that raised (or the rules of --asset): its signal, "
+                         "levels and raises/clears; FILE.html or FILE.svg")
+    rp.add_argument("--asset", nargs="+", metavar="ASSET",
+                    help="with --plot: draw every rule of these assets (raised or not), only")
     rp.set_defaults(func=cmd_replay)
 
     rec = sub.add_parser("record", help="capture live telemetry to a recording file")

@@ -76,6 +76,9 @@ class HttpConfig(StrictModel):
     token: Secret | None = None
     # A critical (severity 1) request still undelivered after this long makes /readyz red
     critical_pending_seconds: float = Field(default=120.0, gt=0)
+    # Buckets (min/max/last) per rule signal on the page's 30-minute trends: 180 = 10 s each,
+    # about 3.7 KiB per signal (gateway/trends.py)
+    trend_points: int = Field(default=180, ge=10, le=3600)
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> HttpConfig:

@@ -29,6 +29,7 @@ from gateway.flood import AlarmComponents
 from gateway.http import age_words, build_app
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
+from gateway.page_feed import PageFeed
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
@@ -127,6 +128,8 @@ class Daemon:
         self.pipeline.listeners.append(self._remember)
         self.pipeline.listeners.append(story.log_transition)
         self.alarms.attach(self.pipeline)  # alarm management: hooks and listener
+        # --- the asset page (gateway/page_feed.py): trend ring per signal, raise/clear marks ---
+        self.page_feed = PageFeed.attach(self, cfg.http.trend_points)
         # Deadlines that passed while we were down fire now, before any source is read: the
         # broker's backlog may hold the sample that ended the condition, and evaluated first it
         # would cancel a delay that had already run out.
@@ -362,7 +365,11 @@ class Daemon:
         if not h.enabled:
             return None
         token = h.token.reveal() if h.token is not None else None  # `check` names a bad one
-        runner = web.AppRunner(build_app(self.snapshot, self.refresh, token), access_log=None)
+        feed = self.page_feed  # the asset page (gateway/page_feed.py)
+        runner = web.AppRunner(build_app(self.snapshot, self.refresh, token,
+                                         series_of=feed.series if feed else None,
+                                         episode_page=feed.episode_page if feed else None),
+                               access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, h.listen_host, h.port)
         await site.start()
@@ -506,7 +513,7 @@ class Daemon:
         dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
                  "reason": d.reason, "failed_at": iso_time(d.failed_at),
                  "attempts": d.attempts} for d in self.dead_list]
-        return {
+        snap = {
             "site": self.cfg.gateway.site,
             "uptime_seconds": time.time() - self.started_at,
             "problems": self.problems(),
@@ -525,6 +532,10 @@ class Daemon:
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
+        # --- the asset page (gateway/page_feed.py): cards built from the above ---
+        return snap if self.page_feed is None else snap | self.page_feed.snapshot_keys(snap)
+
+    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
 
     def _one_line(self) -> str:
         probs = self.problems()

@@ -18,11 +18,14 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from gateway import page as asset_page
 from gateway.config import describe_rules
 from gateway.metrics import render
 
 Snapshot = Callable[[], dict[str, Any]]
 Refresh = Callable[[], Awaitable[None]]
+# /episode/<id>: the episode page's HTML, or None for an unknown id (gateway/page_episode.py)
+EpisodePage = Callable[[str], Awaitable[str | None]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 COOKIE = "plantbridge_login"
@@ -78,9 +81,12 @@ def access_middleware(token: str) -> Middleware:
     return guard
 
 
-def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None) -> web.Application:
+def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None, *,
+              series_of: asset_page.SeriesOf | None = None,
+              episode_page: EpisodePage | None = None) -> web.Application:
     """`refresh` re-reads figures that live in storage, so every answer is current.
-    `token`: None leaves every endpoint open (loopback only, see HttpConfig)."""
+    `token`: None leaves every endpoint open (loopback only, see HttpConfig).
+    `series_of`: the trends drawn on the asset cards; `episode_page`: /episode/<id>."""
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "alive"})
@@ -103,9 +109,20 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None) ->
         return web.Response(body=render(snapshot),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
-    async def page(_: web.Request) -> web.Response:
+    async def page(request: web.Request) -> web.Response:
         await refresh()
-        return web.Response(text=render_page(snapshot()), content_type="text/html")
+        chosen = {k: request.query[k] for k in asset_page.FILTER_KEYS if request.query.get(k)}
+        return web.Response(text=render_page(snapshot(), series_of, chosen),
+                            content_type="text/html")
+
+    async def episode(request: web.Request) -> web.Response:
+        ident = request.match_info["ident"]
+        text = await episode_page(ident) if episode_page is not None else None
+        if text is None:
+            return web.Response(text=f"<!doctype html><p>No episode {html.escape(ident)} is "
+                                "known to this gateway. <a href='/'>Back</a></p>", status=404,
+                                content_type="text/html")
+        return web.Response(text=text, content_type="text/html")
 
     async def login_form(_: web.Request) -> web.Response:
         return web.Response(text=_login_page(""), content_type="text/html")
@@ -128,6 +145,7 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None) ->
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/status", status)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/episode/{ident:.+}", episode)
     if token is not None:
         app.router.add_get("/login", login_form)
         app.router.add_post("/login", login)
@@ -149,8 +167,18 @@ def _rules_line(rl: dict[str, Any]) -> str:
                           int(rl.get("pattern_rules", 0)))
 
 
+class _Html(str):
+    """A cell that is already HTML (a link we built from escaped parts)."""
+
+
+def _episode_link(episode_id: str, text: str) -> _Html:
+    return _Html(f'<a href="{html.escape(asset_page.episode_href(episode_id))}">'
+                 f"{html.escape(text)}</a>")
+
+
 def _row(*cells: object, cls: str = "") -> str:
-    tds = "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+    tds = "".join(f"<td>{c if isinstance(c, _Html) else html.escape(str(c))}</td>"
+                  for c in cells)
     return f'<tr class="{cls}">{tds}</tr>'
 
 
@@ -187,7 +215,8 @@ def _table(title: str, heads: tuple[str, ...], rows: str) -> str:
     return f"<h2>{html.escape(title)}</h2><table><tr>{th}</tr>{rows}</table>"
 
 
-def render_page(s: dict[str, Any]) -> str:
+def render_page(s: dict[str, Any], series_of: asset_page.SeriesOf | None = None,
+                chosen: dict[str, str] | None = None) -> str:
     """The at-a-glance page for the plant IT admin: what is wrong first, then what runs and
     what waits. Every table says "none" rather than vanish, so an empty one is not a doubt."""
     e = html.escape
@@ -210,21 +239,24 @@ def render_page(s: dict[str, Any]) -> str:
                        u["retried"], u["last_error"] or "-",
                        cls="bad" if _upstream_bad(u) else "ok")
                   for u in s["upstreams"]) or _row("no upstreams configured", *[""] * 8)
-    eps = "".join(_row(x["asset"], x["rule_id"], x.get("severity", "-"),
+    eps = "".join(_row(x["asset"], _episode_link(x["episode_id"], x["rule_id"]),
+                       x.get("severity", "-"),
                        _value(x.get("value")), x.get("reason") or "-", x["raised_at"],
                        request_ids(x), cls="open")
                   for x in s["open_episodes"]) or _row("none open", *[""] * 6)
     dead = "".join(_row(x["id"], x["sink"], x["asset"], x["kind"], x["reason"], x["failed_at"],
                         cls="bad")
                    for x in s.get("dead_letters", [])) or _row("none", *[""] * 5)
-    recent = "".join(_row(x["time"], x["kind"], x["asset"], x["rule_id"], x["reason"])
+    recent = "".join(_row(x["time"], x["kind"], x["asset"],
+                          _episode_link(x["episode_id"], x["rule_id"]), x["reason"])
                      for x in reversed(s["recent_transitions"])) or _row("none yet", *[""] * 4)
     rl = s["reload"]
     reload_line = (f"last reload failed at {rl['at']}: {rl['error']}" if rl["error"]
                    else f"config loaded at {rl['at']}: {_rules_line(rl)}")
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="refresh" content="5"><title>PlantBridge {e(s['site'])}</title>
+<noscript><meta http-equiv="refresh" content="5"></noscript>
+<title>PlantBridge {e(s['site'])}</title>
 <style>body{{font-family:sans-serif;margin:1.2em;font-size:15px}}
 h1{{margin:.2em 0}} h2{{font-size:1.15em;margin:1em 0 .3em}}
 table{{border-collapse:collapse;margin-bottom:.6em}}
@@ -235,11 +267,14 @@ tr.open{{background:#fff4d6}}
 .problems h2{{color:#a40000;margin:.3em 0}} .problems li{{font-size:1.05em;margin:.2em 0}}
 .problems li.delay{{color:#6d4c00}} .problems em{{font-size:.85em}}
 .allgood{{border:3px solid #2e7d32;background:#eefbea;padding:.6em 1em;font-size:1.1em}}
-.meta{{color:#555}}</style></head><body>
+.meta{{color:#555}}{asset_page.CSS}</style></head><body>
 <h1>PlantBridge &middot; {e(s['site'])}</h1>
-{head}
+<div id="stale" class="stale-page hidden"></div>
+<div id="live-head">{head}
 <p class="meta">up {age_words(s['uptime_seconds'])} &middot; {e(reload_line)} &middot;
-<a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p>
+<a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p></div>
+{asset_page.filters(list(s.get("assets") or ()), chosen or {}) if s.get("assets") else ""}
+<div id="live">{asset_page.assets_section(s, series_of, chosen)}
 {_table("Open episodes (conditions raised, not cleared)",
         ("asset", "rule", "severity", "value", "why", "raised", "upstream id"), eps)}
 {_table("Dead letters (refused for good; fix, then: plantbridge dead-letters --requeue ID)",
@@ -251,6 +286,7 @@ tr.open{{background:#fff4d6}}
 {_size(o.get('file_bytes', 0))} on disk;
 oldest pending {age_words(o.get('oldest_pending_age_seconds') or 0)}.</p>
 {_table("Recent transitions", ("time", "kind", "asset", "rule", "why"), recent)}
+</div><script>{asset_page.SCRIPT}</script>
 </body></html>"""
 
 

@@ -101,6 +101,9 @@ class Pipeline:
         self.stats = PipelineStats()
         self.listeners: list[TransitionListener] = []
         self.message_hooks: list[MessageHook] = []  # shelving, roll-up: see `Shaped`
+        # Called once per admitted sample, before the rules see it (the page's trend ring,
+        # gateway/trends.py). Keep them cheap: they run on the hot path.
+        self.sample_listeners: list[Callable[[Sample], None]] = []
         self._lock = asyncio.Lock()  # commit + engine replacement never interleave
 
     # --- intake -------------------------------------------------------------------------
@@ -141,10 +144,13 @@ class Pipeline:
             async with self._lock:
                 evaluate = self.engine.evaluate
                 admit = self.gate.admit
+                hooks = self.sample_listeners
                 for source, batch in group:
                     for sample in batch.samples:
                         if self._admit(sample) and admit(source, sample):
-                            try:
+                            try:  # a failing listener is skipped like a failing rule
+                                for hook in hooks:
+                                    hook(sample)
                                 transitions.extend(evaluate(sample))
                             except Exception as exc:
                                 self._evaluation_failed(sample, exc)

@@ -93,6 +93,8 @@ class RestSinkConfig(StrictModel):
     name: str = Field(min_length=1)
     base_url: str = Field(pattern=r"^https?://[^/\s]+(/\S*)?$")
     auth: AuthConfig = NoAuth()
+    # page link to a record in the upstream's own UI; {receipt} is the id it gave (gateway/page.py)
+    record_url: str | None = Field(default=None, pattern=r"^https?://\S*\{receipt\}\S*$")
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)  # per HTTP request, all included

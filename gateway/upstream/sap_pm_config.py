@@ -99,6 +99,8 @@ class SapPmSinkConfig(StrictModel):
     service_path: str = "/sap/opu/odata/sap/API_MAINTNOTIFICATION"
     sap_client: str = Field(pattern=r"^\d{3}$")
     auth: SapAuth
+    # page link to a record in the upstream's own UI; {receipt} is the id it gave (gateway/page.py)
+    record_url: str | None = Field(default=None, pattern=r"^https?://\S*\{receipt\}\S*$")
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
     total_timeout_seconds: float = Field(default=30.0, gt=0)
