@@ -22,7 +22,7 @@ from aiohttp import web
 from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
-from gateway import story
+from gateway import page_alarms, story
 from gateway.asset_status import StatusBothWays
 from gateway.dedup import SampleGate
 from gateway.flood import AlarmComponents
@@ -532,6 +532,7 @@ class Daemon:
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
+        snap |= page_alarms.page_keys(self.alarms.snapshot())  # shelved assets, flood banner
         # --- the asset page (gateway/page_feed.py): cards built from the above ---
         return snap if self.page_feed is None else snap | self.page_feed.snapshot_keys(snap)
 

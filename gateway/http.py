@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway import page as asset_page
+from gateway import page_alarms
 from gateway.config import describe_rules
 from gateway.metrics import render
 
@@ -275,6 +276,7 @@ tr.open{{background:#fff4d6}}
 <a href="/status">JSON</a> &middot; <a href="/metrics">metrics</a></p></div>
 {asset_page.filters(list(s.get("assets") or ()), chosen or {}) if s.get("assets") else ""}
 <div id="live">{asset_page.assets_section(s, series_of, chosen)}
+{page_alarms.section(s.get("alarms"))}
 {_table("Open episodes (conditions raised, not cleared)",
         ("asset", "rule", "severity", "value", "why", "raised", "upstream id"), eps)}
 {_table("Dead letters (refused for good; fix, then: plantbridge dead-letters --requeue ID)",
