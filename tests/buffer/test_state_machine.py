@@ -4,7 +4,7 @@ Some runs have a size budget small enough to be hit often: the model then also d
 which records are shed (telemetry, then status, oldest first) and which commits are refused.
 
 After every step: what was acknowledged is never handed out again, nothing unacknowledged is
-lost, per-asset order holds, dead records never block live ones, and counts and the oldest
+lost, per-episode order holds, dead records never block live ones, and counts and the oldest
 pending age match the model exactly (record ids included: they are predictable).
 """
 
@@ -31,6 +31,7 @@ from hypothesis.stateful import (
 
 from buffer.budget import row_bytes
 from buffer.errors import BufferFull
+from buffer.statements import priority_of
 from buffer.store import OutboxStore, Synchronous
 from gateway.model import (
     Delivery,
@@ -116,12 +117,14 @@ class OutboxMachine(RuleBasedStateMachine):
     # --- the model ------------------------------------------------------------------------
 
     def expected_lease(self, sink: str, limit: int, now: float) -> list[int]:
+        """The due head of each episode, most urgent first (priority, then age)."""
         heads: dict[str, int] = {}
         for rid in sorted(self.rows):
             row = self.rows[rid]
             if row.state == PENDING and row.message.sink == sink:
-                heads.setdefault(row.message.asset, rid)
-        return sorted(rid for rid in heads.values() if self.rows[rid].next_at <= now)[:limit]
+                heads.setdefault(row.message.episode_id, rid)
+        due = [rid for rid in heads.values() if self.rows[rid].next_at <= now]
+        return sorted(due, key=lambda rid: (priority_of(self.rows[rid].message), rid))[:limit]
 
     def count(self, state: str) -> dict[str, int]:
         out: dict[str, int] = {}

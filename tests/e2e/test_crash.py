@@ -18,7 +18,8 @@ ASSETS = [f"pump-{i}" for i in range(1, 21)]
 async def test_sigkill_mid_forwarding_loses_and_duplicates_nothing(stack: Stack) -> None:
     port = free_port()
     stack.write_config(vibration_rule(on_delay=0.2, off_delay=0.2), http_port=port)
-    stack.sim.faults.set("slow", delay_seconds=0.15)  # deliveries are in flight when we kill
+    # deliveries are in flight when we kill: slow enough that 16 in flight do not finish first
+    stack.sim.faults.set("slow", delay_seconds=0.8)
     stack.spawn_daemon()
     await stack.wait_subprocess_up(port)
     await stack.play_many(ASSETS, [3.0, 3.0] + [8.0] * 8 + [3.0] * 8)
