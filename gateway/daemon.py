@@ -497,6 +497,8 @@ class Daemon:
                      for f in self.forwarders]
         raised = {x["episode_id"]: x for x in self.recent if x["kind"] == "raised"}
         episodes = []
+        held = {h["episode_id"] for h in
+                self.alarms.snapshot()["shelving"].get("hidden_episodes", [])}
         for e in [] if p is None else p.engine.open_episodes():
             said: dict[str, Any] = dict(rows.facts.get(e.episode_id, {})) if rows else {}
             said |= raised.get(e.episode_id, {})
@@ -509,7 +511,9 @@ class Daemon:
                 # the request of each sink that has no receipt yet: pending | dead
                 "undelivered": {sink: st for (sink, ep), st in
                                 (rows.undelivered if rows else {}).items()
-                                if ep == e.episode_id}})
+                                if ep == e.episode_id},
+                # raised while shelved: no request is sent until the shelf ends
+                "held_back": "shelved" if e.episode_id in held else None})
         dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
                  "reason": d.reason, "failed_at": iso_time(d.failed_at),
                  "attempts": d.attempts} for d in self.dead_list]

@@ -297,6 +297,8 @@ def request_ids(episode: dict[str, Any]) -> str:
     words = {"pending": "waiting to be delivered", "dead": "REFUSED (see dead letters)"}
     said = [f"{k}: {v}" for k, v in (episode.get("receipts") or {}).items()]
     said += [f"{k}: {words.get(v, v)}" for k, v in (episode.get("undelivered") or {}).items()]
+    if not said and episode.get("held_back"):
+        return f"held back: {episode['held_back']}, no request sent"
     return ", ".join(said) or "not yet accepted"
 
 

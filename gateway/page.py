@@ -131,7 +131,12 @@ def _condition(c: Mapping[str, Any]) -> str:
             f'{e(str(c.get("rule_id")))}</span></a> &middot; value {e(_value(c.get("value")))} '
             f'&middot; since {e(_when(c.get("raised_at")))} &middot; severity '
             f'{e(_value(c.get("severity")))}<br>{e(str(c.get("reason") or ""))}<br>'
-            f'{" &middot; ".join(ups) or "not yet accepted"}</div>')
+            f'{" &middot; ".join(ups) or _none_sent(c)}</div>')
+
+
+def _none_sent(c: Mapping[str, Any]) -> str:
+    held = c.get("held_back")
+    return f"held back: {html.escape(str(held))}, no request sent" if held else "not yet accepted"
 
 
 def chart_of(series: Series, alarm: list[float], clear: list[float], *, width: int = 320,

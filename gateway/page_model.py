@@ -35,7 +35,9 @@ from rules.threshold import BandThreshold, CountThreshold, InsideThreshold
 from rules.watch import StaleRule
 
 STATES = ("raised", "pending", "bad quality", "no data", "shelved", "muted", "normal")
-PRECEDENCE = ("raised", "pending", "shelved", "muted", "bad quality", "no data", "normal")
+# A shelved asset says so first: its rules still judge, but what they raise is held back on
+# purpose, and "raised" would suggest a request that was never sent.
+PRECEDENCE = ("shelved", "raised", "pending", "muted", "bad quality", "no data", "normal")
 # A rule signal without a stale rule of its own counts as "no data" after this long.
 DEFAULT_NO_DATA_SECONDS = 600.0
 
@@ -134,7 +136,8 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
             for sink, why in (e.get("undelivered") or {}).items():
                 links.append({"sink": sink, "receipt": None, "status": why, "url": None})
             conditions.append({**{k: e.get(k) for k in ("rule_id", "episode_id", "severity",
-                                                          "value", "reason", "raised_at")},
+                                                          "value", "reason", "raised_at",
+                                                          "held_back")},
                                "upstreams": links})
         cards.append({"asset": asset, "state": state, "flags": sorted(flags),
                       "line": line_of(asset) if line_of else None,

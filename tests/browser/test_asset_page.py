@@ -2,14 +2,18 @@
 
 Scenario: pump-1 raised (its request in the CMMS, whose id links into the CMMS's own page),
 pump-2 pending (a long on-delay running), pump-3 with no data (its rule never saw a sample),
-pump-4 muted by its maintenance_mode signal. The DOM chromium built is read (after the page's
+pump-4 muted by its maintenance_mode signal, pump-5 shelved by a technician with
+`plantbridge shelve` beside the running daemon. The DOM chromium built is read (after the page's
 script ran): each card says its state, the raised one's trend draws the alarm level and the
 raise mark, the record link is there. Screenshots at 1280 and 768 px go to tests/artifacts/.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.browser.test_page import ARTIFACTS, CHROMIUM_FLAGS, _text, browse, chromium
@@ -21,7 +25,7 @@ RULES = """
 [[rule]]
 id = "vib-high"
 kind = "threshold"
-assets = ["pump-1", "pump-3", "pump-4"]
+assets = ["pump-1", "pump-3", "pump-4", "pump-5"]
 signal = "vibration"
 above = 7.1
 clear_below = 6.0
@@ -58,8 +62,13 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     port = free_port()
     upstream = stack.rest_upstream().replace('name = "cmms"',
                                              f'name = "cmms"\nrecord_url = "{RECORD_URL}"')
-    stack.write_config(RULES, http_port=port, upstream=upstream)
+    cfg = stack.write_config(RULES, http_port=port, upstream=upstream)
     d = await stack.start_daemon()
+    shelve = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "gateway.cli", "shelve", "pump-5", "--asset", "--for", "1h",
+        "--reason", "bearing being replaced", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60)
+    assert shelve.returncode == 0, shelve
 
     stack.publish("pump-4", "maintenance_mode", 1.0)
     await stack.play("pump-1", [3.0, 3.1, 3.0] + [8.0] * 10 + [7.8])
@@ -67,17 +76,19 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     await stack.play("pump-4", [3.0] + [8.0] * 10)
     await wait_for(lambda: len(stack.sim.requests) == 1, 15, "pump-1's request delivered")
     receipt = str(stack.sim.requests[0]["id"])
+    await stack.play("pump-5", [3.0] + [8.0] * 10)  # shelved: no request
     await wait_for(lambda: {c["asset"]: c["state"] for c in d.snapshot()["assets"]} == {
-        "pump-1": "raised", "pump-2": "pending", "pump-3": "no data", "pump-4": "muted"},
-        15, "each pump in its state")
+        "pump-1": "raised", "pump-2": "pending", "pump-3": "no data", "pump-4": "muted",
+        "pump-5": "shelved"}, 15, "each pump in its state")
 
     url = f"http://127.0.0.1:{port}/"
     profile = tmp_path / "chromium-profile"
     dom = await browse(binary, url, profile, "--dump-dom")
     cards = _cards(dom)
-    assert list(cards) == ["pump-1", "pump-2", "pump-3", "pump-4"], "problems first"
+    assert list(cards)[:3] == ["pump-1", "pump-2", "pump-3"], "problems first"
+    assert set(cards) == {"pump-1", "pump-2", "pump-3", "pump-4", "pump-5"}
     for asset, word in (("pump-1", "raised"), ("pump-2", "pending"), ("pump-3", "no data"),
-                        ("pump-4", "muted")):
+                        ("pump-4", "muted"), ("pump-5", "shelved")):
         assert f'data-state="{word}"' in cards[asset], (asset, cards[asset][:300])
         assert f'<span class="badge state">{word}</span>' in cards[asset]
     raised = cards["pump-1"]
@@ -93,7 +104,10 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     assert re.search(r"raises at \d\d:\d\d:\d\d unless it recovers", cards["pump-2"])
     assert "no sample yet" in cards["pump-3"]
     text = _text(dom)
-    assert text.index("Assets (4") < text.index("Open episodes")
+    assert text.index("Assets (5") < text.index("Open episodes")
+    assert "bearing being replaced" in text  # the shelf, with its reason
+    assert "held back: shelved, no request sent" in _text(cards["pump-5"])
+    assert len(stack.sim.requests) == 1  # the shelved pump raised nothing upstream
 
     # The page refreshes itself in place (virtual time runs its 5 s timer twice).
     later = await browse(binary, url + "?state=raised", profile, "--dump-dom",
@@ -105,7 +119,7 @@ async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  
     filtered = await browse(binary, url + "?state=raised", profile, "--dump-dom")
     assert list(_cards(filtered)) == ["pump-1"]
     assert '<option value="raised" selected="">raised</option>' in filtered
-    assert "Assets (1 shown of 4:" in _text(filtered)
+    assert "Assets (1 shown of 5:" in _text(filtered)
 
     # The episode page: trend, the rule as written (file and line), delivery history, link.
     ep_dom = await browse(binary, url + "episode/" + episode["episode_id"].replace("/", "%2F"),
