@@ -133,9 +133,33 @@ def _check_online(cfg: config_mod.PlantBridgeConfig) -> int:
         else:
             print(f"online: upstream {r.sink}: probe failed: {r.reason}", file=sys.stderr)
     failed = sum(not r.ok for r in results)
+    for line in run_async(_backbone_facts(cfg)):
+        print(line)
     if failed:
         print(f"{failed} upstream(s) failed the probe", file=sys.stderr)
     return 1 if failed else 0
+
+
+async def _backbone_facts(cfg: config_mod.PlantBridgeConfig) -> list[str]:
+    """The nats-server version each `nats` upstream finds, and what it means for production."""
+    from gateway.upstream.nats import NatsCheckError, NatsSink
+
+    out = []
+    for up in cfg.upstreams:
+        sink = up.build()
+        try:
+            if isinstance(sink, NatsSink):
+                try:
+                    report = await sink.inspect()
+                except NatsCheckError:
+                    continue  # already said by the probe
+                out.append(f"online: upstream {sink.name}: nats-server "
+                           f"{report.server_version}, duplicate_window "
+                           f"{report.duplicate_window_seconds:g} s")
+                out += [f"online: upstream {sink.name}: warning: {w}" for w in report.warnings]
+        finally:
+            await sink.aclose()
+    return out
 
 
 def validate_identities(cfg: config_mod.PlantBridgeConfig, registry: Registry,

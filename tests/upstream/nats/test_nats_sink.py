@@ -177,3 +177,37 @@ async def test_heartbeat_names_the_gateway(nc: NatsClient, make_sink: SinkMaker)
     doc = orjson.loads(msg.data)
     assert doc["gateway_id"] == "edge_7" and doc["published"] == 0
 
+
+
+async def test_check_online_reports_the_server_version_it_finds(
+        nc: NatsClient, nats_server: NatsServer, tmp_path: Any) -> None:
+    """`plantbridge check --online` names the nats-server version and what it means."""
+    import subprocess
+    import sys
+
+    await add_stream(nc, duplicate_window=8 * DAY)
+    (tmp_path / "rules.toml").write_text("")
+    cfg = tmp_path / "plantbridge.toml"
+    cfg.write_text(f"""
+[gateway]
+site = "site-a"
+state_dir = "{tmp_path / 'state'}"
+[rules]
+files = ["rules.toml"]
+[[upstreams]]
+type = "nats"
+name = "backbone"
+servers = ["{nats_server.url}"]
+stream = "{STREAM}"
+heartbeat_seconds = 0
+""")
+    run = await asyncio.to_thread(subprocess.run, [
+        sys.executable, "-m", "gateway.cli", "check", "--online", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60)
+    said = run.stdout + run.stderr
+    assert run.returncode == 0, said
+    v = nc.connected_server_version
+    version = f"{v.major}.{v.minor}.{v.patch}"
+    assert f"upstream backbone: nats-server {version}, duplicate_window" in said, said
+    if tuple(int(x) for x in version.split(".")[:2]) < (2, 11):
+        assert "production needs 2.11+" in said, said
