@@ -221,7 +221,8 @@ def _rate(inst: RateRule, sig: SignalData) -> tuple[Codes, Primer] | None:
     codes = np.full(len(own), BAD_DATA, np.int8)
     if len(t):
         rises = (d > inst.hi) | (d < inst.lo)
-        holds = ~((inst.clo <= d) & (d <= inst.chi)) | (t - t[0] < inst.window)
+        t0 = t[0] if sig.first_good is None else sig.first_good  # streamed: the first ever
+        holds = ~((inst.clo <= d) & (d <= inst.chi)) | (t - t0 < inst.window)
         codes[~bad] = rises.astype(np.int8) + 2 * holds.astype(np.int8)
 
     def prime(rule: RuleInstance, i: int, tick: int) -> None:

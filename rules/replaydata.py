@@ -30,6 +30,7 @@ class ReplayData:
     by_key: ByKey
     index: dict[tuple[str, str], int]
     cache: dict[tuple[str, str], SignalData]  # the assets being worked on
+    first_good: dict[int, float] | None = None  # streamed: first good time per key, ever
 
     def of(self, asset: str, signal: str) -> Ints:
         k = self.index.get((asset, signal))
@@ -42,8 +43,12 @@ class ReplayData:
             pos = self.of(asset, signal)
             q = self.quality[pos]
             bad = ((q & QUALITY_MASK) == BAD) | ((q & NO_VALUE) != 0)
+            first = None
+            k = self.index.get((asset, signal))
+            if self.first_good is not None and k is not None:
+                first = self.first_good.get(k)
             got = self.cache[(asset, signal)] = SignalData(pos, self.ts[pos], self.value[pos],
-                                                            bad)
+                                                            bad, first)
         return got
 
 
@@ -53,6 +58,7 @@ class SignalData:
     ts: Floats
     value: Floats
     bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
+    first_good: float | None = None  # when streamed: time of the signal's first good sample
 
 
 # Whole-recording checks go a million samples at a time: a temporary array the size of a day

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import random
 import tempfile
@@ -24,10 +25,11 @@ from hypothesis import strategies as st
 
 from gateway.model import Quality, Sample, Transition
 from rules import RuleSet, load_rule_files, replaydata
-from rules.columns import columns_from_samples
+from rules.columns import Columns, columns_from_samples
 from rules.fastreplay import replay_columns
 from rules.replay import ReplayResult, load_recording, replay
 from rules.replaydata import ByKey
+from rules.slabreplay import replay_slabs
 
 CASES = Path(__file__).parent / "cases"
 
@@ -323,3 +325,49 @@ def test_whole_recording_checks_in_small_chunks(seed: int, monkeypatch: pytest.M
     monkeypatch.setattr(replaydata, "_CHUNK", 7)
     samples, rules, tick = random_recording(seed)
     same(replay(rules, samples, tick), replay_columns(rules, columns_from_samples(samples), tick))
+
+
+# --- streamed in slabs (rules.slabreplay) ---------------------------------------------------
+
+
+def in_slabs(cols: Columns, cuts: Sequence[int]) -> list[Columns]:
+    """Consecutive parts of `cols`, cut at these positions (as `iter_columns` would cut)."""
+    edges = [0, *sorted({c for c in cuts if 0 < c < len(cols)}), len(cols)]
+    return [Columns(cols.keys, cols.key[a:b], cols.ts[a:b], cols.value[a:b], cols.quality[a:b])
+            for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=rows, on=st.sampled_from(DELAYS), off=st.sampled_from(DELAYS),
+       m=st.integers(2, 5), window=st.sampled_from([2.0, 5.0, 30.0]),
+       limit=st.sampled_from([1.0, 4.0, 20.0]), age=st.sampled_from([1.5, 4.0, 60.0]),
+       tick=st.sampled_from([1.0, 1.0, 0.3, 2.5]),
+       cuts=st.lists(st.integers(0, 150), max_size=12))
+def test_slab_replay_equals_the_reference(data: list[tuple[float, str, str, float | None,
+                                                           Quality]],
+                                          on: float, off: float, m: int, window: float,
+                                          limit: float, age: float, tick: float,
+                                          cuts: list[int]) -> None:
+    rules = rule_set(on, off, m, window, limit, age)
+    samples = make_samples(data)
+    parts = in_slabs(columns_from_samples(samples), cuts)
+    same(replay(rules, samples, tick), replay_slabs(rules, parts, tick))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_random_recordings_in_slabs(seed: int) -> None:
+    samples, rules, tick = random_recording(seed)
+    cols = columns_from_samples(samples)
+    cuts = random.Random(seed).sample(range(1, len(cols)), 25)
+    same(replay(rules, samples, tick), replay_slabs(rules, in_slabs(cols, cuts), tick))
+
+
+@pytest.mark.parametrize("delays", [(0.0, 0.0), (2.0, 3.5), (30.0, 0.5)])
+@pytest.mark.parametrize("slab", [1, 7, 500, 4000])
+def test_long_quiet_recording_in_slabs(delays: tuple[float, float], slab: int) -> None:
+    on, off = delays
+    rules = rule_set(on, off, 3, 30.0, 20.0, 4.0)
+    samples = steady(5000)
+    cols = columns_from_samples(samples)
+    expected = replay(rules, samples)
+    same(expected, replay_slabs(rules, in_slabs(cols, range(slab, len(cols), slab))))
