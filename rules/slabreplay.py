@@ -188,7 +188,10 @@ class SlabReplay:
                 _rate_window(inst, data, ctx)
                 planned = _all(inst, data, ctx)
         samples, ticks, prime = planned
-        samples = samples[samples >= ctx]
+        if birth < 0:
+            samples = samples[samples >= ctx]
+        # else born in this slab: its mute samples in the context are fed too (the engine keeps
+        # the latest good one for a rule not built yet); it has no own samples there.
         if order not in self._everything:
             extra = [samples, _ends(inst, data, ctx)]
             more_samples, more_ticks = _pending(inst, data, ctx)
