@@ -35,10 +35,10 @@ import os
 import struct
 import sys
 import zlib
+from collections.abc import Iterator
 from io import BufferedReader
 from pathlib import Path
 from types import TracebackType
-from collections.abc import Iterator
 from typing import IO, Any, NamedTuple
 
 import msgpack
