@@ -42,7 +42,7 @@ from rules.fastreplay import _run
 from rules.feedplan import Plan, plan
 from rules.pbrec import iter_columns, load_columns
 from rules.replay import ReplayResult, result_of
-from rules.replaydata import EMPTY, ByKey, Ints, ReplayData
+from rules.replaydata import EMPTY, Bools, ByKey, Floats, Ints, ReplayData
 from rules.threshold import CountThreshold, RateRule
 
 # Samples per slab: a slab costs about 60 bytes a sample at its peak (the arrays, the per-key
@@ -103,20 +103,31 @@ class SlabReplay:
         data, ctx = self._data(part)
         births = self._discover(data, ctx)
         found: _Found = []
-        order = sorted(range(len(self._work)), key=lambda i: self._work[i].asset)
-        asset = None
-        for i in order:
-            inst = self._work[i]
-            if inst.asset != asset:
-                data.cache.clear()
-                asset = inst.asset
-            self._feed(i, inst, births.get(i, -1), data, ctx, found)
-        found.sort(key=lambda item: item[0])
-        self.transitions.extend(t for _, t in found)
         rules = self._work  # the context is as long as the longest window asks
         window = max([r.window for r in rules if isinstance(r, RateRule)] or [0.0])
         ring = max([len(r.ring) for r in rules if isinstance(r, CountThreshold)] or [1])
-        self._tail = _tail(data, ring, window)
+        tails: dict[int, Ints] = {}
+        order = sorted(range(len(rules)), key=lambda i: rules[i].asset)
+        asset = None
+        for i in order:
+            inst = rules[i]
+            if inst.asset != asset:
+                _keep_tails(data, tails, ring, window)  # from the signals gathered already
+                data.cache.clear()
+                asset = inst.asset
+            self._feed(i, inst, births.get(i, -1), data, ctx, found)
+        _keep_tails(data, tails, ring, window)
+        found.sort(key=lambda item: item[0])
+        self.transitions.extend(t for _, t in found)
+        for k in range(len(data.keys)):  # signals no rule looked at (a mute signal of a rule
+            if k not in tails:           # that is not built yet, say): the same tail
+                pos = data.by_key.positions(k)
+                q = data.quality[pos]
+                bad = ((q & QUALITY_MASK) == BAD) | ((q & NO_VALUE) != 0)
+                tails[k] = _tail_of(pos, data.ts[pos], bad, ring, window)
+        sel = np.sort(np.concatenate([EMPTY, *tails.values()]))
+        self._tail = Columns(data.keys, data.key[sel], data.ts[sel], data.value[sel],
+                             data.quality[sel])
         self._done += len(part)
 
     def finish(self) -> ReplayResult:
@@ -224,8 +235,8 @@ def _all(inst: RuleInstance, data: ReplayData, ctx: int) -> Plan:
 def _own(inst: RuleInstance, data: ReplayData, ctx: int) -> list[Ints]:
     out = []
     for signal in inst.signals():
-        pos = data.of(inst.asset, signal)
-        out.append(pos[pos >= ctx])
+        pos = data.signal(inst.asset, signal).pos
+        out.append(pos[np.searchsorted(pos, ctx):])
     return out
 
 
@@ -271,27 +282,29 @@ def _rate_window(inst: RateRule, data: ReplayData, ctx: int) -> None:
     inst.history = deque(zip(t[newest].tolist(), v[newest].tolist(), strict=True))
 
 
-def _tail(data: ReplayData, ring: int, window: float) -> Columns:
-    """Per key, the samples the next slab's plans must see before their own: the last `ring`
-    good ones, those within `window` of the newest, and the newest of any quality."""
-    keep = []
-    bad_q = ((data.quality & QUALITY_MASK) == BAD) | ((data.quality & NO_VALUE) != 0)
-    for k in range(len(data.keys)):
-        pos = data.by_key.positions(k)
-        if not len(pos):
-            continue
-        good = pos[~bad_q[pos]]
-        start = len(pos) - 1
-        if len(good):
-            first = len(good) - ring
-            t = data.ts[good]
-            if window > 0 and bool(np.all(t[1:] >= t[:-1])):
-                # (Time that goes backwards sends a rate rule to be fed everything: no window.)
-                first = min(first, int(np.searchsorted(t, t[-1] - window, side="left")))
-            start = min(start, int(np.searchsorted(pos, good[max(0, first)])))
-        keep.append(pos[start:])
-    sel = np.sort(np.concatenate([EMPTY, *keep]))
-    return Columns(data.keys, data.key[sel], data.ts[sel], data.value[sel], data.quality[sel])
+def _keep_tails(data: ReplayData, tails: dict[int, Ints], ring: int, window: float) -> None:
+    """The tails of the signals gathered in `data.cache` (see `_tail_of`)."""
+    for name, sig in data.cache.items():
+        k = data.index.get(name)
+        if k is not None and k not in tails:  # (None: a signal with no samples at all yet)
+            tails[k] = _tail_of(sig.pos, sig.ts, sig.bad, ring, window)
+
+
+def _tail_of(pos: Ints, ts: Floats, bad: Bools, ring: int, window: float) -> Ints:
+    """Of one signal's positions, those the next slab's plans must see before their own: the
+    last `ring` good ones, those within `window` of the newest good one, and the newest."""
+    if not len(pos):
+        return EMPTY
+    start = len(pos) - 1
+    good = np.flatnonzero(~bad)
+    if len(good):
+        first = len(good) - ring
+        t = ts[good]
+        if window > 0 and bool(np.all(t[1:] >= t[:-1])):
+            # (Time that goes backwards sends a rate rule to be fed everything: no window.)
+            first = min(first, int(np.searchsorted(t, t[-1] - window, side="left")))
+        start = min(start, int(good[max(0, first)]))
+    return pos[start:]
 
 
 def replay_recording(rule_set: RuleSet, path: Path, *, start: float | None = None,
