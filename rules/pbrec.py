@@ -218,9 +218,10 @@ def iter_columns(path: Path, slab_samples: int | None = 4_000_000) -> Iterator[C
     ends with the first block that brings it to `slab_samples` samples (None: one part).
 
     Every part holds all keys known so far (`keys` only grows, so key numbers stay valid from
-    part to part). The file is checked before the first part is given: a damaged block in the
-    middle is a RecordingError before anything is replayed; a cut-off tail is dropped and named
-    in the `warning` of the last part. Memory: one part at a time.
+    part to part). Block heads are all checked before the first part is given; a payload is
+    checked when its part is read, so a damaged block in the middle is a RecordingError after
+    the parts before it were given. A cut-off tail is dropped and named in the `warning` of the
+    last part. Memory: one part at a time.
     """
     path = Path(path)
     with path.open("rb") as f:
