@@ -79,7 +79,7 @@ def _evaluated(cols: Columns) -> Bools | None:
     return None if clean else np.concatenate(parts)
 
 
-def _never_back(ts: Floats) -> bool:
+def never_back(ts: Floats) -> bool:
     last = len(ts) - 1
     return all(bool(np.all(ts[lo + 1:min(lo + _CHUNK, last) + 1] >= ts[lo:min(lo + _CHUNK, last)]))
                for lo in range(0, max(last, 0), _CHUNK))
@@ -102,7 +102,7 @@ def prepare(cols: Columns, step: float) -> tuple[ReplayData, int]:
         k0 = math.floor(float(ts[0]) / step) + 1
         later = ts[1:]
         # The running maximum of the time, cheap to skip when time never goes backwards.
-        later_max = later if _never_back(later) else np.maximum.accumulate(later)
+        later_max = later if never_back(later) else np.maximum.accumulate(later)
         last = float(later_max[-1])
         if k0 * step < last:
             ks = np.arange(k0, max(k0, math.ceil(last / step)) + 2, dtype=np.int64)

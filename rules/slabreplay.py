@@ -42,7 +42,7 @@ from rules.fastreplay import _run
 from rules.feedplan import Plan, plan
 from rules.pbrec import iter_columns, load_columns
 from rules.replay import ReplayResult, result_of
-from rules.replaydata import EMPTY, Bools, ByKey, Floats, Ints, ReplayData
+from rules.replaydata import EMPTY, Bools, ByKey, Floats, Ints, ReplayData, never_back
 from rules.threshold import CountThreshold, RateRule
 
 # Samples per slab: a slab costs about 60 bytes a sample at its peak (the arrays, the per-key
@@ -153,7 +153,12 @@ class SlabReplay:
         if self._next_tick is None:  # the first sample sets the grid, as Replayer.feed does
             self._next_tick = int(np.floor(float(part.ts[0]) / step)) + 1
             self._max_ts = float(part.ts[0])
-        running = np.maximum.accumulate(np.maximum(later, self._max_ts))
+        # The running maximum of time, which decides where each tick runs: the times
+        # themselves when they never go back (the usual case: no copy of the slab's size).
+        if float(later[0]) >= self._max_ts and never_back(later):
+            running = later
+        else:
+            running = np.maximum.accumulate(np.maximum(later, self._max_ts))
         last = float(running[-1])
         k0 = self._next_tick
         due = np.zeros(0)
