@@ -364,7 +364,7 @@ def test_long_random_recordings_in_slabs(seed: int) -> None:
 
 
 @pytest.mark.parametrize("delays", [(0.0, 0.0), (2.0, 3.5), (30.0, 0.5)])
-@pytest.mark.parametrize("slab", [1, 7, 500, 4000])
+@pytest.mark.parametrize("slab", [97, 500, 4000])
 def test_long_quiet_recording_in_slabs(delays: tuple[float, float], slab: int) -> None:
     on, off = delays
     rules = rule_set(on, off, 3, 30.0, 20.0, 4.0)
