@@ -82,6 +82,7 @@ class SlabReplay:
         self._next_tick: int | None = None  # index k of the next tick at k * tick_seconds
         self._max_ts = -np.inf  # running maximum of time: what makes ticks run
         self._done = 0  # evaluated samples before this slab
+        self._tick0 = 0  # index of this slab's first tick
         self.samples = 0
         self.skipped = 0
         self.first_ts: float | None = None
@@ -259,10 +260,11 @@ def _pending(inst: RuleInstance, data: ReplayData, ctx: int) -> tuple[Ints, Ints
     if since is None:
         return EMPTY, EMPTY
     delay = inst.off_delay if inst.active else inst.on_delay
+    own = np.unique(np.concatenate([EMPTY, *_own(inst, data, ctx)]))
+    late = np.flatnonzero(data.ts[own] - since >= delay)  # a mute sample decides nothing here
     pos = np.unique(np.concatenate([EMPTY, *(data.of(a, s) for a, s in inst.keys())]))  # noqa: SIM118
     pos = pos[pos >= ctx]
-    late = np.flatnonzero(data.ts[pos] - since >= delay)
-    samples = pos if not len(late) else pos[:late[0] + 1]
+    samples = pos if not len(late) else pos[pos <= own[late[0]]]
     ticks = EMPTY
     if inst.needs_tick() and len(data.tick_due):
         late_t = np.flatnonzero(data.tick_due - since >= delay)
