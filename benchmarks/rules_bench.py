@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/rules_bench.py --replay-hours 1 # a shorter replay
     .venv/bin/python benchmarks/rules_bench.py --profile        # cProfile of the hot path
     .venv/bin/python benchmarks/rules_bench.py --skip-replay    # evaluation only
+    .venv/bin/python benchmarks/rules_bench.py --days 7         # the week, streamed in slabs
 
 Evaluation: 2,500 assets x 4 signals = 10,000 signals, every rule kind in a realistic mix (a
 debounced threshold with hysteresis on every vibration, a rate rule on every temperature, a
@@ -19,7 +20,15 @@ above), written to a `.pbrec` recording and read back, then replayed with
 `rules.fastreplay.replay_columns` (what `plantbridge replay` runs). Figures: write, read and
 replay in wall-clock seconds, peak RSS. `--check-hours H` also runs the reference replay (every
 sample through the engine) on the first H hours and checks both give the same transitions;
-`--reference` times the reference replay on the whole span, for comparison.
+`--reference` times the reference replay on the whole span, for comparison. This replay holds
+the whole recording in memory (the way before issue 14; 2.4 GB for the day).
+
+`--days D` instead writes D days of the same data an hour at a time (a week: 604.8 M samples,
+12.7 GB; `--keep FILE` keeps it for the next run) and replays it as `plantbridge replay` does,
+streamed from the file in slabs (`rules.slabreplay.replay_recording`, `--slab-samples`): peak
+RSS stays at one slab. The streamed replay is checked against the reference on the first
+`--check-hours` of the in-memory run (slabs of ~100 s there, so every rule kind crosses many
+slab boundaries).
 """
 
 from __future__ import annotations
