@@ -90,6 +90,7 @@ class SlabReplay:
         self.transitions: list[Transition] = []
 
     def feed(self, part: Columns) -> None:
+        """Plan and feed every rule instance on the next part; keep the tails for the next."""
         self.samples += len(part)
         q, v = part.quality, part.value
         keep = ((q & QUALITY_MASK) == BAD) | (((q & NO_VALUE) == 0) & np.isfinite(v))
