@@ -213,7 +213,7 @@ def read_columns(path: Path) -> Columns:
     return parts[0] if len(parts) == 1 else concat(parts)
 
 
-def iter_columns(path: Path, slab_samples: int | None = 4_000_000) -> Iterator[Columns]:
+def iter_columns(path: Path, slab_samples: int | None = 8_000_000) -> Iterator[Columns]:
     """A `.pbrec` recording as consecutive parts of whole blocks, in recorded order: each part
     ends with the first block that brings it to `slab_samples` samples (None: one part).
 
