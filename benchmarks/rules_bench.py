@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/rules_bench.py --replay-hours 1 # a shorter replay
     .venv/bin/python benchmarks/rules_bench.py --profile        # cProfile of the hot path
     .venv/bin/python benchmarks/rules_bench.py --skip-replay    # evaluation only
+    .venv/bin/python benchmarks/rules_bench.py --days 7         # the week, streamed in slabs
 
 Evaluation: 2,500 assets x 4 signals = 10,000 signals, every rule kind in a realistic mix (a
 debounced threshold with hysteresis on every vibration, a rate rule on every temperature, a
@@ -19,13 +20,22 @@ above), written to a `.pbrec` recording and read back, then replayed with
 `rules.fastreplay.replay_columns` (what `plantbridge replay` runs). Figures: write, read and
 replay in wall-clock seconds, peak RSS. `--check-hours H` also runs the reference replay (every
 sample through the engine) on the first H hours and checks both give the same transitions;
-`--reference` times the reference replay on the whole span, for comparison.
+`--reference` times the reference replay on the whole span, for comparison. This replay holds
+the whole recording in memory (the way before issue 14; 2.4 GB for the day).
+
+`--days D` instead writes D days of the same data an hour at a time (a week: 604.8 M samples,
+12.7 GB; `--keep FILE` keeps it for the next run) and replays it as `plantbridge replay` does,
+streamed from the file in slabs (`rules.slabreplay.replay_recording`, `--slab-samples`): peak
+RSS stays at one slab. The streamed replay is checked against the reference on the first
+`--check-hours` of the in-memory run (slabs of ~100 s there, so every rule kind crosses many
+slab boundaries).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import functools
 import gc
 import math
 import os
@@ -41,13 +51,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.model import Quality, Sample
 from rules import RuleEngine, RuleSet, load_rule_files
 from rules.columns import BAD, NO_VALUE, Columns
 from rules.fastreplay import replay_columns
-from rules.pbrec import read_columns, write_columns
+from rules.pbrec import RecordingWriter, read_columns, write_columns
 from rules.replay import replay
+from rules.slabreplay import SLAB_SAMPLES, replay_recording, replay_slabs
 
 SIGNALS = ("vibration", "temperature", "current", "running")
 RULES = """
@@ -195,19 +207,65 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
 
 
-def day_columns(names: list[str], seconds: int, t0: float = 1.8e9) -> Columns:
-    """The samples `samples()` yields, in the same order, built as arrays."""
+def day_columns(names: list[str], seconds: int, t0: float = 1.8e9,
+                first_second: int = 0) -> Columns:
+    """The samples `samples()` yields, in the same order, built as arrays (from
+    `first_second` on: a long recording is built and written an hour at a time)."""
     cycle = 600
-    table = np.array([[math.nan if (x := value(i, signal, t)) is None else x
-                       for t in range(cycle)]
-                      for i in range(len(names)) for signal in SIGNALS])
+    table = _table(len(names))
     n_keys = len(names) * len(SIGNALS)
     key = np.tile(np.arange(n_keys, dtype=np.uint32), seconds)
-    second = np.repeat(np.arange(seconds, dtype=np.int64), n_keys)
+    second = np.repeat(np.arange(first_second, first_second + seconds, dtype=np.int64), n_keys)
     vals = table[key, second % cycle]
     quality = np.where(np.isnan(vals), BAD | NO_VALUE, 0).astype(np.uint8)
     keys = tuple((a, s) for a in names for s in SIGNALS)
     return Columns(keys, key, t0 + second.astype(np.float64), vals, quality)
+
+
+@functools.cache
+def _table(n_assets: int) -> npt.NDArray[np.float64]:
+    return np.array([[math.nan if (x := value(i, signal, t)) is None else x
+                      for t in range(600)]
+                     for i in range(n_assets) for signal in SIGNALS])
+
+
+def write_long(path: Path, names: list[str], seconds: int) -> int:
+    """Write `seconds` of the benchmark data to `path` an hour at a time (bounded memory)."""
+    with RecordingWriter(path) as w:
+        for first in range(0, seconds, 3600):
+            w.write_columns(day_columns(names, min(3600, seconds - first), first_second=first))
+        return w.samples_written
+
+
+def bench_stream(days: float, n_assets: int = 250, slab_samples: int = SLAB_SAMPLES,
+                 keep: Path | None = None) -> dict[str, float]:
+    """The replay as `plantbridge replay` runs it: streamed from the file in slabs. The file is
+    written once (and kept at `keep`, when given: written only if it is not there yet)."""
+    names = assets(n_assets)
+    rules = load(None)
+    seconds = int(days * 86400)
+    out: dict[str, float] = {"signals": n_assets * len(SIGNALS), "hours": days * 24,
+                             "samples": seconds * n_assets * len(SIGNALS)}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("PB_BENCH_DIR")) as tmp:
+        path = keep or Path(tmp) / "long.pbrec"
+        if not path.exists():
+            start = time.perf_counter()
+            write_long(path, names, seconds)
+            out["write_seconds"] = time.perf_counter() - start
+        out["bytes_per_sample"] = path.stat().st_size / out["samples"]
+        _table.cache_clear()
+        gc.collect()
+        start, cpu = time.perf_counter(), time.process_time()
+        result, _ = replay_recording(rules, path, slab_samples=slab_samples)
+        out["replay_seconds"] = time.perf_counter() - start
+        out["replay_cpu_seconds"] = time.process_time() - cpu
+    out["transitions"] = len(result.transitions)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def _slice(cols: Columns, a: int, b: int) -> Columns:
+    return Columns(cols.keys, cols.key[a:b], cols.ts[a:b], cols.value[a:b], cols.quality[a:b])
 
 
 def peak_rss_mb() -> float:
@@ -244,6 +302,9 @@ def bench_replay(hours: float, n_assets: int = 250, check_hours: float = 0.0,
         fast = replay_columns(rules, part).transitions
         slow = replay(rules, part.samples()).transitions
         assert fast == slow, "fast and reference replay differ"
+        cuts = range(0, len(part), 100_003)  # slabs of ~100 s: many boundaries, all kinds
+        streamed = replay_slabs(rules, (_slice(part, a, a + 100_003) for a in cuts)).transitions
+        assert streamed == slow, "streamed and reference replay differ"
         out["checked_transitions"] = len(slow)
     if reference:
         start = time.perf_counter()
@@ -290,6 +351,13 @@ def main() -> None:
                    help="also compare with the reference replay on this many hours (0: no)")
     p.add_argument("--reference", action="store_true",
                    help="also time the reference replay on the whole span (minutes)")
+    p.add_argument("--days", type=float, default=0.0,
+                   help="instead: stream this many days from a .pbrec in slabs, as `plantbridge "
+                        "replay` does (7: the week of issue 14; 21 bytes a sample on disk)")
+    p.add_argument("--slab-samples", type=int, default=SLAB_SAMPLES)
+    p.add_argument("--signals", type=int, default=1000, help="with --days: signals (4 an asset)")
+    p.add_argument("--keep", type=Path, default=None,
+                   help="with --days: the .pbrec to replay, written first if it is not there")
     p.add_argument("--profile", action="store_true")
     p.add_argument("--no-take-dirty", action="store_true",
                    help="evaluate without collecting changed rule state (as before durable state)")
@@ -297,6 +365,16 @@ def main() -> None:
     if args.profile:
         cProfile.run("bench_evaluate(rounds=1)", "/tmp/rules_bench.prof")
         pstats.Stats("/tmp/rules_bench.prof").sort_stats("tottime").print_stats(12)
+        return
+    if args.days:
+        r = bench_stream(args.days, args.signals // len(SIGNALS), args.slab_samples, args.keep)
+        written = (f"written in {r['write_seconds']:.1f} s, " if "write_seconds" in r else "")
+        print(f"streamed replay: {r['signals']:,} signals at 1 Hz for {r['hours']:g} h = "
+              f"{r['samples']:,.0f} samples; .pbrec {r['bytes_per_sample']:.1f} bytes/sample, "
+              f"{written}replayed from the file in slabs of {args.slab_samples:,} samples in "
+              f"{r['replay_seconds']:.1f} s ({r['replay_cpu_seconds']:.1f} CPU s, "
+              f"{r['samples'] / r['replay_seconds']:,.0f} samples/s), "
+              f"{r['transitions']:,.0f} transitions; peak RSS {r['peak_rss_mb']:,.0f} MB")
         return
     if not args.skip_evaluate:
         e = bench_evaluate(take_dirty=not args.no_take_dirty)

@@ -217,10 +217,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
               "holds no data; swap them", file=sys.stderr)
         return 2
     from rules import RuleFileError, load_rule_files
-    from rules.columns import between
-    from rules.fastreplay import replay_columns
-    from rules.pbrec import load_columns
     from rules.replay import RecordingError, format_comparison, format_report, pair
+    from rules.slabreplay import replay_recording
 
     try:
         new = load_rule_files(args.rules)
@@ -229,35 +227,34 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    # Progress by phase (load, each replay, plot): the replay itself is one array pass with
-    # no inner progress, so its estimate is the time the first replay took, for the second.
-    steps = 2 + (old is not None) + (args.plot is not None)
+    # Progress by phase (each replay, plot): a replay streams the recording in slabs (a week of
+    # 1,000 signals fits in memory); its estimate is the time the first took, for the second.
+    steps = 1 + (old is not None) + (args.plot is not None)
     with Progress("replay", total=steps, unit="steps") as bar:
         bar.update(0)
         try:
-            cols = load_columns(args.input)
+            result, warning = replay_recording(new, args.input, start=args.start, end=args.end)
+            bar.update(1)
+            old_result = None if old is None else replay_recording(
+                old, args.input, start=args.start, end=args.end)[0]
+            bar.update(1 + (old is not None))
+            if args.plot is not None:  # drawing needs the samples: the window, read whole
+                from gateway.plot import write_plot
+                from rules.columns import between
+                from rules.pbrec import load_columns
+
+                cols = between(load_columns(args.input), args.start, args.end)
+                drawn = write_plot(args.plot, cols, result, new,
+                                   None if old is None or old_result is None
+                                   else (old_result, old), args.asset or ())
+                bar.close()
+                print(f"plotted {drawn} rule(s) to {args.plot}", file=sys.stderr)
         except (RecordingError, OSError) as exc:
             bar.close()
             print(exc, file=sys.stderr)
             return 1
-        if cols.warning:
-            bar.close()
-            print(f"warning: {cols.warning}", file=sys.stderr)
-        cols = between(cols, args.start, args.end)
-        bar.what = f"replay of {len(cols):,} samples"
-        bar.update(1)
-        result = replay_columns(new, cols)
-        bar.update(2)
-        old_result = replay_columns(old, cols) if old is not None else None
-        bar.update(2 + (old is not None))
-        if args.plot is not None:
-            from gateway.plot import write_plot
-
-            drawn = write_plot(args.plot, cols, result, new,
-                               None if old is None or old_result is None else (old_result, old),
-                               args.asset or ())
-            bar.close()
-            print(f"plotted {drawn} rule(s) to {args.plot}", file=sys.stderr)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     if old_result is not None:
         text = format_comparison(pair(old_result, result))
     else:

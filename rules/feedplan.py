@@ -101,7 +101,7 @@ def _runs(codes: Codes, sig: SignalData, data: ReplayData, inst: RuleInstance, t
     own, t = sig.pos, sig.ts
     n = len(own)
     if n == 0:
-        return EMPTY, EMPTY  # without own samples nothing can raise or clear
+        return mute, EMPTY  # without own samples nothing can raise or clear (muting: keep up)
     start = np.ones(n, np.bool_)
     start[1:] = codes[1:] != codes[:-1]
     feed = start | (codes == 1)  # raises when idle, clears when active: may flip every sample
@@ -221,7 +221,8 @@ def _rate(inst: RateRule, sig: SignalData) -> tuple[Codes, Primer] | None:
     codes = np.full(len(own), BAD_DATA, np.int8)
     if len(t):
         rises = (d > inst.hi) | (d < inst.lo)
-        holds = ~((inst.clo <= d) & (d <= inst.chi)) | (t - t[0] < inst.window)
+        t0 = t[0] if sig.first_good is None else sig.first_good  # streamed: the first ever
+        holds = ~((inst.clo <= d) & (d <= inst.chi)) | (t - t0 < inst.window)
         codes[~bad] = rises.astype(np.int8) + 2 * holds.astype(np.int8)
 
     def prime(rule: RuleInstance, i: int, tick: int) -> None:
@@ -245,7 +246,9 @@ def _stale(inst: StaleRule, data: ReplayData, sig: SignalData, ticks: Ints, mute
     """Ticks that find the signal silent past the limit, and the samples either side."""
     own, t = sig.pos, sig.ts
     if not len(ticks) or not len(own):
-        return EMPTY, EMPTY, None  # it raises only on a tick, and only once it heard the signal
+        # It raises only on a tick, and only once it heard the signal. The muting is kept up
+        # to date all the same: a streamed replay goes on with this instance in the next slab.
+        return mute, EMPTY, None
     due, tpos = data.tick_due[ticks], data.tick_pos[ticks]
     before = np.searchsorted(own, tpos, side="left")  # own samples before each tick
     seen = np.where(before > 0, t[np.maximum(before - 1, 0)], np.inf)  # none yet: not watching
@@ -266,7 +269,7 @@ def _combination(inst: CombinationRule, data: ReplayData, ticks: Ints, mute: Int
     sigs = [data.signal(inst.asset, s) for s in inst.index]
     own = np.concatenate([EMPTY, *(g.pos for g in sigs)])
     if not len(own):
-        return EMPTY, EMPTY, None
+        return mute, EMPTY, None  # muting kept up to date (a streamed replay goes on)
     by_pos = np.argsort(own, kind="stable")
     own = own[by_pos]
     source = np.concatenate([np.full(len(g.pos), i, np.int8) for i, g in enumerate(sigs)])[by_pos]

@@ -35,6 +35,7 @@ import os
 import struct
 import sys
 import zlib
+from collections.abc import Iterator
 from io import BufferedReader
 from pathlib import Path
 from types import TracebackType
@@ -45,7 +46,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.model import Sample
-from rules.columns import BAD, NO_VALUE, Columns, columns_from_samples, empty_columns
+from rules.columns import BAD, NO_VALUE, Columns, columns_from_samples, concat, empty_columns
 from rules.recording import RecordingError, each_once, load_recording
 
 
@@ -208,13 +209,28 @@ class _Block(NamedTuple):
 
 def read_columns(path: Path) -> Columns:
     """A `.pbrec` recording as columns; a cut-off tail is dropped and named in `warning`."""
+    parts = list(iter_columns(path, slab_samples=None))
+    return parts[0] if len(parts) == 1 else concat(parts)
+
+
+def iter_columns(path: Path, slab_samples: int | None = 8_000_000) -> Iterator[Columns]:
+    """A `.pbrec` recording as consecutive parts of whole blocks, in recorded order: each part
+    ends with the first block that brings it to `slab_samples` samples (None: one part).
+
+    Every part holds all keys known so far (`keys` only grows, so key numbers stay valid from
+    part to part). Block heads are all checked before the first part is given; a payload is
+    checked when its part is read, so a damaged block in the middle is a RecordingError after
+    the parts before it were given. A cut-off tail is dropped and named in the `warning` of the
+    last part. Memory: one part at a time.
+    """
     path = Path(path)
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size or head[:8] != MAGIC:
             if _HEADER.pack(MAGIC, VERSION, 0).startswith(head) or _zeros_to_end(f, 0):
-                return empty_columns(_cut(path, 0, 0, "a cut-off header"))
+                yield empty_columns(_cut(path, 0, 0, "a cut-off header"))
+                return
             raise RecordingError(f"{path}: byte 0: this is not a PlantBridge recording "
                                  f"(a .pbrec file starts with \\x89PBREC)")
         _, version, _ = _HEADER.unpack(head)
@@ -222,23 +238,38 @@ def read_columns(path: Path) -> Columns:
             raise RecordingError(f"{path}: byte 8: recording format version {version}; this "
                                  f"PlantBridge reads version {VERSION}")
         blocks, keys, warning = _scan(path, f, size)
-        total = sum(b.n for b in blocks)
-        cols = (np.empty(total, np.uint32), np.empty(total, np.float64),
-                np.empty(total, np.float64), np.empty(total, np.uint8))
-        at = 0
-        for i, block in enumerate(blocks):
-            parts = [c[at:at + block.n] for c in cols]
-            f.seek(block.payload_at)
-            if not _read_payload(f, parts, block.payload_crc):
-                if i == len(blocks) - 1 and warning is None:
-                    warning = _cut(path, block.offset, at, "a damaged block")
-                    break
-                raise RecordingError(f"{path}: byte {block.offset}: the block there is damaged "
-                                     f"(its samples do not match their checksum)")
-            _check_payload(path, block, parts)
-            at += block.n
-    key, ts, value, quality = cols
-    return Columns(tuple(keys), key[:at], ts[:at], value[:at], quality[:at], warning)
+        limit = slab_samples or max(1, sum(b.n for b in blocks))
+        at = 0  # samples read before this part
+        i = 0
+        while True:
+            group: list[_Block] = []
+            n = 0
+            while i < len(blocks) and (n < limit or not group):
+                group.append(blocks[i])
+                n += blocks[i].n
+                i += 1
+            cols = (np.empty(n, np.uint32), np.empty(n, np.float64), np.empty(n, np.float64),
+                    np.empty(n, np.uint8))
+            got = 0
+            for block in group:
+                parts = [c[got:got + block.n] for c in cols]
+                f.seek(block.payload_at)
+                if not _read_payload(f, parts, block.payload_crc):
+                    if block is blocks[-1] and warning is None:
+                        warning = _cut(path, block.offset, at + got, "a damaged block")
+                        break
+                    raise RecordingError(f"{path}: byte {block.offset}: the block there is "
+                                         f"damaged (its samples do not match their checksum)")
+                _check_payload(path, block, parts)
+                got += block.n
+            known = group[-1].keys_known if group else len(keys)
+            last = i >= len(blocks)
+            key, ts, value, quality = cols
+            yield Columns(tuple(keys[:len(keys) if last else known]), key[:got], ts[:got],
+                          value[:got], quality[:got], warning if last else None)
+            at += got
+            if last:
+                return
 
 
 def _scan(path: Path, f: BufferedReader, size: int) -> tuple[list[_Block], list[tuple[str, str]],

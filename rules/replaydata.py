@@ -30,6 +30,7 @@ class ReplayData:
     by_key: ByKey
     index: dict[tuple[str, str], int]
     cache: dict[tuple[str, str], SignalData]  # the assets being worked on
+    first_good: dict[int, float] | None = None  # streamed: first good time per key, ever
 
     def of(self, asset: str, signal: str) -> Ints:
         k = self.index.get((asset, signal))
@@ -42,8 +43,12 @@ class ReplayData:
             pos = self.of(asset, signal)
             q = self.quality[pos]
             bad = ((q & QUALITY_MASK) == BAD) | ((q & NO_VALUE) != 0)
+            first = None
+            k = self.index.get((asset, signal))
+            if self.first_good is not None and k is not None:
+                first = self.first_good.get(k)
             got = self.cache[(asset, signal)] = SignalData(pos, self.ts[pos], self.value[pos],
-                                                            bad)
+                                                            bad, first)
         return got
 
 
@@ -53,6 +58,7 @@ class SignalData:
     ts: Floats
     value: Floats
     bad: Bools  # BAD quality or no value: neither raises nor clears a process alarm
+    first_good: float | None = None  # when streamed: time of the signal's first good sample
 
 
 # Whole-recording checks go a million samples at a time: a temporary array the size of a day
@@ -73,7 +79,7 @@ def _evaluated(cols: Columns) -> Bools | None:
     return None if clean else np.concatenate(parts)
 
 
-def _never_back(ts: Floats) -> bool:
+def never_back(ts: Floats) -> bool:
     last = len(ts) - 1
     return all(bool(np.all(ts[lo + 1:min(lo + _CHUNK, last) + 1] >= ts[lo:min(lo + _CHUNK, last)]))
                for lo in range(0, max(last, 0), _CHUNK))
@@ -96,7 +102,7 @@ def prepare(cols: Columns, step: float) -> tuple[ReplayData, int]:
         k0 = math.floor(float(ts[0]) / step) + 1
         later = ts[1:]
         # The running maximum of the time, cheap to skip when time never goes backwards.
-        later_max = later if _never_back(later) else np.maximum.accumulate(later)
+        later_max = later if never_back(later) else np.maximum.accumulate(later)
         last = float(later_max[-1])
         if k0 * step < last:
             ks = np.arange(k0, max(k0, math.ceil(last / step)) + 2, dtype=np.int64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import struct
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from gateway.model import Quality, Sample
 from rules.columns import NO_VALUE, Columns, columns_from_samples, concat
-from rules.pbrec import RecordingWriter, load_columns, read_columns, write_columns
+from rules.pbrec import RecordingWriter, iter_columns, load_columns, read_columns, write_columns
 from rules.recording import RecordingError, write_jsonl
 
 HEADER = 16
@@ -301,3 +302,42 @@ def test_load_columns_keeps_the_text_readers_messages(tmp_path: Path) -> None:
     path.write_text('{"asset":"a","signal":"s","value":1,"ts":0}\n{oops\n')
     with pytest.raises(RecordingError, match=r"bad\.jsonl:2: "):
         load_columns(path)
+
+
+# --- read in parts (iter_columns: what a streamed replay reads) -----------------------------
+
+
+@pytest.mark.parametrize("slab", [1, 4, 5, 9, 100])
+def test_parts_are_whole_blocks_in_order_with_the_keys_known_so_far(tmp_path: Path,
+                                                                     slab: int) -> None:
+    xs = [Sample(f"p{i % 5 if i < 12 else i}", "v", float(i), Quality.GOOD, float(i))
+          for i in range(30)]  # new keys keep coming
+    path = write(tmp_path / "rec.pbrec", xs, block_samples=4)
+    parts = list(iter_columns(path, slab))
+    assert [len(p) for p in parts[:-1]] == [max(4, -(-slab // 4) * 4)] * (len(parts) - 1)
+    for before, after in itertools.pairwise(parts):
+        assert after.keys[:len(before.keys)] == before.keys  # numbers stay valid
+    assert concat(parts) == read_columns(path)
+    assert [s for p in parts for s in p.samples()] == xs
+
+
+def test_a_cut_tail_is_named_in_the_last_part(tmp_path: Path) -> None:
+    xs = [Sample("a", "v", float(i), Quality.GOOD, float(i)) for i in range(10)]
+    path = write(tmp_path / "rec.pbrec", xs, block_samples=4)
+    raw = path.read_bytes()
+    path.write_bytes(raw[:-5])
+    parts = list(iter_columns(path, 4))
+    assert [len(p) for p in parts] == [4, 4]
+    assert parts[0].warning is None
+    assert parts[-1].warning is not None and "8 samples read" in parts[-1].warning
+
+
+def test_a_damaged_middle_payload_stops_the_parts_where_it_is(tmp_path: Path) -> None:
+    xs = [Sample("a", "v", float(i), Quality.GOOD, float(i)) for i in range(12)]
+    path = write(tmp_path / "rec.pbrec", xs, block_samples=4)
+    block = blocks_of(path)[1]
+    damage(path, block + 80)
+    parts = iter_columns(path, 4)
+    assert len(next(parts)) == 4  # the part before the damage
+    with pytest.raises(RecordingError, match=f"byte {block}: the block there is damaged"):
+        next(parts)

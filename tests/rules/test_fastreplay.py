@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 import random
 import tempfile
@@ -24,10 +25,12 @@ from hypothesis import strategies as st
 
 from gateway.model import Quality, Sample, Transition
 from rules import RuleSet, load_rule_files, replaydata
-from rules.columns import columns_from_samples
+from rules.columns import Columns, columns_from_samples
 from rules.fastreplay import replay_columns
+from rules.pbrec import write_columns
 from rules.replay import ReplayResult, load_recording, replay
 from rules.replaydata import ByKey
+from rules.slabreplay import replay_recording, replay_slabs
 
 CASES = Path(__file__).parent / "cases"
 
@@ -323,3 +326,118 @@ def test_whole_recording_checks_in_small_chunks(seed: int, monkeypatch: pytest.M
     monkeypatch.setattr(replaydata, "_CHUNK", 7)
     samples, rules, tick = random_recording(seed)
     same(replay(rules, samples, tick), replay_columns(rules, columns_from_samples(samples), tick))
+
+
+# --- streamed in slabs (rules.slabreplay) ---------------------------------------------------
+
+
+def in_slabs(cols: Columns, cuts: Sequence[int]) -> list[Columns]:
+    """Consecutive parts of `cols`, cut at these positions (as `iter_columns` would cut)."""
+    edges = [0, *sorted({c for c in cuts if 0 < c < len(cols)}), len(cols)]
+    return [Columns(cols.keys, cols.key[a:b], cols.ts[a:b], cols.value[a:b], cols.quality[a:b])
+            for a, b in itertools.pairwise(edges)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=rows, on=st.sampled_from(DELAYS), off=st.sampled_from(DELAYS),
+       m=st.integers(2, 5), window=st.sampled_from([2.0, 5.0, 30.0]),
+       limit=st.sampled_from([1.0, 4.0, 20.0]), age=st.sampled_from([1.5, 4.0, 60.0]),
+       tick=st.sampled_from([1.0, 1.0, 0.3, 2.5]),
+       cuts=st.lists(st.integers(0, 150), max_size=12))
+def test_slab_replay_equals_the_reference(data: list[tuple[float, str, str, float | None,
+                                                           Quality]],
+                                          on: float, off: float, m: int, window: float,
+                                          limit: float, age: float, tick: float,
+                                          cuts: list[int]) -> None:
+    rules = rule_set(on, off, m, window, limit, age)
+    samples = make_samples(data)
+    parts = in_slabs(columns_from_samples(samples), cuts)
+    same(replay(rules, samples, tick), replay_slabs(rules, parts, tick))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_long_random_recordings_in_slabs(seed: int) -> None:
+    samples, rules, tick = random_recording(seed)
+    cols = columns_from_samples(samples)
+    cuts = random.Random(seed).sample(range(1, len(cols)), 25)
+    same(replay(rules, samples, tick), replay_slabs(rules, in_slabs(cols, cuts), tick))
+
+
+@pytest.mark.parametrize("delays", [(0.0, 0.0), (2.0, 3.5), (30.0, 0.5)])
+@pytest.mark.parametrize("slab", [97, 500, 4000])
+def test_long_quiet_recording_in_slabs(delays: tuple[float, float], slab: int) -> None:
+    on, off = delays
+    rules = rule_set(on, off, 3, 30.0, 20.0, 4.0)
+    samples = steady(5000)
+    cols = columns_from_samples(samples)
+    expected = replay(rules, samples)
+    same(expected, replay_slabs(rules, in_slabs(cols, range(slab, len(cols), slab))))
+
+
+def beat(seconds: range, asset: str = "p1", signal: str = "mode",
+         value: float = 0.0) -> list[Sample]:
+    """A signal no rule of the scenario watches, once a second: it makes the ticks run."""
+    return [Sample(asset, signal, value, Quality.GOOD, 1000.0 + t) for t in seconds]
+
+
+def at(t: float, signal: str, value: float, asset: str = "p1") -> Sample:
+    return Sample(asset, signal, value, Quality.GOOD, 1000.0 + t)
+
+
+def scenario(rows: list[Sample]) -> list[Sample]:
+    return sorted(rows, key=lambda s: s.source_ts)  # stable: equal times keep their order
+
+
+# Each scenario has its decisive span (a debounce, a window, a silence) cross a slab boundary
+# whichever single cut is made, and every cut is tried. Rules: KINDS with on delay 3 s (8 s for
+# "delay"), off delay 2 s, 2 of the last 4 samples, a 5 s rate window, a 4 s stale limit, 4 s
+# max age.
+SCENARIOS = {
+    # On delay (8 s here: longer than any window's context): over the level from 2 s to
+    # 7.5 s, raised by a tick at 10 s (no sample then), held to 14 s.
+    "delay": ("vib-high", scenario([*beat(range(24)),
+                                     *(at(2 + i / 2, "vibration", 8.0) for i in range(12)),
+                                     at(14, "vibration", 8.0),
+                                     *(at(t, "vibration", 2.0) for t in (16, 17, 23))])),
+    # Rate window: the oldest sample of the window is in the slab before the rise.
+    "rate": ("temp-rate", scenario([at(t, "temperature", 40.0 if t < 5 else 70.0)
+                                    for t in range(12)] + beat(range(14)))),
+    # N of M: two spikes out of the last four samples, the first in the slab before.
+    "count": ("vib-spikes", scenario([at(t, "vibration", 9.5 if t in (1, 3, 5) else 5.0)
+                                      for t in range(12)])),
+    # Combination: the running value comes in one slab, the vibration in the next.
+    "combination": ("vib-running", scenario([*beat(range(16)), at(1, "running", 1.0),
+                                              *(at(t, "vibration", 6.0) for t in range(2, 9)),
+                                              at(13, "running", 0.0)])),
+    # Stale: the signal falls silent in one slab; the silence passes the limit in another.
+    "stale": ("silent", scenario([*beat(range(30)), at(0, "vibration", 2.5),
+                                  at(1, "vibration", 2.5), at(25, "vibration", 2.5)])),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENARIOS))
+def test_a_boundary_anywhere_in_the_decisive_span(name: str) -> None:
+    rule_id, samples = SCENARIOS[name]
+    rules = rule_set(8.0 if name == "delay" else 3.0, 2.0, 4, 5.0, 4.0, 4.0)
+    expected = replay(rules, samples)
+    assert any(t.rule_id == rule_id and t.asset == "p1" and t.kind.value == "raised"
+               for t in expected.transitions), "the scenario raises what it is about"
+    cols = columns_from_samples(samples)
+    for cut in range(1, len(cols)):
+        same(expected, replay_slabs(rules, in_slabs(cols, [cut])))
+    same(expected, replay_slabs(rules, in_slabs(cols, range(1, len(cols)))))  # one each
+
+
+def test_streamed_from_a_file_in_slabs(tmp_path: Path) -> None:
+    """`replay_recording` reads a .pbrec a few blocks at a time; the same as the reference."""
+    samples = steady(3000)
+    path = tmp_path / "r.pbrec"
+    write_columns(path, columns_from_samples(samples), block_samples=100)
+    rules = rule_set(2.0, 3.5, 3, 30.0, 20.0, 4.0)
+    result, warning = replay_recording(rules, path, slab_samples=250)
+    assert warning is None
+    same(replay(rules, samples), result)
+    start, end = 1e9 + 500, 1e9 + 2500
+    within = [s for s in samples if start <= s.source_ts <= end]
+    same(replay(rules, within), replay_recording(rules, path, start=start, end=end,
+                                                 slab_samples=250)[0])
