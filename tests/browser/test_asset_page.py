@@ -56,7 +56,7 @@ def _cards(dom: str) -> dict[str, str]:
     return {asset: html for html, asset in found}
 
 
-async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,  # noqa: F811
+async def test_cards_show_each_state_with_trend_levels_and_links(stack: Stack,
                                                                  tmp_path: Path) -> None:
     binary = chromium()
     port = free_port()

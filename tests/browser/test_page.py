@@ -80,7 +80,7 @@ def _text(dom: str) -> str:
     return " ".join(words.replace("&amp;", "&").replace("&middot;", "·").split())
 
 
-async def _start_with_a_source_down(stack: Stack) -> Daemon:  # noqa: F811
+async def _start_with_a_source_down(stack: Stack) -> Daemon:
     """Stack.start_daemon, except that it waits for the good source only."""
     d = Daemon(config_mod.load(stack.tmp / "plantbridge.toml"))
     stack.daemon, stack.task = d, asyncio.create_task(d.run(), name="daemon-under-test")
@@ -93,7 +93,7 @@ async def _start_with_a_source_down(stack: Stack) -> Daemon:  # noqa: F811
     return d
 
 
-async def test_a_person_sees_what_is_wrong_at_a_glance(stack: Stack,  # noqa: F811
+async def test_a_person_sees_what_is_wrong_at_a_glance(stack: Stack,
                                                       tmp_path: Path) -> None:
     binary = chromium()
     port, dead_port = free_port(), free_port()

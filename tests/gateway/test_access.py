@@ -50,7 +50,7 @@ def test_an_unreadable_token_file_is_named_by_check(tmp_path: Path) -> None:
     assert f"http: token: cannot read secret file {missing}" in said, said
 
 
-async def test_every_endpoint_but_healthz_needs_the_token(stack: Stack,  # noqa: F811
+async def test_every_endpoint_but_healthz_needs_the_token(stack: Stack,
                                                           tmp_path: Path) -> None:
     port = free_port()
     token_file = tmp_path / "http-token"
@@ -77,7 +77,7 @@ async def test_every_endpoint_but_healthz_needs_the_token(stack: Stack,  # noqa:
             assert "plantbridge_samples_total" in await r.text()
 
 
-async def test_the_page_logs_in_with_a_cookie(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
+async def test_the_page_logs_in_with_a_cookie(stack: Stack, tmp_path: Path) -> None:
     port = free_port()
     path = stack.write_config(vibration_rule(), http_port=port)
     _with_http(path, f'listen_host = "0.0.0.0"\ntoken = {{ value = "{TOKEN}" }}')
@@ -110,7 +110,7 @@ async def test_the_page_logs_in_with_a_cookie(stack: Stack, tmp_path: Path) -> N
         assert r.status == 401
 
 
-async def test_status_cli_sends_the_token(stack: Stack, tmp_path: Path) -> None:  # noqa: F811
+async def test_status_cli_sends_the_token(stack: Stack, tmp_path: Path) -> None:
     port = free_port()
     path = stack.write_config(vibration_rule(), http_port=port)
     _with_http(path, f'listen_host = "0.0.0.0"\ntoken = {{ value = "{TOKEN}" }}')

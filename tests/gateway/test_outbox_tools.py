@@ -8,28 +8,12 @@ import pty
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import orjson
-import pytest
 
-from simulators.cmms import CmmsSimulator
-from tests.e2e.stack import API_KEY, Stack, vibration_rule
-from tests.harness import Mosquitto, wait_for
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
-    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-    await sim.start()
-    s = Stack(tmp_path, mosquitto, sim)
-    try:
-        yield s
-    finally:
-        s.close()
-        await s.stop_daemon()
-        await sim.stop()
+from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
+from tests.e2e.stack import Stack, vibration_rule
+from tests.harness import wait_for
 
 
 def _argv(stack: Stack, *args: str) -> list[str]:

@@ -48,14 +48,14 @@ async def _get(port: int, path: str) -> tuple[int, str]:
         return r.status, await r.text()
 
 
-async def _probed(stack: Stack) -> None:  # noqa: F811
+async def _probed(stack: Stack) -> None:
     d = stack.daemon
     await wait_for(lambda: d is not None and d.probes is not None and d.probes.rounds > 0,
                    15, "the first probe round")
 
 
 async def test_a_closed_port_is_a_problem_on_readyz_and_fails_check_online(
-        stack: Stack) -> None:  # noqa: F811
+        stack: Stack) -> None:
     port = free_port()  # nothing listens there
     config = stack.write_config(vibration_rule(),
                                 upstream=_upstream(f"http://127.0.0.1:{port}"))
@@ -73,7 +73,7 @@ async def test_a_closed_port_is_a_problem_on_readyz_and_fails_check_online(
     assert f"upstream cmms: probe failed: connection refused by 127.0.0.1:{port}" in out
 
 
-async def test_a_wrong_token_is_named_as_refused_credentials(stack: Stack) -> None:  # noqa: F811
+async def test_a_wrong_token_is_named_as_refused_credentials(stack: Stack) -> None:
     config = stack.write_config(vibration_rule(),
                                 upstream=_upstream(stack.sim.url, token="not-the-key"))
     d = await stack.start_daemon()
@@ -87,7 +87,7 @@ async def test_a_wrong_token_is_named_as_refused_credentials(stack: Stack) -> No
     assert "credentials refused (HTTP 401)" in out
 
 
-async def test_a_good_upstream_probes_ok(stack: Stack) -> None:  # noqa: F811
+async def test_a_good_upstream_probes_ok(stack: Stack) -> None:
     config = stack.write_config(vibration_rule())
     d = await stack.start_daemon()
     await _probed(stack)
@@ -102,7 +102,7 @@ async def test_a_good_upstream_probes_ok(stack: Stack) -> None:  # noqa: F811
 
 
 async def test_a_reload_probes_again_with_the_fixed_token(
-        stack: Stack, tmp_path: Path) -> None:  # noqa: F811
+        stack: Stack, tmp_path: Path) -> None:
     token_file = tmp_path / "cmms-token"
     token_file.write_text("revoked\n")
     stack.write_config(vibration_rule(), upstream=_upstream(stack.sim.url, token_file=token_file),

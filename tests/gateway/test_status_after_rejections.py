@@ -42,7 +42,7 @@ def test_enum_keys_are_written_as_text() -> None:
 
 
 async def test_every_endpoint_answers_after_rejections_and_a_dead_letter(
-        stack: Stack) -> None:  # noqa: F811
+        stack: Stack) -> None:
     stack.write_config(vibration_rule(), source=_source(stack))
     d = await stack.start_daemon()
     assert d.outbox is not None

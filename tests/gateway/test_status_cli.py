@@ -49,7 +49,7 @@ async def _get(port: int, path: str) -> tuple[int, Any]:
                           else body.decode())
 
 
-async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> None:  # noqa: F811
+async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> None:
     port = free_port()
     path = stack.write_config(vibration_rule().replace("severity = 2", "severity = 4")
                               + CRITICAL_RULE, http_port=port,
@@ -124,7 +124,7 @@ async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> No
     assert d.http_port == port
 
 
-async def test_status_says_plainly_when_the_gateway_is_not_running(stack: Stack) -> None:  # noqa: F811
+async def test_status_says_plainly_when_the_gateway_is_not_running(stack: Stack) -> None:
     port = free_port()
     path = stack.write_config(vibration_rule(), http_port=port)
     code, out = await _status_cli(path)
@@ -133,7 +133,7 @@ async def test_status_says_plainly_when_the_gateway_is_not_running(stack: Stack)
     assert "Traceback" not in out
 
 
-async def test_status_needs_a_fixed_port(stack: Stack) -> None:  # noqa: F811
+async def test_status_needs_a_fixed_port(stack: Stack) -> None:
     path = stack.write_config(vibration_rule(), http_port=0)
     code, out = await _status_cli(path)
     assert code == 1 and "port = 0" in out, out

@@ -10,7 +10,6 @@ import io
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,25 +19,9 @@ import pytest
 from gateway import logs
 from gateway.logs import JsonFormatter, TextFormatter, fields_tail
 from gateway.story import CORRELATION, extra, log_transition
-from simulators.cmms import CmmsSimulator
-from tests.e2e.stack import API_KEY, Stack, vibration_rule
-from tests.harness import Mosquitto, wait_for
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
-    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-    await sim.start()
-    s = Stack(tmp_path, mosquitto, sim)
-    try:
-        yield s
-    finally:
-        s.close()
-        await s.stop_daemon()
-        if s.proc is not None and s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
-        await sim.stop()
+from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
+from tests.e2e.stack import Stack, vibration_rule
+from tests.harness import wait_for
 
 
 def _record(message: str, **fields: Any) -> logging.LogRecord:

@@ -11,7 +11,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,9 @@ from gateway.logs import record_fields
 from gateway.messages import dedup_key, messages_for
 from gateway.model import Delivery, Outcome, RequestDetails, Transition, TransitionKind
 from gateway.story import message_facts
-from simulators.cmms import CmmsSimulator
-from tests.e2e.stack import API_KEY, Stack, vibration_rule
-from tests.harness import Mosquitto, wait_for
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
-    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-    await sim.start()
-    s = Stack(tmp_path, mosquitto, sim)
-    try:
-        yield s
-    finally:
-        s.close()
-        await s.stop_daemon()
-        await sim.stop()
+from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
+from tests.e2e.stack import Stack, vibration_rule
+from tests.harness import wait_for
 
 
 async def _trace(stack: Stack, *args: str) -> tuple[int, str]:

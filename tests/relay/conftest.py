@@ -29,7 +29,7 @@ async def sim() -> AsyncIterator[CmmsSimulator]:
 
 
 @pytest.fixture
-async def fleet(tmp_path: Path, nats_server: NatsServer,  # noqa: F811 - the fixture above
+async def fleet(tmp_path: Path, nats_server: NatsServer,
                 sim: CmmsSimulator) -> AsyncIterator[Fleet]:
     await add_hub_stream(nats_server.url)
     f = Fleet(tmp_path, [nats_server.url], sim)

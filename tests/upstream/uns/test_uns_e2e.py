@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from simulators.cmms import CmmsSimulator
-from tests.e2e.stack import API_KEY, Stack, assert_exactly_once, vibration_rule
-from tests.harness import Mosquitto, wait_for
+from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
+from tests.e2e.stack import Stack, assert_exactly_once, vibration_rule
+from tests.harness import wait_for
 from tests.upstream.uns.conftest import Subscriber
 
 STATE = "acme/e2e/utilities/water/pump-1/state"
 
 
-@pytest.fixture
-async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
-    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-    await sim.start()
-    s = Stack(tmp_path, mosquitto, sim)
-    try:
-        yield s
-    finally:
-        s.close()
-        await s.stop_daemon()
-        await sim.stop()
 
 
 def uns_upstream(port: int) -> str:
