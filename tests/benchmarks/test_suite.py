@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 KEYS = {"name", "value", "unit", "ceiling", "ratio", "target", "met"}
 
 
+# Each starts its own servers (37 s for all): on demand with `scripts/test -m trial`, like the
+# benchmarks themselves (`make bench`); the row and table logic below runs in make test.
+@pytest.mark.trial
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_each_benchmark_runs_quick_and_writes_rows(name: str, tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
