@@ -46,7 +46,8 @@ class OutboxStats:
     Per sink: `oldest_pending_age_by_sink`; `stuck` counts pending records whose first attempt
     failed and that are older than `stuck_after_seconds` (they keep retrying and hold back only
     their own episode); `stuck_oldest` describes the oldest stuck record of each sink (id, key,
-    asset, episode_id, attempts, last_error, age_seconds) for the status page.
+    asset, episode_id, attempts, last_error, age_seconds) for the status page, and
+    `stuck_by_class` the same per class ("request": maintenance requests, "other"), with counts.
     """
 
     pending: dict[str, int] = field(default_factory=dict)
@@ -63,6 +64,7 @@ class OutboxStats:
     oldest_pending_age_by_sink: dict[str, float] = field(default_factory=dict)
     stuck: dict[str, int] = field(default_factory=dict)
     stuck_oldest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stuck_by_class: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

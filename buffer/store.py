@@ -309,6 +309,7 @@ class OutboxStore(OperatorViews):
             oldest_pending_age_by_sink=fig.oldest_age,
             stuck=fig.stuck,
             stuck_oldest=fig.stuck_oldest,
+            stuck_by_class=fig.stuck_by_class,
         )
 
     # --- status page ---

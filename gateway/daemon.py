@@ -444,11 +444,12 @@ class Daemon:
         """Records failing past `forwarding.stuck_after_seconds`: a maintenance request that
         cannot get through is a problem; a late status update only a delay."""
         out = []
-        for sink, rec in (self.outbox_stats.get("stuck_oldest") or {}).items():
-            if str(rec.get("key", "")).startswith("request:") is not requests:
+        for sink, by_class in (self.outbox_stats.get("stuck_by_class") or {}).items():
+            rec = by_class.get("request" if requests else "other")
+            if rec is None:
                 continue
-            n = (self.outbox_stats.get("stuck") or {}).get(sink, 0)
-            out.append(f"upstream {sink}: {n} record(s) failing for over "
+            n, what = rec["count"], "request(s)" if requests else "record(s)"
+            out.append(f"upstream {sink}: {n} {what} failing for over "
                        f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
                        f"({rec['asset']}, {rec['attempts']} attempts, "
                        f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
@@ -497,8 +498,8 @@ class Daemon:
                      for f in self.forwarders]
         raised = {x["episode_id"]: x for x in self.recent if x["kind"] == "raised"}
         episodes = []
-        held = {h["episode_id"] for h in
-                self.alarms.snapshot()["shelving"].get("hidden_episodes", [])}
+        alarms = self.alarms.snapshot()
+        held = {h["episode_id"] for h in alarms["shelving"].get("hidden_episodes", [])}
         for e in [] if p is None else p.engine.open_episodes():
             said: dict[str, Any] = dict(rows.facts.get(e.episode_id, {})) if rows else {}
             said |= raised.get(e.episode_id, {})
@@ -532,11 +533,11 @@ class Daemon:
             "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
             "refused_instances": {} if p is None else p.engine.refused_instances(),
             "outbox_notices": list(self.outbox_notices),
-            "alarms": self.alarms.snapshot(),
+            "alarms": alarms,
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
         }
-        snap |= page_alarms.page_keys(self.alarms.snapshot())  # shelved assets, flood banner
+        snap |= page_alarms.page_keys(alarms)  # shelved assets, flood banner
         # --- the asset page (gateway/page_feed.py): cards built from the above ---
         return snap if self.page_feed is None else snap | self.page_feed.snapshot_keys(snap)
 

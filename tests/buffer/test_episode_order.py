@@ -8,7 +8,7 @@ import sqlite3
 from buffer.schema import MIGRATIONS
 from buffer.statements import LEASE
 from buffer.store import OutboxStore
-from gateway.model import Delivery, OutboxRecord, Outcome
+from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from tests.buffer.conftest import message
 
 
@@ -84,10 +84,26 @@ async def test_stuck_records_are_counted_per_sink(store: OutboxStore) -> None:
     oldest = stats.stuck_oldest["cmms"]
     assert oldest == {"id": recs["older-fail"].id, "key": "older-fail", "asset": "pump-1",
                       "episode_id": "e4", "attempts": 2, "last_error": "500 again",
-                      "age_seconds": 920.0}
+                      "age_seconds": 920.0, "request": True, "count": 2}
+    assert stats.stuck_by_class == {"cmms": {"request": oldest}}
     assert (await store.stats(1000.0, stuck_after_seconds=50.0)).stuck == {"cmms": 3}
     assert (await store.stats(1000.0, stuck_after_seconds=5000.0)).stuck == {}
     # delivered, it is no longer stuck
     await store.settle([Delivery(recs["older-fail"].id, Outcome.ACCEPTED)], 1002.0)
     after = await store.stats(1002.0)
     assert after.stuck == {"cmms": 1} and after.stuck_oldest["cmms"]["key"] == "old-fail"
+
+
+async def test_stuck_records_are_told_apart_by_kind_not_by_key(store: OutboxStore) -> None:
+    """A stuck maintenance request is a problem, a stuck status update or parts step a delay:
+    the class comes from the record's kind, whatever its key looks like."""
+    await store.commit([], [
+        message("request:x", episode_id="e1", kind=MessageKind.STATUS_UPDATE, created_at=100.0),
+        message("plain-key", episode_id="e2", created_at=200.0),
+        message("parts-1", episode_id="e3", kind=MessageKind.PARTS_STOCK, created_at=50.0)])
+    recs = {r.message.key: r for r in await store.lease("cmms", 10, 1000.0)}
+    await store.settle([Delivery(r.id, Outcome.RETRY, reason="503") for r in recs.values()],
+                       1000.0)
+    by_class = (await store.stats(1000.0)).stuck_by_class["cmms"]
+    assert by_class["request"]["key"] == "plain-key" and by_class["request"]["count"] == 1
+    assert by_class["other"]["key"] == "parts-1" and by_class["other"]["count"] == 2
