@@ -94,7 +94,7 @@ class MaximoPartsSteps:
             if isinstance(rows, Delivery):
                 return prefixed(rows, f"stock of {part.material} in {room}")
             try:
-                levels[part.place] = sum(float(r.get("curbal") or 0) for r in rows)
+                levels[part.place] = sum((float(r.get("curbal") or 0) for r in rows), 0.0)
             except (TypeError, ValueError):
                 return Delivery(rec.id, Outcome.RETRY, reason=(
                     f"stock of {part.material} in {room}: curbal is not a number"))

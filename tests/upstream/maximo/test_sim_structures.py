@@ -16,10 +16,10 @@ KEY = {"apikey": "test-key"}
 
 
 async def call(sim: MaximoSimulator, method: str, path: str, *, json: Any = None,
-               headers: dict[str, str] | None = None, **params: str
+               headers: dict[str, str] | None = None, params: dict[str, str] | None = None
                ) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.request(
-            method, f"{sim.url}/maximo/api/os/{path}", json=json, params={"lean": "1", **params},
+            method, f"{sim.url}/maximo/api/os/{path}", json=json, params={"lean": "1", **(params or {})},
             headers=KEY | (headers or {})) as r:
         body = await r.read()
         return r.status, (await r.json() if body else None)
@@ -29,7 +29,7 @@ async def test_work_orders_query_by_asset_and_open_status(maximo: MaximoSimulato
     wo = maximo.plant_work_order("PUMP-1", status="APPR", failurecode="BEARING")
     maximo.plant_work_order("PUMP-1", status="COMP", failurecode="BEARING")
     maximo.plant_work_order("FAN-1", status="INPRG")
-    status, doc = await call(maximo, "GET", "mxapiwodetail", **{
+    status, doc = await call(maximo, "GET", "mxapiwodetail", params={
         "oslc.where": 'assetnum="PUMP-1" and siteid="BEDFORD" and status in ["WAPPR","APPR"]',
         "oslc.select": "wonum,status,failurecode,worklog{description}"})
     assert status == 200
@@ -71,7 +71,7 @@ async def test_work_order_create_validates_the_asset(maximo: MaximoSimulator) ->
 
 async def test_inventory_reservations_and_requisitions(maximo: MaximoSimulator) -> None:
     maximo.set_stock("BRG-6205", "CENTRAL", "BEDFORD", 3)
-    status, doc = await call(maximo, "GET", "mxapiinventory", **{
+    status, doc = await call(maximo, "GET", "mxapiinventory", params={
         "oslc.where": 'itemnum="BRG-6205" and location="CENTRAL" and siteid="BEDFORD"',
         "oslc.select": "itemnum,curbal"})
     assert status == 200 and [m["curbal"] for m in doc["member"]] == [3]
