@@ -138,6 +138,8 @@ class MaximoSinkConfig(StrictModel):
     # every WO status but COMP, CLOSE, CAN, HISTEDIT [S]; add your WOSTATUS synonyms
     open_wo_statuses: list[Ident] = Field(default_factory=lambda: list(OPEN_WO_STATUSES),
                                           min_length=1)
+    # the records we created or linked are read back this often (gateway/status_poll.py; 0: off)
+    status_poll_seconds: float = Field(default=300.0, ge=0)
     parts: MaximoPartsConfig = MaximoPartsConfig()
     spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
