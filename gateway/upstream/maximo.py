@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.status_poll import UpstreamReadError, UpstreamRecord, WorkState
+from gateway.status_poll import UpstreamReadError, UpstreamRecord
 from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.maximo_config import (
     ClearAction,
@@ -39,6 +39,7 @@ from gateway.upstream.maximo_config import (
     OptimisticLock,
     UnknownAssetPolicy,
 )
+from gateway.upstream.maximo_domains import maximo_domain_problems
 from gateway.upstream.maximo_http import Answer, MaximoHttp
 from gateway.upstream.maximo_parts import MaximoPartsSteps
 from gateway.upstream.maximo_wire import (
@@ -57,7 +58,7 @@ from gateway.upstream.maximo_wire import (
     worklog_entry,
     worklog_marker,
 )
-from gateway.upstream.maximo_work import OpenWork, wonum_of
+from gateway.upstream.maximo_work import OpenWork, sr_record, wonum_of
 from gateway.upstream.rest import UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import wait_for_interrupted_send
 from gateway.workflow import PART_STEPS, PartLine
@@ -360,6 +361,15 @@ class MaximoSink:
         return found
 
 
+    # --- check --online: the priority and failure-code domains (gateway/registry_online.py)
+
+    async def domain_problems(self, *, priorities: Collection[int],
+                              failure_codes: Collection[str]) -> list[str]:
+        """Which of the rules' canonical priorities and failure codes Maximo does not know, in
+        plain words ([] when all are known); see gateway/upstream/maximo_domains.py."""
+        return await maximo_domain_problems(self, priorities=priorities,
+                                            failure_codes=failure_codes)
+
     # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
 
     async def read_record(self, upstream_ref: str) -> UpstreamRecord | None:
@@ -394,18 +404,3 @@ class MaximoSink:
         if found is None:
             raise UpstreamReadError(f"{self.name}: 2xx without a member[] list")
         return found
-
-
-# IBM's SR app treats NEW, QUEUED, PENDING and INPROG as active and every other status as
-# done (IBM-APPS SRMOBILE AppController.js [S*]); INPROG and PENDING mean someone took it up.
-SR_WAITING = frozenset({"NEW", "QUEUED"})
-SR_WORKED_ON = frozenset({"INPROG", "PENDING"})
-
-
-def sr_record(member: Mapping[str, Any]) -> UpstreamRecord:
-    status = str(member.get("status") or "")
-    word = status.upper()
-    state = (WorkState.CREATED if word in SR_WAITING or not word
-             else WorkState.IN_PROGRESS if word in SR_WORKED_ON else WorkState.COMPLETED)
-    ref = member.get("externalrecid")
-    return UpstreamRecord(str(member["ticketid"]), state, status, str(ref) if ref else None)

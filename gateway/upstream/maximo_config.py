@@ -87,6 +87,16 @@ class MaximoPartsConfig(StrictModel):
     lead_time_days: int = Field(default=7, ge=0)  # requireddate = now + this
 
 
+class MaximoDomainsConfig(StrictModel):
+    """Where `check --online` reads the priority and failure-code domains
+    (gateway/upstream/maximo_domains.py)."""
+
+    numeric_domain_structure: str = Field(default="mxapinumericdomain",
+                                          pattern=r"^[A-Za-z0-9_]+$")
+    priority_domain: Ident = "TICKETPRIORITY"  # the domain of SR REPORTEDPRIORITY [U]
+    failure_list_structure: str = Field(default="mxapifailurelist", pattern=r"^[A-Za-z0-9_]+$")
+
+
 class MaximoSinkConfig(StrictModel):
     """`[[upstreams]] type = "maximo"`: Maximo Manage service requests (object structure
     mxapisr), deduplicated by externalrecid."""
@@ -141,6 +151,7 @@ class MaximoSinkConfig(StrictModel):
     # the records we created or linked are read back this often (gateway/status_poll.py; 0: off)
     status_poll_seconds: float = Field(default=300.0, ge=0)
     parts: MaximoPartsConfig = MaximoPartsConfig()
+    domains: MaximoDomainsConfig = MaximoDomainsConfig()
     spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
     @model_validator(mode="after")

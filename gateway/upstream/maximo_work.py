@@ -60,6 +60,21 @@ WO_DONE = frozenset({"COMP", "CLOSE", "CAN", "HISTEDIT"})
 WO_SELECT = "wonum,status,failurecode,siteid,_rowstamp,worklog{description}"
 
 
+# IBM's SR app treats NEW, QUEUED, PENDING and INPROG as active and every other status as
+# done (IBM-APPS SRMOBILE AppController.js [S*]); INPROG and PENDING mean someone took it up.
+SR_WAITING = frozenset({"NEW", "QUEUED"})
+SR_WORKED_ON = frozenset({"INPROG", "PENDING"})
+
+
+def sr_record(member: Mapping[str, Any]) -> UpstreamRecord:
+    status = str(member.get("status") or "")
+    word = status.upper()
+    state = (WorkState.CREATED if word in SR_WAITING or not word
+             else WorkState.IN_PROGRESS if word in SR_WORKED_ON else WorkState.COMPLETED)
+    ref = member.get("externalrecid")
+    return UpstreamRecord(str(member["ticketid"]), state, status, str(ref) if ref else None)
+
+
 def wo_receipt(wonum: str) -> str:
     return f"{WO_PREFIX}{wonum}"
 

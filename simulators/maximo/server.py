@@ -15,7 +15,7 @@ import asyncio
 import base64
 import binascii
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -28,7 +28,7 @@ from simulators.maximo.assets import AssetStore
 from simulators.maximo.bulk import BulkRendering, run_bulk
 from simulators.maximo.faults import Fault, FaultMode, Faults
 from simulators.maximo.records import RecordTable
-from simulators.maximo.structures import build_tables
+from simulators.maximo.structures import DEMO_FAILURE_CODES, build_tables, seed
 from simulators.maximo.tickets import (
     KNOWN,
     Domains,
@@ -38,8 +38,7 @@ from simulators.maximo.tickets import (
 )
 
 DEMO_ASSETS: Mapping[str, str] = {"PUMP-1": "BEDFORD", "PUMP-2": "BEDFORD", "FAN-1": "BEDFORD"}
-OBJECT_STRUCTURES = ("mxapisr", "mxapiasset", "mxapiwodetail", "mxapiinventory", "mxapiinvres",
-                     "mxapipr")
+OBJECT_STRUCTURES = ("mxapisr", "mxapiasset")  # and those of `tables` (structures.py)
 FAULT = web.RequestKey("maximo_fault", Fault)
 
 
@@ -53,13 +52,17 @@ class MaximoSimulator(HttpSimulator):
                  maxauth_users: Mapping[str, str] | None = None,
                  href_base: str | None = None,
                  ssl_context: ssl.SSLContext | None = None,
-                 asset_store: AssetStore | None = None) -> None:
+                 asset_store: AssetStore | None = None,
+                 failure_codes: Mapping[str, Sequence[str]] | None = None) -> None:
         """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
         password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
         address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
         instead of the request's own; behind a proxy that is often an internal name.
         `asset_store`: what mxapiasset serves (default: the seeded site, or `assets`' sites
-        when `assets` is not the demo set)."""
+        when `assets` is not the demo set). `failure_codes`: failure class -> the problem
+        codes below it (mxapifailurelist; default: structures.DEMO_FAILURE_CODES). The
+        priority domain is also served as numeric domain TICKETPRIORITY; the demo site has
+        storeroom CENTRAL with BRG-6205 (1) and SEAL-40 (10)."""
         super().__init__(host, port, ssl_context)
         self.api_key = api_key
         self.api_root = api_root.rstrip("/")
@@ -71,6 +74,10 @@ class MaximoSimulator(HttpSimulator):
         # work orders, inventory, reservations, requisitions (simulators/maximo/structures.py)
         self.tables: dict[str, RecordTable] = build_tables(
             None if assets is None else dict(assets))
+        demo = assets is None or assets == DEMO_ASSETS
+        seed(self.tables, priorities=self.store.domains.priorities,
+             failure_codes=DEMO_FAILURE_CODES if failure_codes is None else failure_codes,
+             demo_inventory=demo)
         self.assets = asset_store or (AssetStore() if assets is None or assets == DEMO_ASSETS
                                       else AssetStore.from_sites(assets))
 
@@ -168,7 +175,8 @@ class MaximoSimulator(HttpSimulator):
             request[FAULT] = fault
         if not self._authorised(request):
             return self._error(request, not_authorized())
-        if request.match_info.get("os", "").lower() not in OBJECT_STRUCTURES:
+        structure = request.match_info.get("os", "").lower()
+        if structure not in OBJECT_STRUCTURES and structure not in self.tables:
             return self._error(request, MaximoError(
                 404, "BMXAA8714E", f"The object structure {request.match_info.get('os')} "
                                    "was not found."))

@@ -8,7 +8,7 @@ must exist).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from simulators.maximo.records import RecordTable, TableSpec
@@ -112,8 +112,47 @@ def build_tables(assets: Mapping[str, str] | None) -> dict[str, RecordTable]:
             statuses={"WAPPR": frozenset({"APPR", "CAN"}), "APPR": frozenset({"CAN", "COMP"}),
                       "CAN": frozenset(), "COMP": frozenset()},
             initial_status="WAPPR", required=("siteid",), checks=(_prlines,)),
+        # numeric domain values (IBM's SR app test data [S*]): read only, seeded
+        TableSpec(
+            name="mxapinumericdomain", mbo="NUMERICDOMAIN", key="valueid", first_number=1,
+            writable={"domainid": 18, "value": None, "description": 100}, creatable=False),
+        # the failure hierarchy: a class has no parent; problems, causes, remedies sit below
+        # (IBM's technician app test data [S*]; `parent` and `type` as Maximo's FAILURELIST [U])
+        TableSpec(
+            name="mxapifailurelist", mbo="FAILURELIST", key="failurelist", first_number=2000,
+            writable={"failurecode": 8, "parent": None, "orgid": 8, "type": 16},
+            creatable=False),
     ]
     tables = {s.name: RecordTable(s) for s in specs}
     for table in tables.values():
         table.lookups = tables
     return tables
+
+
+# What the demo site has configured: failure classes with the problems below them, and (for
+# the demo assets) a storeroom with the two bearing parts, the bearing below a typical reorder
+# level. Tests that need other data pass their own or plant it.
+DEMO_FAILURE_CODES: Mapping[str, tuple[str, ...]] = {
+    "BEARING": ("NOISE", "OVERHEAT"), "PUMPS": ("LEAK",), "ELEC": ("SHORT",), "VIB": (),
+}
+
+
+def seed(tables: Mapping[str, RecordTable], *, priorities: Iterable[int],
+         failure_codes: Mapping[str, Iterable[str]], orgid: str = "EAGLENA",
+         demo_inventory: bool = False) -> None:
+    for value in sorted(priorities):
+        tables["mxapinumericdomain"].plant({"domainid": "TICKETPRIORITY",
+                                            "value": float(value),
+                                            "description": f"Priority {value}"})
+    failures = tables["mxapifailurelist"]
+    for code, below in failure_codes.items():
+        top = failures.plant({"failurecode": code, "parent": None, "orgid": orgid,
+                              "type": None})
+        for problem in below:
+            failures.plant({"failurecode": problem, "parent": int(top["failurelist"]),
+                            "orgid": orgid, "type": "PROBLEM"})
+    if demo_inventory:
+        for item, balance in (("BRG-6205", 1.0), ("SEAL-40", 10.0)):
+            tables["mxapiinventory"].plant({"itemnum": item, "location": "CENTRAL",
+                                            "siteid": "BEDFORD", "curbal": balance,
+                                            "issueunit": "EACH", "itemsetid": "SET1"})

@@ -19,8 +19,8 @@ async def call(sim: MaximoSimulator, method: str, path: str, *, json: Any = None
                headers: dict[str, str] | None = None, params: dict[str, str] | None = None
                ) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.request(
-            method, f"{sim.url}/maximo/api/os/{path}", json=json, params={"lean": "1", **(params or {})},
-            headers=KEY | (headers or {})) as r:
+            method, f"{sim.url}/maximo/api/os/{path}", json=json,
+            params={"lean": "1", **(params or {})}, headers=KEY | (headers or {})) as r:
         body = await r.read()
         return r.status, (await r.json() if body else None)
 
