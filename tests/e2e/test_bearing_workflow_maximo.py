@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from gateway.trace import as_dict
 from simulators.maximo import MaximoSimulator
 from tests.e2e.stack import Stack
 from tests.harness import free_port, wait_for
@@ -166,3 +167,15 @@ async def test_open_work_order_is_linked_nothing_created_and_its_status_shown(
     assert wo["status"] == "INPRG"  # someone else's work order: never completed by us
     assert created(maximo) == {"mxapisr": 0, "mxapiwodetail": 0, "mxapiinvres": 2,
                                "mxapipr": 1}
+    # `trace` tells the episode: the WO as its request, each parts step with its own id
+    assert d.outbox is not None
+    found = await d.outbox.trace(maximo.reservations[0]["requestnum"])
+    assert found is not None
+    steps = {m["kind"]: m for m in as_dict(found)["messages"]}
+    assert steps["maintenance_request"]["receipt"] == receipt
+    assert steps["status_update"]["receipt"] == receipt
+    assert steps["parts_stock"]["receipt"] == ('{"BRG-6205@1010/0001":3.0,'
+                                               '"SEAL-40@1010/0001":5.0}')
+    assert steps["parts_reservation"]["receipt"] == ",".join(
+        r["invreserveid"] for r in maximo.reservations)
+    assert steps["parts_requisition"]["receipt"] == maximo.requisitions[0]["prnum"]
