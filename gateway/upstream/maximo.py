@@ -286,7 +286,8 @@ class MaximoSink:
         return {"worklog": [worklog_entry(body)]}
 
     async def patch(self, sr: Mapping[str, Any], change: dict[str, Any]
-                     ) -> Answer | BaseException:
+                    ) -> Answer | BaseException:
+        """A MERGE update of the member `sr` (an SR or a work order) under its rowstamp."""
         headers = {"x-method-override": "PATCH", "patchtype": "MERGE"}
         rowstamp = sr.get("_rowstamp")
         if rowstamp is not None and self._cfg.optimistic_lock is OptimisticLock.IF_MATCH:
@@ -359,7 +360,6 @@ class MaximoSink:
             return Delivery(record_id, Outcome.RETRY,
                             reason="2xx without a member[] list; asking again before creating")
         return found
-
 
     # --- check --online: the priority and failure-code domains (gateway/registry_online.py)
 
