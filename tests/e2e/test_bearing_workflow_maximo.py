@@ -179,3 +179,20 @@ async def test_open_work_order_is_linked_nothing_created_and_its_status_shown(
     assert steps["parts_reservation"]["receipt"] == ",".join(
         r["invreserveid"] for r in maximo.reservations)
     assert steps["parts_requisition"]["receipt"] == maximo.requisitions[0]["prnum"]
+
+
+async def test_a_dead_parts_step_blocks_nothing(stack: Stack, maximo: MaximoSimulator) -> None:
+    maximo.set_stock("BRG-6205", "CENTRAL", "BEDFORD", 9)  # SEAL-40 is not stocked there
+    configure(stack, maximo)
+    d = await stack.start_daemon()
+    await stack.play("pump-1", [3.0] * 2 + [8.0] * 12)
+    await wait_for(lambda: any(x["kind"] == "parts_reservation"
+                               for x in d.snapshot()["dead_letters"]), 20,
+                   "the reservation dead-lettered")
+    await stack.play("pump-1", [3.0] * 12)  # the clear still goes out
+    await wait_for(lambda: maximo.tickets[0]["status"] == "RESOLVED", 20, "the clear resolved it")
+    [dead] = [x for x in d.snapshot()["dead_letters"] if x["kind"] == "parts_reservation"]
+    assert "SEAL-40" in dead["reason"] and "not stocked" in dead["reason"]
+    assert maximo.requisitions == [] and len(maximo.tickets) == 1
+    # the part that could be reserved was; a requeue after stocking adds only the seal
+    assert [r["itemnum"] for r in maximo.reservations] == ["BRG-6205"]
