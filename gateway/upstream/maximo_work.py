@@ -30,7 +30,7 @@ WO's status: it is someone else's work order.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from gateway.model import Delivery, OutboxRecord, Outcome
@@ -171,7 +171,12 @@ class OpenWork:
                 rec.id, f"{asset} and status in [{statuses}]", WO_SELECT,
                 structure=self._cfg.wo_object_structure, order_by="+wonum")
             if isinstance(found, Delivery):
-                return prefixed(found, "looking up open work orders on the asset")
+                found = prefixed(found, "looking up open work orders on the asset")
+                if found.outcome is Outcome.REJECTED:  # most likely no such object structure
+                    found = replace(found, reason=found.reason[:300] + (
+                        f" (no {self._cfg.wo_object_structure} here? set wo_object_structure "
+                        'to yours, or "" to look at SRs only)'))
+                return found
             wos = found
         ranked = rank_work(srs, wos, str(body.get("failure_code") or ""))
         if not ranked:

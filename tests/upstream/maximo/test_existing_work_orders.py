@@ -111,3 +111,11 @@ async def test_sr_receipts_read_back_as_before(make_sink: SinkFactory,
     got = await sink.read_record(str(d.receipt))
     assert got is not None and (got.id, got.state) == (d.receipt, WorkState.CREATED)
     assert [r.id for r in await sink.records_by_reference(str(got.external_ref))] == [d.receipt]
+
+
+async def test_a_missing_work_order_structure_says_what_to_set(
+        make_sink: SinkFactory, maximo: MaximoSimulator) -> None:
+    sink = make_sink(maximo.url, existing_work="link", wo_object_structure="mxapiwonosuch")
+    [d] = await sink.send([raise_record()])
+    assert d.outcome is Outcome.REJECTED and "set wo_object_structure" in d.reason
+    assert maximo.tickets == []  # nothing created blind
