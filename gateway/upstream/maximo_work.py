@@ -25,6 +25,9 @@ configuration]; the clear also matches the asset's siteid, the read-back does no
 PATCH` + `patchtype: MERGE`, as on SRs [S]); its description carries our dedup key so a retry
 does not add it twice. The clear adds a "Condition cleared" note there and never changes the
 WO's status: it is someone else's work order.
+
+Reading back (status poll, reconcile): `sr_record` and `wo_record` map an SR's or a WO's status
+onto created / in progress / completed.
 """
 
 from __future__ import annotations
