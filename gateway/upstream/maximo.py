@@ -11,6 +11,9 @@ Receipt: the SR's `ticketid` (the number people see and quote). A clear finds th
 `ticketid` and `externalrecid`, takes its `href` and `_rowstamp`, and PATCHes it
 (`POST <href>` + `x-method-override: PATCH` + `patchtype: MERGE`) to RESOLVED, or adds a work
 log note. A stale rowstamp (412 BMXAA8229W) is refetched and retried once.
+
+Existing work (open SRs and work orders someone else made; WO receipts "WO:<wonum>") lives in
+gateway/upstream/maximo_work.py, the spare-parts steps in gateway/upstream/maximo_parts.py.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
-from gateway.status_poll import UpstreamReadError, UpstreamRecord, WorkState
+from gateway.status_poll import UpstreamReadError, UpstreamRecord
 from gateway.upstream.lanes import send_in_episode_lanes
 from gateway.upstream.maximo_config import (
     ClearAction,
@@ -36,24 +39,29 @@ from gateway.upstream.maximo_config import (
     OptimisticLock,
     UnknownAssetPolicy,
 )
+from gateway.upstream.maximo_domains import maximo_domain_problems
 from gateway.upstream.maximo_http import Answer, MaximoHttp
+from gateway.upstream.maximo_parts import MaximoPartsSteps
 from gateway.upstream.maximo_wire import (
     MAX_REASON,
     NotRenderable,
     dedup_key_of,
+    failed,
+    has_note,
     json_object,
-    link_entry,
     link_marker,
     maximo_error,
     members,
+    prefixed,
     sr_body,
     where_literal,
     worklog_entry,
     worklog_marker,
 )
+from gateway.upstream.maximo_work import OpenWork, sr_record, wonum_of
 from gateway.upstream.rest import UpstreamCheckError, transport_reason
-from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
-from gateway.workflow import ExistingWork, policy_for
+from gateway.upstream.retry_policy import wait_for_interrupted_send
+from gateway.workflow import PART_STEPS, PartLine
 
 __all__ = [  # the config lives beside the sink; importable from here as well
     "ClearAction", "MaximoApiKeyAuth", "MaximoAssetRef", "MaximoAuth", "MaximoMaxauthAuth",
@@ -96,6 +104,17 @@ class MaximoSink:
         self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
                                               cfg.total_timeout_seconds)
         self._flights: dict[str, _Flight] = {}
+        self._work = OpenWork(self)
+        self._parts = MaximoPartsSteps(self)
+
+    @property
+    def config(self) -> MaximoSinkConfig:
+        return self._cfg
+
+    def parts_for(self, asset: str, failure_code: str) -> Sequence[PartLine]:
+        """The registry's spare parts for a raise of `failure_code` on `asset`: after the
+        request is accepted, gateway/workflow.py chains the parts steps (maximo_parts.py)."""
+        return tuple(self._cfg.spare_parts.get(asset, {}).get(failure_code, ()))
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -117,8 +136,21 @@ class MaximoSink:
                     ) -> Answer | BaseException:
         """A lean GET of another object structure (mxapiasset for identity checks); a
         transport failure is returned, as `MaximoHttp.request` does."""
-        url = f"{self._base}{self._cfg.api_root}/os/{object_structure}"
-        return await self._http.request("GET", url, params={"lean": "1", **params})
+        return await self._http.request("GET", self._url(object_structure),
+                                        params={"lean": "1", **params})
+
+    async def create(self, object_structure: str, payload: dict[str, Any], properties: str
+                     ) -> Answer | BaseException:
+        """A lean POST creating one record of `object_structure`, answered with
+        `properties` (the parts steps, gateway/upstream/maximo_parts.py)."""
+        return await self._http.request("POST", self._url(object_structure),
+                                        params={"lean": "1"}, json=payload,
+                                        headers={"properties": properties, "batcherror": "1"})
+
+    def _url(self, structure: str | None) -> str:
+        if structure is None:
+            return self._collection
+        return f"{self._base}{self._cfg.api_root}/os/{structure}"
 
     # --- sending -------------------------------------------------------------------------
 
@@ -133,6 +165,8 @@ class MaximoSink:
                 return await self._raise(rec)
             if rec.message.kind is MessageKind.STATUS_UPDATE:
                 return await self._clear(rec)
+            if rec.message.kind in PART_STEPS:
+                return await self._parts.send(rec)
         except NotRenderable as exc:
             return Delivery(rec.id, Outcome.REJECTED, reason=str(exc)[:MAX_REASON])
         return Delivery(rec.id, Outcome.REJECTED, reason=f"unsupported kind {rec.message.kind}")
@@ -143,7 +177,7 @@ class MaximoSink:
             return held
         body = rec.message.body
         key = dedup_key_of(body)
-        target = self._target(str(body.get("asset", "")))
+        target = self.target(str(body.get("asset", "")))
         payload = sr_body(body, assetnum=target.assetnum, siteid=target.siteid,
                           location=target.location, orgid=self._cfg.orgid,
                           reportedby=self._cfg.reportedby,
@@ -152,12 +186,12 @@ class MaximoSink:
         where = (f"externalrecid={where_literal(key, 'dedup_key')} and "
                  f"siteid={where_literal(target.siteid, 'siteid')}")
         async with self._single_flight(key):
-            found = await self._query(rec.id, where, "ticketid,status")
+            found = await self.query_members(rec.id, where, "ticketid,status")
             if isinstance(found, Delivery):
-                return _prefixed(found, f"looking up externalrecid {key}")
+                return prefixed(found, f"looking up externalrecid {key}")
             if found:
                 return self._accepted_ticket(rec.id, found[0], "lookup")
-            existing = await self._existing_work(rec, target)
+            existing = await self._work.use_existing(rec, target)
             if existing is not None:
                 return existing
             got = await self._http.request("POST", self._collection, params={"lean": "1"},
@@ -169,41 +203,8 @@ class MaximoSink:
                     f"create: {transport_reason(got)}; the next attempt looks it up first"),
                     retry_after_seconds=self._cfg.unclear_retry_after_seconds)
             if not 200 <= got.status < 300:
-                return self._unclear(_failed(rec.id, got, "create"), got.status)
+                return self._unclear(failed(rec.id, got, "create"), got.status)
             return self._accepted_ticket(rec.id, json_object(got.body) or {}, "create")
-
-    async def _existing_work(self, rec: OutboxRecord, target: Target) -> Delivery | None:
-        """Under `link` or `skip`: ACCEPTED with an open SR on the same asset that someone
-        else made (linked: a work log note with our evidence); None under `create` or when
-        there is none. Runs after our own externalrecid was not found."""
-        body = rec.message.body
-        policy = policy_for(body, self._cfg.existing_work_rules, self._cfg.existing_work)
-        if policy is ExistingWork.CREATE:
-            return None
-        statuses = ",".join(where_literal(s, "status") for s in self._cfg.open_statuses)
-        where = (f"assetnum={where_literal(target.assetnum, 'assetnum')} and "
-                 f"siteid={where_literal(target.siteid, 'siteid')} and status in [{statuses}]")
-        found = await self._query(rec.id, where,
-                                  "ticketid,status,_rowstamp,externalrecid,worklog{description}")
-        if isinstance(found, Delivery):
-            return _prefixed(found, "looking up open SRs on the asset")
-        key = dedup_key_of(body)
-        theirs = [sr for sr in found if str(sr.get("externalrecid") or "") != key]
-        if not theirs:
-            return None
-        sr = theirs[0]
-        if policy is ExistingWork.SKIP:
-            d = self._accepted_ticket(rec.id, sr, "open SR")
-            return replace(d, reason=f"skipped: SR {d.receipt} is open on this asset already")
-        if not _has_note(sr, link_marker(body)):
-            got = await self._patch(sr, {"worklog": [link_entry(body)]})
-            if isinstance(got, BaseException):  # a retry sees the note if it was made
-                return Delivery(rec.id, Outcome.RETRY, reason=(
-                    f"link note on SR {sr.get('ticketid')}: {transport_reason(got)}"))
-            if not 200 <= got.status < 300:
-                return _failed(rec.id, got, f"link note on SR {sr.get('ticketid')}")
-        d = self._accepted_ticket(rec.id, sr, "open SR")
-        return replace(d, reason=f"linked: evidence noted on open SR {d.receipt}")
 
     def _unclear(self, d: Delivery, status: int) -> Delivery:
         """A create answered 5xx/408 may still commit (a proxy gave up, Maximo did not): look
@@ -229,29 +230,33 @@ class MaximoSink:
                 f"{msg.episode_id} was never accepted (dead-lettered?), nothing to update"))
         ref = rec.upstream_ref
         key = dedup_key_of(msg.body)
+        wonum = wonum_of(ref)
+        if wonum is not None:  # linked (or skipped) to someone else's work order
+            async with self._single_flight(key):
+                return await self._work.clear_on_wo(rec, wonum, self.target(msg.asset))
         where = f"ticketid={where_literal(ref, 'ticketid')}"  # unique per class (pk [S*])
         wanted = "ticketid,status,_rowstamp,externalrecid,worklog{description}"
         async with self._single_flight(key):
             for attempt in (1, 2):
-                found = await self._query(rec.id, where, wanted)
+                found = await self.query_members(rec.id, where, wanted)
                 if isinstance(found, Delivery):
-                    return _prefixed(found, f"looking up SR {ref}")
+                    return prefixed(found, f"looking up SR {ref}")
                 if not found:
                     return Delivery(rec.id, Outcome.REJECTED, reason=(
                         f"SR {ref} with externalrecid {key} not found in Maximo (deleted, or "
                         "its externalrecid was changed); nothing to update"))
                 sr = found[0]
                 if str(sr.get("externalrecid") or "") != key:  # someone else's (link, skip)
-                    if not _has_note(sr, link_marker(msg.body)):
+                    if not has_note(sr, link_marker(msg.body)):
                         return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref, reason=(
                             f"SR {ref} is someone else's and was not linked: left as it is"))
-                    change = None if _has_note(sr, worklog_marker(msg.body)) else {
+                    change = None if has_note(sr, worklog_marker(msg.body)) else {
                         "worklog": [worklog_entry(msg.body)]}  # a note; never resolved by us
                 else:
                     change = self._clear_change(sr, msg.body)
                 if change is None:
                     return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
-                got = await self._patch(sr, change)
+                got = await self.patch(sr, change)
                 if isinstance(got, BaseException):  # it may still commit: read it later
                     return Delivery(rec.id, Outcome.RETRY,
                                     reason=f"update of SR {ref}: {transport_reason(got)}",
@@ -259,7 +264,7 @@ class MaximoSink:
                 if got.status == 412 and attempt == 1:
                     continue  # updated by someone else since we read it: read again, once
                 if not 200 <= got.status < 300:
-                    return _failed(rec.id, got, f"update of SR {ref}")
+                    return failed(rec.id, got, f"update of SR {ref}")
                 return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
         raise AssertionError("unreachable")
 
@@ -280,8 +285,9 @@ class MaximoSink:
             return None
         return {"worklog": [worklog_entry(body)]}
 
-    async def _patch(self, sr: Mapping[str, Any], change: dict[str, Any]
-                     ) -> Answer | BaseException:
+    async def patch(self, sr: Mapping[str, Any], change: dict[str, Any]
+                    ) -> Answer | BaseException:
+        """A MERGE update of the member `sr` (an SR or a work order) under its rowstamp."""
         headers = {"x-method-override": "PATCH", "patchtype": "MERGE"}
         rowstamp = sr.get("_rowstamp")
         if rowstamp is not None and self._cfg.optimistic_lock is OptimisticLock.IF_MATCH:
@@ -306,7 +312,8 @@ class MaximoSink:
 
     # --- helpers -------------------------------------------------------------------------
 
-    def _target(self, asset: str) -> Target:
+    def target(self, asset: str) -> Target:
+        """Where `asset` lives in Maximo (asset_map, or passed through)."""
         ref = self._cfg.asset_map.get(asset)
         if ref is not None:
             return Target(ref.assetnum, ref.siteid or self._cfg.siteid, ref.location)
@@ -336,38 +343,58 @@ class MaximoSink:
             if flight.users == 0:
                 del self._flights[key]
 
-    async def _query(self, record_id: int, where: str, select: str
-                     ) -> list[dict[str, Any]] | Delivery:
-        got = await self._http.request("GET", self._collection, params={
+    async def query_members(self, record_id: int, where: str, select: str, *,
+                            structure: str | None = None, order_by: str = "+ticketid"
+                            ) -> list[dict[str, Any]] | Delivery:
+        """The members of a lean query on our object structure (or `structure`); a failure
+        as the Delivery of `record_id`."""
+        got = await self._http.request("GET", self._url(structure), params={
             "lean": "1", "oslc.where": where, "oslc.select": select,
-            "oslc.orderBy": "+ticketid"})
+            "oslc.orderBy": order_by})
         if isinstance(got, BaseException):
             return Delivery(record_id, Outcome.RETRY, reason=transport_reason(got))
         if not 200 <= got.status < 300:
-            return _failed(record_id, got)
+            return failed(record_id, got)
         found = members(got.body)
         if found is None:
             return Delivery(record_id, Outcome.RETRY,
                             reason="2xx without a member[] list; asking again before creating")
         return found
 
+    # --- check --online: the priority and failure-code domains (gateway/registry_online.py)
+
+    async def domain_problems(self, *, priorities: Collection[int],
+                              failure_codes: Collection[str]) -> list[str]:
+        """Which of the rules' canonical priorities and failure codes Maximo does not know, in
+        plain words ([] when all are known); see gateway/upstream/maximo_domains.py."""
+        return await maximo_domain_problems(self, priorities=priorities,
+                                            failure_codes=failure_codes)
 
     # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
 
     async def read_record(self, upstream_ref: str) -> UpstreamRecord | None:
-        """SR `upstream_ref` (its ticketid) now; None when Maximo no longer has it."""
-        found = await self._read_back(f"ticketid={where_literal(upstream_ref, 'ticketid')}")
-        return found[0] if found else None
+        """SR `upstream_ref` (its ticketid), or the work order of a "WO:<wonum>" receipt, now;
+        None when Maximo no longer has it."""
+        wonum = wonum_of(upstream_ref)
+        if wonum is not None:
+            return await self._work.read_wo(wonum)
+        found = await self.read_members(f"ticketid={where_literal(upstream_ref, 'ticketid')}",
+                                        "ticketid,status,externalrecid")
+        return sr_record(found[0]) if found and found[0].get("ticketid") is not None else None
 
     async def records_by_reference(self, external_ref: str) -> list[UpstreamRecord]:
-        """Every SR whose externalrecid is `external_ref`."""
-        return await self._read_back(
-            f"externalrecid={where_literal(external_ref, 'external reference')}")
+        """Every SR whose externalrecid is `external_ref` (we create SRs only)."""
+        found = await self.read_members(
+            f"externalrecid={where_literal(external_ref, 'external reference')}",
+            "ticketid,status,externalrecid")
+        return [sr_record(m) for m in found if m.get("ticketid") is not None]
 
-    async def _read_back(self, where: str) -> list[UpstreamRecord]:
-        got = await self._http.request("GET", self._collection, params={
-            "lean": "1", "oslc.where": where, "oslc.select": "ticketid,status,externalrecid",
-            "oslc.orderBy": "+ticketid"})
+    async def read_members(self, where: str, select: str, *, structure: str | None = None,
+                           order_by: str = "+ticketid") -> list[dict[str, Any]]:
+        """A lean query for reading back; any failure raises UpstreamReadError."""
+        got = await self._http.request("GET", self._url(structure), params={
+            "lean": "1", "oslc.where": where, "oslc.select": select,
+            "oslc.orderBy": order_by})
         if isinstance(got, BaseException):
             raise UpstreamReadError(f"{self.name}: {transport_reason(got)}")
         if not 200 <= got.status < 300:
@@ -376,40 +403,4 @@ class MaximoSink:
         found = members(got.body)
         if found is None:
             raise UpstreamReadError(f"{self.name}: 2xx without a member[] list")
-        return [sr_record(m) for m in found if m.get("ticketid") is not None]
-
-
-# IBM's SR app treats NEW, QUEUED, PENDING and INPROG as active and every other status as
-# done (IBM-APPS SRMOBILE AppController.js [S*]); INPROG and PENDING mean someone took it up.
-SR_WAITING = frozenset({"NEW", "QUEUED"})
-SR_WORKED_ON = frozenset({"INPROG", "PENDING"})
-
-
-def sr_record(member: Mapping[str, Any]) -> UpstreamRecord:
-    status = str(member.get("status") or "")
-    word = status.upper()
-    state = (WorkState.CREATED if word in SR_WAITING or not word
-             else WorkState.IN_PROGRESS if word in SR_WORKED_ON else WorkState.COMPLETED)
-    ref = member.get("externalrecid")
-    return UpstreamRecord(str(member["ticketid"]), state, status, str(ref) if ref else None)
-
-
-def _failed(record_id: int, got: Answer, step: str = "") -> Delivery:
-    verdict = classify_status(got.status, maximo_error(got.body, got.content_type),
-                              got.retry_after)
-    reason = f"{step}: {verdict.reason}" if step else verdict.reason
-    outcome = verdict.outcome
-    if got.status == 412:  # still stale after a fresh read: a busy record, try again later
-        outcome, reason = Outcome.RETRY, reason + " (record busy: updated again meanwhile)"
-    return Delivery(record_id, outcome, reason=reason[:MAX_REASON],
-                    retry_after_seconds=verdict.retry_after_seconds)
-
-
-def _has_note(sr: Mapping[str, Any], marker: str) -> bool:
-    notes = sr.get("worklog")
-    return isinstance(notes, list) and any(
-        isinstance(n, dict) and str(n.get("description", "")).startswith(marker) for n in notes)
-
-
-def _prefixed(d: Delivery, what: str) -> Delivery:
-    return replace(d, reason=f"{what}: {d.reason}"[:MAX_REASON])
+        return found

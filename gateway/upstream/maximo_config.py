@@ -18,7 +18,7 @@ from gateway.upstream.limits import (
     UpstreamLimits,
 )
 from gateway.upstream.rest import USER_AGENT
-from gateway.workflow import ExistingWork
+from gateway.workflow import ExistingWork, PartsTable
 
 if TYPE_CHECKING:
     from gateway.upstream.maximo import MaximoSink
@@ -68,6 +68,35 @@ class OptimisticLock(enum.StrEnum):
     OFF = "off"
 
 
+OPEN_WO_STATUSES = ("WAPPR", "APPR", "WSCH", "WMATL", "WPCOND", "INPRG")
+
+
+class MaximoPartsConfig(StrictModel):
+    """The spare-parts chain (gateway/upstream/maximo_parts.py): stock, reservation,
+    requisition. It runs for a raise whose asset and failure code have parts in the asset
+    registry."""
+
+    inventory_structure: str = Field(default="mxapiinventory", pattern=r"^[A-Za-z0-9_]+$")
+    reservation_structure: str = Field(default="mxapiinvres", pattern=r"^[A-Za-z0-9_]+$")
+    # MXAPIPR was seen only in a third-party list [T]; IBM documents MXPR (PR/PRLINE) as an
+    # integration object: expose PR as a REST object structure of that name if yours has none
+    requisition_structure: str = Field(default="mxapipr", pattern=r"^[A-Za-z0-9_]+$")
+    # registry storage_location ("0001") or "plant/storage_location" -> Maximo storeroom
+    storerooms: dict[str, Ident] = Field(default_factory=dict)
+    restype: Ident = "AUTOMATIC"  # INVRESERVE.RESTYPE [U]
+    lead_time_days: int = Field(default=7, ge=0)  # requireddate = now + this
+
+
+class MaximoDomainsConfig(StrictModel):
+    """Where `check --online` reads the priority and failure-code domains
+    (gateway/upstream/maximo_domains.py)."""
+
+    numeric_domain_structure: str = Field(default="mxapinumericdomain",
+                                          pattern=r"^[A-Za-z0-9_]+$")
+    priority_domain: Ident = "TICKETPRIORITY"  # the domain of SR REPORTEDPRIORITY [U]
+    failure_list_structure: str = Field(default="mxapifailurelist", pattern=r"^[A-Za-z0-9_]+$")
+
+
 class MaximoSinkConfig(StrictModel):
     """`[[upstreams]] type = "maximo"`: Maximo Manage service requests (object structure
     mxapisr), deduplicated by externalrecid."""
@@ -113,6 +142,17 @@ class MaximoSinkConfig(StrictModel):
     existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
     open_statuses: list[Ident] = Field(default_factory=lambda: ["NEW", "QUEUED", "INPROG",
                                                                  "PENDING"], min_length=1)
+    # Open work orders on the asset count as existing work too (gateway/upstream/maximo_work.py:
+    # a WO with another failure code than the rule's never does). "" : SRs only.
+    wo_object_structure: str = Field(default="mxapiwodetail", pattern=r"^[A-Za-z0-9_]*$")
+    # every WO status but COMP, CLOSE, CAN, HISTEDIT [S]; add your WOSTATUS synonyms
+    open_wo_statuses: list[Ident] = Field(default_factory=lambda: list(OPEN_WO_STATUSES),
+                                          min_length=1)
+    # the records we created or linked are read back this often (gateway/status_poll.py; 0: off)
+    status_poll_seconds: float = Field(default=300.0, ge=0)
+    parts: MaximoPartsConfig = MaximoPartsConfig()
+    domains: MaximoDomainsConfig = MaximoDomainsConfig()
+    spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
     @model_validator(mode="after")
     def _consistent(self) -> MaximoSinkConfig:

@@ -1,4 +1,5 @@
-"""What the Maximo sink puts on the wire and reads back: SR bodies, oslc.where, error JSON.
+"""What the Maximo sink puts on the wire and reads back: SR bodies, oslc.where, error JSON,
+and how an answer becomes a Delivery.
 
 Pure functions, no I/O: the canonical message body (gateway.messages) in, Maximo lean JSON out.
 """
@@ -6,11 +7,15 @@ Pure functions, no I/O: the canonical message body (gateway.messages) in, Maximo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
+from gateway.model import Delivery, Outcome
+from gateway.upstream.maximo_http import Answer
 from gateway.upstream.rest import problem_text
+from gateway.upstream.retry_policy import classify_status
 
 DESCRIPTION_MAX = 100  # TICKET.DESCRIPTION
 EXTERNALRECID_MAX = 20  # TICKET.EXTERNALRECID
@@ -174,3 +179,26 @@ def link_entry(body: Mapping[str, Any]) -> dict[str, Any]:
             f"Episode: {body.get('episode_id', '')}",
         ]),
     }
+
+
+def failed(record_id: int, got: Answer, step: str = "") -> Delivery:
+    """A non-2xx answer as a Delivery, quoting Maximo's reasonCode and message."""
+    verdict = classify_status(got.status, maximo_error(got.body, got.content_type),
+                              got.retry_after)
+    reason = f"{step}: {verdict.reason}" if step else verdict.reason
+    outcome = verdict.outcome
+    if got.status == 412:  # still stale after a fresh read: a busy record, try again later
+        outcome, reason = Outcome.RETRY, reason + " (record busy: updated again meanwhile)"
+    return Delivery(record_id, outcome, reason=reason[:MAX_REASON],
+                    retry_after_seconds=verdict.retry_after_seconds)
+
+
+def has_note(record: Mapping[str, Any], marker: str) -> bool:
+    """Whether the record's work log has a note whose description starts with `marker`."""
+    notes = record.get("worklog")
+    return isinstance(notes, list) and any(
+        isinstance(n, dict) and str(n.get("description", "")).startswith(marker) for n in notes)
+
+
+def prefixed(d: Delivery, what: str) -> Delivery:
+    return replace(d, reason=f"{what}: {d.reason}"[:MAX_REASON])

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import binascii
 import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,17 +27,18 @@ from simulators.maximo import oslc
 from simulators.maximo.assets import AssetStore
 from simulators.maximo.bulk import BulkRendering, run_bulk
 from simulators.maximo.faults import Fault, FaultMode, Faults
+from simulators.maximo.records import RecordTable
+from simulators.maximo.structures import DEMO_FAILURE_CODES, build_tables, seed
 from simulators.maximo.tickets import (
     KNOWN,
     Domains,
     MaximoError,
     SrStore,
     not_authorized,
-    restid_of,
 )
 
 DEMO_ASSETS: Mapping[str, str] = {"PUMP-1": "BEDFORD", "PUMP-2": "BEDFORD", "FAN-1": "BEDFORD"}
-OBJECT_STRUCTURES = ("mxapisr", "mxapiasset")
+OBJECT_STRUCTURES = ("mxapisr", "mxapiasset")  # and those of `tables` (structures.py)
 FAULT = web.RequestKey("maximo_fault", Fault)
 
 
@@ -51,13 +52,17 @@ class MaximoSimulator(HttpSimulator):
                  maxauth_users: Mapping[str, str] | None = None,
                  href_base: str | None = None,
                  ssl_context: ssl.SSLContext | None = None,
-                 asset_store: AssetStore | None = None) -> None:
+                 asset_store: AssetStore | None = None,
+                 failure_codes: Mapping[str, Sequence[str]] | None = None) -> None:
         """`assets`: assetnum -> siteid (None accepts any asset). `maxauth_users`: user ->
         password accepted in a `maxauth` header (7.6 native authentication). `href_base`: the
         address Maximo believes it has (mxe.oslc.webappurl), used in hrefs and Location
         instead of the request's own; behind a proxy that is often an internal name.
         `asset_store`: what mxapiasset serves (default: the seeded site, or `assets`' sites
-        when `assets` is not the demo set)."""
+        when `assets` is not the demo set). `failure_codes`: failure class -> the problem
+        codes below it (mxapifailurelist; default: structures.DEMO_FAILURE_CODES). The
+        priority domain is also served as numeric domain TICKETPRIORITY; the demo site has
+        storeroom CENTRAL with BRG-6205 (1) and SEAL-40 (10)."""
         super().__init__(host, port, ssl_context)
         self.api_key = api_key
         self.api_root = api_root.rstrip("/")
@@ -66,6 +71,13 @@ class MaximoSimulator(HttpSimulator):
         self.store = SrStore(Domains(None if assets is None else dict(assets),
                                      frozenset(priority_domain)))
         self.faults: Faults = Faults()
+        # work orders, inventory, reservations, requisitions (simulators/maximo/structures.py)
+        self.tables: dict[str, RecordTable] = build_tables(
+            None if assets is None else dict(assets))
+        demo = assets is None or assets == DEMO_ASSETS
+        seed(self.tables, priorities=self.store.domains.priorities,
+             failure_codes=DEMO_FAILURE_CODES if failure_codes is None else failure_codes,
+             demo_inventory=demo)
         self.assets = asset_store or (AssetStore() if assets is None or assets == DEMO_ASSETS
                                       else AssetStore.from_sites(assets))
 
@@ -86,6 +98,47 @@ class MaximoSimulator(HttpSimulator):
 
     def delete(self, ticketid: str) -> None:
         self.store.tickets[:] = [t for t in self.store.tickets if t["ticketid"] != ticketid]
+
+    @property
+    def work_orders(self) -> list[dict[str, Any]]:
+        return self.tables["mxapiwodetail"].records
+
+    @property
+    def reservations(self) -> list[dict[str, Any]]:
+        """Every INVRESERVE row made, oldest first (one per item and POST; no dedup)."""
+        return self.tables["mxapiinvres"].records
+
+    @property
+    def requisitions(self) -> list[dict[str, Any]]:
+        return self.tables["mxapipr"].records
+
+    def plant_work_order(self, assetnum: str, siteid: str = "BEDFORD", status: str = "WAPPR",
+                         failurecode: str | None = None, **more: Any) -> dict[str, Any]:
+        """A work order a planner made (no validation); its `wonum` is generated."""
+        fields: dict[str, Any] = {"assetnum": assetnum, "siteid": siteid, "status": status,
+                                  "description": more.pop("description", f"Work on {assetnum}")}
+        if failurecode is not None:
+            fields["failurecode"] = failurecode
+        return self.tables["mxapiwodetail"].plant(fields | more)
+
+    def set_wo_status(self, wonum: str, status: str) -> None:
+        table = self.tables["mxapiwodetail"]
+        row = next((w for w in table.records if w["wonum"] == wonum), None)
+        if row is None:
+            raise KeyError(wonum)
+        table.set_status(row, status)
+
+    def set_stock(self, itemnum: str, location: str, siteid: str, curbal: float,
+                  issueunit: str = "EACH") -> None:
+        """The inventory balance of `itemnum` in storeroom `location` at `siteid`."""
+        table = self.tables["mxapiinventory"]
+        for row in table.records:
+            if (row["itemnum"], row["location"], row["siteid"]) == (itemnum, location, siteid):
+                row["curbal"] = curbal
+                table.touch(row)
+                return
+        table.plant({"itemnum": itemnum, "location": location, "siteid": siteid,
+                     "curbal": curbal, "issueunit": issueunit, "itemsetid": "SET1"})
 
     # --- app -----------------------------------------------------------------------------
 
@@ -122,7 +175,8 @@ class MaximoSimulator(HttpSimulator):
             request[FAULT] = fault
         if not self._authorised(request):
             return self._error(request, not_authorized())
-        if request.match_info.get("os", "").lower() not in OBJECT_STRUCTURES:
+        structure = request.match_info.get("os", "").lower()
+        if structure not in OBJECT_STRUCTURES and structure not in self.tables:
             return self._error(request, MaximoError(
                 404, "BMXAA8714E", f"The object structure {request.match_info.get('os')} "
                                    "was not found."))
@@ -175,9 +229,13 @@ class MaximoSimulator(HttpSimulator):
             return given == "1"
         return not self.api_root.endswith("/oslc")
 
+    def _store(self, request: web.Request) -> SrStore | RecordTable:
+        """The table of the object structure the request names (mxapisr: the SRs)."""
+        return self.tables.get(request.match_info.get("os", "").lower()) or self.store
+
     def _href(self, request: web.Request, ticket: Mapping[str, Any]) -> str:
         origin = self.href_base or str(request.url.origin())
-        restid = restid_of(ticket["ticketid"])
+        restid = self._store(request).restid(ticket)
         return f"{origin}{self.api_root}/os/{request.match_info['os']}/{restid}"
 
     def _view(self, request: web.Request, ticket: Mapping[str, Any],
@@ -202,10 +260,12 @@ class MaximoSimulator(HttpSimulator):
 
     async def _query(self, request: web.Request) -> web.StreamResponse:
         q = request.query
-        conds = oslc.parse_where(q.get("oslc.where", ""), KNOWN.__contains__) if q.get(
+        store = self._store(request)
+        known = KNOWN if isinstance(store, SrStore) else store.spec.known
+        conds = oslc.parse_where(q.get("oslc.where", ""), known.__contains__) if q.get(
             "oslc.where", "").strip() else []
         select = oslc.parse_select(q["oslc.select"]) if "oslc.select" in q else []
-        found = [t for t in self.store.tickets if all(c.matches(t) for c in conds)]
+        found = [t for t in store.records if all(c.matches(t) for c in conds)]
         found = oslc.sort_records(found, oslc.parse_order(q.get("oslc.orderBy", "")))
         size = oslc.positive_int(q.get("oslc.pageSize"), "oslc.pageSize") or max(len(found), 1)
         page = oslc.positive_int(q.get("pageno"), "pageno") or 1
@@ -236,12 +296,13 @@ class MaximoSimulator(HttpSimulator):
 
     async def _create(self, request: web.Request) -> web.StreamResponse:
         override = request.headers.get("x-method-override")
-        if override is not None and override.upper() == "BULK":
+        store = self._store(request)
+        if override is not None and override.upper() == "BULK" and isinstance(store, SrStore):
             return await self._bulk(request)
         if override is not None:
             raise MaximoError(400, "BMXAA9549E", f"x-method-override {override} on the "
                                                  "collection is not supported by the simulator")
-        ticket = self.store.create(await self._body(request))
+        ticket = store.create(await self._body(request))
         dropped = self._drop_if_faulted(request)
         if dropped is not None:
             return dropped
@@ -271,7 +332,7 @@ class MaximoSimulator(HttpSimulator):
         return self._drop_if_faulted(request) or _json(answer)
 
     def _member(self, request: web.Request) -> dict[str, Any]:
-        ticket = self.store.by_restid(request.match_info["restid"])
+        ticket = self._store(request).by_restid(request.match_info["restid"])
         if ticket is None:
             raise MaximoError(404, "BMXAA8727E", f"The OSLC resource {request.match_info['os']}"
                                                  f" with the ID {request.match_info['restid']} "
@@ -290,16 +351,16 @@ class MaximoSimulator(HttpSimulator):
         ticket = self._member(request)
         override = (request.headers.get("x-method-override") or "").upper()
         if override == "DELETE":
-            self.store.tickets.remove(ticket)
+            self._store(request).records.remove(ticket)
             return self._drop_if_faulted(request) or web.Response(status=204)
         if override != "PATCH":
             raise MaximoError(400, "BMXAA9549E", "POST on a member needs x-method-override: "
                                                  "PATCH (or DELETE)")
         fault = request.get(FAULT)
         if fault is not None and fault.mode is FaultMode.CONFLICT_412:
-            self.store.touch(ticket)  # another user saved it a moment ago
+            self._store(request).touch(ticket)  # another user saved it a moment ago
         if_match = request.headers.get("if-match")
-        self.store.update(ticket, await self._body(request),
+        self._store(request).update(ticket, await self._body(request),
                           merge=request.headers.get("patchtype") == "MERGE",  # case-sensitive
                           expected_rowstamp=None if if_match is None else if_match.strip('"'))
         dropped = self._drop_if_faulted(request)

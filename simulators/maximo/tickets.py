@@ -122,6 +122,14 @@ class SrStore:
         self._worklog_ids = itertools.count(1)
         self._rowstamps = itertools.count(100_000)
 
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The SRs, under the name the other object structures' tables use."""
+        return self.tickets
+
+    def restid(self, ticket: Mapping[str, Any]) -> str:
+        return restid_of(ticket["ticketid"])
+
     def by_restid(self, restid: str) -> dict[str, Any] | None:
         return next((t for t in self.tickets if restid_of(t["ticketid"]) == restid), None)
 

@@ -60,3 +60,21 @@ def test_mistakes_are_named(over: dict[str, Any], says: str) -> None:
     with pytest.raises(ValidationError) as err:
         MaximoSinkConfig.model_validate(minimal(**over))
     assert says in str(err.value)
+
+
+def test_the_commented_parts_example_loads() -> None:
+    """The example's `# [upstreams.parts]` block, uncommented, is a valid parts config."""
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# [upstreams.parts]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# ") or (block and "=" not in line):
+            break
+        block.append(line.removeprefix("# "))
+    parts = tomllib.loads("\n".join(block))["upstreams"]["parts"]
+    cfg = MaximoSinkConfig.model_validate(minimal(parts=parts))
+    assert cfg.parts.storerooms == {"0001": "CENTRAL"}
+    assert cfg.parts.requisition_structure == "mxapipr" and len(block) == 7
+    assert cfg.wo_object_structure == "mxapiwodetail" and "INPRG" in cfg.open_wo_statuses
+    with pytest.raises(ValidationError, match="storerooms"):
+        MaximoSinkConfig.model_validate(minimal(parts={"storerooms": {"0001": 'CEN"TRAL'}}))
