@@ -20,6 +20,7 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from drivers.mqtt.config import MqttSourceConfig
+from drivers.mqtt.driver import MqttSource
 from gateway.model import SourceState
 from tests.harness import running_mosquitto, wait_for
 
@@ -44,7 +45,7 @@ async def bench(messages: int, qos: int, queue: int, protocol: str) -> None:
             "name": "bench", "port": broker.port, "protocol": protocol,
             "queue_max_messages": queue,
             "subscriptions": [{"pattern": "plant/+asset/+signal", "qos": qos}]})
-        source = cfg.build()
+        source = MqttSource(cfg)
         seen: set[float] = set()
         async with source:
             await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10)
