@@ -26,11 +26,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Self
 
 from drivers.mqtt import frames
@@ -43,6 +45,14 @@ _STOP_SECONDS = 5.0  # a worker told to stop (its stdin closed) gets this long t
 _STABLE_SECONDS = 60.0  # a worker that ran this long restarts without the accumulated backoff
 _WORST = (SourceState.FAILED, SourceState.RECONNECTING, SourceState.CONNECTING,
           SourceState.DEGRADED, SourceState.STOPPED, SourceState.CONNECTED)
+
+
+def _worker_env() -> dict[str, str]:
+    """The daemon's environment (secrets from env or $CREDENTIALS_DIRECTORY included), with our
+    code importable whatever the working directory."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{path}" if path else root)
 
 
 @dataclass(slots=True)
@@ -152,9 +162,17 @@ class MqttWorkerSource:
                                "share_group": share, "index": w.index})
         while True:
             w.started = time.monotonic()
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "drivers.mqtt.worker", stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, limit=2**20)
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "drivers.mqtt.worker", stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, limit=2**20, env=_worker_env())
+            except OSError as exc:  # out of processes or memory: try again, say so
+                w.restarts += 1
+                delay = backoff.next_delay()
+                log.error("source %s: cannot start worker %d: %s; trying again in %.1f s",
+                          self.name, w.index, exc, delay)
+                await asyncio.sleep(delay)
+                continue
             w.proc = proc
             try:
                 assert proc.stdin is not None and proc.stdout is not None

@@ -121,18 +121,23 @@ async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None
     link = WorkerLink(source, out, cfg.queue_max_messages)
     async with source:
         tasks = [asyncio.create_task(coro, name=f"mqtt-worker-{name}")
-                 for name, coro in (("pump", link.pump()), ("send", link.send()),
-                                    ("report", link.report()))]
+                 for name, coro in (("acks", _acks(reader, link)), ("pump", link.pump()),
+                                    ("send", link.send()), ("report", link.report()))]
         try:
-            while (token := await frames.read(reader)) is not None:
-                link.acknowledge(int(token))
-                for task in tasks:
-                    if task.done():  # a bug, or the daemon gone: stop, loudly
-                        task.result()
+            # Only the acks task ends by itself (the pipe ended); any other ending is a bug
+            # or the daemon gone, and result() raises it.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _acks(reader: asyncio.StreamReader, link: WorkerLink) -> None:
+    while (token := await frames.read(reader)) is not None:
+        link.acknowledge(int(token))
 
 
 async def _main(out_fd: int) -> None:
