@@ -29,6 +29,9 @@ from gateway.model import SampleBatch
 
 log = logging.getLogger("drivers.mqtt.worker")
 _HEALTH_SECONDS = 0.5  # how often a changed health is reported
+# Rows per frame at most (the pipeline's commit group is 2,000 samples): a backlog of big
+# messages goes as a stream of moderate frames, not one that doubles the daemon's memory.
+FRAME_ROWS = 2000
 
 
 class WorkerLink:
@@ -52,6 +55,7 @@ class WorkerLink:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._shipped = asyncio.Event()
 
     async def pump(self) -> None:
         """Batches -> rows. Runs through every batch the source has ready in one loop turn,
@@ -61,6 +65,9 @@ class WorkerLink:
             self._rows.extend([(s.asset, s.signal, s.value, int(s.quality), s.source_ts,
                                 s.device_ts) for s in batch.samples])
             self._take(batch)
+            if len(self._rows) >= FRAME_ROWS:
+                self._shipped.clear()
+                await self._shipped.wait()
             if self._outstanding >= window:
                 self._room.clear()
                 await self._room.wait()
@@ -80,6 +87,7 @@ class WorkerLink:
                 continue
             rows, acks, count = self._rows, self._acks, self._messages
             self._rows, self._acks, self._messages = [], [], 0
+            self._shipped.set()
             self._token += 1
             self._pending[self._token] = (acks, count)
             self._out.write(frames.encode(("b", self._token, rows)))
