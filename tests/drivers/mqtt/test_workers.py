@@ -20,7 +20,7 @@ from drivers.mqtt.pool import MqttWorkerSource
 from gateway.dedup import SampleGate
 from gateway.model import Sample, SampleBatch, SourceState
 from simulators.mqtt_plant import MqttPlantPublisher
-from tests.drivers.mqtt.conftest import source_config
+from tests.drivers.mqtt.conftest import running_source, source_config
 from tests.harness import Mosquitto, wait_for
 
 T0 = 1_780_000_000.0
@@ -181,3 +181,17 @@ def test_workers_config() -> None:
         pool_config(1883, 2, share_group="a/b")
     with pytest.raises(ValueError, match="workers"):
         pool_config(1883, 17)
+
+
+async def test_one_worker_takes_over_the_in_process_session(
+        mosquitto: Mosquitto, publisher: MqttPlantPublisher) -> None:
+    """workers 0 -> 1 keeps the client id: what the in-process source left unacknowledged
+    comes back through the worker."""
+    cfg = pool_config(mosquitto.port, 0, client_id="handover")
+    async with running_source(cfg, auto_ack=False) as (_, old):
+        for i in (1, 2):
+            await publisher.publish_raw("plant/pump-1/vibration", f'{{"value": {i}}}')
+        await wait_for(lambda: len(old.samples) == 2, 10, "two samples, not acknowledged")
+    async with running_pool(cfg.model_copy(update={"workers": 1})) as (_, got):
+        await wait_for(lambda: sorted(s.value or 0 for s in got.samples) == [1.0, 2.0], 10,
+                       "both redelivered to the worker")
