@@ -108,14 +108,16 @@ class MqttWorkerSource:
         for w in self._workers:
             if w.proc is not None and w.proc.stdin is not None:
                 w.proc.stdin.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_STOP_SECONDS):
-                await asyncio.gather(*(asyncio.shield(t) for t in self._tasks),
-                                     return_exceptions=True)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await asyncio.gather(*(asyncio.shield(t) for t in self._tasks),
+                                         return_exceptions=True)
+        finally:  # cancelled again meanwhile: the supervisors still kill what is left
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
 
     async def batches(self) -> AsyncIterator[SampleBatch]:
         while True:
