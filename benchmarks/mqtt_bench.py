@@ -1,10 +1,12 @@
 """Throughput of the MQTT source: a flood of messages through a real Mosquitto into batches().
 
     .venv/bin/python -m benchmarks.mqtt_bench --messages 20000 --qos 1 --queue 1000
+    .venv/bin/python -m benchmarks.mqtt_bench --workers 0 1 2 --protocol 3.1.1
 
 A paho publisher in another process floods the broker; the consumer acks every batch as soon
-as it has it (the cost of the pipeline is not included). Prints messages/s and whether every
-message arrived exactly once.
+as it has it (the cost of the pipeline is not included). Prints messages/s, CPU-microseconds per
+message of all our processes (the consumer and its MQTT worker processes, `--workers`), and
+whether every message arrived exactly once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +22,10 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.mqtt_rows import Cpu
 from drivers.mqtt.config import MqttSourceConfig
+from drivers.mqtt.driver import MqttSource
+from drivers.mqtt.pool import MqttWorkerSource
 from gateway.model import SourceState
 from tests.harness import running_mosquitto, wait_for
 
@@ -38,18 +44,19 @@ def _flood(port: int, count: int, qos: int) -> None:
     client.loop_stop()
 
 
-async def bench(messages: int, qos: int, queue: int, protocol: str) -> None:
+async def bench(messages: int, qos: int, queue: int, protocol: str, workers: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
         cfg = MqttSourceConfig.model_validate({
             "name": "bench", "port": broker.port, "protocol": protocol,
-            "queue_max_messages": queue,
+            "queue_max_messages": queue, "workers": workers,
             "subscriptions": [{"pattern": "plant/+asset/+signal", "qos": qos}]})
-        source = cfg.build()
+        source = MqttSource(cfg) if workers == 0 else MqttWorkerSource(cfg)
         seen: set[float] = set()
         async with source:
-            await wait_for(lambda: source.health().state is SourceState.CONNECTED, 10)
+            await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
             pub = multiprocessing.get_context("spawn").Process(
                 target=_flood, args=(broker.port, messages, qos))
+            cpu = Cpu(source)
             start = time.perf_counter()
             pub.start()
             count = 0
@@ -58,18 +65,23 @@ async def bench(messages: int, qos: int, queue: int, protocol: str) -> None:
                     first = time.perf_counter()
                 for s in batch.samples:
                     seen.add(s.value or 0.0)
-                count += 1
+                count += len(batch.samples)
                 if batch.ack is not None:
                     batch.ack()
                 if count >= messages:
                     break
             end = time.perf_counter()
+            main, workers_cpu = cpu.used()
             elapsed, flowing = end - start, end - first
             await asyncio.to_thread(pub.join, 60)
-        print(f"MQTT {protocol} QoS {qos}, queue {queue}: {messages} messages in {elapsed:.2f} s "
-              f"from publisher start, {flowing:.2f} s from the first message = "
-              f"{messages / flowing:,.0f} msg/s; distinct values {len(seen)}; "
-              f"intake peak {source.intake_peak}, read pauses {source.pauses}")
+        intake = (f"intake peak {source.intake_peak}, read pauses {source.pauses}"
+                  if isinstance(source, MqttSource) else f"{workers} worker process(es)")
+        print(f"MQTT {protocol} QoS {qos}, queue {queue}, workers {workers}: {messages} messages "
+              f"in {elapsed:.2f} s from publisher start, {flowing:.2f} s from the first message "
+              f"= {messages / flowing:,.0f} msg/s; "
+              f"{(main + workers_cpu) / messages * 1e6:.1f} CPU-us/msg (ours; "
+              f"workers {workers_cpu / messages * 1e6:.1f}); "
+              f"distinct values {len(seen)}; {intake}; load {os.getloadavg()[0]:.1f}")
 
 
 def main() -> None:
@@ -78,8 +90,11 @@ def main() -> None:
     parser.add_argument("--qos", type=int, default=1, choices=(0, 1))
     parser.add_argument("--queue", type=int, default=1000)
     parser.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[0],
+                        help="0: the in-process source; N: ingest in N worker processes")
     args = parser.parse_args()
-    asyncio.run(bench(args.messages, args.qos, args.queue, args.protocol))
+    for workers in args.workers:
+        asyncio.run(bench(args.messages, args.qos, args.queue, args.protocol, workers))
 
 
 if __name__ == "__main__":

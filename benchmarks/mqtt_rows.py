@@ -7,15 +7,20 @@ session subscribes, disconnects, a publisher fills the session's queue, and the 
 back. So the publisher never competes for the CPU while we measure, and both consumers (ours and
 the bare paho client, one after the other on the same broker) see exactly the same backlog.
 Timing runs from the first message received to the last. 100 assets x 5 signals, QoS 1.
+Each row is measured in process (today's source) and with ingest in 1 and 2 worker processes;
+the note gives the CPU-microseconds per sample of all our processes (the daemon's and the
+workers'), which a busy shared box changes far less than the wall rate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -27,6 +32,7 @@ from paho.mqtt.properties import Properties
 from benchmarks.rows import Row, peak_rss_mb, rules_from_text
 from benchmarks.rules_bench import RULES
 from drivers.mqtt.config import MqttSourceConfig
+from drivers.mqtt.pool import MqttWorkerSource
 from gateway.model import SourceState
 from rules import RuleEngine
 from tests.harness import Mosquitto, running_mosquitto, wait_for, wait_for_sync
@@ -126,14 +132,59 @@ def bare(broker: Mosquitto, protocol: str, messages: int, per_message: int,
     return messages * per_message / (last - first)
 
 
-async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int) -> float:
-    """Samples/s through `MqttSource.batches()` and `RuleEngine.evaluate`, acked per batch."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (from /proc; Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """CPU seconds of this process and of the source's worker processes, from a start on."""
+
+    def __init__(self, source: object) -> None:
+        self._source = source
+        self._start = self._now()
+
+    def _now(self) -> dict[int, float]:
+        pids = [os.getpid(), *(self._source.pids if isinstance(self._source, MqttWorkerSource)
+                               else [])]
+        return {pid: _cpu_seconds(pid) for pid in pids}
+
+    def used(self) -> tuple[float, float]:
+        """(this process, the workers) CPU seconds since the start."""
+        spent = {pid: cpu - self._start.get(pid, 0.0) for pid, cpu in self._now().items()}
+        here = spent.pop(os.getpid())
+        return here, sum(spent.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    samples_per_second: float
+    cpu_main_seconds: float  # this process (the daemon's part), first message to last
+    cpu_workers_seconds: float  # the worker processes, the same span
+    samples: int
+
+    def cpu_note(self) -> str:
+        """CPU-microseconds per sample: all our processes, and the split when there are
+        workers (the daemon's part bounds the rate on one core, the workers' share the rest)."""
+        main, workers = (x / self.samples * 1e6 for x in (self.cpu_main_seconds,
+                                                             self.cpu_workers_seconds))
+        split = f" = daemon {main:.1f} + workers {workers:.1f}" if workers else ""
+        return f"{main + workers:.1f} CPU-us/sample{split}"
+
+
+async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int,
+               workers: int = 0) -> Measured:
+    """Samples/s through the source's `batches()` and `RuleEngine.evaluate`, acked per batch;
+    `workers` > 0: ingest in that many worker processes (drivers/mqtt/pool.py)."""
     cfg = MqttSourceConfig.model_validate({
-        "name": f"bench-{protocol}", "port": broker.port, "protocol": protocol,
+        "name": f"bench-{protocol}-w{workers}", "port": broker.port, "protocol": protocol,
+        "workers": workers,
         "subscriptions": [{"pattern": "plant/+asset/+signal", "qos": 1, "format": "json",
                            "value_path": "value", "timestamp_path": "ts"}]})
     source = cfg.build()
-    async with source:  # the persistent session subscribes: the broker keeps what follows
+    async with source:  # the persistent sessions subscribe: the broker keeps what follows
         await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
     await asyncio.to_thread(preload, broker.port, messages, per_message)
     evaluate = RuleEngine(rules_from_text(RULES)).evaluate
@@ -145,6 +196,7 @@ async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int
             async for batch in source.batches():
                 if got == 0:
                     first = time.perf_counter()
+                    cpu = Cpu(source)  # workers are up: the first batch came from one
                 for sample in batch.samples:
                     evaluate(sample)
                 got += len(batch.samples)
@@ -153,32 +205,43 @@ async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int
                 if got >= want:
                     break
         end = time.perf_counter()
-    return want / (end - first)
+        main, workers_cpu = cpu.used()
+    return Measured(want / (end - first), main, workers_cpu, want)
 
 
 def measure(name: str, protocol: str, per_message: int, messages: int, target: str,
-            floor: float, min_ratio: float = 0.0) -> Row:
+            floor: float, min_ratio: float = 0.0,
+            workers: tuple[int, ...] = (0, 1, 2)) -> list[Row]:
+    """One row per `workers` setting (0: in process), each on a fresh broker (no session of
+    an earlier run left to queue for), all against the same bare paho ceiling."""
     with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
         wait_for_sync(lambda: broker.proc is not None, 5)
         ceiling = bare(broker, protocol, messages, per_message, decode=per_message > 1)
-        value = asyncio.run(ours(broker, protocol, messages, per_message))
-    met = value >= floor and value >= min_ratio * ceiling
-    what = "with orjson decode" if per_message > 1 else "no work"
-    return Row(name, value, "samples/s", target, met, ceiling,
-               f"{messages:,} msgs x {per_message}; ceiling: bare paho {protocol}, {what}",
-               peak_rss_mb())
+    load = os.getloadavg()[0]
+    rows = []
+    for n in workers:
+        with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
+            got = asyncio.run(ours(broker, protocol, messages, per_message, n))
+        met = got.samples_per_second >= floor and got.samples_per_second >= min_ratio * ceiling
+        what = "with orjson decode" if per_message > 1 else "no work"
+        label = name if n == 0 else f"{name}, {n} worker{'s' if n > 1 else ''}"
+        rows.append(Row(label, got.samples_per_second, "samples/s", target, met, ceiling,
+                        f"{messages:,} msgs x {per_message}; {got.cpu_note()} "
+                        f"(all our processes); load {load:.1f} on {os.cpu_count()} "
+                        f"cores; ceiling: bare paho {protocol}, {what}", peak_rss_mb()))
+    return rows
 
 
 def mqtt5(quick: bool) -> list[Row]:
-    return [measure("MQTT 5, 1 sample/msg -> rules", "5", 1, 1000 if quick else 60_000,
-                    ">= 35,000/s and >= 1.0x bare", 35_000, 1.0)]
+    return measure("MQTT 5, 1 sample/msg -> rules", "5", 1, 1000 if quick else 60_000,
+                   ">= 35,000/s and >= 1.0x bare", 35_000, 1.0)
 
 
 def mqtt311(quick: bool) -> list[Row]:
-    return [measure("MQTT 3.1.1, 1 sample/msg -> rules", "3.1.1", 1,
-                    1000 if quick else 60_000, ">= 55,000/s", 55_000)]
+    return measure("MQTT 3.1.1, 1 sample/msg -> rules", "3.1.1", 1,
+                   1000 if quick else 60_000, ">= 55,000/s", 55_000)
 
 
 def mqtt_batch(quick: bool) -> list[Row]:
-    return [measure("MQTT 5, 100 samples/msg -> rules", "5", 100, 20 if quick else 4000,
-                    ">= 600,000/s", 600_000)]
+    return measure("MQTT 5, 100 samples/msg -> rules", "5", 100, 20 if quick else 4000,
+                   ">= 600,000/s", 600_000)

@@ -13,6 +13,7 @@ from gateway.timebase import ZonedTimeSettings
 
 if TYPE_CHECKING:
     from drivers.mqtt.driver import MqttSource
+    from drivers.mqtt.pool import MqttWorkerSource
 
 _CAPTURES = {"asset", "signal"}
 
@@ -197,6 +198,13 @@ class MqttSourceConfig(ZonedTimeSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1)
     rejection_quiet_seconds: float = Field(default=60.0, gt=0)  # ends a logged trouble episode
     retained: RetainedPolicy = RetainedPolicy.ACCEPT
+    # Ingest in worker processes (drivers/mqtt/pool.py): 0 = the client runs in the daemon's
+    # process; N >= 1 = N processes (`python -m drivers.mqtt.worker`) each own a connection,
+    # decode and route, and hand compact batches to the daemon, which acks through them after
+    # the commit. N > 1 splits the load with a shared subscription ($share/<share_group>/...).
+    # Measured figures and why the default is what it is: config/examples/source-mqtt.toml.
+    workers: int = Field(default=0, ge=0, le=16)
+    share_group: str | None = None  # unset: the client id (workers > 1 only)
     subscriptions: list[Subscription] = []
     topics: list[TopicEntry] = []
 
@@ -210,6 +218,9 @@ class MqttSourceConfig(ZonedTimeSettings):
             raise ValueError("reconnect_max_seconds is below reconnect_initial_seconds")
         if self.client_id is not None and not self.client_id:
             raise ValueError("client_id must not be empty (persistent sessions need one)")
+        if self.share_group is not None and (
+                not self.share_group or any(c in self.share_group for c in "/+#")):
+            raise ValueError("share_group must be non-empty, without '/', '+' or '#'")
         seen: set[str] = set()
         for entry in self.topics:
             if entry.topic in seen:
@@ -229,7 +240,25 @@ class MqttSourceConfig(ZonedTimeSettings):
     def effective_client_id(self) -> str:
         return self.client_id or f"plantbridge-{self.name}"
 
-    def build(self) -> MqttSource:
+    @property
+    def effective_share_group(self) -> str:
+        """The shared-subscription group of a source with workers > 1 (no '/', '+', '#')."""
+        if self.share_group is not None:
+            return self.share_group
+        return "".join("_" if c in "/+#" else c for c in self.effective_client_id)
+
+    def worker_config(self, index: int) -> MqttSourceConfig:
+        """The config worker `index` runs: its own client id (one worker keeps the source's,
+        so going from 0 to 1 worker keeps the broker session), in-process (workers = 0)."""
+        client_id = (self.effective_client_id if self.workers <= 1
+                     else f"{self.effective_client_id}-w{index}")
+        return self.model_copy(update={"client_id": client_id, "workers": 0})
+
+    def build(self) -> MqttSource | MqttWorkerSource:
+        if self.workers >= 1:
+            from drivers.mqtt.pool import MqttWorkerSource
+
+            return MqttWorkerSource(self)
         from drivers.mqtt.driver import MqttSource
 
         return MqttSource(self)

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from drivers.mqtt.config import MqttSourceConfig, Protocol, SessionMode
 from drivers.mqtt.driver import MqttSource
+from drivers.mqtt.pool import MqttWorkerSource
 from drivers.mqtt.routes import Router, TopicPattern
 from gateway.model import Source, SourceState
 
@@ -107,7 +108,7 @@ def test_example_loads_and_builds() -> None:
     for item in sources:
         cfg = MqttSourceConfig.model_validate(item)
         source = cfg.build()
-        assert isinstance(source, MqttSource) and isinstance(source, Source)
+        assert isinstance(source, MqttSource | MqttWorkerSource) and isinstance(source, Source)
         assert source.name == item["name"]
         assert source.health().state is SourceState.CONNECTING
 

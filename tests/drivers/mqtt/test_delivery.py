@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import pytest
 
+from drivers.mqtt.driver import MqttSource
 from gateway.dedup import SampleGate
 from gateway.model import Sample, SourceState
 from simulators.mqtt_plant import MqttPlantPublisher
@@ -153,7 +154,7 @@ async def test_stalled_consumer_costs_a_reconnect_but_no_message(
     n = 30
     cfg = source_config(mosquitto.port, protocol="3.1.1", queue_max_messages=2,
                         keepalive_seconds=5)
-    source = cfg.build()
+    source = MqttSource(cfg)
     got: list[Sample] = []
     release = asyncio.Event()
 

@@ -1,0 +1,252 @@
+"""An MQTT source whose ingest runs in worker processes (`workers = N` on the source).
+
+Why processes, and why `asyncio` subprocesses of `python -m drivers.mqtt.worker` rather than
+`multiprocessing`: at saturation paho's receive path and the decoding are most of a core, and
+the GIL keeps threads on one. An asyncio subprocess gives the daemon's event loop the worker's
+pipes as ordinary streams (no extra thread, no pickling, no fork of a daemon that holds SQLite
+connections and sockets), and its life is tied to the pipe: when the daemon dies, the worker's
+stdin ends and it exits, so no orphan keeps a broker session busy.
+
+Each worker runs the ordinary `MqttSource` with a client id of its own (`<client id>-w<i>`;
+one worker keeps the source's own id) in a persistent session; with N > 1 the broker splits
+the messages between them through a shared subscription `$share/<group>/<filter>`. Workers
+send row batches; this side builds the `Sample`s and hands them on as `SampleBatch`es whose
+`ack` sends the batch's token back to its worker after the commit. The worker then sends the
+PUBACKs. A worker that exits is restarted with backoff (logged, counted under
+`counted["worker_restarts"]`); the broker redelivers its unacknowledged messages to the same
+client id, and acks still owed to the dead incarnation are dropped (they would be wrong).
+
+Order: one worker's batches keep their order. With N > 1, two messages of one signal may go
+to different workers and so arrive out of order; the pipeline's duplicate gate skips a reading
+not newer than the last one evaluated for its signal (counted as a duplicate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from drivers.mqtt import frames
+from drivers.mqtt.config import MqttSourceConfig
+from gateway.backoff import Backoff
+from gateway.model import Sample, SampleBatch, SourceHealth, SourceState
+
+log = logging.getLogger("drivers.mqtt")
+_STOP_SECONDS = 5.0  # a worker told to stop (its stdin closed) gets this long to disconnect
+_STABLE_SECONDS = 60.0  # a worker that ran this long restarts without the accumulated backoff
+_WORST = (SourceState.FAILED, SourceState.RECONNECTING, SourceState.CONNECTING,
+          SourceState.DEGRADED, SourceState.STOPPED, SourceState.CONNECTED)
+
+
+def _worker_env() -> dict[str, str]:
+    """The daemon's environment (secrets from env or $CREDENTIALS_DIRECTORY included), with our
+    code importable whatever the working directory."""
+    root = str(Path(__file__).resolve().parents[2])
+    path = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{path}" if path else root)
+
+
+@dataclass(slots=True)
+class _Worker:
+    index: int
+    proc: asyncio.subprocess.Process | None = None
+    health: SourceHealth | None = None
+    restarts: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class MqttWorkerSource:
+    """The `Source` of an MQTT broker read by `config.workers` worker processes."""
+
+    def __init__(self, config: MqttSourceConfig) -> None:
+        if config.workers < 1:
+            raise ValueError("MqttWorkerSource needs workers >= 1 (0 is the in-process source)")
+        self.name = config.name
+        self._cfg = config
+        self._workers = [_Worker(i) for i in range(config.workers)]
+        # Bounded by the workers' windows: each has at most `queue_max_messages` messages
+        # sent and not acknowledged, so this holds at most workers x that many.
+        self._out: asyncio.Queue[SampleBatch] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (benchmarks and tests look at them)."""
+        return [w.proc.pid for w in self._workers
+                if w.proc is not None and w.proc.returncode is None]
+
+    @property
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self._workers)
+
+    # --- Source protocol --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._stopping = False
+        self._tasks = [asyncio.create_task(self._supervise(w), name=f"mqtt-worker:{self.name}:"
+                                           f"{w.index}") for w in self._workers]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        """Close every worker's stdin (it disconnects, keeping its session, and exits); kill
+        what has not exited after a few seconds."""
+        self._stopping = True
+        for w in self._workers:
+            if w.proc is not None and w.proc.stdin is not None:
+                w.proc.stdin.close()
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_STOP_SECONDS):
+                    await asyncio.gather(*(asyncio.shield(t) for t in self._tasks),
+                                         return_exceptions=True)
+        finally:  # cancelled again meanwhile: the supervisors still kill what is left
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+
+    async def batches(self) -> AsyncIterator[SampleBatch]:
+        while True:
+            yield await self._out.get()
+
+    def health(self) -> SourceHealth:
+        """One health for the source: each worker's, combined (counts summed)."""
+        parts = [w.health or SourceHealth(SourceState.CONNECTING, "worker starting")
+                 for w in self._workers]
+        states = {h.state for h in parts}
+        if len(states) == 1:
+            state = parts[0].state
+        elif states & {SourceState.CONNECTED, SourceState.DEGRADED}:
+            state = SourceState.DEGRADED  # some workers connected, some not
+        else:
+            state = min(states, key=_WORST.index)
+        if len(parts) == 1:
+            detail = parts[0].detail
+        else:
+            detail = "; ".join(f"worker {i}: {h.detail}" for i, h in enumerate(parts))
+        rejected: dict[str, int] = {}
+        counted: dict[str, int] = {}
+        for h in parts:
+            for reason, n in h.rejected.items():
+                rejected[reason] = rejected.get(reason, 0) + n
+            for why, n in h.counted.items():
+                counted[why] = counted.get(why, 0) + n
+        if self.restarts:
+            counted["worker_restarts"] = self.restarts
+            detail += f"; workers restarted {self.restarts} times"
+        skews = [h.clock_skew_seconds for h in parts if h.clock_skew_seconds is not None]
+        notes = list(dict.fromkeys(h.clock_note for h in parts if h.clock_note))
+        return SourceHealth(state, detail, max(h.since for h in parts),
+                            sum(h.samples_total for h in parts), rejected,
+                            skews[0] if skews else None, "; ".join(notes), counted)
+
+    # --- workers ----------------------------------------------------------------------------
+
+    async def _supervise(self, w: _Worker) -> None:
+        cfg = self._cfg
+        backoff = Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds)
+        share = cfg.effective_share_group if cfg.workers > 1 else None
+        hello = frames.encode({"config": cfg.worker_config(w.index).model_dump_json(),
+                               "share_group": share, "index": w.index})
+        while True:
+            w.started = time.monotonic()
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "drivers.mqtt.worker", stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE, limit=2**20, env=_worker_env())
+            except OSError as exc:  # out of processes or memory: try again, say so
+                w.restarts += 1
+                delay = backoff.next_delay()
+                log.error("source %s: cannot start worker %d: %s; trying again in %.1f s",
+                          self.name, w.index, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            w.proc = proc
+            try:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(hello)
+                await self._read(w, proc, proc.stdout)
+            except frames.FrameError as exc:
+                log.error("source %s: worker %d (pid %d) broke the pipe protocol (%s); "
+                          "restarting it", self.name, w.index, proc.pid, exc)
+            finally:
+                await self._reap(proc)
+            w.health = None
+            if self._stopping:
+                return
+            w.restarts += 1
+            if time.monotonic() - w.started >= _STABLE_SECONDS:
+                backoff.reset()
+            delay = backoff.next_delay()
+            log.warning("source %s: worker %d (pid %d) exited with code %s; restarting it in "
+                        "%.1f s (restart %d); the broker redelivers what it had not "
+                        "acknowledged", self.name, w.index, proc.pid, proc.returncode, delay,
+                        w.restarts)
+            await asyncio.sleep(delay)
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        """Wait for a worker to end; one that does not end by itself is killed."""
+        if proc.returncode is None and proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            async with asyncio.timeout(_STOP_SECONDS):
+                await asyncio.shield(proc.wait())
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+        except asyncio.CancelledError:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+            raise
+
+    async def _read(self, w: _Worker, proc: asyncio.subprocess.Process,
+                    reader: asyncio.StreamReader) -> None:
+        q = frames.QUALITIES
+        while (frame := await frames.read(reader)) is not None:
+            if frame[0] == "b":
+                _, token, rows = frame
+                samples = [Sample(a, s, v, q[k], ts, d) for a, s, v, k, ts, d in rows]
+                await self._out.put(SampleBatch(samples, self._acker(w, proc, token)))
+            elif frame[0] == "h":
+                w.health = frames.health_from(frame[1:])
+            else:
+                raise frames.FrameError(f"unknown frame kind {frame[0]!r}")
+
+    def _acker(self, w: _Worker, proc: asyncio.subprocess.Process,
+               token: int) -> Callable[[], None]:
+        """Sends `token` back to the worker incarnation that sent it (idempotent, any thread).
+        An ack owed to a worker that has since died is dropped: the broker redelivers."""
+        done = False
+        message = frames.encode(token)
+
+        def ack() -> None:
+            nonlocal done
+            loop = self._loop
+            if threading.get_ident() != self._loop_thread and loop is not None:
+                with contextlib.suppress(RuntimeError):  # loop closed: the broker redelivers
+                    loop.call_soon_threadsafe(ack)
+                return
+            if done:
+                return
+            done = True
+            stdin = proc.stdin
+            if w.proc is proc and proc.returncode is None and stdin is not None \
+                    and not stdin.is_closing():
+                stdin.write(message)
+
+        return ack
