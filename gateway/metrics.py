@@ -113,15 +113,23 @@ def _integrity(s: dict[str, Any]) -> Iterator[Metric]:
                                   "Samples not evaluated because they were not newer than the "
                                   "last evaluated one (resends, redeliveries)",
                                   labels=["source", "reason"])
+    restarts = CounterMetricFamily("plantbridge_source_worker_restarts",
+                                   "Ingest worker processes restarted after they died "
+                                   "(MQTT `workers`; the broker redelivers what they held)",
+                                   labels=["source"])
     for src in s["sources"]:
         if src.get("clock_skew_seconds") is not None:
             skew.add_metric([src["name"]], src["clock_skew_seconds"])
         for why, n in (src.get("counted") or {}).items():
-            counted.add_metric([src["name"], why], n)
+            if why == "worker_restarts":  # a health count of its own, not a timestamp verdict
+                restarts.add_metric([src["name"]], n)
+            else:
+                counted.add_metric([src["name"], why], n)
         skipped.add_metric([src["name"], "duplicate"], src.get("duplicates_skipped", 0))
     yield skew
     yield counted
     yield skipped
+    yield restarts
     yield CounterMetricFamily("plantbridge_rule_state_writes",
                               "Rule instance states committed with the transitions",
                               value=s["pipeline"].get("states_written", 0))
