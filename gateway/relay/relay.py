@@ -41,6 +41,7 @@ from gateway.relay.events import (
     record_for,
 )
 from gateway.relay.fleet import FleetView
+from gateway.relay.ratelimit import FleetRateLimit
 from gateway.upstream.nats_config import connect_backbone
 
 log = logging.getLogger("plantbridge.relay")
@@ -76,6 +77,10 @@ class Relay:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._kv: KeyValue | None = None
+        self._limits_kv: KeyValue | None = None
+        self.rate_limits = {name: FleetRateLimit(lambda: self._limits_kv, name,
+                                                 r.rate_per_second, r.fallback)
+                            for name, r in cfg.rate_limits.items()}
         self._lanes: dict[str, collections.deque[Msg]] = {}
         self._active = 0  # events taken from the stream and not yet acked or nak'ed
         self._room = asyncio.Event()
@@ -142,6 +147,12 @@ class Relay:
             self._kv = await js.create_key_value(KeyValueConfig(
                 bucket=c.receipts_bucket, history=1, replicas=c.replicas,
                 ttl=c.receipts_ttl_seconds))
+        if self.rate_limits:
+            try:
+                self._limits_kv = await js.key_value(c.limits_bucket)
+            except nats.js.errors.BucketNotFoundError:
+                self._limits_kv = await js.create_key_value(KeyValueConfig(
+                    bucket=c.limits_bucket, history=1, replicas=c.replicas))
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         c = self.cfg.consumer
@@ -289,6 +300,9 @@ class Relay:
                 return self._backoff(event), "its raise has no receipt yet (clear waits)"
             if upstream_ref == REJECTED_MARK:
                 upstream_ref = None  # the sink refuses a clear without a reference, in words
+        limit = self.rate_limits.get(sink.name)
+        if limit is not None:  # fleet-wide: this relay's turn among all relays
+            await limit.acquire()
         [d] = await sink.send([record_for(event, sink.name, upstream_ref)])
         if d.outcome is Outcome.ACCEPTED:
             st.accepted += 1
