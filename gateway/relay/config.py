@@ -53,6 +53,11 @@ class ConsumerSettings(StrictModel):
     # How long a receipt is kept: longer than any event can wait in the hub stream.
     receipts_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     heartbeat_subject: str = "plantbridge.*.gateway.*.heartbeat"
+    # What the relays did with each event, for `plantbridge relay --trace` (relay/trace.py)
+    trace: bool = True
+    trace_stream: str = Field(default="PLANTBRIDGE_TRACE", min_length=1)
+    trace_prefix: str = "plantbridge-trace"
+    trace_max_age_seconds: float = Field(default=7 * 86400.0, gt=0)
 
 
 class FleetRate(StrictModel):
