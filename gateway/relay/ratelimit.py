@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -39,7 +40,11 @@ from nats.js.kv import KeyValue
 
 log = logging.getLogger("plantbridge.relay")
 
-MAX_CAS_TRIES = 50  # lost races in a row before we call the bucket unusable for this request
+# A lost race is no outage: the loser backs off a random moment (so racing relays fall out of
+# step: the one that just won needs one round trip for its next slot, a loser two, so without
+# jitter a busy relay could keep winning) and tries again, for up to this long in all.
+RACE_BUDGET_SECONDS = 2.0
+RACE_BACKOFF_MAX_SECONDS = 0.02
 
 
 class BucketUnavailable(Exception):
@@ -81,6 +86,7 @@ class FleetRateLimit:
         self.fallback_reason = ""
         self.granted_shared = 0
         self.granted_local = 0
+        self.lost_races = 0  # CAS conflicts: another relay took the slot first
         self.waited_seconds = 0.0
 
     @property
@@ -126,7 +132,9 @@ class FleetRateLimit:
         kv = self._kv()
         if kv is None:
             raise BucketUnavailable("not connected to the backbone")
-        for _ in range(MAX_CAS_TRIES):
+        give_up_at = time.monotonic() + RACE_BUDGET_SECONDS
+        tries = 0
+        while time.monotonic() < give_up_at:
             try:
                 if self._seen is None:
                     self._seen = await self._read(kv)
@@ -140,12 +148,16 @@ class FleetRateLimit:
                     self._seen = (await kv.update(self.key, value, last=revision), new_tat)
                 return slot
             except nats.js.errors.KeyWrongLastSequenceError:
+                self.lost_races += 1
                 self._seen = None  # another relay took a slot: read its TAT and go after it
+                tries += 1
+                await self._sleep(random.uniform(0, min(RACE_BACKOFF_MAX_SECONDS,
+                                                        0.0005 * 2 ** min(tries, 10))))
                 now = self._clock()
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 self._seen = None
                 raise BucketUnavailable(str(exc) or type(exc).__name__) from exc
-        raise BucketUnavailable(f"{MAX_CAS_TRIES} lost races in a row")
+        raise BucketUnavailable(f"{tries} races lost in {RACE_BUDGET_SECONDS:g} s: too busy")
 
     async def _read(self, kv: KeyValue) -> tuple[int, float]:
         """(revision, TAT) of the key; (0, 0.0) when it does not exist yet."""
@@ -166,4 +178,5 @@ class FleetRateLimit:
                 "shared": self.shared, "fallback_reason": self.fallback_reason,
                 "fallback_rate_per_second": 1.0 / self.local.interval,
                 "granted_shared": self.granted_shared, "granted_local": self.granted_local,
+                "lost_races": self.lost_races,
                 "waited_seconds": round(self.waited_seconds, 3)}

@@ -43,6 +43,7 @@ def snapshot(relay: Relay) -> dict[str, Any]:
         "upstreams": [{"name": n, "accepted": u.accepted, "retried": u.retried, "dead": u.dead,
                        "last_error": u.last_error} for n, u in s.by_upstream.items()],
         "rate_limits": [r.status() for r in relay.rate_limits.values()],
+        "trace_steps_lost": relay.trace.lost,
         "fleet": relay.fleet.rows(), "problems": problems,
         "notes": notes,
     }
@@ -61,6 +62,15 @@ def metrics_text(s: dict[str, Any]) -> str:
                   f"# TYPE plantbridge_relay_{name}_total counter"]
         lines += [f'plantbridge_relay_{name}_total{{upstream="{u["name"]}"}} {u[name]}'
                   for u in s["upstreams"]]
+    lines += ["# HELP plantbridge_relay_rate_limit_shared 1 while the fleet-wide rate of an "
+              "upstream is kept through the shared bucket, 0 in local fallback",
+              "# TYPE plantbridge_relay_rate_limit_shared gauge"]
+    lines += [f'plantbridge_relay_rate_limit_shared{{upstream="{r["upstream"]}"}} '
+              f'{int(bool(r["shared"]))}' for r in s["rate_limits"]]
+    lines += ["# HELP plantbridge_relay_rate_limit_wait_seconds_total time this relay waited "
+              "for its turn", "# TYPE plantbridge_relay_rate_limit_wait_seconds_total counter"]
+    lines += [f'plantbridge_relay_rate_limit_wait_seconds_total{{upstream="{r["upstream"]}"}} '
+              f'{r["waited_seconds"]}' for r in s["rate_limits"]]
     lines += ["# HELP plantbridge_relay_gateway_heartbeat_age_seconds since a gateway's last "
               "heartbeat", "# TYPE plantbridge_relay_gateway_heartbeat_age_seconds gauge"]
     lines += [f'plantbridge_relay_gateway_heartbeat_age_seconds{{gateway="{g["gateway_id"]}"}} '

@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 
+import aiohttp
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -147,3 +148,7 @@ async def test_two_relays_together_never_exceed_the_fleet_rate(
         assert lim["shared"], lim
         shares.append(lim["granted_shared"])
     assert all(n > 0 for n in shares) and sum(shares) == 2 * episodes, shares
+    async with aiohttp.ClientSession() as http, http.get(
+            f"http://127.0.0.1:{relays[0].port}/metrics") as resp:
+        metrics = await resp.text()
+    assert 'plantbridge_relay_rate_limit_shared{upstream="cmms"} 1' in metrics, metrics
