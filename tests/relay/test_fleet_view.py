@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nats
 import orjson
 
 from gateway.relay.fleet import FleetView, fleet_text
 from tests.e2e.stack import Stack, vibration_rule
 from tests.harness import Mosquitto, free_port, wait_for
+from tests.relay.conftest import SinkMaker
 from tests.relay.fleetstack import Fleet
 from tests.relay.killtrials import nats_upstream
 from tests.relay.test_relay import relay_cli
@@ -98,3 +100,27 @@ total_timeout_seconds = 1
 
     await wait_for(stale, 20, "the stopped gateway called stale", interval=0.2)
     assert "STALE" in await relay_cli(relay, "--fleet")
+
+
+async def test_a_failing_facts_hook_never_stops_the_heartbeat(
+        fleet: Fleet, gateway_sink: SinkMaker) -> None:
+    """The heartbeat is how the fleet sees a box is alive: a bug in the daemon's hook costs the
+    figures (said once in the log), not the heartbeat."""
+    nc = await nats.connect(fleet.servers[0], allow_reconnect=False)
+    try:
+        sub = await nc.subscribe("plantbridge.site-a.gateway.*.heartbeat")
+        sink = gateway_sink(heartbeat_seconds=0.1)
+        calls = {"n": 0}
+
+        def facts() -> dict[str, object]:
+            calls["n"] += 1
+            if calls["n"] <= 2:
+                raise RuntimeError("a bug in the hook")
+            return {"open_episodes": 3, "backlog": {"backbone": 0}}
+
+        sink.heartbeat_facts = facts
+        docs = [orjson.loads((await sub.next_msg(timeout=10)).data) for _ in range(4)]
+        assert "open_episodes" not in docs[0] and docs[0]["gateway_id"] == "site-a"
+        assert docs[-1]["open_episodes"] == 3 and docs[-1]["interval_seconds"] == 0.1
+    finally:
+        await nc.close()
