@@ -58,6 +58,8 @@ class ConsumerSettings(StrictModel):
     trace_stream: str = Field(default="PLANTBRIDGE_TRACE", min_length=1)
     trace_prefix: str = "plantbridge-trace"
     trace_max_age_seconds: float = Field(default=7 * 86400.0, gt=0)
+    # and at most this much (oldest steps go first): ~200 bytes a step, ~6 steps an event
+    trace_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
 
 
 class FleetRate(StrictModel):

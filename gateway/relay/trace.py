@@ -4,7 +4,8 @@ Relays keep no local state, and an event may pass through several of them (a rel
 server hands the event to another). So each relay appends what it does to a JetStream stream
 of its own (`trace_stream`, subjects `<trace_prefix>.<gateway>.<episode>.<outbox key>`), with a
 plain core-NATS publish: no round trip per step, and a step lost while the link is down costs
-only a line of the story, never an event. The stream keeps `trace_max_age_seconds` (7 days).
+only a line of the story, never an event. The stream keeps `trace_max_age_seconds` (7 days)
+and at most `trace_max_bytes` (1 GiB), oldest steps first.
 
 Steps: `received` (hub sequence, subject, delivery number), `skipped` (the receipts bucket says
 this upstream has it already), `waiting` (a clear whose raise has no receipt yet), `attempt`
@@ -48,6 +49,7 @@ async def ensure_trace_stream(js: JetStreamContext, c: ConsumerSettings) -> None
     except nats.js.errors.NotFoundError:
         await js.add_stream(StreamConfig(name=c.trace_stream, subjects=[f"{c.trace_prefix}.>"],
                                          max_age=c.trace_max_age_seconds,
+                                         max_bytes=c.trace_max_bytes,
                                          num_replicas=c.replicas))
 
 
