@@ -39,14 +39,29 @@ STEP_SECONDS = 0.05  # one sample per asset every 50 ms: the plant's pace in the
 KILL_WITHIN_SECONDS = 0.6
 
 
+@dataclass(frozen=True)
+class Kill:
+    victim: str  # one of VICTIMS
+    after_seconds: float  # after the episode started
+    phase: str  # where the episode was: "raising", "clearing" or "complete"
+
+    def __str__(self) -> str:
+        return f"{self.victim} killed at +{self.after_seconds:.2f} s ({self.phase})"
+
+
 @dataclass
 class TrialResult:
     n: int
     asset: str
-    victim: str
-    kill_after_seconds: float
-    phase: str  # where the episode was at the kill: "raising", "clearing" or "complete"
+    kills: list[Kill]
     seconds: float
+
+    @property
+    def victim(self) -> str:
+        return "+".join(k.victim for k in self.kills)
+
+    def __str__(self) -> str:
+        return f"{', '.join(map(str, self.kills))}, episode complete in {self.seconds:.1f} s"
 
 
 def nats_upstream(servers: list[str], heartbeat_seconds: float = 0.5) -> str:
@@ -74,6 +89,7 @@ class KillTrials:
     broker: Mosquitto
     sim: CmmsSimulator
     seed: int
+    kills: int = 1  # processes killed per trial (distinct ones, each at its own moment)
     server: NatsServer = field(init=False)
     fleet: Fleet = field(init=False)
     stack: Stack = field(init=False)
@@ -111,26 +127,28 @@ class KillTrials:
 
     async def trial(self, n: int, timeout: float = 45.0) -> TrialResult:
         asset = f"pump-k{n}"
-        victim = self.rng.choice(VICTIMS)
-        kill_after = self.rng.uniform(0.0, KILL_WITHIN_SECONDS)
+        victims = self.rng.sample(VICTIMS, self.kills)
+        moments = sorted(self.rng.uniform(0.0, KILL_WITHIN_SECONDS) for _ in victims)
         started = time.monotonic()
         plant = asyncio.create_task(self._episode(asset), name=f"plant:{asset}")
+        done: list[Kill] = []
         try:
-            # The moment is chosen by the seed; waiting for it is the chaos, not a correctness
-            # wait. The plant stops early only if the episode is complete already.
-            await asyncio.wait({plant}, timeout=kill_after)
-            phase = self.phase(asset)
-            await self.kill_and_restart(victim)
+            for victim, at in zip(victims, moments, strict=True):
+                # The moment is chosen by the seed; waiting for it is the chaos, not a
+                # correctness wait. It ends early only if the episode is complete already.
+                await asyncio.wait({plant}, timeout=max(0.0, started + at - time.monotonic()))
+                done.append(Kill(victim, at, self.phase(asset)))
+                await self.kill_and_restart(victim)
             await asyncio.wait_for(asyncio.shield(plant), timeout)
         except TimeoutError:
             raise AssertionError(
                 f"trial {n} (seed {self.seed}): {asset} not delivered within {timeout} s after "
-                f"killing the {victim} at +{kill_after:.2f} s: {len(self.requests(asset))} "
-                f"request(s), {len(self.clears(asset))} clear(s)\n{self.logs()}") from None
+                f"{', '.join(map(str, done))}: {len(self.requests(asset))} request(s), "
+                f"{len(self.clears(asset))} clear(s)\n{self.logs()}") from None
         finally:
             plant.cancel()
-        self.check(asset, f"trial {n} ({victim} killed at +{kill_after:.2f} s)")
-        result = TrialResult(n, asset, victim, kill_after, phase, time.monotonic() - started)
+        self.check(asset, f"trial {n} ({', '.join(map(str, done))})")
+        result = TrialResult(n, asset, done, time.monotonic() - started)
         self.results.append(result)
         return result
 

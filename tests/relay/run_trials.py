@@ -12,6 +12,7 @@ Each trial checks: every episode has exactly one request and one clear at the CM
     .venv/bin/python -m tests.relay.run_trials --trials 20
     .venv/bin/python -m tests.relay.run_trials --trials 5 --episodes 200 --seed 7
     .venv/bin/python -m tests.relay.run_trials --mode kill --trials 200 --seed 7
+    .venv/bin/python -m tests.relay.run_trials --mode kill --trials 50 --kills 3
 """
 
 from __future__ import annotations
@@ -121,19 +122,18 @@ async def trial(n: int, episodes: int, rng: random.Random) -> str:
             server.stop()
 
 
-async def kill_trials(trials: int, seed: int, stop_on_failure: bool) -> int:
+async def kill_trials(trials: int, seed: int, stop_on_failure: bool, kills: int) -> int:
     """`--mode kill`: the real gateway, relay and nats-server processes; returns failures."""
     failed = 0
     with tempfile.TemporaryDirectory() as d, running_mosquitto(Path(d)) as broker:
         sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
         await sim.start()
         try:
-            async with KillTrials(Path(d), broker, sim, seed) as kt:
+            async with KillTrials(Path(d), broker, sim, seed, kills) as kt:
                 for n in range(1, trials + 1):
                     try:
                         r = await kt.trial(n)
-                        print(f"trial {n}: ok, {r.victim} killed at +{r.kill_after_seconds:.2f}"
-                              f" s ({r.phase}), complete in {r.seconds:.1f} s", flush=True)
+                        print(f"trial {n}: ok, {r}", flush=True)
                     except AssertionError as exc:
                         failed += 1
                         print(f"trial {n}: FAILED: {exc}", flush=True)
@@ -154,6 +154,8 @@ async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mode", choices=["replay", "kill"], default="replay")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--kills", type=int, default=1, choices=[1, 2, 3],
+                   help="--mode kill: processes killed per trial, each at its own moment")
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop-on-failure", action="store_true")
@@ -164,7 +166,7 @@ async def main() -> int:
     rng = random.Random(seed)
     print(f"seed {seed}")
     if args.mode == "kill":
-        failed = await kill_trials(args.trials, seed, args.stop_on_failure)
+        failed = await kill_trials(args.trials, seed, args.stop_on_failure, args.kills)
         print(f"{args.trials - failed} passed, {failed} failed")
         return 1 if failed else 0
     failed = 0

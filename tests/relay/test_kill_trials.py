@@ -31,8 +31,7 @@ async def test_kill9_gateway_relay_and_nats_at_random_moments(
     async with KillTrials(tmp_path, mosquitto, sim, seed) as trials:
         for n in range(1, TRIALS + 1):
             r = await trials.trial(n)
-            print(f"trial {n}: {r.victim} killed at +{r.kill_after_seconds:.2f} s "
-                  f"({r.phase}), episode complete in {r.seconds:.1f} s")
+            print(f"trial {n}: {r}")
         await trials.drained()
         trials.check_all()
     # every kind of process was killed at least once (with 20 trials the chance that one
