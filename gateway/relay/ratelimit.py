@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -44,6 +45,7 @@ log = logging.getLogger("plantbridge.relay")
 # step: the one that just won needs one round trip for its next slot, a loser two, so without
 # jitter a busy relay could keep winning) and tries again, for up to this long in all.
 RACE_BUDGET_SECONDS = 2.0
+_KEY_BAD = re.compile(r"[^-_=a-zA-Z0-9]+")
 RACE_BACKOFF_MAX_SECONDS = 0.02
 
 
@@ -74,7 +76,7 @@ class FleetRateLimit:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._kv = kv  # the bucket as the relay holds it now (None before it connected)
         self.upstream = upstream
-        self.key = f"rate.{upstream}"
+        self.key = "rate." + _KEY_BAD.sub("_", upstream)  # a name is free text; a key is not
         self.interval = 1.0 / rate_per_second
         self.local = LocalPacer(fallback_rate_per_second)
         self.retry_shared_seconds = retry_shared_seconds  # in fallback: when to try the bucket
