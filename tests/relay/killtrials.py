@@ -104,16 +104,20 @@ class KillTrials:
         self.stack = Stack(self.tmp, self.broker, self.sim)
 
     async def __aenter__(self) -> KillTrials:
-        self.server.start()
-        await add_hub_stream(self.server.url)
-        self.stack.write_config(vibration_rule(0.2, 0.2), http_port=self.port,
-                                upstream=nats_upstream(self.fleet.servers))
         # ack_wait short enough that an event held by a killed relay comes back within a trial
         self.relay = self.fleet.relay("r1", in_flight=8, ack_wait_seconds=2)
-        self.relay.start()
-        self.stack.spawn_daemon()
-        await self.stack.wait_subprocess_up(self.port)
-        await self.relay.wait_ready()
+        try:
+            self.server.start()
+            await add_hub_stream(self.server.url)
+            self.stack.write_config(vibration_rule(0.2, 0.2), http_port=self.port,
+                                    upstream=nats_upstream(self.fleet.servers))
+            self.relay.start()
+            self.stack.spawn_daemon()
+            await self.stack.wait_subprocess_up(self.port)
+            await self.relay.wait_ready()
+        except BaseException:  # no process left behind when the stack cannot start
+            await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
