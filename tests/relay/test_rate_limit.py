@@ -152,3 +152,39 @@ async def test_two_relays_together_never_exceed_the_fleet_rate(
             f"http://127.0.0.1:{relays[0].port}/metrics") as resp:
         metrics = await resp.text()
     assert 'plantbridge_relay_rate_limit_shared{upstream="cmms"} 1' in metrics, metrics
+
+
+async def test_a_relay_without_its_limits_bucket_keeps_its_own_limit_and_says_so(
+        fleet: Fleet, sim: CmmsSimulator, gateway_sink: SinkMaker) -> None:
+    """The shared bucket gone (deleted here; a bucket without a JetStream leader looks the
+    same to a relay): events still flow, at the relay's own fallback rate, and the status page,
+    /status and /metrics say the limit is local now."""
+    relay = fleet.relay("r1", extra="[rate_limits.cmms]\nrate_per_second = 50\n"
+                                     "fallback_rate_per_second = 4\n")
+    relay.start()
+    await relay.wait_ready()
+    nc = await nats.connect(fleet.servers[0], allow_reconnect=False)
+    try:
+        await nc.jetstream().delete_key_value(BUCKET)
+    finally:
+        await nc.close()
+    sent = await gateway_sink().send(episode_records(4))
+    assert all(d.outcome.name == "ACCEPTED" for d in sent), sent
+    await fleet.wait_delivered(4, timeout=60)
+    stored = sorted(datetime.fromisoformat(str(r["created_at"]).replace("Z", "+00:00"))
+                    .timestamp() for r in [*sim.requests, *sim.status_updates])
+    # 8 records at the fallback's 4/s start 0.25 s apart: at least 7 intervals first to last
+    # (the shared 50/s would allow them within 0.14 s); the clock is the same host's
+    assert stored[-1] - stored[0] >= 7 / 4 - 0.1, stored
+    st = await relay.status()
+    assert st is not None
+    [lim] = st["rate_limits"]
+    assert not lim["shared"] and lim["granted_local"] >= 8, lim
+    assert any("rate limit of cmms: shared bucket unreachable" in n for n in st["notes"]), st
+    assert not st["problems"]  # degraded, still ready
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{relay.port}/metrics") as resp:
+            assert 'plantbridge_relay_rate_limit_shared{upstream="cmms"} 0' in await resp.text()
+        async with http.get(f"http://127.0.0.1:{relay.port}/") as resp:
+            page = await resp.text()
+    assert "FALLBACK" in page and "shared bucket unreachable" in page
