@@ -485,7 +485,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
         print("refusing to start on an invalid relay config", file=sys.stderr)
         return 1
     if args.fleet:
-        return run_async(print_fleet(cfg))
+        return run_async(print_fleet(cfg, args.json))
+    if args.trace:
+        from gateway.relay.trace import print_trace
+
+        return run_async(print_trace(cfg, args.trace, args.json))
     if args.dead_letters or args.requeue:
         from gateway.relay.dead_letters import dead_text, list_dead, requeue
 
@@ -575,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="list the dead-letter stream (sequence, subject, upstream, reason)")
     rl.add_argument("--requeue", nargs="+", type=int, metavar="SEQ",
                     help="send these dead letters to the hub stream again")
+    rl.add_argument("--trace", metavar="EPISODE_OR_KEY",
+                    help="what the relays did with one event (episode id, outbox key or "
+                         "Nats-Msg-Id): received, attempts, upstream answers, ack, dead letter")
+    rl.add_argument("--json", action="store_true", help="with --trace or --fleet: JSON")
     rl.set_defaults(func=cmd_relay)
 
     rc = sub.add_parser("reconcile", help="compare the requests of a window with what each "

@@ -35,6 +35,7 @@ from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
+from gateway.upstream.nats import NatsSink
 from rules import RuleEngine
 
 log = logging.getLogger("plantbridge")
@@ -187,6 +188,8 @@ class Daemon:
     def _start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
         assert self._tg is not None and self.outbox is not None
         sink = cfg.build()
+        if isinstance(sink, NatsSink):  # the fleet view shows what the heartbeat says
+            sink.heartbeat_facts = self.heartbeat_facts
         self._wakes[cfg.name] = asyncio.Event()
         fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wakes[cfg.name])
         self.sinks.append(sink)
@@ -341,6 +344,21 @@ class Daemon:
             if self.notifier.enabled:
                 self.notifier.update_status(self._one_line())  # sent only when it changed
             await asyncio.sleep(interval)
+
+    def heartbeat_facts(self, max_listed: int = 20) -> dict[str, Any]:
+        """For the backbone heartbeat: open episodes (count, and the first few) and the
+        outbox backlog per upstream, from the figures `refresh` keeps (no query here)."""
+        p, o = self.pipeline, self.outbox_stats
+        open_eps = [] if p is None else p.engine.open_episodes()
+        return {"open_episodes": len(open_eps),
+                "open": [{"episode_id": e.episode_id, "asset": e.asset, "rule_id": e.rule_id,
+                          "severity": e.severity, "raised_at": e.raised_at}
+                         for e in open_eps[:max_listed]],
+                # every upstream, 0 included: "nothing waiting" is an answer too
+                "backlog": {f.sink.name: (o.get("pending") or {}).get(f.sink.name, 0)
+                            for f in self.forwarders},
+                "dead": dict(o.get("dead") or {}),
+                "oldest_pending_age_seconds": o.get("oldest_pending_age_seconds")}
 
     # What the status page shows beyond the outbox figures; read by `refresh`.
     probes: Probes | None = None

@@ -45,12 +45,37 @@ class ConsumerSettings(StrictModel):
     dead_letter_stream: str = Field(default="PLANTBRIDGE_DLQ", min_length=1)
     dead_letter_prefix: str = "plantbridge-dlq"
     receipts_bucket: str = Field(default="plantbridge_receipts", pattern=r"^[A-Za-z0-9_-]+$")
+    # Fleet-wide request rates (gateway/relay/ratelimit.py): one key per upstream in this bucket
+    limits_bucket: str = Field(default="plantbridge_limits", pattern=r"^[A-Za-z0-9_-]+$")
     # Replicas of the relay tier's own storage (dead letters, receipts) when created: 3 on a
     # JetStream cluster, so losing one server loses neither.
     replicas: int = Field(default=1, ge=1, le=5)
     # How long a receipt is kept: longer than any event can wait in the hub stream.
     receipts_ttl_seconds: float = Field(default=30 * 86400.0, gt=0)
     heartbeat_subject: str = "plantbridge.*.gateway.*.heartbeat"
+    # What the relays did with each event, for `plantbridge relay --trace` (relay/trace.py)
+    trace: bool = True
+    trace_stream: str = Field(default="PLANTBRIDGE_TRACE", min_length=1)
+    trace_prefix: str = "plantbridge-trace"
+    trace_max_age_seconds: float = Field(default=7 * 86400.0, gt=0)
+    # and at most this much (oldest steps go first): ~200 bytes a step, ~6 steps an event
+    trace_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
+
+
+class FleetRate(StrictModel):
+    """`[rate_limits.<upstream>]`: requests per second to one upstream from all relays together.
+
+    Lives in the relay's config, not in `[[upstreams]]`, because the upstream models are the
+    gateway's own (where a limit is one box's); here it is the whole fleet's."""
+
+    rate_per_second: float = Field(gt=0, le=10_000)
+    # This relay's own limit while the shared bucket is unreachable; unset: rate_per_second
+    # (right for one relay; with N relays set rate / N, or the EAM may see N times the rate).
+    fallback_rate_per_second: float | None = Field(default=None, gt=0, le=10_000)
+
+    @property
+    def fallback(self) -> float:
+        return self.fallback_rate_per_second or self.rate_per_second
 
 
 class RelayHttp(StrictModel):
@@ -65,6 +90,7 @@ class RelayConfig(StrictModel):
     consumer: ConsumerSettings = ConsumerSettings()
     http: RelayHttp = RelayHttp()
     upstreams: list[UpstreamConfig] = Field(min_length=1)
+    rate_limits: dict[str, FleetRate] = {}
 
     @model_validator(mode="after")
     def _no_backbone_loop(self) -> RelayConfig:
@@ -73,6 +99,10 @@ class RelayConfig(StrictModel):
             raise ValueError("upstream names must be unique")
         if any(u.type == "nats" for u in self.upstreams):
             raise ValueError("a relay forwards to rest, sap_pm or maximo, not back to nats")
+        unknown = sorted(set(self.rate_limits) - set(names))
+        if unknown:
+            raise ValueError(f"rate_limits for {', '.join(unknown)}: no upstream of that name "
+                             f"(upstreams: {', '.join(names)})")
         return self
 
 

@@ -12,6 +12,7 @@ import nats.errors
 import nats.js.errors
 from aiohttp import web
 
+from gateway.http import dumps
 from gateway.model import Sink
 from gateway.relay.config import RelayConfig
 from gateway.relay.fleet import fleet_text
@@ -57,8 +58,8 @@ async def run_relay(cfg: RelayConfig) -> None:
             await runner.cleanup()
 
 
-async def print_fleet(cfg: RelayConfig) -> int:
-    """`plantbridge relay --fleet`: the running relay's fleet view, as a table."""
+async def print_fleet(cfg: RelayConfig, as_json: bool = False) -> int:
+    """`plantbridge relay --fleet`: the running relay's fleet view, as a table (or JSON)."""
     url = f"http://{cfg.http.listen_host}:{cfg.http.port}/fleet?format=json"
     try:
         async with aiohttp.ClientSession() as http, http.get(
@@ -67,5 +68,5 @@ async def print_fleet(cfg: RelayConfig) -> int:
     except (aiohttp.ClientError, TimeoutError) as exc:
         print(f"no relay answers on {url}: {exc}")
         return 1
-    print(fleet_text(rows))
+    print(dumps(rows).decode() if as_json else fleet_text(rows))
     return 0

@@ -27,8 +27,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, StreamConfig
-from nats.js.kv import KeyValue
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from gateway.model import Outcome, Sink
 from gateway.relay.config import RelayConfig
@@ -41,6 +40,9 @@ from gateway.relay.events import (
     record_for,
 )
 from gateway.relay.fleet import FleetView
+from gateway.relay.ratelimit import FleetRateLimit
+from gateway.relay.storage import RelayStore
+from gateway.relay.trace import TraceLog
 from gateway.upstream.nats_config import connect_backbone
 
 log = logging.getLogger("plantbridge.relay")
@@ -71,11 +73,15 @@ class Relay:
         self.sinks = sinks
         self.stats = RelayStats(by_upstream={s.name: UpstreamStats() for s in sinks})
         self.fleet = FleetView()
+        self.trace = TraceLog(cfg.consumer, cfg.relay.name)
         self.ready = asyncio.Event()
         self.consumer: dict[str, Any] = {}  # last consumer info: lag, ack pending
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
-        self._kv: KeyValue | None = None
+        self.store = RelayStore(cfg.consumer)
+        self.rate_limits = {name: FleetRateLimit(lambda: self.store.limits, name,
+                                                 r.rate_per_second, r.fallback)
+                            for name, r in cfg.rate_limits.items()}
         self._lanes: dict[str, collections.deque[Msg]] = {}
         self._active = 0  # events taken from the stream and not yet acked or nak'ed
         self._room = asyncio.Event()
@@ -99,7 +105,8 @@ class Relay:
         self._nc = await connect_backbone(self.cfg.nats.connect_options(
             f"plantbridge-{self.cfg.relay.name}"), log)
         self._js = js = self._nc.jetstream(timeout=self.cfg.nats.request_timeout_seconds)
-        await self._ensure_own_streams(js)
+        self.trace.nc = self._nc
+        await self.store.ensure(js, with_limits=bool(self.rate_limits))
         sub = await js.pull_subscribe(c.filter_subject, durable=c.durable, stream=c.stream,
                                       config=ConsumerConfig(
                                           ack_policy=AckPolicy.EXPLICIT, max_deliver=-1,
@@ -125,23 +132,6 @@ class Relay:
                 t.cancel()
             await self._drain()
             await self._close()
-
-    async def _ensure_own_streams(self, js: JetStreamContext) -> None:
-        """The dead-letter stream and the receipts bucket belong to the relay tier: created
-        when missing (the hub stream is the platform's and must exist already)."""
-        c = self.cfg.consumer
-        try:
-            await js.stream_info(c.dead_letter_stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(StreamConfig(name=c.dead_letter_stream,
-                                             subjects=[f"{c.dead_letter_prefix}.>"],
-                                             num_replicas=c.replicas))
-        try:
-            self._kv = await js.key_value(c.receipts_bucket)
-        except nats.js.errors.BucketNotFoundError:
-            self._kv = await js.create_key_value(KeyValueConfig(
-                bucket=c.receipts_bucket, history=1, replicas=c.replicas,
-                ttl=c.receipts_ttl_seconds))
 
     async def _pull(self, sub: JetStreamContext.PullSubscription) -> None:
         c = self.cfg.consumer
@@ -243,15 +233,17 @@ class Relay:
         except BadEvent as exc:
             if msg.subject.endswith(".heartbeat"):  # a stream that also captures heartbeats
                 self.stats.ignored += 1
-                await self._ack(msg)
+                await self._ack(msg, trace=False)
                 return
             await self._dead(msg, "", str(exc))
             return
         self.fleet.event(event.gateway)
-        if not event.forwardable:
+        if not event.forwardable:  # telemetry: too much to trace, and not ours
             self.stats.ignored += 1
-            await self._ack(msg)
+            await self._ack(msg, trace=False)
             return
+        await self.trace.step(event.headers, "received", seq=event.seq, subject=event.subject,
+                              delivery=event.num_delivered)
         retry_after: float | None = None
         last_reason = ""
         for sink in self.sinks:
@@ -267,6 +259,8 @@ class Relay:
                              f"{last_reason}")
         else:
             self.stats.nacked += 1
+            await self.trace.step(event.headers, "nak", delay_seconds=retry_after,
+                                  reason=last_reason)
             with contextlib.suppress(nats.errors.Error):
                 await msg.nak(delay=retry_after)
 
@@ -275,31 +269,42 @@ class Relay:
         st = self.stats.by_upstream[sink.name]
         done_key = receipt_key(sink.name, event)
         try:
-            done = await self._receipt(done_key)
+            done = await self.store.receipt(done_key)
             if done is not None and not (done == REJECTED_MARK and event.requeued):
+                await self.trace.step(event.headers, "skipped", upstream=sink.name,
+                                      receipt=done)
                 return None
             upstream_ref = None
             if event.intent == "clear":
-                upstream_ref = await self._receipt(receipt_key(sink.name, event, "raise"))
+                upstream_ref = await self.store.receipt(receipt_key(sink.name, event, "raise"))
         except (nats.errors.Error, OSError) as exc:  # bucket has no leader right now
             st.last_error = f"receipts bucket unavailable: {exc}"
             return self._backoff(event), st.last_error
         if event.intent == "clear":
             if upstream_ref is None:
-                return self._backoff(event), "its raise has no receipt yet (clear waits)"
+                why = "its raise has no receipt yet (clear waits)"
+                await self.trace.step(event.headers, "waiting", upstream=sink.name, reason=why)
+                return self._backoff(event), why
             if upstream_ref == REJECTED_MARK:
                 upstream_ref = None  # the sink refuses a clear without a reference, in words
+        limit = self.rate_limits.get(sink.name)
+        if limit is not None:  # fleet-wide: this relay's turn among all relays
+            await limit.acquire()
         [d] = await sink.send([record_for(event, sink.name, upstream_ref)])
+        await self.trace.step(event.headers, "attempt", upstream=sink.name,
+                              outcome=d.outcome.name.lower(), receipt=d.receipt or "",
+                              reason=d.reason, retry_after_seconds=d.retry_after_seconds)
         if d.outcome is Outcome.ACCEPTED:
             st.accepted += 1
-            await self._put(done_key, d.receipt or "")
+            await self.store.put_receipt(done_key, d.receipt or "")
             return None
         if d.outcome is Outcome.REJECTED:
             st.dead += 1
             st.last_error = d.reason
             if await self._dead_letter(event.subject, event.headers, event.data, sink.name,
                                        d.reason):
-                await self._put(done_key, REJECTED_MARK)
+                await self.trace.step(event.headers, "dead", upstream=sink.name, reason=d.reason)
+                await self.store.put_receipt(done_key, REJECTED_MARK)
                 return None
             return self._backoff(event), "dead-letter stream did not store it"
         st.retried += 1
@@ -313,30 +318,17 @@ class Relay:
         return float(min(c.retry_max_seconds,
                          c.retry_initial_seconds * 2 ** min(event.num_delivered - 1, 20)))
 
-    async def _receipt(self, key: str) -> str | None:
-        assert self._kv is not None
-        try:
-            entry = await self._kv.get(key)
-        except nats.js.errors.KeyNotFoundError:
-            return None
-        return (entry.value or b"").decode()
-
-    async def _put(self, key: str, value: str) -> None:
-        """Best effort: a lost receipt only costs an idempotent resend on a redelivery."""
-        assert self._kv is not None
-        try:
-            await self._kv.put(key, value.encode())
-        except (nats.errors.Error, OSError) as exc:
-            log.warning("receipt %s not stored: %s", key, exc)
-
-    async def _ack(self, msg: Msg) -> None:
+    async def _ack(self, msg: Msg, trace: bool = True) -> None:
         with contextlib.suppress(nats.errors.Error):  # unacked: redelivered, then skipped
             await msg.ack()
             self.stats.acked += 1
+            if trace:
+                await self.trace.step(msg.headers or {}, "acked")
 
     async def _dead(self, msg: Msg, upstream: str, reason: str) -> None:
         """Dead-letter the whole message, then ack it; if the store fails, nak it instead."""
         if await self._dead_letter(msg.subject, msg.headers or {}, msg.data, upstream, reason):
+            await self.trace.step(msg.headers or {}, "dead", upstream=upstream, reason=reason)
             await self._ack(msg)
         else:
             with contextlib.suppress(nats.errors.Error):

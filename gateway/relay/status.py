@@ -21,9 +21,15 @@ def snapshot(relay: Relay) -> dict[str, Any]:
     s = relay.stats
     c = relay.cfg.consumer
     problems = [] if relay.ready.is_set() else ["not connected to the backbone yet"]
+    notes: list[str] = []
     if relay.ready.is_set() and not relay.connected:
         problems.append("NATS link lost: reconnecting (unacknowledged events go to other "
                         "relays after ack_wait)")
+    for lim in relay.rate_limits.values():
+        if not lim.shared:  # degraded, not down: shown, but /readyz stays ready
+            notes.append(f"rate limit of {lim.upstream}: shared bucket unreachable "
+                         f"({lim.fallback_reason}); this relay alone keeps "
+                         f"{1.0 / lim.local.interval:g}/s")
     for name, u in s.by_upstream.items():
         if u.last_error and u.retried and not u.accepted:
             problems.append(f"upstream {name} is not accepting: {u.last_error}")
@@ -36,7 +42,10 @@ def snapshot(relay: Relay) -> dict[str, Any]:
         "ignored": s.ignored,
         "upstreams": [{"name": n, "accepted": u.accepted, "retried": u.retried, "dead": u.dead,
                        "last_error": u.last_error} for n, u in s.by_upstream.items()],
+        "rate_limits": [r.status() for r in relay.rate_limits.values()],
+        "trace_steps_lost": relay.trace.lost,
         "fleet": relay.fleet.rows(), "problems": problems,
+        "notes": notes,
     }
 
 
@@ -53,6 +62,15 @@ def metrics_text(s: dict[str, Any]) -> str:
                   f"# TYPE plantbridge_relay_{name}_total counter"]
         lines += [f'plantbridge_relay_{name}_total{{upstream="{u["name"]}"}} {u[name]}'
                   for u in s["upstreams"]]
+    lines += ["# HELP plantbridge_relay_rate_limit_shared 1 while the fleet-wide rate of an "
+              "upstream is kept through the shared bucket, 0 in local fallback",
+              "# TYPE plantbridge_relay_rate_limit_shared gauge"]
+    lines += [f'plantbridge_relay_rate_limit_shared{{upstream="{r["upstream"]}"}} '
+              f'{int(bool(r["shared"]))}' for r in s["rate_limits"]]
+    lines += ["# HELP plantbridge_relay_rate_limit_wait_seconds_total time this relay waited "
+              "for its turn", "# TYPE plantbridge_relay_rate_limit_wait_seconds_total counter"]
+    lines += [f'plantbridge_relay_rate_limit_wait_seconds_total{{upstream="{r["upstream"]}"}} '
+              f'{r["waited_seconds"]}' for r in s["rate_limits"]]
     lines += ["# HELP plantbridge_relay_gateway_heartbeat_age_seconds since a gateway's last "
               "heartbeat", "# TYPE plantbridge_relay_gateway_heartbeat_age_seconds gauge"]
     lines += [f'plantbridge_relay_gateway_heartbeat_age_seconds{{gateway="{g["gateway_id"]}"}} '
@@ -72,6 +90,12 @@ def page(s: dict[str, Any]) -> str:
     e = html.escape
     problems = ("<p>All good.</p>" if not s["problems"] else
                 "<ul>" + "".join(f"<li>{e(p)}</li>" for p in s["problems"]) + "</ul>")
+    notes = "".join(f"<p>Note: {e(n)}</p>" for n in s["notes"])
+    rates = _table(["upstream", "fleet rate /s", "shared", "granted shared", "granted local",
+                    "waited s"],
+                   [[r["upstream"], r["rate_per_second"], "yes" if r["shared"] else "FALLBACK",
+                     r["granted_shared"], r["granted_local"], r["waited_seconds"]]
+                    for r in s["rate_limits"]]) if s["rate_limits"] else ""
     ups = _table(["upstream", "accepted", "retried", "dead", "last error"],
                  [[u["name"], u["accepted"], u["retried"], u["dead"], u["last_error"] or "-"]
                   for u in s["upstreams"]])
@@ -83,7 +107,7 @@ padding:.25em .6em}} table{{border-collapse:collapse}}</style></head><body>
 <p>stream {e(s['stream'])}, consumer {e(s['consumer'])}: lag {s['lag']}, ack pending
 {s['ack_pending']}, in flight here {s['in_flight']} &middot; <a href="/status">JSON</a>
 &middot; <a href="/metrics">metrics</a> &middot; <a href="/fleet">fleet</a></p>
-{problems}<h2>Upstreams</h2>{ups}<h2>Fleet</h2><pre>{e(fleet_text(s['fleet']))}</pre>
+{problems}{notes}<h2>Upstreams</h2>{ups}{rates}<h2>Fleet</h2><pre>{e(fleet_text(s['fleet']))}</pre>
 </body></html>"""
 
 

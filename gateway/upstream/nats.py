@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +94,11 @@ def version_tuple(text: str) -> tuple[int, int]:
     return padded[0], padded[1]
 
 
+# What the gateway adds to each heartbeat about itself (open episodes, outbox backlog): set by
+# the daemon after it built the sink (gateway/daemon.py), since a sink knows neither.
+HeartbeatFacts = Callable[[], Mapping[str, Any]]
+
+
 class NatsSink:
     """Implements `gateway.model.Sink`. One NATS connection, opened inside the running loop."""
 
@@ -106,6 +111,8 @@ class NatsSink:
         self._lock = asyncio.Lock()
         self._inspected = False
         self.stats = PublishStats()
+        self.heartbeat_facts: HeartbeatFacts | None = None
+        self._facts_failed = False
         self._heartbeat: asyncio.Task[None] | None = None
         if cfg.heartbeat_seconds > 0:
             with contextlib.suppress(RuntimeError):  # built outside a loop: no heartbeat task
@@ -255,15 +262,31 @@ class NatsSink:
         while True:
             doc = {"gateway_id": self._cfg.effective_gateway_id(), "site": self._cfg.site,
                    "area": self._cfg.area, "version": VERSION, "time": time.time(),
+                   "interval_seconds": self._cfg.heartbeat_seconds,
                    "last_publish_at": self.stats.last_publish_at,
                    "published": self.stats.published, "duplicates": self.stats.duplicates,
-                   "retries": self.stats.retries}
+                   "retries": self.stats.retries} | self._facts()
             try:
                 nc, _ = await self._connection()
                 await nc.publish(subject, orjson.dumps(doc))
             except (nats.errors.Error, OSError, TimeoutError) as exc:
                 log.debug("%s: heartbeat not sent: %s", self.name, _plain(exc))
             await asyncio.sleep(self._cfg.heartbeat_seconds)
+
+
+    def _facts(self) -> dict[str, Any]:
+        """The gateway's own figures for the heartbeat; none (said once) if they fail: the
+        heartbeat itself must keep coming, it is how the fleet sees this box is alive."""
+        if self.heartbeat_facts is None:
+            return {}
+        try:
+            return dict(self.heartbeat_facts())
+        except Exception:  # a bug in the hook must not silence the heartbeat
+            if not self._facts_failed:
+                log.exception("%s: heartbeat facts failed; heartbeats go on without them",
+                              self.name)
+            self._facts_failed = True
+            return {}
 
 
 def _span(seconds: float) -> str:

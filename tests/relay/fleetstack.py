@@ -107,7 +107,9 @@ class Fleet:
     sim: CmmsSimulator
     relays: list[RelayProc] = field(default_factory=list)
 
-    def relay(self, name: str, **consumer: Any) -> RelayProc:
+    def relay(self, name: str, extra: str = "", **consumer: Any) -> RelayProc:
+        """A relay's config (its `[consumer]` from the keywords, `extra` TOML appended) and
+        its process, not started yet."""
         port = free_port()
         opts = {"stream": STREAM, "ack_wait_seconds": 5, "retry_initial_seconds": 0.2,
                 "retry_max_seconds": 1} | consumer
@@ -135,6 +137,7 @@ base_url = "{self.sim.url}"
 auth = {{ kind = "bearer", token = {{ value = "{API_KEY}" }} }}
 connect_timeout_seconds = 1
 total_timeout_seconds = 2
+{extra}
 """)
         r = RelayProc(self.tmp, name, path, port)
         self.relays.append(r)

@@ -1,11 +1,18 @@
-"""Crash trials for the backbone, longer than the suite can afford: gateway → JetStream → two
-relays → CMMS simulator, with kill -9 of a relay, of the nats-server, and a gateway "restart"
-(its outbox replays everything not settled, under the same ids) at random moments.
+"""Crash trials for the backbone, longer than the suite can afford. Two modes:
+
+- `--mode replay` (the default): gateway → JetStream → two relays → CMMS simulator, with kill -9
+  of a relay, of the nats-server, and a gateway "restart" (its outbox replays everything not
+  settled, under the same ids) at random moments, many episodes per trial.
+- `--mode kill`: the real processes (tests/relay/killtrials.py): `plantbridge run` with real
+  Mosquitto, the nats-server and `plantbridge relay`, each killed with SIGKILL at seeded random
+  moments of an episode and restarted; one episode per trial, one shared stack for all.
 
 Each trial checks: every episode has exactly one request and one clear at the CMMS.
 
     .venv/bin/python -m tests.relay.run_trials --trials 20
     .venv/bin/python -m tests.relay.run_trials --trials 5 --episodes 200 --seed 7
+    .venv/bin/python -m tests.relay.run_trials --mode kill --trials 200 --seed 7
+    .venv/bin/python -m tests.relay.run_trials --mode kill --trials 50 --kills 3
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from pathlib import Path
 from gateway.model import OutboxRecord, Outcome
 from gateway.upstream.nats_config import NatsSinkConfig
 from simulators.cmms import CmmsSimulator
+from tests.harness import running_mosquitto
 from tests.relay.fleetstack import (
     API_KEY,
     STREAM,
@@ -31,6 +39,7 @@ from tests.relay.fleetstack import (
     assert_once_each,
     episode_records,
 )
+from tests.relay.killtrials import KillTrials
 from tests.upstream.nats.natsserver import NatsServer, require_nats_server
 
 
@@ -113,9 +122,40 @@ async def trial(n: int, episodes: int, rng: random.Random) -> str:
             server.stop()
 
 
+async def kill_trials(trials: int, seed: int, stop_on_failure: bool, kills: int) -> int:
+    """`--mode kill`: the real gateway, relay and nats-server processes; returns failures."""
+    failed = 0
+    with tempfile.TemporaryDirectory() as d, running_mosquitto(Path(d)) as broker:
+        sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
+        await sim.start()
+        try:
+            async with KillTrials(Path(d), broker, sim, seed, kills) as kt:
+                for n in range(1, trials + 1):
+                    try:
+                        r = await kt.trial(n)
+                        print(f"trial {n}: ok, {r}", flush=True)
+                    except AssertionError as exc:
+                        failed += 1
+                        print(f"trial {n}: FAILED: {exc}", flush=True)
+                        if stop_on_failure:
+                            break
+                await kt.drained()
+                try:
+                    kt.check_all()
+                except AssertionError as exc:
+                    failed += 1
+                    print(f"after the drain: FAILED: {exc}", flush=True)
+        finally:
+            await sim.stop()
+    return failed
+
+
 async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--mode", choices=["replay", "kill"], default="replay")
     p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--kills", type=int, default=1, choices=[1, 2, 3],
+                   help="--mode kill: processes killed per trial, each at its own moment")
     p.add_argument("--episodes", type=int, default=60)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--stop-on-failure", action="store_true")
@@ -125,6 +165,10 @@ async def main() -> int:
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
     print(f"seed {seed}")
+    if args.mode == "kill":
+        failed = await kill_trials(args.trials, seed, args.stop_on_failure, args.kills)
+        print(f"{args.trials - failed} passed, {failed} failed")
+        return 1 if failed else 0
     failed = 0
     for n in range(1, args.trials + 1):
         try:
