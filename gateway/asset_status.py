@@ -40,6 +40,7 @@ from gateway.status_poll import (
     RulePolicy,
     StatusPoller,
     StatusReader,
+    enqueue_comment,
     enqueue_reraise,
     history_rows,
     policy_of,
@@ -257,12 +258,18 @@ class StatusBothWays:
             if await enqueue_reraise(outbox, rebuild, rec, severity, now):
                 daemon._wake_forwarders()
 
+        async def comment(rec: TrackedRecord, raw: str, seen_at: float) -> None:
+            if await enqueue_comment(outbox, rec, raw, seen_at, cfg.gateway.site):
+                daemon._wake_forwarders()
+
         for sink in daemon.sinks:
+            # a field of the REST and SAP PM models (Maximo's may not carry it yet): by name
             seconds = next((float(getattr(u, "status_poll_seconds", 300.0))
                             for u in cfg.upstreams if u.name == sink.name), 0.0)
             if seconds > 0 and isinstance(sink, StatusReader):
                 poller = StatusPoller(sink, outbox, seconds, policy_for=policy_for,
-                                      reraise=reraise, submit=pipeline.submit,
+                                      reraise=reraise, comment=comment,
+                                      submit=pipeline.submit,
                                       clock=gateway_now)
                 me.pollers.append(poller)
                 me.tasks.append(tg.create_task(me._poll(poller, lambda: daemon.sinks),

@@ -345,7 +345,13 @@ class SapPmSink:
             return Delivery(rec.id, Outcome.RETRY, reason=(
                 f"read of notification {number}: unreadable body"))
         phase = str(current.get("NotifProcessingPhase") or "")
-        if phase in DONE_PHASES:  # completed meanwhile (by a planner, or by our lost answer)
+        # A note that the notification was completed while the condition is still active
+        # (closed_upstream = "comment") is meant for a completed one: it is tried, and SAP
+        # decides. NOCO makes a notification read-only [S]; SAP's refusal is a dead letter that
+        # quotes SAP, the note kept in the outbox (never a reopening of the planner's decision).
+        closed_note = bool(msg.body.get("closed_upstream"))
+        if phase in DONE_PHASES and not closed_note:
+            # completed meanwhile (by a planner, or by our lost answer)
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
         ours = str(current.get("MaintNotifExtReferenceNumber") or "") == msg.body.get("dedup_key")
         said = str(current.get("MaintNotificationLongText") or "")
@@ -366,7 +372,8 @@ class SapPmSink:
                     f"notification {number} changed while we noted the clear (HTTP 412); "
                     "reading it again"))
             if not answer.ok:
-                return self._failure(rec.id, answer, f"clear note on notification {number}")
+                what = "closed-upstream note" if closed_note else "clear note"
+                return self._failure(rec.id, answer, f"{what} on notification {number}")
         # a linked or skipped-to notification is someone else's: noted, never completed by us
         if self._cfg.on_clear is OnClear.COMPLETE and ours and not update:
             answer = await self.client.write(

@@ -127,6 +127,9 @@ class SapPmSinkConfig(StrictModel):
     existing_work: ExistingWork = ExistingWork.CREATE
     existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
     parts: SapPartsConfig = SapPartsConfig()
+    # Every this many seconds the notifications we created are read back (phase, system
+    # status: gateway/status_poll.py); 0 turns the polling off.
+    status_poll_seconds: float = Field(default=300.0, ge=0)
     spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
     @field_validator("service_path")
