@@ -37,6 +37,7 @@ from gateway.model import (
     Transition,
 )
 from gateway.status_poll import (
+    RERAISE_ID,
     RulePolicy,
     StatusPoller,
     StatusReader,
@@ -44,12 +45,14 @@ from gateway.status_poll import (
     enqueue_reraise,
     history_rows,
     policy_of,
+    reraise_episode_id,
 )
 
 if TYPE_CHECKING:
     from buffer.operator import TrackedRecord
     from buffer.store import OutboxStore
     from gateway.daemon import Daemon
+    from gateway.reraise import ReraiseClears
     from gateway.upstream.forwarder import Forwarder
     from gateway.upstream.rest import RestSink, RestSinkConfig
 
@@ -213,10 +216,12 @@ class StatusBothWays:
         self.pollers: list[StatusPoller] = []
         self.history: list[dict[str, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []  # the daemon cancels them with its core
+        self.reraise_clears: ReraiseClears | None = None
 
     @classmethod
     def start(cls, daemon: Daemon, tg: asyncio.TaskGroup) -> StatusBothWays:
         from gateway.reconcile import request_rebuilder
+        from gateway.reraise import OpenReraise, ReraiseClears
         from gateway.timebase import gateway_now
         from gateway.upstream.forwarder import Forwarder
         from gateway.upstream.rest import RestSinkConfig
@@ -252,11 +257,23 @@ class StatusBothWays:
         def policy_for(rule_id: str) -> RulePolicy:
             return policy_of(rules.get(rule_id))
 
+        clears = ReraiseClears(outbox, cfg.gateway.site, daemon._wake_forwarders,
+                               clock=gateway_now)
+        pipeline.message_hooks.append(clears.hook)
+        pipeline.listeners.append(clears.on_transition)
+        me.tasks.append(tg.create_task(clears.run(), name="reraise-clears"))
+        me.reraise_clears = clears
+
         async def reraise(rec: TrackedRecord, now: float) -> None:
             severity = next((e.severity for e in pipeline.engine.open_episodes()
-                             if e.episode_id == rec.episode_id), 3)
-            if await enqueue_reraise(outbox, rebuild, rec, severity, now):
+                             if e.episode_id == rec.episode_id), None)
+            if severity is None and not RERAISE_ID.search(rec.episode_id):
+                return  # the condition cleared during the cooldown: nothing to raise again
+            if await enqueue_reraise(outbox, rebuild, rec, severity or 3, now):
                 daemon._wake_forwarders()
+            clears.opened(rec.episode_id, OpenReraise(
+                reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset, severity or 3,
+                frozenset({rec.sink})))
 
         async def comment(rec: TrackedRecord, raw: str, seen_at: float) -> None:
             if await enqueue_comment(outbox, rec, raw, seen_at, cfg.gateway.site):

@@ -23,9 +23,10 @@ import asyncio
 import enum
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from gateway.messages import dedup_key, iso_time
@@ -103,6 +104,9 @@ def policy_of(spec: object) -> RulePolicy:
     return RulePolicy(ClosedPolicy(closed), float(cooldown))
 
 
+RERAISE_ID = re.compile(r"~re[0-9a-f]{8}$")  # the end of a re-raise's episode id
+
+
 def reraise_episode_id(episode_id: str) -> str:
     """The episode of the request raised again for `episode_id`: deterministic (a restart
     derives the same, so the key dedups it), and again for a re-raise of a re-raise."""
@@ -147,12 +151,20 @@ async def enqueue_reraise(outbox: OutboxStore, rebuild: Callable[[EpisodeRequest
                           rec: TrackedRecord, severity: int, now: float) -> bool:
     """Enqueue the new request for a record completed upstream while its condition is still
     active: episode `reraise_episode_id(...)`, so its key (and external reference) is the same
-    however often this runs. Returns whether it was new."""
+    however often this runs. Then its episode row (gateway/reraise.py closes it, with its
+    clear, when the parent closes): a kill between the two leaves the request, and the next
+    poll, which sees the old record completed again, adds the row. Returns whether it was new.
+    """
     from buffer.operator import EpisodeRequest
 
     row = EpisodeRequest(reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset, now,
                          severity, None, rec.sink, 0, "", "", None)
-    new = await outbox.commit([], [rebuild(row)]) > 0
+    message = rebuild(row)
+    reason = (f"{rec.receipt} was completed upstream while {rec.rule_id} on {rec.asset} is "
+              f"still active since {iso_time(rec.raised_at)}: requested again")
+    message = replace(message, body={**message.body, "reason": reason})
+    new = await outbox.commit([], [message]) > 0
+    await outbox.open_reraise_episode(row.episode_id, rec.rule_id, rec.asset, now, severity)
     if new:
         log.warning("%s %s was completed upstream while %s on %s is still active: new "
                     "request under episode %s", rec.sink, rec.receipt, rec.rule_id, rec.asset,

@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 
+from gateway.messages import dedup_key
+from gateway.status_poll import reraise_episode_id
 from simulators.sap_pm import SapPmSimulator
-from tests.e2e.stack import API_KEY, Stack
+from tests.e2e.stack import API_KEY, Stack, assert_exactly_once
 from tests.harness import free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -153,3 +156,72 @@ async def test_sap_comment_is_tried_once_and_sap_refusal_is_kept(
     assert "completed" in dead[0]["reason"]  # SAP's own words: changes are not possible
     assert sap.notifications[0]["NotifProcessingPhase"] == "4"  # never reopened
     assert len(sap.notifications) == 1
+
+
+REQUEST_AGAIN_RULE = COMMENT_RULE.replace('closed_upstream = "comment"', """\
+closed_upstream = "new_request"
+reraise_cooldown_seconds = 0.5""")
+
+
+def _trace(stack: Stack, ident: str) -> dict[str, Any]:
+    """`plantbridge trace IDENT --json`, run beside the daemon (its own process)."""
+    proc = stack.spawn_cli(["trace", ident, "--json", "--config",
+                            str(stack.tmp / "plantbridge.toml")], "trace.log")
+    assert proc.wait(30) == 0, stack.tmp.joinpath("trace.log").read_text()
+    text = stack.tmp.joinpath("trace.log").read_text()
+    stack.tmp.joinpath("trace.log").unlink()
+    return dict(orjson.loads(text))
+
+
+async def test_request_raised_again_gets_the_clear_and_the_completed_one_none(
+        stack: Stack) -> None:
+    port = free_port()
+    stack.write_config(REQUEST_AGAIN_RULE, http_port=port, upstream=rest_upstream(stack))
+    stack.spawn_daemon()
+    await stack.wait_subprocess_up(port)
+    await stack.play("pump-1", [3.0, 8.0])
+    await wait_for(lambda: len(stack.requests_for("pump-1")) == 1, 20, "request created")
+    first = stack.requests_for("pump-1")[0]
+    stack.sim.set_status(first["id"], "resolved")
+    await wait_for(lambda: len(stack.requests_for("pump-1")) == 2, 20, "requested again")
+    second = stack.requests_for("pump-1")[1]
+    parent = first["body"]["episode_id"]
+    child = reraise_episode_id(parent)
+    assert second["body"]["episode_id"] == child
+    assert second["external_ref"] == dedup_key(child)
+    assert second["body"]["reason"].startswith(f"{first['id']} was completed upstream")
+    # The re-raise is an episode of its own: its record is followed like any other ...
+    await _completed_seen_as(stack, port, second["id"], "created")
+    # ... and survives a power cut (its row, and the knowledge of its parent).
+    stack.power_cut()
+    stack.spawn_daemon()
+    await stack.wait_subprocess_up(port)
+    await _polls_after_restart(stack, port, 2)
+
+    await stack.play("pump-1", [3.0])  # the condition clears
+    await wait_for(lambda: len(stack.updates_for("pump-1")) >= 1, 20, "a clear arrived")
+    await stack.wait_drained(port)
+    await _polls_after_restart(stack, port, 6)
+    clears = [(u["request_id"], u["body"]["status"]) for u in stack.updates_for("pump-1")]
+    assert clears == [(second["id"], "cleared")]  # none to the record the planner completed
+    assert stack.sim.requests[0]["status"] == "resolved"
+    assert len(stack.requests_for("pump-1")) == 2  # one re-raise, across the restart too
+    assert_exactly_once(stack.sim)
+    # `trace` tells the re-raise's story: raised, cleared, its record created upstream.
+    doc = _trace(stack, child)
+    assert doc["episode"]["episode_id"] == child and doc["episode"]["cleared_at"]
+    assert sorted(m["kind"] for m in doc["messages"]) == ["maintenance_request",
+                                                          "status_update"]
+    assert [r["state"] for r in doc["upstream_status"]][:1] == ["created"]
+    parent_doc = _trace(stack, parent)
+    assert parent_doc["episode"]["cleared_at"]
+    assert [m["kind"] for m in parent_doc["messages"]] == ["maintenance_request"]
+
+
+async def _completed_seen_as(stack: Stack, port: int, receipt: str, state: str) -> None:
+    async def seen() -> bool:
+        st = await stack.subprocess_status(port)
+        recs = [] if st is None else st["upstream_status"]["records"]
+        return any(r["receipt"] == receipt and r["state"] == state for r in recs)
+
+    await wait_for(seen, 20, f"{receipt} seen {state}")
