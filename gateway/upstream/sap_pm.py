@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +28,7 @@ from gateway.upstream.limits import client_timeout
 from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused, OAuth2Unavailable
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
+from gateway.upstream.sap_domains import sap_domain_problems
 from gateway.upstream.sap_odata import (
     Answer,
     CsrfUnavailable,
@@ -415,6 +416,15 @@ class SapPmSink:
         return Delivery(record_id, v.outcome, reason=f"{what}: {v.reason}"[:MAX_REASON],
                         retry_after_seconds=v.retry_after_seconds)
 
+
+    # --- check --online: the priority and failure-code domains (gateway/registry_online.py)
+
+    async def domain_problems(self, *, priorities: Collection[int],
+                              failure_codes: Collection[str]) -> list[str]:
+        """Which of the rules' canonical priorities and failure codes SAP does not know, in
+        plain words ([] when all are known); see gateway/upstream/sap_domains.py."""
+        return await sap_domain_problems(self, self._cfg, priorities=priorities,
+                                         failure_codes=failure_codes)
 
     # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
 
