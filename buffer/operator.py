@@ -209,6 +209,40 @@ class OperatorViews(StoreBase):
                 " ORDER BY e.raised_at LIMIT ?", (sink, since, limit))
         return [TrackedRecord(sink, *r) for r in rows]
 
+    async def open_reraise_episode(self, episode_id: str, rule_id: str, asset: str,
+                                   raised_at: float, severity: int) -> None:
+        """The episode row of a request raised again (status poll, `closed_upstream =
+        "new_request"`, id `<episode>~re<8 hex>`): open, beside the still open episode of the
+        same rule and asset, which it must not supersede (the `episodes_supersede` trigger
+        fires for rows inserted open, so it is inserted closed and opened in the same
+        transaction). `open_episodes` leaves such rows out: no rule holds them; the gateway
+        closes one, with its clear, when its parent closes. Known already: nothing changes."""
+        async with self._lock, self._write():
+            cur = await self._db.execute(
+                "INSERT OR IGNORE INTO episodes (episode_id, rule_id, asset, raised_at, severity,"
+                " cleared_at) VALUES (?, ?, ?, ?, ?, -1)",
+                (episode_id, rule_id, asset, raised_at, severity))
+            if cur.rowcount:
+                await self._db.execute(
+                    "UPDATE episodes SET cleared_at = NULL WHERE episode_id = ?", (episode_id,))
+
+    async def open_reraises(self) -> list[ReraiseEpisode]:
+        """Every open re-raise episode, with the sinks its request went to and whether (and
+        when) its parent episode closed."""
+        async with self._lock:
+            rows = await self._read(
+                "SELECT c.episode_id, c.rule_id, c.asset, c.raised_at, c.severity,"
+                " p.episode_id IS NOT NULL, p.cleared_at,"
+                " (SELECT group_concat(sink, ' ') FROM (SELECT o.sink FROM outbox o"
+                "   WHERE o.episode_id = c.episode_id AND o.kind = ? UNION"
+                "   SELECT r.sink FROM receipts r WHERE r.episode_id = c.episode_id))"
+                " FROM episodes c LEFT JOIN episodes p"
+                "   ON p.episode_id = substr(c.episode_id, 1, length(c.episode_id) - 11)"
+                " WHERE c.cleared_at IS NULL AND c.episode_id GLOB ?",
+                (MessageKind.MAINTENANCE_REQUEST.value, RERAISE_GLOB))
+        return [ReraiseEpisode(r[0], r[1], r[2], r[3], r[4], bool(r[5]), r[6],
+                               tuple(sorted(str(r[7] or "").split()))) for r in rows]
+
     async def episodes_with_requests(self, since: float,
                                      limit: int = 10000) -> list[EpisodeRequest]:
         """Episodes raised since `since`, each with the maintenance request of every sink it
@@ -316,6 +350,23 @@ def _insert_row(message: OutboxMessage, body: bytes, size: int) -> tuple[object,
     return (message.key, message.sink, message.asset, message.episode_id, str(message.kind),
             int(message.message_class), message.created_at, body, size,
             int(priority_of(message)))
+
+
+# Episode ids of requests raised again (gateway/status_poll.py `reraise_episode_id`): the
+# parent's id, "~re" and 8 hex digits (11 characters). A rule's own episode ids end in digits.
+RERAISE_GLOB = "*~re" + "[0-9a-f]" * 8
+
+
+@dataclass(frozen=True, slots=True)
+class ReraiseEpisode:
+    episode_id: str
+    rule_id: str
+    asset: str
+    raised_at: float
+    severity: int
+    parent_known: bool  # the parent's row is still there (closed ones go with the retention)
+    parent_cleared_at: float | None
+    sinks: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull
 from buffer.opening import open_outbox
-from buffer.operator import OperatorViews
+from buffer.operator import RERAISE_GLOB, OperatorViews
 from buffer.records import OutboxStats, StatusRows, Synchronous, UrgentRecord
 from buffer.retention import prune
 from buffer.schema import DEAD, PENDING
@@ -195,7 +195,8 @@ class OutboxStore(OperatorViews):
         async with self._lock:
             rows = await self._read(
                 "SELECT rule_id, asset, episode_id, raised_at, severity FROM episodes"
-                " WHERE cleared_at IS NULL ORDER BY raised_at, episode_id")
+                " WHERE cleared_at IS NULL AND episode_id NOT GLOB ?"  # re-raises: no rule's
+                " ORDER BY raised_at, episode_id", (RERAISE_GLOB,))
         return [EpisodeState(r[0], r[1], r[2], r[3], r[4]) for r in rows]
 
     async def load_rule_states(self) -> list[RuleState]:

@@ -37,18 +37,22 @@ from gateway.model import (
     Transition,
 )
 from gateway.status_poll import (
+    RERAISE_ID,
     RulePolicy,
     StatusPoller,
     StatusReader,
+    enqueue_comment,
     enqueue_reraise,
     history_rows,
     policy_of,
+    reraise_episode_id,
 )
 
 if TYPE_CHECKING:
     from buffer.operator import TrackedRecord
     from buffer.store import OutboxStore
     from gateway.daemon import Daemon
+    from gateway.reraise import ReraiseClears
     from gateway.upstream.forwarder import Forwarder
     from gateway.upstream.rest import RestSink, RestSinkConfig
 
@@ -212,10 +216,12 @@ class StatusBothWays:
         self.pollers: list[StatusPoller] = []
         self.history: list[dict[str, Any]] = []
         self.tasks: list[asyncio.Task[None]] = []  # the daemon cancels them with its core
+        self.reraise_clears: ReraiseClears | None = None
 
     @classmethod
     def start(cls, daemon: Daemon, tg: asyncio.TaskGroup) -> StatusBothWays:
         from gateway.reconcile import request_rebuilder
+        from gateway.reraise import OpenReraise, ReraiseClears
         from gateway.timebase import gateway_now
         from gateway.upstream.forwarder import Forwarder
         from gateway.upstream.rest import RestSinkConfig
@@ -251,18 +257,36 @@ class StatusBothWays:
         def policy_for(rule_id: str) -> RulePolicy:
             return policy_of(rules.get(rule_id))
 
+        clears = ReraiseClears(outbox, cfg.gateway.site, daemon._wake_forwarders,
+                               clock=gateway_now)
+        pipeline.message_hooks.append(clears.hook)
+        pipeline.listeners.append(clears.on_transition)
+        me.tasks.append(tg.create_task(clears.run(), name="reraise-clears"))
+        me.reraise_clears = clears
+
         async def reraise(rec: TrackedRecord, now: float) -> None:
             severity = next((e.severity for e in pipeline.engine.open_episodes()
-                             if e.episode_id == rec.episode_id), 3)
-            if await enqueue_reraise(outbox, rebuild, rec, severity, now):
+                             if e.episode_id == rec.episode_id), None)
+            if severity is None and not RERAISE_ID.search(rec.episode_id):
+                return  # the condition cleared during the cooldown: nothing to raise again
+            if await enqueue_reraise(outbox, rebuild, rec, severity or 3, now):
+                daemon._wake_forwarders()
+            clears.opened(rec.episode_id, OpenReraise(
+                reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset, severity or 3,
+                frozenset({rec.sink})))
+
+        async def comment(rec: TrackedRecord, raw: str, seen_at: float) -> None:
+            if await enqueue_comment(outbox, rec, raw, seen_at, cfg.gateway.site):
                 daemon._wake_forwarders()
 
         for sink in daemon.sinks:
+            # a field of the REST and SAP PM models (Maximo's may not carry it yet): by name
             seconds = next((float(getattr(u, "status_poll_seconds", 300.0))
                             for u in cfg.upstreams if u.name == sink.name), 0.0)
             if seconds > 0 and isinstance(sink, StatusReader):
                 poller = StatusPoller(sink, outbox, seconds, policy_for=policy_for,
-                                      reraise=reraise, submit=pipeline.submit,
+                                      reraise=reraise, comment=comment,
+                                      submit=pipeline.submit,
                                       clock=gateway_now)
                 me.pollers.append(poller)
                 me.tasks.append(tg.create_task(me._poll(poller, lambda: daemon.sinks),

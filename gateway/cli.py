@@ -11,7 +11,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -19,6 +19,9 @@ from gateway import config as config_mod
 from gateway import logs, shelve_cli
 from gateway.progress import Progress
 from gateway.registry import Registry
+
+if TYPE_CHECKING:
+    from rules import RuleSet
 
 T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
@@ -108,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if not args.online:
         return 0
     probed = _check_online(cfg)
-    lines = validate_identities(cfg, found.loaded.registry)
+    lines = validate_identities(cfg, found.loaded.registry, rules=found.loaded.rules)
     for line in lines:
         print(line, file=sys.stderr)
     if lines:
@@ -163,12 +166,12 @@ async def _backbone_facts(cfg: config_mod.PlantBridgeConfig) -> list[str]:
 
 
 def validate_identities(cfg: config_mod.PlantBridgeConfig, registry: Registry,
-                        timeout_seconds: float = 15.0) -> list[str]:
+                        timeout_seconds: float = 15.0, rules: RuleSet | None = None) -> list[str]:
     """`check --online`, identity part: one plain line per asset an EAM does not know as
     configured, or per upstream that could not be asked; empty when all is well."""
     from gateway.registry_online import validate_identities as look_up
 
-    report = run_async(look_up(cfg, registry, timeout_seconds=timeout_seconds))
+    report = run_async(look_up(cfg, registry, timeout_seconds=timeout_seconds, rules=rules))
     return report.lines()
 
 

@@ -42,6 +42,19 @@ def _maps(upstream: object) -> bool:
         and upstream.unknown_asset is UnknownAssetPolicy.REJECT)
 
 
+def _comment_on_sap(upstreams: Sequence[object], rules: RuleSet) -> list[RegistryProblem]:
+    """`closed_upstream = "comment"` meets SAP's read-only completed notifications (NOCO)."""
+    saps = [u.name for u in upstreams if isinstance(u, SapPmSinkConfig)]
+    if not saps:
+        return []
+    return [RegistryProblem(
+        rule.file, rule.line, None, f"rule '{rule.rule_id}'",
+        f"closed_upstream = \"comment\": SAP makes a completed notification read-only "
+        f"(system status NOCO), so upstream '{saps[0]}' will likely refuse the note, which is "
+        "then kept as a dead letter quoting SAP; \"new_request\" raises a new notification")
+        for rule in rules.rules if getattr(rule.spec, "closed_upstream", "") == "comment"]
+
+
 def registry_findings(registry: Registry, upstreams: Sequence[object], rules: RuleSet, *,
                       config_file: str, registry_configured: bool
                       ) -> tuple[list[RegistryProblem], list[RegistryProblem]]:
@@ -70,6 +83,7 @@ def registry_findings(registry: Registry, upstreams: Sequence[object], rules: Ru
                 f"asset_pattern {rule.pattern!r} cannot be listed before data arrives, so "
                 "whether every upstream can map its assets shows only then"
                 + (f" (the registry has {shown})" if known else "")))
+    warnings += _comment_on_sap(upstreams, rules)
     for asset in registry:
         if not any(rule.matches(asset) for rule in rules.rules):
             warnings.append(RegistryProblem(registry.file, None, asset, "",

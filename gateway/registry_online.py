@@ -7,8 +7,11 @@ API_FUNCTIONALLOCATION (read by key), as UPSTREAM-WORKFLOW-APIS §1 names them. 
 unusable identities come back per asset in plain words ("pump-1: Maximo has no asset P-100 at
 site BEDFORD").
 
-Priority and failure-code domains are not checked: the shared doc names no service for them
-(SAP's priorities are customizing [U]; Maximo's `mxapisynonymdomain` covers status synonyms).
+Priority and failure-code domains: every upstream whose sink has `domain_problems(*,
+priorities, failure_codes) -> list[str]` (SAP PM: gateway/upstream/sap_domains.py; Maximo: its
+own) is asked about the canonical priorities and failure codes the rules use; its answers are
+listed per upstream ("upstream 'sap': priority 4 is sent as MaintPriority 4, which SAP does not
+define ..."), and cached like the identities (reused while the rules ask the same).
 
 Results are kept in `identity-cache.json` beside the outbox. An upstream that cannot be asked
 now (no network at start) gets its last findings from there, for the assets whose identity has
@@ -39,6 +42,7 @@ from gateway.upstream.sap_pm_config import SapAssetRef, TechnicalObjectType
 
 if TYPE_CHECKING:
     from gateway.config import PlantBridgeConfig
+    from rules import RuleSet
 
 CACHE_NAME = "identity-cache.json"
 EQUIPMENT_SERVICE = "/sap/opu/odata/sap/API_EQUIPMENT"
@@ -61,15 +65,22 @@ class IdentityReport:
     findings: tuple[IdentityFinding, ...]
     unreachable: Mapping[str, str] = field(default_factory=dict)  # upstream -> why
     from_cache: tuple[str, ...] = ()  # upstreams whose findings are the cached ones
+    domains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # upstream -> problems
 
     @property
     def problems(self) -> list[str]:
         """One line per asset the EAM does not know as configured."""
         return [f"{f.asset}: {f.problem}" for f in self.findings if f.problem is not None]
 
+    @property
+    def domain_problems(self) -> list[str]:
+        """One line per rule priority or failure code an upstream does not know."""
+        return [f"upstream '{name}': {p}" for name, said in sorted(self.domains.items())
+                for p in said]
+
     def lines(self) -> list[str]:
         """The problems, then what could not be asked (and whether a cached result stood in)."""
-        out = self.problems
+        out = self.problems + self.domain_problems
         for name, why in sorted(self.unreachable.items()):
             cached = " (its last known findings are used)" if name in self.from_cache else ""
             out.append(f"upstream '{name}' could not be asked: {why}{cached}")
@@ -224,8 +235,10 @@ async def _ask_within(upstream: SapPmSinkConfig | MaximoSinkConfig,
 
 
 async def validate_identities(cfg: PlantBridgeConfig, registry: Registry, *, timeout_seconds: float,
-                              cache_path: Path | None = None) -> IdentityReport:
-    """Look every mapped asset up in its upstream, all upstreams at once. An upstream
+                              cache_path: Path | None = None,
+                              rules: RuleSet | None = None) -> IdentityReport:
+    """Look every mapped asset up in its upstream, all upstreams at once, and (with `rules`)
+    the rules' priorities and failure codes in every upstream that can answer. An upstream
     that cannot be asked within `timeout_seconds` is reported as unreachable and its cached
     findings (if any) stand in. The cache beside the outbox is updated with what was asked."""
     path = cache_path or cache_path_for(cfg.outbox_path())
@@ -237,21 +250,90 @@ async def validate_identities(cfg: PlantBridgeConfig, registry: Registry, *, tim
     asked = [with_registry(u, registry) for u in cfg.upstreams
              if isinstance(u, SapPmSinkConfig | MaximoSinkConfig)]  # REST takes canonical ids
     asked = [u for u in asked if u.asset_map]
-    outcomes = await asyncio.gather(*(_ask_within(u, timeout_seconds) for u in asked))
+    wanted = rule_domains(rules) if rules is not None else None
+    outcomes, domain_outcomes = await asyncio.gather(
+        asyncio.gather(*(_ask_within(u, timeout_seconds) for u in asked)),
+        _domains_of_all(cfg, wanted, timeout_seconds))
     for upstream, outcome in zip(asked, outcomes, strict=True):
         if not isinstance(outcome, str):
             findings += outcome
-            cache[upstream.name] = {"checked_at": now, "assets": {
-                f.asset: {"identity": f.identity, "problem": f.problem} for f in outcome}}
+            cache[upstream.name] = {**cache.get(upstream.name, {}), "checked_at": now,
+                                    "assets": {f.asset: {"identity": f.identity,
+                                                         "problem": f.problem}
+                                               for f in outcome}}
             continue
         unreachable[upstream.name] = outcome
         old = _cached(cache.get(upstream.name), upstream.name, _identities(upstream))
         if old:
             findings += old
             from_cache.append(upstream.name)
+    domains: dict[str, tuple[str, ...]] = {}
+    for name, said in domain_outcomes.items():
+        assert wanted is not None
+        asked_for = {"priorities": sorted(wanted[0]), "failure_codes": sorted(wanted[1])}
+        entry = cache.setdefault(name, {})
+        if not isinstance(said, str):
+            domains[name] = tuple(said)
+            entry["domains"] = asked_for | {"problems": list(said)}
+            continue
+        unreachable.setdefault(name, said)
+        seen = entry.get("domains") if isinstance(entry, dict) else None
+        if isinstance(seen, dict) and all(seen.get(k) == v for k, v in asked_for.items()):
+            domains[name] = tuple(str(p) for p in seen.get("problems") or ())
+            if name not in from_cache:
+                from_cache.append(name)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_cache(path, cache)
     except OSError:
         pass  # a read-only state dir costs the cache, never the check
-    return IdentityReport(now, tuple(findings), unreachable, tuple(from_cache))
+    return IdentityReport(now, tuple(findings), unreachable, tuple(from_cache), domains)
+
+
+def rule_domains(rules: RuleSet) -> tuple[set[int], set[str]]:
+    """The canonical priorities (priority, else severity) and failure codes the rules give
+    their requests, per-asset overrides included."""
+    priorities: set[int] = set()
+    codes: set[str] = set()
+    for rule in rules.rules:
+        for spec in (rule.spec, *rule.per_asset.values()):
+            priorities.add(spec.priority or spec.severity)
+            if spec.failure_code:
+                codes.add(spec.failure_code)
+    return priorities, codes
+
+
+async def _domains_of_all(cfg: PlantBridgeConfig, wanted: tuple[set[int], set[str]] | None,
+                          timeout_seconds: float) -> dict[str, list[str] | str]:
+    """upstream -> its domain problems, or why it could not be asked; only upstreams whose
+    sink can answer (`domain_problems`)."""
+    if wanted is None:
+        return {}
+    names = [u.name for u in cfg.upstreams]
+    said = await asyncio.gather(*(_domains_of(u, wanted, timeout_seconds)
+                                  for u in cfg.upstreams))
+    return {n: s for n, s in zip(names, said, strict=True) if s is not None}
+
+
+async def _domains_of(upstream: Any, wanted: tuple[set[int], set[str]],
+                      timeout_seconds: float) -> list[str] | str | None:
+    try:
+        sink = upstream.build()
+    except ValueError as exc:  # a secret that cannot be read: the identity part says so too
+        return str(exc)
+    try:
+        ask = getattr(sink, "domain_problems", None)
+        if not callable(ask):
+            return None
+        async with asyncio.timeout(timeout_seconds):
+            return list(await ask(priorities=wanted[0], failure_codes=wanted[1]))
+    except UpstreamCheckError as exc:
+        return str(exc).removeprefix(f"{upstream.name}: ")
+    except OAuth2Refused as exc:
+        return oauth2_refused(exc)
+    except TimeoutError:
+        return f"no answer within {timeout_seconds:g} s"
+    except _TRANSPORT as exc:
+        return transport_reason(exc)
+    finally:
+        await sink.aclose()

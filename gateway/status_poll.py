@@ -5,9 +5,10 @@ record it holds a receipt for (open episodes, and closed ones of the last day) a
 state the first time it is seen (created -> in progress -> completed, with times) in the
 outbox's `upstream_status` table, for the page, `/status` and `trace`. A record completed
 upstream while its condition is still active is handled once per rule (`ClosedPolicy`): left
-alone, noted (in the log: no adapter writes comments yet), or answered by a new request after a
-cooldown, under a new episode id derived from the old one (a restart derives the same id, so it
-cannot double the request).
+alone, commented on (a note on the record, through the outbox: `comment_message`), or answered
+by a new request after a cooldown, under a new episode id derived from the old one. Both derive
+their keys from the episode, so a restart, or the next poll, enqueues the same record again,
+which the outbox ignores: exactly once in effect.
 After each poll the asset's `open_work` signal (1 while a record is open upstream, else 0) is
 fed into the pipeline, so `suppress_while = { signal = "open_work", equals = 1 }` mutes a rule
 through the existing machinery.
@@ -22,12 +23,14 @@ import asyncio
 import enum
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from gateway.model import OutboxMessage, Quality, Sample, SampleBatch
+from gateway.messages import dedup_key, iso_time
+from gateway.model import MessageKind, OutboxMessage, Quality, Sample, SampleBatch
 
 if TYPE_CHECKING:
     from buffer.operator import EpisodeRequest, TrackedRecord, UpstreamStatusRow
@@ -101,6 +104,9 @@ def policy_of(spec: object) -> RulePolicy:
     return RulePolicy(ClosedPolicy(closed), float(cooldown))
 
 
+RERAISE_ID = re.compile(r"~re[0-9a-f]{8}$")  # the end of a re-raise's episode id
+
+
 def reraise_episode_id(episode_id: str) -> str:
     """The episode of the request raised again for `episode_id`: deterministic (a restart
     derives the same, so the key dedups it), and again for a re-raise of a re-raise."""
@@ -108,16 +114,57 @@ def reraise_episode_id(episode_id: str) -> str:
     return f"{episode_id}~re{digest}"
 
 
+CLOSED_COMMENT = "closed-comment"
+
+
+def comment_message(rec: TrackedRecord, raw: str, seen_at: float, site: str) -> OutboxMessage:
+    """The note that `rec` was completed upstream while its condition is still active: a
+    STATUS_UPDATE on the episode's own lane (so it goes to the record the episode's receipt
+    names, after the raise) whose body is an update (`"update": true`: SAP writes it as a long
+    text note, Maximo as a worklog, REST POSTs it to the status path), never a clear. Its key
+    is the episode's reference, the receipt and "closed-comment": enqueued again after a
+    restart or at the next poll, it is ignored."""
+    ref = dedup_key(rec.episode_id)
+    note = (f"{rec.receipt} was completed upstream while {rec.rule_id} on {rec.asset} is still "
+            f"active since {iso_time(rec.raised_at)}")
+    # REST: the status word the record has now, so that the note does not move the record on.
+    word = raw.split()[0] if raw.strip() else "completed"
+    body = {"site": site, "dedup_key": ref, "episode_id": rec.episode_id, "asset": rec.asset,
+            "rule_id": rec.rule_id, "status": word, "update": True, "closed_upstream": True,
+            "updated_at": iso_time(seen_at), "reason": "condition still active", "note": note}
+    return OutboxMessage(key=f"{CLOSED_COMMENT}:{ref}:{rec.receipt}:{rec.sink}", sink=rec.sink,
+                         asset=rec.asset, episode_id=rec.episode_id,
+                         kind=MessageKind.STATUS_UPDATE, body=body, created_at=seen_at)
+
+
+async def enqueue_comment(outbox: OutboxStore, rec: TrackedRecord, raw: str, seen_at: float,
+                          site: str) -> bool:
+    """Enqueue `comment_message`; returns whether it was new (False: already there)."""
+    new = await outbox.commit([], [comment_message(rec, raw, seen_at, site)]) > 0
+    if new:
+        log.warning("%s %s was completed upstream while %s on %s is still active: a note "
+                    "goes to it", rec.sink, rec.receipt, rec.rule_id, rec.asset)
+    return new
+
+
 async def enqueue_reraise(outbox: OutboxStore, rebuild: Callable[[EpisodeRequest], OutboxMessage],
                           rec: TrackedRecord, severity: int, now: float) -> bool:
     """Enqueue the new request for a record completed upstream while its condition is still
     active: episode `reraise_episode_id(...)`, so its key (and external reference) is the same
-    however often this runs. Returns whether it was new."""
+    however often this runs. Then its episode row (gateway/reraise.py closes it, with its
+    clear, when the parent closes): a kill between the two leaves the request, and the next
+    poll, which sees the old record completed again, adds the row. Returns whether it was new.
+    """
     from buffer.operator import EpisodeRequest
 
     row = EpisodeRequest(reraise_episode_id(rec.episode_id), rec.rule_id, rec.asset, now,
                          severity, None, rec.sink, 0, "", "", None)
-    new = await outbox.commit([], [rebuild(row)]) > 0
+    message = rebuild(row)
+    reason = (f"{rec.receipt} was completed upstream while {rec.rule_id} on {rec.asset} is "
+              f"still active since {iso_time(rec.raised_at)}: requested again")
+    message = replace(message, body={**message.body, "reason": reason})
+    new = await outbox.commit([], [message]) > 0
+    await outbox.open_reraise_episode(row.episode_id, rec.rule_id, rec.asset, now, severity)
     if new:
         log.warning("%s %s was completed upstream while %s on %s is still active: new "
                     "request under episode %s", rec.sink, rec.receipt, rec.rule_id, rec.asset,
@@ -131,6 +178,7 @@ class StatusPoller:
     def __init__(self, reader: StatusReader, outbox: OutboxStore, interval_seconds: float, *,
                  policy_for: Callable[[str], RulePolicy],
                  reraise: Callable[[TrackedRecord, float], object],
+                 comment: Callable[[TrackedRecord, str, float], object] | None = None,
                  submit: Callable[[SampleBatch, str], object] | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.reader = reader
@@ -138,10 +186,12 @@ class StatusPoller:
         self.interval_seconds = interval_seconds
         self._policy_for = policy_for
         self._reraise = reraise
+        self._comment = comment  # None: the comment is only said in the log
         self._submit = submit
         self._clock = clock
         self._open_work: dict[str, float] = {}  # asset -> last value fed to the pipeline
-        self._completed: dict[str, tuple[TrackedRecord, float]] = {}  # episode -> (rec, seen)
+        # episode -> (record, its upstream status word, when seen completed)
+        self._completed: dict[str, tuple[TrackedRecord, str, float]] = {}
         self._handled: set[str] = set()  # episodes whose policy ran (once per process)
         self.last_error = ""
         self.polls = 0
@@ -170,7 +220,7 @@ class StatusPoller:
             open_by_asset[rec.asset] = open_by_asset.get(rec.asset, False) or is_open
             if (state is WorkState.COMPLETED and rec.cleared_at is None
                     and rec.episode_id not in self._handled):
-                self._completed.setdefault(rec.episode_id, (rec, now))
+                self._completed.setdefault(rec.episode_id, (rec, raw, now))
         self._note_error(error)
         new = await self.outbox.record_upstream_status(seen) if seen else 0
         self.polls += 1
@@ -206,12 +256,14 @@ class StatusPoller:
 
     async def _apply_policies(self, now: float) -> None:
         """Records completed upstream while the condition is active, per their rule, once."""
-        for episode_id, (rec, seen_at) in list(self._completed.items()):
+        for episode_id, (rec, raw, seen_at) in list(self._completed.items()):
             policy = self._policy_for(rec.rule_id)
             if policy.closed_upstream is ClosedPolicy.COMMENT:
-                # No adapter writes comments yet (see docs/workflow.md): say it in the log.
-                log.warning("%s %s was completed upstream while %s on %s is still active",
-                            self.reader.name, rec.receipt, rec.rule_id, rec.asset)
+                if self._comment is None:
+                    log.warning("%s %s was completed upstream while %s on %s is still active",
+                                self.reader.name, rec.receipt, rec.rule_id, rec.asset)
+                elif asyncio.iscoroutine(result := self._comment(rec, raw, seen_at)):
+                    await result
             elif policy.closed_upstream is ClosedPolicy.NEW_REQUEST:
                 if now - seen_at < policy.reraise_cooldown_seconds:
                     continue  # not yet: asked again at the next poll

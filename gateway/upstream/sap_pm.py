@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,6 +28,7 @@ from gateway.upstream.limits import client_timeout
 from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused, OAuth2Unavailable
 from gateway.upstream.rest import MAX_REASON, UpstreamCheckError, transport_reason
 from gateway.upstream.retry_policy import classify_status, wait_for_interrupted_send
+from gateway.upstream.sap_domains import sap_domain_problems
 from gateway.upstream.sap_odata import (
     Answer,
     CsrfUnavailable,
@@ -345,7 +346,13 @@ class SapPmSink:
             return Delivery(rec.id, Outcome.RETRY, reason=(
                 f"read of notification {number}: unreadable body"))
         phase = str(current.get("NotifProcessingPhase") or "")
-        if phase in DONE_PHASES:  # completed meanwhile (by a planner, or by our lost answer)
+        # A note that the notification was completed while the condition is still active
+        # (closed_upstream = "comment") is meant for a completed one: it is tried, and SAP
+        # decides. NOCO makes a notification read-only [S]; SAP's refusal is a dead letter that
+        # quotes SAP, the note kept in the outbox (never a reopening of the planner's decision).
+        closed_note = bool(msg.body.get("closed_upstream"))
+        if phase in DONE_PHASES and not closed_note:
+            # completed meanwhile (by a planner, or by our lost answer)
             return Delivery(rec.id, Outcome.ACCEPTED, receipt=number)
         ours = str(current.get("MaintNotifExtReferenceNumber") or "") == msg.body.get("dedup_key")
         said = str(current.get("MaintNotificationLongText") or "")
@@ -366,7 +373,8 @@ class SapPmSink:
                     f"notification {number} changed while we noted the clear (HTTP 412); "
                     "reading it again"))
             if not answer.ok:
-                return self._failure(rec.id, answer, f"clear note on notification {number}")
+                what = "closed-upstream note" if closed_note else "clear note"
+                return self._failure(rec.id, answer, f"{what} on notification {number}")
         # a linked or skipped-to notification is someone else's: noted, never completed by us
         if self._cfg.on_clear is OnClear.COMPLETE and ours and not update:
             answer = await self.client.write(
@@ -408,6 +416,15 @@ class SapPmSink:
         return Delivery(record_id, v.outcome, reason=f"{what}: {v.reason}"[:MAX_REASON],
                         retry_after_seconds=v.retry_after_seconds)
 
+
+    # --- check --online: the priority and failure-code domains (gateway/registry_online.py)
+
+    async def domain_problems(self, *, priorities: Collection[int],
+                              failure_codes: Collection[str]) -> list[str]:
+        """Which of the rules' canonical priorities and failure codes SAP does not know, in
+        plain words ([] when all are known); see gateway/upstream/sap_domains.py."""
+        return await sap_domain_problems(self, self._cfg, priorities=priorities,
+                                         failure_codes=failure_codes)
 
     # --- reading back: status polling and reconciliation (gateway/status_poll.py) ---------
 

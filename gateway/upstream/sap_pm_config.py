@@ -90,6 +90,19 @@ class SapPartsConfig(StrictModel):
     lead_time_days: int = Field(default=7, ge=0)  # DeliveryDate / requirement date from now
 
 
+class SapDomainsConfig(StrictModel):
+    """Where `check --online` reads SAP's priority and catalog-code domains (value helps of
+    the notification service). API_MAINTNOTIFICATION documents neither [U]: the defaults are
+    the Gateway value helps of search help H_T356 (ARTPR, PRIOK [S*]) and check table QPCD
+    (KATALOGART, CODEGRUPPE, CODE); look at the target's `$metadata` and set what it offers."""
+
+    priority_entity_set: str = Field(default="VL_SH_H_T356", min_length=1)
+    priority_type: str = Field(default="PM", max_length=2)  # ARTPR of the notification type
+    code_entity_set: str = Field(default="VL_CT_QPCD", min_length=1)
+    # the catalog a rule's failure_code ("CODEGROUP/CODE", or a bare CODE) is looked up in
+    catalog: str = Field(default="C", min_length=1, max_length=1)  # C: damage
+
+
 class SapPmSinkConfig(StrictModel):
     """`[[upstreams]] type = "sap_pm"`: SAP S/4HANA PM notifications (OData v2, CSRF)."""
 
@@ -127,6 +140,10 @@ class SapPmSinkConfig(StrictModel):
     existing_work: ExistingWork = ExistingWork.CREATE
     existing_work_rules: dict[str, ExistingWork] = Field(default_factory=dict)  # from rules
     parts: SapPartsConfig = SapPartsConfig()
+    domains: SapDomainsConfig = SapDomainsConfig()
+    # Every this many seconds the notifications we created are read back (phase, system
+    # status: gateway/status_poll.py); 0 turns the polling off.
+    status_poll_seconds: float = Field(default=300.0, ge=0)
     spare_parts: PartsTable = Field(default_factory=dict)  # filled from the asset registry
 
     @field_validator("service_path")

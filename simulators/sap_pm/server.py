@@ -24,6 +24,7 @@ import orjson
 from aiohttp import web
 
 from simulators.httpsim import HttpSimulator
+from simulators.sap_pm.domains import ValueHelps
 from simulators.sap_pm.faults import WRITE_METHODS, Fault, FaultMode, Faults
 from simulators.sap_pm.masterdata import EQUIPMENT_PATH, FLOC_PATH, MasterData
 from simulators.sap_pm.materials import PATHS as MATERIAL_PATHS
@@ -103,6 +104,7 @@ class SapPmSimulator(HttpSimulator):
         objects = (DEFAULT_EQUIPMENT if equipment is None else equipment
                    if isinstance(equipment, Mapping) else dict.fromkeys(equipment, "EAMS_EQUI"))
         self.store = NotificationStore(objects, priorities)
+        self.value_helps = ValueHelps(self.store.priorities)  # priorities, catalog codes
         self.faults: Faults = Faults()
         self.sessions: dict[str, _Session] = {}
         self.oauth = None if oauth_clients is None else TokenIssuer(
@@ -272,6 +274,9 @@ class SapPmSimulator(HttpSimulator):
                 "MaintenanceNotification", "MaintenanceNotificationItem",
                 "MaintNotificationItemCause", "MaintNotificationItemActivity",
                 "MaintenanceNotificationPartner"]}})
+        if self.value_helps.handles(tail) and method == "GET":
+            return _json(200, {"d": self.value_helps.answer(tail, request.query,
+                                                            self.service_url)})
         if tail == "/$metadata" and method in ("GET", "HEAD"):
             return web.Response(body=METADATA, content_type="application/xml")
         if tail == "/MaintenanceNotification":

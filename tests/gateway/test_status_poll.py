@@ -20,6 +20,7 @@ from gateway.status_poll import (
     RulePolicy,
     StatusPoller,
     WorkState,
+    enqueue_comment,
     enqueue_reraise,
     policy_of,
     reraise_episode_id,
@@ -199,6 +200,40 @@ async def test_reraise_waits_for_its_cooldown_and_comment_is_said_once(
         await waiting.poll_once()
         assert [r.episode_id for r in await store.records(sink="cmms")] == [
             reraise_episode_id("vib-high/pump-1/1")]
+    finally:
+        await sink.aclose()
+        await store.close()
+
+
+async def test_comment_is_one_outbox_record_however_often_it_is_seen(
+        cmms: CmmsSimulator, tmp_path: Path) -> None:
+    cfg = RestSinkConfig.model_validate({
+        "type": "rest", "name": "cmms", "base_url": cmms.url,
+        "auth": {"kind": "bearer", "token": {"value": "k"}}})
+    sink = cfg.build()
+    store = await OutboxStore.open(tmp_path / "outbox.sqlite")
+
+    async def comment(rec: Any, raw: str, seen_at: float) -> None:
+        await enqueue_comment(store, rec, raw, seen_at, "site")
+
+    def poller() -> StatusPoller:
+        return StatusPoller(sink, store, 60, reraise=lambda rec, now: None, comment=comment,
+                            policy_for=lambda _: RulePolicy(ClosedPolicy.COMMENT))
+    try:
+        receipt = await _delivered(store, sink)
+        cmms.set_status(receipt, "closed")
+        first = poller()
+        for _ in range(3):
+            await first.poll_once()
+        await poller().poll_once()  # a restart sees it completed again: the same record
+        (pending,) = await store.records(sink="cmms", bodies=True)
+        episode = "vib-high/pump-1/1"
+        assert pending.key == f"closed-comment:{dedup_key(episode)}:{receipt}:cmms"
+        assert (pending.episode_id, pending.kind) == (episode, "status_update")
+        body = pending.body
+        assert body is not None and body["update"] is True and body["status"] == "closed"
+        assert str(body["note"]).startswith(f"{receipt} was completed upstream while "
+                                            "vib-high on pump-1 is still active since ")
     finally:
         await sink.aclose()
         await store.close()

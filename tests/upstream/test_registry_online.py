@@ -74,9 +74,9 @@ async def eams() -> AsyncIterator[tuple[SapPmSimulator, MaximoSimulator]]:
         await mx.stop()
 
 
-def write(tmp: Path, registry: str, sap_url: str, mx_url: str) -> Path:
+def write(tmp: Path, registry: str, sap_url: str, mx_url: str, rules: str = RULES) -> Path:
     (tmp / "rules.d").mkdir(exist_ok=True)
-    (tmp / "rules.d" / "r.toml").write_text(RULES)
+    (tmp / "rules.d" / "r.toml").write_text(rules)
     (tmp / "assets.toml").write_text(registry)
     path = tmp / "plantbridge.toml"
     path.write_text(f"""
@@ -183,3 +183,71 @@ async def test_cached_findings_stand_in_when_the_eam_is_unreachable(
     again = await validate_identities(changed.config, changed.registry, timeout_seconds=3)
     assert not any(p.startswith("pump-1: Maximo") for p in again.problems)
     assert len(again.problems) == 5
+
+
+# Priorities and failure codes: pump-1's requests go out at priority 4, which this SAP's
+# priority type does not define; one failure code is in the simulator's damage catalog
+# (PUMP/BRG), one names a code group it has without that code, one is not in SAP's form.
+DOMAIN_RULES = RULES.replace('asset = "pump-1"', 'asset = "pump-1"\npriority = 4\n'
+                             'failure_code = "PUMP/BRG"').replace(
+    'asset = "pump-2"', 'asset = "pump-2"\nfailure_code = "PUMP/XXXX"').replace(
+    'asset = "fan-1"', 'asset = "fan-1"\nfailure_code = "BEARING"')
+
+
+@pytest.fixture
+async def sap_three_priorities() -> AsyncIterator[SapPmSimulator]:
+    sap = SapPmSimulator(oauth_clients={"PB_CLIENT": "s3cret"}, priorities=("1", "2", "3"))
+    await sap.start()
+    try:
+        yield sap
+    finally:
+        await sap.stop()
+
+
+async def test_check_online_names_priorities_and_failure_codes_sap_does_not_know(
+        tmp_path: Path, sap_three_priorities: SapPmSimulator,
+        eams: tuple[SapPmSimulator, MaximoSimulator]) -> None:
+    sap, (_, mx) = sap_three_priorities, eams
+    path = write(tmp_path, GOOD, sap.url, mx.url, rules=DOMAIN_RULES)
+    code, _, err = await check_online(path)
+    assert code == 1, err
+    said = [line for line in err.splitlines() if line.startswith("upstream 'sap': ")]
+    assert said == [
+        "upstream 'sap': priority 4 is sent as MaintPriority 4, which SAP does not define "
+        "for priority type PM (SAP has: 1, 2, 3)",
+        "upstream 'sap': failure code 'BEARING': SAP catalog C has no such code (write "
+        "failure codes for SAP as CODEGROUP/CODE)",
+        "upstream 'sap': failure code 'PUMP/XXXX': SAP catalog C has no code XXXX in code "
+        "group PUMP",
+    ], err
+    assert "3 identity problem(s) upstream" in err  # the identities themselves are fine
+
+    # Cached like the identities: without SAP, the last answer stands in ...
+    loaded = config_mod.load(path)
+    await sap.go_down()
+    offline = await validate_identities(loaded.config, loaded.registry, timeout_seconds=3,
+                                        rules=loaded.rules)
+    assert "sap" in offline.unreachable and "sap" in offline.from_cache
+    assert offline.domain_problems == said
+    # ... while the rules ask the same: a changed rule set is not vouched for by it.
+    (tmp_path / "rules.d" / "r.toml").write_text(RULES)
+    changed = config_mod.load(path)
+    again = await validate_identities(changed.config, changed.registry, timeout_seconds=3,
+                                      rules=changed.rules)
+    assert again.domain_problems == []
+
+
+async def test_codes_too_long_or_missing_from_their_group_are_named(
+        tmp_path: Path, eams: tuple[SapPmSimulator, MaximoSimulator]) -> None:
+    sap, mx = eams
+    rules = RULES.replace('asset = "pump-2"', 'asset = "pump-2"\nfailure_code = "PUMP/OIL"')
+    rules = rules.replace('asset = "fan-1"', 'asset = "fan-1"\nfailure_code = "MOTORS/OVHEAT"')
+    loaded = config_mod.load(write(tmp_path, GOOD, sap.url, mx.url, rules=rules))
+    report = await validate_identities(loaded.config, loaded.registry, timeout_seconds=10,
+                                       rules=loaded.rules)
+    assert report.domain_problems == [
+        "upstream 'sap': failure code 'MOTORS/OVHEAT': SAP code groups have at most 8 "
+        "characters and codes at most 4",
+        "upstream 'sap': failure code 'PUMP/OIL': SAP catalog C has no code OIL in code "
+        "group PUMP"]
+    assert report.problems == [] and not report.unreachable

@@ -108,3 +108,10 @@ def test_odata_wire_helpers() -> None:
     assert error_text(sap) == "Equipment 9 does not exist; Check input [IS/003]"
     plain = Answer(503, b"<html><body>Service   Unavailable</body></html>", "text/html")
     assert error_text(plain) == "<html><body>Service Unavailable</body></html>"
+
+
+def test_status_poll_seconds_is_a_field_of_the_model() -> None:
+    assert sink_config("http://127.0.0.1:1").status_poll_seconds == 300.0
+    assert sink_config("http://127.0.0.1:1", status_poll_seconds=0).status_poll_seconds == 0
+    with pytest.raises(ValidationError, match="status_poll_seconds"):
+        sink_config("http://127.0.0.1:1", status_poll_seconds=-1)
