@@ -115,7 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in lines:
         print(line, file=sys.stderr)
     if lines:
-        print(f"{len(lines)} identity problem(s) upstream", file=sys.stderr)
+        print(f"{len(lines)} identity or domain problem(s) upstream", file=sys.stderr)
         return 1
     if cfg.upstreams:
         print("online: every mapped asset is known upstream as configured")

@@ -109,6 +109,9 @@ def worklog_entry(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def worklog_marker(body: Mapping[str, Any]) -> str:
+    if body.get("closed_upstream"):  # our record was completed while the condition is active
+        return (f"Completed while condition active ({body.get('dedup_key', '')} "
+                f"{body.get('updated_at', '')})")
     if body.get("update"):  # an incident update (roll-up): one note per update, never a clear
         return f"Incident update ({body.get('dedup_key', '')} {body.get('updated_at', '')})"
     return f"Condition cleared ({body.get('dedup_key', '')})"

@@ -155,7 +155,7 @@ async def test_check_online_names_each_asset_the_eam_does_not_know(
             "fan-1: Maximo asset PUMP-9 at site BEDFORD is DECOMMISSIONED",
             "fan-1: SAP has no functional location 1010-NOWHERE"):
         assert line in err.splitlines(), err
-    assert "6 identity problem(s) upstream" in err
+    assert "6 identity or domain problem(s) upstream" in err
 
 
 async def test_cached_findings_stand_in_when_the_eam_is_unreachable(
@@ -220,7 +220,7 @@ async def test_check_online_names_priorities_and_failure_codes_sap_does_not_know
         "upstream 'sap': failure code 'PUMP/XXXX': SAP catalog C has no code XXXX in code "
         "group PUMP",
     ], err
-    assert "3 identity problem(s) upstream" in err  # the identities themselves are fine
+    assert "3 identity or domain problem(s) upstream" in err  # the identities themselves are fine
 
     # Cached like the identities: without SAP, the last answer stands in ...
     loaded = config_mod.load(path)
