@@ -116,10 +116,12 @@ class TrialUpstream(abc.ABC):
     @abc.abstractmethod
     def arrived(self, asset: str, gate: RequestGate) -> dict[str, int]:
         """Per effect (request, reservation, ..., clear): how many of `asset`'s episode arrived
-        at the simulator. A trial passes when each is exactly 1."""
+        at the simulator. A trial passes when each is exactly 1. `gate.seen` holds the requests
+        since this trial's kill point was armed (the asset is new: all of its requests)."""
 
     def wrong(self, asset: str) -> list[str]:
-        """What arrived but with the wrong content (items, quantities, references)."""
+        """What arrived but with the wrong content (items, quantities, references); asked only
+        when `arrived` counted exactly one of each."""
         return []
 
     def step(self, name: str) -> Step:
@@ -209,7 +211,9 @@ class Trials:
                        DONE_SECONDS, f"{asset}: every step arrived after the kill at {step}")
         await stack.wait_drained(self.port, DONE_SECONDS)
         got = up.arrived(asset, self.gate)
-        said = [f"{name} x{n}" for name, n in got.items() if n != 1] + up.wrong(asset)
+        said = [f"{name} x{n}" for name, n in got.items() if n != 1]
+        if not said:  # one of each: is each the right one?
+            said = up.wrong(asset)
         return f"{asset} killed at {step} ({hold}): {', '.join(said)}" if said else ""
 
 

@@ -13,13 +13,14 @@ committed) is:
   it before it is killed).
 
 A matching request answered with anything else (a CSRF 403, a 404 look-up) passes and the gate
-stays armed: the kill point is always a committed step. Every request is logged with its real
-status (before any drop), so trials can count what committed.
+stays armed: the kill point is always a committed step. Every request since the gate was last
+armed is logged with its real status (before any drop), so trials can count what committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,14 +64,16 @@ class RequestGate:
     def __init__(self, sim: HttpSimulator) -> None:
         self.seen: list[Seen] = []
         self._sim = sim
-        self._inner = sim._guarded  # noqa: SLF001 - the one seam every simulator shares
+        self._inner = sim._guarded
         self._armed: tuple[Matcher, Hold] | None = None
         self._reached = False
         self._release = asyncio.Event()
-        sim._guarded = self._guarded  # type: ignore[method-assign]  # noqa: SLF001
+        sim._guarded = self._guarded  # type: ignore[method-assign]
 
     def arm(self, match: Matcher, hold: Hold) -> None:
-        """The next committed request that `match`es meets `hold` (one shot)."""
+        """The next committed request that `match`es meets `hold` (one shot). Starts a new
+        log: `seen` then holds this trial's requests only."""
+        self.seen = []
         self._armed = (match, hold)
         self._reached = False
         self._release.clear()
@@ -102,8 +105,6 @@ class RequestGate:
         self._reached = True
         if armed[1] is Hold.DROP:
             return self._sim.drop(request)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), PARK_LIMIT_SECONDS)
-        except TimeoutError:
-            pass
         return resp

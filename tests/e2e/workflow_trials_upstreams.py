@@ -45,6 +45,16 @@ def gets_from(suffix: str) -> Matcher:
 # --- SAP PM --------------------------------------------------------------------------------
 
 
+def _completion_of(number: str) -> Matcher:
+    """The CompleteMaintNotification call of notification `number`."""
+    completes = posts_to("/CompleteMaintNotification")
+    key = f"MaintenanceNotification='{number}'"
+
+    def match(method: str, path: str, body: bytes) -> bool:
+        return completes(method, path, body) and key in path
+    return match
+
+
 def _sap_note(method: str, path: str, body: bytes) -> bool:
     return method in ("PATCH", "MERGE", "PUT") and b"[PlantBridge clear " in body
 
@@ -91,11 +101,8 @@ cost_center = "4711-CC"
         texts = {f"{n['MaintNotifExtReferenceNumber']} N{n['MaintenanceNotification']}"
                  for n in notifs}
         refs = {n["MaintNotifExtReferenceNumber"] for n in notifs}
-        completes = 0
-        for n in notifs:
-            key = f"MaintenanceNotification='{n['MaintenanceNotification']}'"
-            completes += gate.committed(lambda meth, path, body, key=key: posts_to(
-                "/CompleteMaintNotification")(meth, path, body) and key in path)
+        completes = sum(gate.committed(_completion_of(str(n["MaintenanceNotification"])))
+                        for n in notifs)
         return {
             "notification": len(notifs),
             "reservation": len({r["Reservation"] for r in m.reservations
@@ -237,6 +244,21 @@ def _sr_update(method: str, path: str, body: bytes) -> bool:
     return method == "PATCH" and "/os/mxapisr/" in _route(path).lower()
 
 
+def _resolving(ticketid: str) -> Matcher:
+    """An update of SR `ticketid` that sets it RESOLVED (what our clear does)."""
+    member = f"/os/mxapisr/{restid_of(ticketid)}".lower()
+
+    def match(method: str, path: str, body: bytes) -> bool:
+        if not (_sr_update(method, path, body) and _route(path).lower().endswith(member)):
+            return False
+        try:
+            change = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(change, dict) and change.get("status") == "RESOLVED"
+    return match
+
+
 class MaximoTrials(TrialUpstream):
     """Service request, clear (resolved). The parts chain, when Maximo gets one, is two edits
     here: its steps appended to `steps`, e.g.
@@ -269,12 +291,7 @@ unclear_retry_after_seconds = {UNCLEAR_SECONDS}
 
     def arrived(self, asset: str, gate: RequestGate) -> dict[str, int]:
         tickets = self._tickets(asset)
-        updates = 0
-        for t in tickets:
-            member = f"/os/mxapisr/{restid_of(str(t['ticketid']))}".lower()
-            updates += gate.committed(lambda meth, path, body, member=member: _sr_update(
-                meth, path, body) and _route(path).lower().endswith(member)
-                and orjson.loads(body).get("status") == "RESOLVED")
+        updates = sum(gate.committed(_resolving(str(t["ticketid"]))) for t in tickets)
         return {"service request": len(tickets), "clear": updates}
 
     def wrong(self, asset: str) -> list[str]:
