@@ -6,7 +6,8 @@
 Each trial kills the daemon right after one step committed at the upstream's simulator (half of
 them with that step's answer lost too), restarts it, and checks every step happened exactly
 once. Without --seed the kill points cycle in order, as in `make test`; with it, each round of
-kill points is shuffled.
+kill points is shuffled and also kills with the step's request still in flight (it commits after
+the kill).
 """
 
 from __future__ import annotations

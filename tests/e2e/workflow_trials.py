@@ -148,9 +148,13 @@ class TrialReport:
                 f"{len(self.failures)} with a step missing or doubled")
 
 
-def kill_points(up: TrialUpstream) -> list[tuple[str, Hold]]:
-    """Every step with its answer parked, then every step with its answer lost."""
-    return [(s.name, h) for h in (Hold.AFTER, Hold.DROP) for s in up.steps]
+SUITE_HOLDS = (Hold.AFTER, Hold.DROP)  # the issue's "right after the commit, half lost"
+
+
+def kill_points(up: TrialUpstream, holds: Sequence[Hold] = SUITE_HOLDS
+                ) -> list[tuple[str, Hold]]:
+    """Every step under each hold: by default its answer parked, then its answer lost."""
+    return [(s.name, h) for h in holds for s in up.steps]
 
 
 def suite_plan(up: TrialUpstream, trials: int) -> list[tuple[str, Hold]]:
@@ -160,11 +164,12 @@ def suite_plan(up: TrialUpstream, trials: int) -> list[tuple[str, Hold]]:
 
 
 def random_plan(up: TrialUpstream, trials: int, seed: int | None) -> list[tuple[str, Hold]]:
-    """Every kill point once per round, each round in a random order."""
+    """Every kill point once per round, each round in a random order; the long runs also kill
+    with the step's request in flight (Hold.BEFORE: it commits after the kill)."""
     rng = random.Random(seed)
     plan: list[tuple[str, Hold]] = []
     while len(plan) < trials:
-        points = kill_points(up)
+        points = kill_points(up, tuple(Hold))
         rng.shuffle(points)
         plan += points
     return plan[:trials]
@@ -202,7 +207,7 @@ class Trials:
         asset, up, stack = asset_of(trial), self.up, self.stack
         self.gate.arm(up.step(step).match, hold)
         await stack.play(asset, EPISODE, step_seconds=STEP_SECONDS)
-        await wait_for(lambda: self.gate.reached, DONE_SECONDS, f"{asset}: {step} committed")
+        await wait_for(lambda: self.gate.reached, DONE_SECONDS, f"{asset}: {step} at its hold")
         stack.power_cut()
         self.gate.release()  # a parked answer goes to a dead client
         stack.spawn_daemon()

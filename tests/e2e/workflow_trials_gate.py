@@ -12,6 +12,9 @@ committed) is:
 * `Hold.DROP`: its connection dropped, the answer lost (the daemon hears a reset and may act on
   it before it is killed).
 
+* `Hold.BEFORE`: parked before the simulator handles it, until `release()`: it commits after
+  the daemon that sent it was killed (long runs only: `random_plan`).
+
 A matching request answered with anything else (a CSRF 403, a 404 look-up) passes and the gate
 stays armed: the kill point is always a committed step. Every request since the gate was last
 armed is logged with its real status (before any drop), so trials can count what committed.
@@ -34,10 +37,12 @@ PARK_LIMIT_SECONDS = 60.0  # a parked answer gives up on its own (a trial that f
 
 
 class Hold(enum.StrEnum):
-    """What happens to the chosen request's answer once it committed."""
+    """What happens to the chosen request: its answer once it committed, or (BEFORE) the
+    request itself."""
 
     AFTER = "after"  # parked until release(): the daemon dies waiting for it
     DROP = "drop"  # lost: the connection is dropped, the daemon hears a reset
+    BEFORE = "before"  # parked before the simulator sees it: it commits after the kill
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,12 @@ class RequestGate:
         body = await request.read()  # aiohttp keeps it: the handler reads it again
         method = request.headers.get("x-method-override", request.method).upper()
         path = unquote_plus(request.path_qs)
+        armed = self._armed
+        if armed is not None and armed[1] is Hold.BEFORE and armed[0](method, path, body):
+            self._armed = None
+            self._reached = True
+            await self._parked()
+            return await self._inner(request, handler)  # commits now, its client dead
         resp = await self._inner(request, handler)
         armed = self._armed
         self.seen.append(Seen(method, path, body, resp.status))
@@ -105,6 +116,9 @@ class RequestGate:
         self._reached = True
         if armed[1] is Hold.DROP:
             return self._sim.drop(request)
+        await self._parked()
+        return resp
+
+    async def _parked(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._release.wait(), PARK_LIMIT_SECONDS)
-        return resp
