@@ -101,6 +101,9 @@ class TrialUpstream(abc.ABC):
     name: str
     steps: tuple[Step, ...]
     sim: HttpSimulator
+    # the sinks' unclear_retry_after_seconds: short, as the gate's commits are never late,
+    # unless Hold.LATE is planned (then longer than a restart)
+    unclear_seconds: float = 0.2
 
     @abc.abstractmethod
     async def start(self) -> None:
@@ -163,13 +166,17 @@ def suite_plan(up: TrialUpstream, trials: int) -> list[tuple[str, Hold]]:
     return [points[i % len(points)] for i in range(trials)]
 
 
-def random_plan(up: TrialUpstream, trials: int, seed: int | None) -> list[tuple[str, Hold]]:
+def random_plan(up: TrialUpstream, trials: int, seed: int | None, *, late: bool = False
+                ) -> list[tuple[str, Hold]]:
     """Every kill point once per round, each round in a random order; the long runs also kill
-    with the step's request in flight (Hold.BEFORE: it commits after the kill)."""
+    with the step's request in flight (Hold.BEFORE: it commits after the kill) and, with
+    `late`, commit it only while the restarted daemon runs (Hold.LATE: needs an unclear window
+    longer than a restart, `TrialUpstream.unclear_seconds`)."""
     rng = random.Random(seed)
+    holds = (*SUITE_HOLDS, Hold.BEFORE, *((Hold.LATE,) if late else ()))
     plan: list[tuple[str, Hold]] = []
     while len(plan) < trials:
-        points = kill_points(up, tuple(Hold))
+        points = kill_points(up, holds)
         rng.shuffle(points)
         plan += points
     return plan[:trials]
@@ -209,9 +216,17 @@ class Trials:
         await stack.play(asset, EPISODE, step_seconds=STEP_SECONDS)
         await wait_for(lambda: self.gate.reached, DONE_SECONDS, f"{asset}: {step} at its hold")
         stack.power_cut()
-        self.gate.release()  # a parked answer goes to a dead client
+        killed = time.monotonic()
+        if hold is not Hold.LATE:
+            self.gate.release()  # a parked answer goes to a dead client
         stack.spawn_daemon()
         await stack.wait_subprocess_up(self.port)
+        if hold is Hold.LATE:
+            self.gate.release()  # the old daemon's request commits now
+            restart = time.monotonic() - killed
+            if restart >= up.unclear_seconds:
+                return (f"{asset} killed at {step} ({hold}): inconclusive, the restart took "
+                        f"{restart:.1f} s, longer than the unclear window")
         await wait_for(lambda: all(n >= 1 for n in up.arrived(asset, self.gate).values()),
                        DONE_SECONDS, f"{asset}: every step arrived after the kill at {step}")
         await stack.wait_drained(self.port, DONE_SECONDS)

@@ -13,7 +13,8 @@ committed) is:
   it before it is killed).
 
 * `Hold.BEFORE`: parked before the simulator handles it, until `release()`: it commits after
-  the daemon that sent it was killed (long runs only: `random_plan`).
+  the daemon that sent it was killed (long runs only: `random_plan`); `Hold.LATE` the same,
+  released by the trial only once the restarted daemon is up.
 
 A matching request answered with anything else (a CSRF 403, a 404 look-up) passes and the gate
 stays armed: the kill point is always a committed step. Every request since the gate was last
@@ -43,6 +44,8 @@ class Hold(enum.StrEnum):
     AFTER = "after"  # parked until release(): the daemon dies waiting for it
     DROP = "drop"  # lost: the connection is dropped, the daemon hears a reset
     BEFORE = "before"  # parked before the simulator sees it: it commits after the kill
+    LATE = "late"  # like BEFORE, released only once the restarted daemon is up: it commits
+    # while that daemon runs (within its unclear window, the late commit the sinks wait for)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,11 +105,14 @@ class RequestGate:
         method = request.headers.get("x-method-override", request.method).upper()
         path = unquote_plus(request.path_qs)
         armed = self._armed
-        if armed is not None and armed[1] is Hold.BEFORE and armed[0](method, path, body):
+        parks_first = armed is not None and armed[1] in (Hold.BEFORE, Hold.LATE)
+        if parks_first and armed is not None and armed[0](method, path, body):
             self._armed = None
             self._reached = True
             await self._parked()
-            return await self._inner(request, handler)  # commits now, its client dead
+            resp = await self._inner(request, handler)  # commits now, its client dead
+            self.seen.append(Seen(method, path, body, resp.status))
+            return resp
         resp = await self._inner(request, handler)
         armed = self._armed
         self.seen.append(Seen(method, path, body, resp.status))

@@ -23,8 +23,6 @@ from tests.e2e.stack import API_KEY
 from tests.e2e.workflow_trials import BEARING_PARTS, LOW_PART, Step, TrialUpstream
 from tests.e2e.workflow_trials_gate import Matcher, RequestGate
 
-UNCLEAR_SECONDS = 0.2  # our gate commits before it parks or drops: no late commit to wait for
-
 
 def title(asset: str) -> str:
     return f"Bearing wear on {asset}"
@@ -87,7 +85,7 @@ sap_client = "100"
 base_url = "{self.sim.url}"
 auth = {{ kind = "basic", user = "PB_COMM", password = {{ value = "secret" }} }}
 total_timeout_seconds = 5
-unclear_retry_after_seconds = {UNCLEAR_SECONDS}
+unclear_retry_after_seconds = {self.unclear_seconds}
 [upstreams.parts]
 cost_center = "4711-CC"
 """
@@ -283,7 +281,7 @@ base_url = "{self.sim.url}"
 auth = {{ kind = "api_key", key = {{ value = "k" }} }}
 siteid = "BEDFORD"
 total_timeout_seconds = 5
-unclear_retry_after_seconds = {UNCLEAR_SECONDS}
+unclear_retry_after_seconds = {self.unclear_seconds}
 """
 
     def _tickets(self, asset: str) -> list[dict[str, Any]]:
