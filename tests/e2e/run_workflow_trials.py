@@ -42,6 +42,8 @@ async def _run(tmp: Path, names: list[str], trials: int, seed: int | None,
             print(report.summary(), flush=True)
             for failure in report.failures[:20]:
                 print(f"  {failure}")
+            for said in report.inconclusive[:5]:
+                print(f"  inconclusive: {said}")
             failed += len(report.failures)
     finally:
         broker.stop()

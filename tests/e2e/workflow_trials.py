@@ -132,11 +132,17 @@ class TrialUpstream(abc.ABC):
         return next(s for s in self.steps if s.name == name)
 
 
+class Inconclusive(Exception):
+    """A trial that could not test what it meant to (a LATE commit on a box too slow for the
+    unclear window); counted apart, not a failure."""
+
+
 @dataclass
 class TrialReport:
     upstream: str = ""
     trials: int = 0
     failures: list[str] = field(default_factory=list)
+    inconclusive: list[str] = field(default_factory=list)
     seconds: float = 0.0
     per_trial: list[float] = field(default_factory=list)
 
@@ -149,7 +155,9 @@ class TrialReport:
         mean = sum(self.per_trial) / len(self.per_trial) if self.per_trial else 0.0
         return (f"{self.upstream}: {self.trials} trials in {self.seconds:.1f} s "
                 f"({mean:.2f} s mean, {worst:.2f} s worst per trial), "
-                f"{len(self.failures)} with a step missing or doubled")
+                f"{len(self.failures)} with a step missing or doubled"
+                + (f", {len(self.inconclusive)} inconclusive (raise --late-window)"
+                   if self.inconclusive else ""))
 
 
 SUITE_HOLDS = (Hold.AFTER, Hold.DROP)  # the issue's "right after the commit, half lost"
@@ -229,8 +237,8 @@ class Trials:
             restart = time.monotonic() - killed
             if restart >= up.unclear_seconds / 2:
                 self.gate.release()
-                return (f"{asset} killed at {step} ({hold}): inconclusive, the restart took "
-                        f"{restart:.1f} s, over half the unclear window")
+                raise Inconclusive(f"{asset} killed at {step} ({hold}): the restart took "
+                                   f"{restart:.1f} s, over half the unclear window")
             await asyncio.sleep(killed + up.unclear_seconds / 2 - time.monotonic())
             self.gate.release()
         await wait_for(lambda: all(n >= 1 for n in up.arrived(asset, self.gate).values()),
@@ -257,6 +265,9 @@ async def run_workflow_trials(up: TrialUpstream, tmp: Path, broker: Mosquitto,
             started = time.monotonic()
             try:
                 said = await trials.one(i, step, hold)
+            except Inconclusive as exc:
+                said = ""
+                report.inconclusive.append(str(exc))
             except AssertionError as exc:
                 said = f"{asset_of(i)} killed at {step} ({hold}): {exc}"
                 trials.gate.release()
