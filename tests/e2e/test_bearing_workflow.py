@@ -13,7 +13,6 @@ ReservationItemText is filterable [U]; notification phases "2"/"3" are open [U].
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ import pytest
 from gateway.trace import as_dict
 from simulators.sap_pm import SapPmSimulator
 from tests.e2e.stack import Stack
-from tests.harness import Mosquitto, wait_for
+from tests.harness import wait_for
 
 ASSETS = """
 [assets.pump-1]
@@ -214,11 +213,4 @@ async def test_create_policy_makes_its_own_despite_open_work(
     assert len(sap.notifications) == 2
 
 
-@pytest.mark.slow
-async def test_kill_between_steps_gives_every_step_exactly_once(
-        tmp_path: Path, mosquitto: Mosquitto) -> None:
-    from tests.e2e.workflow_trials import SUITE_TRIALS, run_workflow_trials
-
-    report = await run_workflow_trials(tmp_path, mosquitto, list(SUITE_TRIALS))
-    assert report.ok, report.failures
-    assert report.trials == len(SUITE_TRIALS)
+# The kill -9 trials of this workflow (every upstream, every step): test_workflow_trials.py.
