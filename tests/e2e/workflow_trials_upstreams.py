@@ -258,19 +258,24 @@ def _resolving(ticketid: str) -> Matcher:
 
 
 class MaximoTrials(TrialUpstream):
-    """Service request, clear (resolved). The parts chain, when Maximo gets one, is two edits
-    here: its steps appended to `steps`, e.g.
-    `Step("reservation", posts_to("/os/mxapiinvres"))`, and their counts in `arrived`, e.g.
-    `"reservation": <reservations of this SR in the simulator>` (plus items in `wrong`)."""
+    """Service request, stock read, reservations (one INVRESERVE per part), requisition, clear
+    (resolved). The parts steps find each other by `requestnum` / `externalrefid` = the SR's
+    external reference (gateway/upstream/maximo_parts.py)."""
 
     name = "maximo"
-    steps = (Step("request", _sr_create), Step("clear", _sr_update))
+    steps = (Step("request", _sr_create),
+             Step("stock", gets_from("/os/mxapiinventory")),
+             Step("reservation", posts_to("/os/mxapiinvres")),
+             Step("requisition", posts_to("/os/mxapipr")),
+             Step("clear", _sr_update))
 
     def __init__(self) -> None:
         self.sim: MaximoSimulator = MaximoSimulator(port=0, api_key="k")
 
     async def start(self) -> None:
         await self.sim.start()
+        self.sim.set_stock("BRG-6205", "CENTRAL", "BEDFORD", 1)  # below 4: order
+        self.sim.set_stock("SEAL-40", "CENTRAL", "BEDFORD", 5)
 
     def upstream_config(self) -> str:
         return f"""
@@ -282,20 +287,45 @@ auth = {{ kind = "api_key", key = {{ value = "k" }} }}
 siteid = "BEDFORD"
 total_timeout_seconds = 5
 unclear_retry_after_seconds = {self.unclear_seconds}
+[upstreams.parts]
+storerooms = {{ "0001" = "CENTRAL" }}
 """
 
     def _tickets(self, asset: str) -> list[dict[str, Any]]:
         return [t for t in self.sim.tickets if t.get("description") == title(asset)]
 
+    def _refs(self, asset: str) -> set[str]:
+        return {str(t.get("externalrecid")) for t in self._tickets(asset)}
+
     def arrived(self, asset: str, gate: RequestGate) -> dict[str, int]:
-        tickets = self._tickets(asset)
+        tickets, refs = self._tickets(asset), self._refs(asset)
         updates = sum(gate.committed(_resolving(str(t["ticketid"]))) for t in tickets)
-        return {"service request": len(tickets), "clear": updates}
+        # one reservation step = one INVRESERVE row per part: counted as rows per part below
+        rows = [r for r in self.sim.reservations if r.get("requestnum") in refs]
+        per_part = {str(r["itemnum"]): 0 for r in rows}
+        for r in rows:
+            per_part[str(r["itemnum"])] += 1
+        return {"service request": len(tickets),
+                "reservation": max(per_part.values(), default=0),
+                "requisition": sum(1 for p in self.sim.requisitions
+                                   if p.get("externalrefid") in refs),
+                "clear": updates}
 
     def wrong(self, asset: str) -> list[str]:
         [t] = self._tickets(asset)
+        ref = str(t.get("externalrecid"))
         status = str(t.get("status"))
-        return [] if status == "RESOLVED" else [f"SR {t['ticketid']} is {status}, not RESOLVED"]
+        said = [] if status == "RESOLVED" else [f"SR {t['ticketid']} is {status}, not RESOLVED"]
+        items = sorted((str(r["itemnum"]), float(r["reservedqty"])) for r in self.sim.reservations
+                       if r.get("requestnum") == ref)
+        if items != [(item, qty) for item, qty, _ in BEARING_PARTS]:
+            said.append(f"reservation items {items}")
+        order = [(str(line["itemnum"]), float(line["orderqty"]))
+                 for p in self.sim.requisitions if p.get("externalrefid") == ref
+                 for line in p.get("prline") or []]
+        if order != [LOW_PART]:
+            said.append(f"requisition items {order}")
+        return said
 
 
 UPSTREAMS: dict[str, Callable[[], TrialUpstream]] = {
