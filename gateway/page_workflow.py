@@ -149,7 +149,9 @@ def _upstream_step(rows: Sequence[Mapping[str, Any]], request: Step) -> Step:
         return Step("upstream", "waiting", why)
     history = [{"state": str(r["state"]), "raw": r.get("raw") or None, "at": r.get("seen_at")}
                for r in rows]
-    said = " -> ".join(f"{h['state']} {h['at'] or '?'}" for h in history)
+    said = " \u2192 ".join(  # created -> in progress -> completed, each with its time
+        f"{str(h['state']).replace('_', ' ')} {h['at'] or '?'}"
+        + (f" ({h['raw']})" if h["raw"] else "") for h in history)
     return Step("upstream", str(rows[-1]["state"]), said, str(rows[-1].get("receipt") or ""),
                 history=history)
 

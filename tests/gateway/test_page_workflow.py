@@ -184,7 +184,8 @@ async def test_low_stock_orders_and_upstream_history_reads_back(outbox: Outbox) 
                                                  "10001001"]
     up = wf.steps[4]
     assert [h["state"] for h in up.history] == ["created", "in_progress", "completed"]
-    assert re.fullmatch(r"created 20\S+Z -> in_progress 20\S+Z -> completed 20\S+Z", up.detail)
+    assert re.fullmatch(r"created 20\S+Z \(OSNO\) \u2192 in progress 20\S+Z \(NOPR\) \u2192 "
+                        r"completed 20\S+Z \(NOCO\)", up.detail), up.detail
     assert card_summary(wf) == "parts: reserved 2 items, requisition 10001001"
 
     html = render_html([wf], lambda sink, r: record_link(
