@@ -34,6 +34,8 @@ class PageFeed:
         self._cards: tuple[float, list[dict[str, Any]]] = (-CARDS_FRESH_SECONDS, [])
         self._parts: dict[str, list[str]] = {}  # episode id -> card lines about its parts
         self._parts_read_at = -CARDS_FRESH_SECONDS
+        # episode id -> ((kind, state) of its parts records, card lines) as last read
+        self._parts_seen: dict[str, tuple[tuple[tuple[str, str], ...], list[str]]] = {}
 
     @classmethod
     def attach(cls, daemon: Daemon, trend_points: int) -> PageFeed:
@@ -69,7 +71,11 @@ class PageFeed:
         """Re-read, at most once a CARDS_FRESH_SECONDS, the spare-parts line of each open
         episode from the outbox (its `#parts` lane: records, states, receipts), so the cards
         say what the outbox holds, after a restart too. The daemon's `refresh` calls it
-        before each answer of the status server; the cards built next show it."""
+        before each answer of the status server; the cards built next show it.
+
+        Cost: one query for the (kind, state) of every open episode's parts records; an
+        episode's whole trace is read again only when those changed or one is still pending
+        (its attempts and last error move). A settled chain costs nothing more."""
         d = self._daemon
         now = gateway_now()
         if d.outbox is None or d.pipeline is None or now - self._parts_read_at < \
@@ -79,19 +85,24 @@ class PageFeed:
         opened = sorted(d.pipeline.engine.open_episodes(), key=lambda e: -e.raised_at)
         ids = [e.episode_id for e in opened[:MAX_PARTS_EPISODES]]
         lanes = await d.outbox.episode_steps([i + PARTS_LANE_SUFFIX for i in ids])
-        parts: dict[str, list[str]] = {}
+        known: dict[str, tuple[tuple[tuple[str, str], ...], list[str]]] = {}
         for eid in ids:
-            if eid + PARTS_LANE_SUFFIX not in lanes:
-                continue  # no parts chain (yet): one query saved
+            steps = tuple(lanes.get(eid + PARTS_LANE_SUFFIX, ()))
+            if not steps:
+                continue  # no parts chain (yet)
+            before = self._parts_seen.get(eid)
+            if before is not None and before[0] == steps and \
+                    all(state != "pending" for _, state in steps):
+                known[eid] = before
+                continue
             found = await d.outbox.trace(eid)
             if found is None:
                 continue
             flows = workflows(trace_mod.as_dict(found)["messages"])
-            lines = [(f"{f.sink}: {line}" if len(flows) > 1 else line)
-                     for f in flows if (line := card_summary(f))]
-            if lines:
-                parts[eid] = lines
-        self._parts = parts
+            known[eid] = (steps, [(f"{f.sink}: {line}" if len(flows) > 1 else line)
+                                  for f in flows if (line := card_summary(f))])
+        self._parts_seen = known
+        self._parts = {eid: lines for eid, (_, lines) in known.items() if lines}
 
     async def episode_page(self, ident: str) -> str | None:
         d = self._daemon

@@ -199,7 +199,7 @@ def card_summary(wf: Workflow) -> str | None:
         if s.state == DEAD:
             return f"parts: {s.name} REFUSED (dead letter)"
         if s.state == "failing":
-            return f"parts: {s.name} failing ({s.attempts} attempts)"
+            return f"parts: {s.name} failing ({s.attempts} attempt{'s' * (s.attempts != 1)})"
     if res.state != "accepted":
         return "parts: reserving" if stock.state == "accepted" else "parts: checking stock"
     n = items_reserved(wf)

@@ -256,3 +256,19 @@ def test_record_links_for_service_requests_and_work_orders() -> None:
     assert record_link(kinds, "none", "1001") is None
     assert record_link(kinds, "mx", "") is None
     assert record_link(kinds, "sr_only", "a/b c") == "https://mx.example/sr/a%2Fb%20c"
+
+
+async def test_the_steps_read_the_same_after_a_restart(tmp_path: Path) -> None:
+    ep = "bearing-wear/pump-1/6"
+    async with await OutboxStore.open(tmp_path / "o.db") as store:
+        ob = Outbox(store)
+        await ob.raise_(ep)
+        await ob.deliver(ep, MessageKind.MAINTENANCE_REQUEST, Outcome.ACCEPTED, "10000006")
+        await ob.deliver(ep, MessageKind.PARTS_STOCK, Outcome.ACCEPTED, stock_receipt(LOW))
+        await ob.deliver(ep, MessageKind.PARTS_RESERVATION, Outcome.RETRY, reason="HTTP 503")
+        before = await ob.flows(ep)
+    assert states(before[0])[2] == ("reservation", "failing")
+    async with await OutboxStore.open(tmp_path / "o.db") as store:  # a new process, say
+        after = await Outbox(store).flows(ep)
+    assert after == before
+    assert card_summary(after[0]) == "parts: reservation failing (1 attempt)"
