@@ -10,7 +10,9 @@ the same story after a restart, and `trace` tells it without a daemon.
 A step's state is one word a planner acts on:
 
     waiting        not enqueued yet (its previous step is not accepted), or queued, not sent
-    sent           sent, no answer settled yet (e.g. in flight when the daemon stopped)
+    sent           tried, and the answer settled nothing (a retry that gave no reason); a
+                   send in flight right now shows as waiting: the outbox's read API does not
+                   expose its send mark
     accepted       the upstream took it; its id (receipt) is shown
     failing        being retried: the last error and the number of attempts
     dead-lettered  refused for good: the error, and the `plantbridge dead-letters` hint
@@ -257,5 +259,7 @@ def format_text(flows: Sequence[Workflow]) -> list[str]:
     for wf in flows:
         lines.append(f"workflow at {wf.sink}:")
         for s in wf.steps:
-            lines.append(f"    {s.name:<12} {s.state:<14} {s.detail}".rstrip())
+            tries = (f" ({s.attempts} attempt{'s' * (s.attempts != 1)})"
+                     if s.attempts and s.state != "failing" else "")  # failing says it
+            lines.append(f"    {s.name:<12} {s.state:<14} {s.detail}{tries}".rstrip())
     return lines

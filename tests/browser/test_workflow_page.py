@@ -7,7 +7,7 @@ puts the notification in process and completes it in SAP while the vibration is 
 the daemon's own status poller reads that back (its round is started here rather than waited
 for: SAP's `status_poll_seconds` is 300 s). The episode page must show every step with its
 state and upstream id, and the state history upstream; the asset card the one-line parts
-summary. Screenshot: tests/artifacts/episode-workflow.png.
+summary. Screenshots: tests/artifacts/episode-workflow.png, asset-card-parts.png.
 """
 
 from __future__ import annotations
@@ -108,7 +108,9 @@ async def test_episode_page_shows_each_parts_step_and_the_state_upstream(
     assert "workflow at sap:" in _text(dom)
 
     ARTIFACTS.mkdir(exist_ok=True)
-    shot = ARTIFACTS / "episode-workflow.png"
-    shot.unlink(missing_ok=True)
-    await browse(binary, ep_url, profile, "--window-size=1280,1600", f"--screenshot={shot}")
-    assert shot.stat().st_size > 10_000, "the screenshot is (nearly) empty"
+    for name, page, size in (("episode-workflow.png", ep_url, "1280,1600"),
+                             ("asset-card-parts.png", url, "768,900")):
+        shot = ARTIFACTS / name
+        shot.unlink(missing_ok=True)
+        await browse(binary, page, profile, f"--window-size={size}", f"--screenshot={shot}")
+        assert shot.stat().st_size > 10_000, f"{name} is (nearly) empty"

@@ -187,6 +187,14 @@ async def test_low_stock_orders_and_upstream_history_reads_back(outbox: Outbox) 
     assert re.fullmatch(r"created 20\S+Z \(OSNO\) \u2192 in progress 20\S+Z \(NOPR\) \u2192 "
                         r"completed 20\S+Z \(NOCO\)", up.detail), up.detail
     assert card_summary(wf) == "parts: reserved 2 items, requisition 10001001"
+    # `plantbridge trace` prints the same steps, each with its attempts
+    found = await outbox.store.trace("10001001")  # the requisition's number finds the episode
+    assert found is not None and found.episode_id == ep
+    text = trace_mod.format_text(found, await outbox.store.upstream_status(episode_id=ep))
+    flow = [line.split(None, 2) for line in text[text.index("workflow at sap:"):].splitlines()]
+    assert [f[:2] for f in flow[1:]] == [[s.name, s.state] for s in wf.steps]
+    assert flow[4][2] == "requisition 10001001 (1 attempt)"
+    assert flow[2][2].endswith("SEAL-40@1010/0001 5 (1 attempt)")
 
     html = render_html([wf], lambda sink, r: record_link(
         {SINK: "https://sap.example/notif/{receipt}"}, sink, r))
