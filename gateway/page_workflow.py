@@ -70,8 +70,15 @@ class Workflow:
 
 
 def _attempts(m: Mapping[str, Any]) -> int:
-    numbers = [int(a.get("number") or 0) for a in m.get("attempts") or ()]
-    return max([int(m.get("attempt_count") or 0), len(numbers), *numbers])
+    """How often the record was sent: the outbox counts every settle but an acceptance (so a
+    delivered record was tried once more than it counts); the kept attempt history, which
+    thins long retry runs out and restarts numbering after a requeue, only when the record
+    itself is gone."""
+    count, state = m.get("attempt_count"), m.get("state")
+    if count is not None and state in ("pending", "dead", "delivered"):
+        return int(count) + int(state == "delivered")
+    return max([len(m.get("attempts") or ()),
+                *(int(a.get("number") or 0) for a in m.get("attempts") or ())])
 
 
 def _delivery(name: str, m: Mapping[str, Any], accepted: str) -> Step:
@@ -89,12 +96,14 @@ def _delivery(name: str, m: Mapping[str, Any], accepted: str) -> Step:
         return Step(name, DEAD, f"refused: {error or 'no reason kept'}; {hint}", receipt, n,
                     error, rid)
     if state == "pending":
+        if not m.get("attempt_count"):  # never tried, or requeued (`dead-letters --requeue`)
+            was = (f" (requeued; it was refused: {m['last_error']})" if m.get("last_error")
+                   else "")
+            return Step(name, "waiting", "queued, not sent yet" + was, None, 0, None, rid)
         if m.get("last_error"):
             return Step(name, "failing", f"failing after {n} attempt{'s' * (n != 1)}: "
                         f"{m['last_error']}", None, n, str(m["last_error"]), rid)
-        if n:
-            return Step(name, "sent", "sent, waiting for the answer", None, n, None, rid)
-        return Step(name, "waiting", "queued, not sent yet", None, 0, None, rid)
+        return Step(name, "sent", "sent, waiting for the answer", None, n, None, rid)
     return Step(name, state, "the record is gone from the outbox (dropped or pruned)",
                 receipt, n, error, rid)
 

@@ -155,6 +155,13 @@ async def test_each_step_waits_fails_is_accepted_or_dead_lettered(outbox: Outbox
     assert f"plantbridge dead-letters --requeue {dead.id}" in res.detail
     assert wf.steps[3].state == "waiting"  # the requisition never comes after a dead step
     assert card_summary(wf) == "parts: reservation REFUSED (dead letter)"
+    await outbox.store.requeue_dead([dead.id])  # `plantbridge dead-letters --requeue`
+    [wf] = await outbox.flows(ep)
+    assert (wf.steps[2].state, wf.steps[2].attempts) == ("waiting", 0)
+    assert wf.steps[2].detail == ("queued, not sent yet (requeued; it was refused: HTTP 400: "
+                                  "M7/021 material BRG-6205 not in plant)")
+    await outbox.deliver(ep, MessageKind.PARTS_RESERVATION, Outcome.REJECTED,
+                         reason="HTTP 400: M7/021 material BRG-6205 not in plant")
     # ... and the request's clear is not held up by it
     await outbox.clear(ep)
     await outbox.deliver(ep, MessageKind.STATUS_UPDATE, Outcome.ACCEPTED, "10000001")
