@@ -40,6 +40,7 @@ DEAD = "dead-lettered"
 # What a person does about a dead step (gateway/dead_letters.py prints the same advice).
 DEAD_HINT = "fix the cause, then: plantbridge dead-letters --requeue {record_id}"
 
+NOT_POLLED = "not read back yet (polled every status_poll_seconds, by upstreams that poll)"
 LinkOf = Callable[[str, object], "str | None"]
 
 
@@ -155,8 +156,7 @@ def _parts_steps(by_kind: Mapping[str, Mapping[str, Any]], request: Step) -> lis
 
 def _upstream_step(rows: Sequence[Mapping[str, Any]], request: Step) -> Step:
     if not rows:
-        why = ("not read back yet (every status_poll_seconds)" if request.state == "accepted"
-               else "after the request is accepted")
+        why = (NOT_POLLED if request.state == "accepted" else "after the request is accepted")
         return Step("upstream", "waiting", why)
     history = [{"state": str(r["state"]), "raw": r.get("raw") or None, "at": r.get("seen_at")}
                for r in rows]

@@ -32,7 +32,7 @@ from gateway.model import (
 from gateway.page import assets_section
 from gateway.page_episode import render_episode
 from gateway.page_model import record_link
-from gateway.page_workflow import Workflow, card_summary, render_html, workflows
+from gateway.page_workflow import NOT_POLLED, Workflow, card_summary, render_html, workflows
 from gateway.workflow import PartLine, follow_ups, stock_receipt
 
 T0 = 1_800_000_000.0
@@ -132,7 +132,7 @@ async def test_each_step_waits_fails_is_accepted_or_dead_lettered(outbox: Outbox
     assert wf.steps[0].receipt == "10000001" and wf.steps[0].attempts == 2
     assert wf.steps[1].detail == "queued, not sent yet" and wf.steps[1].record_id is not None
     assert wf.step("upstream") is not None
-    assert wf.steps[4].detail == "not read back yet (every status_poll_seconds)"
+    assert wf.steps[4].detail == NOT_POLLED
     assert card_summary(wf) == "parts: checking stock"
 
     await outbox.deliver(ep, MessageKind.PARTS_STOCK, Outcome.RETRY, reason="")
