@@ -46,12 +46,17 @@ def steps(page: str) -> dict[str, str]:
     return dict(re.findall(r'data-step="(\w+)" data-state="([^"]+)"', page))
 
 
-async def card_parts(d: Daemon) -> list[str]:
-    assert d.page_feed is not None
-    await d.refresh()  # what the status server does before each answer
-    await wait_for(lambda: any(c["parts"] for a in d.snapshot()["assets"]
-                               for c in a["conditions"]), 5, "the cards rebuilt")
-    return [p for a in d.snapshot()["assets"] for c in a["conditions"] for p in c["parts"]]
+async def card_parts(d: Daemon, expected: list[str]) -> None:
+    """Wait until the cards carry `expected` as their parts lines (they are re-read from the
+    outbox and rebuilt at most once a second)."""
+    def lines() -> list[str]:
+        return [p for a in d.snapshot()["assets"] for c in a["conditions"] for p in c["parts"]]
+
+    async def shown() -> bool:
+        await d.refresh()  # what the status server does before each answer
+        return lines() == expected
+
+    await wait_for(shown, 10, f"the cards' parts lines {expected}")
 
 
 async def test_linked_work_order_links_to_the_work_order(stack: Stack,
@@ -80,8 +85,8 @@ async def test_linked_work_order_links_to_the_work_order(stack: Stack,
     ids = ",".join(r["invreserveid"] for r in maximo.reservations)
     assert f"reservation {ids}" in page
     assert f"requisition {maximo.requisitions[0]['prnum']}" in page
-    assert await card_parts(d) == [
-        f"parts: reserved 2 items, requisition {maximo.requisitions[0]['prnum']}"]
+    await card_parts(d, [
+        f"parts: reserved 2 items, requisition {maximo.requisitions[0]['prnum']}"])
     [cond] = [c for a in d.snapshot()["assets"] for c in a["conditions"]]
     [up] = cond["upstreams"]
     assert up["url"] == RECORD_URL.format(kind="wotrack", receipt=wo["wonum"])
@@ -99,7 +104,7 @@ async def test_a_refused_reservation_says_so_and_the_clear_still_goes(
                    "the reservation dead-lettered")
     [dead] = [x for x in d.snapshot()["dead_letters"] if x["kind"] == "parts_reservation"]
     [episode] = d.snapshot()["open_episodes"]
-    assert await card_parts(d) == ["parts: reservation REFUSED (dead letter)"]
+    await card_parts(d, ["parts: reservation REFUSED (dead letter)"])
     [sr] = maximo.tickets
     await stack.play("pump-1", [3.0] * 12)
     await wait_for(lambda: maximo.tickets[0]["status"] == "RESOLVED", 20, "the clear resolved it")
