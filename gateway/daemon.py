@@ -377,6 +377,8 @@ class Daemon:
                 now, self.cfg.http.critical_pending_seconds)
             any_dead = any((self.outbox_stats.get("dead") or {}).values())
             self.dead_list = await self.outbox.dead_letters(limit=20) if any_dead else []
+        if self.page_feed is not None:  # the cards' spare-parts lines (gateway/page_feed.py)
+            await self.page_feed.refresh()
 
     async def _start_http(self) -> web.AppRunner | None:
         h = self.cfg.http

@@ -127,11 +127,12 @@ def _condition(c: Mapping[str, Any]) -> str:
             words = {"pending": "waiting to be delivered", "dead": "REFUSED (dead letter)"}
             ups.append(f"{e(u['sink'])}: {e(words.get(str(u['status']), str(u['status'])))}")
     eid = str(c.get("episode_id") or "")
+    parts = "".join(f'<br><span class="parts">{e(str(p))}</span>' for p in c.get("parts") or ())
     return (f'<div class="cond"><a href="{e(episode_href(eid))}"><span class="why">'
             f'{e(str(c.get("rule_id")))}</span></a> &middot; value {e(_value(c.get("value")))} '
             f'&middot; since {e(_when(c.get("raised_at")))} &middot; severity '
             f'{e(_value(c.get("severity")))}<br>{e(str(c.get("reason") or ""))}<br>'
-            f'{" &middot; ".join(ups) or _none_sent(c)}</div>')
+            f'{" &middot; ".join(ups) or _none_sent(c)}{parts}</div>')
 
 
 def _none_sent(c: Mapping[str, Any]) -> str:

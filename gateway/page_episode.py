@@ -2,9 +2,10 @@
 
 The trend of its signal around the raise and the clear (from the page's trend ring, so only
 while the episode is recent: the ring holds 30 minutes), the rule as written (its file and
-line, and the text of its `[[rule]]` table), the request's delivery history per upstream
-(what `plantbridge trace` prints, from the running daemon's outbox) and the links into the
-upstreams' own pages.
+line, and the text of its `[[rule]]` table), the workflow per upstream (request, spare-parts
+steps, the state read back upstream, clear: gateway/page_workflow.py), the request's delivery
+history per upstream (what `plantbridge trace` prints, from the running daemon's outbox) and
+the links into the upstreams' own pages.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from buffer.operator import UpstreamStatusRow
 from gateway import trace as trace_mod
 from gateway.page import chart_of
 from gateway.page_model import levels_of, record_link
+from gateway.page_workflow import CSS as WORKFLOW_CSS
+from gateway.page_workflow import render_html, workflows
 from gateway.trends import TrendStore
 from rules.build import RuleDef
 from rules.episode import RuleInstance
@@ -101,6 +104,8 @@ async def render_episode(ident: str, *, outbox: TraceSource | None, trends: Tren
     where = f"{file}:{line}" if line else (file or "not in the running rule set")
     links = []
     for m in d["messages"]:
+        if m["kind"] != "maintenance_request":  # the parts steps' ids are in the workflow
+            continue
         url = record_link(record_urls, str(m["sink"]), m["receipt"])
         if m["receipt"]:
             ident_html = (f'<a class="record" href="{e(url)}">{e(str(m["receipt"]))}</a>'
@@ -111,16 +116,21 @@ async def render_episode(ident: str, *, outbox: TraceSource | None, trends: Tren
             + (f"cleared {e(str(ep['cleared_at']))}: {e(str(ep.get('clear_reason') or ''))}"
                if cleared is not None else "<b>still open</b>"))
     history = trace_mod.format_text(found, upstream)
+    flows = workflows(d["messages"], d["upstream_status"], ep.get("cleared_at"))
+    steps = render_html(flows, lambda sink, receipt: record_link(record_urls, sink, receipt))
     return f"""<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Episode {e(found.episode_id)}</title>
 <style>body{{font-family:sans-serif;margin:1.2em;font-size:15px;max-width:60em}}
 pre{{background:#f6f6f6;border:1px solid #ddd;padding:.5em;overflow-x:auto;font-size:13px}}
-svg.trend{{width:100%;height:auto}} h2{{font-size:1.1em;margin:1em 0 .3em}}</style></head>
+svg.trend{{width:100%;height:auto}} h2{{font-size:1.1em;margin:1em 0 .3em}}
+h3{{font-size:1em;margin:.6em 0 .2em}}{WORKFLOW_CSS}</style></head>
 <body><p><a href="/">&larr; all assets</a></p>
 <h1>Episode {e(found.episode_id)}</h1><p>{head}</p>
 <h2>Trend of {e(str(signal or '?'))} around the raise and the clear</h2>{chart}
 <h2>Upstream records</h2><ul>{"".join(links) or "<li>none accepted yet</li>"}</ul>
+<h2>Workflow: request, spare parts, state upstream, clear</h2>
+<div class="workflows">{steps}</div>
 <h2>The rule as written: <code>{e(where)}</code></h2><pre class="rule">{e(text) or "-"}</pre>
 <h2>Delivery history (as <code>plantbridge trace</code> prints it)</h2>
 <pre class="trace">{e(history)}</pre></body></html>"""

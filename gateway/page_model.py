@@ -66,21 +66,44 @@ def _shelved_assets(shelved: object) -> set[str]:
     return out
 
 
+WORK_ORDER_PREFIX = "WO:"  # a Maximo work-order receipt (gateway/upstream/maximo_work.py)
+# `{kind}` in a record_url: Maximo's application for the record, so one template reaches both
+RECORD_KINDS = {"work_order": "wotrack", "service_request": "sr"}
+
+
 def record_link(templates: Mapping[str, str | None], sink: str, receipt: object) -> str | None:
-    """The upstream's own page for a record, from its `record_url` template."""
+    """The upstream's own page for a record, from its `record_url` template.
+
+    `{receipt}` is the record's id. A Maximo work order's receipt is `WO:<wonum>` (an SR's a
+    bare ticketid): the prefix is stripped, and `{kind}`, when the template has it, becomes
+    `wotrack` for a work order and `sr` otherwise (Maximo's application names). A template
+    without `{kind}` was written for one kind of record: a work order gets no link from it
+    (it would open the service request of the same number), everything else does.
+    """
     template = templates.get(sink)
     if not template or receipt in (None, ""):
         return None
     from urllib.parse import quote
 
-    return template.replace("{receipt}", quote(str(receipt), safe=""))
+    ident = str(receipt)
+    work_order = ident.startswith(WORK_ORDER_PREFIX)
+    if work_order:
+        ident = ident[len(WORK_ORDER_PREFIX):].strip()
+        if "{kind}" not in template or not ident:
+            return None
+    kind = RECORD_KINDS["work_order" if work_order else "service_request"]
+    return template.replace("{receipt}", quote(ident, safe="")).replace("{kind}", kind)
 
 
 def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
                 snapshot: Mapping[str, Any], now: float,
                 *, line_of: Any = None, area_of: Any = None,
-                record_urls: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
-    """Cards, those with a problem first (in the order of STATES), then by asset name."""
+                record_urls: Mapping[str, str | None] | None = None,
+                parts_of: Mapping[str, Sequence[str]] | None = None) -> list[dict[str, Any]]:
+    """Cards, those with a problem first (in the order of STATES), then by asset name.
+    `parts_of`: per episode id, the one-line spare-parts summaries (gateway/page_workflow.py
+    `card_summary`, one per upstream with a parts chain)."""
+    parts = parts_of or {}
     templates = record_urls or {}
     shelved = _shelved_assets(snapshot.get("shelved"))
     episodes: dict[str, list[dict[str, Any]]] = {}
@@ -138,7 +161,8 @@ def asset_cards(instances: Sequence[RuleInstance], trends: TrendStore | None,
             conditions.append({**{k: e.get(k) for k in ("rule_id", "episode_id", "severity",
                                                           "value", "reason", "raised_at",
                                                           "held_back")},
-                               "upstreams": links})
+                               "upstreams": links,
+                               "parts": list(parts.get(e["episode_id"], ()))})
         cards.append({"asset": asset, "state": state, "flags": sorted(flags),
                       "line": line_of(asset) if line_of else None,
                       "area": area_of(asset) if area_of else None,

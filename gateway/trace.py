@@ -4,7 +4,9 @@ ID is an episode id, an idempotency key (`request:PB...:cmms`), the external ref
 key of the episode shares (`PB...`), or the upstream's id (`WR-1`, `MR-000001`). The answer: the
 episode (rule, asset, raised and cleared at, the value and reason that raised it), then every
 message of it per sink with every delivery attempt (time, outcome, HTTP status, latency,
-error) and the receipt. Read-only and lock-free, so it runs beside the daemon.
+error) and the receipt, then per upstream the workflow as a planner reads it: request, stock,
+reservation, requisition, the state read back upstream and the clear, each with its state
+(gateway/page_workflow.py). Read-only and lock-free, so it runs beside the daemon.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from buffer.attempts import (
 from buffer.operator import UpstreamStatusRow
 from gateway.config import PlantBridgeConfig
 from gateway.messages import iso_time
+from gateway.page_workflow import format_text as workflow_text
+from gateway.page_workflow import workflows
 from gateway.story import message_facts
 
 
@@ -60,6 +64,7 @@ def _message(rec: StoredRecord | None, attempts: list[Attempt],
         "created_at": _time(rec.created_at) if rec else None,
         "settled_at": _time(rec.settled_at) if rec else None,
         "last_error": (rec.last_error or None) if rec else None,
+        "attempt_count": rec.attempts if rec else len(attempts),
         # its own last receipt first: records of a side lane (parts steps) each have theirs
         "receipt": next((a.receipt for a in reversed(attempts) if a.receipt), None)
         or (rec.receipt if rec else None),
@@ -97,9 +102,13 @@ def as_dict(trace: Trace, upstream: Sequence[UpstreamStatusRow] = ()) -> dict[st
         "clear_value": clear_facts.get("value"),
         "clear_reason": clear_facts.get("reason"),
     }
-    return {"episode": episode, "messages": messages,
-            "upstream_status": [{"sink": r.sink, "receipt": r.receipt, "state": r.state,
-                                 "raw": r.raw, "seen_at": _time(r.seen_at)} for r in upstream]}
+    polled = [{"sink": r.sink, "receipt": r.receipt, "state": r.state, "raw": r.raw,
+               "seen_at": _time(r.seen_at)} for r in upstream]
+    # request -> parts steps -> upstream state -> clear, per upstream (gateway/page_workflow)
+    cleared_at = episode["cleared_at"]
+    flows = workflows(messages, polled, None if cleared_at is None else str(cleared_at))
+    return {"episode": episode, "messages": messages, "upstream_status": polled,
+            "workflow": [f.as_dict() for f in flows]}
 
 
 def _facts_of_kind(messages: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -150,4 +159,5 @@ def format_text(trace: Trace, upstream: Sequence[UpstreamStatusRow] = ()) -> str
     for u in d["upstream_status"]:  # created -> in progress -> completed, as polled
         said = f" ({u['raw']})" if u["raw"] else ""
         lines.append(f"{u['sink']}: {u['receipt']} {u['state']}{said} seen {u['seen_at']}")
+    lines += workflow_text(workflows(d["messages"], d["upstream_status"], ep["cleared_at"]))
     return "\n".join(lines)

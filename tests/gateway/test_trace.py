@@ -55,7 +55,12 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert 1 <= len(re.findall(r"  retry +HTTP 503 ", text)) <= 2, text
     assert "maintenance_request record 1 request:" in text and f"upstream id {receipt}" in text
     assert "status_update record 2 cleared:" in text
-    assert text.count("accepted") == 2, text
+    assert len(re.findall(r"#\d+ +\S+ +accepted ", text)) == 2, text  # two attempts accepted
+    # then the workflow as a planner reads it, one line per step
+    flow = text[text.index("workflow at cmms:"):].splitlines()[1:]
+    assert [line.split()[:2] for line in flow] == [
+        ["request", "accepted"], ["parts", "not"], ["upstream", "waiting"], ["clear", "accepted"]]
+    assert f"upstream id {receipt}" in flow[0] and "no spare parts listed" in flow[1]
 
     code, raw = await _trace(stack, receipt, "--json")
     assert code == 0, raw
@@ -73,6 +78,12 @@ async def test_trace_tells_a_retried_request_and_its_clear(stack: Stack) -> None
     assert request["attempts"][-1]["receipt"] == receipt and request["state"] == "delivered"
     assert clear["receipt"] == receipt and clear["kind"] == "status_update"
     assert clear["facts"]["status"] == "cleared"
+    (flow_doc,) = doc["workflow"]
+    assert flow_doc["sink"] == "cmms"
+    assert [(st["name"], st["state"], st["receipt"]) for st in flow_doc["steps"]] == [
+        ("request", "accepted", receipt), ("parts", "not needed", None),
+        ("upstream", "waiting", None), ("clear", "accepted", receipt)]
+    assert flow_doc["steps"][0]["attempts"] == len(failed) + 1
 
     # every name of the episode finds the same story, while the daemon keeps running
     episode_id = ep["episode_id"]
