@@ -107,7 +107,8 @@ class MaximoSinkConfig(StrictModel):
     api_root: str = "/maximo/api"  # Maximo 7.6: "/maximo/oslc"
     object_structure: str = Field(default="mxapisr", pattern=r"^[A-Za-z0-9_]+$")
     auth: MaximoAuth
-    # page link to a record in the upstream's own UI; {receipt} is the id it gave (gateway/page.py)
+    # page link to a record in the upstream's own UI; {receipt} is the id it gave, {kind} is
+    # "wotrack" for a linked work order ("WO:" receipts) and "sr" otherwise (gateway/page.py)
     record_url: str | None = Field(default=None, pattern=r"^https?://\S*\{receipt\}\S*$")
     tls: TlsSettings = TlsSettings()
     connect_timeout_seconds: float = Field(default=5.0, gt=0)
