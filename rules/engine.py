@@ -77,7 +77,9 @@ class RuleEngine:
                     self._mute_rules.setdefault(signal, []).append(rule)
         self._instances: dict[Key, RuleInstance] = {}  # (rule_id, asset)
         self._routes: dict[Key, tuple[Handler, ...]] = {}  # (asset, signal): every handler
-        self._handlers: dict[Key, tuple[Handler, ...]] = {}  # the keys seen: the hot path
+        # The keys seen, asset -> signal -> handlers: the hot path (two lookups of strings
+        # whose hashes are cached, no key tuple to build per sample).
+        self._handlers: dict[str, dict[str, tuple[Handler, ...]]] = {}
         self._ticking: list[RuleInstance] = []
         self._built: dict[str, int] = {}  # rule id -> instances built from its pattern
         self._refused: dict[str, set[str]] = {}  # rule id -> assets refused by the cap
@@ -88,8 +90,9 @@ class RuleEngine:
 
     def evaluate(self, sample: Sample) -> Sequence[Transition]:
         """Transitions this sample causes, in rule order (usually none)."""
-        handlers = self._handlers.get((sample.asset, sample.signal))
-        if handlers is None:
+        try:
+            handlers = self._handlers[sample.asset][sample.signal]
+        except KeyError:
             handlers = self._miss(sample.asset, sample.signal)
         out: list[Transition] | None = None
         for handler in handlers:
@@ -287,8 +290,9 @@ class RuleEngine:
         self._instances[key] = inst
         for route, handler in inst.handlers():
             handlers = self._routes[route] = (*self._routes.get(route, ()), handler)
-            if route in self._handlers:
-                self._handlers[route] = handlers
+            seen = self._handlers.get(route[0])
+            if seen is not None and route[1] in seen:
+                seen[route[1]] = handlers
         if inst.needs_tick():
             self._ticking.append(inst)
         return inst
@@ -349,7 +353,8 @@ class RuleEngine:
         if any(r.matches(asset) for r in self._mute_rules.get(signal, ())):
             key = (asset, signal)
             self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
-        handlers = self._handlers[(asset, signal)] = self._routes.get((asset, signal), ())
+        handlers = self._routes.get((asset, signal), ())
+        self._handlers.setdefault(asset, {})[signal] = handlers
         return handlers
 
 

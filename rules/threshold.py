@@ -245,6 +245,8 @@ class RateRule(RuleInstance):
             if self.first_ts is None:
                 self.first_ts = ts
             raw = d > self.hi or d < self.lo
+        if raw is self.active and self.pending_since is None:
+            return None  # the usual case: nothing to debounce
         return self._step(raw, ts, v)
 
     def set_window(self, pairs: Iterable[tuple[float, float]]) -> None:
