@@ -246,7 +246,7 @@ def decode_only(total_points: int, rounds: int = 5) -> dict[str, Any]:
     for _ in range(rounds):
         for _unit in range(units):
             for comp, regs in zip(compiled, blocks, strict=True):
-                n += len(comp.samples(regs, 0.0))
+                n += len(comp.samples(regs, 0.0)[0])
     cpu = time.process_time() - t0
     return {"decode_only_points": n, "points_per_cpu_second": round(n / cpu),
             "registers": registers}
