@@ -163,6 +163,8 @@ async def measure(cfgs: list[ModbusSourceConfig], sim_pid: int,
             "skipped_cycles": sum(st.skipped_cycles for st in stats),
             "requests_per_s": round(requests / elapsed),
             "driver_cpu_pct": round(100 * cpu / elapsed, 1),
+            # per point: comparable across runs even when a loaded box skipped cycles
+            "driver_cpu_us_per_point": round(1e6 * cpu / max(got, 1), 2),
             "sim_cpu_pct": round(100 * sim_cpu / elapsed, 1),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "rejected": dict(rejected)}
@@ -226,7 +228,10 @@ async def measure_bare(cfgs: list[ModbusSourceConfig], seconds: float) -> dict[s
     for task in tasks:  # a failed read is a broken benchmark, not a figure
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise RuntimeError("bare client failed") from task.exception()
+    points = got * sum(len(c.points_of(d)) for c in cfgs for d in c.devices) / max(
+        1, sum(len(p) for c in cfgs for p in plan_source(c).values()))
     return {"cpu_pct": round(100 * cpu / elapsed, 1), "requests_per_s": round(got / elapsed),
+            "cpu_us_per_point": round(1e6 * cpu / max(points, 1), 2),
             "device_polls_done": done, "late_cycles": lag}
 
 
@@ -268,7 +273,8 @@ def rows(quick: bool) -> list[Any]:
                 f"pymodbus, same {r['requests_per_cycle']} reads/cycle "
                 f"({r['bare_requests_per_s']:,} requests/s, polls "
                 f"{r['bare_device_polls_done']}, late cycles {r['bare_late_cycles']}); ratio = "
-                "our CPU / bare CPU", r["peak_rss_mb"])]
+                f"our CPU / bare CPU; CPU per point {r['driver_cpu_us_per_point']} us, bare "
+                f"{r['bare_cpu_us_per_point']} us", r["peak_rss_mb"])]
 
 
 def main() -> None:
