@@ -364,8 +364,9 @@ def _fast_state() -> Callable[[str, str, str, Any], RuleState]:
     by their slot descriptors directly (the same values, no checks skipped: the dataclass has
     none). Falls back to the constructor if `RuleState` ever stops being slotted."""
     slots = [RuleState.__dict__.get(name) for name in ("rule_id", "asset", "fingerprint", "data")]
-    if not all(isinstance(d, MemberDescriptorType) for d in slots):
-        return RuleState
+    if hasattr(RuleState, "__post_init__") or not all(
+            isinstance(d, MemberDescriptorType) for d in slots):
+        return RuleState  # checks to run, or not slotted: the constructor it is
     set_rule, set_asset, set_fp, set_data = (d.__set__ for d in slots)  # type: ignore[union-attr]
     blank = RuleState.__new__
 

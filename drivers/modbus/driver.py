@@ -95,8 +95,9 @@ def _sample_maker() -> Callable[[str, str, float | None, Quality, float], Sample
     """
     names = ("asset", "signal", "value", "quality", "source_ts", "device_ts")
     slots = [Sample.__dict__.get(name) for name in names]
-    if not all(isinstance(d, MemberDescriptorType) for d in slots):
-        return Sample
+    if hasattr(Sample, "__post_init__") or not all(
+            isinstance(d, MemberDescriptorType) for d in slots):
+        return Sample  # checks to run, or not slotted: the constructor it is
     set_asset, set_signal, set_value, set_quality, set_ts, set_device_ts = (
         d.__set__ for d in slots)  # type: ignore[union-attr]
     blank = Sample.__new__

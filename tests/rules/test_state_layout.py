@@ -11,7 +11,8 @@ from collections import deque
 
 import msgpack
 
-from gateway.model import TransitionKind
+from gateway.model import RuleState, TransitionKind
+from rules.engine import new_state
 from rules.threshold import RateRule
 from rules.watch import CombinationRule
 from tests.rules.conftest import RulesFrom, sample
@@ -117,3 +118,11 @@ def test_combination_values_stored_per_condition_before_the_upgrade_still_load(
     fresh = rule.build("p1")
     fresh.load(old)
     assert fresh.snapshot() == inst.snapshot()
+
+
+def test_the_fast_rule_state_is_a_rule_state_like_any_other() -> None:
+    made = new_state("rising", "p1", "fp", (1, True))
+    assert type(made) is RuleState
+    assert made == RuleState("rising", "p1", "fp", (1, True))
+    assert hash(made) == hash(RuleState("rising", "p1", "fp", (1, True)))
+    assert repr(made) == repr(RuleState("rising", "p1", "fp", (1, True)))
