@@ -199,7 +199,7 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
                 states += len(engine.take_dirty())
         best = min(best, time.process_time() - start)
         transitions, dirty = n, states
-        calls = sum(len(h) for h in engine._handlers.values()) * seconds
+        calls = sum(len(h) for by in engine._handlers.values() for h in by.values()) * seconds
     return {"signals": n_assets * len(SIGNALS), "samples": len(data), "seconds": best,
             "samples_per_second": len(data) / best, "rule_calls_per_second": calls / best,
             "instances": len(RuleEngine(rules).instances()), "transitions": transitions,

@@ -15,7 +15,8 @@ of every instance whose definition did not change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from types import MemberDescriptorType
 from typing import Any
 
 from gateway.model import (
@@ -29,7 +30,7 @@ from gateway.model import (
 )
 from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
-from rules.state import VERSION, StateError, as_float, as_list, as_str
+from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
 
 _NONE: tuple[Transition, ...] = ()
 # The rule id of the engine's own stored state: the mute signals of assets that have no pattern
@@ -76,7 +77,9 @@ class RuleEngine:
                     self._mute_rules.setdefault(signal, []).append(rule)
         self._instances: dict[Key, RuleInstance] = {}  # (rule_id, asset)
         self._routes: dict[Key, tuple[Handler, ...]] = {}  # (asset, signal): every handler
-        self._handlers: dict[Key, tuple[Handler, ...]] = {}  # the keys seen: the hot path
+        # The keys seen, asset -> signal -> handlers: the hot path (two lookups of strings
+        # whose hashes are cached, no key tuple to build per sample).
+        self._handlers: dict[str, dict[str, tuple[Handler, ...]]] = {}
         self._ticking: list[RuleInstance] = []
         self._built: dict[str, int] = {}  # rule id -> instances built from its pattern
         self._refused: dict[str, set[str]] = {}  # rule id -> assets refused by the cap
@@ -87,8 +90,9 @@ class RuleEngine:
 
     def evaluate(self, sample: Sample) -> Sequence[Transition]:
         """Transitions this sample causes, in rule order (usually none)."""
-        handlers = self._handlers.get((sample.asset, sample.signal))
-        if handlers is None:
+        try:
+            handlers = self._handlers[sample.asset][sample.signal]
+        except KeyError:
             handlers = self._miss(sample.asset, sample.signal)
         out: list[Transition] | None = None
         for handler in handlers:
@@ -119,22 +123,26 @@ class RuleEngine:
 
     def take_dirty(self) -> list[RuleState]:
         """Snapshots of the instances whose persistent state changed since the last call, one
-        per (rule_id, asset); `data` None for an instance a reload removed (forget it)."""
-        out = self._forget
-        self._forget = {}
-        instances = self._instances
-        for inst in self._dirty:
-            key = (inst.rule_id, inst.asset)
-            if instances.get(key) is inst:
-                out[key] = RuleState(inst.rule_id, inst.asset, inst.fingerprint(),
-                                     inst.snapshot())
+        per (rule_id, asset); `data` None for an instance a reload removed (forget it).
+
+        Called once per commit group: only what changed is snapshotted, here and now, so its
+        cost is O(changed instances) whatever the number of samples in the group.
+        """
+        make = new_state  # every instance in the set is live: `replace` drops the others
+        out = [make(inst.rule_id, inst.asset, inst._fingerprint, inst.snapshot())
+               for inst in self._dirty]
         self._dirty.clear()
-        for asset in self._mute_dirty:
-            remembered = self._mutes[asset]
-            out[(MUTE_MEMORY, asset)] = RuleState(MUTE_MEMORY, asset, "", [
-                VERSION, [[signal, remembered[signal]] for signal in sorted(remembered)]])
-        self._mute_dirty.clear()
-        return list(out.values())
+        if self._mute_dirty:
+            for asset in self._mute_dirty:
+                remembered = self._mutes[asset]
+                out.append(RuleState(MUTE_MEMORY, asset, "", [
+                    VERSION, [[signal, remembered[signal]] for signal in sorted(remembered)]]))
+            self._mute_dirty.clear()
+        if self._forget:  # removed or refused: forget it, unless it is written anew above
+            written = {(state.rule_id, state.asset) for state in out}
+            out.extend(state for key, state in self._forget.items() if key not in written)
+            self._forget = {}
+        return out
 
     def restore_states(self, states: Iterable[RuleState]) -> int:
         """At start, before `restore(episodes)`: bring back stored instance state.
@@ -235,7 +243,17 @@ class RuleEngine:
                     self._dirty.add(inst)
         finally:
             self._previous = {}
+            self._drop_dead(old)
         return out
+
+    def _drop_dead(self, old: dict[Key, RuleInstance]) -> None:
+        """After a reload: instances no longer in the engine report nowhere, and what they
+        reported before is not snapshotted (their state is forgotten or replaced)."""
+        live = self._instances
+        for key, inst in old.items():
+            if live.get(key) is not inst:
+                inst._dirty = NOWHERE
+                self._dirty.discard(inst)
 
     # --- observation ------------------------------------------------------------------------
 
@@ -272,8 +290,9 @@ class RuleEngine:
         self._instances[key] = inst
         for route, handler in inst.handlers():
             handlers = self._routes[route] = (*self._routes.get(route, ()), handler)
-            if route in self._handlers:
-                self._handlers[route] = handlers
+            seen = self._handlers.get(route[0])
+            if seen is not None and route[1] in seen:
+                seen[route[1]] = handlers
         if inst.needs_tick():
             self._ticking.append(inst)
         return inst
@@ -334,8 +353,35 @@ class RuleEngine:
         if any(r.matches(asset) for r in self._mute_rules.get(signal, ())):
             key = (asset, signal)
             self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
-        handlers = self._handlers[(asset, signal)] = self._routes.get((asset, signal), ())
+        handlers = self._routes.get((asset, signal), ())
+        self._handlers.setdefault(asset, {})[signal] = handlers
         return handlers
+
+
+def _fast_state() -> Callable[[str, str, str, Any], RuleState]:
+    """`RuleState(rule_id, asset, fingerprint, data)` at half the cost: a frozen dataclass's
+    `__init__` sets each field through `object.__setattr__`; with slots the fields can be set
+    by their slot descriptors directly (the same values, no checks skipped: the dataclass has
+    none). Falls back to the constructor if `RuleState` ever stops being slotted."""
+    slots = [RuleState.__dict__.get(name) for name in ("rule_id", "asset", "fingerprint", "data")]
+    if hasattr(RuleState, "__post_init__") or not all(
+            isinstance(d, MemberDescriptorType) for d in slots):
+        return RuleState  # checks to run, or not slotted: the constructor it is
+    set_rule, set_asset, set_fp, set_data = (d.__set__ for d in slots)  # type: ignore[union-attr]
+    blank = RuleState.__new__
+
+    def make(rule_id: str, asset: str, fingerprint: str, data: Any) -> RuleState:
+        state = blank(RuleState)
+        set_rule(state, rule_id)
+        set_asset(state, asset)
+        set_fp(state, fingerprint)
+        set_data(state, data)
+        return state
+
+    return make
+
+
+new_state = _fast_state()
 
 
 def _mute_memory(data: Any) -> dict[str, float]:

@@ -64,8 +64,9 @@ class RuleInstance:
     """Base of every rule kind. Subclasses implement `evaluate` and, when time matters, `tick`."""
 
     __slots__ = ("_dirty", "_fingerprint", "_request", "_suppress", "_suppressed_by", "active",
-                 "asset", "episode_id", "last_value", "off_delay", "on_delay", "pending_since",
-                 "raised_at", "request", "rule_id", "severity", "signal", "suppressed")
+                 "asset", "episode_id", "key", "last_value", "off_delay", "on_delay",
+                 "pending_since", "raised_at", "request", "rule_id", "severity", "signal",
+                 "suppressed")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
                  request: RequestTemplate, fingerprint: str,
@@ -73,6 +74,7 @@ class RuleInstance:
                  off_delay: float = 0.0) -> None:
         self.rule_id = rule_id
         self.asset = asset
+        self.key = (rule_id, asset)  # as the engine files it
         self.signal = signal
         self.severity = severity
         self._request = request
@@ -177,19 +179,22 @@ class RuleInstance:
 
     # --- durable state (rules/state.py) ---------------------------------------------------
 
-    def snapshot(self) -> list[Any]:
+    def snapshot(self) -> tuple[Any, ...]:
         """Everything a restart must keep, as msgpack-able data (see `load`).
 
-        [version, active, episode_id, raised_at, pending_since, last_value, request of the open
+        (version, active, episode_id, raised_at, pending_since, last_value, request of the open
         episode (title, priority, failure_code, breakdown, long_text) or None, mute signals now
-        muting, what the kind adds]. Times are absolute, on the gateway's time base.
+        muting, what the kind adds). Times are absolute, on the gateway's time base. Tuples:
+        msgpack writes them as arrays, and building one is the cheapest thing Python does,
+        which matters because the engine snapshots every changed instance once per commit.
         """
         r = self.request
-        request = None if r is None else [r.title, r.priority, r.failure_code, r.breakdown,
-                                          r.long_text]
-        return [VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
-                self.last_value, request,
-                sorted(self._suppressed_by) if self._suppressed_by else [], self._snapshot_kind()]
+        return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
+                self.last_value,
+                None if r is None else (r.title, r.priority, r.failure_code, r.breakdown,
+                                        r.long_text),
+                sorted(self._suppressed_by) if self._suppressed_by else (),
+                self._snapshot_kind())
 
     def load(self, data: Any) -> None:
         """Take back a `snapshot` (possibly msgpack-round-tripped: lists for tuples).

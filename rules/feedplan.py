@@ -8,7 +8,6 @@ N-of-M ring, latest values of a combination) from the arrays before each fed eve
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -234,7 +233,7 @@ def _rate(inst: RateRule, sig: SignalData) -> tuple[Codes, Primer] | None:
             return
         assert isinstance(rule, RateRule)
         s = int(start[c])
-        rule.history = deque([(float(t[s]), float(v[s]))] if s < c else ())
+        rule.set_window([(float(t[s]), float(v[s]))] if s < c else ())
 
     return codes, prime
 

@@ -27,7 +27,6 @@ fed every event; a rate rule fed everything once stays so (its window is then it
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -288,7 +287,7 @@ def _rate_window(inst: RateRule, data: ReplayData, ctx: int) -> None:
     t, v = t[keep], v[keep]
     newest = np.ones(len(v), np.bool_)
     newest[:-1] = v[1:] != v[:-1]
-    inst.history = deque(zip(t[newest].tolist(), v[newest].tolist(), strict=True))
+    inst.set_window(zip(t[newest].tolist(), v[newest].tolist(), strict=True))
 
 
 def _keep_tails(data: ReplayData, tails: dict[int, Ints], ring: int, window: float) -> None:

@@ -10,7 +10,9 @@ Levels are strict ("above 7.1" means more than 7.1); clear levels are inclusive 
 from __future__ import annotations
 
 import math
-from collections import deque
+import sys
+from array import array
+from collections.abc import Iterable
 from typing import Any
 
 from gateway.model import EpisodeState, Quality, Sample, Transition
@@ -19,6 +21,8 @@ from rules.state import StateError, as_float, as_int, as_list, as_opt_float
 
 _BAD = Quality.BAD
 INF = math.inf
+_BIG_ENDIAN = sys.byteorder == "big"
+_COMPACT = 1024  # cut the part of a rate window that left it once it is this long
 
 
 class BandThreshold(RuleInstance):
@@ -181,9 +185,15 @@ class CountThreshold(RuleInstance):
 
 
 class RateRule(RuleInstance):
-    """The change of a signal within a sliding time window, compared with a level."""
+    """The change of a signal within a sliding time window, compared with a level.
 
-    __slots__ = ("chi", "clo", "delta", "first_ts", "hi", "history", "lo", "rising", "window")
+    The window is one flat `array('d')` of [t0, v0, t1, v1, ...] from `head` on (the part
+    before `head` has left the window and is cut off now and then): appending costs no tuple,
+    and the durable snapshot is one copy of its bytes instead of a list of pairs.
+    """
+
+    __slots__ = ("chi", "clo", "delta", "first_ts", "head", "hi", "lo", "points", "rising",
+                 "window")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
                  request: RequestTemplate, fingerprint: str, *, window: float, lo: float,
@@ -195,7 +205,8 @@ class RateRule(RuleInstance):
         self.window = window
         self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
         self.rising = hi < INF
-        self.history: deque[tuple[float, float]] = deque()
+        self.points = array("d")  # [t, v, t, v, ...]; the window starts at `head`
+        self.head = 0
         self.delta = 0.0
         self.first_ts: float | None = None  # first sample since start, restore or reload
 
@@ -207,16 +218,22 @@ class RateRule(RuleInstance):
         ts = sample.source_ts
         self.last_value = v
         self._dirty.add(self)  # the window moves with every good sample
-        history = self.history
-        if history and history[-1][1] == v:
+        points, head = self.points, self.head
+        if len(points) > head and points[-1] == v:
             # Of equal neighbours only the newest can matter: while it is in the window the
             # change is the same whichever of them is the oldest. A shorter window to store.
-            history.pop()
-        history.append((ts, v))
+            points[-2] = ts
+        else:
+            points.append(ts)
+            points.append(v)
         start = ts - self.window
-        while history[0][0] < start:
-            history.popleft()
-        d = self.delta = v - history[0][1]
+        while points[head] < start:
+            head += 2
+        if head >= _COMPACT and head * 2 >= len(points):
+            del points[:head]  # amortised: at most as much as was appended since the last cut
+            head = 0
+        self.head = head
+        d = self.delta = v - points[head + 1]
         if self.active:
             # A clear needs a full window of data: right after a restart the history is short
             # and a change of 0 says nothing.
@@ -228,18 +245,40 @@ class RateRule(RuleInstance):
             if self.first_ts is None:
                 self.first_ts = ts
             raw = d > self.hi or d < self.lo
+        if raw is self.active and self.pending_since is None:
+            return None  # the usual case: nothing to debounce
         return self._step(raw, ts, v)
 
+    def set_window(self, pairs: Iterable[tuple[float, float]]) -> None:
+        """Replace the window with these (time, value) pairs, oldest first (the fast replay
+        primes it this way)."""
+        self.points = array("d", [x for pair in pairs for x in pair])
+        self.head = 0
+
+    def window_pairs(self) -> list[tuple[float, float]]:
+        """The window, oldest first, as (time, value) pairs."""
+        p = self.points[self.head:]
+        return list(zip(p[::2], p[1::2], strict=True))
+
     def _snapshot_kind(self) -> Any:
-        """[first_ts, delta, [[t, v], ...]]: the window, oldest first."""
-        return [self.first_ts, self.delta, list(self.history)]
+        """(first_ts, delta, the window as little-endian float64 bytes t0 v0 t1 v1 ...)."""
+        return (self.first_ts, self.delta, _window_bytes(self.points, self.head))
 
     def _load_kind(self, data: Any) -> None:
-        first, delta, points = as_list(data, 3, "rate window")
-        pairs = [as_list(p, 2, "rate point") for p in as_list(points, None, "rate window")]
-        history = deque((as_float(t, "rate time"), as_float(v, "rate value")) for t, v in pairs)
+        first, delta, window = as_list(data, 3, "rate window")
+        if isinstance(window, bytes):
+            if len(window) % 16:
+                raise StateError(f"rate window: {len(window)} bytes, not pairs of float64")
+            points = array("d", window)
+            if _BIG_ENDIAN:
+                points.byteswap()
+            if any(math.isnan(x) for x in points):
+                raise StateError("rate window: NaN")
+        else:  # the layout before the bytes: [[t, v], ...]
+            pairs = [as_list(p, 2, "rate point") for p in as_list(window, None, "rate window")]
+            points = array("d", [as_float(x, "rate point") for pair in pairs for x in pair])
         first_ts, change = as_opt_float(first, "first_ts"), as_float(delta, "delta")
-        self.first_ts, self.delta, self.history = first_ts, change, history
+        self.first_ts, self.delta, self.points, self.head = first_ts, change, points, 0
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"
@@ -248,3 +287,13 @@ class RateRule(RuleInstance):
             limit = num(self.hi) if self.rising else num(-self.lo)
             return f"{self.signal} {moved} {span} (limit {limit}, now {num(value)})"
         return f"{self.signal} change back to {num(self.delta)} {span} (now {num(value)})"
+
+
+def _window_bytes(points: array[float], head: int) -> bytes:
+    """The window from `head` on as little-endian bytes (one copy; stored state must read the
+    same on any machine)."""
+    if not _BIG_ENDIAN:
+        return memoryview(points)[head:].tobytes()
+    part = points[head:]
+    part.byteswap()
+    return part.tobytes()

@@ -200,13 +200,19 @@ class CombinationRule(RuleInstance):
         return None if unknown else self.need_all
 
     def _snapshot_kind(self) -> Any:
-        """Per condition: [when its signal last had a usable value, that value, verdict]."""
-        return [[when, value, ok] for when, value, ok in zip(self.seen, self.values,
-                                                             self.verdict, strict=True)]
+        """(when each condition's signal last had a usable value..., those values...,
+        the verdicts...): flat, one tuple to build per commit (the rule changes with every
+        sample). Before: [[when, value, verdict], ...] per condition, still loaded."""
+        return (*self.seen, *self.values, *self.verdict)
 
     def _load_kind(self, data: Any) -> None:
-        rows = [as_list(row, 3, "combination value")
-                for row in as_list(data, len(self.conditions), "combination values")]
+        n = len(self.conditions)
+        items = as_list(data, None, "combination values")
+        if len(items) == 3 * n:
+            rows = list(zip(items[:n], items[n:2 * n], items[2 * n:], strict=True))
+        else:
+            rows = [tuple(as_list(row, 3, "combination value"))
+                    for row in as_list(items, n, "combination values")]
         seen = [as_float(r[0], "value time") for r in rows]
         values = [as_opt_float(r[1], "value") for r in rows]
         verdict = [as_bool(r[2], "verdict") for r in rows]

@@ -29,9 +29,9 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from drivers.opcua.config import OpcUaSourceConfig, ReadMode
 from drivers.opcua.convert import (
+    OVERFLOW_BITS,
     Binding,
     NotNumeric,
-    server_overflowed,
     status_name,
     to_sample,
 )
@@ -216,20 +216,23 @@ class OpcUaSource:
                 events.append(queue.get_nowait())
             now = gateway_now()  # one receive time for the batch
             samples: list[Sample] = []
+            add, clock, find = samples.append, self._clock, handles.get  # the per-item path
             for ev in events:
                 if ev is None:
                     raise SessionLost("subscription closed")
-                if isinstance(ev, DataChangeEvent):
+                if type(ev) is DataChangeEvent or isinstance(ev, DataChangeEvent):
                     item = ev.data.monitored_item
-                    binding = handles.get(item.ClientHandle)
+                    binding = find(item.ClientHandle)
                     if binding is None:
                         self._reject("unknown_handle", str(item.ClientHandle))
                         continue
+                    dv = item.Value
                     try:
-                        samples.append(to_sample(binding, item.Value, now, self._clock))
+                        add(to_sample(binding, dv, now, clock))
                     except NotNumeric as exc:
                         self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
-                    if server_overflowed(item.Value):
+                    if (dv is not None and (status := dv.StatusCode) is not None
+                            and status.value & OVERFLOW_BITS == OVERFLOW_BITS):
                         self._reject("server_queue_overflow", f"{binding.asset}/"
                                      f"{binding.signal}: raise queue_size or publish faster")
                 elif isinstance(ev, StatusChangeEvent):

@@ -69,3 +69,15 @@ def test_source_timestamp_wins_and_the_clock_decides_what_rules_see() -> None:
 def test_non_numeric_value_is_refused() -> None:
     with pytest.raises(NotNumeric):
         to_sample(B, ua.DataValue(ua.Variant("hello")), received=1.0)
+
+
+def test_the_fast_path_builds_the_same_sample_as_the_constructor() -> None:
+    """Floats skip the isinstance chain and Samples skip the frozen __init__: same result."""
+    from gateway.model import Sample
+
+    dv = ua.DataValue(ua.Variant(7.25), SourceTimestamp=T)  # type: ignore[arg-type]
+    s = to_sample(B, dv, received=1.0)
+    assert type(s) is Sample
+    assert s == Sample("pump-1", "vibration", 7.25, Quality.GOOD, 1.0, T.timestamp())
+    n = to_sample(B, ua.DataValue(ua.Variant(3, ua.VariantType.Int64)), received=1.0)
+    assert (type(n.value), n.value) == (float, 3.0)
