@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -155,6 +156,10 @@ class Daemon:
                 for src in cfg.sources:
                     self._start_source(src)
                 self._install_signals()
+                # What start-up built (config, rules, routes, imported modules) lives as long
+                # as the process: out of the collector's reach, the cyclic GC no longer walks
+                # it on every full collection (8 % of a core in the Modbus benchmark).
+                gc.freeze()
                 self.ready.set()
                 self.notifier.ready(self._one_line())
                 log.info("running: %d sources, %d upstreams, %s", len(self.sources),
