@@ -233,18 +233,14 @@ class Forwarder:
     async def _lease_ahead(self, want: int) -> int:
         """Lease up to `want` due heads not already under way, marked sent, into the window."""
         now = self._clock()
-        records = await self._outbox.lease(self.sink.name, want, now, exclude=self._unsettled)
+        # marked sent in the same transaction, durable before the send: after a crash the
+        # sink knows the outcome of these is unknown
+        records = await self._outbox.lease_for_send(self.sink.name, want, now,
+                                                    exclude=self._unsettled)
         if not records:
             return 0
-        ids = [r.id for r in records]
-        self._unsettled.update(ids)
+        self._unsettled.update(r.id for r in records)
         self.idle.clear()
-        try:
-            # durable before the send: after a crash the sink knows the outcome is unknown
-            await self._outbox.mark_sent(ids, now)
-        except BaseException:
-            self._unsettled.difference_update(ids)
-            raise
         self._ready.push(records)
         self._kick.set()
         return len(records)
@@ -382,12 +378,13 @@ class Forwarder:
         deliveries = [x.delivery for x in done]
         # workflow steps an accepted record makes due (parts chain): in the same transaction
         follow = follow_ups(self.sink, [x.record for x in done], deliveries)
+        attempts, facts = self._history(done, finished)
         if follow:
             await self._outbox.settle_with_follow_ups(deliveries, finished, follow)
-        else:
-            await self._outbox.settle(deliveries, finished)
+            await self._record_attempts(attempts, facts)
+        else:  # outcomes and their history in one transaction
+            await self._outbox.settle(deliveries, finished, attempts=attempts, facts=facts)
         self._unsettled.difference_update(x.record.id for x in done)
-        await self._record_attempts(done, finished)
         # one story call per group, as one round was: a record refused among others accepted
         # is that record's trouble, not the link's (latencies of a group are alike: the mean)
         self._story.settled([(x.record, x.delivery) for x in done],
@@ -405,19 +402,32 @@ class Forwarder:
         self.stats.last_error = f"outbox: {exc}"
         log.error("%s: cannot read or settle the outbox: %s", self.sink.name, exc)
 
-    async def _record_attempts(self, done: Sequence[_Done], finished: float) -> None:
-        """Attempt history for `trace`, in its own small transaction after `settle`. Losing it
-        to a storage fault loses no message, so it is logged, never a reason to stop."""
-        attempts = [
-            Attempt(x.record.id, x.record.message.key, self.sink.name,
-                    x.record.message.episode_id, x.started, finished, x.delivery.outcome.value,
-                    http_status(x.delivery.reason), round(x.latency * 1000, 1),
-                    x.delivery.reason, x.delivery.receipt, x.record.attempts + 1)
-            for x in done
-            if worth_keeping(x.record.attempts + 1, x.delivery.outcome is not Outcome.RETRY)]
-        facts = [MessageFacts(x.record.id, x.record.message.episode_id, finished,
-                              message_facts(x.record.message.body))
-                 for x in done]  # insert-or-ignore: the first attempt's facts stay
+    def _history(self, done: Sequence[_Done], finished: float
+                 ) -> tuple[list[Attempt], list[MessageFacts]]:
+        """Attempt history for `trace`: the attempts worth keeping, and the message's facts on
+        its first attempt and its final one (before its body is dropped), not on every retry:
+        the first stored stay, later ones would only be ignored."""
+        attempts = []
+        facts = []
+        name = self.sink.name
+        for x in done:
+            rec, d = x.record, x.delivery
+            number = rec.attempts + 1
+            final = d.outcome is not Outcome.RETRY
+            if worth_keeping(number, final):
+                attempts.append(Attempt(
+                    rec.id, rec.message.key, name, rec.message.episode_id, x.started, finished,
+                    d.outcome.value, http_status(d.reason), round(x.latency * 1000, 1),
+                    d.reason, d.receipt, number))
+            if number == 1 or final:
+                facts.append(MessageFacts(rec.id, rec.message.episode_id, finished,
+                                          message_facts(rec.message.body)))
+        return attempts, facts
+
+    async def _record_attempts(self, attempts: Sequence[Attempt],
+                               facts: Sequence[MessageFacts]) -> None:
+        """Attempt history in its own small transaction after `settle_with_follow_ups`. Losing
+        it to a storage fault loses no message, so it is logged, never a reason to stop."""
         try:
             await self._outbox.record_attempts(attempts, facts)
         except StorageError as exc:

@@ -151,7 +151,7 @@ class RestSinkConfig(StrictModel):
 
 def sf_string(value: str) -> str:
     """RFC 8941 sf-string: printable ASCII in quotes, with \\ and \" escaped."""
-    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+    if not (value.isascii() and value.isprintable()):  # i.e. every char in 0x20..0x7E
         raise ValueError("idempotency key has characters an sf-string cannot carry")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

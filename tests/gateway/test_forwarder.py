@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from buffer.attempts import Attempt, MessageFacts
 from buffer.errors import StorageFull
 from buffer.store import OutboxStore
 from gateway.messages import messages_for
@@ -29,11 +30,13 @@ class FlakyOutbox(OutboxStore):
 
     fail_settles = 0
 
-    async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
+    async def settle(self, deliveries: Sequence[Delivery], now: float, *,
+                     attempts: Sequence[Attempt] = (),
+                     facts: Sequence[MessageFacts] = ()) -> None:
         if self.fail_settles:
             self.fail_settles -= 1
             raise StorageFull(self.path)
-        await super().settle(deliveries, now)
+        await super().settle(deliveries, now, attempts=attempts, facts=facts)
 
 
 def _raise(asset: str, ts: float) -> Transition:
