@@ -1,13 +1,15 @@
 """Backlog drain to the CMMS simulator, and what a fresh critical raise waits meanwhile.
 
     .venv/bin/python benchmarks/drain_bench.py [--records 100000] [--raises 50]
-        [--in-flight 64] [--synchronous full|normal]
+        [--in-flight 64] [--synchronous full|normal] [--loop uvloop|asyncio]
 
 A backlog of `--records` maintenance requests (one episode each) is committed to a fresh outbox;
 the real forwarder and REST sink drain it to the CMMS simulator running in a process of its own.
 During the drain `--raises` critical raises (severity 1) are committed one at a time, evenly
 spread, each followed by the wake a commit gives the forwarder; the latency of each is from its
 commit returning to the simulator's 201 reaching the sink. Prints figures; asserts nothing.
+Everything (gateway, bare client, simulator) runs on `--loop`: uvloop by default, as the
+daemon does (gateway/cli.py).
 Target (issue 14): >= 5,000 requests/s, critical raise p99 < 100 ms.
 """
 
@@ -22,9 +24,9 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +39,7 @@ from gateway.model import Delivery, OutboxRecord, RequestDetails, Transition, Tr
 from gateway.upstream.forwarder import Forwarder, ForwardingConfig
 from gateway.upstream.rest import RestSink, RestSinkConfig
 
+T = TypeVar("T")
 API_KEY = "bench-key"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +77,24 @@ class TimedSink:
         await self.inner.aclose()
 
 
+LOOP = "uvloop"  # set from --loop: the simulator process runs on the same loop as we do
+# the simulator's own CLI, on uvloop (the simulator itself is loop-agnostic)
+ON_UVLOOP = ("import sys, uvloop; from simulators.cmms.__main__ import _args, serve; "
+             "uvloop.run(serve(_args(sys.argv[1:])))")
+
+
+def run_on_loop(main: Coroutine[Any, Any, T]) -> T:
+    if LOOP == "uvloop":
+        import uvloop
+        result: T = uvloop.run(main)
+        return result
+    return asyncio.run(main)
+
+
 async def start_simulator() -> tuple[asyncio.subprocess.Process, str]:
+    how = ["-c", ON_UVLOOP] if LOOP == "uvloop" else ["-m", "simulators.cmms"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.cmms", "--port", "0", "--api-key", API_KEY,
+        sys.executable, *how, "--port", "0", "--api-key", API_KEY,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -205,14 +223,18 @@ def main() -> None:
     p.add_argument("--raises", type=int, default=50)
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--synchronous", choices=[s.value for s in Synchronous], default="full")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = p.parse_args()
-    r = asyncio.run(run(args))
-    bare, bare_cpu_us = asyncio.run(ceiling(min(args.records, 50_000), args.in_flight))
+    global LOOP
+    LOOP = args.loop
+    r = run_on_loop(run(args))
+    bare, bare_cpu_us = run_on_loop(ceiling(min(args.records, 50_000), args.in_flight))
     cpu_us = r["cpu_s"] / (r["records"] + r["raises"]) * 1e6
     print(f"backlog of {r['records']:,} committed in {r['fill_s']:.1f} s; a lease of "
           f"{args.in_flight} from it takes {r['lease_ms']:.1f} ms (median of 20)")
     print(f"drain: {r['requests_per_s']:,.0f} requests/s ({r['drain_s']:.1f} s, "
-          f"{args.in_flight} in flight, synchronous={args.synchronous})   target >= 5,000")
+          f"{args.in_flight} in flight, synchronous={args.synchronous}, {LOOP})"
+          "   target >= 5,000")
     print(f"gateway process CPU during the drain: {r['cpu_s']:.1f} s of {r['drain_s']:.1f} s; "
           f"mean requests in flight {r['mean_in_flight']:.0f}; {cpu_us:.0f} us CPU per request")
     print(f"ceiling, bare aiohttp client -> simulator, same run: {bare:,.0f} requests/s; "

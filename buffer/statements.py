@@ -126,30 +126,31 @@ LIVE = ("SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
 MARK_SENT = "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0"
 
 
-def lease_marked(conn: sqlite3.Connection, params: dict[str, Any], exclude: Collection[int],
-                 limit: int) -> list[Any]:
-    """LEASE, leaving out `exclude`, and mark what it returns sent at `params["now"]`: the rows
-    a forwarder sends next, durable as under way before the first byte leaves."""
-    rows = [r for r in conn.execute(LEASE, params).fetchall() if r[0] not in exclude][:limit]
-    if rows:
-        conn.executemany(MARK_SENT, [(params["now"], r[0]) for r in rows])
-    return rows
-
-
-def settle_in_one(conn: sqlite3.Connection, first: dict[int, Delivery], now: float,
-                  history: Sequence[tuple[str, Rows]]) -> int:
-    """Apply outcomes to the pending records among `first` (unknown or settled ids are
-    ignored) and append the attempt history rows (statement, rows), in the caller's
-    transaction; returns the body bytes freed."""
-    live: dict[int, tuple[str, str, int]] = {}
-    ids = list(first)
-    for i in range(0, len(ids), CHUNK):
-        chunk = ids[i:i + CHUNK]
-        rows = conn.execute(LIVE.format(",".join("?" * len(chunk))), chunk).fetchall()
-        live.update((r[0], (r[1], r[2], r[3])) for r in rows)
-    ok, receipts, dead, retry, freed = settle_rows(live, first, now)
-    for sql, params in ((SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts), (SETTLE_DEAD, dead),
-                        (SETTLE_RETRY, retry), *history):
+def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery], now: float,
+                            history: Sequence[tuple[str, Rows]], lease: dict[str, Any],
+                            exclude: Collection[int], limit: int) -> tuple[int, list[Any]]:
+    """In the caller's transaction: apply outcomes to the pending records among `first`
+    (unknown or settled ids are ignored), append the attempt history rows (statement, rows),
+    then LEASE with `lease` params up to `limit` rows not in `exclude` and mark them sent at
+    `now`. Returns the body bytes freed and the leased rows."""
+    freed = 0
+    if first:
+        live: dict[int, tuple[str, str, int]] = {}
+        ids = list(first)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            rows = conn.execute(LIVE.format(",".join("?" * len(chunk))), chunk).fetchall()
+            live.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        ok, receipts, dead, retry, freed = settle_rows(live, first, now)
+        history = [(SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts), (SETTLE_DEAD, dead),
+                   (SETTLE_RETRY, retry), *history]
+    for sql, params in history:
         if params:
             conn.executemany(sql, params)
-    return freed
+    leased: list[Any] = []
+    if limit > 0:
+        leased = [r for r in conn.execute(LEASE, lease).fetchall() if r[0] not in exclude]
+        del leased[limit:]
+        if leased:
+            conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])
+    return freed, leased

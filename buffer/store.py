@@ -38,10 +38,9 @@ from buffer.statements import (
     SETTLE_ACCEPTED,
     SETTLE_DEAD,
     SETTLE_RETRY,
-    lease_marked,
     leased_record,
     priority_of,
-    settle_in_one,
+    settle_and_lease_in_one,
     settle_rows,
 )
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
@@ -250,13 +249,7 @@ class OutboxStore(OperatorViews):
                              exclude: Collection[int] = ()) -> list[OutboxRecord]:
         """`lease` and `mark_sent` of what it returns, in one transaction (one call on the
         database thread): what a forwarder about to send them asks for."""
-        if limit <= 0:
-            return []
-        params = {"sink": sink, "now": now, "limit": limit + len(exclude)}
-        async with self._lock:
-            rows = await self._in_thread(partial(lease_marked, params=params, exclude=exclude,
-                                                 limit=limit))
-        return [leased_record(r) for r in rows]
+        return await self.settle_and_lease((), now, sink, limit, exclude=exclude)
 
     async def unmark_sent(self, ids: Sequence[int]) -> None:
         """These records were marked sent but never sent after all (a forwarder stopping
@@ -273,22 +266,34 @@ class OutboxStore(OperatorViews):
                      facts: Sequence[MessageFacts] = ()) -> None:
         """Apply sink outcomes, and append the attempt history of the same sends (`attempts`,
         first-seen `facts`, see buffer/attempts.py) in the same transaction. Unknown or
-        already settled record ids are ignored.
+        already settled record ids are ignored."""
+        await self.settle_and_lease(deliveries, now, "", 0, attempts=attempts, facts=facts)
 
-        The whole transaction is one call on the database thread: a forwarder settles once
-        per round of finished requests, and its cost per record is what limits a drain."""
+    async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
+                               limit: int, *, attempts: Sequence[Attempt] = (),
+                               facts: Sequence[MessageFacts] = (),
+                               exclude: Collection[int] = ()) -> list[OutboxRecord]:
+        """`settle` (with history), then `lease_for_send` of `sink`, in one transaction: a
+        forwarder's round. One call on the database thread and one commit (one fsync under
+        synchronous=FULL) per round, however many records it settles and leases: at a drain
+        of thousands a second that is what the outbox costs per record."""
         first: dict[int, Delivery] = {}
         for d in deliveries:
             first.setdefault(d.record_id, d)
         history = history_rows(attempts, facts)
+        lease = {"sink": sink, "now": now, "limit": limit + len(exclude)}
+        rows: list[Any] = []
         async with self._lock:
             await self._sync_used()
-            freed = await self._in_thread(partial(settle_in_one, first=first, now=now,
-                                                  history=history))
-            self._used -= freed
+            if first or limit > 0 or any(params for _, params in history):
+                freed, rows = await self._in_thread(partial(
+                    settle_and_lease_in_one, first=first, now=now, history=history,
+                    lease=lease, exclude=exclude, limit=limit))
+                self._used -= freed
             if self._prune_due(now):  # every few minutes, in a transaction of its own
                 async with self._write():
                     self._used -= await self._maybe_prune(now)
+        return [leased_record(r) for r in rows]
 
     def _prune_due(self, now: float) -> bool:
         return self._last_prune is None or now - self._last_prune >= PRUNE_INTERVAL_SECONDS

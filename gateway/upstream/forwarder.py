@@ -163,8 +163,7 @@ class Forwarder:
         self._done: list[_Done] = []
         self._ready = ReadyHeads()  # leased ahead, marked sent, waiting for a slot
         self._kick = asyncio.Event()  # the pump has something to look at
-        self._refill = asyncio.Event()  # the refiller has something to look at
-        self._finished = asyncio.Event()  # the settler has something to settle
+        self._refill = asyncio.Event()  # a round has something to do: settle, lease or both
         self._woken = True  # a commit happened since the last lease: lease now
         self.stats = ForwarderStats(in_flight_cap=self._cap.current)
         self._story = DeliveryStory(sink.name)
@@ -184,8 +183,7 @@ class Forwarder:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
-                tg.create_task(self._settler(), name=f"forward-{self.sink.name}-settle")
-                tg.create_task(self._refiller(), name=f"forward-{self.sink.name}-lease")
+                tg.create_task(self._rounds(), name=f"forward-{self.sink.name}-rounds")
                 await self._pump(tg)
         finally:
             # records leased ahead but never sent: no unknown outcome for a sink to wait on
@@ -193,7 +191,7 @@ class Forwarder:
             with contextlib.suppress(StorageError):
                 await asyncio.shield(self._outbox.unmark_sent(unsent))
 
-    # --- refiller: keep a window of due heads leased ahead ---------------------------------
+    # --- rounds: settle what finished and keep a window of due heads leased ahead -----------
 
     def _want(self) -> int:
         """How many records to lease now. Two windows ahead while the breaker is closed (so a
@@ -207,22 +205,31 @@ class Forwarder:
             want = max(want, min(8, self._cfg.batch_size, target + 8 - len(self._ready)))
         return want
 
-    async def _refiller(self) -> None:
+    async def _rounds(self) -> None:
+        """One outbox transaction per round: settle every request that finished since the
+        last round (with its attempt history) and lease, marked sent, what the window lacks.
+        Rounds run back to back while there is work, so a round's size follows the rate: one
+        commit (one fsync) per round, not one per settle plus one per lease."""
         storage = Backoff(0.5, 10.0)
         while True:
             self._refill.clear()
+            done, self._done = self._done, []
             want = self._want()
-            if want > 0:
-                self._woken = False
+            if done or want > 0:
+                woken, self._woken = self._woken, False
                 try:
-                    got = await self._lease_ahead(want)
+                    got = await self._round(done, want)
                     storage.reset()
                 except StorageError as exc:
+                    # Disk full or I/O error: keep the outcomes and settle them when it works
+                    # again (until then the records stay pending and are not leased twice).
                     self._storage_fault(exc)
+                    self._done[:0] = done
+                    self._woken = self._woken or woken
                     await asyncio.sleep(storage.next_delay())
                     continue
-                if got == want:
-                    continue  # there may be more due at once
+                if done or (want > 0 and got == want):
+                    continue  # more may have finished, or be due, meanwhile
             delay = self._cfg.idle_poll_seconds
             if self._breaker.state is not BreakerState.CLOSED:
                 delay = min(delay, max(self._breaker.wait(), 0.001))
@@ -230,19 +237,40 @@ class Forwarder:
                 async with asyncio.timeout(delay):
                     await self._refill.wait()
 
-    async def _lease_ahead(self, want: int) -> int:
-        """Lease up to `want` due heads not already under way, marked sent, into the window."""
+    async def _round(self, done: Sequence[_Done], want: int) -> int:
+        """Settle `done` and lease up to `want` due heads not already under way into the
+        window; returns how many were leased. Leased records are marked sent in the same
+        transaction, durable before the send: after a crash the sink knows their outcome
+        upstream is unknown."""
         now = self._clock()
-        # marked sent in the same transaction, durable before the send: after a crash the
-        # sink knows the outcome of these is unknown
-        records = await self._outbox.lease_for_send(self.sink.name, want, now,
-                                                    exclude=self._unsettled)
-        if not records:
-            return 0
-        self._unsettled.update(r.id for r in records)
-        self.idle.clear()
-        self._ready.push(records)
-        self._kick.set()
+        deliveries = [x.delivery for x in done]
+        settled = {x.record.id for x in done}
+        exclude = self._unsettled - settled if settled else self._unsettled
+        # workflow steps an accepted record makes due (parts chain): in the same transaction
+        follow = follow_ups(self.sink, [x.record for x in done], deliveries) if done else ()
+        attempts, facts = self._history(done, now)
+        if follow:
+            await self._outbox.settle_with_follow_ups(deliveries, now, follow)
+            await self._record_attempts(attempts, facts)
+            records = await self._outbox.lease_for_send(self.sink.name, want, now,
+                                                        exclude=exclude)
+        else:  # outcomes, their history and the next lease in one transaction
+            records = await self._outbox.settle_and_lease(
+                deliveries, now, self.sink.name, want, attempts=attempts, facts=facts,
+                exclude=exclude)
+        if done:
+            self._unsettled.difference_update(settled)
+            # one story call per group, as one round was: a record refused among others
+            # accepted is that record's trouble, not the link's (latencies alike: the mean)
+            self._story.settled([(x.record, x.delivery) for x in done],
+                                sum(x.latency for x in done) / len(done), now)
+            self._account(deliveries, now)
+        if records:
+            self._unsettled.update(r.id for r in records)
+            self.idle.clear()
+            self._ready.push(records)
+            self._kick.set()
+        self._set_idle()
         return len(records)
 
     async def _watch_wake(self) -> None:
@@ -310,7 +338,6 @@ class Forwarder:
             d = Delivery(rec.id, Outcome.RETRY, reason="sink answered for another record")
         self._observe(rec, d)
         self._done.append(_Done(rec, self._with_delay(rec, d), started, time.monotonic() - t0))
-        self._finished.set()
         self._kick.set()
         self._refill.set()
 
@@ -351,47 +378,6 @@ class Forwarder:
         self._breaker.trip()
         self.stats.breaker = self._breaker.state
         self._story.hung(len(self._in_flight), self._hung_after, self._clock())
-
-    # --- settle: each record as soon as it is done ---------------------------------------
-
-    async def _settler(self) -> None:
-        storage = Backoff(0.5, 10.0)
-        while True:
-            await self._finished.wait()
-            self._finished.clear()
-            done, self._done = self._done, []
-            if not done:
-                continue
-            try:
-                await self._settle(done)
-                storage.reset()
-            except StorageError as exc:
-                # Disk full or I/O error: keep the outcomes and settle them when it works again
-                # (until then the records stay pending and are not leased twice).
-                self._storage_fault(exc)
-                self._done[:0] = done
-                await asyncio.sleep(storage.next_delay())
-                self._finished.set()
-
-    async def _settle(self, done: Sequence[_Done]) -> None:
-        finished = self._clock()
-        deliveries = [x.delivery for x in done]
-        # workflow steps an accepted record makes due (parts chain): in the same transaction
-        follow = follow_ups(self.sink, [x.record for x in done], deliveries)
-        attempts, facts = self._history(done, finished)
-        if follow:
-            await self._outbox.settle_with_follow_ups(deliveries, finished, follow)
-            await self._record_attempts(attempts, facts)
-        else:  # outcomes and their history in one transaction
-            await self._outbox.settle(deliveries, finished, attempts=attempts, facts=facts)
-        self._unsettled.difference_update(x.record.id for x in done)
-        # one story call per group, as one round was: a record refused among others accepted
-        # is that record's trouble, not the link's (latencies of a group are alike: the mean)
-        self._story.settled([(x.record, x.delivery) for x in done],
-                            sum(x.latency for x in done) / len(done), finished)
-        self._account([x.delivery for x in done], finished)
-        self._set_idle()
-        self._refill.set()  # a settled head lets the next record of its episode go
 
     def _set_idle(self) -> None:
         waiting = len(self._ready) if self._quiescing else 0  # leased ahead, never to be sent
