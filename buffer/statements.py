@@ -49,6 +49,16 @@ WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
                   AND p.id < o.id)
 ORDER BY o.priority, o.id LIMIT :limit
 """
+# LEASE for a forwarder about to send: records it marked sent itself (after :since, when it
+# started) are under way and skipped in SQL, so a lease does not read and hand over the whole
+# window in flight again only for the caller to drop it. Records marked by an earlier life (a
+# kill -9 mid-send) are at or before :since and leased as usual; so are its own marks at
+# exactly :since (a clock that did not move), which the caller's `exclude` drops.
+LEASE_UNSENT = LEASE.replace(
+    "WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now",
+    "WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now"
+    " AND (o.sent_at IS NULL OR o.sent_at <= :since)")
+assert LEASE_UNSENT != LEASE
 
 
 def priority_of(m: OutboxMessage) -> Priority:
@@ -149,7 +159,8 @@ def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery]
             conn.executemany(sql, params)
     leased: list[Any] = []
     if limit > 0:
-        leased = [r for r in conn.execute(LEASE, lease).fetchall() if r[0] not in exclude]
+        sql = LEASE_UNSENT if "since" in lease else LEASE
+        leased = [r for r in conn.execute(sql, lease).fetchall() if r[0] not in exclude]
         del leased[limit:]
         if leased:
             conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])

@@ -246,10 +246,13 @@ class OutboxStore(OperatorViews):
                 [(now, rid) for rid in ids])
 
     async def lease_for_send(self, sink: str, limit: int, now: float,
-                             exclude: Collection[int] = ()) -> list[OutboxRecord]:
+                             exclude: Collection[int] = (),
+                             since: float | None = None) -> list[OutboxRecord]:
         """`lease` and `mark_sent` of what it returns, in one transaction (one call on the
-        database thread): what a forwarder about to send them asks for."""
-        return await self.settle_and_lease((), now, sink, limit, exclude=exclude)
+        database thread): what a forwarder about to send them asks for. With `since`, records
+        marked sent after it (by this caller: under way) are skipped in SQL; `exclude` still
+        applies."""
+        return await self.settle_and_lease((), now, sink, limit, exclude=exclude, since=since)
 
     async def unmark_sent(self, ids: Sequence[int]) -> None:
         """These records were marked sent but never sent after all (a forwarder stopping
@@ -272,7 +275,8 @@ class OutboxStore(OperatorViews):
     async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
                                limit: int, *, attempts: Sequence[Attempt] = (),
                                facts: Sequence[MessageFacts] = (),
-                               exclude: Collection[int] = ()) -> list[OutboxRecord]:
+                               exclude: Collection[int] = (),
+                               since: float | None = None) -> list[OutboxRecord]:
         """`settle` (with history), then `lease_for_send` of `sink`, in one transaction: a
         forwarder's round. One call on the database thread and one commit (one fsync under
         synchronous=FULL) per round, however many records it settles and leases: at a drain
@@ -281,7 +285,10 @@ class OutboxStore(OperatorViews):
         for d in deliveries:
             first.setdefault(d.record_id, d)
         history = history_rows(attempts, facts)
-        lease = {"sink": sink, "now": now, "limit": limit + len(exclude)}
+        lease: dict[str, Any] = {"sink": sink, "now": now, "limit": limit + len(exclude)}
+        if since is not None:  # what the caller marked itself is skipped in SQL
+            # (a few more, for marks of ours not after `since`: a clock that stood or stepped back)
+            lease |= {"since": since, "limit": limit + min(len(exclude), 8)}
         rows: list[Any] = []
         async with self._lock:
             await self._sync_used()

@@ -160,6 +160,9 @@ class Forwarder:
         self._rng = random.Random()
         self._in_flight: dict[int, float] = {}  # record id -> monotonic start
         self._unsettled: set[int] = set()  # sent, not yet settled: never leased twice
+        # what this forwarder marks sent after this instant the lease skips in SQL (marks up to
+        # it are a previous life's sends, to be sent again; `_unsettled` still guards ours)
+        self._since = clock()
         self._done: list[_Done] = []
         self._ready = ReadyHeads()  # leased ahead, marked sent, waiting for a slot
         self._kick = asyncio.Event()  # the pump has something to look at
@@ -253,11 +256,11 @@ class Forwarder:
             await self._outbox.settle_with_follow_ups(deliveries, now, follow)
             await self._record_attempts(attempts, facts)
             records = await self._outbox.lease_for_send(self.sink.name, want, now,
-                                                        exclude=exclude)
+                                                        exclude=exclude, since=self._since)
         else:  # outcomes, their history and the next lease in one transaction
             records = await self._outbox.settle_and_lease(
                 deliveries, now, self.sink.name, want, attempts=attempts, facts=facts,
-                exclude=exclude)
+                exclude=exclude, since=self._since)
         if done:
             self._unsettled.difference_update(settled)
             # one story call per group, as one round was: a record refused among others

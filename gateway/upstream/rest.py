@@ -271,9 +271,10 @@ class RestSink:
                 found = await self._lookup(rec)
                 if found is not None:
                     return found
-            existing = await self._existing_work(rec)
-            if existing is not None:
-                return existing
+            if self._cfg.workflow.existing_work_path is not None:  # else nothing to look up
+                existing = await self._existing_work(rec)
+                if existing is not None:
+                    return existing
         elif msg.kind is MessageKind.STATUS_UPDATE:
             if not rec.upstream_ref:
                 return Delivery(rec.id, Outcome.REJECTED, reason=(

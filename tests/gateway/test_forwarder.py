@@ -33,12 +33,13 @@ class FlakyOutbox(OutboxStore):
     async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
                                limit: int, *, attempts: Sequence[Attempt] = (),
                                facts: Sequence[MessageFacts] = (),
-                               exclude: Collection[int] = ()) -> list[OutboxRecord]:
+                               exclude: Collection[int] = (),
+                               since: float | None = None) -> list[OutboxRecord]:
         if deliveries and self.fail_settles:
             self.fail_settles -= 1
             raise StorageFull(self.path)
         return await super().settle_and_lease(deliveries, now, sink, limit, attempts=attempts,
-                                              facts=facts, exclude=exclude)
+                                              facts=facts, exclude=exclude, since=since)
 
 
 def _raise(asset: str, ts: float) -> Transition:
