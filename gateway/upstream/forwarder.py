@@ -3,9 +3,11 @@
 A bounded set of requests is in flight (the upstream's `max_in_flight`, paced by its token
 bucket); each finished request frees its slot at once and the pump leases again, by priority
 (gateway.model.Priority) then age, so a fresh critical raise waits at most one round trip for a
-slot, whatever is queued behind it. A commit wakes the pump (`wake`). Each record is settled as
-soon as it is done, in small groups (one transaction for what finished meanwhile), so a kill
-resends only what was in flight.
+slot, whatever is queued behind it. A commit wakes the pump (`wake`). The outbox work runs in
+rounds, back to back while there is work: one transaction (one call on the database thread, one
+commit) settles every request that finished since the last round, with its attempt history,
+and leases the next window, marked sent. A kill resends only what was in flight (and what had
+finished in the last round's few milliseconds).
 
 A record leaves the outbox only after the sink classified it ACCEPTED (or REJECTED for good). A
 cancelled send leaves the record pending: it is sent again under the same idempotency key.
@@ -13,8 +15,9 @@ While the upstream is down, records wait on the breaker's probe (gateway/upstrea
 `Breaker`), not on their own backoff; a request without an answer for the first-byte timeout
 marks the upstream hung and opens the breaker.
 
-Every settled send is also written to the attempt history (`plantbridge trace`) and told as a
-story in the log (gateway/story.py): accepts, retry bursts, dead letters, a failing or hung link.
+Every settled send is also written to the attempt history (`plantbridge trace`), in the same
+transaction, and told as a story in the log (gateway/story.py): accepts (no line is built when
+its level is off), retry bursts, dead letters, a failing or hung link.
 """
 
 from __future__ import annotations
@@ -186,6 +189,7 @@ class Forwarder:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
+                tg.create_task(self._tick(), name=f"forward-{self.sink.name}-tick")
                 tg.create_task(self._rounds(), name=f"forward-{self.sink.name}-rounds")
                 await self._pump(tg)
         finally:
@@ -233,9 +237,10 @@ class Forwarder:
                     continue
                 if done or (want > 0 and got == want):
                     continue  # more may have finished, or be due, meanwhile
-            delay = self._cfg.idle_poll_seconds
-            if self._breaker.state is not BreakerState.CLOSED:
-                delay = min(delay, max(self._breaker.wait(), 0.001))
+            if self._breaker.state is BreakerState.CLOSED:  # the idle poll: `_tick`
+                await self._refill.wait()
+                continue
+            delay = min(self._cfg.idle_poll_seconds, max(self._breaker.wait(), 0.001))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._refill.wait()
@@ -276,6 +281,15 @@ class Forwarder:
         self._set_idle()
         return len(records)
 
+    async def _tick(self) -> None:
+        """The idle poll, once for everyone: every `idle_poll_seconds` the pump and the rounds
+        look again (records whose retry fell due, anything no event announced). One timer per
+        poll, where a timeout on every wait cost a timer per request at thousands a second."""
+        while True:
+            await asyncio.sleep(self._cfg.idle_poll_seconds)
+            self._kick.set()
+            self._refill.set()
+
     async def _watch_wake(self) -> None:
         while True:
             await self._wake.wait()
@@ -312,12 +326,16 @@ class Forwarder:
 
     async def _nap(self) -> None:
         """Until something changes: a lease, a finished request, a token, the next probe."""
-        delay = self._cfg.idle_poll_seconds
+        delay: float | None = None  # the idle poll is `_tick`'s: no timer per nap
         if self._bucket.available() == 0:
-            delay = min(delay, self._bucket.wait())
+            delay = self._bucket.wait()
         if self._breaker.allowance() == 0 and self._breaker.wait() > 0:
-            delay = min(delay, self._breaker.wait())
+            delay = min(self._breaker.wait(), self._cfg.idle_poll_seconds if delay is None
+                        else delay)
         self._set_idle()
+        if delay is None:
+            await self._kick.wait()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(delay, 0.001)):
                 await self._kick.wait()
