@@ -1,13 +1,15 @@
 """Backlog drain to the CMMS simulator, and what a fresh critical raise waits meanwhile.
 
     .venv/bin/python benchmarks/drain_bench.py [--records 100000] [--raises 50]
-        [--in-flight 64] [--synchronous full|normal]
+        [--in-flight 64] [--synchronous full|normal] [--loop uvloop|asyncio]
 
 A backlog of `--records` maintenance requests (one episode each) is committed to a fresh outbox;
 the real forwarder and REST sink drain it to the CMMS simulator running in a process of its own.
 During the drain `--raises` critical raises (severity 1) are committed one at a time, evenly
 spread, each followed by the wake a commit gives the forwarder; the latency of each is from its
 commit returning to the simulator's 201 reaching the sink. Prints figures; asserts nothing.
+Everything (gateway, bare client, simulator) runs on `--loop`: uvloop by default, as the
+daemon does (gateway/cli.py).
 Target (issue 14): >= 5,000 requests/s, critical raise p99 < 100 ms.
 """
 
@@ -17,14 +19,15 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,6 +40,7 @@ from gateway.model import Delivery, OutboxRecord, RequestDetails, Transition, Tr
 from gateway.upstream.forwarder import Forwarder, ForwardingConfig
 from gateway.upstream.rest import RestSink, RestSinkConfig
 
+T = TypeVar("T")
 API_KEY = "bench-key"
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,9 +78,24 @@ class TimedSink:
         await self.inner.aclose()
 
 
+LOOP = "uvloop"  # set from --loop: the simulator process runs on the same loop as we do
+# the simulator's own CLI, on uvloop (the simulator itself is loop-agnostic)
+ON_UVLOOP = ("import sys, uvloop; from simulators.cmms.__main__ import _args, serve; "
+             "uvloop.run(serve(_args(sys.argv[1:])))")
+
+
+def run_on_loop(main: Coroutine[Any, Any, T]) -> T:
+    if LOOP == "uvloop":
+        import uvloop
+        result: T = uvloop.run(main)
+        return result
+    return asyncio.run(main)
+
+
 async def start_simulator() -> tuple[asyncio.subprocess.Process, str]:
+    how = ["-c", ON_UVLOOP] if LOOP == "uvloop" else ["-m", "simulators.cmms"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "simulators.cmms", "--port", "0", "--api-key", API_KEY,
+        sys.executable, *how, "--port", "0", "--api-key", API_KEY,
         cwd=ROOT, stdout=asyncio.subprocess.PIPE)
     assert proc.stdout is not None
     line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
@@ -107,10 +126,10 @@ async def raises(outbox: OutboxStore, sink: TimedSink, wake: asyncio.Event, coun
         wake.set()
 
 
-async def ceiling(requests: int, in_flight: int) -> tuple[float, float]:
+async def ceiling(requests: int, in_flight: int) -> tuple[float, float, float]:
     """The same POSTs from a bare aiohttp client (no outbox, no gateway logic) to a fresh
     simulator process: what this box allows in this run. Returns requests/s and the client's
-    CPU microseconds per request."""
+    and the simulator's CPU microseconds per request."""
     proc, url = await start_simulator()
     target = url + "/api/v1/maintenance-requests"
     t = raise_of("line-4/pump-000000", time.time(), 3)
@@ -129,13 +148,23 @@ async def ceiling(requests: int, in_flight: int) -> tuple[float, float]:
                             "Idempotency-Key": f'"k{i}"',
                             "Content-Type": "application/json"}) as resp:
                         await resp.read()
-            start, cpu0 = time.perf_counter(), time.process_time()
+            start, cpu0, sim0 = time.perf_counter(), time.process_time(), process_cpu(proc.pid)
             await asyncio.gather(*(worker() for _ in range(in_flight)))
             return (requests / (time.perf_counter() - start),
-                    (time.process_time() - cpu0) / requests * 1e6)
+                    (time.process_time() - cpu0) / requests * 1e6,
+                    (process_cpu(proc.pid) - sim0) / requests * 1e6)
     finally:
         proc.terminate()
         await proc.wait()
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of another process so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -174,13 +203,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 every = max(0.01, args.records / 5000 / (args.raises + 1))
                 raiser = asyncio.create_task(raises(ob, sink, wake, args.raises, every,
                                                     committed))
-                cpu0 = time.process_time()
+                cpu0, sim0 = time.process_time(), process_cpu(proc.pid)
                 in_flight: list[int] = []
                 while fwd.stats.accepted < total and not task.done():
                     await asyncio.sleep(0.05)
                     in_flight.append(fwd.stats.in_flight)
                 elapsed = time.perf_counter() - start
                 cpu = time.process_time() - cpu0
+                sim_cpu = process_cpu(proc.pid) - sim0
                 await raiser
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -190,7 +220,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         proc.terminate()
         await proc.wait()
     lat = [(sink.answered[a] - committed[a]) * 1000 for a in committed if a in sink.answered]
-    return {"lease_ms": statistics.median(lease_ms), "cpu_s": cpu,
+    return {"lease_ms": statistics.median(lease_ms), "cpu_s": cpu, "sim_cpu_s": sim_cpu,
             "mean_in_flight": statistics.fmean(in_flight) if in_flight else 0,
             "records": args.records, "fill_s": filled, "drain_s": elapsed,
             "requests_per_s": total / elapsed, "raises": len(lat),
@@ -205,19 +235,31 @@ def main() -> None:
     p.add_argument("--raises", type=int, default=50)
     p.add_argument("--in-flight", type=int, default=64)
     p.add_argument("--synchronous", choices=[s.value for s in Synchronous], default="full")
+    p.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     args = p.parse_args()
-    r = asyncio.run(run(args))
-    bare, bare_cpu_us = asyncio.run(ceiling(min(args.records, 50_000), args.in_flight))
+    global LOOP
+    LOOP = args.loop
+    load = os.getloadavg()
+    r = run_on_loop(run(args))
+    bare, bare_cpu_us, bare_sim_us = run_on_loop(ceiling(min(args.records, 50_000),
+                                                         args.in_flight))
     cpu_us = r["cpu_s"] / (r["records"] + r["raises"]) * 1e6
+    sim_us = r["sim_cpu_s"] / (r["records"] + r["raises"]) * 1e6
+    print(f"load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     print(f"backlog of {r['records']:,} committed in {r['fill_s']:.1f} s; a lease of "
           f"{args.in_flight} from it takes {r['lease_ms']:.1f} ms (median of 20)")
     print(f"drain: {r['requests_per_s']:,.0f} requests/s ({r['drain_s']:.1f} s, "
-          f"{args.in_flight} in flight, synchronous={args.synchronous})   target >= 5,000")
+          f"{args.in_flight} in flight, synchronous={args.synchronous}, {LOOP})"
+          "   target >= 5,000")
     print(f"gateway process CPU during the drain: {r['cpu_s']:.1f} s of {r['drain_s']:.1f} s; "
           f"mean requests in flight {r['mean_in_flight']:.0f}; {cpu_us:.0f} us CPU per request")
     print(f"ceiling, bare aiohttp client -> simulator, same run: {bare:,.0f} requests/s; "
           f"ratio {r['requests_per_s'] / bare:.2f}; bare client {bare_cpu_us:.0f} us CPU per "
           f"request (CPU ratio {bare_cpu_us / cpu_us:.2f}: the figure a busy box changes least)")
+    print(f"simulator CPU per request: {sim_us:.0f} us during the drain, {bare_sim_us:.0f} us "
+          f"under the bare client (one process: at these figures it tops out near "
+          f"{1e6 / max(sim_us, 1):,.0f} requests/s on a free core)")
     print(f"fresh critical raise, commit -> 201: p50 {r['p50_ms']:.1f} ms, "
           f"p99 {r['p99_ms']:.1f} ms, max {r['max_ms']:.1f} ms over {r['raises']} raises"
           "   target p99 < 100 ms")

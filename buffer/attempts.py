@@ -123,15 +123,26 @@ _RECORD_FROM = ("FROM outbox o LEFT JOIN receipts r"
                 " ON r.sink = o.sink AND r.episode_id = o.episode_id")
 
 
+def history_rows(attempts: Sequence[Attempt], facts: Sequence[MessageFacts]
+                 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """(statement, parameter rows) that append `attempts` and (first one wins) `facts`: what
+    `write` runs, and what the store's settle runs in its own transaction."""
+    return [
+        (_INSERT_ATTEMPT, [
+            (a.record_id, a.key, a.sink, a.episode_id, a.started_at, a.finished_at, a.outcome,
+             a.http_status, a.latency_ms, a.error, a.receipt, a.number) for a in attempts]),
+        (_INSERT_FACTS, [
+            (f.record_id, f.episode_id, f.stored_at,
+             orjson.dumps(dict(f.facts), default=str).decode()) for f in facts]),
+    ]
+
+
 async def write(db: aiosqlite.Connection, attempts: Sequence[Attempt],
                 facts: Sequence[MessageFacts]) -> None:
     """Insert attempts and (first one wins) facts; the caller owns the transaction."""
-    await db.executemany(_INSERT_ATTEMPT, [
-        (a.record_id, a.key, a.sink, a.episode_id, a.started_at, a.finished_at, a.outcome,
-         a.http_status, a.latency_ms, a.error, a.receipt, a.number) for a in attempts])
-    await db.executemany(_INSERT_FACTS, [
-        (f.record_id, f.episode_id, f.stored_at, orjson.dumps(dict(f.facts), default=str).decode())
-        for f in facts])
+    for sql, rows in history_rows(attempts, facts):
+        if rows:
+            await db.executemany(sql, rows)
 
 
 def _record(r: Sequence[Any], body: bytes | None = None) -> StoredRecord:

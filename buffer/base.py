@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import msgpack
@@ -21,6 +21,7 @@ from buffer.wal import WalDamage
 from gateway.model import MessageClass
 
 CHUNK = 500
+T = TypeVar("T")
 
 
 def placeholders(n: int) -> str:
@@ -80,6 +81,41 @@ class StoreBase:
                     await self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise translate(exc, self.path) from exc
+            raise
+
+    async def _in_thread(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` inside BEGIN IMMEDIATE ... COMMIT as one call on the database thread.
+
+        Each aiosqlite call is a round trip to its thread (a queue put, a wake-up of the event
+        loop through its self-pipe: ~20-40 us of the loop's CPU); a settle made of five
+        statements paid that five times per round. The hot paths (lease-and-mark, settle) hand
+        the whole transaction over at once instead. This uses aiosqlite's `_execute` (its one
+        queue to the thread, private but unchanged since 0.17) so the work stays ordered with
+        every other statement on the connection. A failure rolls back and leaves the store
+        usable, as `_write` does.
+        """
+        self._check_open()
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        try:
+            run: Callable[..., Awaitable[T]] = self._db._execute  # untyped in aiosqlite
+            return await run(transaction, self._db._conn)
+        except sqlite3.Error as exc:
+            self._resync = True
+            raise translate(exc, self.path) from exc
+        except BaseException:
+            self._resync = True
             raise
 
     async def _read(self, sql: str, args: Any = ()) -> list[Any]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
 import msgpack
 
+from buffer.base import CHUNK
 from gateway.model import (
     Delivery,
     MessageClass,
@@ -47,6 +49,16 @@ WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
                   AND p.id < o.id)
 ORDER BY o.priority, o.id LIMIT :limit
 """
+# LEASE for a forwarder about to send: records it marked sent itself (after :since, when it
+# started) are under way and skipped in SQL, so a lease does not read and hand over the whole
+# window in flight again only for the caller to drop it. Records marked by an earlier life (a
+# kill -9 mid-send) are at or before :since and leased as usual; so are its own marks at
+# exactly :since (a clock that did not move), which the caller's `exclude` drops.
+LEASE_UNSENT = LEASE.replace(
+    "WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now",
+    "WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now"
+    " AND (o.sent_at IS NULL OR o.sent_at <= :since)")
+assert LEASE_UNSENT != LEASE
 
 
 def priority_of(m: OutboxMessage) -> Priority:
@@ -115,3 +127,41 @@ def settle_rows(live: dict[int, tuple[str, str, int]], first: dict[int, Delivery
                      else max(0.0, d.retry_after_seconds))
             retry.append((now + delay, d.reason, rid))
     return ok, receipts, dead, retry, freed
+
+
+# --- whole transactions, run on the database thread (see StoreBase._in_thread) -------------
+
+LIVE = ("SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
+        " WHERE state = 0 AND id IN ({})")
+MARK_SENT = "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0"
+
+
+def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery], now: float,
+                            history: Sequence[tuple[str, Rows]], lease: dict[str, Any],
+                            exclude: Collection[int], limit: int) -> tuple[int, list[Any]]:
+    """In the caller's transaction: apply outcomes to the pending records among `first`
+    (unknown or settled ids are ignored), append the attempt history rows (statement, rows),
+    then LEASE with `lease` params up to `limit` rows not in `exclude` and mark them sent at
+    `now`. Returns the body bytes freed and the leased rows."""
+    freed = 0
+    if first:
+        live: dict[int, tuple[str, str, int]] = {}
+        ids = list(first)
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i:i + CHUNK]
+            rows = conn.execute(LIVE.format(",".join("?" * len(chunk))), chunk).fetchall()
+            live.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        ok, receipts, dead, retry, freed = settle_rows(live, first, now)
+        history = [(SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts), (SETTLE_DEAD, dead),
+                   (SETTLE_RETRY, retry), *history]
+    for sql, params in history:
+        if params:
+            conn.executemany(sql, params)
+    leased: list[Any] = []
+    if limit > 0:
+        sql = LEASE_UNSENT if "since" in lease else LEASE
+        leased = [r for r in conn.execute(sql, lease).fetchall() if r[0] not in exclude]
+        del leased[limit:]
+        if leased:
+            conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])
+    return freed, leased

@@ -14,12 +14,13 @@ import contextlib
 import sqlite3
 import time
 from collections.abc import Collection, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Self
 
 import orjson
 
-from buffer.attempts import STATE_NAMES
+from buffer.attempts import STATE_NAMES, Attempt, MessageFacts, history_rows
 from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull
@@ -39,6 +40,7 @@ from buffer.statements import (
     SETTLE_RETRY,
     leased_record,
     priority_of,
+    settle_and_lease_in_one,
     settle_rows,
 )
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
@@ -244,6 +246,15 @@ class OutboxStore(OperatorViews):
                 "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0",
                 [(now, rid) for rid in ids])
 
+    async def lease_for_send(self, sink: str, limit: int, now: float,
+                             exclude: Collection[int] = (),
+                             since: float | None = None) -> list[OutboxRecord]:
+        """`lease` and `mark_sent` of what it returns, in one transaction (one call on the
+        database thread): what a forwarder about to send them asks for. With `since`, records
+        marked sent after it (by this caller: under way) are skipped in SQL; `exclude` still
+        applies."""
+        return await self.settle_and_lease((), now, sink, limit, exclude=exclude, since=since)
+
     async def unmark_sent(self, ids: Sequence[int]) -> None:
         """These records were marked sent but never sent after all (a forwarder stopping
         with records it had leased ahead): their outcome is not unknown, nothing to wait for."""
@@ -254,33 +265,51 @@ class OutboxStore(OperatorViews):
                 "UPDATE outbox SET sent_at = NULL WHERE id = ? AND state = 0",
                 [(rid,) for rid in ids])
 
-    async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
-        """Apply sink outcomes. Unknown or already settled record ids are ignored."""
+    async def settle(self, deliveries: Sequence[Delivery], now: float, *,
+                     attempts: Sequence[Attempt] = (),
+                     facts: Sequence[MessageFacts] = ()) -> None:
+        """Apply sink outcomes, and append the attempt history of the same sends (`attempts`,
+        first-seen `facts`, see buffer/attempts.py) in the same transaction. Unknown or
+        already settled record ids are ignored."""
+        await self.settle_and_lease(deliveries, now, "", 0, attempts=attempts, facts=facts)
+
+    async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
+                               limit: int, *, attempts: Sequence[Attempt] = (),
+                               facts: Sequence[MessageFacts] = (),
+                               exclude: Collection[int] = (),
+                               since: float | None = None) -> list[OutboxRecord]:
+        """`settle` (with history), then `lease_for_send` of `sink`, in one transaction: a
+        forwarder's round. One call on the database thread and one commit (one fsync under
+        synchronous=FULL) per round, however many records it settles and leases: at a drain
+        of thousands a second that is what the outbox costs per record."""
         first: dict[int, Delivery] = {}
         for d in deliveries:
             first.setdefault(d.record_id, d)
+        history = history_rows(attempts, facts)
+        lease: dict[str, Any] = {"sink": sink, "now": now, "limit": limit + len(exclude)}
+        if since is not None:  # what the caller marked itself is skipped in SQL
+            # (a few more, for marks of ours not after `since`: a clock that stood or stepped back)
+            lease |= {"since": since, "limit": limit + min(len(exclude), 8)}
+        rows: list[Any] = []
         async with self._lock:
             await self._sync_used()
-            async with self._write():
-                live: dict[int, tuple[str, str, int]] = {}
-                for chunk in chunks(list(first)):
-                    rows = await self._db.execute_fetchall(
-                        "SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
-                        f" WHERE state = 0 AND id IN ({placeholders(len(chunk))})", chunk)
-                    live.update((r[0], (r[1], r[2], r[3])) for r in rows)
-                ok, receipts, dead, retry, freed = settle_rows(live, first, now)
-                # each statement is a round trip to the database thread: skip empty ones
-                for sql, params in ((SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts),
-                                    (SETTLE_DEAD, dead), (SETTLE_RETRY, retry)):
-                    if params:
-                        await self._db.executemany(sql, params)
-                pruned = await self._maybe_prune(now)
-            self._used -= freed + pruned
+            if first or limit > 0 or any(params for _, params in history):
+                freed, rows = await self._in_thread(partial(
+                    settle_and_lease_in_one, first=first, now=now, history=history,
+                    lease=lease, exclude=exclude, limit=limit))
+                self._used -= freed
+            if self._prune_due(now):  # every few minutes, in a transaction of its own
+                async with self._write():
+                    self._used -= await self._maybe_prune(now)
+        return [leased_record(r) for r in rows]
+
+    def _prune_due(self, now: float) -> bool:
+        return self._last_prune is None or now - self._last_prune >= PRUNE_INTERVAL_SECONDS
 
     async def _maybe_prune(self, now: float) -> int:
         """Forget delivered keys, closed episodes and their receipts past the retention;
         returns the tracked bytes freed."""
-        if self._last_prune is not None and now - self._last_prune < PRUNE_INTERVAL_SECONDS:
+        if not self._prune_due(now):
             return 0
         self._last_prune = now
         return await prune(self._db, now - self.retention_seconds)

@@ -6,10 +6,10 @@ the same transition re-evaluated after a crash maps onto the same outbox row (in
 
 from __future__ import annotations
 
-import base64
 import hashlib
+import math
+import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from gateway.model import MessageKind, OutboxMessage, Priority, Transition, TransitionKind
@@ -17,20 +17,49 @@ from gateway.model import MessageKind, OutboxMessage, Priority, Transition, Tran
 DEDUP_KEY_PREFIX = "PB"
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
+_B32_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two characters
+
+
 def dedup_key(episode_id: str) -> str:
-    """A deterministic external reference of at most 20 characters (SAP and Maximo allow 20)."""
+    """A deterministic external reference of at most 20 characters (SAP and Maximo allow 20):
+    "PB" and the first 18 RFC 4648 base32 characters of the episode id's SHA-256, i.e. its
+    first 90 bits, two characters per 10 bits (base64.b32encode is pure Python in 3.11 and
+    cost more than the hash; tests/gateway/test_messages.py checks it gives the same)."""
     digest = hashlib.sha256(episode_id.encode()).digest()
-    return DEDUP_KEY_PREFIX + base64.b32encode(digest).decode()[:18]
+    n = int.from_bytes(digest[:12], "big") >> 6  # the first 90 bits
+    pairs = _B32_PAIRS
+    return (DEDUP_KEY_PREFIX + pairs[n >> 80] + pairs[(n >> 70) & 1023]
+            + pairs[(n >> 60) & 1023] + pairs[(n >> 50) & 1023] + pairs[(n >> 40) & 1023]
+            + pairs[(n >> 30) & 1023] + pairs[(n >> 20) & 1023] + pairs[(n >> 10) & 1023]
+            + pairs[n & 1023])
+
+
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last whole second formatted
 
 
 def iso_time(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
-    )
+    """UTC ISO 8601 with milliseconds and a Z, exactly as
+    `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")` with "+00:00" as "Z"
+    (microseconds rounded half to even, then cut to milliseconds). A burst of transitions
+    shares its second, so the date part is formatted once per second, not per message."""
+    global _second
+    frac, whole = math.modf(ts)
+    us = round(frac * 1e6)
+    seconds = int(whole)
+    if us >= 1_000_000:
+        seconds, us = seconds + 1, us - 1_000_000
+    elif us < 0:
+        seconds, us = seconds - 1, us + 1_000_000
+    if _second[0] != seconds:
+        _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_second[1]}.{us // 1000:03d}Z"
 
 
 def _fill(template: str, t: Transition) -> str:
     """Rule texts may name {asset}, {signal}, {value}, {rule_id}; anything else stays as written."""
+    if "{" not in template:  # most long texts and many titles: nothing to fill
+        return template
     value = "n/a" if t.value is None else f"{t.value:g}"
     try:
         return template.format(asset=t.asset, signal=t.signal, value=value, rule_id=t.rule_id)

@@ -101,7 +101,10 @@ class DeliveryStory:
             d.reason, extra=record_fields(rec))
 
     def _settled(self, rec: OutboxRecord, d: Delivery, latency_s: float, now: float) -> None:
-        first_failure = self._failing_since.pop(rec.id, None)
+        first_failure = self._failing_since.pop(rec.id, None) if self._failing_since else None
+        if d.outcome is Outcome.ACCEPTED and not delivery_log.isEnabledFor(
+                logging.INFO if _is_event(rec) else logging.DEBUG):
+            return  # a drain settles thousands a second: build no line nobody will see
         attempts = rec.attempts + 1
         burst = ("" if first_failure is None and attempts == 1 else
                  f" after {attempts} attempts" + (

@@ -3,9 +3,11 @@
 A bounded set of requests is in flight (the upstream's `max_in_flight`, paced by its token
 bucket); each finished request frees its slot at once and the pump leases again, by priority
 (gateway.model.Priority) then age, so a fresh critical raise waits at most one round trip for a
-slot, whatever is queued behind it. A commit wakes the pump (`wake`). Each record is settled as
-soon as it is done, in small groups (one transaction for what finished meanwhile), so a kill
-resends only what was in flight.
+slot, whatever is queued behind it. A commit wakes the pump (`wake`). The outbox work runs in
+rounds, back to back while there is work: one transaction (one call on the database thread, one
+commit) settles every request that finished since the last round, with its attempt history,
+and leases the next window, marked sent. A kill resends only what was in flight (and what had
+finished in the last round's few milliseconds).
 
 A record leaves the outbox only after the sink classified it ACCEPTED (or REJECTED for good). A
 cancelled send leaves the record pending: it is sent again under the same idempotency key.
@@ -13,8 +15,9 @@ While the upstream is down, records wait on the breaker's probe (gateway/upstrea
 `Breaker`), not on their own backoff; a request without an answer for the first-byte timeout
 marks the upstream hung and opens the breaker.
 
-Every settled send is also written to the attempt history (`plantbridge trace`) and told as a
-story in the log (gateway/story.py): accepts, retry bursts, dead letters, a failing or hung link.
+Every settled send is also written to the attempt history (`plantbridge trace`), in the same
+transaction, and told as a story in the log (gateway/story.py): accepts (no line is built when
+its level is off), retry bursts, dead letters, a failing or hung link.
 """
 
 from __future__ import annotations
@@ -160,11 +163,13 @@ class Forwarder:
         self._rng = random.Random()
         self._in_flight: dict[int, float] = {}  # record id -> monotonic start
         self._unsettled: set[int] = set()  # sent, not yet settled: never leased twice
+        # what this forwarder marks sent after this instant the lease skips in SQL (marks up to
+        # it are a previous life's sends, to be sent again; `_unsettled` still guards ours)
+        self._since = clock()
         self._done: list[_Done] = []
         self._ready = ReadyHeads()  # leased ahead, marked sent, waiting for a slot
         self._kick = asyncio.Event()  # the pump has something to look at
-        self._refill = asyncio.Event()  # the refiller has something to look at
-        self._finished = asyncio.Event()  # the settler has something to settle
+        self._refill = asyncio.Event()  # a round has something to do: settle, lease or both
         self._woken = True  # a commit happened since the last lease: lease now
         self.stats = ForwarderStats(in_flight_cap=self._cap.current)
         self._story = DeliveryStory(sink.name)
@@ -184,8 +189,8 @@ class Forwarder:
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch_wake(), name=f"forward-{self.sink.name}-wake")
-                tg.create_task(self._settler(), name=f"forward-{self.sink.name}-settle")
-                tg.create_task(self._refiller(), name=f"forward-{self.sink.name}-lease")
+                tg.create_task(self._tick(), name=f"forward-{self.sink.name}-tick")
+                tg.create_task(self._rounds(), name=f"forward-{self.sink.name}-rounds")
                 await self._pump(tg)
         finally:
             # records leased ahead but never sent: no unknown outcome for a sink to wait on
@@ -193,7 +198,7 @@ class Forwarder:
             with contextlib.suppress(StorageError):
                 await asyncio.shield(self._outbox.unmark_sent(unsent))
 
-    # --- refiller: keep a window of due heads leased ahead ---------------------------------
+    # --- rounds: settle what finished and keep a window of due heads leased ahead -----------
 
     def _want(self) -> int:
         """How many records to lease now. Two windows ahead while the breaker is closed (so a
@@ -207,47 +212,83 @@ class Forwarder:
             want = max(want, min(8, self._cfg.batch_size, target + 8 - len(self._ready)))
         return want
 
-    async def _refiller(self) -> None:
+    async def _rounds(self) -> None:
+        """One outbox transaction per round: settle every request that finished since the
+        last round (with its attempt history) and lease, marked sent, what the window lacks.
+        Rounds run back to back while there is work, so a round's size follows the rate: one
+        commit (one fsync) per round, not one per settle plus one per lease."""
         storage = Backoff(0.5, 10.0)
         while True:
             self._refill.clear()
+            done, self._done = self._done, []
             want = self._want()
-            if want > 0:
-                self._woken = False
+            if done or want > 0:
+                woken, self._woken = self._woken, False
                 try:
-                    got = await self._lease_ahead(want)
+                    got = await self._round(done, want)
                     storage.reset()
                 except StorageError as exc:
+                    # Disk full or I/O error: keep the outcomes and settle them when it works
+                    # again (until then the records stay pending and are not leased twice).
                     self._storage_fault(exc)
+                    self._done[:0] = done
+                    self._woken = self._woken or woken
                     await asyncio.sleep(storage.next_delay())
                     continue
-                if got == want:
-                    continue  # there may be more due at once
-            delay = self._cfg.idle_poll_seconds
-            if self._breaker.state is not BreakerState.CLOSED:
-                delay = min(delay, max(self._breaker.wait(), 0.001))
+                if done or (want > 0 and got == want):
+                    continue  # more may have finished, or be due, meanwhile
+            if self._breaker.state is BreakerState.CLOSED:  # the idle poll: `_tick`
+                await self._refill.wait()
+                continue
+            delay = min(self._cfg.idle_poll_seconds, max(self._breaker.wait(), 0.001))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._refill.wait()
 
-    async def _lease_ahead(self, want: int) -> int:
-        """Lease up to `want` due heads not already under way, marked sent, into the window."""
+    async def _round(self, done: Sequence[_Done], want: int) -> int:
+        """Settle `done` and lease up to `want` due heads not already under way into the
+        window; returns how many were leased. Leased records are marked sent in the same
+        transaction, durable before the send: after a crash the sink knows their outcome
+        upstream is unknown."""
         now = self._clock()
-        records = await self._outbox.lease(self.sink.name, want, now, exclude=self._unsettled)
-        if not records:
-            return 0
-        ids = [r.id for r in records]
-        self._unsettled.update(ids)
-        self.idle.clear()
-        try:
-            # durable before the send: after a crash the sink knows the outcome is unknown
-            await self._outbox.mark_sent(ids, now)
-        except BaseException:
-            self._unsettled.difference_update(ids)
-            raise
-        self._ready.push(records)
-        self._kick.set()
+        deliveries = [x.delivery for x in done]
+        settled = {x.record.id for x in done}
+        exclude = self._unsettled - settled if settled else self._unsettled
+        # workflow steps an accepted record makes due (parts chain): in the same transaction
+        follow = follow_ups(self.sink, [x.record for x in done], deliveries) if done else ()
+        attempts, facts = self._history(done, now)
+        if follow:
+            await self._outbox.settle_with_follow_ups(deliveries, now, follow)
+            await self._record_attempts(attempts, facts)
+            records = await self._outbox.lease_for_send(self.sink.name, want, now,
+                                                        exclude=exclude, since=self._since)
+        else:  # outcomes, their history and the next lease in one transaction
+            records = await self._outbox.settle_and_lease(
+                deliveries, now, self.sink.name, want, attempts=attempts, facts=facts,
+                exclude=exclude, since=self._since)
+        if done:
+            self._unsettled.difference_update(settled)
+            # one story call per group, as one round was: a record refused among others
+            # accepted is that record's trouble, not the link's (latencies alike: the mean)
+            self._story.settled([(x.record, x.delivery) for x in done],
+                                sum(x.latency for x in done) / len(done), now)
+            self._account(deliveries, now)
+        if records:
+            self._unsettled.update(r.id for r in records)
+            self.idle.clear()
+            self._ready.push(records)
+            self._kick.set()
+        self._set_idle()
         return len(records)
+
+    async def _tick(self) -> None:
+        """The idle poll, once for everyone: every `idle_poll_seconds` the pump and the rounds
+        look again (records whose retry fell due, anything no event announced). One timer per
+        poll, where a timeout on every wait cost a timer per request at thousands a second."""
+        while True:
+            await asyncio.sleep(self._cfg.idle_poll_seconds)
+            self._kick.set()
+            self._refill.set()
 
     async def _watch_wake(self) -> None:
         while True:
@@ -285,12 +326,16 @@ class Forwarder:
 
     async def _nap(self) -> None:
         """Until something changes: a lease, a finished request, a token, the next probe."""
-        delay = self._cfg.idle_poll_seconds
+        delay: float | None = None  # the idle poll is `_tick`'s: no timer per nap
         if self._bucket.available() == 0:
-            delay = min(delay, self._bucket.wait())
+            delay = self._bucket.wait()
         if self._breaker.allowance() == 0 and self._breaker.wait() > 0:
-            delay = min(delay, self._breaker.wait())
+            delay = min(self._breaker.wait(), self._cfg.idle_poll_seconds if delay is None
+                        else delay)
         self._set_idle()
+        if delay is None:
+            await self._kick.wait()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max(delay, 0.001)):
                 await self._kick.wait()
@@ -314,7 +359,6 @@ class Forwarder:
             d = Delivery(rec.id, Outcome.RETRY, reason="sink answered for another record")
         self._observe(rec, d)
         self._done.append(_Done(rec, self._with_delay(rec, d), started, time.monotonic() - t0))
-        self._finished.set()
         self._kick.set()
         self._refill.set()
 
@@ -356,46 +400,6 @@ class Forwarder:
         self.stats.breaker = self._breaker.state
         self._story.hung(len(self._in_flight), self._hung_after, self._clock())
 
-    # --- settle: each record as soon as it is done ---------------------------------------
-
-    async def _settler(self) -> None:
-        storage = Backoff(0.5, 10.0)
-        while True:
-            await self._finished.wait()
-            self._finished.clear()
-            done, self._done = self._done, []
-            if not done:
-                continue
-            try:
-                await self._settle(done)
-                storage.reset()
-            except StorageError as exc:
-                # Disk full or I/O error: keep the outcomes and settle them when it works again
-                # (until then the records stay pending and are not leased twice).
-                self._storage_fault(exc)
-                self._done[:0] = done
-                await asyncio.sleep(storage.next_delay())
-                self._finished.set()
-
-    async def _settle(self, done: Sequence[_Done]) -> None:
-        finished = self._clock()
-        deliveries = [x.delivery for x in done]
-        # workflow steps an accepted record makes due (parts chain): in the same transaction
-        follow = follow_ups(self.sink, [x.record for x in done], deliveries)
-        if follow:
-            await self._outbox.settle_with_follow_ups(deliveries, finished, follow)
-        else:
-            await self._outbox.settle(deliveries, finished)
-        self._unsettled.difference_update(x.record.id for x in done)
-        await self._record_attempts(done, finished)
-        # one story call per group, as one round was: a record refused among others accepted
-        # is that record's trouble, not the link's (latencies of a group are alike: the mean)
-        self._story.settled([(x.record, x.delivery) for x in done],
-                            sum(x.latency for x in done) / len(done), finished)
-        self._account([x.delivery for x in done], finished)
-        self._set_idle()
-        self._refill.set()  # a settled head lets the next record of its episode go
-
     def _set_idle(self) -> None:
         waiting = len(self._ready) if self._quiescing else 0  # leased ahead, never to be sent
         if not self._in_flight and not self._done and len(self._unsettled) == waiting:
@@ -405,19 +409,32 @@ class Forwarder:
         self.stats.last_error = f"outbox: {exc}"
         log.error("%s: cannot read or settle the outbox: %s", self.sink.name, exc)
 
-    async def _record_attempts(self, done: Sequence[_Done], finished: float) -> None:
-        """Attempt history for `trace`, in its own small transaction after `settle`. Losing it
-        to a storage fault loses no message, so it is logged, never a reason to stop."""
-        attempts = [
-            Attempt(x.record.id, x.record.message.key, self.sink.name,
-                    x.record.message.episode_id, x.started, finished, x.delivery.outcome.value,
-                    http_status(x.delivery.reason), round(x.latency * 1000, 1),
-                    x.delivery.reason, x.delivery.receipt, x.record.attempts + 1)
-            for x in done
-            if worth_keeping(x.record.attempts + 1, x.delivery.outcome is not Outcome.RETRY)]
-        facts = [MessageFacts(x.record.id, x.record.message.episode_id, finished,
-                              message_facts(x.record.message.body))
-                 for x in done]  # insert-or-ignore: the first attempt's facts stay
+    def _history(self, done: Sequence[_Done], finished: float
+                 ) -> tuple[list[Attempt], list[MessageFacts]]:
+        """Attempt history for `trace`: the attempts worth keeping, and the message's facts on
+        its first attempt and its final one (before its body is dropped), not on every retry:
+        the first stored stay, later ones would only be ignored."""
+        attempts = []
+        facts = []
+        name = self.sink.name
+        for x in done:
+            rec, d = x.record, x.delivery
+            number = rec.attempts + 1
+            final = d.outcome is not Outcome.RETRY
+            if worth_keeping(number, final):
+                attempts.append(Attempt(
+                    rec.id, rec.message.key, name, rec.message.episode_id, x.started, finished,
+                    d.outcome.value, http_status(d.reason), round(x.latency * 1000, 1),
+                    d.reason, d.receipt, number))
+            if number == 1 or final:
+                facts.append(MessageFacts(rec.id, rec.message.episode_id, finished,
+                                          message_facts(rec.message.body)))
+        return attempts, facts
+
+    async def _record_attempts(self, attempts: Sequence[Attempt],
+                               facts: Sequence[MessageFacts]) -> None:
+        """Attempt history in its own small transaction after `settle_with_follow_ups`. Losing
+        it to a storage fault loses no message, so it is logged, never a reason to stop."""
         try:
             await self._outbox.record_attempts(attempts, facts)
         except StorageError as exc:

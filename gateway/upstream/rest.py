@@ -151,7 +151,7 @@ class RestSinkConfig(StrictModel):
 
 def sf_string(value: str) -> str:
     """RFC 8941 sf-string: printable ASCII in quotes, with \\ and \" escaped."""
-    if any(not 0x20 <= ord(c) <= 0x7E for c in value):
+    if not (value.isascii() and value.isprintable()):  # i.e. every char in 0x20..0x7E
         raise ValueError("idempotency key has characters an sf-string cannot carry")
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -271,9 +271,10 @@ class RestSink:
                 found = await self._lookup(rec)
                 if found is not None:
                     return found
-            existing = await self._existing_work(rec)
-            if existing is not None:
-                return existing
+            if self._cfg.workflow.existing_work_path is not None:  # else nothing to look up
+                existing = await self._existing_work(rec)
+                if existing is not None:
+                    return existing
         elif msg.kind is MessageKind.STATUS_UPDATE:
             if not rec.upstream_ref:
                 return Delivery(rec.id, Outcome.REJECTED, reason=(

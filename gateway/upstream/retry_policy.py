@@ -89,6 +89,8 @@ OVERLOAD_STATUSES = frozenset({429, 503})
 
 def http_status(reason: str) -> int | None:
     """The HTTP status a sink's reason names ("HTTP 503: ..."), if any."""
+    if not reason:  # every accepted record: no search
+        return None
     found = _HTTP_STATUS.search(reason)
     return int(found.group(1)) if found else None
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 
 import pytest
 
+from buffer.attempts import Attempt, MessageFacts
 from buffer.errors import StorageFull
 from buffer.store import OutboxStore
 from gateway.messages import messages_for
-from gateway.model import Delivery, RequestDetails, Transition, TransitionKind
+from gateway.model import Delivery, OutboxRecord, RequestDetails, Transition, TransitionKind
 from gateway.upstream.forwarder import BreakerState, ForwardingConfig, retry_delay
 from gateway.upstream.forwarder import Forwarder as _Forwarder
 from gateway.upstream.rest import RestSinkConfig
@@ -25,15 +26,20 @@ FAST = ForwardingConfig(retry_initial_seconds=0.05, retry_max_seconds=0.2, idle_
 
 
 class FlakyOutbox(OutboxStore):
-    """The real store, but the next `fail_settles` settles fail as on a full disk."""
+    """The real store, but the next `fail_settles` rounds that settle fail as on a full disk."""
 
     fail_settles = 0
 
-    async def settle(self, deliveries: Sequence[Delivery], now: float) -> None:
-        if self.fail_settles:
+    async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
+                               limit: int, *, attempts: Sequence[Attempt] = (),
+                               facts: Sequence[MessageFacts] = (),
+                               exclude: Collection[int] = (),
+                               since: float | None = None) -> list[OutboxRecord]:
+        if deliveries and self.fail_settles:
             self.fail_settles -= 1
             raise StorageFull(self.path)
-        await super().settle(deliveries, now)
+        return await super().settle_and_lease(deliveries, now, sink, limit, attempts=attempts,
+                                              facts=facts, exclude=exclude, since=since)
 
 
 def _raise(asset: str, ts: float) -> Transition:
