@@ -16,6 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -65,8 +66,11 @@ _QUALITY_WORDS = {"good": Quality.GOOD, "ok": Quality.GOOD, "uncertain": Quality
 _UNIT_DIVISOR = {TimestampUnit.SECONDS: 1, TimestampUnit.MILLISECONDS: 1_000,
                  TimestampUnit.MICROSECONDS: 1_000_000, TimestampUnit.NANOSECONDS: 1_000_000_000}
 _MAX_TS = 1e10  # year 2286: anything later is a unit mistake
-_finite = math.isfinite
 _BAD = Quality.BAD
+_GOOD = Quality.GOOD
+_LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
+_QUALITY_TEXT = {**_QUALITY_WORDS, **{w.upper(): q for w, q in _QUALITY_WORDS.items()}}
+_new_tuple = tuple.__new__
 
 
 def _short(value: object) -> str:
@@ -76,7 +80,7 @@ def _short(value: object) -> str:
 
 def to_number(raw: object) -> float | None:
     """A JSON scalar or text as a finite float; None stays None (bad quality). Raises Rejected."""
-    if type(raw) is float and _finite(raw):  # the hot path: a JSON number, already a float
+    if type(raw) is float and _LOW < raw < _HIGH:  # the hot path: a JSON number, already a float
         return raw
     if raw is None:
         return None
@@ -194,6 +198,9 @@ class PayloadDecoder:
         self._signal = _path(options.signal_path)
         self._fields = _path(options.fields_path)
         self._only = frozenset(options.fields) if options.fields is not None else None
+        # The top-level key of each of value, timestamp and quality path (None: nested).
+        self._keys = tuple(p[0] if p is not None and len(p) == 1 else None
+                           for p in (self._value, self._ts, self._quality))
         # Top-level keys that describe the sample rather than being signals (json_fields).
         self._meta = frozenset(p[0] for p in (self._ts, self._quality, self._asset) if p)
 
@@ -218,42 +225,114 @@ class PayloadDecoder:
             items = doc if isinstance(doc, list) else [doc]
             if not items:
                 raise Rejected(Reason.EMPTY, "empty array")
+            if self.format is PayloadFormat.JSON:
+                self._readings(items, asset, signal, received_at, out)
+                return out
             for item in items:
                 try:
-                    self._item(item, asset, signal, received_at, out)
+                    self._fields_item(item, asset, received_at, out)
                 except Rejected as exc:
                     out.rejections.append(exc)
         except Rejected as exc:
             out.rejections.append(exc)
         return out
 
-    def _item(self, item: Any, asset: str | None, signal: str | None, received_at: float,
-              out: Decoded) -> None:
-        if self.format is PayloadFormat.JSON_FIELDS:
-            self._fields_item(item, asset, received_at, out)
-            return
-        if not isinstance(item, dict):
-            out.samples.append(self._sample(asset, signal, to_number(item), Quality.GOOD,
-                                            received_at))
-            return
-        raw = _get(item, self._value)
-        if raw is _MISSING:
-            raise Rejected(Reason.NO_VALUE, ".".join(self._value))
-        (source_ts, device_ts), quality = self._meta_of(item, received_at)
-        if self._asset is not None:
-            asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
-        if self._signal is not None:
-            signal = self._named(item, self._signal, signal, Reason.NO_SIGNAL)
-        value = to_number(raw)
-        # `_sample`, inlined: this line runs once per sample of every payload
-        if not asset:
-            raise Rejected(Reason.NO_ASSET)
-        if not signal:
-            raise Rejected(Reason.NO_SIGNAL)
-        if value is None or quality is _BAD:
-            out.samples.append(Sample(asset, signal, None, _BAD, source_ts, device_ts))
-        else:
-            out.samples.append(Sample(asset, signal, value, quality, source_ts, device_ts))
+    def _readings(self, items: list[Any], asset: str | None, signal: str | None,
+                  received_at: float, out: Decoded) -> None:
+        """The `json` format's hot path: every reading of a payload in one pass into columns,
+        their device times stamped by the source clock in one call, then all made into samples
+        at once. Checks and reasons are those of one reading at a time, in the same order: no
+        value, bad timestamp, (the clock sees the device time), no asset or signal in the
+        object, a value that is no number, no asset or signal at all."""
+        vkey, tkey, qkey = self._keys
+        vpath, tpath, qpath = self._value, self._ts or (), self._quality or ()
+        divisor = _UNIT_DIVISOR.get(self._unit)  # None: AUTO, judged per number
+        as_is = divisor is None or divisor == 1  # a float in range is seconds as it stands
+        apath, spath = self._asset, self._signal
+        # Names from the payload, or missing ones to reject per reading: a column each;
+        # otherwise the topic's two names stand for every reading.
+        vary = apath is not None or spath is not None or not asset or not signal
+        rejections = out.rejections
+        assets: list[str | None] = []
+        signals: list[str | None] = []
+        values: list[float | None] = []
+        quals: list[Quality] = []
+        device: list[float | None] = []  # aligned with the columns above
+        dropped: list[int] = []  # readings the clock saw but that were rejected afterwards
+        for item in items:
+            dev: float | None = None
+            q = _GOOD
+            if type(item) is dict:
+                try:
+                    raw = item.get(vkey, _MISSING) if vkey is not None else _get(item, vpath)
+                    if raw is _MISSING:
+                        raise Rejected(Reason.NO_VALUE, ".".join(vpath))
+                    if tpath:
+                        raw_ts = item.get(tkey) if tkey is not None else _get(item, tpath)
+                        if type(raw_ts) is float and as_is and 0 < raw_ts < _MAX_TS:
+                            dev = raw_ts  # epoch seconds already: the common case, inline
+                        elif raw_ts is not None and raw_ts is not _MISSING:
+                            dev = self._epoch(raw_ts, divisor, received_at)
+                except Rejected as exc:
+                    rejections.append(exc)
+                    continue
+                if qpath:
+                    raw_q = item.get(qkey, _MISSING) if qkey is not None else _get(item, qpath)
+                    if raw_q is not _MISSING:
+                        q = (_QUALITY_TEXT[raw_q] if type(raw_q) is str and raw_q in _QUALITY_TEXT
+                             else to_quality(raw_q))
+            else:
+                raw = item  # a bare number in an array: the topic's names, no device time
+            device.append(dev)
+            a, g = asset, signal
+            try:
+                if type(item) is dict:
+                    if apath is not None:
+                        a = self._named(item, apath, asset, Reason.NO_ASSET)
+                    if spath is not None:
+                        g = self._named(item, spath, signal, Reason.NO_SIGNAL)
+                v = raw if type(raw) is float and _LOW < raw < _HIGH else to_number(raw)
+                if vary:
+                    if not a:
+                        raise Rejected(Reason.NO_ASSET)
+                    if not g:
+                        raise Rejected(Reason.NO_SIGNAL)
+            except Rejected as exc:
+                rejections.append(exc)
+                dropped.append(len(values))
+                v = None
+            if v is None or q is _BAD:
+                v, q = None, _BAD
+            values.append(v)
+            quals.append(q)
+            if vary:
+                assets.append(a)
+                signals.append(g)
+        stamps = self._clock.stamp_all(device, received_at)
+        columns: list[list[Any]] = [assets, signals] if vary else []
+        columns += [values, quals, stamps, device]
+        if dropped:
+            gone = set(dropped)
+            columns = [[x for i, x in enumerate(c) if i not in gone] for c in columns]
+        names = [] if vary else [repeat(asset), repeat(signal)]  # endless: strict=False
+        rows = zip(*names, *columns, strict=False)
+        out.samples.extend(map(_new_tuple, repeat(Sample), rows))  # Sample._make, in C
+
+    def _epoch(self, raw: object, divisor: int | None, received_at: float) -> float | None:
+        """A device time in epoch seconds (`to_timestamp`, with the common case inline): a
+        JSON number within range needs no more than a division."""
+        kind = type(raw)
+        if kind is float or kind is int:
+            number: float = raw * 1.0  # type: ignore[operator]  # float(raw), as to_timestamp
+            if divisor is None:
+                size = number if number >= 0 else -number
+                divisor = (1 if size < 1e11 else 1_000 if size < 1e14 else 1_000_000
+                           if size < 1e17 else 1_000_000_000)
+            seconds = number / divisor
+            if 0 < seconds < _MAX_TS:
+                return seconds
+        got = to_timestamp(raw, self._unit)  # the rest, and every error
+        return got if type(got) is float else self._clock.localize(got, received_at)  # type: ignore[arg-type]
 
     def _fields_item(self, item: Any, asset: str | None, received_at: float,
                      out: Decoded) -> None:
