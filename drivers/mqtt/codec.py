@@ -324,10 +324,9 @@ class PayloadDecoder:
         kind = type(raw)
         if kind is float or kind is int:
             number: float = raw * 1.0  # type: ignore[operator]  # float(raw), as to_timestamp
-            if divisor is None:
-                size = number if number >= 0 else -number
-                divisor = (1 if size < 1e11 else 1_000 if size < 1e14 else 1_000_000
-                           if size < 1e17 else 1_000_000_000)
+            if divisor is None:  # by magnitude (a negative number is out of range anyway)
+                divisor = (1 if number < 1e11 else 1_000 if number < 1e14 else 1_000_000
+                           if number < 1e17 else 1_000_000_000)
             seconds = number / divisor
             if 0 < seconds < _MAX_TS:
                 return seconds
