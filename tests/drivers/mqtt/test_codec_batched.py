@@ -188,7 +188,8 @@ _EDGE_VALUES: list[Any] = [2.5, -0.0, 7, 10**19, True, None, "3.5", "NaN", "abc"
                            "1e999", [1], {}]
 _EDGE_TIMES: list[Any] = [NOW - 1.5, NOW - 15_000.0, NOW + 300.0, NOW * 1000, int(NOW) * 1000,
                           int(NOW * 1e6), int(NOW * 1e9), 9.9e9, 5e10, 5e11, 2 * 10**14, 0.0,
-                          -5, None, True, "", "2025-06-15T15:06:40Z", "2025-06-15T17:06:40", "1750000000.5", "soon"]
+                          -5, None, True, "", "2025-06-15T15:06:40Z", "2025-06-15T17:06:40",
+                          "1750000000.5", "soon"]
 _EDGE_QUALITIES: list[Any] = ["good", "GOOD", "OK", "Ok", "BAD", " bad ", "uncertain", "meh", 0,
                               1, 2, 3, False, True, None]
 
