@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
@@ -71,6 +72,7 @@ _GOOD = Quality.GOOD
 _LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
 _QUALITY_TEXT = {**_QUALITY_WORDS, **{w.upper(): q for w, q in _QUALITY_WORDS.items()}}
 _new_tuple = tuple.__new__
+_FLOATS = {float}
 
 
 def _short(value: object) -> str:
@@ -201,6 +203,13 @@ class PayloadDecoder:
         # The top-level key of each of value, timestamp and quality path (None: nested).
         self._keys = tuple(p[0] if p is not None and len(p) == 1 else None
                            for p in (self._value, self._ts, self._quality))
+        # Readings named by the topic, a top-level value and perhaps a top-level time: the
+        # shape most batched payloads have, and `_plain_readings` decodes it in bulk.
+        self._plain = (self.format is PayloadFormat.JSON and self._keys[0] is not None
+                       and (self._ts is None or self._keys[1] is not None)
+                       and self._quality is None and self._asset is None
+                       and self._signal is None)
+        self._float_seconds = _UNIT_DIVISOR.get(self._unit, 1) == 1  # AUTO too, in range
         # Top-level keys that describe the sample rather than being signals (json_fields).
         self._meta = frozenset(p[0] for p in (self._ts, self._quality, self._asset) if p)
 
@@ -226,7 +235,9 @@ class PayloadDecoder:
             if not items:
                 raise Rejected(Reason.EMPTY, "empty array")
             if self.format is PayloadFormat.JSON:
-                self._readings(items, asset, signal, received_at, out)
+                if not (self._plain and asset and signal
+                        and self._plain_readings(items, asset, signal, received_at, out)):
+                    self._readings(items, asset, signal, received_at, out)
                 return out
             for item in items:
                 try:
@@ -236,6 +247,33 @@ class PayloadDecoder:
         except Rejected as exc:
             out.rejections.append(exc)
         return out
+
+    def _plain_readings(self, items: list[Any], asset: str, signal: str, received_at: float,
+                        out: Decoded) -> bool:
+        """The common batch in bulk: objects, each with a finite float value and (when a time
+        is configured) a float time of epoch seconds in range; False, having changed nothing,
+        when any reading is otherwise (`_readings` then decodes it one reading at a time)."""
+        vkey, tkey = self._keys[0], self._keys[1]
+        try:
+            values = [item[vkey] for item in items]
+            times = [item[tkey] for item in items] if tkey is not None else None
+        except (KeyError, TypeError):  # a reading with no value or time, or no object
+            return False
+        if set(map(type, values)) != _FLOATS or not _LOW < sum(values) < _HIGH:
+            return False  # ints, texts, nulls, or a NaN or infinity (a sum shows them all)
+        if times is None:
+            stamps: Iterable[float] = repeat(received_at)
+            device: Iterable[float | None] = repeat(None)
+        else:
+            if (set(map(type, times)) != _FLOATS or not self._float_seconds
+                    or not 0 < min(times) <= max(times) < _MAX_TS
+                    or not _LOW < sum(times) < _HIGH):
+                return False
+            stamps, device = self._clock.stamp_all(times, received_at), times
+        rows = zip(repeat(asset), repeat(signal), values, repeat(_GOOD), stamps, device,
+                   strict=False)  # endless repeats
+        out.samples.extend(map(_new_tuple, repeat(Sample), rows))  # Sample._make, in C
+        return True
 
     def _readings(self, items: list[Any], asset: str | None, signal: str | None,
                   received_at: float, out: Decoded) -> None:

@@ -13,7 +13,8 @@ import json
 import math
 from typing import Any
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from drivers.mqtt.codec import _MISSING as MISSING
@@ -211,3 +212,48 @@ def test_every_edge_case_at_once_decodes_as_one_by_one() -> None:
         assert [r.reason.value for r in got.rejections] == want[1], options
         assert batched_clock.counted == plain_clock.counted
         assert len(got.samples) > 50 and len(got.rejections) > 50  # both kinds were exercised
+
+
+_plain_object = st.fixed_dictionaries({
+    "value": st.floats(allow_nan=False, allow_infinity=False),
+    "ts": st.floats(NOW - 120, NOW + 120) | st.floats(NOW - 20_000, NOW - 10_000)})
+
+
+@settings(max_examples=200, deadline=None)
+@example([{"value": 1.0, "ts": NOW}], (1, {"value": math.nan, "ts": NOW}), {})
+@example([{"value": 1.0, "ts": NOW}], (0, {"value": -math.inf, "ts": NOW}), {})
+@example([{"value": 1.0, "ts": NOW}], (1, {"value": 2.0, "ts": 5e10}), {"timestamp_path": "ts"})
+@example([{"value": 1.0, "ts": NOW}], (1, {"value": 2.0, "ts": math.nan}),
+         {"timestamp_path": "ts"})
+@given(st.lists(_plain_object, min_size=1, max_size=80),
+       st.none() | st.tuples(st.integers(0, 80), _reading),
+       st.sampled_from([{"timestamp_path": "ts"}, {"timestamp_path": "ts", "timestamp_unit": "s"},
+                        {"timestamp_path": "ts", "timestamp_unit": "ms"}, {}]))
+def test_plain_batches_decode_in_bulk_as_one_by_one(
+        items: list[Any], odd: tuple[int, Any] | None, options: dict[str, Any]) -> None:
+    """The bulk pass for the common shape (float values and times), and its fallback when a
+    single reading is odd, both agree with the oracle."""
+    if odd is not None:
+        items.insert(odd[0], odd[1])
+    opts = PayloadOptions(**options)
+    batched_clock, plain_clock = SourceClock("b"), SourceClock("p")
+    payload = json.dumps(items).encode()
+    got = PayloadDecoder(opts, batched_clock).decode(payload, "a", "s", NOW)
+    want = _one_by_one(json.loads(payload), opts, plain_clock, "a", "s", NOW)
+    assert [tuple(s) for s in got.samples] == [tuple(s) for s in want[0]]
+    assert [r.reason.value for r in got.rejections] == want[1]
+    assert batched_clock.counted == plain_clock.counted
+    assert batched_clock.skew_seconds == plain_clock.skew_seconds
+
+
+def test_the_common_shape_takes_the_bulk_pass(monkeypatch: Any) -> None:
+    def one_at_a_time(*_: Any) -> None:
+        raise AssertionError("decoded one reading at a time")
+
+    decoder = PayloadDecoder(PayloadOptions(timestamp_path="ts"), SourceClock("plc"))
+    plain = [{"value": 1.5 + k, "ts": NOW - 2 + k / 100} for k in range(100)]
+    monkeypatch.setattr(decoder, "_readings", one_at_a_time)
+    got = decoder.decode(json.dumps(plain).encode(), "a", "s", NOW)
+    assert [s.value for s in got.samples] == [1.5 + k for k in range(100)]
+    with pytest.raises(AssertionError, match="one reading at a time"):  # an int value: not
+        decoder.decode(json.dumps([*plain, {"value": 1, "ts": NOW}]).encode(), "a", "s", NOW)
