@@ -128,9 +128,22 @@ def test_an_array_decodes_as_its_readings_one_by_one(
     assert batched_clock.skew_seconds == plain_clock.skew_seconds
 
 
+# runs of readings: in step (the bulk case), beyond the limit either way, or without a time
 _device_times = st.lists(
-    st.none() | st.floats(-60, 60) | st.floats(-20_000, -5_000) | st.floats(40, 500),
-    min_size=0, max_size=200)
+    st.lists(st.floats(-29, 29), min_size=1, max_size=80)
+    | st.lists(st.floats(-29, 29) | st.floats(-45, -31) | st.floats(31, 45), min_size=1,
+               max_size=80)
+    | st.lists(st.floats(-60, 60) | st.floats(-20_000, -5_000) | st.floats(40, 500),
+               min_size=1, max_size=40)
+    | st.lists(st.none() | st.floats(-10, 10), min_size=1, max_size=5),
+    max_size=8).map(lambda runs: [skew for run in runs for skew in run])
+
+
+def _clock_after(times: list[float | None], policy: TimestampPolicy) -> SourceClock:
+    clock = SourceClock("plain", policy)
+    for t in times:
+        clock.stamp(t, NOW)
+    return clock
 
 
 @settings(max_examples=300, deadline=None)
@@ -147,6 +160,7 @@ def test_stamp_all_is_stamp_per_reading(skews: list[float | None], cuts: list[in
     while start < len(times):
         end = start + cuts[k % len(cuts)]
         got += many.stamp_all(times[start:end], NOW)
+        assert many.skew_seconds == _clock_after(times[:end], policy).skew_seconds
         start, k = end, k + 1
     assert got == want
     assert many.counted == one.counted
@@ -257,3 +271,18 @@ def test_the_common_shape_takes_the_bulk_pass(monkeypatch: Any) -> None:
     assert [s.value for s in got.samples] == [1.5 + k for k in range(100)]
     with pytest.raises(AssertionError, match="one reading at a time"):  # an int value: not
         decoder.decode(json.dumps([*plain, {"value": 1, "ts": NOW}]).encode(), "a", "s", NOW)
+
+
+def test_a_long_in_step_batch_leaves_the_ring_as_one_by_one() -> None:
+    """After one odd reading, in-step batches of every length (so at every alignment with the
+    ring of 32) leave the same recent skews: the odd one goes exactly when it should."""
+    history = [NOW + 0.5 * k for k in range(8)] + [NOW + 40.0]  # one reading 40 s ahead
+    for n in range(1, 100):
+        one, many = SourceClock("one"), SourceClock("many")
+        for t in history:
+            one.stamp(t, NOW)
+            many.stamp(t, NOW)
+        batch = [NOW - 20 + (k * 7919 % 97) * 0.4 for k in range(n)]  # within 30 s, mixed
+        assert many.stamp_all(list(batch), NOW) == [one.stamp(t, NOW)[0] for t in batch]
+        assert many.skew_seconds == one.skew_seconds, n
+        assert many.counted == one.counted
