@@ -180,7 +180,7 @@ class SourceClock:
         received at `received`): the source_ts of each; the clock ends in the same state and
         counts the same as after one `stamp` per reading, and is judged again only where
         `stamp` would. A batched payload's hot path (see `_all_in_step`)."""
-        out = self._all_in_step(device_times, received)
+        out = self._all_in_step(device_times, received) if len(device_times) > 4 else None
         if out is None:
             out = []
             self._stamp_each(device_times, received, out)

@@ -235,7 +235,7 @@ class PayloadDecoder:
             if not items:
                 raise Rejected(Reason.EMPTY, "empty array")
             if self.format is PayloadFormat.JSON:
-                if not (self._plain and asset and signal
+                if not (self._plain and asset and signal and len(items) > 1
                         and self._plain_readings(items, asset, signal, received_at, out)):
                     self._readings(items, asset, signal, received_at, out)
                 return out
@@ -347,6 +347,11 @@ class PayloadDecoder:
                 assets.append(a)
                 signals.append(g)
         stamps = self._clock.stamp_all(device, received_at)
+        if len(values) == 1 and not dropped:  # one reading (a message per sample): no columns
+            a, g = (assets[0], signals[0]) if vary else (asset, signal)
+            out.samples.append(_new_tuple(Sample, (a, g, values[0], quals[0], stamps[0],
+                                                   device[0])))
+            return
         columns: list[list[Any]] = [assets, signals] if vary else []
         columns += [values, quals, stamps, device]
         if dropped:
