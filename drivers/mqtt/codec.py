@@ -11,48 +11,36 @@ configured time zone, or not at all (no silent UTC).
 
 from __future__ import annotations
 
-import enum
 import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from itertools import repeat
 from typing import Any
 
 import orjson
 
-from drivers.mqtt.config import PayloadFormat, PayloadOptions, TimestampUnit
+from drivers.mqtt.config import PayloadFormat, PayloadOptions
+from drivers.mqtt.values import (
+    MAX_TS,
+    MISSING,
+    QUALITY_WORDS,
+    UNIT_DIVISOR,
+    Reason,
+    Rejected,
+    get_path,
+    name_of,
+    parse_path,
+    short,
+    to_number,
+    to_quality,
+    to_timestamp,
+)
 from gateway.model import Quality, Sample
 from gateway.timebase import SourceClock
 
-
-class Reason(enum.StrEnum):
-    """Why a message or one element of it was rejected (the keys of SourceHealth.rejected)."""
-
-    EMPTY = "empty"
-    TOO_LARGE = "too_large"
-    MALFORMED_JSON = "malformed_json"
-    NOT_UTF8 = "not_utf8"
-    NOT_A_NUMBER = "not_a_number"
-    NAN = "nan"
-    INFINITE = "infinite"
-    NO_VALUE = "no_value"  # value_path not found in the object
-    NO_ASSET = "no_asset"
-    NO_SIGNAL = "no_signal"
-    BAD_TIMESTAMP = "bad_timestamp"
-    NOT_AN_OBJECT = "not_an_object"  # json_fields payload that is not an object
-    NO_MAPPING = "no_mapping"  # topic matches no route
-    BAD_TOPIC = "bad_topic"  # topic is not valid UTF-8
-    RETAINED = "retained"  # a retained message, and the source is told to ignore them
-    INTERNAL_ERROR = "internal_error"  # a bug in decoding: counted, never crashes the source
-
-
-class Rejected(Exception):
-    def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(reason.value, detail)
-        self.reason = reason
-        self.detail = detail
+__all__ = ["Decoded", "PayloadDecoder", "Reason", "Rejected", "to_number", "to_quality",
+           "to_timestamp"]
 
 
 @dataclass(slots=True)
@@ -61,129 +49,12 @@ class Decoded:
     rejections: list[Rejected] = field(default_factory=list)
 
 
-_MISSING = object()
-_QUALITY_WORDS = {"good": Quality.GOOD, "ok": Quality.GOOD, "uncertain": Quality.UNCERTAIN,
-                  "bad": Quality.BAD}
-_UNIT_DIVISOR = {TimestampUnit.SECONDS: 1, TimestampUnit.MILLISECONDS: 1_000,
-                 TimestampUnit.MICROSECONDS: 1_000_000, TimestampUnit.NANOSECONDS: 1_000_000_000}
-_MAX_TS = 1e10  # year 2286: anything later is a unit mistake
 _BAD = Quality.BAD
 _GOOD = Quality.GOOD
 _LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
-_QUALITY_TEXT = {**_QUALITY_WORDS, **{w.upper(): q for w, q in _QUALITY_WORDS.items()}}
+_QUALITY_TEXT = {**QUALITY_WORDS, **{w.upper(): q for w, q in QUALITY_WORDS.items()}}
 _new_tuple = tuple.__new__
 _FLOATS = {float}
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def to_number(raw: object) -> float | None:
-    """A JSON scalar or text as a finite float; None stays None (bad quality). Raises Rejected."""
-    if type(raw) is float and _LOW < raw < _HIGH:  # the hot path: a JSON number, already a float
-        return raw
-    if raw is None:
-        return None
-    if isinstance(raw, bool):
-        return 1.0 if raw else 0.0
-    if isinstance(raw, int | float):
-        try:
-            value = float(raw)
-        except OverflowError:
-            raise Rejected(Reason.INFINITE, _short(raw)) from None
-    elif isinstance(raw, str):
-        text = raw.strip()
-        if text.lower() in ("true", "false"):
-            return 1.0 if text.lower() == "true" else 0.0
-        try:
-            value = float(text)
-        except ValueError:
-            raise Rejected(Reason.NOT_A_NUMBER, _short(raw)) from None
-    else:
-        raise Rejected(Reason.NOT_A_NUMBER, _short(raw))
-    if math.isnan(value):
-        raise Rejected(Reason.NAN, _short(raw))
-    if math.isinf(value):
-        raise Rejected(Reason.INFINITE, _short(raw))
-    return value
-
-
-def to_timestamp(raw: object, unit: TimestampUnit) -> float | datetime:
-    """Epoch seconds from a number (unit or magnitude) or an ISO 8601 text with a zone or
-    offset; an ISO text without one comes back as a naive datetime, for the source's time zone
-    (see `SourceClock.localize`): only the source's config can say where its clock is."""
-    number: float | None = None
-    kind = type(raw)
-    if kind is float or kind is int or (isinstance(raw, int | float)
-                                        and not isinstance(raw, bool)):
-        number = float(raw)  # type: ignore[arg-type]
-    elif isinstance(raw, str):
-        try:
-            number = float(raw)
-        except ValueError:
-            try:
-                parsed = datetime.fromisoformat(raw.strip())
-            except ValueError:
-                raise Rejected(Reason.BAD_TIMESTAMP, _short(raw)) from None
-            if parsed.tzinfo is None:
-                if not 1970 <= parsed.year < 2286:  # the range numbers are held to (_MAX_TS)
-                    raise Rejected(Reason.BAD_TIMESTAMP, _short(raw)) from None
-                return parsed
-            number = parsed.timestamp()
-            unit = TimestampUnit.SECONDS
-    else:
-        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
-    if not math.isfinite(number):
-        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
-    if unit is TimestampUnit.AUTO:
-        magnitude = abs(number)
-        unit = (TimestampUnit.NANOSECONDS if magnitude >= 1e17 else TimestampUnit.MICROSECONDS
-                if magnitude >= 1e14 else TimestampUnit.MILLISECONDS if magnitude >= 1e11
-                else TimestampUnit.SECONDS)
-    seconds = number / _UNIT_DIVISOR[unit]
-    if not 0 < seconds < _MAX_TS:
-        raise Rejected(Reason.BAD_TIMESTAMP, _short(raw))
-    return seconds
-
-
-def to_quality(raw: object) -> Quality:
-    """`good`/`ok`, `uncertain`, `bad`, booleans, or 0/1/2; anything else is UNCERTAIN."""
-    if isinstance(raw, bool):
-        return Quality.GOOD if raw else Quality.BAD
-    if isinstance(raw, str):
-        return _QUALITY_WORDS.get(raw.strip().lower(), Quality.UNCERTAIN)
-    if isinstance(raw, int) and raw in (0, 1, 2):
-        return Quality(raw)
-    return Quality.UNCERTAIN
-
-
-def _path(spec: str | None) -> tuple[str, ...] | None:
-    return None if spec is None else tuple(spec.split("."))
-
-
-def _get(obj: object, path: tuple[str, ...]) -> object:
-    if len(path) == 1 and type(obj) is dict:  # the hot path: a top-level key of an object
-        return obj.get(path[0], _MISSING)
-    for key in path:
-        if isinstance(obj, dict):
-            obj = obj.get(key, _MISSING)
-        elif isinstance(obj, list) and key.isdigit() and int(key) < len(obj):
-            obj = obj[int(key)]
-        else:
-            return _MISSING
-        if obj is _MISSING:
-            return _MISSING
-    return obj
-
-
-def _name(raw: object, missing: Reason) -> str:
-    if isinstance(raw, str) and raw:
-        return raw
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return str(raw)
-    raise Rejected(missing, "" if raw is _MISSING else _short(raw))
 
 
 class PayloadDecoder:
@@ -192,13 +63,13 @@ class PayloadDecoder:
     def __init__(self, options: PayloadOptions, clock: SourceClock | None = None) -> None:
         self.format = options.format
         self._clock = clock if clock is not None else SourceClock("?")
-        self._value = _path(options.value_path) or ()
-        self._ts = _path(options.timestamp_path)
+        self._value = parse_path(options.value_path) or ()
+        self._ts = parse_path(options.timestamp_path)
         self._unit = options.timestamp_unit
-        self._quality = _path(options.quality_path)
-        self._asset = _path(options.asset_path)
-        self._signal = _path(options.signal_path)
-        self._fields = _path(options.fields_path)
+        self._quality = parse_path(options.quality_path)
+        self._asset = parse_path(options.asset_path)
+        self._signal = parse_path(options.signal_path)
+        self._fields = parse_path(options.fields_path)
         self._only = frozenset(options.fields) if options.fields is not None else None
         # The top-level key of each of value, timestamp and quality path (None: nested).
         self._keys = tuple(p[0] if p is not None and len(p) == 1 else None
@@ -209,7 +80,7 @@ class PayloadDecoder:
                        and (self._ts is None or self._keys[1] is not None)
                        and self._quality is None and self._asset is None
                        and self._signal is None)
-        self._float_seconds = _UNIT_DIVISOR.get(self._unit, 1) == 1  # AUTO too, in range
+        self._float_seconds = UNIT_DIVISOR.get(self._unit, 1) == 1  # AUTO too, in range
         # Top-level keys that describe the sample rather than being signals (json_fields).
         self._meta = frozenset(p[0] for p in (self._ts, self._quality, self._asset) if p)
 
@@ -266,7 +137,7 @@ class PayloadDecoder:
             device: Iterable[float | None] = repeat(None)
         else:
             if (set(map(type, times)) != _FLOATS or not self._float_seconds
-                    or not 0 < min(times) <= max(times) < _MAX_TS
+                    or not 0 < min(times) <= max(times) < MAX_TS
                     or not _LOW < sum(times) < _HIGH):
                 return False
             stamps, device = self._clock.stamp_all(times, received_at), times
@@ -284,7 +155,7 @@ class PayloadDecoder:
         object, a value that is no number, no asset or signal at all."""
         vkey, tkey, qkey = self._keys
         vpath, tpath, qpath = self._value, self._ts or (), self._quality or ()
-        divisor = _UNIT_DIVISOR.get(self._unit)  # None: AUTO, judged per number
+        divisor = UNIT_DIVISOR.get(self._unit)  # None: AUTO, judged per number
         as_is = divisor is None or divisor == 1  # a float in range is seconds as it stands
         apath, spath = self._asset, self._signal
         # Names from the payload, or missing ones to reject per reading: a column each;
@@ -302,21 +173,21 @@ class PayloadDecoder:
             q = _GOOD
             if type(item) is dict:
                 try:
-                    raw = item.get(vkey, _MISSING) if vkey is not None else _get(item, vpath)
-                    if raw is _MISSING:
+                    raw = item.get(vkey, MISSING) if vkey is not None else get_path(item, vpath)
+                    if raw is MISSING:
                         raise Rejected(Reason.NO_VALUE, ".".join(vpath))
                     if tpath:
-                        raw_ts = item.get(tkey) if tkey is not None else _get(item, tpath)
-                        if type(raw_ts) is float and as_is and 0 < raw_ts < _MAX_TS:
+                        raw_ts = item.get(tkey) if tkey is not None else get_path(item, tpath)
+                        if type(raw_ts) is float and as_is and 0 < raw_ts < MAX_TS:
                             dev = raw_ts  # epoch seconds already: the common case, inline
-                        elif raw_ts is not None and raw_ts is not _MISSING:
+                        elif raw_ts is not None and raw_ts is not MISSING:
                             dev = self._epoch(raw_ts, divisor, received_at)
                 except Rejected as exc:
                     rejections.append(exc)
                     continue
                 if qpath:
-                    raw_q = item.get(qkey, _MISSING) if qkey is not None else _get(item, qpath)
-                    if raw_q is not _MISSING:
+                    raw_q = item.get(qkey, MISSING) if qkey is not None else get_path(item, qpath)
+                    if raw_q is not MISSING:
                         q = (_QUALITY_TEXT[raw_q] if type(raw_q) is str and raw_q in _QUALITY_TEXT
                              else to_quality(raw_q))
             else:
@@ -371,7 +242,7 @@ class PayloadDecoder:
                 divisor = (1 if number < 1e11 else 1_000 if number < 1e14 else 1_000_000
                            if number < 1e17 else 1_000_000_000)
             seconds = number / divisor
-            if 0 < seconds < _MAX_TS:
+            if 0 < seconds < MAX_TS:
                 return seconds
         got = to_timestamp(raw, self._unit)  # the rest, and every error
         return got if type(got) is float else self._clock.localize(got, received_at)  # type: ignore[arg-type]
@@ -379,11 +250,11 @@ class PayloadDecoder:
     def _fields_item(self, item: Any, asset: str | None, received_at: float,
                      out: Decoded) -> None:
         if not isinstance(item, dict):
-            raise Rejected(Reason.NOT_AN_OBJECT, _short(item))
+            raise Rejected(Reason.NOT_AN_OBJECT, short(item))
         (source_ts, device_ts), quality = self._meta_of(item, received_at)
         if self._asset is not None:
             asset = self._named(item, self._asset, asset, Reason.NO_ASSET)
-        fields = item if self._fields is None else _get(item, self._fields)
+        fields = item if self._fields is None else get_path(item, self._fields)
         if not isinstance(fields, dict):
             raise Rejected(Reason.NOT_AN_OBJECT, "fields_path")
         skip = self._meta if fields is item else frozenset()
@@ -406,25 +277,25 @@ class PayloadDecoder:
         object, so the fields of a json_fields object share them."""
         device_ts: float | None = None
         if self._ts is not None:
-            raw_ts = _get(item, self._ts)
-            if raw_ts is not _MISSING and raw_ts is not None:
+            raw_ts = get_path(item, self._ts)
+            if raw_ts is not MISSING and raw_ts is not None:
                 got = to_timestamp(raw_ts, self._unit)
                 device_ts = (got if type(got) is float
                              else self._clock.localize(got, received_at))  # type: ignore[arg-type]
         quality = Quality.GOOD
         if self._quality is not None:
-            raw_q = _get(item, self._quality)
-            if raw_q is not _MISSING:
+            raw_q = get_path(item, self._quality)
+            if raw_q is not MISSING:
                 quality = to_quality(raw_q)
         return self._clock.stamp(device_ts, received_at), quality
 
     @staticmethod
     def _named(item: dict[str, Any], path: tuple[str, ...], fallback: str | None,
                missing: Reason) -> str:
-        raw = _get(item, path)
-        if raw is _MISSING and fallback is not None:
+        raw = get_path(item, path)
+        if raw is MISSING and fallback is not None:
             return fallback
-        return _name(raw, missing)
+        return name_of(raw, missing)
 
     @staticmethod
     def _sample(asset: str | None, signal: str | None, value: float | None, quality: Quality,

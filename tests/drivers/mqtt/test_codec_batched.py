@@ -17,18 +17,18 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from drivers.mqtt.codec import _MISSING as MISSING
-from drivers.mqtt.codec import (
-    PayloadDecoder,
+from drivers.mqtt.codec import PayloadDecoder
+from drivers.mqtt.config import PayloadOptions
+from drivers.mqtt.values import (
+    MISSING,
     Reason,
     Rejected,
-    _get,
-    _name,
+    get_path,
+    name_of,
     to_number,
     to_quality,
     to_timestamp,
 )
-from drivers.mqtt.config import PayloadOptions
 from gateway.model import Quality, Sample
 from gateway.timebase import SourceClock, TimestampPolicy
 
@@ -43,14 +43,14 @@ def _one_by_one(items: list[Any], options: PayloadOptions, clock: SourceClock,
     reasons: list[str] = []
 
     def get(item: dict[str, Any], spec: str | None) -> object:
-        return MISSING if spec is None else _get(item, tuple(spec.split(".")))
+        return MISSING if spec is None else get_path(item, tuple(spec.split(".")))
 
     def named(item: dict[str, Any], spec: str | None, fallback: str | None,
               reason: Reason) -> str | None:
         raw = get(item, spec)
         if spec is None or (raw is MISSING and fallback is not None):
             return fallback
-        return _name(raw, reason)
+        return name_of(raw, reason)
 
     for item in items:
         try:
