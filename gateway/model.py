@@ -35,7 +35,7 @@ class Sample(NamedTuple):
     about four times a tuple's (timeit, CPython 3.11), reading a field costs the same. Attribute
     names and meaning are unchanged. Being a tuple, a Sample also compares equal to a plain
     tuple of the same fields; nothing relies on that. Decoders that build many at once use
-    `Sample._make(fields)`.
+    `Sample._make(fields)`, or map `tuple.__new__` over rows (the same, without a Python call).
     """
 
     asset: str
