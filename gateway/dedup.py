@@ -12,7 +12,7 @@ belong to: the pipeline takes `changed_marks()` into the same commit as the rule
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from gateway.model import Sample, SampleMark
 from gateway.timebase import DuplicatePolicy
@@ -51,6 +51,43 @@ class SampleGate:
         self._newest[key] = device_ts
         self._changed.add(key)
         return True
+
+    def admit_all(self, source: str, samples: Sequence[Sample]) -> list[Sample]:
+        """`admit` for each of `samples` in order: the ones to evaluate (the same marks and
+        counts as one `admit` per sample). A batch usually holds one signal's readings (a
+        payload of one topic): its mark is looked up once per run of the same asset and
+        signal, not once per sample."""
+        if source in self._ungated:
+            return list(samples)
+        newest, changed = self._newest, self._changed
+        admitted: list[Sample] = []
+        append = admitted.append
+        key: _Key = (source, "", "")  # the signal of the current run (none yet: no sample
+        mark: float | None = None  # has an empty name); its newest device time so far
+        moved = False  # `mark` is newer than what `_newest` holds for `key`
+        skipped = 0
+        for sample in samples:
+            device_ts = sample.device_ts
+            if device_ts is None:
+                append(sample)
+                continue
+            if sample.asset != key[1] or sample.signal != key[2]:
+                if moved and mark is not None:
+                    newest[key] = mark
+                    changed.add(key)
+                key = (source, sample.asset, sample.signal)
+                mark, moved = newest.get(key), False
+            if mark is not None and device_ts <= mark:
+                skipped += 1
+                continue
+            mark, moved = device_ts, True
+            append(sample)
+        if moved and mark is not None:
+            newest[key] = mark
+            changed.add(key)
+        if skipped:
+            self.skipped[source] = self.skipped.get(source, 0) + skipped
+        return admitted
 
     def changed_marks(self) -> list[SampleMark]:
         """The marks changed since the last call, to be committed with the rule state."""

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from rules import RuleEngine
 
 log = logging.getLogger("plantbridge.pipeline")
+_BAD = Quality.BAD
+_LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
 
 
 @dataclass(slots=True)
@@ -143,17 +145,19 @@ class Pipeline:
             self.stats.last_sample_at = self._clock()  # once per group, not per sample
             async with self._lock:
                 evaluate = self.engine.evaluate
-                admit = self.gate.admit
+                admit_all = self.gate.admit_all
                 hooks = self.sample_listeners
                 for source, batch in group:
-                    for sample in batch.samples:
-                        if self._admit(sample) and admit(source, sample):
-                            try:  # a failing listener is skipped like a failing rule
-                                for hook in hooks:
-                                    hook(sample)
-                                transitions.extend(evaluate(sample))
-                            except Exception as exc:
-                                self._evaluation_failed(sample, exc)
+                    # a batch at a time (a payload of readings): checked, then gated
+                    for sample in admit_all(source, self._valid(batch.samples)):
+                        try:  # a failing listener is skipped like a failing rule
+                            for hook in hooks:
+                                hook(sample)
+                            caused = evaluate(sample)
+                            if caused:
+                                transitions.extend(caused)
+                        except Exception as exc:
+                            self._evaluation_failed(sample, exc)
                 states = self.engine.take_dirty()
                 # Marks are written with any commit (cheap, and enough: a sample whose mark
                 # is not yet stored changed no rule state, so evaluating a resend of it
@@ -205,14 +209,16 @@ class Pipeline:
                           sample.asset, sample.signal, sample.value)
         self.stats.last_evaluation_error = what
 
-    def _admit(self, sample: Sample) -> bool:
-        self.stats.samples += 1
-        v = sample.value
-        if sample.quality is not Quality.BAD and (v is None or not math.isfinite(v)):
-            # Drivers should never hand this over; count it rather than feed it to rules.
-            self.stats.rejected_invalid += 1
-            return False
-        return True
+    def _valid(self, samples: Sequence[Sample]) -> Sequence[Sample]:
+        """The samples rules may see: a finite value, or bad quality. Drivers should never
+        hand over anything else; it is counted rather than fed to rules."""
+        self.stats.samples += len(samples)
+        valid = [s for s in samples
+                 if s.quality is _BAD or ((v := s.value) is not None and _LOW < v < _HIGH)]
+        if len(valid) == len(samples):
+            return samples
+        self.stats.rejected_invalid += len(samples) - len(valid)
+        return valid
 
     async def _commit(self, transitions: Sequence[Transition], states: Sequence[RuleState] = (),
                       marks: Sequence[SampleMark] = ()) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import time
 import zoneinfo
 from datetime import datetime
@@ -123,6 +124,7 @@ def skew_words(seconds: float) -> str:
 _WINDOW = 32  # recent skews kept (a power of two: the ring index is a mask)
 _MASK = _WINDOW - 1
 _EARLY = 8  # the clock is judged after each of the first readings
+_LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
 
 
 class SourceClock:
@@ -172,6 +174,69 @@ class SourceClock:
             return (device_ts if self._use_device else received), device_ts
         self.counted["clock_skew"] = self.counted.get("clock_skew", 0) + 1
         return received, device_ts
+
+    def stamp_all(self, device_times: list[float | None], received: float) -> list[float]:
+        """`stamp` for each of `device_times` in order (the readings of one message, all
+        received at `received`): the source_ts of each; the clock ends in the same state and
+        counts the same as after one `stamp` per reading, and is judged again only where
+        `stamp` would. A batched payload's hot path (see `_all_in_step`)."""
+        out = self._all_in_step(device_times, received) if len(device_times) > 4 else None
+        if out is None:
+            out = []
+            self._stamp_each(device_times, received, out)
+        return out
+
+    def _all_in_step(self, device_times: list[float | None],
+                     received: float) -> list[float] | None:
+        """The common batch in bulk: readings all within the limit of a clock judged in step.
+        Each agrees with the verdict, and judging again (as `stamp` does when a reading starts
+        a new window, or one of the first 8) cannot change it: the verdict holds while at least
+        two recent skews are not below the limit and at most one is above (or the only one is
+        within), and adding a skew within the limit, or putting one in the place of any other,
+        keeps that true. So only the ring is written (its last 32 readings). None (nothing
+        changed) when the batch is otherwise."""
+        seen, n = self._seen, len(device_times)
+        if not self._in_step or not n:
+            return None
+        try:
+            skews = [device_ts - received for device_ts in device_times]  # type: ignore[operator]
+        except TypeError:  # a reading without device time
+            return None
+        limit = self.max_skew_seconds
+        if not (-limit <= min(skews) and max(skews) <= limit and _LOW < sum(skews) < _HIGH):
+            return None  # one beyond the limit (or a NaN, which the sum shows)
+        recent = self._recent
+        for i in range(max(0, n - _WINDOW), n):
+            recent[(seen + i) & _MASK] = skews[i]
+        self._seen = seen + n
+        return list(device_times) if self._use_device else [received] * n  # type: ignore[arg-type]
+
+    def _stamp_each(self, device_times: list[float | None], received: float,
+                    out: list[float]) -> None:
+        """`stamp` for each reading, appending each source_ts to `out` (inlined: no call)."""
+        append = out.append
+        recent = self._recent
+        limit = self.max_skew_seconds
+        use_device = self._use_device
+        seen = self._seen
+        for device_ts in device_times:
+            if device_ts is None:
+                append(received)
+                continue
+            skew = device_ts - received
+            recent[seen & _MASK] = skew
+            seen += 1
+            inside = -limit <= skew <= limit
+            if inside is not self._in_step or seen <= _EARLY or not (seen - 1) & _MASK:
+                self._seen = seen  # `_offset` reads how full the ring is
+                offset = self._offset()
+                self._in_step = offset is not None and -limit <= offset <= limit
+            if self._in_step and skew <= limit:
+                append(device_ts if use_device else received)
+            else:
+                self.counted["clock_skew"] = self.counted.get("clock_skew", 0) + 1
+                append(received)
+        self._seen = seen
 
     def _offset(self) -> float | None:
         """The second largest of the recent skews (see the class docstring)."""
