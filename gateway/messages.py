@@ -38,12 +38,18 @@ def dedup_key(episode_id: str) -> str:
 _second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last whole second formatted
 
 
+_FIRST_SECOND = -62135596800.0  # 0001-01-01T00:00:00Z
+_PAST_LAST_SECOND = 253402300800.0  # 10000-01-01T00:00:00Z
+
+
 def iso_time(ts: float) -> str:
     """UTC ISO 8601 with milliseconds and a Z, exactly as
     `datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")` with "+00:00" as "Z"
     (microseconds rounded half to even, then cut to milliseconds). A burst of transitions
     shares its second, so the date part is formatted once per second, not per message."""
     global _second
+    if not _FIRST_SECOND <= ts < _PAST_LAST_SECOND:  # as datetime: years 1..9999, or an error
+        raise ValueError(f"time {ts!r} is out of range (years 1 to 9999)")
     frac, whole = math.modf(ts)
     us = round(frac * 1e6)
     seconds = int(whole)

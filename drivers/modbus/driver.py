@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from types import MemberDescriptorType
 from typing import Any, Self
 
 from drivers.modbus.codec import BlockDecoder, Field, decode_bits
@@ -85,38 +84,8 @@ class _Compiled:
         return [new_sample(a, s, None, Quality.BAD, ts) for a, s in self.keys]
 
 
-def _sample_maker() -> Callable[[str, str, float | None, Quality, float], Sample]:
-    """`Sample(asset, signal, value, quality, source_ts)` at about half the cost.
-
-    At 100,000 points a second the frozen dataclass's `__init__` (each field through
-    `object.__setattr__`) was the largest item of the source's profile. With slots the fields
-    can be set by their slot descriptors directly: the same object, no check skipped (the
-    dataclass has none). Falls back to the constructor if `Sample` stops being slotted.
-    """
-    names = ("asset", "signal", "value", "quality", "source_ts", "device_ts")
-    slots = [Sample.__dict__.get(name) for name in names]
-    if hasattr(Sample, "__post_init__") or not all(
-            isinstance(d, MemberDescriptorType) for d in slots):
-        return Sample  # checks to run, or not slotted: the constructor it is
-    set_asset, set_signal, set_value, set_quality, set_ts, set_device_ts = (
-        d.__set__ for d in slots)  # type: ignore[union-attr]
-    blank = Sample.__new__
-
-    def make(asset: str, signal: str, value: float | None, quality: Quality,
-             source_ts: float) -> Sample:
-        sample = blank(Sample)
-        set_asset(sample, asset)
-        set_signal(sample, signal)
-        set_value(sample, value)
-        set_quality(sample, quality)
-        set_ts(sample, source_ts)
-        set_device_ts(sample, None)
-        return sample
-
-    return make
-
-
-new_sample = _sample_maker()
+# Sample is a NamedTuple (gateway/model.py): as cheap to build as a tuple, no helper needed.
+new_sample = Sample
 
 
 class ModbusSource:

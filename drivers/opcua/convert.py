@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 from dataclasses import dataclass
-from types import MemberDescriptorType
 from typing import Any
 
 from asyncua import ua
@@ -65,39 +63,8 @@ class Binding:
 _UNSET = SourceClock("?")  # rules see receive time; for callers without a source's clock
 
 
-def _sample_maker() -> Callable[[str, str, float | None, Quality, float, float | None], Sample]:
-    """`Sample(asset, signal, value, quality, source_ts, device_ts)` at about half the cost.
-
-    At 10,000 items the frozen dataclass's `__init__` (each field through
-    `object.__setattr__`) is a large part of our share of a notification. With slots the
-    fields can be set by their slot descriptors directly: the same object, no check skipped
-    (the dataclass has none). Falls back to the constructor if `Sample` stops being slotted.
-    (The Modbus source has the same helper: drivers do not import each other.)
-    """
-    names = ("asset", "signal", "value", "quality", "source_ts", "device_ts")
-    slots = [Sample.__dict__.get(name) for name in names]
-    if hasattr(Sample, "__post_init__") or not all(
-            isinstance(d, MemberDescriptorType) for d in slots):
-        return Sample  # checks to run, or not slotted: the constructor it is
-    set_asset, set_signal, set_value, set_quality, set_ts, set_device_ts = (
-        d.__set__ for d in slots)  # type: ignore[union-attr]
-    blank = Sample.__new__
-
-    def make(asset: str, signal: str, value: float | None, quality: Quality, source_ts: float,
-             device_ts: float | None) -> Sample:
-        sample = blank(Sample)
-        set_asset(sample, asset)
-        set_signal(sample, signal)
-        set_value(sample, value)
-        set_quality(sample, quality)
-        set_ts(sample, source_ts)
-        set_device_ts(sample, device_ts)
-        return sample
-
-    return make
-
-
-new_sample = _sample_maker()
+# Sample is a NamedTuple (gateway/model.py): as cheap to build as a tuple, no helper needed.
+new_sample = Sample
 _GOOD, _BAD = Quality.GOOD, Quality.BAD
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from gateway.messages import dedup_key, messages_for
 from gateway.model import MessageKind, RequestDetails, Transition, TransitionKind
 
@@ -68,3 +70,10 @@ def test_fast_dedup_key_and_iso_time_match_the_reference_encodings() -> None:
                for _ in range(5000)]
     for ts in edges + spread + half_us + sorted(spread):  # sorted: the per-second cache
         assert iso_time(ts) == reference_time(ts), ts
+    # out of datetime's range (a hand-written shelf expiry): an error, as datetime gives
+    for ts in (1e12, -1e12, 253402300800.0):
+        with pytest.raises(ValueError):
+            reference_time(ts)
+        with pytest.raises(ValueError):
+            iso_time(ts)
+    assert iso_time(253402300799.0) == reference_time(253402300799.0)
