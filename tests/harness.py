@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -69,18 +69,34 @@ def mosquitto_binary() -> str:
 
 @dataclass
 class Mosquitto:
-    """A real broker on a free loopback port; restartable on the same port."""
+    """A real broker on a free loopback port; restartable on the same port.
+
+    `persistence` keeps retained messages and persistent sessions across `restart()` (Mosquitto
+    writes its file on SIGTERM); `acl` lines restrict anonymous clients; `listener_lines` go
+    under the listener (TLS certificate and key)."""
 
     port: int
     workdir: Path
+    persistence: bool = False
+    acl: list[str] = field(default_factory=list)
+    listener_lines: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        # `user root`: started as root, Mosquitto would otherwise drop to its own user, which
+        # cannot read files in our 0700 workdir (ACL, TLS key) nor write its persistence there.
+        lines = [f"listener {self.port} 127.0.0.1", *self.listener_lines,
+                 "allow_anonymous true", "max_queued_messages 100000", "set_tcp_nodelay true",
+                 "user root"]
+        if self.persistence:
+            lines += ["persistence true", f"persistence_location {self.workdir}/"]
+        else:
+            lines.append("persistence false")
+        if self.acl:
+            (self.workdir / "mosquitto.acl").write_text("\n".join(self.acl) + "\n")
+            lines.append(f"acl_file {self.workdir / 'mosquitto.acl'}")
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nmax_queued_messages 100000\n"
-        )
+        conf.write_text("\n".join(lines) + "\n")
         with open(self.workdir / "mosquitto.log", "ab") as log:
             self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
                                          stderr=subprocess.STDOUT)
@@ -90,7 +106,7 @@ class Mosquitto:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
-                self.proc.wait(5)
+                self.proc.wait(10)  # with persistence, it writes its file first
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

@@ -194,6 +194,7 @@ async def test_unreachable_at_start_reports_connecting_and_never_raises() -> Non
         assert "connect failed" in source.health().detail
 
 
+@pytest.mark.alone  # counts cycles against the clock: a busy box makes the loop late
 async def test_schedule_keeps_to_deadlines_and_counts_skipped_cycles(
         plant: ModbusPlantSimulator) -> None:
     interval = 0.05

@@ -28,9 +28,13 @@ from tests.harness import free_port, wait_for
 
 PEER_SRC = Path(__file__).parent / "node_peer"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("node") is None or shutil.which("npm") is None,
-    reason="node and npm are needed for the node-opcua interop peer (Node.js not installed)")
+pytestmark = [
+    pytest.mark.skipif(
+        shutil.which("node") is None or shutil.which("npm") is None,
+        reason="node and npm are needed for the node-opcua interop peer (Node.js not installed)"),
+    # One xdist worker runs this whole module: the peer (module-scoped) then starts once.
+    pytest.mark.xdist_group("node-opcua-peer"),
+]
 
 
 @dataclass

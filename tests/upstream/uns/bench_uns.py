@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 from gateway.model import Outcome, TransitionKind
-from tests.harness import free_port
-from tests.upstream.uns.conftest import Broker, uns_config, uns_record
+from tests.harness import Mosquitto, free_port
+from tests.upstream.uns.conftest import uns_config, uns_record
 
 
 async def main(events: int, batch_size: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        broker = Broker(free_port(), Path(tmp))
+        broker = Mosquitto(free_port(), Path(tmp), persistence=True)
         broker.start()
         try:
             sink = uns_config(broker.port).build()

@@ -1,12 +1,11 @@
-"""UNS suite fixtures: a restartable Mosquitto with persistence, a recording MQTT 5 subscriber
-and a sink factory whose sinks get closed."""
+"""UNS suite fixtures: the harness Mosquitto with persistence, a recording MQTT 5 subscriber and
+a sink factory whose sinks get closed."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,54 +21,15 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gateway.model import OutboxRecord, TransitionKind
 from gateway.upstream.uns import UnsSink
 from gateway.upstream.uns_config import UnsSinkConfig
-from tests.harness import free_port, mosquitto_binary, port_open, wait_for_sync
+from tests.harness import Mosquitto, free_port, wait_for_sync
 from tests.upstream.conftest import record
 
 
-@dataclass
-class Broker:
-    """A real Mosquitto on a free loopback port. `persistence` keeps retained messages and
-    persistent sessions across `restart()`; `acl` lines restrict anonymous clients."""
-
-    port: int
-    workdir: Path
-    acl: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)  # more lines for the listener (TLS)
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        lines = [f"listener {self.port} 127.0.0.1", *self.extra, "allow_anonymous true",
-                 "persistence true", f"persistence_location {self.workdir}/",
-                 "max_queued_messages 100000", "user root", "set_tcp_nodelay true"]
-        if self.acl:
-            (self.workdir / "acl").write_text("\n".join(self.acl) + "\n")
-            lines.append(f"acl_file {self.workdir / 'acl'}")
-        conf = self.workdir / "uns-broker.conf"
-        conf.write_text("\n".join(lines) + "\n")
-        with open(self.workdir / "uns-broker.log", "ab") as log:
-            self.proc = subprocess.Popen([mosquitto_binary(), "-c", str(conf)], stdout=log,
-                                         stderr=subprocess.STDOUT)
-        wait_for_sync(lambda: port_open(self.port), 10, f"mosquitto on port {self.port}")
-
-    def stop(self) -> None:
-        """SIGTERM: Mosquitto writes its persistence file before it exits."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(free_port(), tmp_path)
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """The harness broker with persistence: retained messages and persistent sessions survive
+    `restart()`."""
+    b = Mosquitto(free_port(), tmp_path, persistence=True)
     b.start()
     try:
         yield b
@@ -144,7 +104,7 @@ SubscriberFactory = Callable[..., Subscriber]
 
 
 @pytest.fixture
-def subscribe(broker: Broker) -> Iterator[SubscriberFactory]:
+def subscribe(broker: Mosquitto) -> Iterator[SubscriberFactory]:
     made: list[Subscriber] = []
 
     def make(topics: list[str], **kw: Any) -> Subscriber:
@@ -172,7 +132,7 @@ SinkFactory = Callable[..., UnsSink]
 
 
 @pytest.fixture
-async def make_sink(broker: Broker) -> AsyncIterator[SinkFactory]:
+async def make_sink(broker: Mosquitto) -> AsyncIterator[SinkFactory]:
     """`make_sink(**config)`: a UnsSink on the test broker (closed after the test)."""
     made: list[UnsSink] = []
 

@@ -9,8 +9,8 @@ from collections import defaultdict
 import pytest
 
 from gateway.model import OutboxRecord, Outcome, TransitionKind
-from tests.harness import wait_for
-from tests.upstream.uns.conftest import Broker, SinkFactory, SubscriberFactory, uns_record
+from tests.harness import Mosquitto, wait_for
+from tests.upstream.uns.conftest import SinkFactory, SubscriberFactory, uns_record
 
 EVENTS = 300
 BATCH = 100
@@ -40,7 +40,7 @@ async def deliver_all(make_send: SinkFactory, pending: list[OutboxRecord],
 
 @pytest.mark.parametrize("down_seconds", [0.0, 1.5], ids=["quick-restart", "outage"])
 async def test_broker_restart_mid_batch_loses_no_event_and_repeats_only_by_id(
-        broker: Broker, make_sink: SinkFactory, subscribe: SubscriberFactory,
+        broker: Mosquitto, make_sink: SinkFactory, subscribe: SubscriberFactory,
         down_seconds: float) -> None:
     """quick-restart: paho sends the unacknowledged events again on the resumed session.
     outage: longer than the PUBACK timeout, so the outbox retries them too (and paho still

@@ -10,8 +10,8 @@ import pytest
 from gateway.model import MessageKind, Outcome, TransitionKind
 from gateway.upstream.rest import UpstreamCheckError
 from tests.drivers.mqtt.conftest import SecureBroker
-from tests.harness import free_port, self_signed_localhost, wait_for
-from tests.upstream.uns.conftest import Broker, SinkFactory, SubscriberFactory, uns_record
+from tests.harness import Mosquitto, free_port, self_signed_localhost, wait_for
+from tests.upstream.uns.conftest import SinkFactory, SubscriberFactory, uns_record
 
 RAISED, CLEARED = TransitionKind.RAISED, TransitionKind.CLEARED
 BASE = "acme/lyon/utilities/water/pump-1"
@@ -128,7 +128,7 @@ async def test_check_publishes_and_clears_the_probe(make_sink: SinkFactory,
 
 async def test_state_publish_refused_retries_its_events(
         tmp_path_factory: pytest.TempPathFactory, make_sink: SinkFactory) -> None:
-    strict = Broker(free_port(), tmp_path_factory.mktemp("acl"), acl=[
+    strict = Mosquitto(free_port(), tmp_path_factory.mktemp("acl"), acl=[
         "topic readwrite acme/lyon/+/+/+/events/#", "topic readwrite acme/lyon/_plantbridge/#",
         "topic read acme/lyon/+/+/+/state"])
     strict.start()
@@ -179,7 +179,8 @@ async def test_tls_verifies_the_broker(tmp_path_factory: pytest.TempPathFactory,
                                        make_sink: SinkFactory) -> None:
     workdir = tmp_path_factory.mktemp("tls")
     cert, key = self_signed_localhost(workdir, "uns-broker")
-    secured = Broker(free_port(), workdir, extra=[f"certfile {cert}", f"keyfile {key}"])
+    secured = Mosquitto(free_port(), workdir,
+                        listener_lines=[f"certfile {cert}", f"keyfile {key}"])
     secured.start()
     try:
         trusting = make_sink(port=secured.port, tls={"ca_file": str(cert)})
