@@ -13,34 +13,30 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import time
-from collections.abc import Collection, Sequence
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
 import orjson
 
-from buffer.attempts import STATE_NAMES, Attempt, MessageFacts, history_rows
+from buffer.attempts import STATE_NAMES
 from buffer.base import chunks, placeholders, translate
 from buffer.budget import Room, delete_rows, find_room, row_bytes
 from buffer.errors import BufferFull
 from buffer.opening import open_outbox
 from buffer.operator import RERAISE_GLOB, OperatorViews
 from buffer.records import OutboxStats, StatusRows, Synchronous, UrgentRecord
-from buffer.retention import prune
 from buffer.schema import DEAD, PENDING
+from buffer.sending import OutboxSending
 from buffer.state import LOAD_MARKS, LOAD_STATES, StateRows, mark_row, rule_state_row
 from buffer.statements import (
     ADD_RECEIPT,
     EPISODE,
     INSERT,
-    LEASE,
     SETTLE_ACCEPTED,
     SETTLE_DEAD,
     SETTLE_RETRY,
-    leased_record,
     priority_of,
-    settle_and_lease_in_one,
     settle_rows,
 )
 from buffer.stats import DEFAULT_STUCK_AFTER_SECONDS, sink_figures
@@ -50,7 +46,6 @@ from gateway.model import (
     MessageClass,
     MessageKind,
     OutboxMessage,
-    OutboxRecord,
     RuleState,
     SampleMark,
     Transition,
@@ -60,10 +55,9 @@ from gateway.model import (
 __all__ = ["OutboxStore", "Synchronous"]
 
 DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
-PRUNE_INTERVAL_SECONDS = 300.0
 
 
-class OutboxStore(OperatorViews):
+class OutboxStore(OutboxSending, OperatorViews):
     """The durable outbox over one SQLite file. Open with `await OutboxStore.open(path)`."""
 
     @classmethod
@@ -212,107 +206,6 @@ class OutboxStore(OperatorViews):
         async with self._lock:
             rows = await self._read(LOAD_MARKS)
         return [mark_row(r) for r in rows]
-
-    # --- deliver --------------------------------------------------------------------------
-
-    async def lease(self, sink: str, limit: int, now: float,
-                    exclude: Collection[int] = ()) -> list[OutboxRecord]:
-        """Due pending records of `sink`, most urgent first, then oldest, at most one per
-        episode (its head of line): a clear waits for its raise to be settled; other episodes
-        never wait. Records whose id is in `exclude` (being sent: a caller's own bookkeeping)
-        are left out, and `limit` counts the records returned.
-
-        A read: nothing changes until `settle`. Run one leaser per sink.
-        """
-        if limit <= 0:
-            return []
-        async with self._lock:
-            rows = await self._read(LEASE, {"sink": sink, "now": now,
-                                            "limit": limit + len(exclude)})
-        # decode only what is handed out (a message body is the costly part)
-        return [leased_record(r) for r in rows if r[0] not in exclude][:limit]
-
-    async def mark_sent(self, ids: Sequence[int], now: float) -> None:
-        """Record, durably, that a send of these records starts now (cleared by `settle`).
-
-        After a crash mid-send the next lease shows `unsettled_send_at`, so a sink whose API
-        has no idempotency key knows the outcome upstream is unknown and can wait before it
-        looks the record up, instead of creating it a second time.
-        """
-        if not ids:
-            return
-        async with self._lock, self._write():
-            await self._db.executemany(
-                "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0",
-                [(now, rid) for rid in ids])
-
-    async def lease_for_send(self, sink: str, limit: int, now: float,
-                             exclude: Collection[int] = (),
-                             since: float | None = None) -> list[OutboxRecord]:
-        """`lease` and `mark_sent` of what it returns, in one transaction (one call on the
-        database thread): what a forwarder about to send them asks for. With `since`, records
-        marked sent after it (by this caller: under way) are skipped in SQL; `exclude` still
-        applies."""
-        return await self.settle_and_lease((), now, sink, limit, exclude=exclude, since=since)
-
-    async def unmark_sent(self, ids: Sequence[int]) -> None:
-        """These records were marked sent but never sent after all (a forwarder stopping
-        with records it had leased ahead): their outcome is not unknown, nothing to wait for."""
-        if not ids:
-            return
-        async with self._lock, self._write():
-            await self._db.executemany(
-                "UPDATE outbox SET sent_at = NULL WHERE id = ? AND state = 0",
-                [(rid,) for rid in ids])
-
-    async def settle(self, deliveries: Sequence[Delivery], now: float, *,
-                     attempts: Sequence[Attempt] = (),
-                     facts: Sequence[MessageFacts] = ()) -> None:
-        """Apply sink outcomes, and append the attempt history of the same sends (`attempts`,
-        first-seen `facts`, see buffer/attempts.py) in the same transaction. Unknown or
-        already settled record ids are ignored."""
-        await self.settle_and_lease(deliveries, now, "", 0, attempts=attempts, facts=facts)
-
-    async def settle_and_lease(self, deliveries: Sequence[Delivery], now: float, sink: str,
-                               limit: int, *, attempts: Sequence[Attempt] = (),
-                               facts: Sequence[MessageFacts] = (),
-                               exclude: Collection[int] = (),
-                               since: float | None = None) -> list[OutboxRecord]:
-        """`settle` (with history), then `lease_for_send` of `sink`, in one transaction: a
-        forwarder's round. One call on the database thread and one commit (one fsync under
-        synchronous=FULL) per round, however many records it settles and leases: at a drain
-        of thousands a second that is what the outbox costs per record."""
-        first: dict[int, Delivery] = {}
-        for d in deliveries:
-            first.setdefault(d.record_id, d)
-        history = history_rows(attempts, facts)
-        lease: dict[str, Any] = {"sink": sink, "now": now, "limit": limit + len(exclude)}
-        if since is not None:  # what the caller marked itself is skipped in SQL
-            # (a few more, for marks of ours not after `since`: a clock that stood or stepped back)
-            lease |= {"since": since, "limit": limit + min(len(exclude), 8)}
-        rows: list[Any] = []
-        async with self._lock:
-            await self._sync_used()
-            if first or limit > 0 or any(params for _, params in history):
-                freed, rows = await self._in_thread(partial(
-                    settle_and_lease_in_one, first=first, now=now, history=history,
-                    lease=lease, exclude=exclude, limit=limit))
-                self._used -= freed
-            if self._prune_due(now):  # every few minutes, in a transaction of its own
-                async with self._write():
-                    self._used -= await self._maybe_prune(now)
-        return [leased_record(r) for r in rows]
-
-    def _prune_due(self, now: float) -> bool:
-        return self._last_prune is None or now - self._last_prune >= PRUNE_INTERVAL_SECONDS
-
-    async def _maybe_prune(self, now: float) -> int:
-        """Forget delivered keys, closed episodes and their receipts past the retention;
-        returns the tracked bytes freed."""
-        if not self._prune_due(now):
-            return 0
-        self._last_prune = now
-        return await prune(self._db, now - self.retention_seconds)
 
     # --- operate --------------------------------------------------------------------------
 
