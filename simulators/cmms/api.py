@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +43,17 @@ def parse_json_object(body: bytes) -> dict[str, Any] | StoredResponse:
     if not isinstance(data, dict):
         return problem(400, "malformed-json", "Malformed JSON", "the body must be a JSON object")
     return data
+
+
+def valid_object(body: bytes, errors_of: Callable[[dict[str, Any]], list[dict[str, str]]]
+                 ) -> dict[str, Any] | StoredResponse:
+    """The body as a JSON object in which `errors_of` finds nothing wrong, or the answer that
+    says what is wrong with it (400 not a JSON object, 422 invalid fields)."""
+    data = parse_json_object(body)
+    if isinstance(data, StoredResponse):
+        return data
+    errors = errors_of(data)
+    return invalid(errors) if errors else data
 
 
 def _text(data: dict[str, Any], name: str, max_len: int, required: bool) -> dict[str, str] | None:

@@ -209,12 +209,9 @@ class CmmsSimulator(HttpSimulator):
         return await self._idempotent(request, self._do_create)
 
     def _do_create(self, request: web.Request, key: str, body: bytes) -> StoredResponse:
-        data = api.parse_json_object(body)
+        data = api.valid_object(body, api.request_errors)
         if isinstance(data, StoredResponse):
             return data
-        errors = api.request_errors(data)
-        if errors:
-            return api.invalid(errors)
         at = api.now_iso()
         rec = {"id": f"MR-{len(self.requests) + 1:06d}", "idempotency_key": key, "body": data,
                "status": "open", "external_ref": api.external_ref(data), "created_at": at,
@@ -230,12 +227,9 @@ class CmmsSimulator(HttpSimulator):
         if rec is None:
             return api.problem(404, "not-found", "Not Found",
                                f"no maintenance request {request.match_info['id']!r}")
-        data = api.parse_json_object(body)
+        data = api.valid_object(body, api.status_errors)
         if isinstance(data, StoredResponse):
             return data
-        errors = api.status_errors(data)
-        if errors:
-            return api.invalid(errors)
         at = api.now_iso()
         upd = {"id": f"SU-{len(self.status_updates) + 1:06d}", "request_id": rec["id"],
                "idempotency_key": key, "body": data, "created_at": at}
@@ -249,12 +243,9 @@ class CmmsSimulator(HttpSimulator):
         return await self._idempotent(request, self._do_asset_status)
 
     def _do_asset_status(self, request: web.Request, key: str, body: bytes) -> StoredResponse:
-        data = api.parse_json_object(body)
+        data = api.valid_object(body, api.asset_status_errors)
         if isinstance(data, StoredResponse):
             return data
-        errors = api.asset_status_errors(data)
-        if errors:
-            return api.invalid(errors)
         rec = {"id": f"AS-{len(self.asset_status) + 1:06d}", "idempotency_key": key,
                "body": data, "received_at": api.now_iso()}
         self.asset_status.append(rec)
