@@ -25,7 +25,12 @@ from gateway.upstream.rest import UpstreamCheckError, transport_reason
 from gateway.upstream.sap_domains import sap_domain_problems
 from gateway.upstream.sap_odata import CsrfUnavailable, ODataClient
 from gateway.upstream.sap_parts import SapPartsSteps
-from gateway.upstream.sap_pm_base import TRANSPORT_ERRORS, oauth2_refused
+from gateway.upstream.sap_pm_base import (
+    LINK_ERRORS,
+    TRANSPORT_ERRORS,
+    link_failure,
+    oauth2_refused,
+)
 from gateway.upstream.sap_pm_clear import SapClearSteps
 from gateway.upstream.sap_pm_config import (
     NotificationTypes,
@@ -99,12 +104,8 @@ class SapPmSink(SapRaiseSteps, SapClearSteps, SapReadBack):
         """Reachable, credentials accepted, a CSRF token issued."""
         try:
             answer = await self.client.fetch_token()
-        except (CsrfUnavailable, OAuth2Unavailable) as exc:
-            raise UpstreamCheckError(f"{self.name}: {exc}") from exc
-        except OAuth2Refused as exc:
-            raise UpstreamCheckError(f"{self.name}: {oauth2_refused(exc)}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise UpstreamCheckError(f"{self.name}: {transport_reason(exc)}") from exc
+        except LINK_ERRORS as exc:
+            raise UpstreamCheckError(f"{self.name}: {link_failure(exc)}") from exc
         if not answer.ok:
             raise UpstreamCheckError(f"{self.name}: {self._failure(0, answer, 'token').reason}")
 

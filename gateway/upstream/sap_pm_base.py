@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 import aiohttp
 
 from gateway.model import Delivery, Outcome
-from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused
-from gateway.upstream.rest import MAX_REASON
+from gateway.upstream.oauth2 import OAuth2ClientCredentials, OAuth2Refused, OAuth2Unavailable
+from gateway.upstream.rest import MAX_REASON, transport_reason
 from gateway.upstream.retry_policy import classify_status
-from gateway.upstream.sap_odata import Answer, ODataClient, error_text
+from gateway.upstream.sap_odata import Answer, CsrfUnavailable, ODataClient, error_text
 from gateway.upstream.sap_pm_config import SapBasicAuth, SapPmSinkConfig
 
 ENTITY_SET = "MaintenanceNotification"
@@ -27,6 +27,9 @@ DONE_PHASES = frozenset({"4", "5"})
 OPEN_PHASES = ("1", "2", "3")
 TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
 UNCLEAR_STATUSES = frozenset({504})  # a proxy gave up; the backend may still commit
+# no answer from SAP at all: no CSRF or OAuth2 token, or the transport failed (`link_failure`)
+LINK_ERRORS: tuple[type[Exception], ...] = (CsrfUnavailable, OAuth2Unavailable, OAuth2Refused,
+                                            *TRANSPORT_ERRORS)
 
 
 class SapPmBase:
@@ -64,3 +67,12 @@ class SapPmBase:
 
 def oauth2_refused(exc: OAuth2Refused) -> str:
     return f"SAP refused the OAuth2 token: check client id/secret ({exc})"
+
+
+def link_failure(exc: BaseException) -> str:
+    """Plain words for one of LINK_ERRORS, as `check` and the read-back say it."""
+    if isinstance(exc, OAuth2Refused):
+        return oauth2_refused(exc)
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return transport_reason(exc)
+    return str(exc)

@@ -7,10 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.status_poll import UpstreamReadError, UpstreamRecord, WorkState
-from gateway.upstream.oauth2 import OAuth2Refused, OAuth2Unavailable
-from gateway.upstream.rest import transport_reason
-from gateway.upstream.sap_odata import Answer, CsrfUnavailable, entity_of, odata_string, results_of
-from gateway.upstream.sap_pm_base import ENTITY_SET, TRANSPORT_ERRORS, SapPmBase, oauth2_refused
+from gateway.upstream.sap_odata import Answer, entity_of, odata_string, results_of
+from gateway.upstream.sap_pm_base import ENTITY_SET, LINK_ERRORS, SapPmBase, link_failure
 
 
 class SapReadBack(SapPmBase):
@@ -41,12 +39,8 @@ class SapReadBack(SapPmBase):
     async def _read_back(self, resource: str, params: dict[str, str]) -> Answer:
         try:
             return await self.client.read(resource, params)
-        except (CsrfUnavailable, OAuth2Unavailable) as exc:
-            raise UpstreamReadError(f"{self.name}: {exc}") from exc
-        except OAuth2Refused as exc:
-            raise UpstreamReadError(f"{self.name}: {oauth2_refused(exc)}") from exc
-        except TRANSPORT_ERRORS as exc:
-            raise UpstreamReadError(f"{self.name}: {transport_reason(exc)}") from exc
+        except LINK_ERRORS as exc:
+            raise UpstreamReadError(f"{self.name}: {link_failure(exc)}") from exc
 
     def _read_failure(self, answer: Answer, what: str) -> str:
         return f"{self.name}: {what}: {self._failure(0, answer, 'read').reason}"
