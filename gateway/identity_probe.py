@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from gateway.messages import iso_time
-from gateway.registry import Registry
-from gateway.registry_online import IdentityReport, rule_domains, validate_identities
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the upstream clients load with the probe, not with the page or `status`
     from gateway.config import PlantBridgeConfig
+    from gateway.registry import Registry
+    from gateway.registry_online import IdentityReport
     from rules import RuleSet
 
 log = logging.getLogger("plantbridge.identity")
@@ -41,7 +41,7 @@ log = logging.getLogger("plantbridge.identity")
 # Per upstream, all its look-ups together: an EAM that takes longer is "not checked" this round.
 IDENTITY_TIMEOUT_SECONDS = 30.0
 
-Validate = Callable[..., Awaitable[IdentityReport]]
+Validate = Callable[..., Awaitable["IdentityReport"]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,8 @@ class Inputs:
     def key(self) -> tuple[object, ...]:
         """Equal when a new round would ask the same questions (registry identities are
         merged into the upstreams' asset_map at load, so the upstreams carry them)."""
+        from gateway.registry_online import rule_domains
+
         priorities, codes = rule_domains(self.rules)
         return (tuple(self.config.upstreams), frozenset(priorities), frozenset(codes))
 
@@ -112,18 +114,21 @@ class IdentityProbe:
     """Runs the identity check now and then; holds the latest report.
 
     `inputs` is read at every round, so a reload is followed without telling this object
-    more than `reloaded()`. `validate` is `validate_identities` (a test may count calls)."""
+    more than `reloaded()`. `validate` is `validate_identities` unless given (a test may
+    count calls)."""
 
     def __init__(self, inputs: Callable[[], Inputs], ready: asyncio.Event, *,
                  interval_seconds: float, cache_path: Path,
                  timeout_seconds: float = IDENTITY_TIMEOUT_SECONDS,
-                 validate: Validate = validate_identities) -> None:
+                 validate: Validate | None = None) -> None:
+        from gateway.registry_online import validate_identities
+
         self._inputs = inputs
         self._ready = ready
         self._interval = interval_seconds
         self._cache_path = cache_path
         self._timeout = timeout_seconds
-        self._validate = validate
+        self._validate = validate or validate_identities
         self._poke = asyncio.Event()
         self._checked_key: tuple[object, ...] | None = None
         self.report: IdentityReport | None = None
