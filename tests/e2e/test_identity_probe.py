@@ -10,6 +10,7 @@ the upstream was not checked, without that being a problem of its own.
 
 from __future__ import annotations
 
+import html
 import signal
 from collections.abc import AsyncIterator
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from gateway.status_cli import format_text
 from simulators.maximo import MaximoSimulator
 from tests.e2e.stack import Stack
 from tests.harness import free_port, wait_for
@@ -75,7 +77,7 @@ async def maximo() -> AsyncIterator[MaximoSimulator]:
 async def get(port: int, path: str) -> Any:
     async with aiohttp.ClientSession() as http, http.get(
             f"http://127.0.0.1:{port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as r:
-        return await (r.text() if path == "/metrics" else r.json())
+        return await (r.json() if path in ("/status", "/readyz") else r.text())
 
 
 async def identity_round(stack: Stack, port: int,
@@ -147,4 +149,9 @@ async def test_a_start_with_the_upstream_down_uses_the_cached_findings(
     assert line.startswith("upstream maximo: not checked: ") and "last known" in line, line
     assert UNKNOWN in st["problems"]
     assert not any("not checked" in p for p in st["problems"])  # unreachable is no problem
+    # `plantbridge status` and the page say the same, in the same words
+    text = format_text(st)
+    assert f"  ! {UNKNOWN}" in text and f"  {line}" in text, text
+    page = await get(port, "/")
+    assert html.escape(line) in page and "asset identities: checked at" in page
     assert await stack.terminate() == 0
