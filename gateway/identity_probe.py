@@ -184,6 +184,8 @@ def status_lines(identity: Mapping[str, Any] | None) -> list[str]:
     if identity.get("checked_at") is None:
         return ["asset identities: not checked yet"]
     n = len(identity.get("problems") or []) + len(identity.get("domain_problems") or [])
+    if not n and not identity.get("problems_by_upstream") and not identity.get("unreachable"):
+        return ["asset identities: nothing to look up (no SAP PM or Maximo upstream maps assets)"]
     head = (f"asset identities: checked at {identity['checked_at']}, "
             + (f"{n} problem(s) (listed above)" if n else "all known upstream as configured"))
     return [head] + [f"  {line}" for line in identity.get("unreachable") or []]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from gateway import config as config_mod
 from gateway.identity_probe import (
@@ -25,6 +26,7 @@ from gateway.identity_probe import (
     status_lines,
 )
 from gateway.registry_online import IdentityFinding, IdentityReport, validate_identities
+from gateway.upstream.forwarder import ForwardingConfig
 from simulators.maximo import MaximoSimulator
 from tests.harness import wait_for
 
@@ -40,11 +42,20 @@ def report(*findings: IdentityFinding, unreachable: dict[str, str] | None = None
                           domains or {})
 
 
+def test_the_interval_setting_defaults_to_six_hours_and_takes_zero() -> None:
+    assert ForwardingConfig().identity_check_interval_seconds == 6 * 3600
+    assert ForwardingConfig(identity_check_interval_seconds=0).identity_check_interval_seconds == 0
+    with pytest.raises(ValidationError, match="identity_check_interval_seconds"):
+        ForwardingConfig(identity_check_interval_seconds=-1)
+
+
 def test_status_before_the_first_round_lists_nothing() -> None:
     st = identity_status(None)
     assert st == {"checked_at": None, "problems": [], "domain_problems": [], "unreachable": [],
                   "from_cache": [], "problems_by_upstream": {}}
     assert status_lines(st) == ["asset identities: not checked yet"]
+    assert status_lines(identity_status(report())) == [
+        "asset identities: nothing to look up (no SAP PM or Maximo upstream maps assets)"]
 
 
 def test_status_shape_names_problems_domains_and_what_was_not_checked() -> None:
