@@ -1,11 +1,12 @@
-"""The daemon's identity probe end to end: the real daemon as a subprocess, the Maximo simulator
-over a real socket, the asset registry in its own file.
+"""The daemon's identity probe end to end: the real daemon as a subprocess, the Maximo and SAP
+simulators over real sockets, the asset registry in its own file.
 
 The simulator serves its own seeded site (simulators/maximo/assets.py: PUMP-1, PUMP-2 at
 BEDFORD), not this test's registry: pump-2 mapped to P-100 is unknown there. Expected: the
 problem on /status (`identity`), /readyz and /metrics within a deadline after start; a fixed
 registry and SIGHUP clear it; a start while Maximo is down shows the cached finding and says
-the upstream was not checked, without that being a problem of its own.
+the upstream was not checked, without that being a problem of its own. Against the SAP
+simulator (OAuth2): an unknown equipment and a priority SAP does not define, both problems.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 
 from gateway.status_cli import format_text
 from simulators.maximo import MaximoSimulator
+from simulators.sap_pm import SapPmSimulator
 from tests.e2e.stack import Stack
 from tests.harness import free_port, wait_for
 
@@ -155,3 +157,51 @@ async def test_a_start_with_the_upstream_down_uses_the_cached_findings(
     page = await get(port, "/")
     assert html.escape(line) in page and "asset identities: checked at" in page
     assert await stack.terminate() == 0
+
+
+async def test_sap_unknown_equipment_and_undefined_priority_are_problems(stack: Stack) -> None:
+    """The SAP side, OAuth2 included: an equipment SAP does not have and a rule priority its
+    priority type does not define, each a problem on /status, /readyz and /metrics."""
+    sap = SapPmSimulator(oauth_clients={"PB_CLIENT": "s3cret"}, priorities=("1", "2", "3"))
+    await sap.start()
+    try:
+        port = free_port()
+        (stack.tmp / "assets.toml").write_text("""
+[assets.pump-1]
+sap = { equipment = "000000000210100094", planning_plant = "1010" }
+
+[assets.pump-2]
+sap = { equipment = "999999" }
+""")
+        upstream = f"""
+[[upstreams]]
+type = "sap_pm"
+name = "sap"
+base_url = "{sap.url}"
+sap_client = "100"
+connect_timeout_seconds = 1
+total_timeout_seconds = 3
+[upstreams.auth]
+kind = "oauth2"
+client_id = {{ value = "PB_CLIENT" }}
+client_secret = {{ value = "s3cret" }}
+"""
+        rules = RULES.replace('asset = "pump-1"', 'asset = "pump-1"\npriority = 4')
+        path = stack.write_config(rules, upstream=upstream, http_port=port)
+        path.write_text(path.read_text().replace('site = "e2e"',
+                                                 'site = "e2e"\nassets_file = "assets.toml"', 1))
+        stack.spawn_daemon()
+        await stack.wait_subprocess_up(port)
+        st = await identity_round(stack, port)
+        ident = st["identity"]
+        assert ident["problems"] == ["pump-2: SAP has no equipment 999999"], ident
+        [domain] = ident["domain_problems"]
+        assert domain.startswith("upstream 'sap': priority 4"), domain
+        assert ident["problems_by_upstream"] == {"sap": 2}
+        ready = await get(port, "/readyz")
+        assert ready["ready"] is False
+        assert {"pump-2: SAP has no equipment 999999", domain} <= set(ready["problems"])
+        assert 'plantbridge_identity_problems{upstream="sap"} 2.0' in await get(port, "/metrics")
+        assert await stack.terminate() == 0
+    finally:
+        await sap.stop()
