@@ -284,8 +284,8 @@ tr.open{{background:#fff4d6}}
         ("id", "upstream", "asset", "kind", "reason", "when"), dead)}
 {_table("Upstreams", ("name", "probe", "breaker", "pending", "oldest pending", "dead",
                       "accepted", "retried", "last error"), ups)}
-{_table("Sources", ("name", "type", "state", "detail", "samples", "rejected"), src)}
 {"".join(f"<p>{e(line)}</p>" for line in status_lines(s.get("identity")))}
+{_table("Sources", ("name", "type", "state", "detail", "samples", "rejected"), src)}
 <p>Outbox: {_size(o.get('bytes', 0))} of {_size(o.get('budget_bytes'))} budget,
 {_size(o.get('file_bytes', 0))} on disk;
 oldest pending {age_words(o.get('oldest_pending_age_seconds') or 0)}.</p>
