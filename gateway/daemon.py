@@ -28,11 +28,13 @@ from gateway.asset_status import StatusBothWays
 from gateway.dedup import SampleGate
 from gateway.flood import AlarmComponents
 from gateway.http import age_words, build_app
+from gateway.identity_probe import IdentityProbe, Inputs, identity_status
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
 from gateway.page_feed import PageFeed
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
+from gateway.registry_online import cache_path_for
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
@@ -144,8 +146,14 @@ class Daemon:
                 for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
                     self._start_upstream(up)
                 self.probes = Probes(lambda: self.sinks, cfg.forwarding.probe_interval_seconds)
+                # identities and domains looked up upstream, after READY (identity_probe.py)
+                self.identity = IdentityProbe(
+                    lambda: Inputs(self.cfg, self.loaded.registry, self.loaded.rules), self.ready,
+                    interval_seconds=cfg.forwarding.identity_check_interval_seconds,
+                    cache_path=cache_path_for(cfg.outbox_path()))
                 core = [tg.create_task(self.pipeline.run(), name="pipeline"),
                         tg.create_task(self.probes.run(), name="probes"),
+                        tg.create_task(self.identity.run(), name="identity-probe"),
                         tg.create_task(self.pipeline.ticker(), name="rule-ticker"),
                         tg.create_task(self._housekeeping(), name="housekeeping"),
                         tg.create_task(self.alarms.run(outbox), name="alarms")]
@@ -319,9 +327,11 @@ class Daemon:
         kept = {p: getattr(self.cfg, p) for p in restart_needed}
         self.cfg = new.config.model_copy(update=kept)
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
-                                              new.rule_files)
+                                              new.rule_files, new.registry)
         if self.probes is not None:
             self.probes.poke()  # a fixed token or URL is confirmed (or not) at once
+        if self.identity is not None:
+            self.identity.reloaded()  # asks again when upstreams, registry or rules changed
         self.reload_state = {"at": iso_time(now), "error": "",
                              **_rule_counts(self.pipeline.engine),
                              "changes": changes, "restart_needed": restart_needed}
@@ -367,6 +377,7 @@ class Daemon:
 
     # What the status page shows beyond the outbox figures; read by `refresh`.
     probes: Probes | None = None
+    identity: IdentityProbe | None = None
     status_rows: StatusRows | None = None
     dead_list: list[DeadLetter] = []
     status_both_ways: StatusBothWays | None = None  # gateway/asset_status.py
@@ -413,6 +424,8 @@ class Daemon:
                 out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
         if self.probes is not None:
             out += self.probes.problems()
+        if self.identity is not None:  # requests for these assets would be refused
+            out += self.identity.problems()
         o = self.outbox_stats
         rows = self.status_rows
         now = gateway_now()
@@ -561,6 +574,8 @@ class Daemon:
             "alarms": alarms,
             "upstream_status": {} if self.status_both_ways is None
             else self.status_both_ways.snapshot(),  # gateway/asset_status.py
+            "identity": identity_status(None if self.identity is None  # identity_probe.py
+                                        else self.identity.report),
         }
         snap |= page_alarms.page_keys(alarms)  # shelved assets, flood banner
         # --- the asset page (gateway/page_feed.py): cards built from the above ---

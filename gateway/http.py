@@ -21,6 +21,7 @@ from aiohttp.typedefs import Middleware
 from gateway import page as asset_page
 from gateway import page_alarms
 from gateway.config import describe_rules
+from gateway.identity_probe import status_lines
 from gateway.metrics import render
 
 Snapshot = Callable[[], dict[str, Any]]
@@ -283,6 +284,7 @@ tr.open{{background:#fff4d6}}
         ("id", "upstream", "asset", "kind", "reason", "when"), dead)}
 {_table("Upstreams", ("name", "probe", "breaker", "pending", "oldest pending", "dead",
                       "accepted", "retried", "last error"), ups)}
+{"".join(f"<p>{e(line)}</p>" for line in status_lines(s.get("identity")))}
 {_table("Sources", ("name", "type", "state", "detail", "samples", "rejected"), src)}
 <p>Outbox: {_size(o.get('bytes', 0))} of {_size(o.get('budget_bytes'))} budget,
 {_size(o.get('file_bytes', 0))} on disk;

@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.flood import alarm_metric_families
+from gateway.identity_probe import identity_metric_families
 
 Snapshot = Callable[[], dict[str, Any]]
 
@@ -99,6 +100,7 @@ class GatewayCollector(Collector):
         yield from _integrity(s)
         if "alarms" in s:
             yield from alarm_metric_families(s["alarms"])
+        yield from identity_metric_families(s)  # plantbridge_identity_problems{upstream}
 
 
 def _integrity(s: dict[str, Any]) -> Iterator[Metric]:

@@ -17,6 +17,7 @@ import orjson
 
 from gateway.config import PlantBridgeConfig
 from gateway.http import age_words, request_ids
+from gateway.identity_probe import status_lines
 
 NOT_RUNNING = 3
 TIMEOUT_SECONDS = 10.0
@@ -90,6 +91,7 @@ def format_text(s: dict[str, Any]) -> str:
         lines.append(line + (f"; last error: {u['last_error']}" if u["last_error"] else ""))
     if not s["upstreams"]:
         lines.append("  none configured")
+    lines += status_lines(s.get("identity"))  # when checked upstream, and what was not
     lines.append("open conditions:")
     for e in s["open_episodes"]:
         value = "" if e.get("value") is None else f" value {e['value']:g}"

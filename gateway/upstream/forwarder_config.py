@@ -26,3 +26,5 @@ class ForwardingConfig(StrictModel):
     # and /readyz (it keeps retrying, and holds back nothing but its own episode)
     stuck_after_seconds: float = Field(default=600.0, gt=0)
     probe_interval_seconds: float = Field(default=300.0, gt=0)  # reachability + credentials
+    # the daemon's identity check (gateway/identity_probe.py); 0: only at start and reload
+    identity_check_interval_seconds: float = Field(default=6 * 3600.0, ge=0)
