@@ -329,8 +329,10 @@ class OutboxMachine(RuleBasedStateMachine):
             for i, r in sorted(self.rows.items()) if r.state == DEAD]
 
 
+# Derandomized: the same 60 programs every run, so the check below that the budget was really
+# exercised cannot fail by the luck of the draw (about one random run in four never filled it).
 OutboxMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=40, deadline=None, database=None,
+    max_examples=60, stateful_step_count=40, deadline=None, database=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
