@@ -2,11 +2,16 @@
 
     .venv/bin/python -m benchmarks.mqtt_bench --messages 20000 --qos 1 --queue 1000
     .venv/bin/python -m benchmarks.mqtt_bench --workers 0 1 2 --protocol 3.1.1
+    .venv/bin/python -m benchmarks.mqtt_bench --pipe   # only the worker -> daemon frames
 
 A paho publisher in another process floods the broker; the consumer acks every batch as soon
 as it has it (the cost of the pipeline is not included). Prints messages/s, CPU-microseconds per
 message of all our processes (the consumer and its MQTT worker processes, `--workers`), and
 whether every message arrived exactly once.
+
+`--pipe` times only what the worker pipe costs per sample, no broker: the worker's side
+(a batch to columns, msgpack-encoded) and the daemon's (decoded, `Sample`s rebuilt), in
+CPU-nanoseconds per sample on frames of `FRAME_ROWS` samples.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -84,6 +90,35 @@ async def bench(messages: int, qos: int, queue: int, protocol: str, workers: int
               f"distinct values {len(seen)}; {intake}; load {os.getloadavg()[0]:.1f}")
 
 
+def bench_pipe(rounds: int = 300) -> None:
+    from drivers.mqtt import frames
+    from drivers.mqtt.worker import FRAME_ROWS
+    from gateway.model import Quality, Sample
+
+    signals = ("vibration", "temperature", "current", "running", "pressure")
+    batch = [Sample(f"pump-{i % 100}", signals[i // 100 % 5], 2.5 + i % 7 * 0.1,
+                    Quality.GOOD if i % 50 else Quality.BAD, 1.8e9 + i / 1e5, 1.8e9 + i / 1e5)
+             for i in range(FRAME_ROWS)]
+    body = frames.encode(("b", 1, frames.columns(batch)))[4:]
+    assert frames.samples_of(msgpack.unpackb(body, use_list=False)[2]) == batch
+
+    def worker() -> None:
+        frames.encode(("b", 1, frames.columns(batch)))
+
+    def daemon() -> None:
+        frames.samples_of(msgpack.unpackb(body, use_list=False, raw=False)[2])
+
+    for name, step in (("worker: columns + encode", worker), ("daemon: decode + Samples", daemon)):
+        best = float("inf")
+        for _ in range(5):
+            start = time.process_time()
+            for _ in range(rounds):
+                step()
+            best = min(best, time.process_time() - start)
+        print(f"{name}: {best / rounds / len(batch) * 1e9:.0f} CPU-ns/sample "
+              f"({len(batch)} samples a frame, {len(body):,} bytes)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=20000)
@@ -92,7 +127,12 @@ def main() -> None:
     parser.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0],
                         help="0: the in-process source; N: ingest in N worker processes")
+    parser.add_argument("--pipe", action="store_true",
+                        help="time only the worker -> daemon frames (no broker)")
     args = parser.parse_args()
+    if args.pipe:
+        bench_pipe()
+        return
     for workers in args.workers:
         asyncio.run(bench(args.messages, args.qos, args.queue, args.protocol, workers))
 

@@ -189,6 +189,9 @@ class RuleInstance:
         which matters because the engine snapshots every changed instance once per commit.
         """
         r = self.request
+        if r is None and not self._suppressed_by:  # the usual case: no open request, unmuted
+            return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
+                    self.last_value, None, (), self._snapshot_kind())
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                 self.last_value,
                 None if r is None else (r.title, r.priority, r.failure_code, r.breakdown,

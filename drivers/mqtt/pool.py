@@ -10,11 +10,12 @@ stdin ends and it exits, so no orphan keeps a broker session busy.
 Each worker runs the ordinary `MqttSource` with a client id of its own (`<client id>-w<i>`;
 one worker keeps the source's own id) in a persistent session; with N > 1 the broker splits
 the messages between them through a shared subscription `$share/<group>/<filter>`. Workers
-send row batches; this side builds the `Sample`s and hands them on as `SampleBatch`es whose
-`ack` sends the batch's token back to its worker after the commit. The worker then sends the
-PUBACKs. A worker that exits is restarted with backoff (logged, counted under
-`counted["worker_restarts"]`); the broker redelivers its unacknowledged messages to the same
-client id, and acks still owed to the dead incarnation are dropped (they would be wrong).
+send column batches; this side builds the `Sample`s in bulk and hands them on as
+`SampleBatch`es whose `ack` sends the batch's token back to its worker after the commit.
+The worker then sends the PUBACKs. A worker that exits is restarted with backoff (logged,
+counted under `counted["worker_restarts"]`); the broker redelivers its unacknowledged
+messages to the same client id, and acks still owed to the dead incarnation are dropped (they
+would be wrong).
 
 Order: one worker's batches keep their order. With N > 1, two messages of one signal may go
 to different workers and so arrive out of order; the pipeline's duplicate gate skips a reading
@@ -38,7 +39,7 @@ from typing import Self
 from drivers.mqtt import frames
 from drivers.mqtt.config import MqttSourceConfig
 from gateway.backoff import Backoff
-from gateway.model import Sample, SampleBatch, SourceHealth, SourceState
+from gateway.model import SampleBatch, SourceHealth, SourceState
 
 log = logging.getLogger("drivers.mqtt")
 _STOP_SECONDS = 5.0  # a worker told to stop (its stdin closed) gets this long to disconnect
@@ -216,11 +217,10 @@ class MqttWorkerSource:
 
     async def _read(self, w: _Worker, proc: asyncio.subprocess.Process,
                     reader: asyncio.StreamReader) -> None:
-        q = frames.QUALITIES
         while (frame := await frames.read(reader)) is not None:
             if frame[0] == "b":
-                _, token, rows = frame
-                samples = [Sample(a, s, v, q[k], ts, d) for a, s, v, k, ts, d in rows]
+                _, token, cols = frame
+                samples = frames.samples_of(cols)
                 await self._out.put(SampleBatch(samples, self._acker(w, proc, token)))
             elif frame[0] == "h":
                 w.health = frames.health_from(frame[1:])

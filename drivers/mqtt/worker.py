@@ -2,7 +2,7 @@
 
 It runs the ordinary in-process `MqttSource` (its own connection and client id, persistent
 session, routes, codec, rejections, backpressure) and forwards what it yields to the daemon as
-compact row batches over stdout (see `frames.py`). Nothing is acknowledged to the broker until
+compact column batches over stdout (see `frames.py`). Nothing is acknowledged to the broker until
 the daemon sends the batch's token back, which it does after the commit: then the worker calls
 the batch's paho manual acks, in order. A worker killed at any moment loses nothing: the broker
 redelivers the unacknowledged messages to the same client id when the daemon restarts it.
@@ -25,11 +25,11 @@ from collections.abc import Callable
 from drivers.mqtt import frames
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.driver import MqttSource
-from gateway.model import SampleBatch
+from gateway.model import Sample, SampleBatch
 
 log = logging.getLogger("drivers.mqtt.worker")
 _HEALTH_SECONDS = 0.5  # how often a changed health is reported
-# Rows per frame at most (the pipeline's commit group is 2,000 samples): a backlog of big
+# Samples per frame at most (the pipeline's commit group is 2,000 samples): a backlog of big
 # messages goes as a stream of moderate frames, not one that doubles the daemon's memory.
 FRAME_ROWS = 2000
 
@@ -46,9 +46,9 @@ class WorkerLink:
         self._source = source
         self._out = out
         self._window = window
-        self._rows: list[frames.Row] = []
+        self._samples: list[Sample] = []
         self._acks: list[Callable[[], None]] = []
-        self._messages = 0  # messages in `_rows`
+        self._messages = 0  # messages in `_samples`
         self._pending: dict[int, tuple[list[Callable[[], None]], int]] = {}
         self._outstanding = 0  # messages sent (or about to be) and not acknowledged
         self._token = 0
@@ -58,14 +58,13 @@ class WorkerLink:
         self._shipped = asyncio.Event()
 
     async def pump(self) -> None:
-        """Batches -> rows. Runs through every batch the source has ready in one loop turn,
-        so `send` (woken by the event) ships them together in one frame."""
+        """Batches -> one list of samples. Runs through every batch the source has ready in
+        one loop turn, so `send` (woken by the event) ships them together in one frame."""
         window = self._window
         async for batch in self._source.batches():
-            self._rows.extend([(s.asset, s.signal, s.value, int(s.quality), s.source_ts,
-                                s.device_ts) for s in batch.samples])
+            self._samples.extend(batch.samples)
             self._take(batch)
-            if len(self._rows) >= FRAME_ROWS:
+            if len(self._samples) >= FRAME_ROWS:
                 self._shipped.clear()
                 await self._shipped.wait()
             if self._outstanding >= window:
@@ -85,12 +84,12 @@ class WorkerLink:
             self._ready.clear()
             if not self._messages:
                 continue
-            rows, acks, count = self._rows, self._acks, self._messages
-            self._rows, self._acks, self._messages = [], [], 0
+            samples, acks, count = self._samples, self._acks, self._messages
+            self._samples, self._acks, self._messages = [], [], 0
             self._shipped.set()
             self._token += 1
             self._pending[self._token] = (acks, count)
-            self._out.write(frames.encode(("b", self._token, rows)))
+            self._out.write(frames.encode(("b", self._token, frames.columns(samples))))
             await self._out.drain()
 
     def acknowledge(self, token: int) -> None:

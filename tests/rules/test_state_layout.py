@@ -12,9 +12,10 @@ from collections import deque
 import msgpack
 
 from gateway.model import RuleState, TransitionKind
-from rules.engine import new_state
+from rules.engine import RuleEngine, new_state
+from rules.episode import RuleInstance
 from rules.threshold import RateRule
-from rules.watch import CombinationRule
+from rules.watch import CombinationRule, StaleRule
 from tests.rules.conftest import RulesFrom, sample
 
 RATE = """
@@ -126,3 +127,58 @@ def test_the_fast_rule_state_is_a_rule_state_like_any_other() -> None:
     assert made == RuleState("rising", "p1", "fp", (1, True))
     assert hash(made) == hash(RuleState("rising", "p1", "fp", (1, True)))
     assert repr(made) == repr(RuleState("rising", "p1", "fp", (1, True)))
+
+
+ONE_FRAME = """
+[[rule]]
+id = "rising"
+kind = "rate"
+asset = "p1"
+signal = "temperature"
+window_seconds = 5
+above = 3.0
+clear_below = 1.0
+suppress_while = { signal = "maintenance", equals = 1 }
+
+[[rule]]
+id = "silent"
+kind = "stale"
+asset = "p1"
+signal = "temperature"
+limit_seconds = 4
+suppress_while = { signal = "maintenance", equals = 1 }
+
+[[rule]]
+id = "dry"
+kind = "combination"
+asset = "p1"
+all_of = [{ signal = "running", equals = 1 }, { signal = "current", below = 5.0 }]
+max_age_seconds = 10
+suppress_while = { signal = "maintenance", equals = 1 }
+"""
+
+
+def test_one_frame_snapshots_are_the_general_snapshot(rules_from: RulesFrom) -> None:
+    """Rate, stale and combination rules snapshot in one frame when no request is open and
+    nothing mutes them; in every state a random stream reaches (raised, muted, pending, bad
+    data) their snapshot is exactly what the general `RuleInstance.snapshot` gives."""
+    engine = RuleEngine(rules_from(ONE_FRAME))
+    insts = engine.instances()
+    assert {type(i) for i in insts} == {RateRule, StaleRule, CombinationRule}
+    rnd = random.Random(1414)
+    seen = {"raised": 0, "muted": 0}
+    ts = 0.0
+    for _ in range(3000):
+        ts += rnd.choice((0.5, 1.0, 2.0, 6.0))
+        signal = rnd.choice(("temperature", "temperature", "current", "running",
+                             "maintenance"))
+        value = {"temperature": rnd.choice((20.0, 22.0, 26.0, None)),
+                 "current": rnd.choice((2.0, 8.0, None)), "running": rnd.choice((0.0, 1.0)),
+                 "maintenance": float(rnd.random() < 0.2)}[signal]
+        engine.evaluate(sample("p1", signal, value, ts))
+        engine.tick(ts)
+        for inst in insts:
+            assert inst.snapshot() == RuleInstance.snapshot(inst), type(inst).__name__
+            seen["raised"] += inst.request is not None
+            seen["muted"] += inst.suppressed
+    assert seen["raised"] > 100 and seen["muted"] > 100  # both slow paths were taken
