@@ -52,6 +52,7 @@ from gateway.upstream.maximo_wire import (
     link_marker,
     maximo_error,
     members,
+    patch_delivery,
     prefixed,
     sr_body,
     where_literal,
@@ -256,16 +257,12 @@ class MaximoSink:
                     change = self._clear_change(sr, msg.body)
                 if change is None:
                     return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
-                got = await self.patch(sr, change)
-                if isinstance(got, BaseException):  # it may still commit: read it later
-                    return Delivery(rec.id, Outcome.RETRY,
-                                    reason=f"update of SR {ref}: {transport_reason(got)}",
-                                    retry_after_seconds=self._cfg.unclear_retry_after_seconds)
-                if got.status == 412 and attempt == 1:
+                said = patch_delivery(rec.id, await self.patch(sr, change),
+                                      f"update of SR {ref}", ref, attempt,
+                                      self._cfg.unclear_retry_after_seconds)
+                if said is None:
                     continue  # updated by someone else since we read it: read again, once
-                if not 200 <= got.status < 300:
-                    return failed(rec.id, got, f"update of SR {ref}")
-                return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
+                return said
         raise AssertionError("unreachable")
 
     def _clear_change(self, sr: Mapping[str, Any], body: Mapping[str, Any]

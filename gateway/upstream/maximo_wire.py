@@ -14,7 +14,7 @@ import orjson
 
 from gateway.model import Delivery, Outcome
 from gateway.upstream.maximo_http import Answer
-from gateway.upstream.rest import problem_text
+from gateway.upstream.rest import problem_text, transport_reason
 from gateway.upstream.retry_policy import classify_status
 
 DESCRIPTION_MAX = 100  # TICKET.DESCRIPTION
@@ -205,3 +205,17 @@ def has_note(record: Mapping[str, Any], marker: str) -> bool:
 
 def prefixed(d: Delivery, what: str) -> Delivery:
     return replace(d, reason=f"{what}: {d.reason}"[:MAX_REASON])
+
+
+def patch_delivery(record_id: int, got: Answer | BaseException, what: str, receipt: str,
+                   attempt: int, unclear_after: float) -> Delivery | None:
+    """The Delivery a PATCH's answer means; None when the record changed since we read it
+    (412 on the first attempt): read it again and retry, once."""
+    if isinstance(got, BaseException):  # it may still commit: read it later
+        return Delivery(record_id, Outcome.RETRY, reason=f"{what}: {transport_reason(got)}",
+                        retry_after_seconds=unclear_after)
+    if got.status == 412 and attempt == 1:
+        return None
+    if not 200 <= got.status < 300:
+        return failed(record_id, got, what)
+    return Delivery(record_id, Outcome.ACCEPTED, receipt=receipt)

@@ -44,6 +44,7 @@ from gateway.upstream.maximo_wire import (
     has_note,
     link_entry,
     link_marker,
+    patch_delivery,
     prefixed,
     where_literal,
     worklog_entry,
@@ -221,16 +222,12 @@ class OpenWork:
                     f"WO {wonum} is someone else's and was not linked: left as it is"))
             if has_note(wo, worklog_marker(body)):
                 return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
-            got = await self._sink.patch(wo, {"worklog": [worklog_entry(body)]})
-            if isinstance(got, BaseException):  # it may still commit: read it later
-                return Delivery(rec.id, Outcome.RETRY,
-                                reason=f"note on WO {wonum}: {transport_reason(got)}",
-                                retry_after_seconds=self._cfg.unclear_retry_after_seconds)
-            if got.status == 412 and attempt == 1:
+            said = patch_delivery(rec.id, await self._sink.patch(wo, {"worklog": [
+                worklog_entry(body)]}), f"note on WO {wonum}", ref, attempt,
+                self._cfg.unclear_retry_after_seconds)
+            if said is None:
                 continue  # saved by someone else since we read it: read again, once
-            if not 200 <= got.status < 300:
-                return failed(rec.id, got, f"note on WO {wonum}")
-            return Delivery(rec.id, Outcome.ACCEPTED, receipt=ref)
+            return said
         raise AssertionError("unreachable")
 
     async def read_wo(self, wonum: str) -> UpstreamRecord | None:
