@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.mqtt import client as mqtt_client
+from drivers.mqtt.acks import once_on_loop
 from drivers.mqtt.codec import Reason
 from drivers.mqtt.config import MqttSourceConfig, RetainedPolicy
 from drivers.mqtt.rejections import RejectionLog
@@ -387,24 +388,15 @@ class MqttSource:
 
     def _acker(self, client: paho.Client, mid: int) -> Callable[[], None]:
         """An idempotent, thread-safe ack for one QoS 1 message of one connection."""
-        done = False
 
         def ack() -> None:
-            nonlocal done
-            loop = self._loop
-            if threading.get_ident() != self._loop_thread and loop is not None:
-                with contextlib.suppress(RuntimeError):  # loop closed: the broker redelivers
-                    loop.call_soon_threadsafe(ack)
-                return
-            if done:
-                return
-            done = True
             if client is self._client and self._connected:
                 client.ack(mid, 1)
 
-        return ack
+        return once_on_loop(lambda: self._loop, self._loop_thread, ack)
 
     def _set_state(self, state: SourceState, detail: str) -> None:
         if state is not self._state:
             self._since = time.time()
         self._state, self._detail = state, detail
+

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Self
 
 from drivers.mqtt import frames
+from drivers.mqtt.acks import once_on_loop
 from drivers.mqtt.config import MqttSourceConfig
 from gateway.backoff import Backoff
 from gateway.model import SampleBatch, SourceHealth, SourceState
@@ -231,22 +232,12 @@ class MqttWorkerSource:
                token: int) -> Callable[[], None]:
         """Sends `token` back to the worker incarnation that sent it (idempotent, any thread).
         An ack owed to a worker that has since died is dropped: the broker redelivers."""
-        done = False
         message = frames.encode(token)
 
         def ack() -> None:
-            nonlocal done
-            loop = self._loop
-            if threading.get_ident() != self._loop_thread and loop is not None:
-                with contextlib.suppress(RuntimeError):  # loop closed: the broker redelivers
-                    loop.call_soon_threadsafe(ack)
-                return
-            if done:
-                return
-            done = True
             stdin = proc.stdin
             if w.proc is proc and proc.returncode is None and stdin is not None \
                     and not stdin.is_closing():
                 stdin.write(message)
 
-        return ack
+        return once_on_loop(lambda: self._loop, self._loop_thread, ack)
