@@ -23,44 +23,15 @@ import pytest
 from gateway.trace import as_dict
 from simulators.maximo import MaximoSimulator
 from tests.e2e.stack import Stack
+from tests.e2e.test_bearing_workflow import ASSETS as SAP_ASSETS
+from tests.e2e.test_bearing_workflow import RULE as SAP_RULE
 from tests.harness import free_port, wait_for
 
-ASSETS = """
-[assets.pump-1]
-maximo = { assetnum = "PUMP-1", siteid = "BEDFORD" }
-
-[[assets.pump-1.spare_parts.BEARING]]
-material = "BRG-6205"
-quantity = 2
-unit = "EA"
-plant = "1010"
-storage_location = "0001"
-reorder_level = 4
-
-[[assets.pump-1.spare_parts.BEARING]]
-material = "SEAL-40"
-quantity = 1
-unit = "EA"
-plant = "1010"
-storage_location = "0001"
-reorder_level = 2
-"""
-
-RULE = """
-[[rule]]
-id = "bearing-wear"
-kind = "threshold"
-asset = "pump-1"
-signal = "vibration"
-above = 7.1
-clear_below = 6.0
-on_delay_seconds = 0.3
-off_delay_seconds = 0.3
-severity = 2
-failure_code = "BEARING"
-title = "Bearing wear on {{asset}}"
-{policy}
-"""
+# The SAP scenario's registry entry and rule (tests/e2e/test_bearing_workflow.py), with the
+# asset's Maximo identity instead of its SAP one and the failure code fixed.
+ASSETS = SAP_ASSETS.replace('sap = { equipment = "4711", planning_plant = "1010" }',
+                            'maximo = { assetnum = "PUMP-1", siteid = "BEDFORD" }')
+RULE = SAP_RULE.replace('"{code}"', '"BEARING"')
 
 
 def configure(stack: Stack, sim: MaximoSimulator, *, policy: str = "",
