@@ -107,7 +107,10 @@ def log_changes(before: IdentityReport | None, now: IdentityReport) -> None:
     for name in sorted(set(was) - set(now.unreachable)):
         log.info("identity check: upstream %s answers again", name)
     if before is None and not new and not now.unreachable:
-        log.info("identity check: every mapped asset is known upstream as configured")
+        if now.findings or now.domains:
+            log.info("identity check: every mapped asset is known upstream as configured")
+        else:  # REST or NATS only: nothing that keeps an asset register to ask
+            log.info("identity check: no SAP PM or Maximo upstream to look assets up in")
 
 
 class IdentityProbe:

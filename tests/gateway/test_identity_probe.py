@@ -179,3 +179,13 @@ async def test_asks_after_ready_then_again_only_when_a_reload_changed_something(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_nothing_to_ask_is_not_reported_as_every_asset_known(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A REST-only gateway has no asset register upstream: the log says so rather than
+    vouching for identities nobody looked up."""
+    with caplog.at_level(logging.INFO, logger="plantbridge.identity"):
+        log_changes(None, IdentityReport(checked_at=1.0, findings=()))
+    assert [r.getMessage() for r in caplog.records] == [
+        "identity check: no SAP PM or Maximo upstream to look assets up in"]
