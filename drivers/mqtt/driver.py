@@ -41,6 +41,12 @@ from gateway.timebase import gateway_now
 
 log = logging.getLogger("drivers.mqtt")
 _READ_BURST = 64  # packets read per readiness event at most
+# On stop, an UNSUBSCRIBE of a filter we never hold is a round trip the broker answers only after
+# it has processed every PUBACK we sent before it (packets of one connection are handled in
+# order). Without it, a broker that sees our next CONNECT (a restart, a reload) before it read the
+# old socket's tail drops the last acknowledgements and redelivers messages we already committed.
+_ACK_BARRIER_FILTER = "$plantbridge/ack-barrier"
+_ACK_BARRIER_SECONDS = 2.0
 
 
 class LinkError(Exception):
@@ -82,6 +88,7 @@ class MqttSource:
         self._suback_wanted: list[int] = []
         self._suback_codes: dict[int, list[ReasonCode]] = {}
         self._lost: asyncio.Future[str] | None = None
+        self._barrier: tuple[int, asyncio.Future[None]] | None = None
         self._state = SourceState.CONNECTING
         self._detail = f"connecting to {config.host}:{config.port}"
         self._since = time.time()
@@ -109,10 +116,33 @@ class MqttSource:
         self._tasks = []
         client = self._client
         if client is not None and self._connected:
+            await self._ack_barrier(client)
+        if client is not None and client is self._client and self._connected:
             client.disconnect()  # keeps a persistent session; unacked messages stay with it
             client.loop_write()
         self._drop_client()
         self._set_state(SourceState.STOPPED, "stopped")
+
+    async def _ack_barrier(self, client: paho.Client) -> None:
+        """Wait (bounded) until the broker has processed every acknowledgement sent so far."""
+        assert self._loop is not None
+        await asyncio.sleep(0)  # acks handed over from other threads run first
+        done = self._loop.create_future()
+        rc, mid = client.unsubscribe(_ACK_BARRIER_FILTER)
+        if rc != paho.MQTT_ERR_SUCCESS or mid is None:
+            return
+        self._barrier = (mid, done)
+        if self._paused:
+            self._resume_reading()  # the answer queues behind messages we must read past
+        try:
+            async with asyncio.timeout(_ACK_BARRIER_SECONDS):
+                await done
+        except TimeoutError:
+            log.warning("source %s: the broker did not confirm our last acknowledgements "
+                        "within %.0f s; it may redeliver them (they are dropped as duplicates)",
+                        self.name, _ACK_BARRIER_SECONDS)
+        finally:
+            self._barrier = None
 
     async def batches(self) -> AsyncIterator[SampleBatch]:
         while True:
@@ -176,6 +206,7 @@ class MqttSource:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         client.on_socket_register_write = self._on_socket_change
         client.on_socket_unregister_write = self._on_socket_change
@@ -316,6 +347,8 @@ class MqttSource:
             return
         self._connected = False
         reason = f"connection lost ({code})"
+        if self._barrier is not None and not self._barrier[1].done():
+            self._barrier[1].set_result(None)  # nothing more can be confirmed
         for fut in (self._connack, self._suback):
             if fut is not None and not fut.done():
                 fut.set_exception(LinkError(reason))
@@ -331,7 +364,16 @@ class MqttSource:
             self._suback.set_result([c for m in self._suback_wanted
                                      for c in self._suback_codes[m]])
 
+    def _on_unsubscribe(self, client: paho.Client, userdata: Any, mid: int,
+                        codes: list[ReasonCode], props: Properties | None) -> None:
+        barrier = self._barrier
+        if (client is self._client and barrier is not None and barrier[0] == mid
+                and not barrier[1].done()):
+            barrier[1].set_result(None)
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if self._barrier is not None:
+            return  # stopping: neither taken nor acknowledged, so the broker redelivers it
         self._received += 1
         ack = self._acker(client, msg.mid) if msg.qos >= 1 else None
         try:
