@@ -38,7 +38,6 @@ from gateway.registry_online import cache_path_for
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
-from gateway.upstream.nats import NatsSink
 from rules import RuleEngine
 
 log = logging.getLogger("plantbridge")
@@ -201,7 +200,11 @@ class Daemon:
     def _start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
         assert self._tg is not None and self.outbox is not None
         sink = cfg.build()
-        if isinstance(sink, NatsSink):  # the fleet view shows what the heartbeat says
+        if cfg.type == "nats":  # the fleet view shows what the heartbeat says
+            # imported here: only a config with a backbone upstream loads the NATS client
+            from gateway.upstream.nats import NatsSink
+
+            assert isinstance(sink, NatsSink)
             sink.heartbeat_facts = self.heartbeat_facts
         self._wakes[cfg.name] = asyncio.Event()
         fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wakes[cfg.name])
@@ -324,6 +327,8 @@ class Daemon:
         async with self.pipeline.lock:
             transitions = self.pipeline.engine.replace(new.rules, now)
         await self.pipeline.apply(transitions)
+        if self.page_feed is not None:  # trends follow the new rules' signals
+            self.page_feed.follow(new.rules)
         kept = {p: getattr(self.cfg, p) for p in restart_needed}
         self.cfg = new.config.model_copy(update=kept)
         self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,

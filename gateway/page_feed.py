@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from gateway import trace as trace_mod
-from gateway.page_episode import render_episode
 from gateway.page_model import asset_cards
-from gateway.page_workflow import card_summary, workflows
 from gateway.timebase import gateway_now
 from gateway.trends import Series, TrendStore
 from gateway.workflow import PARTS_LANE_SUFFIX
 
 if TYPE_CHECKING:
     from gateway.daemon import Daemon
+    from rules import RuleSet
 
 CARDS_FRESH_SECONDS = 1.0
 # open episodes whose spare-parts line the cards show (the most recent first); past that, the
@@ -41,10 +39,15 @@ class PageFeed:
     def attach(cls, daemon: Daemon, trend_points: int) -> PageFeed:
         """A feed whose trend ring the daemon's pipeline fills from now on."""
         feed = cls(daemon, trend_points)
+        feed.follow(daemon.loaded.rules)
         assert daemon.pipeline is not None
         daemon.pipeline.sample_listeners.append(feed.trends.on_sample)
         daemon.pipeline.listeners.append(feed.trends.on_transition)
         return feed
+
+    def follow(self, rules: RuleSet) -> None:
+        """Trend only the signals these rules read (at start, and after each reload)."""
+        self.trends.follow(rule_signals(rules))
 
     def record_urls(self) -> dict[str, str | None]:
         return {u.name: getattr(u, "record_url", None) for u in self._daemon.cfg.upstreams}
@@ -95,6 +98,10 @@ class PageFeed:
                     all(state != "pending" for _, state in steps):
                 known[eid] = before
                 continue
+            # the trace and workflow code loads with the first parts chain, not at start
+            from gateway import trace as trace_mod
+            from gateway.page_workflow import card_summary, workflows
+
             found = await d.outbox.trace(eid)
             if found is None:
                 continue
@@ -105,8 +112,17 @@ class PageFeed:
         self._parts = {eid: lines for eid, (_, lines) in known.items() if lines}
 
     async def episode_page(self, ident: str) -> str | None:
+        from gateway.page_episode import render_episode  # loads with the first episode page
+
         d = self._daemon
         return await render_episode(
             ident, outbox=d.outbox, trends=self.trends, defs=d.loaded.rules.rules,
             instances=[] if d.pipeline is None else d.pipeline.engine.instances(),
             record_urls=self.record_urls())
+
+
+def rule_signals(rules: RuleSet) -> set[str]:
+    """Every signal name a rule evaluates, per-asset overrides included (mute signals are
+    not drawn, so not counted)."""
+    return {signal for rule in rules.rules for spec in (rule.spec, *rule.per_asset.values())
+            for signal in spec.signals()}
