@@ -52,16 +52,18 @@ class DeviceStats:
     last_error: str = ""
 
 
-class _Compiled:
-    """One read of one device, ready to turn an answer into samples."""
+class _Block:
+    """How one read's answer turns into values: built once per plan, shared by every device
+    that polls the same map (100 devices of one 1,000-point map keep one decoder, not 100)."""
 
-    __slots__ = ("decode", "keys", "read")
+    __slots__ = ("assets", "decode", "read", "signals")
 
-    def __init__(self, read: Read, points: Sequence[Point], asset: str | None) -> None:
+    def __init__(self, read: Read, points: Sequence[Point]) -> None:
         self.read = read
         self.decode: Callable[[Any], list[float | None]]
-        self.keys = [(points[i].asset or asset or "", points[i].signal) for i in read.points]
         members = [points[i] for i in read.points]
+        self.signals = tuple(p.signal for p in members)
+        self.assets = tuple(p.asset for p in members)  # a point's own asset, or None
         if read.table.is_bits:
             offsets = read.offsets
             scales = [(p.scale, p.offset) for p in members]
@@ -73,15 +75,53 @@ class _Compiled:
                                                                      strict=True)])
             self.decode = decoder.decode
 
+
+class _Compiled:
+    """One read of one device, ready to turn an answer into samples: the shared `_Block` and
+    the device's asset (one string, or one per point where points name their own)."""
+
+    __slots__ = ("asset", "assets", "decode", "read", "signals")
+
+    def __init__(self, block: _Block, asset: str | None) -> None:
+        self.read = block.read
+        self.decode = block.decode
+        self.signals = block.signals
+        self.asset = asset or ""
+        self.assets: tuple[str, ...] | None = None  # only when some point has its own asset
+        if any(a is not None for a in block.assets):
+            self.assets = tuple(a or self.asset for a in block.assets)
+
     def samples(self, raw: Sequence[int] | Sequence[bool], ts: float) -> tuple[list[Sample], int]:
         """One sample per point, and how many of them are NaN readings (BAD, no value)."""
         good, bad, make = Quality.GOOD, Quality.BAD, new_sample
         values = self.decode(raw)
+        if self.assets is None:
+            a = self.asset
+            return ([make(a, s, v, good if v is not None else bad, ts)
+                     for s, v in zip(self.signals, values, strict=True)], values.count(None))
         return ([make(a, s, v, good if v is not None else bad, ts)
-                 for (a, s), v in zip(self.keys, values, strict=True)], values.count(None))
+                 for a, s, v in zip(self.assets, self.signals, values, strict=True)],
+                values.count(None))
 
     def bad(self, ts: float) -> list[Sample]:
-        return [new_sample(a, s, None, Quality.BAD, ts) for a, s in self.keys]
+        assets = self.assets or (self.asset,) * len(self.signals)
+        return [new_sample(a, s, None, Quality.BAD, ts)
+                for a, s in zip(assets, self.signals, strict=True)]
+
+
+def _compile(config: ModbusSourceConfig, plans: dict[int, list[Read]]
+             ) -> dict[int, list[_Compiled]]:
+    """unit id -> its compiled reads. Devices whose plan is the same list (`plan_source` shares
+    one per map) share its `_Block`s: decoders are per map, not per device."""
+    blocks: dict[int, list[_Block]] = {}  # id(plan) -> its blocks; the plans outlive this
+    out: dict[int, list[_Compiled]] = {}
+    for dev in config.devices:
+        plan = plans[dev.unit_id]
+        if id(plan) not in blocks:
+            points = config.points_of(dev)
+            blocks[id(plan)] = [_Block(r, points) for r in plan]
+        out[dev.unit_id] = [_Compiled(b, dev.asset) for b in blocks[id(plan)]]
+    return out
 
 
 # Sample is a NamedTuple (gateway/model.py): as cheap to build as a tuple, no helper needed.
@@ -95,9 +135,7 @@ class ModbusSource:
         self.name = config.name
         self._cfg = config
         self._plans = plan_source(config)
-        self._compiled = {
-            d.unit_id: [_Compiled(r, config.points_of(d), d.asset) for r in self._plans[d.unit_id]]
-            for d in config.devices}
+        self._compiled = _compile(config, self._plans)
         self._links: list[Link] = []
         self._link_of: dict[int, Link] = {}  # unit id -> its connection
         self._out: asyncio.Queue[SampleBatch | None] = asyncio.Queue(config.batch_queue_size)
