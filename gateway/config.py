@@ -39,10 +39,10 @@ from gateway.rollup import AlarmsConfig
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
-from gateway.upstream.maximo import MaximoSinkConfig
+from gateway.upstream.maximo_config import MaximoSinkConfig
 from gateway.upstream.nats_config import NatsSinkConfig, inherit_site
-from gateway.upstream.rest import RestSinkConfig
-from gateway.upstream.sap_pm import SapPmSinkConfig
+from gateway.upstream.rest_config import RestSinkConfig
+from gateway.upstream.sap_pm_config import SapPmSinkConfig
 from gateway.upstream.uns_config import UnsSinkConfig
 from gateway.workflow import with_workflow
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files

@@ -12,17 +12,18 @@ import hashlib
 import hmac
 import html
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway import page as asset_page
 from gateway import page_alarms
 from gateway.config import describe_rules
 from gateway.identity_probe import status_lines
-from gateway.metrics import render
+
+if TYPE_CHECKING:
+    from gateway import page as asset_page
 
 Snapshot = Callable[[], dict[str, Any]]
 Refresh = Callable[[], Awaitable[None]]
@@ -107,11 +108,16 @@ def build_app(snapshot: Snapshot, refresh: Refresh, token: str | None = None, *,
         return _json(s | {"reload": s["reload"] | {"summary": _rules_line(s["reload"])}})
 
     async def metrics(_: web.Request) -> web.Response:
+        # prometheus_client loads on the first scrape: a gateway nobody scrapes never pays for it
+        from gateway.metrics import render
+
         await refresh()
         return web.Response(body=render(snapshot),
                             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
     async def page(request: web.Request) -> web.Response:
+        from gateway import page as asset_page  # the page's renderer loads on the first view
+
         await refresh()
         chosen = {k: request.query[k] for k in asset_page.FILTER_KEYS if request.query.get(k)}
         return web.Response(text=render_page(snapshot(), series_of, chosen),
@@ -174,6 +180,8 @@ class _Html(str):
 
 
 def _episode_link(episode_id: str, text: str) -> _Html:
+    from gateway import page as asset_page
+
     return _Html(f'<a href="{html.escape(asset_page.episode_href(episode_id))}">'
                  f"{html.escape(text)}</a>")
 
@@ -221,6 +229,8 @@ def render_page(s: dict[str, Any], series_of: asset_page.SeriesOf | None = None,
                 chosen: dict[str, str] | None = None) -> str:
     """The at-a-glance page for the plant IT admin: what is wrong first, then what runs and
     what waits. Every table says "none" rather than vanish, so an empty one is not a doubt."""
+    from gateway import page as asset_page
+
     e = html.escape
     problems = s["problems"]
     head = ('<p class="allgood">All good: every source connected, every upstream reachable, '
