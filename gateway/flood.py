@@ -15,14 +15,14 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-
 from buffer.errors import OutboxError
 from gateway.model import RuleState, Transition, TransitionKind
 from gateway.rollup import FLOOD_STATE, LINK_STATE, AlarmsConfig, LineOf, RollUp
 from gateway.shelving import HIDDEN_STATE, Shelving, read_shelves
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
     from buffer.store import OutboxStore
     from gateway.pipeline import Pipeline
     from rules import RuleEngine, RuleSet
@@ -111,6 +111,9 @@ def _prune(times: deque[float], before: float) -> None:
 
 def alarm_metric_families(alarms: dict[str, Any]) -> Iterator[Metric]:
     """Prometheus families from `AlarmComponents.snapshot()` (flood, shelving, roll-up)."""
+    # imported at the first scrape: a gateway nobody scrapes never loads prometheus_client
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     flood = alarms["flood"]
     rate = GaugeMetricFamily("plantbridge_line_raises_10min",
                              "Raises on a line within the last 10 minutes (ISA-18.2 flood "

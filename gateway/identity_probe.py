@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric
-
 from gateway.messages import iso_time
 
 if TYPE_CHECKING:  # the upstream clients load with the probe, not with the page or `status`
+    from prometheus_client.core import Metric
+
     from gateway.config import PlantBridgeConfig
     from gateway.registry import Registry
     from gateway.registry_online import IdentityReport
@@ -196,6 +196,8 @@ def status_lines(identity: Mapping[str, Any] | None) -> list[str]:
 
 def identity_metric_families(s: Mapping[str, Any]) -> Iterator[Metric]:
     """`plantbridge_identity_problems{upstream}` from the snapshot's `identity` key."""
+    from prometheus_client.core import GaugeMetricFamily  # at the first scrape (metrics.py)
+
     family = GaugeMetricFamily("plantbridge_identity_problems",
                                "Mapped assets an upstream does not know as configured, plus "
                                "rule priorities and failure codes it does not define (asked now "
