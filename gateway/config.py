@@ -17,14 +17,12 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_validator
 
 from buffer.config import OutboxConfig
-from drivers.modbus.config import ModbusSourceConfig
-from drivers.mqtt.config import MqttSourceConfig
-from drivers.opcua.config import OpcUaSourceConfig
+from gateway.component_types import SOURCE_VALIDATOR, UPSTREAM_VALIDATOR
 from gateway.coverage import rule_coverage, unsure_words
 from gateway.registry import (
     Registry,
@@ -39,23 +37,27 @@ from gateway.rollup import AlarmsConfig
 from gateway.settings import Secret, StrictModel
 from gateway.tomllines import TomlLines
 from gateway.upstream.forwarder import ForwardingConfig
-from gateway.upstream.maximo_config import MaximoSinkConfig
-from gateway.upstream.nats_config import NatsSinkConfig, inherit_site
-from gateway.upstream.rest_config import RestSinkConfig
-from gateway.upstream.sap_pm_config import SapPmSinkConfig
-from gateway.upstream.uns_config import UnsSinkConfig
 from gateway.workflow import with_workflow
 from rules import RuleFileError, RuleProblem, RuleSet, load_rule_files
 from rules.loader import describe_rules as describe_rules  # the one rule-count wording
 from rules.loader import plain_words
 
-SourceConfig = Annotated[
-    MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig, Field(discriminator="type")
-]
-UpstreamConfig = Annotated[
-    RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | UnsSinkConfig | NatsSinkConfig,
-    Field(discriminator="type"),
-]
+if TYPE_CHECKING:
+    from drivers.modbus.config import ModbusSourceConfig
+    from drivers.mqtt.config import MqttSourceConfig
+    from drivers.opcua.config import OpcUaSourceConfig
+    from gateway.upstream.maximo_config import MaximoSinkConfig
+    from gateway.upstream.nats_config import NatsSinkConfig
+    from gateway.upstream.rest_config import RestSinkConfig
+    from gateway.upstream.sap_pm_config import SapPmSinkConfig
+    from gateway.upstream.uns_config import UnsSinkConfig
+
+    SourceConfig = MqttSourceConfig | OpcUaSourceConfig | ModbusSourceConfig
+    UpstreamConfig = (RestSinkConfig | SapPmSinkConfig | MaximoSinkConfig | UnsSinkConfig
+                      | NatsSinkConfig)
+else:  # chosen by `type`; a kind's config module loads when a config names it
+    SourceConfig = Annotated[Any, SOURCE_VALIDATOR]
+    UpstreamConfig = Annotated[Any, UPSTREAM_VALIDATOR]
 
 
 class GatewaySettings(StrictModel):
@@ -124,6 +126,12 @@ class PlantBridgeConfig(StrictModel):
     @model_validator(mode="before")
     @classmethod
     def _site_to_backbone(cls, raw: Any) -> Any:
+        ups = raw.get("upstreams") if isinstance(raw, dict) else None
+        if not isinstance(ups, list) or not any(isinstance(u, dict) and u.get("type") == "nats"
+                                                for u in ups):
+            return raw  # no backbone: the NATS modules stay unloaded
+        from gateway.upstream.nats_config import inherit_site
+
         return inherit_site(raw)  # a nats upstream names the [gateway] site unless it says
 
     def outbox_path(self) -> Path:

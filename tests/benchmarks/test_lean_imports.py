@@ -1,5 +1,7 @@
 """Lean at rest: a config without OPC UA, Modbus or replay loads and wires the daemon without
-importing their libraries (asyncua, pymodbus, numpy) or the simulators."""
+importing their libraries (asyncua, pymodbus, numpy) or the simulators; nor, without a NATS
+upstream, the NATS client; nor the config models of kinds it does not name; nor what only a
+scrape or a page view needs (prometheus_client, the page renderer)."""
 
 from __future__ import annotations
 
@@ -38,7 +40,9 @@ from pathlib import Path
 from gateway import config
 from gateway.daemon import Daemon
 Daemon(config.load(Path(sys.argv[1])))
-heavy = ("asyncua", "pymodbus", "numpy", "simulators")
+heavy = ("asyncua", "pymodbus", "numpy", "simulators", "nats", "prometheus_client",
+         "drivers.opcua.config", "drivers.modbus.config", "gateway.upstream.uns_config",
+         "gateway.upstream.nats_config", "gateway.metrics", "gateway.page")
 print(" ".join(m for m in heavy if m in sys.modules) or "none")
 """
 
