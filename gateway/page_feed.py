@@ -122,7 +122,7 @@ class PageFeed:
 
 
 def rule_signals(rules: RuleSet) -> set[str]:
-    """Every signal name a rule evaluates, per-asset overrides included (mute signals are
-    not drawn, so not counted)."""
+    """Every signal name a rule reads, per-asset overrides included. A rule spec names its
+    mute signals too: a few rings the page does not draw, but never one it draws missing."""
     return {signal for rule in rules.rules for spec in (rule.spec, *rule.per_asset.values())
             for signal in spec.signals()}

@@ -122,3 +122,31 @@ def test_each_state_of_a_card(tmp_path: Path) -> None:
     assert record_link({"x": None}, "x", "1") is None
     marks = trends.series("m1", "temp", now - 1800, now).marks
     assert [m.kind for m in marks] == ["raised"]
+
+
+def test_only_the_rules_signals_get_a_ring(tmp_path: Path) -> None:
+    # 100,000 Modbus points, one rule signal: rings for what the page draws, not 20,000 more.
+    from gateway.page_feed import rule_signals
+
+    (tmp_path / "rules.toml").write_text(RULES)
+    rules = load_rule_files([tmp_path / "rules.toml"])
+    assert rule_signals(rules) == {"temp", "maintenance"}  # what the rule reads
+    store = TrendStore(points=180)
+    store.on_sample(Sample("m1", "speed", 1.0, Quality.GOOD, 1000.0))  # before follow: kept
+    store.follow(rule_signals(rules))
+    assert store.ring("m1", "speed") is None  # dropped: nothing draws it
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(10_000):
+        store.on_sample(Sample(f"dev-{i // 1000}", f"p{i % 1000}", 1.0, Quality.GOOD, 1000.0))
+        store.on_sample(Sample(f"dev-{i // 1000}", "temp", 2.0, Quality.GOOD, 1000.0))
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(store) == 10 and store.dropped_signals == 0
+    assert used < 100 * 1024, used  # 10 rings of about 4 KiB
+    ring = store.ring("dev-3", "temp")
+    assert ring is not None and ring.last_value == 2.0
+    store.follow({"p7"})  # a reload that reads other signals drops the old rings
+    assert len(store) == 0
+    store.on_sample(Sample("dev-0", "p7", 3.0, Quality.GOOD, 1001.0))
+    assert store.ring("dev-0", "p7") is not None

@@ -277,3 +277,31 @@ async def test_a_bug_in_a_poll_task_ends_batches_loudly(
                     pass
         assert isinstance(info.value.__cause__, ZeroDivisionError)
         assert source.health().state is SourceState.FAILED
+
+
+async def test_devices_of_one_map_share_its_decoders_and_keep_their_assets(
+        plant: ModbusPlantSimulator) -> None:
+    # Memory at 100,000 points: a map's decoders are built once for all devices naming it.
+    # fan-1 also reads its running bit again as a point of another asset (its own plan).
+    raw = example_raw(plant.port)
+    for dev in raw["devices"]:
+        dev.update(poll_interval_ms=100, timeout_seconds=0.2)
+    raw["devices"][2]["points"] = [{"signal": "running", "asset": "fan-1-motor",
+                                    "table": "holding", "address": 10, "type": "bitfield",
+                                    "bit": 3}]
+    source = ModbusSourceConfig.model_validate(raw).build()
+    compiled = source._compiled
+    assert [c.decode for c in compiled[1]] == [c.decode for c in compiled[2]]  # the same
+    assert [c.decode for c in compiled[1]] != [c.decode for c in compiled[3]]
+    # when a device is silent, its BAD samples name each point's asset too
+    assert {(s.asset, s.signal) for c in compiled[3] for s in c.bad(0.0)} == {
+        ("fan-1", sig) for sig in SIGNALS} | {("fan-1-motor", "running")}
+    async with collecting(source) as got:
+        await wait_for(lambda: got.all_good(ASSETS, SIGNALS)
+                       and got.latest("fan-1-motor", "running") is not None, 5, "every point")
+    for asset in ("pump-1", "pump-2"):  # each device's samples carry its own asset
+        vib = got.latest(asset, "vibration")
+        assert vib is not None and vib.value == pytest.approx(2.5, abs=0.21)
+    motor, fan = got.latest("fan-1-motor", "running"), got.latest("fan-1", "running")
+    assert motor is not None and fan is not None and motor.value == fan.value == 1.0
+    assert {s.asset for s in got.samples()} == {*ASSETS, "fan-1-motor"}
