@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drivers.modbus.config import ModbusSourceConfig  # noqa: E402
-from drivers.modbus.driver import ModbusSource, _Compiled  # noqa: E402
+from drivers.modbus.driver import ModbusSource, _compile  # noqa: E402
 from rules import RuleEngine, load_rule_files  # noqa: E402
 
 POINTS_PER_DEVICE = 1000
@@ -244,8 +244,7 @@ def decode_only(total_points: int, rounds: int = 5) -> dict[str, Any]:
     dev = cfg.devices[0]
     from drivers.modbus.planner import plan_source
 
-    reads = plan_source(cfg)[dev.unit_id]
-    compiled = [_Compiled(r, cfg.points_of(dev), dev.asset) for r in reads]
+    compiled = _compile(cfg, plan_source(cfg))[dev.unit_id]
     blocks = [[(a * 7) & 0xFFFF for a in range(c.read.count)] for c in compiled]
     units = sum(len(c.devices) for c in cfgs)
     t0 = time.process_time()
