@@ -243,7 +243,7 @@ def _plain(err: dict[str, Any], field: str) -> str:
         return f"{got!r} is not written the way this field expects (see config/examples/)"
     if kind in ("int_parsing", "int_type", "int_from_float") and name == "port":
         return f"must be a port number from 1 to 65535, without quotes, not {got!r}"
-    if kind == "extra_forbidden":
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):  # a model / a dataclass
         return "unknown key (check the spelling; see config/examples/)"
     if kind == "list_type":
         return f"must be a list in brackets, e.g. [\"a\", \"b\"], not {got!r}"
