@@ -180,7 +180,7 @@ class _Html(str):
 
 
 def _episode_link(episode_id: str, text: str) -> _Html:
-    from gateway import page as asset_page
+    from gateway import page as asset_page  # as in `render_page`: loaded with the first view
 
     return _Html(f'<a href="{html.escape(asset_page.episode_href(episode_id))}">'
                  f"{html.escape(text)}</a>")
@@ -229,7 +229,7 @@ def render_page(s: dict[str, Any], series_of: asset_page.SeriesOf | None = None,
                 chosen: dict[str, str] | None = None) -> str:
     """The at-a-glance page for the plant IT admin: what is wrong first, then what runs and
     what waits. Every table says "none" rather than vanish, so an empty one is not a doubt."""
-    from gateway import page as asset_page
+    from gateway import page as asset_page  # the renderer (and svg) load with the first view
 
     e = html.escape
     problems = s["problems"]
