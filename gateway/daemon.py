@@ -29,12 +29,12 @@ from gateway.dedup import SampleGate
 from gateway.flood import AlarmComponents
 from gateway.http import age_words, build_app
 from gateway.identity_probe import IdentityProbe, Inputs, identity_status
+from gateway.identity_report import cache_path_for
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
 from gateway.page_feed import PageFeed
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
-from gateway.registry_online import cache_path_for
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder

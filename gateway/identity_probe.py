@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.identity_report import ASKED_TYPES, IdentityReport, rule_domains
 from gateway.messages import iso_time
 
 if TYPE_CHECKING:  # the upstream clients load with the probe, not with the page or `status`
@@ -33,7 +35,6 @@ if TYPE_CHECKING:  # the upstream clients load with the probe, not with the page
 
     from gateway.config import PlantBridgeConfig
     from gateway.registry import Registry
-    from gateway.registry_online import IdentityReport
     from rules import RuleSet
 
 log = logging.getLogger("plantbridge.identity")
@@ -55,8 +56,6 @@ class Inputs:
     def key(self) -> tuple[object, ...]:
         """Equal when a new round would ask the same questions (registry identities are
         merged into the upstreams' asset_map at load, so the upstreams carry them)."""
-        from gateway.registry_online import rule_domains
-
         priorities, codes = rule_domains(self.rules)
         return (tuple(self.config.upstreams), frozenset(priorities), frozenset(codes))
 
@@ -124,14 +123,12 @@ class IdentityProbe:
                  interval_seconds: float, cache_path: Path,
                  timeout_seconds: float = IDENTITY_TIMEOUT_SECONDS,
                  validate: Validate | None = None) -> None:
-        from gateway.registry_online import validate_identities
-
         self._inputs = inputs
         self._ready = ready
         self._interval = interval_seconds
         self._cache_path = cache_path
         self._timeout = timeout_seconds
-        self._validate = validate or validate_identities
+        self._validate = validate  # None: registry_online's, loaded when there is an EAM to ask
         self._poke = asyncio.Event()
         self._checked_key: tuple[object, ...] | None = None
         self.report: IdentityReport | None = None
@@ -163,9 +160,13 @@ class IdentityProbe:
         """One round; its faults are the upstreams' (reported as not checked), never ours."""
         inputs = self._inputs()
         key = inputs.key()
-        report = await self._validate(inputs.config, inputs.registry,
-                                      timeout_seconds=self._timeout,
-                                      cache_path=self._cache_path, rules=inputs.rules)
+        if self._validate is None and not any(
+                getattr(u, "type", None) in ASKED_TYPES for u in inputs.config.upstreams):
+            report = IdentityReport(time.time(), ())  # nothing to ask: nothing to load
+        else:
+            validate = self._validate or _registry_online_validate()
+            report = await validate(inputs.config, inputs.registry, timeout_seconds=self._timeout,
+                                    cache_path=self._cache_path, rules=inputs.rules)
         log_changes(self.report, report)
         self.report, self._checked_key = report, key
         self.rounds += 1
@@ -178,6 +179,13 @@ class IdentityProbe:
 
     def status(self) -> dict[str, Any]:
         return identity_status(self.report)
+
+
+def _registry_online_validate() -> Validate:
+    """The real look-up; importing it loads the SAP PM and Maximo clients."""
+    from gateway.registry_online import validate_identities
+
+    return validate_identities
 
 
 def status_lines(identity: Mapping[str, Any] | None) -> list[str]:

@@ -1,7 +1,8 @@
 """Lean at rest: a config without OPC UA, Modbus or replay loads and wires the daemon without
 importing their libraries (asyncua, pymodbus, numpy) or the simulators; nor, without a NATS
 upstream, the NATS client; nor the config models of kinds it does not name; nor what only a
-scrape or a page view needs (prometheus_client, the page renderer)."""
+scrape or a page view needs (prometheus_client, the page renderer); nor, without a SAP PM or
+Maximo upstream, their clients (identity_probe.py then has nothing to look up)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ from gateway.daemon import Daemon
 Daemon(config.load(Path(sys.argv[1])))
 heavy = ("asyncua", "pymodbus", "numpy", "simulators", "nats", "prometheus_client",
          "drivers.opcua.config", "drivers.modbus.config", "gateway.upstream.uns_config",
-         "gateway.upstream.nats_config", "gateway.metrics", "gateway.page")
+         "gateway.upstream.nats_config", "gateway.metrics", "gateway.page",
+         "gateway.upstream.sap_pm", "gateway.upstream.maximo", "gateway.registry_online")
 print(" ".join(m for m in heavy if m in sys.modules) or "none")
 """
 
