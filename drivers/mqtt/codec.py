@@ -82,11 +82,10 @@ class PayloadDecoder:
                        and self._quality is None and self._asset is None
                        and self._signal is None)
         self._float_seconds = UNIT_DIVISOR.get(self._unit, 1) == 1  # AUTO too, in range
-        # `_plain_readings` takes (value, time) of each object with one C call per object.
+        # `_plain_readings` takes the value and the time of each object in C (map).
         vkey, tkey = self._keys[0], self._keys[1]
         self._take_value: Callable[[Any], Any] = itemgetter(vkey or "value")
-        self._take: Callable[[Any], Any] | None = (itemgetter(vkey, tkey) if vkey and tkey
-                                                   else None)
+        self._take_time: Callable[[Any], Any] | None = itemgetter(tkey) if tkey else None
         # Top-level keys that describe the sample rather than being signals (json_fields).
         self._meta = frozenset(p[0] for p in (self._ts, self._quality, self._asset) if p)
 
@@ -156,13 +155,10 @@ class PayloadDecoder:
         No Python bytecode runs per reading: the fields are taken with `itemgetter` mapped over
         the objects, checked with `set(map(type, ...))`, `min`, `max` and `sum` (a NaN or an
         infinity makes the sum one), stamped by the clock in one call and zipped into samples."""
-        take = self._take
-        try:
-            if take is None:  # no time configured: the values alone
-                values = tuple(map(self._take_value, items))
-                times = None
-            else:
-                values, times = zip(*map(take, items), strict=True)
+        take_time = self._take_time
+        try:  # one pass per field: an itemgetter of one key makes no tuple per object
+            values = list(map(self._take_value, items))
+            times = list(map(take_time, items)) if take_time is not None else None
         except (KeyError, TypeError):  # a reading with no value or time, or no object
             return False
         if set(map(type, values)) != _FLOATS or not _LOW < sum(values) < _HIGH:
