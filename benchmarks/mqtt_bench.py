@@ -3,11 +3,18 @@
     .venv/bin/python -m benchmarks.mqtt_bench --messages 20000 --qos 1 --queue 1000
     .venv/bin/python -m benchmarks.mqtt_bench --workers 0 1 2 --protocol 3.1.1
     .venv/bin/python -m benchmarks.mqtt_bench --pipe   # only the worker -> daemon frames
+    .venv/bin/python -m benchmarks.mqtt_bench --rate 5000 10000 --workers 0 2   # offered load
 
 A paho publisher in another process floods the broker; the consumer acks every batch as soon
 as it has it (the cost of the pipeline is not included). Prints messages/s, CPU-microseconds per
 message of all our processes (the consumer and its MQTT worker processes, `--workers`), and
 whether every message arrived exactly once.
+
+`--rate R...`: a publisher offers R messages/s (one `{"value", "ts"}` reading each, stamped at
+publish) for `--seconds`; prints the rate delivered, the CPU of all our processes in % of one
+core, the latency from publish to the consumer (p50, p99: the gateway would evaluate and commit
+then) and the resident memory of all our processes. This is what a plant usually does: well
+below saturation, where the question is what ingest costs, not how fast it can go.
 
 `--pipe` times only what the worker pipe costs per sample, no broker: the worker's side
 (a batch to columns, msgpack-encoded) and the daemon's (decoded, `Sample`s rebuilt), in
@@ -32,6 +39,7 @@ from benchmarks.mqtt_rows import Cpu
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.driver import MqttSource
 from drivers.mqtt.pool import MqttWorkerSource
+from gateway.cli_base import run_async
 from gateway.model import SourceState
 from tests.harness import running_mosquitto, wait_for
 
@@ -90,6 +98,88 @@ async def bench(messages: int, qos: int, queue: int, protocol: str, workers: int
               f"distinct values {len(seen)}; {intake}; load {os.getloadavg()[0]:.1f}")
 
 
+def _paced(port: int, rate: int, seconds: float, qos: int, index: int = 0) -> None:
+    """Publish `rate` messages/s for `seconds`, in 10 ms ticks, each stamped when published."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-paced-{index}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start = time.monotonic()
+    sent = 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        due = int(elapsed * rate)
+        for i in range(sent, due):
+            client.publish(f"plant/pump-{(i + index) % 100}/vibration",
+                           b'{"value": %.1f, "ts": %r}' % (i % 97 * 0.1, time.time()), qos)
+        sent = max(sent, due)
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return total / 1024
+
+
+async def bench_rate(rate: int, seconds: float, workers: int, protocol: str) -> None:
+    """Offered load: CPU, latency and memory of ingest at `rate` messages/s."""
+    with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
+        cfg = MqttSourceConfig.model_validate({
+            "name": "bench", "port": broker.port, "protocol": protocol, "workers": workers,
+            "subscriptions": [{"pattern": "plant/+asset/+signal", "qos": 1,
+                               "timestamp_path": "ts"}]})
+        source = cfg.build()
+        latencies: list[float] = []
+        async with source:
+            await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
+            # one paho publisher manages only ~5-8k QoS 1 msg/s here: one per 3,000/s
+            n_pubs = max(1, -(-rate // 3000))
+            pubs = [multiprocessing.get_context("spawn").Process(
+                target=_paced, args=(broker.port, rate // n_pubs, seconds + 1.0, 1, i))
+                for i in range(n_pubs)]
+            for pub in pubs:
+                pub.start()
+            count = total = 0
+            cpu: Cpu | None = None
+            began = last = 0.0
+            batches = aiter(source.batches())
+            while cpu is None or last - began < seconds:
+                try:  # a publisher that could not keep the pace ends early: so do we
+                    batch = await asyncio.wait_for(anext(batches), 5.0)
+                except TimeoutError:
+                    break
+                now, last = time.time(), time.perf_counter()
+                if cpu is None and total >= rate // 2:  # half a second of warm-up
+                    cpu, began, count = Cpu(source), last, 0
+                    latencies.clear()
+                for s in batch.samples:
+                    latencies.append(now - (s.device_ts or now))
+                count += len(batch.samples)
+                total += len(batch.samples)
+                if batch.ack is not None:
+                    batch.ack()
+            if cpu is None:
+                raise RuntimeError(f"only {total} messages arrived")
+            spent = last - began
+            main, workers_cpu = cpu.used()
+            pids = [os.getpid(), *(source.pids if isinstance(source, MqttWorkerSource) else [])]
+            rss = _rss_mb(pids)
+            for pub in pubs:
+                await asyncio.to_thread(pub.join, 60)
+        latencies.sort()
+        p50, p99 = (latencies[int(len(latencies) * q)] * 1e3 for q in (0.5, 0.99))
+        print(f"MQTT {protocol}, {rate:,}/s offered, workers {workers}: {count / spent:,.0f} "
+              f"msg/s delivered; CPU {(main + workers_cpu) / spent * 100:.0f} % of a core "
+              f"(daemon {main / spent * 100:.0f} %, workers {workers_cpu / spent * 100:.0f} %); "
+              f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms; RSS {rss:.0f} MB ({len(pids)} "
+              f"processes); load {os.getloadavg()[0]:.1f}")
+
+
 def bench_pipe(rounds: int = 300) -> None:
     from drivers.mqtt import frames
     from drivers.mqtt.worker import FRAME_ROWS
@@ -129,12 +219,20 @@ def main() -> None:
                         help="0: the in-process source; N: ingest in N worker processes")
     parser.add_argument("--pipe", action="store_true",
                         help="time only the worker -> daemon frames (no broker)")
+    parser.add_argument("--rate", type=int, nargs="+", default=[],
+                        help="offered messages/s (a paced publisher) instead of a flood")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--rate: how long")
     args = parser.parse_args()
     if args.pipe:
         bench_pipe()
         return
+    for rate in args.rate:
+        for workers in args.workers:
+            run_async(bench_rate(rate, args.seconds, workers, args.protocol))
+    if args.rate:
+        return
     for workers in args.workers:
-        asyncio.run(bench(args.messages, args.qos, args.queue, args.protocol, workers))
+        run_async(bench(args.messages, args.qos, args.queue, args.protocol, workers))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ Saturated means the broker already holds every message when the consumer connect
 session subscribes, disconnects, a publisher fills the session's queue, and the consumer comes
 back. So the publisher never competes for the CPU while we measure, and both consumers (ours and
 the bare paho client, one after the other on the same broker) see exactly the same backlog.
-Timing runs from the first message received to the last. 100 assets x 5 signals, QoS 1.
+Timing runs from the first message received to the last. 100 assets x 5 signals, QoS 1. The
+consumer runs on uvloop, as the daemon does (`gateway.cli_base.run_async`).
 Each row is measured in process (today's source) and with ingest in 1 and 2 worker processes;
 the note gives the CPU-microseconds per sample of all our processes (the daemon's and the
 workers'), which a busy shared box changes far less than the wall rate.
@@ -33,6 +34,7 @@ from benchmarks.rows import Row, peak_rss_mb, rules_from_text
 from benchmarks.rules_bench import RULES
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.pool import MqttWorkerSource
+from gateway.cli_base import run_async
 from gateway.model import SourceState
 from rules import RuleEngine
 from tests.harness import Mosquitto, running_mosquitto, wait_for, wait_for_sync
@@ -221,7 +223,7 @@ def measure(name: str, protocol: str, per_message: int, messages: int, target: s
     rows = []
     for n in workers:
         with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
-            got = asyncio.run(ours(broker, protocol, messages, per_message, n))
+            got = run_async(ours(broker, protocol, messages, per_message, n))  # on uvloop
         met = got.samples_per_second >= floor and got.samples_per_second >= min_ratio * ceiling
         what = "with orjson decode" if per_message > 1 else "no work"
         label = name if n == 0 else f"{name}, {n} worker{'s' if n > 1 else ''}"

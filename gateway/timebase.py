@@ -17,8 +17,9 @@ import enum
 import math
 import time
 import zoneinfo
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, cast
 
 from pydantic import AfterValidator, Field
 
@@ -175,7 +176,7 @@ class SourceClock:
         self.counted["clock_skew"] = self.counted.get("clock_skew", 0) + 1
         return received, device_ts
 
-    def stamp_all(self, device_times: list[float | None], received: float) -> list[float]:
+    def stamp_all(self, device_times: Sequence[float | None], received: float) -> list[float]:
         """`stamp` for each of `device_times` in order (the readings of one message, all
         received at `received`): the source_ts of each; the clock ends in the same state and
         counts the same as after one `stamp` per reading, and is judged again only where
@@ -186,7 +187,7 @@ class SourceClock:
             self._stamp_each(device_times, received, out)
         return out
 
-    def _all_in_step(self, device_times: list[float | None],
+    def _all_in_step(self, device_times: Sequence[float | None],
                      received: float) -> list[float] | None:
         """The common batch in bulk: readings all within the limit of a clock judged in step.
         Each agrees with the verdict, and judging again (as `stamp` does when a reading starts
@@ -198,20 +199,21 @@ class SourceClock:
         seen, n = self._seen, len(device_times)
         if not self._in_step or not n:
             return None
-        try:
-            skews = [device_ts - received for device_ts in device_times]  # type: ignore[operator]
+        times = cast("Sequence[float]", device_times)  # until a None shows (TypeError)
+        try:  # in C, no skew per reading: min(d) - r is min(d - r), rounding is monotonic
+            lo, hi, total = min(times) - received, max(times) - received, sum(times)
         except TypeError:  # a reading without device time
             return None
         limit = self.max_skew_seconds
-        if not (-limit <= min(skews) and max(skews) <= limit and _LOW < sum(skews) < _HIGH):
+        if not (-limit <= lo and hi <= limit and _LOW < total < _HIGH):
             return None  # one beyond the limit (or a NaN, which the sum shows)
         recent = self._recent
-        for i in range(max(0, n - _WINDOW), n):
-            recent[(seen + i) & _MASK] = skews[i]
+        for i in range(max(0, n - _WINDOW), n):  # only the ring's last readings need a skew
+            recent[(seen + i) & _MASK] = times[i] - received
         self._seen = seen + n
-        return list(device_times) if self._use_device else [received] * n  # type: ignore[arg-type]
+        return list(times) if self._use_device else [received] * n
 
-    def _stamp_each(self, device_times: list[float | None], received: float,
+    def _stamp_each(self, device_times: Sequence[float | None], received: float,
                     out: list[float]) -> None:
         """`stamp` for each reading, appending each source_ts to `out` (inlined: no call)."""
         append = out.append

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Sequence
+from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,6 +27,64 @@ class _ClosingSSLSocket(ssl.SSLSocket):
             raise
 
 
+READ_AHEAD_BYTES = 64 * 1024  # one recv() from the kernel serves this much of paho's reading
+
+
+class ReadAheadSocket:
+    """paho's socket, read in large chunks: paho asks for one byte (packet type), one byte at a
+    time (remaining length), then the rest, so a small message cost 3-4 `recv` system calls.
+    Here one `recv` of up to `READ_AHEAD_BYTES` serves many messages, and paho's small reads
+    are slices of it. Implements paho's `SocketLike` (recv, send, close, fileno, setblocking)
+    plus `pending()`: bytes already read that the selector cannot see, so whoever drives paho
+    must read on while it is not zero (TLS included: the SSL layer's own buffer counts too).
+    """
+
+    __slots__ = ("_data", "_pos", "sock")
+
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            data = bytes(self.sock.recv(READ_AHEAD_BYTES))  # or BlockingIOError, SSLWantRead
+            if not data:
+                return data  # end of stream: paho sees the connection lost
+            self._data, pos = data, 0
+        chunk = data[pos:pos + size]  # the whole chunk itself when paho takes it all
+        self._pos = pos + len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        ssl_pending = self.sock.pending() if isinstance(self.sock, ssl.SSLSocket) else 0
+        return len(self._data) - self._pos + ssl_pending
+
+    def send(self, buffer: bytes | bytearray) -> int:
+        sent: int = self.sock.send(buffer)
+        return sent
+
+    def close(self) -> None:
+        self._data, self._pos = b"", 0
+        self.sock.close()
+
+    def fileno(self) -> int:
+        fd: int = self.sock.fileno()
+        return fd
+
+    def setblocking(self, flag: bool) -> None:
+        self.sock.setblocking(flag)
+
+
+class _Client(paho.Client):
+    """paho's client on a `ReadAheadSocket` (plain TCP or TLS; paho makes the socket, we wrap it
+    before its first read)."""
+
+    def _create_socket(self) -> Any:
+        return ReadAheadSocket(super()._create_socket())
+
+
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:
     ctx = tls.client_context()
     ctx.sslsocket_class = _ClosingSSLSocket
@@ -39,7 +98,7 @@ def new_client(cfg: MqttSourceConfig) -> paho.Client:
     raises ValueError when it is missing.
     """
     v5 = cfg.protocol is Protocol.V5
-    client = paho.Client(
+    client = _Client(
         CallbackAPIVersion.VERSION2, client_id=cfg.effective_client_id,
         clean_session=None if v5 else cfg.session is SessionMode.CLEAN,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311, manual_ack=True)

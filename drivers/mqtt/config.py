@@ -203,6 +203,7 @@ class MqttSourceConfig(ZonedTimeSettings):
     # decode and route, and hand compact batches to the daemon, which acks through them after
     # the commit. N > 1 splits the load with a shared subscription ($share/<share_group>/...).
     # Measured figures and why the default is what it is: config/examples/source-mqtt.toml.
+    # 0: in process. Workers win only at saturation; why 0 is the default: the example config.
     workers: int = Field(default=0, ge=0, le=16)
     share_group: str | None = None  # unset: the client id (workers > 1 only)
     subscriptions: list[Subscription] = []

@@ -308,9 +308,11 @@ class MqttSource:
             if self._received == before:
                 break
         sock = client.socket()
-        # TLS may hold decrypted bytes the selector cannot see: read on without waiting.
-        if (isinstance(sock, ssl.SSLSocket) and self._fd is not None and not self._paused
-                and sock.pending() and self._loop is not None):
+        # Bytes already read (the read-ahead buffer, TLS's decrypted ones) that the selector
+        # cannot see: read on at the next loop turn without waiting for the socket.
+        if (client is self._client and self._fd is not None and not self._paused
+                and isinstance(sock, mqtt_client.ReadAheadSocket) and sock.pending()
+                and self._loop is not None):
             self._loop.call_soon(self._on_readable)
 
     def _on_writable(self) -> None:

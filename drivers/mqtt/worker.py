@@ -16,6 +16,7 @@ lets the daemon drain and acknowledge first; the daemon then closes the pipe. A 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ _HEALTH_SECONDS = 0.5  # how often a changed health is reported
 # Samples per frame at most (the pipeline's commit group is 2,000 samples): a backlog of big
 # messages goes as a stream of moderate frames, not one that doubles the daemon's memory.
 FRAME_ROWS = 2000
+_GC_YOUNG_OBJECTS = 20_000  # as gateway.cli_base.GC_YOUNG_OBJECTS (a test keeps them equal)
 
 
 class WorkerLink:
@@ -172,6 +174,9 @@ def main() -> None:
     # print() (ours or a library's) cannot corrupt it.
     out_fd = os.dup(1)
     os.dup2(2, 1)
+    # The daemon's collector thresholds (gateway/cli_base.py, not imported: it loads every
+    # config model): decoding makes tuples and dicts by the hundred thousand a second.
+    gc.set_threshold(_GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -286,3 +286,45 @@ def test_a_long_in_step_batch_leaves_the_ring_as_one_by_one() -> None:
         assert many.stamp_all(list(batch), NOW) == [one.stamp(t, NOW)[0] for t in batch]
         assert many.skew_seconds == one.skew_seconds, n
         assert many.counted == one.counted
+
+
+@settings(max_examples=300, deadline=None)
+@example({"value": 1.0, "ts": NOW}, {"timestamp_path": "ts"}, TimestampPolicy.DEVICE)
+@example({"value": 1.0, "ts": NOW + 40}, {"timestamp_path": "ts"}, TimestampPolicy.DEVICE)
+@example({"value": math.inf, "ts": NOW}, {"timestamp_path": "ts"}, TimestampPolicy.DEVICE)
+@example({"value": 1.0, "ts": math.nan}, {"timestamp_path": "ts"}, TimestampPolicy.DEVICE)
+@example({"value": 1.0, "ts": NOW * 1000}, {"timestamp_path": "ts"}, TimestampPolicy.GATEWAY)
+@given(_plain_object | _reading,
+       st.sampled_from([{"timestamp_path": "ts"}, {"timestamp_path": "ts", "timestamp_unit": "s"},
+                        {"timestamp_path": "ts", "timestamp_unit": "ms"}, {}]),
+       st.sampled_from([TimestampPolicy.DEVICE, TimestampPolicy.GATEWAY]))
+def test_one_reading_per_message_decodes_as_one_by_one(
+        item: Any, options: dict[str, Any], policy: TimestampPolicy) -> None:
+    """A message that is one object (not an array): the shortcut for the plain shape and its
+    fallback agree with the oracle, the clock's verdicts and counts included."""
+    opts = PayloadOptions(**options)
+    fast_clock, plain_clock = SourceClock("f", policy), SourceClock("p", policy)
+    for warm in (NOW - 1, NOW - 0.5):  # a clock with some history, as in a running source
+        fast_clock.stamp(warm, NOW)
+        plain_clock.stamp(warm, NOW)
+    payload = json.dumps(item).encode()
+    got = PayloadDecoder(opts, fast_clock).decode(payload, "a", "s", NOW)
+    want = _one_by_one([json.loads(payload)], opts, plain_clock, "a", "s", NOW)
+    assert [tuple(s) for s in got.samples] == [tuple(s) for s in want[0]]
+    assert all(type(s) is Sample for s in got.samples)
+    assert [r.reason.value for r in got.rejections] == want[1]
+    assert fast_clock.counted == plain_clock.counted
+    assert fast_clock.skew_seconds == plain_clock.skew_seconds
+
+
+def test_one_plain_reading_takes_the_shortcut(monkeypatch: Any) -> None:
+    def one_at_a_time(*_: Any) -> None:
+        raise AssertionError("decoded by the general pass")
+
+    decoder = PayloadDecoder(PayloadOptions(timestamp_path="ts"), SourceClock("plc"))
+    monkeypatch.setattr(decoder, "_readings", one_at_a_time)
+    got = decoder.decode(b'{"value": 7.25, "ts": %r}' % (NOW - 1), "a", "s", NOW)
+    assert [tuple(s) for s in got.samples] == [("a", "s", 7.25, Quality.GOOD, NOW - 1, NOW - 1)]
+    for odd in (b'{"value": 7, "ts": 1}', b'{"value": "7.5"}', b'{"ts": 1.5}'):
+        with pytest.raises(AssertionError, match="general pass"):
+            decoder.decode(odd, "a", "s", NOW)
