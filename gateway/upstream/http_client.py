@@ -1,0 +1,262 @@
+"""A small keep-alive HTTP/1.1 client for one origin: what the REST sink asks of HTTP.
+
+A drain sends thousands of requests a second to one upstream, and aiohttp's client spent ~85 us
+of CPU on each (request and response objects, header multidicts, URL parsing, cookie and trace
+hooks, a timer per timeout); the sink needs none of it: one origin, fixed headers, bytes in,
+status + headers + bytes out. Here a request is one `write` of a preformatted head and body on a
+pooled connection, and its answer is parsed from the connection's buffer (~25 us).
+
+What it does: keep-alive connections up to `limit` (one request per connection at a time), TLS
+with the caller's context, Content-Length, chunked and read-until-close bodies, `Connection:
+close`, informational (1xx) answers skipped, no redirects, no decompression (it sends no
+Accept-Encoding). Timeouts: connect, first byte of the answer, whole request. A request on a
+reused connection that the server had closed meanwhile (no byte came back) is sent once more on
+a fresh connection when it is a GET or HEAD; anything else is the caller's to retry (a POST may
+have been committed: the forwarder retries it under its Idempotency-Key, and says so). A
+connection the server closed while idle is dropped from the pool before it is reused.
+Failures are `HttpTransportError`s whose message is the plain reason (TimeoutError for time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
+
+from gateway.upstream.http_answer import Answer, AnswerParser, BadAnswer, HttpTransportError
+
+__all__ = ["Answer", "BadAnswer", "CertificateFailed", "ConnectFailed", "Disconnected",
+           "HttpOrigin", "HttpTransportError", "TlsFailed"]
+
+
+class ConnectFailed(HttpTransportError):
+    def __init__(self, host: str, port: int, err: BaseException) -> None:
+        where = f"{host}:{port}"
+        if isinstance(err, ConnectionRefusedError):
+            said = f"connection refused by {where} (is the upstream running on that port?)"
+        elif isinstance(err, socket.gaierror):
+            said = f"cannot resolve the host name {host!r}: {err.strerror or err}"
+        elif isinstance(err, TimeoutError):
+            said = f"timed out connecting to {where}"
+        else:
+            said = f"cannot connect to {where}: {getattr(err, 'strerror', None) or err}"
+        super().__init__(said)
+
+
+class CertificateFailed(HttpTransportError):
+    def __init__(self, err: ssl.SSLCertVerificationError) -> None:
+        said = err.verify_message or str(err)
+        super().__init__(f"certificate verify failed: {said} "
+                         "(check tls.ca_file and the server name)")
+
+
+class TlsFailed(HttpTransportError):
+    def __init__(self, err: BaseException) -> None:
+        super().__init__(f"TLS error: {err}")
+
+
+class Disconnected(HttpTransportError):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("connection dropped before an answer (the request may have been "
+                         f"committed){detail}")
+
+
+class _Connection(asyncio.Protocol):
+    """One connection: at most one request at a time; its answer parsed as bytes arrive."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._parser: AnswerParser | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._total_at = 0.0
+        self.got_bytes = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send(self, data: bytes, method: str, first_byte_at: float,
+             total_at: float) -> asyncio.Future[Answer]:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        self._parser = AnswerParser(head_only=method == "HEAD")
+        self._waiter = waiter = loop.create_future()
+        self.got_bytes = False
+        self._total_at = total_at
+        self._timer = loop.call_at(min(first_byte_at, total_at), self._timed_out)
+        self.transport.write(data)
+        return waiter
+
+    def data_received(self, data: bytes) -> None:
+        parser, waiter = self._parser, self._waiter
+        if parser is None or waiter is None or waiter.done():
+            self._abort()  # bytes nobody asked for: this connection cannot be trusted
+            return
+        if not self.got_bytes:
+            self.got_bytes = True
+            timer = self._timer
+            if timer is not None and timer.when() < self._total_at:  # first byte: the total
+                timer.cancel()
+                self._timer = asyncio.get_running_loop().call_at(self._total_at,
+                                                                 self._timed_out)
+        try:
+            answer = parser.feed(data)
+        except BadAnswer as exc:
+            self._fail(exc)
+            self._abort()
+            return
+        if answer is not None:
+            self._finish()
+            waiter.set_result(answer)
+            if not parser.keep_alive:
+                self._abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        parser, waiter = self._parser, self._waiter
+        if waiter is None or waiter.done():
+            return
+        answer = parser.at_close() if parser is not None else None
+        if answer is not None:  # a body that runs until the connection closes
+            self._finish()
+            waiter.set_result(answer)
+        elif isinstance(exc, ssl.SSLError):
+            self._fail(TlsFailed(exc))
+        else:
+            self._fail(Disconnected())
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._fail(TimeoutError())
+        self._abort()
+
+    def _fail(self, exc: BaseException) -> None:
+        waiter = self._waiter
+        self._finish()
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._waiter = None
+        self._parser = None
+
+    def _abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect_seconds: float
+    first_byte_seconds: float
+    total_seconds: float
+
+
+class HttpOrigin:
+    """Requests to one origin (`base_url`'s scheme, host and port; its path prefixes every
+    request path) over at most `limit` keep-alive connections. Create it inside the loop."""
+
+    def __init__(self, base_url: str, *, tls: ssl.SSLContext | None, limit: int,
+                 timeouts: Timeouts, headers: Mapping[str, str]) -> None:
+        url = urlsplit(base_url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self._host = url.hostname
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._tls = tls if url.scheme == "https" else None
+        if url.scheme == "https" and self._tls is None:
+            self._tls = ssl.create_default_context()
+        default_port = self._port == (443 if url.scheme == "https" else 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._prefix = url.path.rstrip("/")
+        self._head_tail = _header_lines(
+            {"Host": host if default_port else f"{host}:{self._port}", **headers})
+        self._timeouts = timeouts
+        self._slots = asyncio.Semaphore(limit)
+        self._idle: collections.deque[_Connection] = collections.deque()
+
+    async def request(self, method: str, path: str, *, body: bytes | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      params: Mapping[str, str] | None = None) -> Answer:
+        """The answer, whatever its status; HttpTransportError or TimeoutError without one."""
+        target = self._prefix + path
+        if params:
+            target += ("&" if "?" in target else "?") + urlencode(params)
+        lines = _header_lines(headers) if headers else ""
+        if body is not None:
+            lines += f"Content-Length: {len(body)}\r\n"
+        data = f"{method} {target} HTTP/1.1\r\n{self._head_tail}{lines}\r\n".encode("latin-1")
+        if body:
+            data += body
+        t = self._timeouts
+        loop = asyncio.get_running_loop()
+        async with self._slots:
+            total_at = loop.time() + t.total_seconds
+            conn, reused = await self._connection(total_at)
+            try:
+                return await conn.send(data, method, loop.time() + t.first_byte_seconds,
+                                       total_at)
+            except Disconnected:
+                if not (reused and not conn.got_bytes and method in ("GET", "HEAD")):
+                    raise
+            finally:
+                self._release(conn)
+            # the server had closed the idle connection: once more, on a fresh one
+            conn, _ = await self._connection(total_at, fresh=True)
+            try:
+                return await conn.send(data, method, loop.time() + t.first_byte_seconds,
+                                       total_at)
+            finally:
+                self._release(conn)
+
+    async def _connection(self, total_at: float, fresh: bool = False
+                          ) -> tuple[_Connection, bool]:
+        while self._idle and not fresh:
+            conn = self._idle.pop()
+            if not conn.closed and conn.transport is not None \
+                    and not conn.transport.is_closing():
+                return conn, True
+        loop = asyncio.get_running_loop()
+        budget = min(self._timeouts.connect_seconds, total_at - loop.time())
+        try:
+            async with asyncio.timeout(max(budget, 0.0)):
+                _, conn = await loop.create_connection(
+                    _Connection, self._host, self._port, ssl=self._tls,
+                    server_hostname=self._host if self._tls is not None else None)
+        except ssl.SSLCertVerificationError as exc:
+            raise CertificateFailed(exc) from exc
+        except ssl.SSLError as exc:
+            raise TlsFailed(exc) from exc
+        except (OSError, TimeoutError) as exc:
+            raise ConnectFailed(self._host, self._port, exc) from exc
+        return conn, False
+
+    def _release(self, conn: _Connection) -> None:
+        if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            self._idle.append(conn)
+
+    async def aclose(self) -> None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.sleep(0)  # let the transports run their close callbacks
+
+
+def _header_lines(headers: Mapping[str, str]) -> str:
+    """`Name: value\\r\\n` lines; a CR or LF in a name or value is refused (no injection)."""
+    out = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if out.count("\r") != len(headers) or out.count("\n") != len(headers) \
+            or any(":" in name for name in headers):
+        raise ValueError(f"a header of {list(headers)} has a character HTTP forbids there")
+    return out
