@@ -25,6 +25,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlencode, urlsplit
 
 from gateway.upstream.http_answer import Answer, AnswerParser, BadAnswer, HttpTransportError
@@ -78,8 +79,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def send(self, data: bytes, method: str, first_byte_at: float,
              total_at: float) -> asyncio.Future[Answer]:
@@ -230,7 +230,7 @@ class HttpOrigin:
         budget = min(self._timeouts.connect_seconds, total_at - loop.time())
         try:
             async with asyncio.timeout(max(budget, 0.0)):
-                _, conn = await loop.create_connection(
+                transport, conn = await loop.create_connection(
                     _Connection, self._host, self._port, ssl=self._tls,
                     server_hostname=self._host if self._tls is not None else None)
         except ssl.SSLCertVerificationError as exc:
@@ -239,6 +239,8 @@ class HttpOrigin:
             raise TlsFailed(exc) from exc
         except (OSError, TimeoutError) as exc:
             raise ConnectFailed(self._host, self._port, exc) from exc
+        # uvloop may call connection_made only after this returns: the transport is known now
+        conn.transport = transport
         return conn, False
 
     def _release(self, conn: _Connection) -> None:
