@@ -9,7 +9,8 @@ pooled connection, and its answer is parsed from the connection's buffer (~25 us
 What it does: keep-alive connections up to `limit` (one request per connection at a time), TLS
 with the caller's context, Content-Length, chunked and read-until-close bodies, `Connection:
 close`, informational (1xx) answers skipped, no redirects, no decompression (it sends no
-Accept-Encoding). Timeouts: connect, first byte of the answer, whole request. A request on a
+Accept-Encoding). Timeouts: connect, first byte of the answer, whole request (checked by one
+sweep of the pool every SWEEP_SECONDS, not a timer per request). A request on a
 reused connection that the server had closed meanwhile (no byte came back) is sent once more on
 a fresh connection when it is a GET or HEAD; anything else is the caller's to retry (a POST may
 have been committed: the forwarder retries it under its Idempotency-Key, and says so). A
@@ -29,6 +30,8 @@ from typing import cast
 from urllib.parse import urlencode, urlsplit
 
 from gateway.upstream.http_answer import Answer, AnswerParser, BadAnswer, HttpTransportError
+
+SWEEP_SECONDS = 0.05  # how often timeouts are checked: a timeout fires up to this late
 
 __all__ = ["Answer", "BadAnswer", "CertificateFailed", "ConnectFailed", "Disconnected",
            "HttpOrigin", "HttpTransportError", "TlsFailed"]
@@ -74,8 +77,10 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._parser: AnswerParser | None = None
         self._waiter: asyncio.Future[Answer] | None = None
-        self._timer: asyncio.TimerHandle | None = None
         self._total_at = 0.0
+        # loop time by which the next byte (the first: first-byte timeout) or the whole answer
+        # (after the first byte: total timeout) is due; HttpOrigin's sweep enforces it
+        self.deadline = float("inf")
         self.got_bytes = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,33 +94,35 @@ class _Connection(asyncio.Protocol):
         self._waiter = waiter = loop.create_future()
         self.got_bytes = False
         self._total_at = total_at
-        self._timer = loop.call_at(min(first_byte_at, total_at), self._timed_out)
+        self.deadline = min(first_byte_at, total_at)
         self.transport.write(data)
         return waiter
+
+    @property
+    def reusable(self) -> bool:
+        """Open, and its last request answered: nothing of it can still arrive."""
+        return self._waiter is None and not self.closed and self.transport is not None \
+            and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
         parser, waiter = self._parser, self._waiter
         if parser is None or waiter is None or waiter.done():
-            self._abort()  # bytes nobody asked for: this connection cannot be trusted
+            self.abort()  # bytes nobody asked for: this connection cannot be trusted
             return
         if not self.got_bytes:
             self.got_bytes = True
-            timer = self._timer
-            if timer is not None and timer.when() < self._total_at:  # first byte: the total
-                timer.cancel()
-                self._timer = asyncio.get_running_loop().call_at(self._total_at,
-                                                                 self._timed_out)
+            self.deadline = self._total_at  # the first byte came: the total applies
         try:
             answer = parser.feed(data)
         except BadAnswer as exc:
             self._fail(exc)
-            self._abort()
+            self.abort()
             return
         if answer is not None:
             self._finish()
             waiter.set_result(answer)
             if not parser.keep_alive:
-                self._abort()
+                self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -131,10 +138,10 @@ class _Connection(asyncio.Protocol):
         else:
             self._fail(Disconnected())
 
-    def _timed_out(self) -> None:
-        self._timer = None
+    def time_out(self) -> None:
+        """Past its deadline: the request fails, and the connection (mid-answer) is closed."""
         self._fail(TimeoutError())
-        self._abort()
+        self.abort()
 
     def _fail(self, exc: BaseException) -> None:
         waiter = self._waiter
@@ -143,13 +150,11 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(exc)
 
     def _finish(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.deadline = float("inf")
         self._waiter = None
         self._parser = None
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
@@ -184,6 +189,8 @@ class HttpOrigin:
         self._timeouts = timeouts
         self._slots = asyncio.Semaphore(limit)
         self._idle: collections.deque[_Connection] = collections.deque()
+        self._busy: set[_Connection] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
 
     async def request(self, method: str, path: str, *, body: bytes | None = None,
                       headers: Mapping[str, str] | None = None,
@@ -198,33 +205,52 @@ class HttpOrigin:
         data = f"{method} {target} HTTP/1.1\r\n{self._head_tail}{lines}\r\n".encode("latin-1")
         if body:
             data += body
-        t = self._timeouts
-        loop = asyncio.get_running_loop()
         async with self._slots:
-            total_at = loop.time() + t.total_seconds
+            total_at = asyncio.get_running_loop().time() + self._timeouts.total_seconds
             conn, reused = await self._connection(total_at)
             try:
-                return await conn.send(data, method, loop.time() + t.first_byte_seconds,
-                                       total_at)
+                return await self._send(conn, data, method, total_at)
             except Disconnected:
                 if not (reused and not conn.got_bytes and method in ("GET", "HEAD")):
                     raise
-            finally:
-                self._release(conn)
             # the server had closed the idle connection: once more, on a fresh one
             conn, _ = await self._connection(total_at, fresh=True)
-            try:
-                return await conn.send(data, method, loop.time() + t.first_byte_seconds,
-                                       total_at)
-            finally:
-                self._release(conn)
+            return await self._send(conn, data, method, total_at)
+
+    async def _send(self, conn: _Connection, data: bytes, method: str,
+                    total_at: float) -> Answer:
+        first_byte_at = asyncio.get_running_loop().time() + self._timeouts.first_byte_seconds
+        self._busy.add(conn)
+        if self._sweeper is None:
+            self._arm_sweep()
+        try:
+            return await conn.send(data, method, first_byte_at, total_at)
+        finally:
+            self._busy.discard(conn)
+            if conn.reusable:
+                self._idle.append(conn)
+            else:  # closed, or abandoned mid-answer (cancelled): its late bytes meet no one
+                conn.abort()
+
+    def _arm_sweep(self) -> None:
+        self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+
+    def _sweep(self) -> None:
+        """Time out the requests past their deadline. One timer for the whole pool, every
+        SWEEP_SECONDS while requests are in flight, where a timer per request cost more
+        than parsing its answer."""
+        self._sweeper = None
+        now = asyncio.get_running_loop().time()
+        for conn in [c for c in self._busy if c.deadline <= now]:
+            conn.time_out()
+        if self._busy:
+            self._arm_sweep()
 
     async def _connection(self, total_at: float, fresh: bool = False
                           ) -> tuple[_Connection, bool]:
         while self._idle and not fresh:
             conn = self._idle.pop()
-            if not conn.closed and conn.transport is not None \
-                    and not conn.transport.is_closing():
+            if conn.reusable:  # else the server closed it while it was idle
                 return conn, True
         loop = asyncio.get_running_loop()
         budget = min(self._timeouts.connect_seconds, total_at - loop.time())
@@ -243,11 +269,10 @@ class HttpOrigin:
         conn.transport = transport
         return conn, False
 
-    def _release(self, conn: _Connection) -> None:
-        if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
-            self._idle.append(conn)
-
     async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         while self._idle:
             conn = self._idle.pop()
             if conn.transport is not None:

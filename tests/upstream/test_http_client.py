@@ -266,3 +266,23 @@ def test_a_header_section_without_end_is_bounded() -> None:
     p.feed(b"HTTP/1.1 200 OK\r\n")
     with pytest.raises(BadAnswer, match="too long"):
         p.feed(b"X-Pad: " + b"a" * 70_000)
+
+
+async def test_an_abandoned_request_never_hands_its_late_answer_to_the_next() -> None:
+    """Cancelled while waiting (the forwarder's own timeout, a stop): its connection is closed,
+    not pooled, so the answer that arrives late is read by no one."""
+    async def late_first(head: bytes, nth: int) -> bytes:
+        if head.startswith(b"GET /first"):
+            await asyncio.sleep(0.3)
+            return OK.replace(b'{"id":1}', b'{"id":8}')
+        return OK
+    async with serving(late_first) as (srv, origin):
+        first = asyncio.create_task(origin.request("GET", "/first"))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        assert (await origin.request("GET", "/second")).body == b'{"id":1}'
+        await asyncio.sleep(0.4)  # the late answer has been sent by now
+        assert (await origin.request("GET", "/third")).body == b'{"id":1}'
+        assert srv.connections == 2
