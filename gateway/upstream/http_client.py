@@ -27,7 +27,7 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from gateway.upstream.http_answer import Answer, AnswerParser, BadAnswer, HttpTransportError
 
@@ -191,18 +191,21 @@ class HttpOrigin:
         self._idle: collections.deque[_Connection] = collections.deque()
         self._busy: set[_Connection] = set()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False  # after aclose: requests still under way do not pool their connection
 
     async def request(self, method: str, path: str, *, body: bytes | None = None,
                       headers: Mapping[str, str] | None = None,
                       params: Mapping[str, str] | None = None) -> Answer:
         """The answer, whatever its status; HttpTransportError or TimeoutError without one."""
         target = self._prefix + path
+        if not target.isascii():  # as a browser (and aiohttp) would send it
+            target = quote(target, safe="/?&=%:@!$'()*+,;~-._")
         if params:
             target += ("&" if "?" in target else "?") + urlencode(params)
         lines = _header_lines(headers) if headers else ""
         if body is not None:
             lines += f"Content-Length: {len(body)}\r\n"
-        data = f"{method} {target} HTTP/1.1\r\n{self._head_tail}{lines}\r\n".encode("latin-1")
+        data = f"{method} {target} HTTP/1.1\r\n{self._head_tail}{lines}\r\n".encode()
         if body:
             data += body
         async with self._slots:
@@ -227,7 +230,7 @@ class HttpOrigin:
             return await conn.send(data, method, first_byte_at, total_at)
         finally:
             self._busy.discard(conn)
-            if conn.reusable:
+            if conn.reusable and not self._closed:
                 self._idle.append(conn)
             else:  # closed, or abandoned mid-answer (cancelled): its late bytes meet no one
                 conn.abort()
@@ -270,6 +273,7 @@ class HttpOrigin:
         return conn, False
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

@@ -286,3 +286,9 @@ async def test_an_abandoned_request_never_hands_its_late_answer_to_the_next() ->
         await asyncio.sleep(0.4)  # the late answer has been sent by now
         assert (await origin.request("GET", "/third")).body == b'{"id":1}'
         assert srv.connections == 2
+
+
+async def test_a_path_with_non_ascii_characters_is_sent_percent_encoded() -> None:
+    async with serving(_ok) as (srv, origin):
+        assert (await origin.request("GET", "/assets/Pumpe-Süd 1")).status == 201
+        assert srv.heads[0].startswith(b"GET /assets/Pumpe-S%C3%BCd%201 HTTP/1.1\r\n")
