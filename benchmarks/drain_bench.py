@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -260,6 +261,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "auth": {"kind": "bearer", "token": {"value": API_KEY}},
                     "limits": {"max_in_flight": args.in_flight,
                                "max_requests_per_second": None}}).build())
+                # as the daemon does once started (gateway/daemon.py): what start-up built is
+                # out of the cyclic collector's reach, so a full collection mid-drain walks only
+                # what the drain itself keeps (without it: pauses of 40-80 ms on a busy box)
+                gc.collect()
+                gc.freeze()
                 wake = asyncio.Event()
                 cfg = ForwardingConfig(batch_size=4 * args.in_flight, idle_poll_seconds=0.05)
                 fwd = Forwarder(sink, ob, cfg, wake)
