@@ -38,6 +38,8 @@ __all__ = ["Answer", "BadAnswer", "CertificateFailed", "ConnectFailed", "Disconn
 
 
 class ConnectFailed(HttpTransportError):
+    """No connection: refused, unknown host, timed out, unreachable."""
+
     def __init__(self, host: str, port: int, err: BaseException) -> None:
         where = f"{host}:{port}"
         if isinstance(err, ConnectionRefusedError):
@@ -52,6 +54,8 @@ class ConnectFailed(HttpTransportError):
 
 
 class CertificateFailed(HttpTransportError):
+    """The server's certificate did not verify (untrusted CA, wrong name, expired)."""
+
     def __init__(self, err: ssl.SSLCertVerificationError) -> None:
         said = err.verify_message or str(err)
         super().__init__(f"certificate verify failed: {said} "
@@ -59,14 +63,18 @@ class CertificateFailed(HttpTransportError):
 
 
 class TlsFailed(HttpTransportError):
+    """The TLS handshake or session failed otherwise (a client certificate refused...)."""
+
     def __init__(self, err: BaseException) -> None:
         super().__init__(f"TLS error: {err}")
 
 
 class Disconnected(HttpTransportError):
-    def __init__(self, detail: str = "") -> None:
+    """The connection closed (or was reset) before the whole answer arrived."""
+
+    def __init__(self) -> None:
         super().__init__("connection dropped before an answer (the request may have been "
-                         f"committed){detail}")
+                         "committed)")
 
 
 class _Connection(asyncio.Protocol):
