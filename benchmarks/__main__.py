@@ -35,7 +35,7 @@ BENCHMARKS: dict[str, str] = {
     "modbus": "benchmarks.modbus_bench:rows",
     "rules": "benchmarks.rules_bench:rows",
     "outbox": "benchmarks.pipeline_bench:rows",
-    "drain": "benchmarks.daemon_rows:drain",
+    "drain": "benchmarks.drain_bench:rows",
     "e2e": "benchmarks.daemon_rows:end_to_end",
     "rss": "benchmarks.daemon_rows:rss",
     "ready": "benchmarks.daemon_rows:ready",

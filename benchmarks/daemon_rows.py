@@ -1,4 +1,5 @@
-"""Rows of the whole daemon: RSS at rest, start -> READY, end-to-end latency, the drain.
+"""Rows of the whole daemon: RSS at rest, start -> READY, end-to-end latency (the drain's
+rows are benchmarks/drain_bench.py).
 
     .venv/bin/python -m benchmarks --only rss --only ready --only e2e
 
@@ -29,13 +30,10 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-from benchmarks import pipeline_bench
 from benchmarks.modbus_bench import RULES as MODBUS_RULES
 from benchmarks.modbus_bench import device_map
-from benchmarks.rows import Row, not_built
-from gateway import config as config_mod
+from benchmarks.rows import Row
 from simulators.cmms import CmmsSimulator
-from simulators.cmms.api import REQUESTS_PATH
 from tests.e2e.stack import API_KEY, Stack, vibration_rule
 from tests.harness import Mosquitto, free_port, running_mosquitto, wait_for
 
@@ -247,66 +245,4 @@ def end_to_end(quick: bool) -> list[Row]:
                 "publish (QoS 1) to the simulator's receipt of the request", peak)]
 
 
-async def _drain(assets: int, rounds: int) -> tuple[float, float, float]:
-    """(requests/s draining a backlog of `assets` x `rounds` records, raises and clears in
-    turn: a request each raise, a status update each clear; bare aiohttp requests/s to the
-    same simulator; the daemon's peak RSS MB)."""
-    records = assets * rounds
-    async with stack() as s:
-        s.write_config(pipeline_bench.RULE)
-        loaded = config_mod.load(s.tmp / "plantbridge.toml")
-        sink = loaded.config.upstreams[0].name
-        # the backlog, committed the way the daemon commits it, while no daemon runs
-        await pipeline_bench.ours(assets, rounds, loaded.config.outbox_path(),
-                                  loaded.config.gateway.site, sink)
-        s.spawn_daemon()
-        assert s.proc is not None
-
-        def delivered() -> int:
-            return len(s.sim.requests) + len(s.sim.status_updates)
-
-        await wait_for(lambda: delivered() > 0, 60, "the first request", 0.001)
-        start = time.perf_counter()
-        await wait_for(lambda: delivered() >= records, 600, "the backlog drained", 0.01)
-        ours = (records - 1) / (time.perf_counter() - start)
-        peak = vm_mb(s.proc.pid, "VmHWM")
-        await _stop(s)
-        body = dict(s.sim.requests[0]["body"])
-        ceiling = await _bare_posts(s.sim.url, body, records)
-        return ours, ceiling, peak
-
-
-async def _bare_posts(url: str, body: dict[str, object], count: int,
-                      in_flight: int = 16) -> float:
-    """Requests/s of a bare aiohttp client creating `count` requests, `in_flight` at once."""
-    import aiohttp
-
-    todo = iter(range(count))
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        for i in todo:
-            async with http.post(url + REQUESTS_PATH, json={**body, "asset": f"bare-{i}"},
-                                 headers={**headers, "Idempotency-Key": f"bare-{i}"}) as r:
-                if r.status >= 300:
-                    raise RuntimeError(f"bare POST: HTTP {r.status}: {await r.text()}")
-
-    async with aiohttp.ClientSession() as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(in_flight)))
-        return count / (time.perf_counter() - start)
-
-
-def drain(quick: bool) -> list[Row]:
-    # 1,000 assets at most: the engine's default cap of instances per pattern rule
-    assets, rounds = (100, 4) if quick else (1_000, 100)
-    ours, ceiling, peak = asyncio.run(_drain(assets, rounds))
-    return [Row(f"backlog drain, {assets * rounds:,} records -> CMMS", ours, "requests/s",
-                ">= 5,000/s", ours >= 5_000, ceiling,
-                f"{assets:,} assets, raise/clear in turn (creates and status updates); daemon "
-                "subprocess; ceiling: bare aiohttp creates, 16 in flight, same simulator", peak),
-            not_built("fresh critical raise behind the backlog, p99", "ms", "< 100 ms",
-                      "needs delivery priorities (storm-control issue)")]
-
-
-__all__ = ["Mosquitto", "drain", "end_to_end", "ready", "rss"]
+__all__ = ["Mosquitto", "end_to_end", "ready", "rss"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -26,6 +27,8 @@ FIELDS_ATTR = "pb"  # the LogRecord attribute that holds correlation fields
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
 _RESERVED = frozenset({"ts", "level", "logger", "msg", "exc"})
+# a tail value with one of these is quoted (one regex search: a drain logs thousands a second)
+_NEEDS_QUOTES = re.compile(r'[ "=\\\t\n]')
 
 
 def record_fields(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -37,7 +40,7 @@ def record_fields(record: logging.LogRecord) -> Mapping[str, Any]:
 def _text_value(value: Any) -> str:
     """A value of the key=value tail: bare when it is one token, quoted (logfmt) otherwise."""
     text = value if isinstance(value, str) else str(value)
-    if text and not any(c in text for c in ' "=\\\t\n'):
+    if text and _NEEDS_QUOTES.search(text) is None:
         return text
     escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{escaped}"'
@@ -73,6 +76,18 @@ class TextFormatter(logging.Formatter):
         super().__init__(fmt, "%Y-%m-%dT%H:%M:%S")
         self.converter = time.gmtime
         self._journald = journald
+        self._second = -1  # the whole second `_stamp` shows: formatted once per second
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """As logging's, to the second (no milliseconds in our format), formatted once per
+        second: at a drain of thousands of lines a second strftime was a tenth of a line."""
+        if datefmt != self.datefmt:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._stamp = second, super().formatTime(record, datefmt)
+        return self._stamp
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiohttp
 import pytest
 
@@ -109,3 +111,27 @@ async def test_control_endpoints(sim: CmmsSimulator, http: aiohttp.ClientSession
     counts = {(c["method"], c["path"], c["status"]): c["count"] for c in state["counters"]}
     assert counts == {("POST", REQUESTS, 502): 1, ("POST", REQUESTS, 201): 1}
     assert state["faults"]["mode"] == "none"
+
+
+async def test_status_updates_find_their_request_by_id_after_deletes_and_a_restart(
+        tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    """Requests are found by id from an index beside `sim.requests`: it follows creates,
+    requests entered by hand, deletes, and the state file read at start."""
+    state = tmp_path / "cmms.json"
+    async with CmmsSimulator(api_key="test-key", state_file=state) as sim:
+        ids = [(await post(http, sim.url + REQUESTS, body(asset=f"pump-{i}"), key=f"c-{i}")
+                )[2]["id"] for i in range(3)]
+        foreign = sim.add_foreign("PBFOREIGN", "pump-9")
+        sim.delete_request(ids[1])
+        for n, rid in enumerate([ids[2], foreign, ids[0]]):
+            status, _, doc = await post(http, f"{sim.url}{REQUESTS}/{rid}/status-updates",
+                                        b'{"status": "cleared"}', key=f"u-{n}")
+            assert (status, doc["request_id"]) == (201, rid)
+        status, _, doc = await post(http, f"{sim.url}{REQUESTS}/{ids[1]}/status-updates",
+                                    b'{"status": "cleared"}', key="u-deleted")
+        assert status == 404, doc
+    async with CmmsSimulator(api_key="test-key", state_file=state) as again:
+        status, _, doc = await post(http, f"{again.url}{REQUESTS}/{ids[2]}/status-updates",
+                                    b'{"status": "closed"}', key="u-after-restart")
+        assert (status, doc["request_id"]) == (201, ids[2])
+        assert [r["status"] for r in again.requests if r["id"] == ids[2]] == ["closed"]
