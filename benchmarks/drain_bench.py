@@ -46,7 +46,6 @@ from gateway.logs import setup as setup_logging
 from gateway.messages import messages_for
 from gateway.model import Delivery, OutboxRecord, RequestDetails, Transition, TransitionKind
 from gateway.upstream.forwarder import Forwarder, ForwardingConfig
-from gateway.upstream.http_client import HttpOrigin, Timeouts
 from gateway.upstream.rest import RestSink, RestSinkConfig
 
 T = TypeVar("T")
@@ -138,15 +137,10 @@ async def raises(outbox: OutboxStore, sink: TimedSink, wake: asyncio.Event, coun
         wake.set()
 
 
-async def ceiling(requests: int, in_flight: int, client: str = "aiohttp"
-                  ) -> tuple[float, float, float]:
-    """The same POSTs from a bare client (no outbox, no gateway logic) to a fresh simulator
-    process: what this box allows in this run. `client` is "aiohttp" (the ceiling issue 14
-    names) or "own" (gateway/upstream/http_client.py, which the REST sink uses: the gateway's
-    cost beside its own transport). Returns requests/s and the client's and the simulator's
-    CPU microseconds per request."""
-    if client == "own":
-        return await _own_ceiling(requests, in_flight)
+async def ceiling(requests: int, in_flight: int) -> tuple[float, float, float]:
+    """The same POSTs from a bare aiohttp client (no outbox, no gateway logic) to a fresh
+    simulator process: what this box allows in this run. Returns requests/s and the client's
+    and the simulator's CPU microseconds per request."""
     proc, url = await start_simulator()
     target = url + "/api/v1/maintenance-requests"
     t = raise_of("line-4/pump-000000", time.time(), 3)
@@ -171,33 +165,6 @@ async def ceiling(requests: int, in_flight: int, client: str = "aiohttp"
                     (time.process_time() - cpu0) / requests * 1e6,
                     (process_cpu(proc.pid) - sim0) / requests * 1e6)
     finally:
-        proc.terminate()
-        await proc.wait()
-
-
-async def _own_ceiling(requests: int, in_flight: int) -> tuple[float, float, float]:
-    proc, url = await start_simulator()
-    t = raise_of("line-4/pump-000000", time.time(), 3)
-    [msg] = messages_for(t, ["cmms"], "plant-7")
-    base = dict(msg.body)
-    todo = iter(range(requests))
-    origin = HttpOrigin(url, tls=None, limit=in_flight, timeouts=Timeouts(5, 10, 30),
-                        headers={"Authorization": f"Bearer {API_KEY}"})
-    try:
-        async def worker() -> None:
-            for i in todo:
-                body = orjson.dumps(base | {"dedup_key": f"PB{i:018d}"},
-                                    option=orjson.OPT_SORT_KEYS)
-                await origin.request("POST", "/api/v1/maintenance-requests", body=body,
-                                     headers={"Idempotency-Key": f'"k{i}"',
-                                              "Content-Type": "application/json"})
-        start, cpu0, sim0 = time.perf_counter(), time.process_time(), process_cpu(proc.pid)
-        await asyncio.gather(*(worker() for _ in range(in_flight)))
-        return (requests / (time.perf_counter() - start),
-                (time.process_time() - cpu0) / requests * 1e6,
-                (process_cpu(proc.pid) - sim0) / requests * 1e6)
-    finally:
-        await origin.aclose()
         proc.terminate()
         await proc.wait()
 
@@ -325,19 +292,17 @@ def _accept_lines(log: Path) -> int:
 Ceiling = tuple[float, float, float]  # requests/s, client and simulator CPU us per request
 
 
-def measure(args: argparse.Namespace) -> tuple[dict[str, Any], Ceiling, Ceiling]:
+def measure(args: argparse.Namespace) -> tuple[dict[str, Any], Ceiling]:
     """The drain, then the bare clients' ceilings (same concurrency, fresh simulator each)."""
     global LOOP
     LOOP = args.loop
     r = run_on_loop(run(args))
     n = min(args.records, 40_000)
     bare = run_on_loop(ceiling(n, args.in_flight))
-    own = run_on_loop(ceiling(n, args.in_flight, "own"))
-    return r, bare, own
+    return r, bare
 
 
-def report(args: argparse.Namespace, r: dict[str, Any], bare: Ceiling,
-           own: Ceiling) -> list[str]:
+def report(args: argparse.Namespace, r: dict[str, Any], bare: Ceiling) -> list[str]:
     bare_rate, bare_cpu_us, bare_sim_us = bare
     n = max(r["delivered"], 1)
     cpu_us, sim_us = r["cpu_s"] / n * 1e6, r["sim_cpu_s"] / n * 1e6
@@ -358,9 +323,6 @@ def report(args: argparse.Namespace, r: dict[str, Any], bare: Ceiling,
         f"ceiling, bare aiohttp client -> simulator, same run: {bare_rate:,.0f} requests/s; "
         f"ratio {r['requests_per_s'] / bare_rate:.2f}; bare client {bare_cpu_us:.0f} us CPU per "
         f"request (CPU ratio {bare_cpu_us / cpu_us:.2f}: the figure a busy box changes least)",
-        f"bare own client (gateway/upstream/http_client.py, as the sink sends): {own[0]:,.0f} "
-        f"requests/s, {own[1]:.0f} us CPU per request: the gateway's work beyond its transport "
-        f"is {cpu_us - own[1]:.0f} us per request",
         f"simulator CPU per request: {sim_us:.0f} us during the drain, {bare_sim_us:.0f} us "
         f"under the bare client (one process: at these figures it tops out near "
         f"{1e6 / max(sim_us, 1):,.0f} requests/s on a free core)",
@@ -377,8 +339,8 @@ def rows(quick: bool) -> list[Row]:
     """The suite's rows (benchmarks/__main__.py): the drain and the critical raise during it."""
     args = parser().parse_args(["--records", "2000", "--raises", "5", "--deadline", "30"]
                                if quick else [])
-    r, bare, own = measure(args)
-    for line in report(args, r, bare, own):
+    r, bare = measure(args)
+    for line in report(args, r, bare):
         print(line, file=sys.stderr)
     n = max(r["delivered"], 1)
     cpu_us, sim_us = r["cpu_s"] / n * 1e6, r["sim_cpu_s"] / n * 1e6
@@ -387,8 +349,8 @@ def rows(quick: bool) -> list[Row]:
     return [
         Row(f"backlog drain, {r['records']:,} records -> CMMS", rate, "requests/s",
             ">= 5,000/s", rate >= 5_000 and r["finished"], bare[0],
-            f"{done}gateway {cpu_us:.0f} us CPU/request (bare aiohttp {bare[1]:.0f}, bare own "
-            f"client {own[1]:.0f} us at {own[0]:,.0f}/s), simulator {sim_us:.0f} us/request; "
+            f"{done}gateway {cpu_us:.0f} us CPU/request (bare aiohttp client {bare[1]:.0f}), "
+            f"simulator {sim_us:.0f} us/request; "
             f"{args.in_flight} in flight; ceiling: bare aiohttp client, same simulator"),
         Row("fresh critical raise during the drain, p50", r["p50_ms"], "ms", "(p99 < 100 ms)",
             None, None, f"commit -> 201, {r['raises']} raises spread over the drain"),
@@ -413,10 +375,10 @@ def parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = parser().parse_args()
     load = os.getloadavg()
-    r, bare, own = measure(args)
+    r, bare = measure(args)
     print(f"load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
           f"on {os.cpu_count()} CPUs")
-    print("\n".join(report(args, r, bare, own)))
+    print("\n".join(report(args, r, bare)))
 
 
 if __name__ == "__main__":

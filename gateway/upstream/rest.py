@@ -14,12 +14,13 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 import orjson
 
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.status_poll import UpstreamReadError, UpstreamRecord, work_state
-from gateway.upstream.http_client import Answer, HttpOrigin, HttpTransportError, Timeouts
 from gateway.upstream.lanes import send_in_episode_lanes
+from gateway.upstream.limits import client_timeout
 from gateway.upstream.rest_config import (
     ApiKeyAuth,
     AuthConfig,
@@ -57,8 +58,7 @@ __all__ = [
 
 
 class RestSink(RestWorkflowSteps):
-    """Implements `gateway.model.Sink`. One keep-alive connection pool to the upstream
-    (gateway/upstream/http_client.py), created inside the running loop."""
+    """Implements `gateway.model.Sink`. One aiohttp session, created inside the running loop."""
 
     def __init__(self, cfg: RestSinkConfig, headers: dict[str, str],
                  clock: Callable[[], float] = time.time) -> None:
@@ -67,44 +67,40 @@ class RestSink(RestWorkflowSteps):
         self._cfg = cfg
         self._headers = headers
         self._base = cfg.base_url.rstrip("/")
-        self._http: HttpOrigin | None = None
+        self._session: aiohttp.ClientSession | None = None
         self.limits = cfg.limits
         self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
                                               cfg.total_timeout_seconds)
 
-    def _origin(self) -> HttpOrigin:
-        if self._http is None:
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
             cfg = self._cfg
-            tls = cfg.tls.client_context() if self._base.startswith("https://") else None
+            timeout = client_timeout(cfg.connect_timeout_seconds,
+                                     cfg.first_byte_timeout_seconds, cfg.total_timeout_seconds)
             # keep-alive pool as large as what may be in flight
-            self._http = HttpOrigin(
-                self._base, tls=tls, limit=max(cfg.concurrent_requests, cfg.limits.max_in_flight),
-                timeouts=Timeouts(cfg.connect_timeout_seconds,
-                                  min(cfg.first_byte_timeout_seconds, cfg.total_timeout_seconds),
-                                  cfg.total_timeout_seconds),
-                headers=self._headers)
-        return self._http
+            connector = aiohttp.TCPConnector(
+                ssl=cfg.tls.for_url(self._base),
+                limit=max(cfg.concurrent_requests, cfg.limits.max_in_flight))
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+                                                  headers=self._headers)
+        return self._session
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
-
-    async def _request(self, method: str, path: str, *, body: bytes | None = None,
-                       headers: dict[str, str] | None = None,
-                       params: dict[str, str] | None = None) -> Answer:
-        """One request to the upstream; HttpTransportError (or TimeoutError) without an answer."""
-        return await self._origin().request(method, path, body=body, headers=headers,
-                                            params=params)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def check(self) -> None:
         try:
-            resp = await self._request("GET", self._cfg.health_path)
-        except (HttpTransportError, TimeoutError, OSError) as exc:
+            async with self._get_session().get(self._base + self._cfg.health_path,
+                                               allow_redirects=False) as resp:
+                body = await resp.read()
+                if not 200 <= resp.status < 300:
+                    raise UpstreamCheckError(
+                        f"{self.name}: HTTP {resp.status} "
+                        f"{problem_text(body, resp.content_type)}".rstrip())
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamCheckError(f"{self.name}: {transport_reason(exc)}") from exc
-        if not 200 <= resp.status < 300:
-            raise UpstreamCheckError(f"{self.name}: HTTP {resp.status} "
-                                     f"{problem_text(resp.body, resp.content_type)}".rstrip())
 
     async def send(self, batch: Sequence[OutboxRecord]) -> Sequence[Delivery]:
         """One Delivery per record. Per asset in order; after a RETRY, later records of that
@@ -164,15 +160,18 @@ class RestSink(RestWorkflowSteps):
                         params: dict[str, str] | None = None) -> bytes | Delivery:
         """One HTTP request: the 2xx body, or the Delivery its failure means."""
         try:
-            resp = await self._request(method, path, body=body, headers=headers, params=params)
-        except (HttpTransportError, TimeoutError, OSError) as exc:
+            async with self._get_session().request(
+                    method, self._base + path, data=body, headers=headers, params=params,
+                    allow_redirects=False) as resp:
+                answer = await resp.read()
+                status, ctype = resp.status, resp.content_type
+                retry_after = resp.headers.get("Retry-After")
+                location = resp.headers.get("Location", "")
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Delivery(record_id, Outcome.RETRY, reason=transport_reason(exc))
-        status = resp.status
         if 200 <= status < 300:
-            return resp.body
-        problem = problem_text(resp.body, resp.content_type)
-        retry_after = resp.headers.get("retry-after")
-        location = resp.headers.get("location", "")
+            return answer
+        problem = problem_text(answer, ctype)
         if 300 <= status < 400 and location:
             problem = f"{problem} (Location: {location})".strip()
         return delivery_for(record_id, classify_status(status, problem, retry_after))
@@ -226,10 +225,12 @@ class RestSink(RestWorkflowSteps):
                         missing_ok: bool) -> Any:
         """A GET's JSON; None for a 404 when `missing_ok`; UpstreamReadError otherwise."""
         try:
-            resp = await self._request("GET", path, params=params)
-        except (HttpTransportError, TimeoutError, OSError) as exc:
+            async with self._get_session().get(self._base + path, params=params,
+                                               allow_redirects=False) as resp:
+                body = await resp.read()
+                status, ctype = resp.status, resp.content_type
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise UpstreamReadError(f"{self.name}: {transport_reason(exc)}") from exc
-        body, status, ctype = resp.body, resp.status, resp.content_type
         if status == 404 and missing_ok:
             return None
         if not 200 <= status < 300:

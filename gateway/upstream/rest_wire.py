@@ -11,7 +11,6 @@ import aiohttp
 import orjson
 
 from gateway.model import Delivery
-from gateway.upstream.http_answer import HttpTransportError
 from gateway.upstream.retry_policy import Verdict
 
 USER_AGENT = "plantbridge/0.1"
@@ -54,8 +53,6 @@ def problem_text(body: bytes, content_type: str) -> str:
 
 def transport_reason(exc: BaseException) -> str:
     """Plain words for a failure before any HTTP status arrived."""
-    if isinstance(exc, HttpTransportError):  # our own client's: its message is the reason
-        return str(exc)
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         err = exc.certificate_error
         said = getattr(err, "verify_message", None) or str(err)
