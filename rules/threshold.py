@@ -295,8 +295,11 @@ class RateRule(RuleInstance):
             wlog.roll(points, base, head_abs, self.rule_id, self.asset, self._fingerprint, log)
             sealed = wlog.sealed
         tail_from = sealed if sealed > head_abs else head_abs
-        kind = (self.first_ts, self.delta, le_bytes(points, (tail_from - base) * 2), tail_from,
-                head_abs, wlog.first(), wlog.next)
+        tail = (le_bytes(points, (tail_from - base) * 2) if _BIG_ENDIAN
+                else memoryview(points)[(tail_from - base) * 2:].tobytes())
+        segs = wlog.segs
+        kind = (self.first_ts, self.delta, tail, tail_from, head_abs,
+                segs[0][0] if segs else wlog.next, wlog.next)
         if self.request is not None or self._suppressed_by:
             return self._snapshot_with(kind)
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
