@@ -211,10 +211,40 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
         calls = sum(len(h) for by in engine._handlers.values() for h in by.values()) * seconds
     return {"signals": n_assets * len(SIGNALS), "samples": len(data), "seconds": best,
             "take_dirty_seconds": best_dirty, "dirty_states": dirty,
+
             "samples_per_second": len(data) / best, "rule_calls_per_second": calls / best,
             "instances": len(RuleEngine(rules).instances()), "transitions": transitions,
             "dirty_per_second": dirty / seconds}
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
+
+
+def state_bytes(n_assets: int = 250, seconds: int = 900, warm: int = 600) -> tuple[float, float]:
+    """Untimed, at steady state: kB of msgpack rule state the outbox writes per second (a
+    commit per simulated second) once the 600 s rate windows are full (after `warm` s), and
+    what the same commits were with every instance stored whole (`snapshot`: each rate window
+    copied in full, as before the window log). The timed run is too short to fill them."""
+    import msgpack
+
+    names = assets(n_assets)
+    engine, packed, whole = RuleEngine(load(names)), 0, 0
+    per_second = n_assets * len(SIGNALS)
+    for t, s in enumerate(samples(names, seconds)):
+        engine.evaluate(s)
+        if (t + 1) % per_second:
+            continue
+        engine.tick(s.source_ts + 0.5)
+        states = engine.take_dirty()
+        if t < warm * per_second:
+            continue
+        for state in states:
+            if state.data is None:
+                continue
+            packed += len(msgpack.packb(state.data))
+            inst = engine.instance(state.rule_id, state.asset)
+            if inst is not None:  # (a window segment row has no instance of its own)
+                whole += len(msgpack.packb(inst.snapshot()))
+    span = (seconds - warm) * 1e3 * (n_assets * len(SIGNALS) / 1e4)  # kB/s at 10,000 signals
+    return packed / span, whole / span
 
 
 def day_columns(names: list[str], seconds: int, t0: float = 1.8e9,
@@ -332,7 +362,11 @@ def rows(quick: bool) -> list[Any]:
     value = e["rule_calls_per_second"]
     return [Row("rule evaluations, realistic mix", value, "evaluations/CPU-s",
                 ">= 2,000,000/s", value >= 2_000_000, None,
-                f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s; "
+                f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s, "
+                f"changed rule state collected once per simulated second "
+                f"({e['dirty_per_second']:,.0f} states"
+                + ("" if quick else f", {state_bytes()[0]:,.0f} kB/s to store at steady state")
+                + "); "
                 "no ceiling (pure Python, no library)")]
 
 
@@ -401,6 +435,11 @@ def main() -> None:
               f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
               f"evaluations/s), {e['transitions']} transitions; "
               f"{e['dirty_per_second']:,.0f} rule states changed per second")
+        if not args.no_take_dirty:
+            written, whole = state_bytes()
+            print(f"  rule state to store at steady state (full 600 s rate windows), scaled to "
+                  f"10,000 signals: {written:,.0f} kB/s of msgpack (whole windows: "
+                  f"{whole:,.0f} kB/s)")
         if not args.no_take_dirty:
             rest = e["seconds"] - e["take_dirty_seconds"]
             print(f"  of which take_dirty {e['take_dirty_seconds']:.2f} s "
