@@ -296,7 +296,7 @@ class RateRule(RuleInstance):
             sealed = wlog.sealed
         tail_from = sealed if sealed > head_abs else head_abs
         tail = (le_bytes(points, (tail_from - base) * 2) if _BIG_ENDIAN
-                else memoryview(points)[(tail_from - base) * 2:].tobytes())
+                else points[(tail_from - base) * 2:].tobytes())  # (a slice: faster than a view)
         segs = wlog.segs
         kind = (self.first_ts, self.delta, tail, tail_from, head_abs,
                 segs[0][0] if segs else wlog.next, wlog.next)
