@@ -6,7 +6,8 @@ written to a `.pbrec` an hour at a time (bounded memory), then `plantbridge repl
 --input F` runs in a child process, which streams the file in slabs
 (`rules.slabreplay.replay_recording`). Figures: the child's wall-clock seconds and its peak
 RSS (`RUSAGE_CHILDREN`: the largest resident set of any child this process waited for, and the
-replay is the only one).
+replay is the only one); its CPU seconds and the load average go in the note, because on a
+shared box the wall clock also measures the neighbours.
 
 Bounded: the file needs ~12.7 GB, so the row says so (no figure) when the disk has less free;
 the replay child is killed after `REPLAY_TIMEOUT_SECONDS`. `PB_BENCH_DIR` picks the directory
@@ -41,6 +42,8 @@ class WeekRun:
     replay_seconds: float | None = None
     peak_rss_mb: float | None = None
     replayed: int | None = None  # samples the replay says it saw (the whole week?)
+    cpu_seconds: float | None = None  # the child's user + system CPU time
+    load: float | None = None  # the 1-minute load average when it ended (a shared box?)
     problem: str = ""
 
 
@@ -92,7 +95,10 @@ def _replay(run: WeekRun, rules: Path, recording: Path) -> None:
         return
     run.replay_seconds = seconds
     # Linux reports kB; the replay is the only child this process has waited for.
-    run.peak_rss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    run.peak_rss_mb = usage.ru_maxrss / 1024
+    run.cpu_seconds = usage.ru_utime + usage.ru_stime  # what other load cannot inflate
+    run.load = os.getloadavg()[0]
     head = done.stdout.split(maxsplit=2)  # "replayed N samples from ..."
     if len(head) > 1 and head[0] == "replayed" and head[1].isdigit():
         run.replayed = int(head[1])

@@ -391,7 +391,8 @@ def replay_rows(quick: bool) -> list[Any]:
     return [Row(name, r.replay_seconds, "s", "< 120 s, peak RSS < 1 GB",
                 (r.replay_seconds < 120 and rss < 1024) if hours == 168 else None, None,
                 f"{r.samples:,.0f} samples by `plantbridge replay` (slab replay) in a child "
-                f"process; peak RSS is the child's{written}{seen}", rss)]
+                f"process, {r.cpu_seconds or 0:,.0f} CPU s (load average {r.load or 0:.1f} at "
+                f"the end); peak RSS is the child's{written}{seen}", rss)]
 
 
 def main() -> None:
