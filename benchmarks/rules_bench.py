@@ -32,6 +32,10 @@ streamed from the file in slabs (`rules.slabreplay.replay_recording`, `--slab-sa
 RSS stays at one slab. The streamed replay is checked against the reference on the first
 `--check-hours` of the in-memory run (slabs of ~100 s there, so every rule kind crosses many
 slab boundaries).
+
+The suite's rows (`python -m benchmarks --only rules --only replay`): `rows` is the evaluation
+figure above (CPU time, with `take_dirty`); `replay_rows` is the issue's target itself, the week
+through `plantbridge replay` in a child process (`benchmarks/replay_week.py`).
 """
 
 from __future__ import annotations
