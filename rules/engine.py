@@ -30,7 +30,7 @@ from gateway.model import (
 from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
 from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str, new_state
-from rules.windowlog import segment_key, split_key
+from rules.windowlog import segment_key, split_parts
 
 _NONE: tuple[Transition, ...] = ()
 # The rule id of the engine's own stored state: the mute signals of assets that have no pattern
@@ -156,7 +156,7 @@ class RuleEngine:
         longer covered is forgotten at the next `take_dirty`. Returns how many were loaded.
         """
         loaded = 0
-        states, parts = _split_parts(states)
+        states, parts = split_parts(states)
         for state in states:
             if state.data is None:
                 continue
@@ -377,22 +377,6 @@ class RuleEngine:
         handlers = self._routes.get((asset, signal), ())
         self._handlers.setdefault(asset, {})[signal] = handlers
         return handlers
-
-
-def _split_parts(states: Iterable[RuleState]
-                 ) -> tuple[list[RuleState], dict[Key, dict[str, dict[int, bytes]]]]:
-    """(the instances' own rows, their extra rows: (rule_id, asset) -> fingerprint -> K ->
-    data), apart (rate window segments, rules/windowlog.py)."""
-    own: list[RuleState] = []
-    parts: dict[Key, dict[str, dict[int, bytes]]] = {}
-    for state in states:
-        found = split_key(state.asset) if state.data is not None else None
-        if found is None:
-            own.append(state)
-        else:
-            by_fp = parts.setdefault((state.rule_id, found[0]), {})
-            by_fp.setdefault(state.fingerprint, {})[found[1]] = state.data
-    return own, parts
 
 
 def _mute_memory(data: Any) -> dict[str, float]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 from array import array
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.model import RuleState
@@ -46,6 +46,22 @@ def split_key(asset: str) -> tuple[str, int] | None:
     if not sep or not number.isdigit():
         return None
     return owner, int(number)
+
+
+def split_parts(states: Iterable[RuleState]
+                 ) -> tuple[list[RuleState], dict[tuple[str, str], dict[str, dict[int, bytes]]]]:
+    """(the instances' own rows, their extra rows: (rule_id, asset) -> fingerprint -> K ->
+    data), apart: what `RuleEngine.restore_states` reads at start."""
+    own: list[RuleState] = []
+    parts: dict[tuple[str, str], dict[str, dict[int, bytes]]] = {}
+    for state in states:
+        found = split_key(state.asset) if state.data is not None else None
+        if found is None:
+            own.append(state)
+        else:
+            by_fp = parts.setdefault((state.rule_id, found[0]), {})
+            by_fp.setdefault(state.fingerprint, {})[found[1]] = state.data
+    return own, parts
 
 
 def le_bytes(points: array[float], start: int, stop: int | None = None) -> bytes:
