@@ -49,7 +49,8 @@ class WeekRun:
 
 def run_week(hours: float, rules_text: str, n_assets: int = 250) -> WeekRun:
     """Write `hours` of the benchmark data (4 signals an asset) and replay it with the CLI."""
-    from benchmarks.rules_bench import SIGNALS, assets, write_long
+    from benchmarks.replay_bench import write_long
+    from benchmarks.rules_bench import SIGNALS, assets
 
     seconds = int(hours * 3600)
     names = assets(n_assets)
