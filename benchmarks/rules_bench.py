@@ -32,18 +32,19 @@ streamed from the file in slabs (`rules.slabreplay.replay_recording`, `--slab-sa
 RSS stays at one slab. The streamed replay is checked against the reference on the first
 `--check-hours` of the in-memory run (slabs of ~100 s there, so every rule kind crosses many
 slab boundaries).
+
+The suite's rows (`python -m benchmarks --only rules --only replay`): `rows` is the evaluation
+figure above (CPU time, with `take_dirty`); `replay_rows` is the issue's target itself, the week
+through `plantbridge replay` in a child process (`benchmarks/replay_week.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
-import functools
 import gc
 import math
-import os
 import pstats
-import resource
 import sys
 import tempfile
 import time
@@ -53,16 +54,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np
-import numpy.typing as npt
-
 from gateway.model import Quality, Sample
 from rules import RuleEngine, RuleSet, load_rule_files
-from rules.columns import BAD, NO_VALUE, Columns
-from rules.fastreplay import replay_columns
-from rules.pbrec import RecordingWriter, read_columns, write_columns
-from rules.replay import replay
-from rules.slabreplay import SLAB_SAMPLES, replay_recording, replay_slabs
 
 SIGNALS = ("vibration", "temperature", "current", "running")
 RULES = """
@@ -211,116 +204,40 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
         calls = sum(len(h) for by in engine._handlers.values() for h in by.values()) * seconds
     return {"signals": n_assets * len(SIGNALS), "samples": len(data), "seconds": best,
             "take_dirty_seconds": best_dirty, "dirty_states": dirty,
+
             "samples_per_second": len(data) / best, "rule_calls_per_second": calls / best,
             "instances": len(RuleEngine(rules).instances()), "transitions": transitions,
             "dirty_per_second": dirty / seconds}
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
 
 
-def day_columns(names: list[str], seconds: int, t0: float = 1.8e9,
-                first_second: int = 0) -> Columns:
-    """The samples `samples()` yields, in the same order, built as arrays (from
-    `first_second` on: a long recording is built and written an hour at a time)."""
-    cycle = 600
-    table = _table(len(names))
-    n_keys = len(names) * len(SIGNALS)
-    key = np.tile(np.arange(n_keys, dtype=np.uint32), seconds)
-    second = np.repeat(np.arange(first_second, first_second + seconds, dtype=np.int64), n_keys)
-    vals = table[key, second % cycle]
-    quality = np.where(np.isnan(vals), BAD | NO_VALUE, 0).astype(np.uint8)
-    keys = tuple((a, s) for a in names for s in SIGNALS)
-    return Columns(keys, key, t0 + second.astype(np.float64), vals, quality)
+def state_bytes(n_assets: int = 250, seconds: int = 900, warm: int = 600) -> tuple[float, float]:
+    """Untimed, at steady state: kB of msgpack rule state the outbox writes per second (a
+    commit per simulated second) once the 600 s rate windows are full (after `warm` s), and
+    what the same commits were with every instance stored whole (`snapshot`: each rate window
+    copied in full, as before the window log). The timed run is too short to fill them."""
+    import msgpack
 
-
-@functools.cache
-def _table(n_assets: int) -> npt.NDArray[np.float64]:
-    return np.array([[math.nan if (x := value(i, signal, t)) is None else x
-                      for t in range(600)]
-                     for i in range(n_assets) for signal in SIGNALS])
-
-
-def write_long(path: Path, names: list[str], seconds: int) -> int:
-    """Write `seconds` of the benchmark data to `path` an hour at a time (bounded memory)."""
-    with RecordingWriter(path) as w:
-        for first in range(0, seconds, 3600):
-            w.write_columns(day_columns(names, min(3600, seconds - first), first_second=first))
-        return w.samples_written
-
-
-def bench_stream(days: float, n_assets: int = 250, slab_samples: int = SLAB_SAMPLES,
-                 keep: Path | None = None) -> dict[str, float]:
-    """The replay as `plantbridge replay` runs it: streamed from the file in slabs. The file is
-    written once (and kept at `keep`, when given: written only if it is not there yet)."""
     names = assets(n_assets)
-    rules = load(None)
-    seconds = int(days * 86400)
-    out: dict[str, float] = {"signals": n_assets * len(SIGNALS), "hours": days * 24,
-                             "samples": seconds * n_assets * len(SIGNALS)}
-    with tempfile.TemporaryDirectory(dir=os.environ.get("PB_BENCH_DIR")) as tmp:
-        path = keep or Path(tmp) / "long.pbrec"
-        if not path.exists():
-            start = time.perf_counter()
-            write_long(path, names, seconds)
-            out["write_seconds"] = time.perf_counter() - start
-        out["bytes_per_sample"] = path.stat().st_size / out["samples"]
-        _table.cache_clear()
-        gc.collect()
-        start, cpu = time.perf_counter(), time.process_time()
-        result, _ = replay_recording(rules, path, slab_samples=slab_samples)
-        out["replay_seconds"] = time.perf_counter() - start
-        out["replay_cpu_seconds"] = time.process_time() - cpu
-    out["transitions"] = len(result.transitions)
-    out["peak_rss_mb"] = peak_rss_mb()
-    return out
-
-
-def _slice(cols: Columns, a: int, b: int) -> Columns:
-    return Columns(cols.keys, cols.key[a:b], cols.ts[a:b], cols.value[a:b], cols.quality[a:b])
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def bench_replay(hours: float, n_assets: int = 250, check_hours: float = 0.0,
-                 reference: bool = False) -> dict[str, float]:
-    names = assets(n_assets)
-    rules = load(None)
-    seconds = int(hours * 3600)
-    cols = day_columns(names, seconds)
-    out: dict[str, float] = {"signals": n_assets * len(SIGNALS), "hours": hours,
-                             "samples": len(cols)}
-    with tempfile.TemporaryDirectory(dir=os.environ.get("PB_BENCH_DIR")) as tmp:
-        path = Path(tmp) / "day.pbrec"
-        start = time.perf_counter()
-        write_columns(path, cols)
-        out["write_seconds"] = time.perf_counter() - start
-        out["bytes_per_sample"] = path.stat().st_size / len(cols)
-        del cols
-        gc.collect()
-        start = time.perf_counter()
-        cols = read_columns(path)
-        out["read_seconds"] = time.perf_counter() - start
-    start, cpu = time.perf_counter(), time.process_time()
-    result = replay_columns(rules, cols)
-    out["replay_seconds"] = time.perf_counter() - start
-    out["replay_cpu_seconds"] = time.process_time() - cpu
-    out["transitions"] = len(result.transitions)
-    out["peak_rss_mb"] = peak_rss_mb()
-    if check_hours:
-        part = day_columns(names, int(check_hours * 3600))
-        fast = replay_columns(rules, part).transitions
-        slow = replay(rules, part.samples()).transitions
-        assert fast == slow, "fast and reference replay differ"
-        cuts = range(0, len(part), 100_003)  # slabs of ~100 s: many boundaries, all kinds
-        streamed = replay_slabs(rules, (_slice(part, a, a + 100_003) for a in cuts)).transitions
-        assert streamed == slow, "streamed and reference replay differ"
-        out["checked_transitions"] = len(slow)
-    if reference:
-        start = time.perf_counter()
-        replay(rules, cols.samples())
-        out["reference_seconds"] = time.perf_counter() - start
-    return out
+    engine, packed, whole = RuleEngine(load(names)), 0, 0
+    per_second = n_assets * len(SIGNALS)
+    for t, s in enumerate(samples(names, seconds)):
+        engine.evaluate(s)
+        if (t + 1) % per_second:
+            continue
+        engine.tick(s.source_ts + 0.5)
+        states = engine.take_dirty()
+        if t < warm * per_second:
+            continue
+        for state in states:
+            if state.data is None:
+                continue
+            packed += len(msgpack.packb(state.data))
+            inst = engine.instance(state.rule_id, state.asset)
+            if inst is not None:  # (a window segment row has no instance of its own)
+                whole += len(msgpack.packb(inst.snapshot()))
+    span = (seconds - warm) * 1e3 * (n_assets * len(SIGNALS) / 1e4)  # kB/s at 10,000 signals
+    return packed / span, whole / span
 
 
 def rows(quick: bool) -> list[Any]:
@@ -332,27 +249,45 @@ def rows(quick: bool) -> list[Any]:
     value = e["rule_calls_per_second"]
     return [Row("rule evaluations, realistic mix", value, "evaluations/CPU-s",
                 ">= 2,000,000/s", value >= 2_000_000, None,
-                f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s; "
+                f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s, "
+                f"changed rule state collected once per simulated second "
+                f"({e['dirty_per_second']:,.0f} states"
+                + ("" if quick else f", {state_bytes()[0]:,.0f} kB/s to store at steady state")
+                + "); "
                 "no ceiling (pure Python, no library)")]
 
 
 def replay_rows(quick: bool) -> list[Any]:
-    """The suite's replay rows: a week in bounded memory is not built, so today's in-memory
-    replay runs on a few hours of the same 1,000 signals and says what a week would cost."""
-    from benchmarks.rows import Row, not_built
+    """The suite's replay row: the week of issue 14 (1 Hz x 1,000 signals) written to a
+    `.pbrec` and replayed by `plantbridge replay` in a child process (the slab replay), its
+    wall-clock seconds and peak RSS (`benchmarks/replay_week.py`). `quick`: 3 minutes of data
+    through the same path (does it run? not a figure)."""
+    from benchmarks.replay_week import run_week
+    from benchmarks.rows import Row
 
-    hours = 0.05 if quick else 6.0
-    r = bench_replay(hours, check_hours=0.0)
-    week = r["replay_seconds"] * 168 / hours
-    return [not_built("replay a week, 1 Hz x 1,000 signals", "s", "< 120 s, peak RSS < 1 GB",
-                      "bounded-memory replay (today the whole recording is held in memory)"),
-            Row(f"replay {hours:g} h, 1 Hz x 1,000 signals (in memory)", r["replay_seconds"], "s",
-                "(scaled: no target)", None, None,
-                f"{r['samples']:,.0f} samples; a week pro rata ~{week:,.0f} s, RSS grows with "
-                "the span", r["peak_rss_mb"])]
+    hours = 0.05 if quick else 168.0
+    name = f"replay {'a week' if hours == 168 else f'{hours:g} h'}, 1 Hz x 1,000 signals"
+    r = run_week(hours, RULES)
+    if r.problem or r.replay_seconds is None:
+        return [Row(name, None, "s", "< 120 s, peak RSS < 1 GB", None,
+                    note=f"not measured: {r.problem}")]
+    rss = r.peak_rss_mb or 0.0
+    written = ("" if r.write_seconds is None
+               else f"; the file written first in {r.write_seconds:,.0f} s (not counted)")
+    seen = "" if r.replayed == r.samples else f"; REPLAY SAW {r.replayed} samples"
+    week = hours == 168
+    return [Row(name, r.replay_seconds, "s",
+                "< 120 s, peak RSS < 1 GB" if week else "(not the week: no target)",
+                (r.replay_seconds < 120 and rss < 1024) if week else None, None,
+                f"{r.samples:,.0f} samples by `plantbridge replay` (slab replay) in a child "
+                f"process, {r.cpu_seconds or 0:,.0f} CPU s (load average {r.load or 0:.1f} at "
+                f"the end); peak RSS is the child's{written}{seen}", rss)]
 
 
 def main() -> None:
+    from benchmarks.replay_bench import bench_replay, bench_stream
+    from rules.slabreplay import SLAB_SAMPLES
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replay-hours", type=float, default=24.0)
     p.add_argument("--skip-replay", action="store_true")
@@ -393,6 +328,11 @@ def main() -> None:
               f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
               f"evaluations/s), {e['transitions']} transitions; "
               f"{e['dirty_per_second']:,.0f} rule states changed per second")
+        if not args.no_take_dirty:
+            written, whole = state_bytes()
+            print(f"  rule state to store at steady state (full 600 s rate windows), scaled to "
+                  f"10,000 signals: {written:,.0f} kB/s of msgpack (whole windows: "
+                  f"{whole:,.0f} kB/s)")
         if not args.no_take_dirty:
             rest = e["seconds"] - e["take_dirty_seconds"]
             print(f"  of which take_dirty {e['take_dirty_seconds']:.2f} s "

@@ -15,8 +15,7 @@ of every instance whose definition did not change.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from types import MemberDescriptorType
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from gateway.model import (
@@ -30,7 +29,8 @@ from gateway.model import (
 )
 from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
-from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
+from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str, new_state
+from rules.windowlog import segment_key, split_parts
 
 _NONE: tuple[Transition, ...] = ()
 # The rule id of the engine's own stored state: the mute signals of assets that have no pattern
@@ -129,9 +129,12 @@ class RuleEngine:
         cost is O(changed instances) whatever the number of samples in the group.
         """
         make = new_state  # every instance in the set is live: `replace` drops the others
-        out = [make(inst.rule_id, inst.asset, inst._fingerprint, inst.snapshot())
+        log: list[RuleState] = []  # rows an instance keeps beside its own (rate windows)
+        out = [make(inst.rule_id, inst.asset, inst._fingerprint, inst.durable(log))
                for inst in self._dirty]
         self._dirty.clear()
+        if log:
+            out += log
         if self._mute_dirty:
             for asset in self._mute_dirty:
                 remembered = self._mutes[asset]
@@ -153,6 +156,7 @@ class RuleEngine:
         longer covered is forgotten at the next `take_dirty`. Returns how many were loaded.
         """
         loaded = 0
+        states, parts = split_parts(states)
         for state in states:
             if state.data is None:
                 continue
@@ -170,7 +174,7 @@ class RuleEngine:
                 continue
             if state.fingerprint == inst.fingerprint():
                 try:
-                    inst.load(state.data)
+                    inst.load(state.data, parts.get(key, {}).get(state.fingerprint))
                 except StateError:
                     pass  # refused: start clean (and overwrite what is stored)
                 else:
@@ -179,7 +183,20 @@ class RuleEngine:
                     self._dirty.discard(inst)  # stored as it is now
                     continue
             self._dirty.add(inst)  # clean state replaces the stored one
+        self._forget_parts(parts)
         return loaded
+
+    def _forget_parts(self, parts: dict[Key, dict[str, dict[int, bytes]]]) -> None:
+        """Stored extra rows (rate window segments) that no loaded instance uses now: forget
+        them (left by a removed or changed rule, or a refused state)."""
+        for (rule_id, asset), by_fingerprint in parts.items():
+            inst = self._instances.get((rule_id, asset))
+            for fingerprint, rows in by_fingerprint.items():
+                ours = inst is not None and fingerprint == inst.fingerprint()
+                used = set(inst.log_keys()) if inst is not None and ours else set()
+                for k in rows.keys() - used:
+                    row = segment_key(asset, k)
+                    self._forget[(rule_id, row)] = RuleState(rule_id, row, fingerprint, None)
 
     def resume(self, now: float, stale_grace_seconds: float) -> None:
         """After `restore_states` and `restore` at start: timers keep their deadlines (one
@@ -254,6 +271,10 @@ class RuleEngine:
             if live.get(key) is not inst:
                 inst._dirty = NOWHERE
                 self._dirty.discard(inst)
+                for k in inst.log_keys():  # its window segments go with it
+                    row = segment_key(inst.asset, k)
+                    self._forget[(inst.rule_id, row)] = RuleState(inst.rule_id, row,
+                                                                  inst.fingerprint(), None)
 
     # --- observation ------------------------------------------------------------------------
 
@@ -356,32 +377,6 @@ class RuleEngine:
         handlers = self._routes.get((asset, signal), ())
         self._handlers.setdefault(asset, {})[signal] = handlers
         return handlers
-
-
-def _fast_state() -> Callable[[str, str, str, Any], RuleState]:
-    """`RuleState(rule_id, asset, fingerprint, data)` at half the cost: a frozen dataclass's
-    `__init__` sets each field through `object.__setattr__`; with slots the fields can be set
-    by their slot descriptors directly (the same values, no checks skipped: the dataclass has
-    none). Falls back to the constructor if `RuleState` ever stops being slotted."""
-    slots = [RuleState.__dict__.get(name) for name in ("rule_id", "asset", "fingerprint", "data")]
-    if hasattr(RuleState, "__post_init__") or not all(
-            isinstance(d, MemberDescriptorType) for d in slots):
-        return RuleState  # checks to run, or not slotted: the constructor it is
-    set_rule, set_asset, set_fp, set_data = (d.__set__ for d in slots)  # type: ignore[union-attr]
-    blank = RuleState.__new__
-
-    def make(rule_id: str, asset: str, fingerprint: str, data: Any) -> RuleState:
-        state = blank(RuleState)
-        set_rule(state, rule_id)
-        set_asset(state, asset)
-        set_fp(state, fingerprint)
-        set_data(state, data)
-        return state
-
-    return make
-
-
-new_state = _fast_state()
 
 
 def _mute_memory(data: Any) -> dict[str, float]:

@@ -9,10 +9,17 @@ alarm: it cancels a pending debounce and leaves the episode as it is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from gateway.model import EpisodeState, RequestDetails, Sample, Transition, TransitionKind
+from gateway.model import (
+    EpisodeState,
+    RequestDetails,
+    RuleState,
+    Sample,
+    Transition,
+    TransitionKind,
+)
 from rules.state import (
     NOWHERE,
     VERSION,
@@ -192,15 +199,26 @@ class RuleInstance:
         if r is None and not self._suppressed_by:  # the usual case: no open request, unmuted
             return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                     self.last_value, None, (), self._snapshot_kind())
+        return self._snapshot_with(self._snapshot_kind())
+
+    def _snapshot_with(self, kind: Any) -> tuple[Any, ...]:
+        """The general `snapshot` (any request, any mutes) with `kind` as the kind's part."""
+        r = self.request
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                 self.last_value,
                 None if r is None else (r.title, r.priority, r.failure_code, r.breakdown,
                                         r.long_text),
-                sorted(self._suppressed_by) if self._suppressed_by else (),
-                self._snapshot_kind())
+                sorted(self._suppressed_by) if self._suppressed_by else (), kind)
 
-    def load(self, data: Any) -> None:
-        """Take back a `snapshot` (possibly msgpack-round-tripped: lists for tuples).
+    def durable(self, log: list[RuleState]) -> tuple[Any, ...]:
+        """What `RuleEngine.take_dirty` stores for this instance: the `snapshot`, except for a
+        kind whose state is stored in more rows than its own (a rate window: the rows it
+        adds go to `log`, see rules/windowlog.py)."""
+        return self.snapshot()
+
+    def load(self, data: Any, parts: Mapping[int, bytes] | None = None) -> None:
+        """Take back a `snapshot` or a `durable` form (possibly msgpack-round-tripped: lists
+        for tuples); `parts`: the instance's extra rows by number, for a kind that has them.
 
         Raises `StateError` and changes nothing when the data does not fit this instance.
         """
@@ -224,6 +242,11 @@ class RuleInstance:
         self.pending_since, self.last_value, self.request = pending, last, request
         self._suppressed_by = muting
         self.suppressed = bool(muting)
+
+    def log_keys(self) -> list[int]:
+        """Numbers of the extra rows `durable` has stored for this instance (none but for a
+        rate window: rules/windowlog.py)."""
+        return []
 
     def _snapshot_kind(self) -> Any:
         """What this kind adds to the snapshot (windows, last-seen times)."""

@@ -12,12 +12,13 @@ from __future__ import annotations
 import math
 import sys
 from array import array
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
-from gateway.model import EpisodeState, Quality, Sample, Transition
+from gateway.model import EpisodeState, Quality, RuleState, Sample, Transition
 from rules.episode import RequestTemplate, RuleInstance, num
 from rules.state import VERSION, StateError, as_float, as_int, as_list, as_opt_float
+from rules.windowlog import SEGMENT_POINTS, WindowLog, check_kind, is_logged, le_bytes
 
 _BAD = Quality.BAD
 INF = math.inf
@@ -189,11 +190,14 @@ class RateRule(RuleInstance):
 
     The window is one flat `array('d')` of [t0, v0, t1, v1, ...] from `head` on (the part
     before `head` has left the window and is cut off now and then): appending costs no tuple,
-    and the durable snapshot is one copy of its bytes instead of a list of pairs.
+    and the snapshot is one copy of its bytes instead of a list of pairs. What the engine
+    stores (`durable`) is less: the window's new tail, and now and then a segment that is
+    written once (rules/windowlog.py), so a commit costs O(changes), not O(window).
     """
 
-    __slots__ = ("chi", "clo", "delta", "first_ts", "head", "hi", "lo", "points", "rising",
-                 "window")
+    segment_points: ClassVar[int] = SEGMENT_POINTS  # pairs per stored segment of the window
+    __slots__ = ("base", "chi", "clo", "delta", "first_ts", "head", "hi", "lo", "points",
+                 "rising", "window", "wlog")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
                  request: RequestTemplate, fingerprint: str, *, window: float, lo: float,
@@ -207,6 +211,8 @@ class RateRule(RuleInstance):
         self.rising = hi < INF
         self.points = array("d")  # [t, v, t, v, ...]; the window starts at `head`
         self.head = 0
+        self.base = 0  # absolute number of the pair at points[0] (pairs cut off before it)
+        self.wlog = WindowLog(self.segment_points)  # which pairs are stored in segment rows
         self.delta = 0.0
         self.first_ts: float | None = None  # first sample since start, restore or reload
 
@@ -231,6 +237,7 @@ class RateRule(RuleInstance):
             head += 2
         if head >= _COMPACT and head * 2 >= len(points):
             del points[:head]  # amortised: at most as much as was appended since the last cut
+            self.base += head >> 1
             head = 0
         self.head = head
         d = self.delta = v - points[head + 1]
@@ -252,8 +259,13 @@ class RateRule(RuleInstance):
     def set_window(self, pairs: Iterable[tuple[float, float]]) -> None:
         """Replace the window with these (time, value) pairs, oldest first (the fast replay
         primes it this way)."""
-        self.points = array("d", [x for pair in pairs for x in pair])
-        self.head = 0
+        self._replace_points(array("d", [x for pair in pairs for x in pair]))
+
+    def _replace_points(self, points: array[float]) -> None:
+        """A new window: absolute numbering goes on after the old one, whose stored segments
+        have then all left the window (the next `durable` deletes them)."""
+        self.base += len(self.points) >> 1
+        self.points, self.head = points, 0
 
     def window_pairs(self) -> list[tuple[float, float]]:
         """The window, oldest first, as (time, value) pairs."""
@@ -269,6 +281,47 @@ class RateRule(RuleInstance):
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                 self.last_value, None, (),
                 (self.first_ts, self.delta, memoryview(self.points)[self.head:].tobytes()))
+
+    def durable(self, log: list[RuleState]) -> tuple[Any, ...]:
+        """The stored form: like `snapshot`, but the window's part is the log form of
+        rules/windowlog.py, (first_ts, delta, tail bytes, tail start, window start, first
+        segment, next segment), and `log` gets the segment rows sealed or deleted now. What
+        is copied per commit is the tail (at most `segment_points` pairs), not the window."""
+        points, base, wlog = self.points, self.base, self.wlog
+        head_abs = base + (self.head >> 1)
+        sealed = wlog.sealed
+        if (base + (len(points) >> 1) - sealed > wlog.size or sealed < base
+                or head_abs >= wlog.live_end):
+            wlog.roll(points, base, head_abs, self.rule_id, self.asset, self._fingerprint, log)
+            sealed = wlog.sealed
+        tail_from = sealed if sealed > head_abs else head_abs
+        tail = (le_bytes(points, (tail_from - base) * 2) if _BIG_ENDIAN
+                else points[(tail_from - base) * 2:].tobytes())  # (a slice: faster than a view)
+        segs = wlog.segs
+        kind = (self.first_ts, self.delta, tail, tail_from, head_abs,
+                segs[0][0] if segs else wlog.next, wlog.next)
+        if self.request is not None or self._suppressed_by:
+            return self._snapshot_with(kind)
+        return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
+                self.last_value, None, (), kind)
+
+    def load(self, data: Any, parts: Mapping[int, bytes] | None = None) -> None:
+        """Take back a `snapshot` or a `durable` form; for the latter `parts` are the segment
+        rows by number (StateError, and nothing changed, when one it names is missing)."""
+        items = as_list(data)
+        kind = items[8] if len(items) == 9 else None
+        if not is_logged(kind):
+            super().load(data)
+            return
+        wlog = WindowLog(self.segment_points)
+        first_ts, delta, points, base, head = wlog.join(check_kind(kind), parts or {})
+        plain = [*items[:8], (first_ts, delta, le_bytes(points, head))]
+        super().load(plain)  # checks the rest (and the window) before changing anything
+        self.points, self.base, self.head, self.wlog = points, base, head, wlog
+
+    def log_keys(self) -> list[int]:
+        """Numbers of the segment rows stored for this window now."""
+        return self.wlog.keys()
 
     def _snapshot_kind(self) -> Any:
         """(first_ts, delta, the window as little-endian float64 bytes t0 v0 t1 v1 ...)."""
@@ -288,7 +341,8 @@ class RateRule(RuleInstance):
             pairs = [as_list(p, 2, "rate point") for p in as_list(window, None, "rate window")]
             points = array("d", [as_float(x, "rate point") for pair in pairs for x in pair])
         first_ts, change = as_opt_float(first, "first_ts"), as_float(delta, "delta")
-        self.first_ts, self.delta, self.points, self.head = first_ts, change, points, 0
+        self.first_ts, self.delta = first_ts, change
+        self._replace_points(points)
 
     def describe(self, value: float | None, raising: bool) -> str:
         moved = f"{'rose' if self.delta >= 0 else 'fell'} {num(abs(self.delta))}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gateway.model import Quality, Sample, Transition, TransitionKind
+from gateway.model import Quality, RuleState, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, num
 from rules.state import VERSION, StateError, as_bool, as_float, as_list, as_opt_float
 
@@ -73,14 +73,17 @@ class StaleRule(RuleInstance):
     def describe(self, value: float | None, raising: bool) -> str:
         return f"{self.signal} {'silent' if raising else 'reporting'}"
 
-    def snapshot(self) -> tuple[Any, ...]:
+    def durable(self, log: list[RuleState]) -> tuple[Any, ...]:
         """`RuleInstance.snapshot` in one frame for the usual case (no open request, not
         muted): the last-seen time changes with every sample, so every commit group
-        snapshots every stale rule that saw one."""
+        snapshots every stale rule that saw one (the engine calls this, not `snapshot`)."""
         if self.request is not None or self._suppressed_by:
             return super().snapshot()
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                 self.last_value, None, (), self.last_seen)
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self.durable([])
 
     def _snapshot_kind(self) -> Any:
         return self.last_seen
@@ -208,13 +211,16 @@ class CombinationRule(RuleInstance):
                 return ok
         return None if unknown else self.need_all
 
-    def snapshot(self) -> tuple[Any, ...]:
+    def durable(self, log: list[RuleState]) -> tuple[Any, ...]:
         """`RuleInstance.snapshot` in one frame for the usual case (no open request, not
-        muted): a combination changes with every sample it sees."""
+        muted): a combination changes with every sample it sees (the engine calls this)."""
         if self.request is not None or self._suppressed_by:
             return super().snapshot()
         return (VERSION, self.active, self.episode_id, self.raised_at, self.pending_since,
                 self.last_value, None, (), (*self.seen, *self.values, *self.verdict))
+
+    def snapshot(self) -> tuple[Any, ...]:
+        return self.durable([])
 
     def _snapshot_kind(self) -> Any:
         """(when each condition's signal last had a usable value..., those values...,
