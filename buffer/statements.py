@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 import msgpack
 
 from buffer.base import CHUNK
+from buffer.records import PreparedCommit
+from buffer.state import DELETE_STATE, UPSERT_MARK, UPSERT_STATE
 from gateway.model import (
     Delivery,
     MessageClass,
@@ -165,3 +169,66 @@ def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery]
         if leased:
             conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])
     return freed, leased
+
+
+# --- the append of a commit group, one transaction on the database thread -------------------
+#
+# Python's sqlite3 releases the GIL around every sqlite3_step and takes it back after: with
+# executemany that is once per row. While the event loop evaluates the next group (pure
+# Python, holding the GIL), each take-back waits up to the interpreter's switch interval
+# (5 ms), so a per-row write barely advances beside evaluation. A multi-row INSERT binds all
+# its rows at once and runs as one step: the database thread gives the GIL away for a whole
+# table's rows. Chunk sizes are powers of two (at most MAX_ROWS rows), so a handful of
+# statement texts serve every group size and stay in the connection's statement cache.
+
+MAX_ROWS = 256  # rows per statement: 2,560 parameters for the outbox (SQLite allows 32,766)
+
+
+def _split(sql: str) -> tuple[str, int, str]:
+    """A one-row `INSERT ... VALUES (?, ...) [tail]` as (head, columns, tail)."""
+    head, _, rest = sql.partition(" VALUES (")
+    params, _, tail = rest.partition(")")
+    return head, params.count("?"), tail
+
+
+@functools.cache
+def _many(head: str, width: int, rows: int, tail: str) -> str:
+    one = "(" + ",".join("?" * width) + ")"
+    return f"{head} VALUES {','.join([one] * rows)}{tail}"
+
+
+def insert_rows(conn: sqlite3.Connection, one_row_sql: str,
+                rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run `one_row_sql` for every row, in order, a multi-row statement per chunk. Rows of one
+    statement are applied one after another (conflicts and triggers see the earlier ones), as
+    executemany would."""
+    head, width, tail = _split(one_row_sql)
+    done, n = 0, len(rows)
+    while done < n:
+        take = min(MAX_ROWS, 1 << ((n - done).bit_length() - 1))
+        conn.execute(_many(head, width, take, tail),
+                     list(chain.from_iterable(rows[done:done + take])))
+        done += take
+
+
+EXISTING = "SELECT key FROM outbox WHERE key IN ({})"
+
+
+def append_in_one(conn: sqlite3.Connection, prepared: PreparedCommit) -> tuple[int, int]:
+    """In the caller's transaction: the messages whose key is not stored yet, the episode
+    rows, rule states and sample marks of `prepared`. Returns (messages added, their tracked
+    bytes). The caller has made sure the budget has room for all of them."""
+    rows = prepared.message_rows
+    existing: set[str] = set()
+    for i in range(0, len(rows), CHUNK):
+        keys = [r[0] for r in rows[i:i + CHUNK]]
+        existing.update(r[0] for r in conn.execute(EXISTING.format(",".join("?" * len(keys))),
+                                                   keys))
+    new = [r for r in rows if r[0] not in existing] if existing else rows
+    insert_rows(conn, INSERT, new)
+    insert_rows(conn, EPISODE, prepared.episode_rows)
+    insert_rows(conn, UPSERT_STATE, prepared.state_upserts)
+    if prepared.state_deletes:
+        conn.executemany(DELETE_STATE, prepared.state_deletes)
+    insert_rows(conn, UPSERT_MARK, prepared.mark_rows)
+    return len(new), sum(r[8] for r in new)  # the size column
