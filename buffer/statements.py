@@ -77,6 +77,15 @@ def priority_of(m: OutboxMessage) -> Priority:
     return Priority.RAISE if m.kind is MessageKind.MAINTENANCE_REQUEST else Priority.CLEAR
 
 
+# (kind, class) -> the columns they make: kind text, its length (for the tracked size), class
+# number, and the priority they imply; one lookup per message on the append path
+COLUMNS_OF: dict[tuple[MessageKind, MessageClass], tuple[str, int, int, int]] = {
+    (kind, cls): (kind.value, len(kind.value), int(cls), int(priority_of(
+        OutboxMessage("", "", "", "", kind, {}, 0.0, cls))))
+    for kind in MessageKind for cls in MessageClass
+}
+
+
 def leased_record(r: Sequence[Any]) -> OutboxRecord:
     """A row of LEASE as the record a sink receives; the message exactly as committed (a
     priority equal to the one its kind and class imply comes back as None, as it is usually

@@ -41,6 +41,7 @@ from buffer.state import (
 )
 from buffer.statements import (
     ADD_RECEIPT,
+    COLUMNS_OF,
     EPISODE,
     INSERT,
     SETTLE_ACCEPTED,
@@ -141,6 +142,7 @@ class OutboxStore(OutboxSending, OperatorViews):
         encode. The result may be committed later, and again after a failed attempt."""
         state_rows = StateRows(self._packer, states, marks, time.time())
         pack = self._packer.pack
+        columns = COLUMNS_OF
         seen: set[str] = set()
         kept: list[OutboxMessage] = []
         rows: list[tuple[Any, ...]] = []
@@ -152,13 +154,14 @@ class OutboxStore(OutboxSending, OperatorViews):
             seen.add(key)
             body = m.body
             blob = pack(body if type(body) is dict else dict(body))
+            kind, kind_len, cls, implied = columns[m.kind, m.message_class]
             # row_bytes(m, blob), spelt out: this runs once per message of every group
             size = (len(blob) + 2 * len(key) + len(m.sink) + len(m.asset) + len(m.episode_id)
-                    + len(m.kind) + ROW_OVERHEAD_BYTES)
+                    + kind_len + ROW_OVERHEAD_BYTES)
             total += size
             kept.append(m)
-            rows.append((key, m.sink, m.asset, m.episode_id, str(m.kind),
-                         int(m.message_class), m.created_at, blob, size, int(priority_of(m))))
+            rows.append((key, m.sink, m.asset, m.episode_id, kind, cls, m.created_at, blob, size,
+                         implied if m.priority is None else int(m.priority)))
         raised = TransitionKind.RAISED
         episodes = tuple((t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
                           None if t.kind is raised else t.ts) for t in transitions)

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("plantbridge.pipeline")
 _BAD = Quality.BAD
 _LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
+YIELD_EVERY_SAMPLES = 500  # evaluation gives the loop a turn after about this many samples
 
 
 @dataclass(slots=True)
@@ -106,7 +107,7 @@ class _Group:
 class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
-                 max_group: int = 2000, tick_seconds: float = 1.0,
+                 max_group: int = 8000, tick_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time, gate: SampleGate | None = None,
                  commit_depth: int = 2) -> None:
         if commit_depth < 1:
@@ -191,7 +192,16 @@ class Pipeline:
                 n += len(nxt[1].samples)
             self.stats.last_sample_at = self._clock()  # once per group, not per sample
             async with self._lock:
-                transitions = self._evaluate(group)
+                transitions: list[Transition] = []
+                since_yield = 0
+                for one in group:
+                    if since_yield >= YIELD_EVERY_SAMPLES:
+                        # a big group is evaluated in slices: the loop (forwarders, sources,
+                        # health) runs between them; nothing else evaluates, we hold the lock
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    transitions.extend(self._evaluate(one))
+                    since_yield += len(one[1].samples)
                 states = self.engine.take_dirty()
                 # Marks are written with any commit (cheap, and enough: a sample whose mark
                 # is not yet stored changed no rule state, so evaluating a resend of it
@@ -203,22 +213,21 @@ class Pipeline:
                 in_flight.append(job.landed)
                 self._commits.put_nowait(job)
 
-    def _evaluate(self, group: Sequence[tuple[str, SampleBatch]]) -> list[Transition]:
+    def _evaluate(self, item: tuple[str, SampleBatch]) -> list[Transition]:
+        """One batch (a payload of readings): checked, gated, then each sample evaluated."""
         transitions: list[Transition] = []
         evaluate = self.engine.evaluate
-        admit_all = self.gate.admit_all
         hooks = self.sample_listeners
-        for source, batch in group:
-            # a batch at a time (a payload of readings): checked, then gated
-            for sample in admit_all(source, self._valid(batch.samples)):
-                try:  # a failing listener is skipped like a failing rule
-                    for hook in hooks:
-                        hook(sample)
-                    caused = evaluate(sample)
-                    if caused:
-                        transitions.extend(caused)
-                except Exception as exc:
-                    self._evaluation_failed(sample, exc)
+        source, batch = item
+        for sample in self.gate.admit_all(source, self._valid(batch.samples)):
+            try:  # a failing listener is skipped like a failing rule
+                for hook in hooks:
+                    hook(sample)
+                caused = evaluate(sample)
+                if caused:
+                    transitions.extend(caused)
+            except Exception as exc:
+                self._evaluation_failed(sample, exc)
         return transitions
 
     async def _committer(self) -> None:
