@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gateway.model import MessageKind, OutboxMessage
+from gateway.model import MessageKind
 
 
 class Synchronous(enum.StrEnum):
@@ -134,12 +134,11 @@ class PreparedCommit:
     Made by `OutboxStore.prepare` (msgpack bodies and states packed once, parameter rows built
     once) so that a pipeline can evaluate its next group while this one is written, and retry a
     failed write without encoding again. Immutable: nothing the caller does afterwards changes
-    what is written. `messages` and `message_rows` are parallel (one row per distinct key, the
-    first message of a key wins); `message_bytes` is the tracked size of all of them, an upper
-    bound of what the commit adds to the budget.
+    what is written, and the messages themselves (their bodies) need not be kept. One message
+    row per distinct key (the first message of a key wins); `message_bytes` is the tracked size
+    of all of them, an upper bound of what the commit adds to the budget.
     """
 
-    messages: tuple[OutboxMessage, ...]
     message_rows: tuple[tuple[Any, ...], ...]
     message_bytes: int
     episode_rows: tuple[tuple[Any, ...], ...]

@@ -144,7 +144,6 @@ class OutboxStore(OutboxSending, OperatorViews):
         pack = self._packer.pack
         columns = COLUMNS_OF
         seen: set[str] = set()
-        kept: list[OutboxMessage] = []
         rows: list[tuple[Any, ...]] = []
         total = 0
         for m in messages:
@@ -159,13 +158,12 @@ class OutboxStore(OutboxSending, OperatorViews):
             size = (len(blob) + 2 * len(key) + len(m.sink) + len(m.asset) + len(m.episode_id)
                     + kind_len + ROW_OVERHEAD_BYTES)
             total += size
-            kept.append(m)
             rows.append((key, m.sink, m.asset, m.episode_id, kind, cls, m.created_at, blob, size,
                          implied if m.priority is None else int(m.priority)))
         raised = TransitionKind.RAISED
-        episodes = tuple((t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
-                          None if t.kind is raised else t.ts) for t in transitions)
-        return PreparedCommit(tuple(kept), tuple(rows), total, episodes,
+        episodes = tuple([(t.episode_id, t.rule_id, t.asset, t.ts, t.severity,
+                           None if t.kind is raised else t.ts) for t in transitions])
+        return PreparedCommit(tuple(rows), total, episodes,
                               tuple(state_rows.upserts), tuple(state_rows.deletes),
                               tuple(state_rows.marks))
 
@@ -196,15 +194,14 @@ class OutboxStore(OutboxSending, OperatorViews):
         try:
             async with self._write():
                 existing = await self._existing_keys([r[0] for r in prepared.message_rows])
-                new = [(m, row) for m, row in zip(prepared.messages, prepared.message_rows,
-                                                  strict=True) if row[0] not in existing]
-                added = sum(row[8] for _, row in new)  # the size column
+                new = [row for row in prepared.message_rows if row[0] not in existing]
+                added = sum(row[8] for row in new)  # the size column
                 over = (self._used + added - self.max_bytes
                         if self.max_bytes is not None and new else 0)
                 if over > 0:
-                    room = await self._make_room(over, [m for m, _ in new])
+                    room = await self._make_room(over, [MessageClass(row[5]) for row in new])
                 if new:
-                    await self._db.executemany(INSERT, [row for _, row in new])
+                    await self._db.executemany(INSERT, new)
                 if prepared.episode_rows:
                     await self._db.executemany(EPISODE, prepared.episode_rows)
                 for sql, params in ((UPSERT_STATE, prepared.state_upserts),
@@ -226,11 +223,11 @@ class OutboxStore(OutboxSending, OperatorViews):
             self._forgotten += room.forgotten
         return len(new)
 
-    async def _make_room(self, over: int, new: Sequence[OutboxMessage]) -> Room:
-        room = await find_room(self._db, over, [m.message_class for m in new])
-        if room.short > 0 and any(m.message_class is not MessageClass.EVENT for m in new):
+    async def _make_room(self, over: int, new: Sequence[MessageClass]) -> Room:
+        room = await find_room(self._db, over, new)
+        if room.short > 0 and any(c is not MessageClass.EVENT for c in new):
             assert self.max_bytes is not None
-            raise BufferFull(sum(1 for m in new if m.message_class is not MessageClass.EVENT),
+            raise BufferFull(sum(1 for c in new if c is not MessageClass.EVENT),
                              self._used, self.max_bytes)
         await delete_rows(self._db, room.victims)
         return room
