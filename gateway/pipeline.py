@@ -120,8 +120,8 @@ class Pipeline:
         # (source name, batch): the gate judges resends per source, in evaluation order
         self._queue: asyncio.Queue[tuple[str, SampleBatch]] = asyncio.Queue(queue_size)
         # Each sample once: a sample not newer (device time) than the last one evaluated for
-        # its (source, asset, signal) is a resend or redelivery. Judged here, in the committer,
-        # so a mark is only ever committed for a sample that was evaluated and committed.
+        # its (source, asset, signal) is a resend or redelivery. Judged here, in evaluation
+        # order, so a mark is only ever committed for a sample that was evaluated and committed.
         self.gate = gate if gate is not None else SampleGate()
         self._max_group = max_group
         self._tick_seconds = tick_seconds
