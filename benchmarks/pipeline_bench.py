@@ -5,7 +5,7 @@
 `Pipeline` (the rule engine, the resend gate, commit grouping) on an `OutboxStore` file, fed
 sample batches in which every sample flips its asset's threshold rule (raise, then clear on the
 next sample): every sample is a transition, a message to one sink, a rule-state row and a
-sample mark, committed before its batch is acknowledged (groups of up to 8,000 samples, the next
+sample mark, committed before its batch is acknowledged (groups of up to 4,000 samples, the next
 one evaluated while the last one is written). The ceiling is plain `sqlite3` doing
 the same transactions (WAL, synchronous=FULL): per transition one message row with a ~200-byte
 body and a unique key, one episode row and one rule-state row, per sample one mark row.

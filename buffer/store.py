@@ -70,8 +70,9 @@ DEFAULT_RETENTION_SECONDS = 7 * 24 * 3600.0
 # SQLite's page cache for the connection (its default is 2 MiB). A burst commits groups of
 # thousands of records, and each dirties pages all over the random-keyed indexes (idempotency
 # key, episode): with a cache smaller than that, pages spill to the WAL mid-transaction and are
-# written again and read back. Measured (benchmarks/pipeline_bench.py, groups of 8,000): 16 MiB
-# writes 7.6 KB and reads 1.6 KB per transition where 2 MiB wrote 12.1 KB and read 7.7 KB.
+# written again and read back. Measured (benchmarks/pipeline_bench.py, groups of 4,000): 16 MiB
+# writes 9.0 KB and reads 2.2 KB per transition where 2 MiB wrote 13.1 KB and read 9.5 KB (an
+# SD card wears by what is written), for 15 MB more RSS once the cache has filled.
 CACHE_KIB = 16 * 1024
 
 

@@ -107,7 +107,7 @@ class _Group:
 class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
-                 max_group: int = 8000, tick_seconds: float = 1.0,
+                 max_group: int = 4000, tick_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time, gate: SampleGate | None = None,
                  commit_depth: int = 2) -> None:
         if commit_depth < 1:
