@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -51,6 +52,11 @@ log = logging.getLogger("plantbridge.pipeline")
 _BAD = Quality.BAD
 _LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
 YIELD_EVERY_SAMPLES = 500  # evaluation gives the loop a turn after about this many samples
+# The database thread takes the GIL back after every SQLite step; while the loop evaluates the
+# next group, each take-back waits the switch interval (5 ms by default). Measured with
+# benchmarks/pipeline_bench.py at load ~1.5, same CPU per transition: 5 ms ~37,000
+# transitions/s, 1 ms ~45,000, 0.2 ms ~52,000. Only a waiting thread makes the holder switch.
+GIL_SWITCH_SECONDS = 0.0002
 
 
 @dataclass(slots=True)
@@ -109,9 +115,11 @@ class Pipeline:
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
                  max_group: int = 4000, tick_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time, gate: SampleGate | None = None,
-                 commit_depth: int = 2) -> None:
+                 commit_depth: int = 2,
+                 gil_switch_seconds: float | None = GIL_SWITCH_SECONDS) -> None:
         if commit_depth < 1:
             raise ValueError("commit_depth must be at least 1")
+        self._gil_switch = gil_switch_seconds  # None: leave the interpreter's setting alone
         self.engine = engine
         self._outbox = outbox
         self._sinks = list(sinks)
@@ -163,7 +171,12 @@ class Pipeline:
     # --- evaluation and commit ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Evaluate and commit until cancelled (a bug in either stops both)."""
+        """Evaluate and commit until cancelled (a bug in either stops both). While it runs,
+        the interpreter's GIL switch interval is at most `gil_switch_seconds` (process-wide:
+        the pipeline is the daemon's hot path; restored when it ends)."""
+        previous = sys.getswitchinterval()
+        if self._gil_switch is not None:
+            sys.setswitchinterval(min(previous, self._gil_switch))
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._committer(), name="pipeline-commit")
@@ -172,6 +185,8 @@ class Pipeline:
             if len(group.exceptions) == 1:
                 raise group.exceptions[0] from None
             raise
+        finally:
+            sys.setswitchinterval(previous)
 
     async def _evaluator(self) -> None:
         """Take groups of batches off the intake queue, evaluate them and queue their commit;

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +55,15 @@ class Rig:
 
 
 @contextlib.asynccontextmanager
-async def rig(tmp_path: Path, **options: int) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, *, commit_depth: int = 2, max_group: int = 4000,
+              gil_switch_seconds: float | None = None) -> AsyncIterator[Rig]:
     (tmp_path / "r.toml").write_text(RULE)
     engine = RuleEngine(load_rule_files([tmp_path / "r.toml"]))
     path = tmp_path / "o.sqlite"
     async with await OutboxStore.open(path) as outbox:
-        pipeline = Pipeline(engine, outbox, ["cmms"], "site", lambda: None, **options)
+        pipeline = Pipeline(engine, outbox, ["cmms"], "site", lambda: None,
+                            commit_depth=commit_depth, max_group=max_group,
+                            gil_switch_seconds=gil_switch_seconds)
         r = Rig(path, outbox, pipeline)
         pipeline.sample_listeners.append(r.seen.append)
         runner = asyncio.create_task(pipeline.run(), name="pipeline")
@@ -165,3 +169,13 @@ def test_commit_depth_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="commit_depth"):
         Pipeline(RuleEngine(load_rule_files([])), None,  # type: ignore[arg-type]
                  [], "site", lambda: None, commit_depth=0)
+
+
+async def test_the_gil_switch_interval_is_short_while_it_runs_and_restored_after(
+        tmp_path: Path) -> None:
+    before = sys.getswitchinterval()
+    async with rig(tmp_path, gil_switch_seconds=0.0002) as r:
+        await r.pipeline.submit(batch([9.0], r.acked, "raise", T0), "src")
+        await wait_for(lambda: r.acked == ["raise"], 10, "the raise acknowledged")
+        assert sys.getswitchinterval() == pytest.approx(0.0002)
+    assert sys.getswitchinterval() == before
