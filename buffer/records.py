@@ -125,3 +125,32 @@ class StatusRows:
     facts: dict[str, dict[str, object]]  # episode_id -> what its request said (value, reason)
     undelivered: dict[tuple[str, str], str]  # (sink, episode_id) -> pending | dead: open requests
     urgent: list[UrgentRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedCommit:
+    """One `commit` encoded on the event loop, ready to be written in one transaction.
+
+    Made by `OutboxStore.prepare` (msgpack bodies and states packed once, parameter rows built
+    once) so that a pipeline can evaluate its next group while this one is written, and retry a
+    failed write without encoding again. Immutable: nothing the caller does afterwards changes
+    what is written, and the messages themselves (their bodies) need not be kept. One message
+    row per distinct key (the first message of a key wins); `message_bytes` is the tracked size
+    of all of them, an upper bound of what the commit adds to the budget.
+    """
+
+    message_rows: tuple[tuple[Any, ...], ...]
+    message_bytes: int
+    episode_rows: tuple[tuple[Any, ...], ...]
+    state_upserts: tuple[tuple[Any, ...], ...]
+    state_deletes: tuple[tuple[str, str], ...]
+    mark_rows: tuple[tuple[Any, ...], ...]
+
+    @property
+    def appends(self) -> bool:
+        """Whether it carries messages or transitions (else only states and marks, or nothing)."""
+        return bool(self.message_rows or self.episode_rows)
+
+    def __bool__(self) -> bool:
+        return bool(self.message_rows or self.episode_rows or self.state_upserts
+                    or self.state_deletes or self.mark_rows)

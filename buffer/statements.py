@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import replace
+from itertools import chain
 from typing import Any
 
 import msgpack
+import orjson
 
 from buffer.base import CHUNK
+from buffer.records import PreparedCommit
+from buffer.state import DELETE_STATE, UPSERT_MARK, UPSERT_STATE
 from gateway.model import (
     Delivery,
     MessageClass,
@@ -70,6 +75,15 @@ def priority_of(m: OutboxMessage) -> Priority:
     if m.message_class is MessageClass.STATUS:
         return Priority.STATUS
     return Priority.RAISE if m.kind is MessageKind.MAINTENANCE_REQUEST else Priority.CLEAR
+
+
+# (kind, class) -> the columns they make: kind text, its length (for the tracked size), class
+# number, and the priority they imply; one lookup per message on the append path
+COLUMNS_OF: dict[tuple[MessageKind, MessageClass], tuple[str, int, int, int]] = {
+    (kind, cls): (kind.value, len(kind.value), int(cls), int(priority_of(
+        OutboxMessage("", "", "", "", kind, {}, 0.0, cls))))
+    for kind in MessageKind for cls in MessageClass
+}
 
 
 def leased_record(r: Sequence[Any]) -> OutboxRecord:
@@ -165,3 +179,77 @@ def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery]
         if leased:
             conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])
     return freed, leased
+
+
+# --- the append of a commit group, one transaction on the database thread -------------------
+#
+# Python's sqlite3 gives the GIL away around every sqlite3_step (and every statement it has to
+# prepare) and takes it back after; with executemany that is once per row. While the event
+# loop evaluates the next group (pure Python, holding the GIL), each take-back waits up to the
+# interpreter's switch interval (5 ms), so a per-row write hardly advances beside evaluation.
+# A multi-row INSERT binds all its rows at once and runs as one step, so a group's append
+# gives the GIL away about ten times instead of thousands. Statements come in a few shapes
+# (row counts), cached by the connection, and a short chunk is padded to its shape: the upserts
+# with copies of its last row (they are idempotent), the outbox insert with rows of NULLs that
+# its WHERE drops (a copy would take an id of the AUTOINCREMENT sequence).
+
+MAX_ROWS = 1024  # rows per statement: 10,240 parameters for the outbox (SQLite: 32,766+)
+STEP = 128  # shapes above STEP: multiples of it; up to it: powers of two (15 per statement)
+
+# INSERT for rows padded with NULLs: VALUES rows come out in order, and so do their ids
+APPEND = INSERT.replace(" VALUES (", " SELECT * FROM (VALUES (") + ") WHERE column1 IS NOT NULL"
+_NULLS = (None,) * 10
+EXISTING = "SELECT key FROM outbox WHERE key IN (SELECT value FROM json_each(?))"
+
+
+@functools.cache
+def _many(one_row_sql: str, rows: int) -> str:
+    """`one_row_sql` (one VALUES row of ?s: "(?, ?, ...)") with `rows` such rows."""
+    start = one_row_sql.index("(?")
+    end = one_row_sql.index(")", start) + 1
+    one = one_row_sql[start:end]
+    return f"{one_row_sql[:start]}{','.join([one] * rows)}{one_row_sql[end:]}"
+
+
+def shape(n: int) -> int:
+    """Rows of the statement that takes the next `n` (> 0) rows, padding included."""
+    if n >= MAX_ROWS:
+        return MAX_ROWS
+    if n <= STEP:
+        return 1 << (n - 1).bit_length()
+    return -(-n // STEP) * STEP
+
+
+def insert_rows(conn: sqlite3.Connection, one_row_sql: str, rows: Sequence[tuple[Any, ...]],
+                pad: tuple[Any, ...] | None = None) -> None:
+    """Apply `one_row_sql` to every row, in order, in multi-row statements. Rows of one
+    statement are applied one after another (conflicts and triggers see the earlier ones), as
+    executemany would. A short chunk is padded with `pad`, else with copies of its last row
+    (for an idempotent upsert only)."""
+    done, n = 0, len(rows)
+    while done < n:
+        size = shape(n - done)
+        chunk = list(rows[done:done + size])
+        done += len(chunk)
+        chunk.extend([chunk[-1] if pad is None else pad] * (size - len(chunk)))
+        conn.execute(_many(one_row_sql, size), list(chain.from_iterable(chunk)))
+
+
+def append_in_one(conn: sqlite3.Connection, prepared: PreparedCommit) -> tuple[int, int]:
+    """In the caller's transaction: the messages whose key is not stored yet, the episode
+    rows, rule states and sample marks of `prepared`. Returns (messages added, their tracked
+    bytes). The caller has made sure the budget has room for all of them."""
+    rows = prepared.message_rows
+    new = rows
+    if rows:
+        keys = orjson.dumps([r[0] for r in rows])  # keys are text: JSON carries them exactly
+        existing = {r[0] for r in conn.execute(EXISTING, (keys,))}
+        if existing:
+            new = tuple(r for r in rows if r[0] not in existing)
+    insert_rows(conn, APPEND, new, _NULLS)
+    insert_rows(conn, EPISODE, prepared.episode_rows)
+    insert_rows(conn, UPSERT_STATE, prepared.state_upserts)
+    if prepared.state_deletes:
+        conn.executemany(DELETE_STATE, prepared.state_deletes)
+    insert_rows(conn, UPSERT_MARK, prepared.mark_rows)
+    return len(new), sum(r[8] for r in new)  # the size column

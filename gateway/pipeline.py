@@ -1,12 +1,19 @@
 """Samples in, committed transitions and messages out: the one place rules meet the outbox.
 
-One committer task evaluates rules in arrival order and writes what they caused in grouped
-transactions: the transitions, their messages, and the state of every rule instance the group
-changed (pending delays, mutes, windows, last-seen times), so a restart right after the
-acknowledgement loses and doubles nothing. A source's batch is acknowledged (MQTT QoS 1) only
-after that commit. When the commit fails (full disk), the same transitions and states are
-retried until they land: backpressure reaches the sources through the bounded intake queue, and
-nothing accepted is lost.
+Rules are evaluated in arrival order, a group of batches at a time, and what a group caused is
+written in one transaction: the transitions, their messages, and the state of every rule
+instance the group changed (pending delays, mutes, windows, last-seen times), so a restart
+right after the acknowledgement loses and doubles nothing. A source's batch is acknowledged
+(MQTT QoS 1) only after that commit.
+
+Evaluation and commit overlap: while group N is written on the database thread, group N+1 is
+evaluated on the loop (`commit_depth` groups evaluated and not yet committed, 2 by default).
+Groups are committed one at a time in evaluation order by one committer task, and everything
+that follows a commit (stats, listeners, acknowledgements) follows in that order too, so a clear
+is never committed before its raise and acknowledgements keep the order of the batches. When a
+commit fails (full disk), the same group is retried until it lands, and the groups behind it
+wait: backpressure reaches the sources through the bounded intake queue, nothing accepted is
+lost and nothing after it is acknowledged.
 """
 
 from __future__ import annotations
@@ -14,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,12 +44,19 @@ from gateway.model import (
 )
 
 if TYPE_CHECKING:
+    from buffer.records import PreparedCommit
     from buffer.store import OutboxStore
     from rules import RuleEngine
 
 log = logging.getLogger("plantbridge.pipeline")
 _BAD = Quality.BAD
 _LOW, _HIGH = -math.inf, math.inf  # a float strictly between is finite (NaN is not)
+YIELD_EVERY_SAMPLES = 500  # evaluation gives the loop a turn after about this many samples
+# The database thread takes the GIL back after every SQLite step; while the loop evaluates the
+# next group, each take-back waits the switch interval (5 ms by default). Measured with
+# benchmarks/pipeline_bench.py at load ~1.5, same CPU per transition: 5 ms ~37,000
+# transitions/s, 1 ms ~45,000, 0.2 ms ~52,000. Only a waiting thread makes the holder switch.
+GIL_SWITCH_SECONDS = 0.0002
 
 
 @dataclass(slots=True)
@@ -81,11 +97,29 @@ class Shaped:
 MessageHook = Callable[[Sequence[Transition], float, Sequence[str]], Shaped]
 
 
+@dataclass(slots=True)
+class _Group:
+    """What one evaluation (a group of batches, a tick, an `apply`) hands to the committer."""
+
+    transitions: Sequence[Transition]
+    prepared: PreparedCommit | None  # None: nothing a restart would need changed
+    states: int  # rule-state rows in it, for the stats
+    messages: int = 0  # messages it enqueues (keys stored before included), for the stats
+    batches: Sequence[SampleBatch] = ()  # acknowledged once it is committed
+    landed: asyncio.Future[None] | None = None  # done when committed and acknowledged
+    waited: bool = False  # a caller awaits `landed` (tick, apply): hand it a failure
+
+
 class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
-                 max_group: int = 2000, tick_seconds: float = 1.0,
-                 clock: Callable[[], float] = time.time, gate: SampleGate | None = None) -> None:
+                 max_group: int = 4000, tick_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.time, gate: SampleGate | None = None,
+                 commit_depth: int = 2,
+                 gil_switch_seconds: float | None = GIL_SWITCH_SECONDS) -> None:
+        if commit_depth < 1:
+            raise ValueError("commit_depth must be at least 1")
+        self._gil_switch = gil_switch_seconds  # None: leave the interpreter's setting alone
         self.engine = engine
         self._outbox = outbox
         self._sinks = list(sinks)
@@ -94,8 +128,8 @@ class Pipeline:
         # (source name, batch): the gate judges resends per source, in evaluation order
         self._queue: asyncio.Queue[tuple[str, SampleBatch]] = asyncio.Queue(queue_size)
         # Each sample once: a sample not newer (device time) than the last one evaluated for
-        # its (source, asset, signal) is a resend or redelivery. Judged here, in the committer,
-        # so a mark is only ever committed for a sample that was evaluated and committed.
+        # its (source, asset, signal) is a resend or redelivery. Judged here, in evaluation
+        # order, so a mark is only ever committed for a sample that was evaluated and committed.
         self.gate = gate if gate is not None else SampleGate()
         self._max_group = max_group
         self._tick_seconds = tick_seconds
@@ -106,7 +140,12 @@ class Pipeline:
         # Called once per admitted sample, before the rules see it (the page's trend ring,
         # gateway/trends.py). Keep them cheap: they run on the hot path.
         self.sample_listeners: list[Callable[[Sample], None]] = []
-        self._lock = asyncio.Lock()  # commit + engine replacement never interleave
+        # Evaluation, tick and engine replacement never interleave; groups enter the commit
+        # queue under it, so they are committed in the order they were evaluated.
+        self._lock = asyncio.Lock()
+        self._depth = commit_depth  # groups evaluated and not yet committed (1: no overlap)
+        self._commits: asyncio.Queue[_Group] = asyncio.Queue()  # bounded by _depth in run()
+        self._committing = False  # run()'s committer is up: ticks and applies go through it
 
     # --- intake -------------------------------------------------------------------------
 
@@ -132,8 +171,33 @@ class Pipeline:
     # --- evaluation and commit ------------------------------------------------------------
 
     async def run(self) -> None:
-        """Evaluate and commit until cancelled."""
+        """Evaluate and commit until cancelled (a bug in either stops both). While it runs,
+        the interpreter's GIL switch interval is at most `gil_switch_seconds` (process-wide:
+        the pipeline is the daemon's hot path; restored when it ends)."""
+        previous = sys.getswitchinterval()
+        if self._gil_switch is not None:
+            sys.setswitchinterval(min(previous, self._gil_switch))
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._committer(), name="pipeline-commit")
+                await self._evaluator()
+        except BaseExceptionGroup as group:  # the committer's failure, as itself
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            sys.setswitchinterval(previous)
+
+    async def _evaluator(self) -> None:
+        """Take groups of batches off the intake queue, evaluate them and queue their commit;
+        wait while `commit_depth` groups are not yet committed."""
+        in_flight: deque[asyncio.Future[None]] = deque()
+        loop = asyncio.get_running_loop()
         while True:
+            while in_flight and in_flight[0].done():
+                in_flight.popleft()
+            while len(in_flight) >= self._depth:
+                await in_flight.popleft()
             first = await self._queue.get()
             group = [first]
             n = len(first[1].samples)
@@ -141,34 +205,69 @@ class Pipeline:
                 nxt = self._queue.get_nowait()
                 group.append(nxt)
                 n += len(nxt[1].samples)
-            transitions: list[Transition] = []
             self.stats.last_sample_at = self._clock()  # once per group, not per sample
             async with self._lock:
-                evaluate = self.engine.evaluate
-                admit_all = self.gate.admit_all
-                hooks = self.sample_listeners
-                for source, batch in group:
-                    # a batch at a time (a payload of readings): checked, then gated
-                    for sample in admit_all(source, self._valid(batch.samples)):
-                        try:  # a failing listener is skipped like a failing rule
-                            for hook in hooks:
-                                hook(sample)
-                            caused = evaluate(sample)
-                            if caused:
-                                transitions.extend(caused)
-                        except Exception as exc:
-                            self._evaluation_failed(sample, exc)
+                transitions: list[Transition] = []
+                since_yield = 0
+                for one in group:
+                    if since_yield >= YIELD_EVERY_SAMPLES:
+                        # a big group is evaluated in slices: the loop (forwarders, sources,
+                        # health) runs between them; nothing else evaluates, we hold the lock
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    transitions.extend(self._evaluate(one))
+                    since_yield += len(one[1].samples)
                 states = self.engine.take_dirty()
                 # Marks are written with any commit (cheap, and enough: a sample whose mark
                 # is not yet stored changed no rule state, so evaluating a resend of it
                 # against the stored state changes nothing either).
                 marks = self.gate.changed_marks() if transitions or states else ()
-                await self._commit(transitions, states, marks)
-            self.stats.batches += len(group)
-            for _, batch in group:
-                if batch.ack is not None:
-                    batch.ack()
-                self._queue.task_done()
+                job = self._shape(transitions, states, marks)
+                job.batches = [batch for _, batch in group]
+                job.landed = loop.create_future()
+                in_flight.append(job.landed)
+                self._commits.put_nowait(job)
+
+    def _evaluate(self, item: tuple[str, SampleBatch]) -> list[Transition]:
+        """One batch (a payload of readings): checked, gated, then each sample evaluated."""
+        transitions: list[Transition] = []
+        evaluate = self.engine.evaluate
+        hooks = self.sample_listeners
+        source, batch = item
+        for sample in self.gate.admit_all(source, self._valid(batch.samples)):
+            try:  # a failing listener is skipped like a failing rule
+                for hook in hooks:
+                    hook(sample)
+                caused = evaluate(sample)
+                if caused:
+                    transitions.extend(caused)
+            except Exception as exc:
+                self._evaluation_failed(sample, exc)
+        return transitions
+
+    async def _committer(self) -> None:
+        """Commit queued groups one at a time, in order; then acknowledge what each held."""
+        self._committing = True
+        current: _Group | None = None
+        try:
+            while True:
+                current = await self._commits.get()
+                await self._land(current)
+                current = None
+        except BaseException as exc:
+            if current is not None and current.landed is not None and not current.landed.done():
+                if current.waited and not isinstance(exc, asyncio.CancelledError):
+                    current.landed.set_exception(exc)
+                else:
+                    current.landed.cancel()
+            raise
+        finally:
+            self._committing = False
+            # Never committed: not acknowledged either (the broker redelivers them).
+            while not self._commits.empty():
+                left = self._commits.get_nowait().landed
+                if left is not None:
+                    left.cancel()
 
     async def drain(self, timeout_seconds: float) -> None:
         """Wait until everything already received was evaluated and committed."""
@@ -187,12 +286,15 @@ class Pipeline:
                 transitions = self.engine.tick(self._clock())
                 states = self.engine.take_dirty()
                 marks = self.gate.changed_marks() if transitions or states else ()
-                await self._commit(transitions, states, marks)
+                landed = await self._enqueue(self._shape(transitions, states, marks))
+            await landed
 
     async def apply(self, transitions: Sequence[Transition]) -> None:
-        """Commit transitions made outside sample flow (rules closed by a reload)."""
+        """Commit transitions made outside sample flow (rules closed by a reload); returns
+        once they are committed."""
         async with self._lock:
-            await self._commit(transitions, self.engine.take_dirty())
+            landed = await self._enqueue(self._shape(transitions, self.engine.take_dirty(), ()))
+        await landed
 
     @property
     def lock(self) -> asyncio.Lock:
@@ -220,8 +322,10 @@ class Pipeline:
         self.stats.rejected_invalid += len(samples) - len(valid)
         return valid
 
-    async def _commit(self, transitions: Sequence[Transition], states: Sequence[RuleState] = (),
-                      marks: Sequence[SampleMark] = ()) -> None:
+    def _shape(self, transitions: Sequence[Transition], states: Sequence[RuleState],
+               marks: Sequence[SampleMark]) -> _Group:
+        """A group's messages (through the message hooks) and its commit, encoded now: what
+        the committer writes later cannot change with what is evaluated meanwhile."""
         outgoing: Sequence[Transition] = transitions
         messages: list[OutboxMessage] = []
         if self.message_hooks:
@@ -233,33 +337,64 @@ class Pipeline:
                 own_states.extend(shaped.states)
             states = own_states
         if not transitions and not states and not marks and not messages:
-            return  # the usual group: nothing a restart would need changed
+            return _Group(transitions, None, 0)  # the usual group: nothing a restart needs
+        sinks, site = self._sinks, self._site
         for t in outgoing:
-            messages.extend(messages_for(t, self._sinks, self._site))
-        backoff = Backoff(0.2, 10.0)
-        while True:
-            try:
-                await self._outbox.commit(transitions, messages, states, marks)
-                break
-            except StorageError as exc:  # full disk, I/O error: keep them, retry, say so loudly
-                self.stats.commit_failures += 1
-                if not self.stats.storage_problem:
-                    log.error("cannot commit %d transitions, holding them and retrying: %s",
-                              len(transitions), exc)
-                self.stats.storage_problem = str(exc)
-                await asyncio.sleep(backoff.next_delay())
-        if self.stats.storage_problem:
-            log.warning("storage writable again; commits resumed")
-            self.stats.storage_problem = ""
-        self.stats.commits += 1
-        self.stats.states_written += len(states)
-        self.stats.messages += len(messages)
-        for t in transitions:
-            self.stats.transitions += 1
-            if t.kind == "raised":
-                self.stats.raised += 1
-            else:
-                self.stats.cleared += 1
-            for listener in self.listeners:
-                listener(t)
-        self._wake()
+            messages.extend(messages_for(t, sinks, site))
+        return _Group(transitions, self._outbox.prepare(transitions, messages, states, marks),
+                      len(states), len(messages))
+
+    async def _enqueue(self, group: _Group) -> asyncio.Future[None]:
+        """Behind the groups already queued (under the lock); a future done once committed.
+        Without a running committer (before `run`, e.g. at start), commit here and now."""
+        landed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if group.prepared is None and not group.transitions:
+            landed.set_result(None)  # nothing to write or tell
+        elif self._committing:
+            group.landed, group.waited = landed, True
+            self._commits.put_nowait(group)
+        else:
+            await self._land(group)
+            landed.set_result(None)
+        return landed
+
+    async def _land(self, group: _Group) -> None:
+        """Commit one group (retrying until it lands), then tell everyone: stats, listeners,
+        forwarders, and the sources whose batches it held."""
+        prepared, transitions = group.prepared, group.transitions
+        if prepared is not None:
+            backoff = Backoff(0.2, 10.0)
+            while True:
+                try:
+                    await self._outbox.commit_prepared(prepared)
+                    break
+                except StorageError as exc:  # full disk, I/O error: keep it, retry, say so
+                    self.stats.commit_failures += 1
+                    if not self.stats.storage_problem:
+                        log.error("cannot commit %d transitions, holding them and retrying: %s",
+                                  len(transitions), exc)
+                    self.stats.storage_problem = str(exc)
+                    await asyncio.sleep(backoff.next_delay())
+            if self.stats.storage_problem:
+                log.warning("storage writable again; commits resumed")
+                self.stats.storage_problem = ""
+            self.stats.commits += 1
+            self.stats.states_written += group.states
+            self.stats.messages += group.messages
+            for t in transitions:
+                self.stats.transitions += 1
+                if t.kind == "raised":
+                    self.stats.raised += 1
+                else:
+                    self.stats.cleared += 1
+                for listener in self.listeners:
+                    listener(t)
+            self._wake()
+        if group.batches:
+            self.stats.batches += len(group.batches)
+            for batch in group.batches:
+                if batch.ack is not None:
+                    batch.ack()
+                self._queue.task_done()
+        if group.landed is not None and not group.landed.done():
+            group.landed.set_result(None)

@@ -350,7 +350,7 @@ async def test_a_reused_wal_with_an_older_generation_behind_is_not_damage(
     try:
         await store.commit([], [message(f"big{i}", asset=f"a{i}", body={"pad": PAD * 3})
                                 for i in range(200)])
-        await store._db.execute("PRAGMA wal_checkpoint(RESTART)")
+        await store._db.execute_fetchall("PRAGMA wal_checkpoint(RESTART)")  # read: done
         await store.commit([], [message("small", asset="z")])
         copy = tmp_path / "crashed" / "outbox.sqlite"
         crash_copy(live, copy)
