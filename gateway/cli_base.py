@@ -4,30 +4,18 @@ problems printed, and the default config path."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from gateway import config as config_mod
+from gateway.collector import GC_YOUNG_OBJECTS, tune_gc
+
+__all__ = ["DEFAULT_CONFIG", "GC_YOUNG_OBJECTS", "run_async", "tune_gc"]
 
 T = TypeVar("T")
 DEFAULT_CONFIG = Path("/etc/plantbridge/plantbridge.toml")
-
-
-# The cyclic GC's youngest generation is collected after this many new container objects
-# (Python's default: 700). Ingest makes tuples and dicts by the hundred thousand a second, and
-# at 700 the collector walked them again and again: the batched MQTT row (100 readings a
-# message, into the rules) spent 2.4 CPU-us a sample at 700 and 2.0 at 5,000-20,000
-# (benchmarks/mqtt_rows.py, same run). Memory is unchanged: refcounting frees acyclic garbage
-# at once either way; only cycles wait a little longer.
-GC_YOUNG_OBJECTS = 20_000
-
-
-def tune_gc() -> None:
-    """The collector thresholds of a PlantBridge process (see GC_YOUNG_OBJECTS)."""
-    gc.set_threshold(GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

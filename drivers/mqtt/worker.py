@@ -16,7 +16,6 @@ lets the daemon drain and acknowledge first; the daemon then closes the pipe. A 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from drivers.mqtt import frames
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.driver import MqttSource
+from gateway.collector import GC_YOUNG_OBJECTS as _GC_YOUNG_OBJECTS  # noqa: F401  # tests read it
+from gateway.collector import tune_gc
 from gateway.model import Sample, SampleBatch
 
 log = logging.getLogger("drivers.mqtt.worker")
@@ -33,7 +34,6 @@ _HEALTH_SECONDS = 0.5  # how often a changed health is reported
 # Samples per frame at most (the pipeline's commit group is 2,000 samples): a backlog of big
 # messages goes as a stream of moderate frames, not one that doubles the daemon's memory.
 FRAME_ROWS = 2000
-_GC_YOUNG_OBJECTS = 20_000  # as gateway.cli_base.GC_YOUNG_OBJECTS (a test keeps them equal)
 
 
 class WorkerLink:
@@ -174,9 +174,7 @@ def main() -> None:
     # print() (ours or a library's) cannot corrupt it.
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    # The daemon's collector thresholds (gateway/cli_base.py, not imported: it loads every
-    # config model): decoding makes tuples and dicts by the hundred thousand a second.
-    gc.set_threshold(_GC_YOUNG_OBJECTS, *gc.get_threshold()[1:])
+    tune_gc()  # the daemon's collector thresholds: decoding allocates at a high rate
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
