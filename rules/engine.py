@@ -195,8 +195,12 @@ class RuleEngine:
                 ours = inst is not None and fingerprint == inst.fingerprint()
                 used = set(inst.log_keys()) if inst is not None and ours else set()
                 for k in rows.keys() - used:
-                    row = segment_key(asset, k)
-                    self._forget[(rule_id, row)] = RuleState(rule_id, row, fingerprint, None)
+                    self._forget_segment(rule_id, asset, k, fingerprint)
+
+    def _forget_segment(self, rule_id: str, asset: str, k: int, fingerprint: str) -> None:
+        """Delete one stored rate-window segment row at the next `take_dirty`."""
+        row = segment_key(asset, k)
+        self._forget[(rule_id, row)] = RuleState(rule_id, row, fingerprint, None)
 
     def resume(self, now: float, stale_grace_seconds: float) -> None:
         """After `restore_states` and `restore` at start: timers keep their deadlines (one
@@ -272,9 +276,7 @@ class RuleEngine:
                 inst._dirty = NOWHERE
                 self._dirty.discard(inst)
                 for k in inst.log_keys():  # its window segments go with it
-                    row = segment_key(inst.asset, k)
-                    self._forget[(inst.rule_id, row)] = RuleState(inst.rule_id, row,
-                                                                  inst.fingerprint(), None)
+                    self._forget_segment(inst.rule_id, inst.asset, k, inst.fingerprint())
 
     # --- observation ------------------------------------------------------------------------
 
