@@ -29,7 +29,7 @@ from gateway.model import (
 )
 from rules.build import RuleDef, RuleSet
 from rules.episode import Handler, RuleInstance
-from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str, new_state
+from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
 from rules.windowlog import segment_key, split_parts
 
 _NONE: tuple[Transition, ...] = ()
@@ -128,10 +128,13 @@ class RuleEngine:
         Called once per commit group: only what changed is snapshotted, here and now, so its
         cost is O(changed instances) whatever the number of samples in the group.
         """
-        make = new_state  # every instance in the set is live: `replace` drops the others
+        # every instance in the set is live: `replace` drops the others
         log: list[RuleState] = []  # rows an instance keeps beside its own (rate windows)
-        out = [make(inst.rule_id, inst.asset, inst._fingerprint, inst.durable(log))
-               for inst in self._dirty]
+        # `new_state` spelled out: a RuleState without a Python call, thousands per group
+        make, cls = tuple.__new__, RuleState
+        out: list[RuleState] = [
+            make(cls, (inst.rule_id, inst.asset, inst._fingerprint, inst.durable(log)))
+            for inst in self._dirty]
         self._dirty.clear()
         if log:
             out += log

@@ -12,8 +12,9 @@ from collections import deque
 import msgpack
 
 from gateway.model import RuleState, TransitionKind
-from rules.engine import RuleEngine, new_state
+from rules.engine import RuleEngine
 from rules.episode import RuleInstance
+from rules.state import new_state
 from rules.threshold import RateRule
 from rules.watch import CombinationRule, StaleRule
 from tests.rules.conftest import RulesFrom, sample
