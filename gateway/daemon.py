@@ -38,6 +38,7 @@ from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
 from gateway.timebase import TimeSettings, gateway_now
 from gateway.upstream.forwarder import Forwarder
+from gateway.valid_range import build_source
 from rules import RuleEngine
 
 log = logging.getLogger("plantbridge")
@@ -188,7 +189,7 @@ class Daemon:
 
     def _start_source(self, cfg: config_mod.SourceConfig) -> None:
         assert self._tg is not None and self.pipeline is not None
-        src = cfg.build()
+        src = build_source(cfg)  # with its valid ranges (gateway/valid_range.py)
         self.sources[cfg.name] = (cfg.type, src)
         self._source_tasks[cfg.name] = self._tg.create_task(self.pipeline.feed(src),
                                                             name=f"source:{cfg.name}")

@@ -26,6 +26,7 @@ from drivers.modbus.config import ModbusSourceConfig, Transport
 from drivers.mqtt.config import MqttSourceConfig, SessionMode
 from gateway.config import PlantBridgeConfig, SourceConfig
 from gateway.model import Sample, Source
+from gateway.valid_range import build_source
 from rules.pbrec import RecordingWriter
 
 FLUSH_SECONDS = 5.0
@@ -132,7 +133,9 @@ def listener(source: SourceConfig) -> SourceConfig:
 async def record(chosen: list[SourceConfig], output: Path, duration_seconds: float) -> int:
     """Record every sample of the chosen sources until the duration ends, beside a running
     gateway (see `choose`)."""
-    sources = [listener(s).build() for s in chosen]
+    # as the gateway builds them: a reading outside its valid range is recorded as bad data,
+    # so a replay of the recording agrees with what the rules saw live
+    sources = [build_source(listener(s)) for s in chosen]
     out = open_output(output)
     count = 0
     flushed = time.monotonic()

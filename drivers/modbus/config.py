@@ -14,6 +14,7 @@ from pydantic.dataclasses import dataclass
 
 from gateway.produces import Produced, Produces
 from gateway.settings import StrictModel
+from gateway.valid_range import ValidRangeSettings
 
 if TYPE_CHECKING:
     from drivers.modbus.driver import ModbusSource
@@ -145,7 +146,7 @@ class SerialSettings(StrictModel):
     stopbits: Literal[1, 2] = 1
 
 
-class ModbusSourceConfig(StrictModel):
+class ModbusSourceConfig(ValidRangeSettings):
     type: Literal["modbus"] = "modbus"
     name: str = Field(min_length=1)
     transport: Transport = Transport.TCP

@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel, TlsSettings
 from gateway.timebase import ZonedTimeSettings
+from gateway.valid_range import ValidRangeSettings
 
 if TYPE_CHECKING:
     from drivers.mqtt.driver import MqttSource
@@ -169,7 +170,7 @@ class TopicEntry(PayloadOptions):
         return self
 
 
-class MqttSourceConfig(ZonedTimeSettings):
+class MqttSourceConfig(ZonedTimeSettings, ValidRangeSettings):
     """One MQTT broker. QoS 1 messages are acknowledged only after what they caused is committed.
 
     Time settings (`timestamps`, `timezone`, `max_clock_skew_seconds`, `duplicates`) come from

@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from gateway.produces import Produced, Produces
 from gateway.settings import Secret, StrictModel
 from gateway.timebase import TimeSettings
+from gateway.valid_range import ValidRangeSettings
 
 if TYPE_CHECKING:
     from drivers.opcua.driver import OpcUaSource
@@ -167,7 +168,7 @@ def split_node_id(text: str) -> tuple[str | None, str]:
     return None, text.removeprefix("ns=0;")
 
 
-class OpcUaSourceConfig(TimeSettings):
+class OpcUaSourceConfig(TimeSettings, ValidRangeSettings):
     """One OPC UA server endpoint and the variables to read from it.
 
     Time settings (`timestamps`, `max_clock_skew_seconds`, `duplicates`) come from

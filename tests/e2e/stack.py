@@ -42,6 +42,16 @@ title = "High vibration on {{asset}}"
 """
 
 
+# A source's valid range for vibration (gateway/valid_range.py): append to `mqtt_source()`.
+VIBRATION_RANGE = """
+[[sources.valid_ranges]]
+signal = "vibration"
+asset_pattern = "pump-*"
+min = 0.0
+max = 50.0
+"""
+
+
 def vibration_rule(on_delay: float = 0.3, off_delay: float = 0.3) -> str:
     return VIBRATION_RULE.format(on_delay=on_delay, off_delay=off_delay)
 

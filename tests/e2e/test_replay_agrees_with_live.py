@@ -19,7 +19,7 @@ from gateway.model import TransitionKind
 from rules import load_rule_files
 from rules.fastreplay import replay_columns
 from rules.pbrec import load_columns
-from tests.e2e.stack import Stack
+from tests.e2e.stack import VIBRATION_RANGE, Stack
 from tests.harness import wait_for
 
 RULES = """
@@ -48,7 +48,9 @@ title = "Hot bearing on {asset}"
 
 
 async def test_a_recording_replays_to_the_transitions_the_daemon_made(stack: Stack) -> None:
-    cfg = stack.write_config(RULES)
+    # with a valid range: the recorder must hold the sentinel below as the daemon's rules saw it
+    # (bad data), or its replay raises and clears where the daemon did nothing
+    cfg = stack.write_config(RULES, source=stack.mqtt_source() + VIBRATION_RANGE)
     await stack.start_daemon()
     out = stack.tmp / "rec.jsonl"
     recorder = await asyncio.to_thread(
@@ -63,7 +65,7 @@ async def test_a_recording_replays_to_the_transitions_the_daemon_made(stack: Sta
 
         await wait_for(recording, 30, "the recorder to record")
         t0 = time.time() - 5.0  # device times a few seconds old: late, clock in step
-        vib = [3, 8, 8, 3, 9, 2]
+        vib = [3, 6553.5, 3, 8, 8, 3, 9, 2]  # 6553.5: a dead I/O card's full scale
         temp = [75, 85, 60, 85, 85, 85, 50, 40, 40, 40, 40]
         for i, v in enumerate(vib):
             stack.publish("pump-1", "vibration", v, ts=t0 + i * 0.2)
@@ -87,7 +89,7 @@ async def test_a_recording_replays_to_the_transitions_the_daemon_made(stack: Sta
     replayed = replay_columns(load_rule_files([stack.tmp / "rules.d" / "rules.toml"]), cols)
     # The recording keeps the resend as evidence; the replay skips it, as the daemon did.
     pumps = [i for i, k in enumerate(cols.keys) if k[0].startswith("pump-")]
-    assert sum(int((cols.key == i).sum()) for i in pumps) == 18, output
+    assert sum(int((cols.key == i).sum()) for i in pumps) == 20, output
     got = [(str(t.kind), t.episode_id) for t in replayed.transitions]
     assert sorted(got) == sorted(live()), (got, live())
     assert {k for k, _ in got} == {str(TransitionKind.RAISED), str(TransitionKind.CLEARED)}
