@@ -11,7 +11,7 @@ flagged it itself:
   clears), a `bad_quality` rule sees a failed sensor, a stale rule sees the sensor reporting;
 - it is counted per source as `out_of_range` (in `rejected` on /status, on the status page and
   in `plantbridge_source_rejected_total`), and logged once per signal until it reads in range
-  again;
+  again, and named with its latest reading in the source's detail while it is out of range;
 - `plantbridge record` builds its sources the same way, so a recording holds the reading as the
   rules saw it and a replay agrees with the gateway.
 
@@ -88,8 +88,17 @@ class RangeCheck:
         self._ranges = tuple(ranges)
         # asset -> signal -> (index of the range that applies, its limits), or None
         self._by_asset: dict[str, dict[str, tuple[int, Limits] | None]] = {}
-        self._logged: set[tuple[str, str]] = set()  # signals out of range, logged once
+        # signals out of range now (logged once): (asset, signal) -> what they read, in words
+        self._logged: dict[tuple[str, str], str] = {}
         self.out_of_range = 0
+
+    def outside_now(self, listed: int = 3) -> str:
+        """The signals whose last reading was out of range, in words ("" when none)."""
+        if not self._logged:
+            return ""
+        names = list(self._logged.values())
+        more = f" and {len(names) - listed} more" if len(names) > listed else ""
+        return "out of valid range: " + ", ".join(names[:listed]) + more
 
     def _find(self, asset: str, signal: str) -> tuple[int, Limits] | None:
         for i, r in enumerate(self._ranges):
@@ -129,17 +138,17 @@ class RangeCheck:
 
     def _note(self, s: Sample, r: ValidRange) -> None:
         key = (s.asset, s.signal)
-        if key in self._logged:
+        first = key not in self._logged
+        self._logged[key] = f"{s.asset} {s.signal} {s.value!r} (valid {r.words()})"  # the latest
+        if not first:
             return
-        self._logged.add(key)
         log.warning("source %s: %s %s = %r is outside its valid range %s: taken as bad "
                     "quality (a failed sensor, not a process value); logged once until it "
                     "reads in range again", self.source, s.asset, s.signal, s.value, r.words())
 
     def _back_in_range(self, s: Sample) -> None:
         key = (s.asset, s.signal)
-        if key in self._logged:
-            self._logged.discard(key)
+        if self._logged.pop(key, None) is not None:
             log.info("source %s: %s %s reads in range again (%r)", self.source, s.asset,
                      s.signal, s.value)
 
@@ -177,7 +186,10 @@ class RangedSource:
         n = self.check.out_of_range
         if not n:
             return h
-        return dataclasses.replace(h, rejected={**h.rejected, OUT_OF_RANGE: n})
+        # the signals reading out of range now are named where the source's state is shown
+        outside = self.check.outside_now()
+        detail = "; ".join(x for x in (h.detail, outside) if x)
+        return dataclasses.replace(h, detail=detail, rejected={**h.rejected, OUT_OF_RANGE: n})
 
 
 class SourceSettings(Protocol):

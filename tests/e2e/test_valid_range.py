@@ -51,6 +51,7 @@ async def test_sentinel_values_raise_the_sensor_rule_not_the_process_rule(stack:
     assert st is not None
     (plant,) = [s for s in st["sources"] if s["name"] == "plant"]
     assert plant["rejected"].get("out_of_range") == len(sentinels) * 6, plant
+    assert "out of valid range: pump-1 vibration 1e+300 (valid 0..50)" in plant["detail"], plant
     log = stack.daemon_log()
     assert log.count("is outside its valid range 0..50") == 1, log[-3000:]
 
@@ -58,6 +59,8 @@ async def test_sentinel_values_raise_the_sensor_rule_not_the_process_rule(stack:
     await stack.play("pump-1", [3.0, 3.0, 3.0])
     await wait_for(lambda: bool(stack.updates_for("pump-1")), 20, "the sensor failure cleared")
     assert "pump-1 vibration reads in range again (3.0)" in stack.daemon_log()
+    st = await stack.subprocess_status(port)
+    assert st is not None and "out of valid range" not in st["sources"][0]["detail"], st
     await stack.play("pump-1", [9.0, 9.0])
     await expect_exactly(1, lambda: _titles(stack, "vib-high"), "vib-high request", 20,
                          lambda: stack.fence(port))

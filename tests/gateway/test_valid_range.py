@@ -68,6 +68,10 @@ def test_logged_once_per_signal_until_it_reads_in_range_again(
     assert "p1 vibration = 6553.5" in outside[0] and "source plant" in outside[0]
     assert sum("vibration reads in range again (" in w for w in words) == 1
     assert rc.out_of_range == 4
+    assert rc.outside_now() == "out of valid range: p1 vibration -1.0 (valid 0..50)"
+    for asset in ("p3", "p4", "p5", "p6"):
+        rc.apply([s(asset, "vibration", 51.0)])
+    assert rc.outside_now().endswith("p4 vibration 51.0 (valid 0..50) and 2 more")
 
 
 class _Inner:
@@ -109,6 +113,7 @@ async def test_the_wrapped_source_keeps_acks_and_adds_its_count_to_health() -> N
         batch.ack()
     assert inner.acked == [1, 2] and inner.closed
     assert src.health().rejected == {"nan": 2, OUT_OF_RANGE: 1}
+    assert src.health().detail == "out of valid range: p1 vibration 99.0 (valid at most 50)"
     assert src.name == "plant"
 
 
