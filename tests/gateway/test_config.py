@@ -9,6 +9,7 @@ import pytest
 
 from gateway import config as config_mod
 from gateway.cli import main
+from gateway.valid_range import RangedSource, build_source
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "config" / "examples").glob("*.toml"))
@@ -156,6 +157,12 @@ def test_every_example_loads_and_builds(tmp_path: Path, example: Path,
     built = [c.build() for c in (*cfg.sources, *cfg.upstreams)]
     assert built, f"{example.name} defines no source or upstream"
     assert all(hasattr(b, "name") for b in built)
+    for src in cfg.sources:  # as the daemon builds them: valid ranges wrap the driver
+        running = build_source(src)
+        assert isinstance(running, RangedSource) == bool(src.valid_ranges)
+        assert running.name == src.name
+    if example.name.startswith("source-"):  # each source kind shows its valid ranges
+        assert any(src.valid_ranges for src in cfg.sources), example.name
 
 
 def test_the_main_example_and_rules_check(capsys: pytest.CaptureFixture[str],
