@@ -4,6 +4,9 @@ Start order: outbox, sinks and forwarders, rules, pipeline, HTTP, then sources. 
 reverse at the front: sources first, then the pipeline drains, then forwarders get a grace
 period to finish what is in flight. Expected faults live inside components; an exception that
 escapes a task is a bug: the TaskGroup stops everything and systemd restarts us.
+
+What the daemon says of itself (problems, `/status`, the heartbeat) is in gateway/daemon_status.py;
+the SIGHUP reload is in gateway/daemon_reload.py. Both work on the daemon they are given.
 """
 
 from __future__ import annotations
@@ -301,8 +304,11 @@ class Daemon:
     status_rows: StatusRows | None = None
     dead_list: list[DeadLetter] = []
     status_both_ways: StatusBothWays | None = None  # gateway/asset_status.py
+    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
 
     async def refresh(self) -> None:
+        """Read the figures that live in SQLite (the status server calls this before each
+        answer, `_housekeeping` once a second); `self.status` words them, without I/O."""
         if self.outbox is not None:
             now = gateway_now()  # the clock that stamped the records
             stats = await self.outbox.stats(
@@ -346,8 +352,6 @@ class Daemon:
 
     def snapshot(self) -> dict[str, Any]:
         return self.status.snapshot()
-
-    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
