@@ -4,6 +4,9 @@ Start order: outbox, sinks and forwarders, rules, pipeline, HTTP, then sources. 
 reverse at the front: sources first, then the pipeline drains, then forwarders get a grace
 period to finish what is in flight. Expected faults live inside components; an exception that
 escapes a task is a bug: the TaskGroup stops everything and systemd restarts us.
+
+What the daemon says of itself (problems, `/status`, the heartbeat) is in gateway/daemon_status.py;
+the SIGHUP reload is in gateway/daemon_reload.py. Both work on the daemon they are given.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ from aiohttp import web
 from buffer.records import DeadLetter, StatusRows
 from buffer.store import OutboxStore
 from gateway import config as config_mod
-from gateway import page_alarms, story
+from gateway import story
 from gateway.asset_status import StatusBothWays
+from gateway.daemon_reload import duplicate_policies, reload_config
+from gateway.daemon_status import DaemonStatus, describe_running_rules, rule_counts
 from gateway.dedup import SampleGate
 from gateway.flood import AlarmComponents
-from gateway.http import age_words, build_app
-from gateway.identity_probe import IdentityProbe, Inputs, identity_status
+from gateway.http import build_app
+from gateway.identity_probe import IdentityProbe, Inputs
 from gateway.identity_report import cache_path_for
 from gateway.messages import iso_time
 from gateway.model import Sink, Source, Transition
@@ -36,7 +41,7 @@ from gateway.page_feed import PageFeed
 from gateway.pipeline import Pipeline
 from gateway.probes import Probes
 from gateway.sdnotify import SystemdNotifier
-from gateway.timebase import TimeSettings, gateway_now
+from gateway.timebase import gateway_now
 from gateway.upstream.forwarder import Forwarder
 from gateway.valid_range import build_source
 from rules import RuleEngine
@@ -73,6 +78,7 @@ class Daemon:
         # runs after it, never beside it (two at once could start two forwarders on one sink).
         self._reload_lock = asyncio.Lock()
         self._reload_tasks: set[asyncio.Task[bool]] = set()
+        self.status = DaemonStatus(self)  # the observation side: gateway/daemon_status.py
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -119,12 +125,12 @@ class Daemon:
         episodes = await outbox.open_episodes()
         engine.restore(episodes)
         engine.resume(gateway_now(), cfg.rules.stale_start_grace_seconds)
-        gate = SampleGate(_duplicate_policies(cfg))
+        gate = SampleGate(duplicate_policies(cfg))
         gate.load(await outbox.load_marks())
         if episodes or loaded_states:
             log.info("restored %d open episodes and the state of %d rule instances",
                      len(episodes), loaded_states)
-        self.reload_state |= _rule_counts(engine)
+        self.reload_state |= rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
                                  cfg.gateway.site, self._wake_forwarders,
                                  tick_seconds=cfg.rules.tick_seconds, clock=gateway_now,
@@ -144,7 +150,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
                 for up in cfg.upstreams:  # sinks first, so nothing waits on a missing sink
-                    self._start_upstream(up)
+                    self.start_upstream(up)
                 self.probes = Probes(lambda: self.sinks, cfg.forwarding.probe_interval_seconds)
                 # identities and domains looked up upstream, after READY (identity_probe.py)
                 self.identity = IdentityProbe(
@@ -162,16 +168,18 @@ class Daemon:
                 self.status_both_ways = StatusBothWays.start(self, tg)
                 core += self.status_both_ways.tasks
                 for src in cfg.sources:
-                    self._start_source(src)
+                    self.start_source(src)
                 self._install_signals()
                 # What start-up built (config, rules, routes, imported modules) lives as long
                 # as the process: out of the collector's reach, the cyclic GC no longer walks
                 # it on every full collection (8 % of a core in the Modbus benchmark).
                 gc.freeze()
                 self.ready.set()
-                self.notifier.ready(self._one_line())
+                self.notifier.ready(self.status.one_line())
+                # the running engine's counts: pattern rules have built the instances whose
+                # state was restored, which the rule files alone cannot say
                 log.info("running: %d sources, %d upstreams, %s", len(self.sources),
-                         len(self.sinks), config_mod.describe_rules(self.loaded.rules))
+                         len(self.sinks), describe_running_rules(engine))
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("stopping: sources first")
@@ -187,18 +195,20 @@ class Daemon:
             if runner is not None:
                 await runner.cleanup()
 
-    def _start_source(self, cfg: config_mod.SourceConfig) -> None:
+    # Start and stop one component; the reload (gateway/daemon_reload.py) calls these too.
+
+    def start_source(self, cfg: config_mod.SourceConfig) -> None:
         assert self._tg is not None and self.pipeline is not None
         src = build_source(cfg)  # with its valid ranges (gateway/valid_range.py)
         self.sources[cfg.name] = (cfg.type, src)
         self._source_tasks[cfg.name] = self._tg.create_task(self.pipeline.feed(src),
                                                             name=f"source:{cfg.name}")
 
-    async def _stop_source(self, name: str) -> None:
+    async def stop_source(self, name: str) -> None:
         await _cancel([self._source_tasks.pop(name)])
         self.sources.pop(name, None)
 
-    def _start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
+    def start_upstream(self, cfg: config_mod.UpstreamConfig) -> None:
         assert self._tg is not None and self.outbox is not None
         sink = cfg.build()
         if cfg.type == "nats":  # the fleet view shows what the heartbeat says
@@ -206,7 +216,7 @@ class Daemon:
             from gateway.upstream.nats import NatsSink
 
             assert isinstance(sink, NatsSink)
-            sink.heartbeat_facts = self.heartbeat_facts
+            sink.heartbeat_facts = self.status.heartbeat_facts
         self._wakes[cfg.name] = asyncio.Event()
         fwd = Forwarder(sink, self.outbox, self.cfg.forwarding, self._wakes[cfg.name])
         self.sinks.append(sink)
@@ -217,7 +227,7 @@ class Daemon:
         for wake in self._wakes.values():
             wake.set()
 
-    async def _stop_upstream(self, name: str) -> None:
+    async def stop_upstream(self, name: str) -> None:
         await _cancel([self._forward_tasks.pop(name)])
         self._wakes.pop(name, None)
         for sink in [s for s in self.sinks if s.name == name]:
@@ -225,44 +235,6 @@ class Daemon:
                 await sink.aclose()
         self.sinks = [s for s in self.sinks if s.name != name]
         self.forwarders = [f for f in self.forwarders if f.sink.name != name]
-
-    async def _apply_components(self, new: config_mod.PlantBridgeConfig) -> list[str]:
-        """Restart what changed, start what is new, stop what is gone. Returns what it did."""
-        done: list[str] = []
-        assert self.pipeline is not None
-
-        def why(old: config_mod.UpstreamConfig | config_mod.SourceConfig,
-                new: config_mod.UpstreamConfig | config_mod.SourceConfig | None) -> str:
-            # A Secret compares by what it said when loaded (Secret.fingerprint), so a fixed
-            # token file alone makes its component unequal: it restarts and reads the fix.
-            same = new is not None and new.model_dump() == old.model_dump()
-            return " (its secret changed)" if same else ""
-
-        old_up = {u.name: u for u in self.cfg.upstreams}
-        new_up = {u.name: u for u in new.upstreams}
-        for name, old in old_up.items():
-            if new_up.get(name) != old:
-                await self._stop_upstream(name)
-                done.append(f"upstream {name} stopped{why(old, new_up.get(name))}")
-        for name, up in new_up.items():
-            if old_up.get(name) != up:
-                self._start_upstream(up)
-                done.append(f"upstream {name} started")
-        self.pipeline.gate.set_policies(_duplicate_policies(new))
-        # New messages go to the new set of sinks; records queued for a removed sink stay in
-        # the outbox until it comes back (visible as pending on the status page).
-        self.pipeline.set_sinks(list(new_up))
-        old_src = {s.name: s for s in self.cfg.sources}
-        new_src = {s.name: s for s in new.sources}
-        for name, old_s in old_src.items():
-            if new_src.get(name) != old_s:
-                await self._stop_source(name)
-                done.append(f"source {name} stopped{why(old_s, new_src.get(name))}")
-        for name, src in new_src.items():
-            if old_src.get(name) != src:
-                self._start_source(src)
-                done.append(f"source {name} started")
-        return done
 
     async def _drain_pipeline(self) -> None:
         assert self.pipeline is not None
@@ -306,46 +278,7 @@ class Daemon:
         """Re-read config and rules, one reload at a time. A bad file changes nothing; the
         status says why."""
         async with self._reload_lock:
-            return await self._reload()
-
-    async def _reload(self) -> bool:
-        assert self.pipeline is not None
-        self.notifier.reloading()
-        now = time.time()
-        try:
-            new = await asyncio.to_thread(config_mod.load, self.loaded.path)
-        except config_mod.ConfigError as exc:
-            self.reload_state = {**self.reload_state, "error": str(exc), "at": iso_time(now)}
-            log.error("reload refused, keeping the running config: %s", exc)
-            self.notifier.ready(self._one_line())
-            return False
-        restart_needed = [part for part in ("gateway", "buffer", "http", "forwarding", "alarms")
-                          if getattr(new.config, part) != getattr(self.cfg, part)]
-        if restart_needed:
-            log.warning("changes to [%s] take effect at the next restart",
-                        "], [".join(restart_needed))
-        changes = await self._apply_components(new.config)
-        async with self.pipeline.lock:
-            transitions = self.pipeline.engine.replace(new.rules, now)
-        await self.pipeline.apply(transitions)
-        if self.page_feed is not None:  # trends follow the new rules' signals
-            self.page_feed.follow(new.rules)
-        kept = {p: getattr(self.cfg, p) for p in restart_needed}
-        self.cfg = new.config.model_copy(update=kept)
-        self.loaded = config_mod.LoadedConfig(self.loaded.path, self.cfg, new.rules,
-                                              new.rule_files, new.registry)
-        if self.probes is not None:
-            self.probes.poke()  # a fixed token or URL is confirmed (or not) at once
-        if self.identity is not None:
-            self.identity.reloaded()  # asks again when upstreams, registry or rules changed
-        self.reload_state = {"at": iso_time(now), "error": "",
-                             **_rule_counts(self.pipeline.engine),
-                             "changes": changes, "restart_needed": restart_needed}
-        log.info("reloaded: %d rules, %d episodes closed by removal%s",
-                 self.reload_state["rules"], len(transitions),
-                 "; " + ", ".join(changes) if changes else "")
-        self.notifier.ready(self._one_line())
-        return True
+            return await reload_config(self)  # gateway/daemon_reload.py
 
     # --- observation ---------------------------------------------------------------------------
 
@@ -363,23 +296,8 @@ class Daemon:
             await self.refresh()
             self.notifier.watchdog()
             if self.notifier.enabled:
-                self.notifier.update_status(self._one_line())  # sent only when it changed
+                self.notifier.update_status(self.status.one_line())  # sent only when it changed
             await asyncio.sleep(interval)
-
-    def heartbeat_facts(self, max_listed: int = 20) -> dict[str, Any]:
-        """For the backbone heartbeat: open episodes (count, and the first few) and the
-        outbox backlog per upstream, from the figures `refresh` keeps (no query here)."""
-        p, o = self.pipeline, self.outbox_stats
-        open_eps = [] if p is None else p.engine.open_episodes()
-        return {"open_episodes": len(open_eps),
-                "open": [{"episode_id": e.episode_id, "asset": e.asset, "rule_id": e.rule_id,
-                          "severity": e.severity, "raised_at": e.raised_at}
-                         for e in open_eps[:max_listed]],
-                # every upstream, 0 included: "nothing waiting" is an answer too
-                "backlog": {f.sink.name: (o.get("pending") or {}).get(f.sink.name, 0)
-                            for f in self.forwarders},
-                "dead": dict(o.get("dead") or {}),
-                "oldest_pending_age_seconds": o.get("oldest_pending_age_seconds")}
 
     # What the status page shows beyond the outbox figures; read by `refresh`.
     probes: Probes | None = None
@@ -387,8 +305,11 @@ class Daemon:
     status_rows: StatusRows | None = None
     dead_list: list[DeadLetter] = []
     status_both_ways: StatusBothWays | None = None  # gateway/asset_status.py
+    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
 
     async def refresh(self) -> None:
+        """Read the figures that live in SQLite (the status server calls this before each
+        answer, `_housekeeping` once a second); `self.status` words them, without I/O."""
         if self.outbox is not None:
             now = gateway_now()  # the clock that stamped the records
             stats = await self.outbox.stats(
@@ -421,188 +342,17 @@ class Daemon:
         log.info("status page on http://%s:%s/", h.listen_host, self.http_port)
         return runner
 
+    # The observation side lives in gateway/daemon_status.py; these names are what the status
+    # server, the tests and the tools call.
+
     def problems(self) -> list[str]:
-        out = list(self.notices)
-        out.extend(self._integrity_problems())
-        for kind, src in self.sources.values():
-            h = src.health()
-            if h.state not in ("connected",):
-                out.append(f"source {src.name} ({kind}) is {h.state}: {h.detail}")
-        if self.probes is not None:
-            out += self.probes.problems()
-        if self.identity is not None:  # requests for these assets would be refused
-            out += self.identity.problems()
-        o = self.outbox_stats
-        rows = self.status_rows
-        now = gateway_now()
-        for f in self.forwarders:
-            waiting = (o.get("pending") or {}).get(f.sink.name, 0)
-            if f.stats.hung:
-                out.append(f"upstream {f.sink.name} is not answering (connection open, no "
-                           f"response); {waiting} waiting")
-        out += self.delays()
-        for u in rows.urgent if rows else []:
-            how = "dead-lettered" if u.state == "dead" else "still not delivered"
-            why = f": {u.last_error}" if u.last_error else ""
-            out.append(f"critical request (severity {u.severity}) for {u.asset} to upstream "
-                       f"{u.sink} {how} after {age_words(now - u.created_at)}{why}")
-        for sink, n in (o.get("dead") or {}).items():
-            if n:
-                last = [d for d in self.dead_list if d.sink == sink][-1:]
-                why = f"; latest ({last[0].asset}): {last[0].reason}" if last else ""
-                out.append(f"upstream {sink} has {n} dead-lettered record(s){why} (fix the "
-                           "cause, then: plantbridge dead-letters --requeue all)")
-        if o.get("full"):
-            out.append("outbox budget reached: telemetry-derived records are being shed")
-        if self.pipeline is not None and self.pipeline.stats.evaluation_errors:
-            st = self.pipeline.stats
-            out.append(f"{st.evaluation_errors} sample(s) skipped by a rule error (a bug; see "
-                       f"the log): {st.last_evaluation_error}")
-        if self.pipeline is not None and self.pipeline.stats.storage_problem:
-            out.append(f"cannot write the outbox: {self.pipeline.stats.storage_problem}")
-        if self.reload_state["error"]:
-            out.append("last reload failed (still running the previous config)")
-        if self.reload_state.get("restart_needed"):
-            out.append("restart needed for changes to ["
-                       + "], [".join(self.reload_state["restart_needed"]) + "]")
-        return out
-
-    def _integrity_problems(self) -> list[str]:
-        """What threatens 'never zero, never two': a damaged outbox (until acknowledged), a
-        record that keeps failing, pattern rules refusing assets, clocks beyond their limit."""
-        out = [f"{n} (acknowledge with: plantbridge outbox acknowledge)"
-               for n in self.outbox_notices]
-        out += self._stuck(requests=True)
-        for kind, src in self.sources.values():
-            note = src.health().clock_note
-            if note:
-                out.append(f"source {src.name} ({kind}): {note}")
-        if self.pipeline is not None:
-            for rule_id, n in sorted(self.pipeline.engine.refused_instances().items()):
-                out.append(f"rule {rule_id} refused {n} asset(s): it has its "
-                           f"[rules] max_instances_per_rule of "
-                           f"{self.cfg.rules.max_instances_per_rule}")
-        return out
-
-    def _stuck(self, *, requests: bool) -> list[str]:
-        """Records failing past `forwarding.stuck_after_seconds`: a maintenance request that
-        cannot get through is a problem; a late status update only a delay."""
-        out = []
-        for sink, by_class in (self.outbox_stats.get("stuck_by_class") or {}).items():
-            rec = by_class.get("request" if requests else "other")
-            if rec is None:
-                continue
-            n, what = rec["count"], "request(s)" if requests else "record(s)"
-            out.append(f"upstream {sink}: {n} {what} failing for over "
-                       f"{self.cfg.forwarding.stuck_after_seconds:.0f} s, oldest {rec['id']} "
-                       f"({rec['asset']}, {rec['attempts']} attempts, "
-                       f"{rec['age_seconds']:.0f} s): {rec['last_error']}")
-        return out
+        return self.status.problems()
 
     def delays(self) -> list[str]:
-        """Upstreams that fail to deliver. Shown with the problems, but on their own they leave
-        /readyz green: a late low-priority update pages nobody. A critical request late past
-        `http.critical_pending_seconds` is a problem of its own (`status_rows.urgent`)."""
-        o, out = self.outbox_stats, self._stuck(requests=False)
-        for f in self.forwarders:
-            waiting = (o.get("pending") or {}).get(f.sink.name, 0)
-            if not f.stats.hung and f.stats.failing and waiting:
-                age = (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name, 0.0)
-                out.append(f"upstream {f.sink.name} is not delivering ({waiting} waiting, "
-                           f"oldest {age_words(age)}): {f.stats.last_error}")
-        return out
+        return self.status.delays()
 
     def snapshot(self) -> dict[str, Any]:
-        p = self.pipeline
-        o, rows = self.outbox_stats, self.status_rows
-        sources = []
-        for kind, src in self.sources.values():
-            h = src.health()
-            sources.append({"name": src.name, "type": kind, "state": str(h.state),
-                            "detail": h.detail, "samples": h.samples_total,
-                            "rejected": dict(h.rejected),
-                            "clock_skew_seconds": h.clock_skew_seconds,
-                            "clock_note": h.clock_note, "counted": dict(h.counted),
-                            "duplicates_skipped": 0 if p is None else
-                            p.gate.skipped.get(src.name, 0)})
-        probed = self.probes.results if self.probes is not None else {}
-        # A last error is shown while it is current: once the upstream answers again, it goes.
-        upstreams = [{"name": f.sink.name,
-                      "breaker": "hung" if f.stats.hung else str(f.stats.breaker),
-                      "failing": f.stats.failing, "hung": f.stats.hung,
-                      "accepted": f.stats.accepted, "rejected": f.stats.rejected,
-                      "retried": f.stats.retried,
-                      "last_error": f.stats.last_error if f.stats.failing or f.stats.hung
-                      else "",
-                      "probe": probed[f.sink.name].as_dict() if f.sink.name in probed else None,
-                      "pending": (o.get("pending") or {}).get(f.sink.name, 0),
-                      "dead": (o.get("dead") or {}).get(f.sink.name, 0),
-                      "oldest_pending_age_seconds":
-                          (o.get("oldest_pending_age_by_sink") or {}).get(f.sink.name)}
-                     for f in self.forwarders]
-        raised = {x["episode_id"]: x for x in self.recent if x["kind"] == "raised"}
-        episodes = []
-        alarms = self.alarms.snapshot()
-        held = {h["episode_id"] for h in alarms["shelving"].get("hidden_episodes", [])}
-        for e in [] if p is None else p.engine.open_episodes():
-            said: dict[str, Any] = dict(rows.facts.get(e.episode_id, {})) if rows else {}
-            said |= raised.get(e.episode_id, {})
-            episodes.append({
-                "rule_id": e.rule_id, "asset": e.asset, "episode_id": e.episode_id,
-                "severity": e.severity, "raised_at": iso_time(e.raised_at),
-                "value": said.get("value"), "reason": said.get("reason", ""),
-                "receipts": {sink: r for (sink, ep), r in (rows.receipts if rows else {}).items()
-                             if ep == e.episode_id},
-                # the request of each sink that has no receipt yet: pending | dead
-                "undelivered": {sink: st for (sink, ep), st in
-                                (rows.undelivered if rows else {}).items()
-                                if ep == e.episode_id},
-                # raised while shelved: no request is sent until the shelf ends
-                "held_back": "shelved" if e.episode_id in held else None})
-        dead = [{"id": d.id, "sink": d.sink, "asset": d.asset, "kind": str(d.kind),
-                 "reason": d.reason, "failed_at": iso_time(d.failed_at),
-                 "attempts": d.attempts} for d in self.dead_list]
-        snap = {
-            "site": self.cfg.gateway.site,
-            "uptime_seconds": time.time() - self.started_at,
-            "problems": self.problems(),
-            "delays": self.delays(),  # among the problems; alone they leave /readyz green
-            "sources": sources,
-            "upstreams": upstreams,
-            "outbox": self.outbox_stats,
-            "pipeline": asdict(p.stats) if p else {},
-            "open_episodes": episodes,
-            "dead_letters": dead,
-            "recent_transitions": list(self.recent),
-            "reload": self.reload_state | ({} if p is None else _rule_counts(p.engine)),
-            "refused_instances": {} if p is None else p.engine.refused_instances(),
-            "outbox_notices": list(self.outbox_notices),
-            "alarms": alarms,
-            "upstream_status": {} if self.status_both_ways is None
-            else self.status_both_ways.snapshot(),  # gateway/asset_status.py
-            "identity": identity_status(None if self.identity is None  # identity_probe.py
-                                        else self.identity.report),
-        }
-        snap |= page_alarms.page_keys(alarms)  # shelved assets, flood banner
-        # --- the asset page (gateway/page_feed.py): cards built from the above ---
-        return snap if self.page_feed is None else snap | self.page_feed.snapshot_keys(snap)
-
-    page_feed: PageFeed | None = None  # the asset page (gateway/page_feed.py)
-
-    def _one_line(self) -> str:
-        probs = self.problems()
-        return "ok" if not probs else f"{len(probs)} problem(s): {probs[0]}"
-
-
-def _duplicate_policies(cfg: config_mod.PlantBridgeConfig) -> dict[str, Any]:
-    """Per source: whether a sample not newer than the last evaluated one is skipped."""
-    return {s.name: s.duplicates for s in cfg.sources if isinstance(s, TimeSettings)}
-
-
-def _rule_counts(engine: RuleEngine) -> dict[str, int]:
-    """Rules as written, and instances built so far (pattern rules build per asset on data)."""
-    return {"rules": len(engine.rule_ids()), "instances": len(engine.instances()),
-            "pattern_rules": sum(r.pattern is not None for r in engine.rules.rules)}
+        return self.status.snapshot()
 
 
 async def _cancel(tasks: list[asyncio.Task[Any]]) -> None:
