@@ -48,6 +48,7 @@ STEP_SECONDS = 0.05
 class TrialReport:
     upstream: str = "rest"
     profile: str = "continuous"
+    workers: int = 0  # MQTT worker processes (0: ingest in the daemon)
     trials: int = 0
     kills: int = 0
     # kills that landed while some asset was in "on-delay", "off-delay" or "mute"
@@ -67,7 +68,8 @@ class TrialReport:
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
         during = "".join(f", {n} during {what}" for what, n in sorted(self.kills_during.items()))
-        return (f"{verdict} ({self.upstream}, {self.profile}): {self.trials} trials, "
+        workers = f", {self.workers} MQTT workers" if self.workers else ""
+        return (f"{verdict} ({self.upstream}, {self.profile}{workers}): {self.trials} trials, "
                 f"{self.kills} SIGKILLs{during}, "
                 f"{self.episodes_published} episodes published, {self.requests} requests and "
                 f"{self.clears} clears upstream, {len(self.duplicates)} duplicated, "
@@ -235,11 +237,11 @@ class _Plant:
 
 async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: int | None = None,
                            max_uptime_seconds: float = 1.5, upstream: str = "rest",
-                           profile: str = "continuous") -> TrialReport:
+                           profile: str = "continuous", workers: int = 0) -> TrialReport:
     if profile not in ("continuous", "delays"):
         raise ValueError(f"profile {profile!r}: 'continuous' or 'delays'")
     rng = random.Random(seed)
-    report = TrialReport(upstream=upstream, profile=profile)
+    report = TrialReport(upstream=upstream, profile=profile, workers=workers)
     started = time.monotonic()
     names = [f"asset-{i:02d}" for i in range(assets)]
     up = UPSTREAMS[upstream](names)
@@ -252,7 +254,12 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
             rules = DELAY_RULE if profile == "delays" else vibration_rule(
                 on_delay=0.2, off_delay=0.2).replace('asset_pattern = "pump-*"',
                                                      'asset_pattern = "asset-*"')
-            stack.write_config(rules, http_port=port, upstream=up.config())
+            source = stack.mqtt_source()
+            if workers:  # MQTT ingest in worker processes: the kill takes them with the daemon
+                named = '\nname = "plant"\n'
+                assert named in source
+                source = source.replace(named, f"{named}workers = {workers}\n")
+            stack.write_config(rules, http_port=port, upstream=up.config(), source=source)
             stack.spawn_daemon()
             await stack.wait_subprocess_up(port)
             plant: _Plant | ReportByExceptionPlant = (
