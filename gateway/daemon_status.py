@@ -14,12 +14,12 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from gateway import page_alarms
-from gateway.config import describe_rules
 from gateway.http import age_words
 from gateway.identity_probe import identity_status
 from gateway.messages import iso_time
 from gateway.timebase import gateway_now
 from rules import RuleEngine
+from rules.loader import describe_running
 
 if TYPE_CHECKING:
     from gateway.daemon import Daemon
@@ -226,34 +226,15 @@ class DaemonStatus:
 
 
 def rule_counts(engine: RuleEngine) -> dict[str, int]:
-    """Rules as written, and instances built so far (pattern rules build per asset on data)."""
-    return {"rules": len(engine.rule_ids()), "instances": len(engine.instances()),
-            "pattern_rules": sum(r.pattern is not None for r in engine.rules.rules)}
+    """Rules as written, and instances built so far (pattern rules build per asset on data):
+    what `describe_running` words, in the log and on the status page."""
+    patterned = {r.rule_id for r in engine.rules.rules if r.pattern is not None}
+    instances = engine.instances()
+    return {"rules": len(engine.rule_ids()), "instances": len(instances),
+            "pattern_rules": len(patterned),
+            "pattern_instances": sum(inst.rule_id in patterned for inst in instances)}
 
 
 def describe_running_rules(engine: RuleEngine) -> str:
-    """The rule counts of a running engine, for the start-up line of the log.
-
-    `describe_rules` of the rule files counts the instances the files name; a pattern rule
-    (`asset_pattern`) has none until an asset reports, and after a restart the instances whose
-    state was restored are already built. So both are said: "7 rules (3 rule instances for
-    named assets; 2 pattern rules build instances as assets report: 1 built so far)". A count
-    that is 0 only because every rule is a pattern rule is left out rather than said as
-    "0 rule instances". Without pattern rules the wording is `describe_rules`'s, as in `check`.
-    """
-    patterned = {r.rule_id for r in engine.rules.rules if r.pattern is not None}
-    if not patterned:
-        return describe_rules(len(engine.rule_ids()), len(engine.instances()), 0)
-    instances = engine.instances()
-    built = sum(inst.rule_id in patterned for inst in instances)
-    named = len(instances) - built
-    n_rules, n_patterned = len(engine.rule_ids()), len(patterned)
-    parts = [] if not named else [_count(named, "rule instance") + " for named assets"]
-    parts.append(f"{_count(n_patterned, 'pattern rule')} "
-                 f"{'builds' if n_patterned == 1 else 'build'} instances as assets report: "
-                 f"{built} built so far")
-    return f"{_count(n_rules, 'rule')} ({'; '.join(parts)})"
-
-
-def _count(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
+    """The rule counts of a running engine, for the start-up line of the log."""
+    return describe_running(**rule_counts(engine))

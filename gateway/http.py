@@ -19,8 +19,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway import page_alarms
-from gateway.config import describe_rules
 from gateway.identity_probe import status_lines
+from rules.loader import describe_running
 
 if TYPE_CHECKING:
     from gateway import page as asset_page
@@ -170,9 +170,10 @@ aria-label="token"> <button type="submit">Log in</button></form></body></html>""
 
 
 def _rules_line(rl: dict[str, Any]) -> str:
-    """The rule counts in the same words as `check` and the log (see `describe_rules`)."""
-    return describe_rules(int(rl.get("rules", 0)), int(rl.get("instances", 0)),
-                          int(rl.get("pattern_rules", 0)))
+    """The running rule counts in the words of the log's start-up line (`describe_running`;
+    without pattern rules those of `check`)."""
+    return describe_running(int(rl.get("rules", 0)), int(rl.get("instances", 0)),
+                            int(rl.get("pattern_rules", 0)), int(rl.get("pattern_instances", 0)))
 
 
 class _Html(str):

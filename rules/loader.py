@@ -284,3 +284,23 @@ def describe_rules(rules: RuleSet | int, instances: int | None = None,
         text += (f"; {_count(pattern_rules, 'pattern rule')} add"
                  f"{'s' if pattern_rules == 1 else ''} one per matching asset that reports")
     return text + ")"
+
+
+def describe_running(rules: int, instances: int, pattern_rules: int,
+                     pattern_instances: int) -> str:
+    """The rule counts of a running engine (the log's start-up line, the status page).
+
+    `instances` is every instance built, `pattern_instances` those of them a pattern rule built
+    for an asset that reported (restored after a restart too). Said apart: "7 rules (3 rule
+    instances for named assets; 2 pattern rules build instances as assets report: 1 built so
+    far)". A named count that is 0 only because every rule is a pattern rule is left out rather
+    than said as "0 rule instances". Without pattern rules: `describe_rules`, as in `check`.
+    """
+    if not pattern_rules:
+        return describe_rules(rules, instances, 0)
+    named = instances - pattern_instances
+    parts = [] if not named else [_count(named, "rule instance") + " for named assets"]
+    parts.append(f"{_count(pattern_rules, 'pattern rule')} "
+                 f"{'builds' if pattern_rules == 1 else 'build'} instances as assets report: "
+                 f"{pattern_instances} built so far")
+    return f"{_count(rules, 'rule')} ({'; '.join(parts)})"

@@ -13,6 +13,7 @@ import pytest
 from gateway.cli import main
 from gateway.http import render_page
 from gateway.upstream.rest import RestSinkConfig, UpstreamCheckError
+from rules.loader import describe_running
 from tests.gateway.recorder import VIB_RULE
 from tests.harness import free_port
 
@@ -74,12 +75,20 @@ async def test_a_refused_plain_http_connection_is_described_plainly() -> None:
     assert "ssl:" not in text
 
 
-def test_the_page_counts_rules_in_the_words_check_uses() -> None:
+def test_the_page_counts_running_rules_in_the_words_of_the_log() -> None:
+    """The page and the log's start-up line count the running engine, in the same words
+    (`describe_running`); without pattern rules those are the words `check` uses."""
+    reload = {"at": "2026-12-01T00:00:00Z", "error": "", "rules": 7, "instances": 9,
+              "pattern_rules": 2, "pattern_instances": 3}
     snapshot = {"site": "s", "uptime_seconds": 1.0, "problems": [], "sources": [],
                 "upstreams": [], "outbox": {}, "open_episodes": [], "recent_transitions": [],
-                "reload": {"at": "2026-12-01T00:00:00Z", "error": "", "rules": 7,
-                           "instances": 9, "pattern_rules": 2}}
+                "reload": reload}
     page = render_page(snapshot)
-    assert ("7 rules (9 rule instances: one per rule and asset; 2 pattern rules add one per "
-            "matching asset that reports)") in page
+    said = describe_running(7, 9, 2, 3)
+    assert said == ("7 rules (6 rule instances for named assets; 2 pattern rules build "
+                    "instances as assets report: 3 built so far)")
+    assert said in page
     assert "asset instances" not in page
+    plain = render_page(snapshot | {"reload": reload | {"pattern_rules": 0,
+                                                        "pattern_instances": 0}})
+    assert "7 rules (9 rule instances: one per rule and asset)" in plain
