@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from gateway import config as config_mod
 from gateway.daemon_status import rule_counts
@@ -74,39 +77,35 @@ async def apply_components(d: Daemon, new: config_mod.PlantBridgeConfig) -> list
     """Restart what changed, start what is new, stop what is gone. Returns what it did."""
     done: list[str] = []
     assert d.pipeline is not None
-
-    def why(old: config_mod.UpstreamConfig | config_mod.SourceConfig,
-            new: config_mod.UpstreamConfig | config_mod.SourceConfig | None) -> str:
-        # A Secret compares by what it said when loaded (Secret.fingerprint), so a fixed
-        # token file alone makes its component unequal: it restarts and reads the fix.
-        same = new is not None and new.model_dump() == old.model_dump()
-        return " (its secret changed)" if same else ""
-
-    old_up = {u.name: u for u in d.cfg.upstreams}
     new_up = {u.name: u for u in new.upstreams}
-    for name, old in old_up.items():
-        if new_up.get(name) != old:
-            await d.stop_upstream(name)
-            done.append(f"upstream {name} stopped{why(old, new_up.get(name))}")
-    for name, up in new_up.items():
-        if old_up.get(name) != up:
-            d.start_upstream(up)
-            done.append(f"upstream {name} started")
+    await _swap("upstream", {u.name: u for u in d.cfg.upstreams}, new_up, d.stop_upstream,
+                d.start_upstream, done)  # sinks first: nothing waits on a missing sink
     d.pipeline.gate.set_policies(duplicate_policies(new))
     # New messages go to the new set of sinks; records queued for a removed sink stay in
     # the outbox until it comes back (visible as pending on the status page).
     d.pipeline.set_sinks(list(new_up))
-    old_src = {s.name: s for s in d.cfg.sources}
-    new_src = {s.name: s for s in new.sources}
-    for name, old_s in old_src.items():
-        if new_src.get(name) != old_s:
-            await d.stop_source(name)
-            done.append(f"source {name} stopped{why(old_s, new_src.get(name))}")
-    for name, src in new_src.items():
-        if old_src.get(name) != src:
-            d.start_source(src)
-            done.append(f"source {name} started")
+    await _swap("source", {s.name: s for s in d.cfg.sources},
+                {s.name: s for s in new.sources}, d.stop_source, d.start_source, done)
     return done
+
+
+async def _swap(kind: str, old: Mapping[str, BaseModel], new: Mapping[str, BaseModel],
+                stop: Callable[[str], Awaitable[None]], start: Callable[[Any], None],
+                done: list[str]) -> None:
+    """Stop the components of one kind that changed or are gone, then start the changed and
+    the new ones; say each in `done`."""
+    for name, before in old.items():
+        after = new.get(name)
+        if after != before:
+            await stop(name)
+            # A Secret compares by what it said when loaded (Secret.fingerprint), so a fixed
+            # token file alone makes its component unequal: it restarts and reads the fix.
+            same = after is not None and after.model_dump() == before.model_dump()
+            done.append(f"{kind} {name} stopped{' (its secret changed)' if same else ''}")
+    for name, component in new.items():
+        if old.get(name) != component:
+            start(component)
+            done.append(f"{kind} {name} started")
 
 
 def duplicate_policies(cfg: config_mod.PlantBridgeConfig) -> dict[str, Any]:
