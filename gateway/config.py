@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError, model_valid
 
 from buffer.config import OutboxConfig
 from gateway.component_types import SOURCE_VALIDATOR, UPSTREAM_VALIDATOR
-from gateway.coverage import rule_coverage, unsure_words
+from gateway.coverage import range_coverage, rule_coverage, unsure_words
 from gateway.registry import (
     Registry,
     RegistryFileError,
@@ -444,6 +444,15 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
             i = index[source]
             warnings.append(Problem(file, f"sources[{i}] '{source}'", "",
                                     unsure_words(route, rule_ids), lines.line(("sources", i))))
+    if not rules_only:  # a valid range its own source cannot deliver checks nothing
+        for i, item in sources:
+            produced = item.produces()
+            for k, r in enumerate(item.valid_ranges):
+                words = range_coverage(r.asset_pattern, r.signal, produced)
+                if words is not None:
+                    problems.append(Problem(file, f"sources[{i}] '{item.name}'",
+                                            f"valid_ranges[{k}]", words,
+                                            lines.line(("sources", i, "valid_ranges", k))))
     registry, registry_file = Registry.empty(), registry_path(raw.get("gateway"), path)
     registry_ok = True
     if registry_file is not None and not rules_only:

@@ -73,3 +73,15 @@ def unsure_words(route: Produced, rule_ids: Sequence[str]) -> str:
                                              if len(rule_ids) > _SHOWN else "")
     return (f"{route.via} takes {named} from the data, so whether it feeds these rules shows "
             f"only when data arrives: {shown}")
+
+
+def range_coverage(pattern: str, signal: str, produced: Produces) -> str | None:
+    """The problem with a source's valid range for `signal` on assets matching `pattern` when
+    the source itself can never deliver that signal: the range checks nothing (a typo such as
+    "vibraton" leaves the sensor it was written for unguarded). None when it can, or when a
+    route names signals from the data (it may deliver anything)."""
+    got = coverage([produced], pattern, signal)
+    if got.found or got.unsure:
+        return None
+    return (f"this source produces no {signal!r} for assets matching {pattern!r}, so this "
+            f"range checks nothing; it produces {_known([produced])}")

@@ -143,3 +143,44 @@ def test_a_valid_range_passes_check(tmp_path: Path, capsys: pytest.CaptureFixtur
     path = _write(tmp_path, text, {"a.toml": RULE.format(id="vib", clear=6.0)})
     assert main(["check", "--config", str(path)]) == 0, capsys.readouterr().err
     assert math.isinf(ValidRange(signal="x", max=1.0).limits()[0])
+
+
+FIXED_TOPICS = """
+[gateway]
+state_dir = "{state}"
+
+[rules]
+files = ["rules.d/*.toml"]
+
+[[sources]]
+type = "mqtt"
+name = "plant"
+[[sources.topics]]
+topic = "line3/pump-1/vib"
+asset = "pump-1"
+signal = "vibration"
+
+[[sources.valid_ranges]]
+signal = "{signal}"
+max = 50.0
+
+[[upstreams]]
+type = "rest"
+name = "cmms"
+base_url = "http://127.0.0.1:9/"
+"""
+
+
+def test_a_range_its_source_cannot_deliver_is_named(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in a valid range would leave the sensor unguarded without a word: where the
+    source names its signals, check says the range checks nothing."""
+    rules = {"a.toml": RULE.format(id="vib", clear=6.0)}
+    path = _write(tmp_path, FIXED_TOPICS.format(state=tmp_path, signal="vibraton"), rules)
+    code, _, err = _check(path, capsys)
+    assert code == 1, err
+    assert (f"{path}:16: sources[0] 'plant': valid_ranges[0]: this source produces no "
+            "'vibraton' for assets matching '*', so this range checks nothing; it produces "
+            "pump-1/vibration") in err, err
+    path = _write(tmp_path, FIXED_TOPICS.format(state=tmp_path, signal="vibration"), rules)
+    assert _check(path, capsys)[0] == 0
