@@ -436,8 +436,10 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
     problems += in_rules
     raw_sources = raw.get("sources")
     all_valid = isinstance(raw_sources, list) and len(sources) == len(raw_sources)
+    # what each source can deliver, worked out once for the rules and the valid ranges
+    produced = [item.produces() for _, item in sources]
     if rules is not None and sources and all_valid:  # else we cannot tell what is produced
-        errors, unsure = rule_coverage(rules, [item.produces() for _, item in sources])
+        errors, unsure = rule_coverage(rules, produced)
         problems += errors
         index = {item.name: i for i, item in sources}
         for (source, route), rule_ids in unsure.items():
@@ -445,10 +447,9 @@ def examine(path: Path, *, overrides: dict[str, Any] | None = None,
             warnings.append(Problem(file, f"sources[{i}] '{source}'", "",
                                     unsure_words(route, rule_ids), lines.line(("sources", i))))
     if not rules_only:  # a valid range its own source cannot deliver checks nothing
-        for i, item in sources:
-            produced = item.produces()
+        for (i, item), delivers in zip(sources, produced, strict=True):
             for k, r in enumerate(item.valid_ranges):
-                words = range_coverage(r.asset_pattern, r.signal, produced)
+                words = range_coverage(r.asset_pattern, r.signal, delivers)
                 if words is not None:
                     problems.append(Problem(file, f"sources[{i}] '{item.name}'",
                                             f"valid_ranges[{k}]", words,

@@ -86,8 +86,8 @@ class RangeCheck:
     def __init__(self, source: str, ranges: Sequence[ValidRange]) -> None:
         self.source = source
         self._ranges = tuple(ranges)
-        # asset -> signal -> (index of the range that applies, its limits), or None
-        self._by_asset: dict[str, dict[str, tuple[int, Limits] | None]] = {}
+        # asset -> signal -> (low, high, the range that applies), or None: the first match
+        self._by_asset: dict[str, dict[str, tuple[float, float, ValidRange] | None]] = {}
         # signals out of range now (logged once): (asset, signal) -> what they read, in words
         self._logged: dict[tuple[str, str], str] = {}
         self.out_of_range = 0
@@ -100,10 +100,10 @@ class RangeCheck:
         more = f" and {len(names) - listed} more" if len(names) > listed else ""
         return "out of valid range: " + ", ".join(names[:listed]) + more
 
-    def _find(self, asset: str, signal: str) -> tuple[int, Limits] | None:
-        for i, r in enumerate(self._ranges):
+    def _find(self, asset: str, signal: str) -> tuple[float, float, ValidRange] | None:
+        for r in self._ranges:
             if r.signal == signal and fnmatch.fnmatchcase(asset, r.asset_pattern):
-                return i, r.limits()
+                return (*r.limits(), r)
         return None
 
     def apply(self, samples: Sequence[Sample]) -> Sequence[Sample]:
@@ -124,7 +124,7 @@ class RangeCheck:
                 found = signals[s.signal] = self._find(s.asset, s.signal)
             if found is None:
                 continue
-            lo, hi = found[1]
+            lo, hi, rule = found
             if lo <= value <= hi:
                 if self._logged:
                     self._back_in_range(s)
@@ -133,7 +133,7 @@ class RangeCheck:
                 out = list(samples)
             out[i] = s._replace(value=None, quality=_BAD)
             self.out_of_range += 1
-            self._note(s, self._ranges[found[0]])
+            self._note(s, rule)
         return samples if out is None else out
 
     def _note(self, s: Sample, r: ValidRange) -> None:

@@ -163,3 +163,20 @@ def test_what_each_source_kind_produces() -> None:
     assert [(r.asset, r.signal) for r in mqtt.produces().routes] == [
         (None, None), (None, "temperature"), (None, "a"), (None, "b"), ("p", "s"), ("p", None)]
     assert Produced("p", "s", "x").exact and not Produced(None, "s", "x").exact
+
+
+def test_a_valid_range_its_source_cannot_deliver_is_named(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo in a valid range would leave the sensor unguarded without a word: where the
+    source names its signals, check says the range checks nothing."""
+    def with_range(signal: str) -> Path:
+        ranged = MODBUS + f'[[sources.valid_ranges]]\nsignal = "{signal}"\nmax = 50.0\n'
+        return write(tmp_path, rule("a"), ranged)
+
+    path = with_range("vibraton")
+    code, _, err = check(capsys, "--config", str(path))
+    assert code == 1, err
+    assert (f"{path}:{line_of(path, '[[sources.valid_ranges]]')}: sources[0] 'line3-plc': "
+            "valid_ranges[0]: this source produces no 'vibraton' for assets matching '*', so "
+            "this range checks nothing; it produces pump-1/running, pump-1/vibration") in err, err
+    assert check(capsys, "--config", str(with_range("vibration")))[0] == 0
