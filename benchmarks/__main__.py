@@ -34,6 +34,7 @@ BENCHMARKS: dict[str, str] = {
     "opcua": "benchmarks.opcua_bench:rows",
     "modbus": "benchmarks.modbus_bench:rows",
     "rules": "benchmarks.rules_bench:rows",
+    "state-writes": "benchmarks.state_writes:rows",
     "outbox": "benchmarks.pipeline_bench:rows",
     "drain": "benchmarks.drain_bench:rows",
     "e2e": "benchmarks.daemon_rows:end_to_end",

@@ -56,10 +56,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.config import RulesConfig
 from gateway.model import Quality, Sample
 from rules import RuleEngine, RuleSet, load_rule_files
 
 SIGNALS = ("vibration", "temperature", "current", "running")
+JOURNAL = RulesConfig().state_journal_samples  # the daemon's: a journal row per commit
 RULES = """
 [[rule]]
 id = "vibration-high"
@@ -173,7 +175,7 @@ def samples(names: list[str], seconds: int, t0: float = 1.8e9) -> Iterator[Sampl
 
 
 def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
-                   take_dirty: bool = True) -> dict[str, float]:
+                   take_dirty: bool = True, journal: int = JOURNAL) -> dict[str, float]:
     from gateway.collector import tune_gc
 
     tune_gc()  # the collector as the daemon runs it (a collection every 700 objects skewed this)
@@ -186,7 +188,7 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
     transitions = calls = dirty = 0
     clock = time.process_time
     for _ in range(rounds):
-        engine = RuleEngine(rules)
+        engine = RuleEngine(rules, journal_samples=journal)
         evaluate, tick = engine.evaluate, engine.tick
         per_second = n_assets * len(SIGNALS)
         n = states = 0

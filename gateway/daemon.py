@@ -106,7 +106,8 @@ class Daemon:
     async def _run_components(self, outbox: OutboxStore) -> None:
         cfg = self.cfg
         engine = RuleEngine(self.loaded.rules,
-                            max_instances_per_rule=cfg.rules.max_instances_per_rule)
+                            max_instances_per_rule=cfg.rules.max_instances_per_rule,
+                            journal_samples=cfg.rules.state_journal_samples)
         # Rule state first (delays, mutes, windows), then the open episodes, which the outbox
         # decides; timers keep their deadlines, stale rules get their start-up grace.
         # --- alarm management (shelving, roll-up, flood metrics): its own stored state first
@@ -127,9 +128,10 @@ class Daemon:
         engine.resume(gateway_now(), cfg.rules.stale_start_grace_seconds)
         gate = SampleGate(duplicate_policies(cfg))
         gate.load(await outbox.load_marks())
-        if episodes or loaded_states:
-            log.info("restored %d open episodes and the state of %d rule instances",
-                     len(episodes), loaded_states)
+        if episodes or loaded_states or engine.replayed:
+            log.info("restored %d open episodes and the state of %d rule instances; "
+                     "%d journaled samples evaluated again", len(episodes), loaded_states,
+                     engine.replayed)
         self.reload_state |= rule_counts(engine)
         self.pipeline = Pipeline(engine, outbox, [u.name for u in cfg.upstreams],
                                  cfg.gateway.site, self._wake_forwarders,

@@ -9,12 +9,16 @@ assets that sent one of its own signals; a mute signal alone builds nothing.
 
 Durable state: every instance reports itself to the engine's dirty set when it changes
 something a restart must keep; `take_dirty` snapshots exactly those (and says which instances a
-reload removed), `restore_states` brings them back at start. Hot reload keeps the state object
-of every instance whose definition did not change.
+reload removed), `restore_states` brings them back at start. With a journal
+(`journal_samples`, what the daemon runs), `take_dirty` stores the group's inputs instead and
+snapshots the changed instances only at a checkpoint (rules/journal.py); `restore_states`
+evaluates the journal again. Hot reload keeps the state object of every instance whose
+definition did not change.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,7 +31,9 @@ from gateway.model import (
     Transition,
     TransitionKind,
 )
+from rules import journal as jn
 from rules.build import RuleDef, RuleSet
+from rules.build import fingerprint as spec_fingerprint
 from rules.episode import Handler, RuleInstance
 from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
 from rules.windowlog import segment_key, split_parts
@@ -44,14 +50,35 @@ Key = tuple[str, str]
 class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
-    __slots__ = ("_built", "_by_id", "_dirty", "_forget", "_handlers", "_instances", "_limit",
-                 "_loaded", "_mute_dirty", "_mute_rules", "_mutes", "_orphans", "_patterns",
-                 "_previous", "_refused", "_routes", "_rules", "_ticking")
+    __slots__ = ("_built", "_by_id", "_checkpoint_due", "_dirty", "_fingerprint", "_forget",
+                 "_handlers", "_instances", "_journal", "_journal_limit", "_journal_rows",
+                 "_journal_seq", "_journal_ticks", "_journaled", "_limit", "_loaded",
+                 "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes", "_orphans",
+                 "_patterns", "_previous", "_refused", "_routes", "_rules", "_ticking",
+                 "_unsaved", "replayed")
 
-    def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000) -> None:
+    def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
+                 journal_samples: int = 0) -> None:
+        """`journal_samples` > 0: store inputs between checkpoints, at most this many samples
+        (rules/journal.py); 0: snapshot every changed instance at every `take_dirty`."""
         if max_instances_per_rule < 1:
             raise ValueError("max_instances_per_rule must be at least 1")
+        if journal_samples < 0:
+            raise ValueError("journal_samples must be 0 (no journal) or more")
         self._limit = max_instances_per_rule
+        self._journal_limit = journal_samples
+        # Inputs since the last take_dirty (a deque that keeps nothing without a journal:
+        # a replay tool never calls take_dirty)
+        self._journal: list[jn.Input] | deque[jn.Input] = (
+            [] if journal_samples else deque(maxlen=0))
+        self._journal_rows: list[int] = []  # stored since the last checkpoint (or at start)
+        self._journal_seq = 0  # the next row's number
+        self._journal_ticks = 0  # ticks among the inputs since the last take_dirty
+        self._journaled = 0  # samples in those rows
+        self._checkpoint_due = True
+        self._unsaved: set[RuleInstance] = set()  # changed since the last checkpoint
+        self._mute_unsaved: set[str] = set()
+        self.replayed = 0  # journaled samples evaluated again at the last start
         self._dirty: set[RuleInstance] = set()  # changed since the last take_dirty
         self._forget: dict[Key, RuleState] = {}  # (rule_id, asset) removed: forget its state
         self._loaded: set[Key] = set()  # loaded by restore_states, not yet checked by restore
@@ -83,6 +110,12 @@ class RuleEngine:
         self._ticking: list[RuleInstance] = []
         self._built: dict[str, int] = {}  # rule id -> instances built from its pattern
         self._refused: dict[str, set[str]] = {}  # rule id -> assets refused by the cap
+        self._fingerprint = jn.rules_fingerprint(
+            [self._limit, *([r.rule_id, spec_fingerprint(r.spec, ""), r.pattern or "",
+                             sorted(r.assets),
+                             sorted((a, spec_fingerprint(spec, a))
+                                    for a, spec in r.per_asset.items())]
+                            for r in rules.rules)])
         for inst in rules.instances():
             self._add(inst)
 
@@ -94,6 +127,8 @@ class RuleEngine:
             handlers = self._handlers[sample.asset][sample.signal]
         except KeyError:
             handlers = self._miss(sample.asset, sample.signal)
+        if handlers:
+            self._journal.append(sample)
         out: list[Transition] | None = None
         for handler in handlers:
             t = handler(sample)
@@ -110,6 +145,9 @@ class RuleEngine:
         if self._orphans:
             out = [_orphan_clear(ep, now) for ep in self._orphans]
             self._orphans.clear()
+        if self._ticking:
+            self._journal.append(float(now))
+            self._journal_ticks += 1
         for inst in self._ticking:
             t = inst.tick(now)
             if t is not None:
@@ -122,32 +160,80 @@ class RuleEngine:
     # --- durable state ----------------------------------------------------------------------
 
     def take_dirty(self) -> list[RuleState]:
-        """Snapshots of the instances whose persistent state changed since the last call, one
-        per (rule_id, asset); `data` None for an instance a reload removed (forget it).
+        """What to store now of the rule state, with the transitions of the group: snapshots
+        of the instances whose persistent state changed since the last call, one per
+        (rule_id, asset); `data` None for an instance a reload removed (forget it).
 
-        Called once per commit group: only what changed is snapshotted, here and now, so its
-        cost is O(changed instances) whatever the number of samples in the group.
+        With a journal, one journal row of this group's inputs instead, and the snapshots of
+        everything changed since the last checkpoint only when one is due (rules/journal.py).
+        Nothing when no state changed. Called once per commit group: its cost is O(changed
+        instances) whatever the number of samples in the group.
         """
-        # every instance in the set is live: `replace` drops the others
+        inputs = self._journal
+        if self._journal_limit:
+            self._journal = []
+        changed = bool(self._dirty or self._mute_dirty)
+        out: list[RuleState]
+        if not self._journal_limit:
+            out = self._snapshots(self._dirty, self._mute_dirty) if changed else []
+        else:
+            if changed:
+                self._unsaved |= self._dirty
+                self._dirty.clear()
+                self._mute_unsaved |= self._mute_dirty
+                self._mute_dirty.clear()
+            n = len(inputs) - self._journal_ticks  # samples
+            self._journal_ticks = 0
+            if self._checkpoint_due or (changed and (not inputs or self._full(n))):
+                out = self._checkpoint()
+            elif changed:
+                out = [jn.encode(self._journal_seq, self._fingerprint, inputs)]
+                self._journal_rows.append(self._journal_seq)
+                self._journal_seq += 1
+                self._journaled += n
+            else:
+                out = []
+        if self._forget:  # removed or refused: forget it, unless it is written anew above
+            written = {(state.rule_id, state.asset) for state in out}
+            out.extend(state for key, state in self._forget.items() if key not in written)
+            self._forget = {}
+        return out
+
+    def _full(self, adding: int) -> bool:
+        """Whether a checkpoint is due (rather than a journal row of `adding` samples)."""
+        total = self._journaled + adding
+        due = max(jn.FLOOR_SAMPLES, jn.SAMPLES_PER_CHANGED * len(self._unsaved))
+        return (total > min(due, self._journal_limit)
+                or len(self._journal_rows) >= jn.MAX_ROWS)
+
+    def _checkpoint(self) -> list[RuleState]:
+        """Snapshots of everything changed since the last checkpoint, and the journal rows
+        deleted: from here on the stored state alone is the state."""
+        out = self._snapshots(self._unsaved, self._mute_unsaved)
+        out.extend(RuleState(jn.JOURNAL, jn.row_key(k), "", None) for k in self._journal_rows)
+        self._journal_rows.clear()
+        self._journaled = 0
+        self._checkpoint_due = False
+        return out
+
+    def _snapshots(self, instances: set[RuleInstance], mutes: set[str]) -> list[RuleState]:
+        """The stored form of these instances and these assets' mute memory (both sets are
+        emptied): every instance in them is live, `replace` drops the others."""
         log: list[RuleState] = []  # rows an instance keeps beside its own (rate windows)
         # `new_state` spelled out: a RuleState without a Python call, thousands per group
         make, cls = tuple.__new__, RuleState
         out: list[RuleState] = [
             make(cls, (inst.rule_id, inst.asset, inst._fingerprint, inst.durable(log)))
-            for inst in self._dirty]
-        self._dirty.clear()
+            for inst in instances]
+        instances.clear()
         if log:
             out += log
-        if self._mute_dirty:
-            for asset in self._mute_dirty:
+        if mutes:
+            for asset in mutes:
                 remembered = self._mutes[asset]
                 out.append(RuleState(MUTE_MEMORY, asset, "", [
                     VERSION, [[signal, remembered[signal]] for signal in sorted(remembered)]]))
-            self._mute_dirty.clear()
-        if self._forget:  # removed or refused: forget it, unless it is written anew above
-            written = {(state.rule_id, state.asset) for state in out}
-            out.extend(state for key, state in self._forget.items() if key not in written)
-            self._forget = {}
+            mutes.clear()
         return out
 
     def restore_states(self, states: Iterable[RuleState]) -> int:
@@ -156,10 +242,13 @@ class RuleEngine:
         Each (rule_id, asset) still covered by the rules gets its instance (pattern rules too:
         the asset sent its signal before the restart), loaded when the fingerprint matches; a
         changed rule, or data that does not fit, starts clean. State of rules or assets no
-        longer covered is forgotten at the next `take_dirty`. Returns how many were loaded.
+        longer covered is forgotten at the next `take_dirty`. Returns how many instances
+        have their state back (loaded, or built or changed by the journal).
         """
         loaded = 0
-        states, parts = split_parts(states)
+        states = list(states)
+        journal = [s for s in states if s.rule_id == jn.JOURNAL]
+        states, parts = split_parts(s for s in states if s.rule_id != jn.JOURNAL)
         for state in states:
             if state.data is None:
                 continue
@@ -187,7 +276,71 @@ class RuleEngine:
                     continue
             self._dirty.add(inst)  # clean state replaces the stored one
         self._forget_parts(parts)
-        return loaded
+        self._replay(journal)
+        return len(self._loaded)  # loaded, and built or changed by the journal
+
+    def _replay(self, rows: list[RuleState]) -> None:
+        """Evaluate the stored journal again, in order, after its checkpoint was loaded: the
+        state of the last commit (rules/journal.py). Its transitions are in the outbox
+        already. Rows of another rule set reach only the instances loaded just now (their
+        rule is the same; what the others would have done is not what happened); a row that
+        cannot be read, or is missing (a salvaged file), ends the replay there. The rows are
+        deleted at the next checkpoint."""
+        numbered = sorted(((int(r.asset), r) for r in rows if r.asset.isdigit()),
+                          key=lambda pair: pair[0])
+        self._journal_rows.extend(k for k, _ in numbered)
+        for r in rows:  # not ours to read (another writer?): forget it
+            if not r.asset.isdigit():
+                self._forget[(r.rule_id, r.asset)] = RuleState(r.rule_id, r.asset, "", None)
+        if numbered:
+            self._journal_seq = max(self._journal_seq, numbered[-1][0] + 1)
+        ours: set[RuleInstance] | None = None
+        if any(r.fingerprint != self._fingerprint for _, r in numbered):
+            ours = {self._instances[key] for key in self._loaded if key in self._instances}
+        self._checkpoint_due = True
+        if not numbered:
+            return
+        before = set(self._dirty)  # set aside, to see which instances the journal changes
+        self._dirty.clear()
+        expected = numbered[0][0]
+        for k, row in numbered:
+            if k != expected:  # rows are numbered without a gap from a checkpoint on
+                break
+            expected += 1
+            try:
+                inputs = jn.decode(row.data)
+            except StateError:
+                break
+            for item in inputs:
+                if isinstance(item, float):
+                    self._replay_tick(item, ours)
+                else:
+                    self.replayed += 1
+                    self._replay_sample(item, ours)
+        if self._journal_limit:
+            self._journal, self._journal_ticks = [], 0
+        self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
+        self._dirty |= before
+
+    def _replay_tick(self, now: float, ours: set[RuleInstance] | None) -> None:
+        for inst in self._ticking:
+            if ours is None or inst in ours:
+                inst.tick(now)
+
+    def _replay_sample(self, sample: Sample, ours: set[RuleInstance] | None) -> None:
+        """`evaluate` without its transitions; a failing rule fails as it did live."""
+        try:
+            handlers = self._handlers[sample.asset][sample.signal]
+        except KeyError:
+            handlers = self._miss(sample.asset, sample.signal)
+        for handler in handlers:
+            owner = getattr(handler, "__self__", None)
+            if ours is not None and owner is not self and owner not in ours:
+                continue
+            try:
+                handler(sample)
+            except Exception:  # the pipeline skipped the rest of this sample the same way
+                break
 
     def _forget_parts(self, parts: dict[Key, dict[str, dict[int, bytes]]]) -> None:
         """Stored extra rows (rate window segments) that no loaded instance uses now: forget
@@ -251,6 +404,7 @@ class RuleEngine:
         Pattern instances carry over for the assets that had them; refusal counts restart.
         """
         old = self._previous = self._instances
+        self._checkpoint_due = True  # the journal so far is of the old rules
         try:
             self._load(new_rules)  # named assets: built, or the old object kept (`_add`)
             out: list[Transition] = []
@@ -278,6 +432,7 @@ class RuleEngine:
             if live.get(key) is not inst:
                 inst._dirty = NOWHERE
                 self._dirty.discard(inst)
+                self._unsaved.discard(inst)
                 for k in inst.log_keys():  # its window segments go with it
                     self._forget_segment(inst.rule_id, inst.asset, k, inst.fingerprint())
 

@@ -55,22 +55,25 @@ def step(engine: RuleEngine, event: Event) -> list[Transition]:
     return sorted(got, key=lambda t: (t.rule_id, t.asset))  # order between rules: no promise
 
 
-def restart(rules: RuleSet, before: RuleEngine, store: Store) -> RuleEngine:
+def restart(rules: RuleSet, before: RuleEngine, store: Store, journal: int = 0) -> RuleEngine:
     """A new process: rule state from the store, open episodes from the outbox."""
     commit(store, before.take_dirty())
     episodes = [EpisodeState(ep.rule_id, ep.asset, ep.episode_id, ep.raised_at, ep.severity)
                 for ep in before.open_episodes()]
-    after = RuleEngine(rules)
+    after = RuleEngine(rules, journal_samples=journal)
     after.restore_states(round_trip(store))
     after.restore(episodes)
     return after
 
 
-def run_with_restarts(rules: RuleSet, events: Sequence[Event], cuts: set[int]) -> list[Any]:
-    engine, store, out = RuleEngine(rules), Store(), []
+def run_with_restarts(rules: RuleSet, events: Sequence[Event], cuts: set[int],
+                      journal: int = 0) -> list[Any]:
+    """`journal`: the engines' `journal_samples` (0: a snapshot of every change at every
+    commit; 3: a checkpoint every few samples; 10**6: the journal since the first commit)."""
+    engine, store, out = RuleEngine(rules, journal_samples=journal), Store(), []
     for i, event in enumerate(events):
         if i in cuts:
-            engine = restart(rules, engine, store)
+            engine = restart(rules, engine, store, journal)
         if event is None:
             commit(store, engine.take_dirty())
         out.append(step(engine, event))
@@ -92,23 +95,29 @@ def events_from(samples: list[Sample], extras: list[int]) -> list[Event]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+JOURNALS = [0, 3, 10**6]
+
+
+@pytest.mark.parametrize("journal", JOURNALS)
+@settings(max_examples=100, deadline=None)
 @given(rows, st.lists(st.integers(0, 63), min_size=150, max_size=150),
        st.sampled_from(DELAYS), st.sampled_from(DELAYS), st.integers(2, 5),
        st.sampled_from([2.0, 5.0, 30.0]), st.sampled_from([1.0, 4.0, 20.0]),
        st.sampled_from([1.5, 4.0, 60.0]), st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3))
 def test_a_restart_anywhere_changes_nothing_after_it(
-        data: list[tuple[float, str, str, float | None, Any]], extras: list[int], on: float,
-        off: float, m: int, window: float, limit: float, age: float, at: list[float]) -> None:
+        journal: int, data: list[tuple[float, str, str, float | None, Any]], extras: list[int],
+        on: float, off: float, m: int, window: float, limit: float, age: float,
+        at: list[float]) -> None:
     rules = rule_set(on, off, m, window, limit, age)
     events = events_from(make_samples(data), extras)
     uninterrupted = run_with_restarts(rules, events, set())
     cuts = {int(f * len(events)) for f in at}
-    assert run_with_restarts(rules, events, cuts) == uninterrupted
+    assert run_with_restarts(rules, events, cuts, journal) == uninterrupted
 
 
+@pytest.mark.parametrize("journal", JOURNALS)
 @pytest.mark.parametrize("seed", range(8))
-def test_restarts_in_long_recordings_change_nothing(seed: int) -> None:
+def test_restarts_in_long_recordings_change_nothing(seed: int, journal: int) -> None:
     """2,000 samples with every kind raising and clearing often; three restarts anywhere."""
     samples, rules, _ = random_recording(seed)
     r = random.Random(seed)
@@ -116,7 +125,7 @@ def test_restarts_in_long_recordings_change_nothing(seed: int) -> None:
     uninterrupted = run_with_restarts(rules, events, set())
     assert sum(map(len, uninterrupted)) > 100  # the restarts land among many transitions
     cuts = {r.randrange(len(events)) for _ in range(3)}
-    assert run_with_restarts(rules, events, cuts) == uninterrupted
+    assert run_with_restarts(rules, events, cuts, journal) == uninterrupted
 
 
 # --- single behaviours -------------------------------------------------------------------------
