@@ -18,7 +18,9 @@ seconds of this process (`time.process_time`), so other load on the machine skew
 cyclic collector runs with the daemon's thresholds (`gateway.collector.tune_gc`): at Python's
 default it walked the instances' new tuples every 700 objects, a quarter of the figure.
 Once per simulated second the changed rule state is collected (`take_dirty`, as the pipeline
-does per commit group; `--no-take-dirty` leaves it out): its count is what the outbox writes.
+does per commit group; `--no-take-dirty` leaves it out), with the daemon's journal (a row of the
+group's inputs, and now and then a checkpoint: rules/journal.py): its count is what the outbox
+writes.
 
 Replay: 1,000 signals (250 assets x 4) at 1 Hz for a day (86.4 M samples, the same values as
 above), written to a `.pbrec` recording and read back, then replayed with
@@ -218,15 +220,17 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
     # (gc.unfreeze() is not needed: the process ends after the benchmark)
 
 
-def state_bytes(n_assets: int = 250, seconds: int = 900, warm: int = 600) -> tuple[float, float]:
+def state_bytes(n_assets: int = 250, seconds: int = 900, warm: int = 600,
+                journal: int = JOURNAL) -> float:
     """Untimed, at steady state: kB of msgpack rule state the outbox writes per second (a
-    commit per simulated second) once the 600 s rate windows are full (after `warm` s), and
-    what the same commits were with every instance stored whole (`snapshot`: each rate window
-    copied in full, as before the window log). The timed run is too short to fill them."""
+    commit per simulated second) once the 600 s rate windows are full (after `warm` s), scaled
+    to 10,000 signals; `journal` as the engine's `journal_samples` (0: every changed instance
+    at every commit). The timed run is too short to fill them. (Bytes of rows, not of disk
+    pages: `python -m benchmarks --only state-writes` measures what reaches the disk.)"""
     import msgpack
 
     names = assets(n_assets)
-    engine, packed, whole = RuleEngine(load(names)), 0, 0
+    engine, packed = RuleEngine(load(names), journal_samples=journal), 0
     per_second = n_assets * len(SIGNALS)
     for t, s in enumerate(samples(names, seconds)):
         engine.evaluate(s)
@@ -236,15 +240,9 @@ def state_bytes(n_assets: int = 250, seconds: int = 900, warm: int = 600) -> tup
         states = engine.take_dirty()
         if t < warm * per_second:
             continue
-        for state in states:
-            if state.data is None:
-                continue
-            packed += len(msgpack.packb(state.data))
-            inst = engine.instance(state.rule_id, state.asset)
-            if inst is not None:  # (a window segment row has no instance of its own)
-                whole += len(msgpack.packb(inst.snapshot()))
-    span = (seconds - warm) * 1e3 * (n_assets * len(SIGNALS) / 1e4)  # kB/s at 10,000 signals
-    return packed / span, whole / span
+        packed += sum(len(msgpack.packb(state.data)) for state in states
+                      if state.data is not None)
+    return packed / ((seconds - warm) * 1e3 * (n_assets * len(SIGNALS) / 1e4))
 
 
 def rows(quick: bool) -> list[Any]:
@@ -259,7 +257,7 @@ def rows(quick: bool) -> list[Any]:
                 f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s, "
                 f"changed rule state collected once per simulated second "
                 f"({e['dirty_per_second']:,.0f} states"
-                + ("" if quick else f", {state_bytes()[0]:,.0f} kB/s to store at steady state")
+                + ("" if quick else f", {state_bytes():,.0f} kB/s to store at steady state")
                 + "); "
                 "no ceiling (pure Python, no library)")]
 
@@ -336,10 +334,9 @@ def main() -> None:
               f"evaluations/s), {e['transitions']} transitions; "
               f"{e['dirty_per_second']:,.0f} rule states changed per second")
         if not args.no_take_dirty:
-            written, whole = state_bytes()
             print(f"  rule state to store at steady state (full 600 s rate windows), scaled to "
-                  f"10,000 signals: {written:,.0f} kB/s of msgpack (whole windows: "
-                  f"{whole:,.0f} kB/s)")
+                  f"10,000 signals: {state_bytes():,.0f} kB/s of msgpack (without the journal, "
+                  f"every changed instance at every commit: {state_bytes(journal=0):,.0f} kB/s)")
         if not args.no_take_dirty:
             rest = e["seconds"] - e["take_dirty_seconds"]
             print(f"  of which take_dirty {e['take_dirty_seconds']:.2f} s "

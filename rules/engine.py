@@ -312,11 +312,14 @@ class RuleEngine:
             except StateError:
                 break
             for item in inputs:
-                if isinstance(item, float):
-                    self._replay_tick(item, ours)
-                else:
-                    self.replayed += 1
-                    self._replay_sample(item, ours)
+                try:  # a failing rule fails as it did live: the rest of that input is skipped
+                    if isinstance(item, float):
+                        self._replay_tick(item, ours)
+                    else:
+                        self.replayed += 1
+                        self._replay_sample(item, ours)
+                except Exception:  # as the pipeline did live (it counted it then)
+                    pass
         if self._journal_limit:
             self._journal, self._journal_ticks = [], 0
         self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
@@ -328,19 +331,15 @@ class RuleEngine:
                 inst.tick(now)
 
     def _replay_sample(self, sample: Sample, ours: set[RuleInstance] | None) -> None:
-        """`evaluate` without its transitions; a failing rule fails as it did live."""
+        """`evaluate` without its transitions (and without journaling it again)."""
         try:
             handlers = self._handlers[sample.asset][sample.signal]
         except KeyError:
             handlers = self._miss(sample.asset, sample.signal)
         for handler in handlers:
             owner = getattr(handler, "__self__", None)
-            if ours is not None and owner is not self and owner not in ours:
-                continue
-            try:
+            if ours is None or owner is self or owner in ours:
                 handler(sample)
-            except Exception:  # the pipeline skipped the rest of this sample the same way
-                break
 
     def _forget_parts(self, parts: dict[Key, dict[str, dict[int, bytes]]]) -> None:
         """Stored extra rows (rate window segments) that no loaded instance uses now: forget

@@ -6,6 +6,8 @@ with and without one); these are the single behaviours around it.
 
 from __future__ import annotations
 
+import contextlib
+
 import msgpack
 import pytest
 
@@ -190,3 +192,30 @@ def test_the_setting_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-de
     path.write_text("[rules]\nfiles = []\nstate_journal_samples = -1\n")
     with pytest.raises(ConfigError, match="state_journal_samples"):
         load(path)
+
+
+def test_a_rule_that_failed_live_fails_the_same_way_in_the_replay(
+        rules_from: RulesFrom, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline skips the rest of a sample whose rule raised (a bug): the replay at start
+    must do the same, and not stop the start."""
+    from rules.watch import StaleRule
+
+    real = StaleRule.evaluate
+
+    def broken(self: StaleRule, s: Sample) -> object:
+        if s.value == 13.0:
+            raise RuntimeError("a bug")
+        return real(self, s)
+
+    monkeypatch.setattr(StaleRule, "evaluate", broken)
+    rules = rules_from(RATE)
+    engine, store = RuleEngine(rules, journal_samples=10_000), Store()
+    for ts, v in enumerate([40.0, 41.0, 13.0, 42.0]):
+        with contextlib.suppress(RuntimeError):  # as the pipeline does
+            engine.evaluate(sample("pump-1", "temperature", v, float(ts)))
+        commit(store, engine.take_dirty())
+    after = RuleEngine(rules, journal_samples=10_000)
+    after.restore_states(round_trip(store))
+    assert after.replayed == 3
+    for key in (("temp-rising", "pump-1"), ("silent", "pump-1")):
+        assert after.instance(*key).snapshot() == engine.instance(*key).snapshot()  # type: ignore[union-attr]
