@@ -4,12 +4,13 @@
 
 The rules benchmark's plant (every rule kind, 250 assets x 4 signals) runs through a real
 `OutboxStore` (`synchronous=FULL`, as the daemon opens it), one commit per simulated second
-with what `take_dirty` returned. After 620 simulated seconds (the 600 s rate windows full),
-60 more are measured: bytes this process sent to the storage device (`write_bytes` of
-/proc/self/io: the WAL and the checkpoints into the database file, whole pages), once with the
-journal (the daemon's default, rules/journal.py) and once storing every changed instance at
-every commit (`state_journal_samples = 0`). A commit per second is the kindest case for the
-latter: the daemon commits each group as it comes, often several a second.
+with what `take_dirty` returned and the sample marks (every sample carries a device time, as
+OPC UA and most MQTT payloads do; gateway/dedup.py). After 620 simulated seconds (the 600 s
+rate windows full), 60 more are measured: bytes this process sent to the storage device
+(`write_bytes` of /proc/self/io: the WAL and the checkpoints into the database file, whole
+pages), once with the journal (the daemon's default, rules/journal.py) and once storing every
+changed instance at every commit (`state_journal_samples = 0`). A commit per second is the
+kindest case for the latter: the daemon commits each group as it comes, often several a second.
 """
 
 from __future__ import annotations
@@ -38,22 +39,29 @@ def written() -> int | None:
 async def measure(n_assets: int, warm: int, seconds: int, journal: int) -> tuple[float, int]:
     """(bytes written per simulated second, state rows stored per simulated second)."""
     from buffer.store import OutboxStore
+    from gateway.dedup import SampleGate
+    from gateway.model import Sample
     from rules import RuleEngine
 
     names = assets(n_assets)
-    engine = RuleEngine(load(names), journal_samples=journal)
+    engine, gate = RuleEngine(load(names), journal_samples=journal), SampleGate()
     per_second = n_assets * len(SIGNALS)
     with tempfile.TemporaryDirectory() as tmp:
         store = await OutboxStore.open(Path(tmp) / "outbox.db")
         try:
             start = rows = 0
+            group: list[Sample] = []
             for i, s in enumerate(samples(names, warm + seconds)):
-                engine.evaluate(s)
+                group.append(s._replace(device_ts=s.source_ts))  # a device time, as usual
                 if (i + 1) % per_second:
                     continue
+                for one in gate.admit_all("plant", group):  # as the pipeline: marks too
+                    engine.evaluate(one)
+                group = []
                 transitions = engine.tick(s.source_ts + 0.5)
                 states = engine.take_dirty()
-                await store.commit(list(transitions), [], states)
+                marks = gate.changed_marks() if transitions or states else []
+                await store.commit(list(transitions), [], states, marks)
                 done = (i + 1) // per_second
                 if done == warm:
                     start = written() or 0
