@@ -256,7 +256,8 @@ def rows(quick: bool) -> list[Any]:
                 ">= 2,000,000/s", value >= 2_000_000, None,
                 f"{e['signals']:,.0f} signals, {e['samples_per_second']:,.0f} samples/CPU-s, "
                 f"changed rule state collected once per simulated second "
-                f"({e['dirty_per_second']:,.0f} states"
+                f"({e['dirty_per_second']:,.0f} rows a second: a journal row per commit, "
+                f"a checkpoint now and then"
                 + ("" if quick else f", {state_bytes():,.0f} kB/s to store at steady state")
                 + "); "
                 "no ceiling (pure Python, no library)")]
@@ -332,7 +333,8 @@ def main() -> None:
               f"{e['samples']:,} samples in {e['seconds']:.2f} s -> "
               f"{e['samples_per_second']:,.0f} samples/s ({e['rule_calls_per_second']:,.0f} rule "
               f"evaluations/s), {e['transitions']} transitions; "
-              f"{e['dirty_per_second']:,.0f} rule states changed per second")
+              f"{e['dirty_per_second']:,.0f} rule state rows to store per second (a journal "
+              f"row per commit, a checkpoint now and then)")
         if not args.no_take_dirty:
             print(f"  rule state to store at steady state (full 600 s rate windows), scaled to "
                   f"10,000 signals: {state_bytes():,.0f} kB/s of msgpack (without the journal, "

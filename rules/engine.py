@@ -171,7 +171,7 @@ class RuleEngine:
         """
         inputs = self._journal
         if self._journal_limit:
-            self._journal = []
+            self._journal = []  # `inputs` becomes the journal row's: a new list for the next
         changed = bool(self._dirty or self._mute_dirty)
         out: list[RuleState]
         if not self._journal_limit:
@@ -187,6 +187,7 @@ class RuleEngine:
             if self._checkpoint_due or (changed and (not inputs or self._full(n))):
                 out = self._checkpoint()
             elif changed:
+                assert isinstance(inputs, list)  # with a journal
                 out = [jn.encode(self._journal_seq, self._fingerprint, inputs)]
                 self._journal_rows.append(self._journal_seq)
                 self._journal_seq += 1

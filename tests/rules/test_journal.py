@@ -124,7 +124,7 @@ def test_a_damaged_journal_row_ends_the_replay_and_is_deleted(rules_from: RulesF
     engine, store = RuleEngine(rules, journal_samples=10_000), Store()
     warm(engine, store, 10)
     key = (jn.JOURNAL, jn.row_key(4))
-    store[key] = store[key]._replace(data=[jn.JOURNAL_VERSION, ["pump-1"], [], [], b"", [], []])
+    store[key] = store[key]._replace(data=[jn.JOURNAL_VERSION, [["pump-1", "temperature"]]])
     store[(jn.JOURNAL, "stray")] = RuleState(jn.JOURNAL, "stray", "", [1])
     after = RuleEngine(rules, journal_samples=10_000)
     after.restore_states(round_trip(store))
@@ -176,10 +176,12 @@ def test_without_a_journal_an_engine_keeps_no_inputs(rules_from: RulesFrom) -> N
 
 
 @pytest.mark.parametrize("data", [
-    [2, [], [], [], b"", [], []],
-    [1, ["a"], ["s"], [1.0], b"\x07", [0.0], []],
-    [1, ["a"], ["s"], [1.0], b"\x00", [0.0], [[2, 1.0]]],
-    [1, ["a"], ["s", "t"], [1.0], b"\x00", [0.0], []],
+    [2, []],
+    [1, [["a", "s", 1.0, 7, 0.0, None]]],
+    [1, [["a", "s", 1.0, 0, None, None]]],
+    [1, [["a", "s", "1.0", 0, 0.0, None]]],
+    [1, [["a", "s", 1.0, 0, 0.0]]],
+    [1, ["a tick?"]],
     "not a row",
 ])
 def test_damaged_rows_are_refused(data: object) -> None:
