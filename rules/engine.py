@@ -134,7 +134,9 @@ class RuleEngine:
             t = handler(sample)
             if t is not None:
                 if out is None:
-                    out = [t]
+                    out = []
+                if isinstance(t, tuple):  # a delay that ran out before the sample, then it
+                    out.extend(t)
                 else:
                     out.append(t)
         return _NONE if out is None else out

@@ -9,8 +9,9 @@ alarm: it cancels a pending debounce and leaves the episode as it is.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.model import (
     EpisodeState,
@@ -33,9 +34,19 @@ from rules.state import (
     check_version,
 )
 
-Handler = Callable[[Sample], "Transition | None"]
+# What a handler returns: usually nothing, one transition, or two when a delay had run out
+# before the sample came (`RuleInstance._overdue`): the delayed flip, then the sample's own.
+Handler = Callable[[Sample], "Transition | tuple[Transition, ...] | None"]
 _RAISED = TransitionKind.RAISED
 _CLEARED = TransitionKind.CLEARED
+
+
+def both(first: Transition, then: Transition | tuple[Transition, ...] | None
+         ) -> Transition | tuple[Transition, ...]:
+    """`first`, then what the sample itself caused."""
+    if then is None:
+        return first
+    return (first, *then) if isinstance(then, tuple) else (first, then)
 
 
 def num(value: float | None) -> str:
@@ -126,8 +137,27 @@ class RuleInstance:
         out.extend(((self.asset, s), self._on_mute_signal) for s, _ in self._suppress)
         return out
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    # Whether a delay that ran out before a sample flips at that sample (`_overdue`).
+    catches_up: ClassVar[bool] = True
+
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
         raise NotImplementedError
+
+    def _overdue(self, ts: float) -> Transition | None:
+        """With a delay pending: if it ran out before `ts` (this sample's time), the flip a
+        tick would have made at its deadline. Device time can run ahead of our ticks: the
+        broker's backlog after a restart, a device's buffered readings, a batch of samples in
+        one payload. Judged only at the next tick, the excursion (or the return to normal)
+        that outlasted its delay would be lost when the next sample opposes it first."""
+        since = self.pending_since
+        assert since is not None
+        delay = self.off_delay if self.active else self.on_delay
+        deadline = since + delay
+        if ts <= deadline:  # at the deadline itself the sample decides, as it always did
+            return None
+        if deadline - since < delay:  # rounding: the tick must see the delay run out
+            deadline = math.nextafter(deadline, math.inf)
+        return self.tick(deadline)
 
     def _cancel(self) -> None:
         """Bad data: a pending on/off delay is dropped."""
@@ -260,7 +290,8 @@ class RuleInstance:
     # --- shared machinery -----------------------------------------------------------------
 
     def _on_mute_signal(self, sample: Sample) -> Transition | None:
-        """A mute signal (maintenance_mode, NE 107 status): muting blocks raises, not clears."""
+        """A mute signal (maintenance_mode, NE 107 status): muting blocks raises, not clears.
+        When it changes the muting, a delay that ran out before it flips first (`_overdue`)."""
         value = sample.value
         if value is None or sample.quality == 2:  # bad: keep the last known state
             return None
@@ -269,23 +300,21 @@ class RuleInstance:
             if muted is self.suppressed:
                 return None
         by = self._suppressed_by
-        changed = False
-        for signal, equals in self._suppress:
-            if signal == sample.signal:
-                if value == equals:
-                    if signal not in by:
-                        by.add(signal)
-                        changed = True
-                elif signal in by:
-                    by.discard(signal)
-                    changed = True
-        if not changed:
-            return None
+        now = {signal for signal, equals in self._suppress
+               if signal == sample.signal and value == equals}
+        mine = {signal for signal, _ in self._suppress if signal == sample.signal}
+        if (by & mine) == now:
+            return None  # no change
+        overdue = None
+        if self.pending_since is not None and self.catches_up:
+            overdue = self._overdue(sample.source_ts)
+        by -= mine
+        by |= now
         self._dirty.add(self)
         self.suppressed = bool(by)
         if self.suppressed and not self.active:
             self.pending_since = None
-        return None
+        return overdue
 
     def _step(self, raw: bool, ts: float, value: float | None) -> Transition | None:
         """Debounce: `raw` must hold for the on (or off) delay before the episode changes."""

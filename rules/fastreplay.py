@@ -111,7 +111,8 @@ def _run(inst: RuleInstance, order: int, planned: Plan, data: ReplayData,
             for handler in handlers.get(int(key[i]), ()):
                 t = handler(sample)
                 if t is not None:
-                    found.append(((2 * i + 1, 0, order), t))
+                    for one in t if isinstance(t, tuple) else (t,):
+                        found.append(((2 * i + 1, 0, order), one))
         else:
             k = -1 - i
             if prime is not None:

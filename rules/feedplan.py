@@ -127,6 +127,13 @@ def _runs(codes: Codes, sig: SignalData, data: ReplayData, inst: RuleInstance, t
             got, before = _first_ticks_past(opposing, own, t, delay, first, data, ticks)
             fed_ticks.append(got)
             feed[before] = True
+    # A sample (or a mute signal) may find a delay that ran out before it: the flip is then
+    # made first, at the deadline, with the value before it (`RuleInstance._overdue`). So the
+    # sample before each fed one is fed too, as before a tick.
+    feed[:-1] |= feed[1:]
+    if len(mute):
+        before_mute = np.searchsorted(own, mute) - 1
+        feed[before_mute[before_mute >= 0]] = True
     return np.union1d(own[feed], mute), np.unique(np.concatenate(fed_ticks))
 
 

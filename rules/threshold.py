@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from gateway.model import EpisodeState, Quality, RuleState, Sample, Transition
-from rules.episode import RequestTemplate, RuleInstance, num
+from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_float, as_int, as_list, as_opt_float
 from rules.windowlog import SEGMENT_POINTS, WindowLog, check_kind, is_logged, le_bytes
 
@@ -44,7 +44,11 @@ class BandThreshold(RuleInstance):
         self.clo = clear_lo
         self.chi = clear_hi
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         if v is None or sample.quality is _BAD:
             self._cancel()  # bad data neither raises nor clears
@@ -85,7 +89,11 @@ class InsideThreshold(RuleInstance):
                          on_delay, off_delay)
         self.lo, self.hi, self.clo, self.chi = lo, hi, clear_lo, clear_hi
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         if v is None or sample.quality is _BAD:
             self._cancel()
@@ -122,7 +130,11 @@ class CountThreshold(RuleInstance):
         self.n_alarm = 0  # samples in the ring beyond the alarm level
         self.n_held = 0  # samples in the ring not back within the clear band
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         if v is None or sample.quality is _BAD:
             self._cancel()
@@ -216,7 +228,11 @@ class RateRule(RuleInstance):
         self.delta = 0.0
         self.first_ts: float | None = None  # first sample since start, restore or reload
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         if v is None or sample.quality is _BAD:
             self._cancel()

@@ -9,10 +9,10 @@ bad quality) is unknown, and unknown neither raises nor clears.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.model import Quality, RuleState, Sample, Transition, TransitionKind
-from rules.episode import RequestTemplate, RuleInstance, num
+from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_bool, as_float, as_list, as_opt_float
 
 _BAD = Quality.BAD
@@ -37,7 +37,7 @@ class StaleRule(RuleInstance):
     def needs_tick(self) -> bool:
         return True
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
         ts = sample.source_ts
         if sample.value is not None:
             self.last_value = sample.value
@@ -100,7 +100,11 @@ class BadQualityRule(RuleInstance):
     def needs_tick(self) -> bool:
         return True
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         bad = v is None or sample.quality is _BAD
         if bad is self.active:  # the usual case: nothing changes
@@ -138,6 +142,10 @@ class CombinationRule(RuleInstance):
     """All of (or any of) several conditions on the latest value of each signal."""
 
     __slots__ = ("conditions", "index", "max_age", "need_all", "seen", "values", "verdict")
+    # Not yet: a delay that ran out before a sample is judged at the next tick, as before
+    # (`RuleInstance._overdue`). Whether the combination held at the deadline depends on the
+    # age of every value then, which the fast replay's planner does not model between events.
+    catches_up: ClassVar[bool] = False
 
     def __init__(self, rule_id: str, asset: str, severity: int, request: RequestTemplate,
                  fingerprint: str, *, conditions: tuple[Condition, ...], need_all: bool,
@@ -161,7 +169,7 @@ class CombinationRule(RuleInstance):
     def signals(self) -> tuple[str, ...]:
         return tuple(self.index)
 
-    def evaluate(self, sample: Sample) -> Transition | None:
+    def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
         v = sample.value
         ts = sample.source_ts
         seen, verdict = self.seen, self.verdict

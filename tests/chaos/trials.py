@@ -277,6 +277,11 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                 report.trials += 1
             await plant.finish(plant_task)
             up.quiet()
+            # A last sample no rule watches, after everything else: once the daemon counts it,
+            # the broker's backlog (redeliveries after the last kill) is evaluated. Without
+            # it, a plant whose last samples all landed before the last kill left the count
+            # at 0 for good, and a fully drained run was reported as "not drained".
+            stack.publish(names[0], "end_of_trial", 1.0)
 
             async def drained() -> bool:
                 st = await stack.subprocess_status(port)

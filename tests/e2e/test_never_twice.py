@@ -164,3 +164,29 @@ async def test_a_rate_window_survives_a_restart(stack: Stack) -> None:
     await expect_exactly(1, lambda: stack.requests_for("pump-1"),
                          "request for pump-1 (a 7 degree rise within the rate window, across a "
                          "restart)", 5 + COMMIT_GRACE_SECONDS, lambda: stack.wait_drained(port))
+
+
+async def test_an_excursion_in_the_backlog_that_outlasted_its_delay_raises_and_clears_once(
+        stack: Stack) -> None:
+    """While the daemon is down the broker queues an excursion: above at t, back at t + 2.5 s,
+    on- and off-delays of 1 s (device time). At start the backlog arrives as a burst, with no
+    tick between the two samples; judged only at ticks, the pending raise was cancelled by the
+    return to normal and the request was lost (the crash trials' "delays" profile lost 5 of 188
+    this way). The delay that ran out before the next sample must flip first."""
+    port = await stack.spawn_up(threshold(1.0, 1.0))
+    stack.publish("pump-1", "vibration", 3.0)
+    await stack.wait_evaluated(port, 1)
+    stack.power_cut()
+    now = time.time()
+    stack.publish("pump-1", "vibration", 8.0, ts=now - 3.0)  # queued by the broker
+    stack.publish("pump-1", "vibration", 3.0, ts=now - 0.5)
+    stack.spawn_daemon()
+    await stack.wait_subprocess_up(port)
+    [request] = await expect_exactly(1, lambda: stack.requests_for("pump-1"),
+                                     "request for pump-1 (an excursion of 2.5 s in the backlog)",
+                                     15, lambda: stack.wait_drained(port))
+    [clear] = await expect_exactly(1, lambda: stack.updates_for("pump-1"),
+                                   "clear for pump-1", 15, lambda: stack.wait_drained(port))
+    # stamped when the delay ran out (device time: 1 s after the excursion began)
+    assert abs(parse_iso(request["body"]["raised_at"]) - (now - 2.0)) < 0.01, request["body"]
+    assert parse_iso(clear["body"]["cleared_at"]) >= now - 0.5 + 1.0 - TICK
