@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 from gateway.model import (
     EpisodeState,
@@ -136,9 +136,6 @@ class RuleInstance:
                                                       for s in self.signals()]
         out.extend(((self.asset, s), self._on_mute_signal) for s, _ in self._suppress)
         return out
-
-    # Whether a delay that ran out before a sample flips at that sample (`_overdue`).
-    catches_up: ClassVar[bool] = True
 
     def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
         raise NotImplementedError
@@ -306,7 +303,7 @@ class RuleInstance:
         if (by & mine) == now:
             return None  # no change
         overdue = None
-        if self.pending_since is not None and self.catches_up:
+        if self.pending_since is not None:
             overdue = self._overdue(sample.source_ts)
         by -= mine
         by |= now

@@ -318,21 +318,40 @@ def _combination(inst: CombinationRule, data: ReplayData, ticks: Ints, mute: Int
     else:
         decided_true = (fresh & verdict).any(axis=0)
         codes = np.where(decided_true, 3, np.where(unknown, 2, 0)).astype(np.int8)
-    feed = _combination_events(inst, codes, when, is_tick, after_mute)
+    def code_at(e: int, t: float) -> int:
+        """The class at time `t` with the latest values as of event `e` (-1: none yet)."""
+        if e < 0:
+            return 2
+        fresh_e = [bool(seen[e] >= t - inst.max_age) for seen, _, _ in latest]
+        ok_e = [bool(ok[e]) for _, _, ok in latest]
+        if inst.need_all:
+            if any(f and not o for f, o in zip(fresh_e, ok_e, strict=True)):
+                return 0
+            return 2 if not all(fresh_e) else 3
+        if any(f and o for f, o in zip(fresh_e, ok_e, strict=True)):
+            return 3
+        return 2 if not all(fresh_e) else 0
+
+    feed = _combination_events(inst, codes, when, is_tick, after_mute, code_at)
     fed = np.flatnonzero(feed)
 
     def prime(rule: RuleInstance, i: int, tick: int) -> None:
-        """Latest values as of this event. Any own sample fed (also one fed because it changes
-        the muting) is judged with every condition's latest value, as the engine would."""
+        """Latest values as of just before this event: the sample then sets its own, as in
+        the engine, and a delay that ran out before it is judged without it (`_overdue`). A
+        mute sample of another signal may find such a delay too: the latest values then."""
         if i >= 0:
             j = int(np.searchsorted(own, i))
-            if j == len(own) or own[j] != i:
-                return  # a mute sample of another signal: conditions are not looked at
-            e = int(at_sample[j])
+            if j == len(own) or own[j] != i:  # a mute sample of another signal
+                e = j + int(np.searchsorted(tpos, i, side="right")) - 1
+            else:
+                e = int(at_sample[j]) - 1
         else:
             e = int(at_tick[int(np.searchsorted(ticks, tick))])
         assert isinstance(rule, CombinationRule)
         for c, (seen, value, ok) in enumerate(latest):
+            if e < 0:  # nothing before it
+                rule.seen[c], rule.values[c], rule.verdict[c] = -math.inf, None, False
+                continue
             rule.seen[c] = float(seen[e])
             rule.values[c] = None if math.isnan(value[e]) else float(value[e])
             rule.verdict[c] = bool(ok[e])
@@ -342,10 +361,12 @@ def _combination(inst: CombinationRule, data: ReplayData, ticks: Ints, mute: Int
 
 
 def _combination_events(inst: CombinationRule, codes: Codes, when: Floats, is_tick: Bools,
-                        after_mute: Ints) -> Bools:
+                        after_mute: Ints, code_at: Callable[[int, float], int]) -> Bools:
     """Which merged events to feed: the first sample of a run (also after a tick that changed
     the class, since that tick cancelled any pending debounce), such ticks themselves, and the
-    first event of a run past its delay."""
+    first event of a run past its delay. A sample past the deadline is judged at the deadline
+    first (`_overdue`): if the class was another then (a value had gone stale), the delay is
+    dropped and that sample starts it again, so its run goes on from there."""
     n = len(codes)
     changed = np.ones(n, np.bool_)
     changed[1:] = codes[1:] != codes[:-1]
@@ -375,6 +396,17 @@ def _combination_events(inst: CombinationRule, codes: Codes, when: Floats, is_ti
         late = (o >= 0) & (np.arange(n) > o) & (delay > 0)
         late &= when - when[np.maximum(o, 0)] >= delay
         hits = np.flatnonzero(late)
-        if len(hits):
-            feed[_first_of_each(hits, segment)] = True
+        for h in _first_of_each(hits, segment).tolist():
+            start_at, at = int(o[h]), h
+            while True:
+                feed[at] = True
+                deadline = when[start_at] + delay[start_at]
+                if (is_tick[at] or not when[at] > deadline
+                        or code_at(at - 1, deadline) == codes[start_at]):
+                    break
+                end = int(np.searchsorted(segment, segment[at], side="right"))
+                nxt = np.flatnonzero(when[at + 1:end] - when[at] >= delay[at])
+                if not len(nxt):
+                    break
+                start_at, at = at, at + 1 + int(nxt[0])
     return feed

@@ -9,7 +9,7 @@ bad quality) is unknown, and unknown neither raises nor clears.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any
 
 from gateway.model import Quality, RuleState, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, both, num
@@ -142,10 +142,6 @@ class CombinationRule(RuleInstance):
     """All of (or any of) several conditions on the latest value of each signal."""
 
     __slots__ = ("conditions", "index", "max_age", "need_all", "seen", "values", "verdict")
-    # Not yet: a delay that ran out before a sample is judged at the next tick, as before
-    # (`RuleInstance._overdue`). Whether the combination held at the deadline depends on the
-    # age of every value then, which the fast replay's planner does not model between events.
-    catches_up: ClassVar[bool] = False
 
     def __init__(self, rule_id: str, asset: str, severity: int, request: RequestTemplate,
                  fingerprint: str, *, conditions: tuple[Condition, ...], need_all: bool,
@@ -170,6 +166,10 @@ class CombinationRule(RuleInstance):
         return tuple(self.index)
 
     def evaluate(self, sample: Sample) -> Transition | tuple[Transition, ...] | None:
+        if self.pending_since is not None:  # a delay that ran out before this sample
+            overdue = self._overdue(sample.source_ts)
+            if overdue is not None:
+                return both(overdue, self.evaluate(sample))
         v = sample.value
         ts = sample.source_ts
         seen, verdict = self.seen, self.verdict

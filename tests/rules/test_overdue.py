@@ -102,3 +102,37 @@ def test_every_kind_with_delays_catches_up(rules_from: RulesFrom) -> None:
     bad.evaluate(sample("p1", "vibration", None, 100.0, Quality.BAD))
     (t,) = bad.evaluate(sample("p1", "vibration", 3.0, 102.0))
     assert (t.kind, t.ts, t.value) == (RAISED, 101.0, None)  # a raise reports no value
+
+
+COMBINATION = """
+[[rule]]
+id = "dry-running"
+kind = "combination"
+asset = "p1"
+all_of = [{ signal = "running", equals = 1 }, { signal = "current", below = 5.0 }]
+max_age_seconds = 10
+on_delay_seconds = 2
+"""
+
+
+def test_a_combination_that_held_past_its_delay_raises_at_the_deadline(
+        rules_from: RulesFrom) -> None:
+    engine = RuleEngine(rules_from(COMBINATION))
+    engine.evaluate(sample("p1", "running", 1.0, 100.0))
+    engine.evaluate(sample("p1", "current", 2.0, 100.0))  # dry running: the on-delay starts
+    # normal again, no tick between: the raise at the deadline, then the clear (no off-delay)
+    assert kinds(engine.evaluate(sample("p1", "current", 9.0, 104.0))) == [
+        (RAISED, 102.0), (CLEARED, 104.0)]
+
+
+def test_a_combination_whose_values_went_stale_before_the_deadline_starts_again(
+        rules_from: RulesFrom) -> None:
+    """At the deadline a value was too old to judge: the delay is dropped there, and the
+    sample that came later starts it again."""
+    engine = RuleEngine(rules_from(COMBINATION.replace("max_age_seconds = 10",
+                                                       "max_age_seconds = 1.5")))
+    engine.evaluate(sample("p1", "running", 1.0, 100.0))
+    engine.evaluate(sample("p1", "current", 2.0, 100.5))  # on-delay until 102.5; running
+    assert not engine.evaluate(sample("p1", "running", 1.0, 103.0))  # was stale from 101.5
+    assert not engine.tick(104.0)
+    assert kinds(engine.tick(105.0)) == []  # current (100.5) is stale now: nothing to judge
