@@ -18,7 +18,6 @@ definition did not change.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -54,8 +53,8 @@ class RuleEngine:
                  "_handlers", "_instances", "_journal", "_journal_limit", "_journal_rows",
                  "_journal_seq", "_journal_ticks", "_journaled", "_limit", "_loaded",
                  "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes", "_orphans",
-                 "_patterns", "_previous", "_refused", "_routes", "_rules", "_ticking",
-                 "_unsaved", "replayed")
+                 "_patterns", "_previous", "_record", "_refused", "_routes", "_rules",
+                 "_ticking", "_unsaved", "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
                  journal_samples: int = 0) -> None:
@@ -67,10 +66,10 @@ class RuleEngine:
             raise ValueError("journal_samples must be 0 (no journal) or more")
         self._limit = max_instances_per_rule
         self._journal_limit = journal_samples
-        # Inputs since the last take_dirty (a deque that keeps nothing without a journal:
-        # a replay tool never calls take_dirty)
-        self._journal: list[jn.Input] | deque[jn.Input] = (
-            [] if journal_samples else deque(maxlen=0))
+        # Inputs since the last take_dirty. With a journal, its `append` is the first handler
+        # of every route (no cost per sample without one: a replay tool, a benchmark).
+        self._journal: list[jn.Input] = []
+        self._record = self._journal.append if journal_samples else None
         self._journal_rows: list[int] = []  # stored since the last checkpoint (or at start)
         self._journal_seq = 0  # the next row's number
         self._journal_ticks = 0  # ticks among the inputs since the last take_dirty
@@ -127,8 +126,6 @@ class RuleEngine:
             handlers = self._handlers[sample.asset][sample.signal]
         except KeyError:
             handlers = self._miss(sample.asset, sample.signal)
-        if handlers:
-            self._journal.append(sample)
         out: list[Transition] | None = None
         for handler in handlers:
             t = handler(sample)
@@ -147,8 +144,8 @@ class RuleEngine:
         if self._orphans:
             out = [_orphan_clear(ep, now) for ep in self._orphans]
             self._orphans.clear()
-        if self._ticking:
-            self._journal.append(float(now))
+        if self._ticking and self._record is not None:
+            self._record(float(now))
             self._journal_ticks += 1
         for inst in self._ticking:
             t = inst.tick(now)
@@ -171,9 +168,8 @@ class RuleEngine:
         Nothing when no state changed. Called once per commit group: its cost is O(changed
         instances) whatever the number of samples in the group.
         """
-        inputs = self._journal
-        if self._journal_limit:
-            self._journal = []  # `inputs` becomes the journal row's: a new list for the next
+        inputs = self._journal.copy()  # the journal row's own list
+        self._journal.clear()
         changed = bool(self._dirty or self._mute_dirty)
         out: list[RuleState]
         if not self._journal_limit:
@@ -189,7 +185,6 @@ class RuleEngine:
             if self._checkpoint_due or (changed and (not inputs or self._full(n))):
                 out = self._checkpoint()
             elif changed:
-                assert isinstance(inputs, list)  # with a journal
                 out = [jn.encode(self._journal_seq, self._fingerprint, inputs)]
                 self._journal_rows.append(self._journal_seq)
                 self._journal_seq += 1
@@ -323,8 +318,8 @@ class RuleEngine:
                         self._replay_sample(item, ours)
                 except Exception:  # as the pipeline did live (it counted it then)
                     pass
-        if self._journal_limit:
-            self._journal, self._journal_ticks = [], 0
+        self._journal.clear()  # what the replay went through again
+        self._journal_ticks = 0
         self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
         self._dirty |= before
 
@@ -341,6 +336,8 @@ class RuleEngine:
             handlers = self._miss(sample.asset, sample.signal)
         for handler in handlers:
             owner = getattr(handler, "__self__", None)
+            if owner is self._journal:
+                continue  # journaled already
             if ours is None or owner is self or owner in ours:
                 handler(sample)
 
@@ -475,7 +472,7 @@ class RuleEngine:
             handlers = self._routes[route] = (*self._routes.get(route, ()), handler)
             seen = self._handlers.get(route[0])
             if seen is not None and route[1] in seen:
-                seen[route[1]] = handlers
+                seen[route[1]] = self._journaled_route(handlers)
         if inst.needs_tick():
             self._ticking.append(inst)
         return inst
@@ -536,9 +533,16 @@ class RuleEngine:
         if any(r.matches(asset) for r in self._mute_rules.get(signal, ())):
             key = (asset, signal)
             self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
-        handlers = self._routes.get((asset, signal), ())
+        handlers = self._journaled_route(self._routes.get((asset, signal), ()))
         self._handlers.setdefault(asset, {})[signal] = handlers
         return handlers
+
+    def _journaled_route(self, handlers: tuple[Handler, ...]) -> tuple[Handler, ...]:
+        """A route as evaluated: with a journal, a sample some rule sees is journaled first
+        (before a rule can fail on it: the replay fails the same way)."""
+        if self._record is None or not handlers:
+            return handlers
+        return (self._record, *handlers)
 
 
 def _mute_memory(data: Any) -> dict[str, float]:
