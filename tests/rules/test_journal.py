@@ -221,3 +221,22 @@ def test_a_rule_that_failed_live_fails_the_same_way_in_the_replay(
     assert after.replayed == 3
     for key in (("temp-rising", "pump-1"), ("silent", "pump-1")):
         assert after.instance(*key).snapshot() == engine.instance(*key).snapshot()  # type: ignore[union-attr]
+
+
+def test_a_reload_checkpoints_so_no_journal_of_the_old_rules_is_left(
+        rules_from: RulesFrom) -> None:
+    """A journal is evaluated again with the rules of the start; rows written under other
+    rules would not say what happened. So a reload stores everything and deletes them."""
+    engine, store = RuleEngine(rules_from(RATE), journal_samples=10_000), Store()
+    warm(engine, store, 5)
+    assert [k for k in store if k[0] == jn.JOURNAL]
+    changed = RATE + THRESHOLD  # a rule added: no instance of the old ones changes
+    engine.replace(rules_from(changed), 5.0)
+    commit(store, engine.take_dirty())
+    assert not [k for k in store if k[0] == jn.JOURNAL]
+    # and after a crash now, the stored state alone is the engine's
+    after = RuleEngine(rules_from(changed), journal_samples=10_000)
+    after.restore_states(round_trip(store))
+    assert after.replayed == 0
+    assert after.instance("temp-rising", "pump-1").snapshot() == engine.instance(  # type: ignore[union-attr]
+        "temp-rising", "pump-1").snapshot()  # type: ignore[union-attr]
