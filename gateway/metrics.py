@@ -133,7 +133,8 @@ def _integrity(s: dict[str, Any]) -> Iterator[Metric]:
     yield skipped
     yield restarts
     yield CounterMetricFamily("plantbridge_rule_state_writes",
-                              "Rule instance states committed with the transitions",
+                              "Rule state rows committed with the transitions (journal rows, "
+                              "checkpoint snapshots and deletions: rules/journal.py)",
                               value=s["pipeline"].get("states_written", 0))
     refused = GaugeMetricFamily("plantbridge_rule_instances_refused",
                                 "Assets a pattern rule refused at its instance cap",
