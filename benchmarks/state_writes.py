@@ -55,12 +55,15 @@ async def measure(n_assets: int, warm: int, seconds: int, journal: int) -> tuple
                 group.append(s._replace(device_ts=s.source_ts))  # a device time, as usual
                 if (i + 1) % per_second:
                     continue
-                for one in gate.admit_all("plant", group):  # as the pipeline: marks too
+                engine.note_source("plant")  # as the pipeline (gateway/pipeline.py)
+                for one in gate.admit_all("plant", group):
                     engine.evaluate(one)
                 group = []
                 transitions = engine.tick(s.source_ts + 0.5)
                 states = engine.take_dirty()
-                marks = gate.changed_marks() if transitions or states else []
+                # marks with a commit of state; with the journal only at its checkpoints
+                marks = (gate.changed_marks() if (transitions or states) and engine.checkpointed
+                         else [])
                 await store.commit(list(transitions), [], states, marks)
                 done = (i + 1) // per_second
                 if done == warm:

@@ -128,6 +128,7 @@ class Daemon:
         engine.resume(gateway_now(), cfg.rules.stale_start_grace_seconds)
         gate = SampleGate(duplicate_policies(cfg))
         gate.load(await outbox.load_marks())
+        gate.load_journaled(engine.journal_marks)  # samples committed since the checkpoint
         if episodes or loaded_states or engine.replayed:
             log.info("restored %d open episodes and the state of %d rule instances; "
                      "%d journaled samples evaluated again", len(episodes), loaded_states,

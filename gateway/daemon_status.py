@@ -207,7 +207,7 @@ class DaemonStatus:
             "sources": sources,
             "upstreams": upstreams,
             "outbox": d.outbox_stats,
-            "pipeline": asdict(p.stats) if p else {},
+            "pipeline": asdict(p.stats) | {"uncommitted": p.uncommitted()} if p else {},
             "open_episodes": episodes,
             "dead_letters": dead,
             "recent_transitions": list(d.recent),

@@ -7,7 +7,10 @@ N-of-M window or restart a delay with old data. The gate counts and skips it.
 
 The newest device times ("marks") must survive a restart together with the rule state they
 belong to: the pipeline takes `changed_marks()` into the same commit as the rule state, and
-`load()`s them at start, so a redelivery after a kill -9 is skipped too.
+`load()`s them at start, so a redelivery after a kill -9 is skipped too. With the rule
+engine's journal (rules/journal.py) that commit is its checkpoint; in between, the journal
+rows hold the samples with their sources, and the engine reads the marks back from them
+(`load_journaled`).
 """
 
 from __future__ import annotations
@@ -103,6 +106,16 @@ class SampleGate:
             current = self._newest.get(key)
             if current is None or mark.device_ts > current:
                 self._newest[key] = mark.device_ts
+
+    def load_journaled(self, marks: Mapping[_Key, float]) -> None:
+        """At start, after `load`: the marks the rule engine read from its journal (samples
+        committed since its last checkpoint, whose marks were not stored on their own). They
+        are stored at the next checkpoint, which deletes that journal."""
+        for key, device_ts in marks.items():
+            current = self._newest.get(key)
+            if current is None or device_ts > current:
+                self._newest[key] = device_ts
+            self._changed.add(key)
 
     def __len__(self) -> int:
         """How many (source, asset, signal) marks are held."""

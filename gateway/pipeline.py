@@ -146,6 +146,7 @@ class Pipeline:
         self._depth = commit_depth  # groups evaluated and not yet committed (1: no overlap)
         self._commits: asyncio.Queue[_Group] = asyncio.Queue()  # bounded by _depth in run()
         self._committing = False  # run()'s committer is up: ticks and applies go through it
+        self._landing = False  # the committer is writing a group now
 
     # --- intake -------------------------------------------------------------------------
 
@@ -218,11 +219,7 @@ class Pipeline:
                     transitions.extend(self._evaluate(one))
                     since_yield += len(one[1].samples)
                 states = self.engine.take_dirty()
-                # Marks are written with any commit (cheap, and enough: a sample whose mark
-                # is not yet stored changed no rule state, so evaluating a resend of it
-                # against the stored state changes nothing either).
-                marks = self.gate.changed_marks() if transitions or states else ()
-                job = self._shape(transitions, states, marks)
+                job = self._shape(transitions, states, self._marks(transitions, states))
                 job.batches = [batch for _, batch in group]
                 job.landed = loop.create_future()
                 in_flight.append(job.landed)
@@ -234,6 +231,7 @@ class Pipeline:
         evaluate = self.engine.evaluate
         hooks = self.sample_listeners
         source, batch = item
+        self.engine.note_source(source)
         for sample in self.gate.admit_all(source, self._valid(batch.samples)):
             try:  # a failing listener is skipped like a failing rule
                 for hook in hooks:
@@ -252,7 +250,9 @@ class Pipeline:
         try:
             while True:
                 current = await self._commits.get()
+                self._landing = True
                 await self._land(current)
+                self._landing = False
                 current = None
         except BaseException as exc:
             if current is not None and current.landed is not None and not current.landed.done():
@@ -285,16 +285,34 @@ class Pipeline:
             async with self._lock:
                 transitions = self.engine.tick(self._clock())
                 states = self.engine.take_dirty()
-                marks = self.gate.changed_marks() if transitions or states else ()
-                landed = await self._enqueue(self._shape(transitions, states, marks))
+                landed = await self._enqueue(self._shape(transitions, states,
+                                                         self._marks(transitions, states)))
             await landed
 
     async def apply(self, transitions: Sequence[Transition]) -> None:
         """Commit transitions made outside sample flow (rules closed by a reload); returns
         once they are committed."""
         async with self._lock:
-            landed = await self._enqueue(self._shape(transitions, self.engine.take_dirty(), ()))
+            states = self.engine.take_dirty()
+            marks = self._marks(transitions, states) if self.engine.checkpointed else ()
+            landed = await self._enqueue(self._shape(transitions, states, marks))
         await landed
+
+    def _marks(self, transitions: Sequence[Transition], states: Sequence[RuleState]
+               ) -> Sequence[SampleMark]:
+        """The sample marks to commit with a group. Written with a commit of state (cheap, and
+        enough: a sample whose mark is not yet stored changed no rule state, so evaluating a
+        resend of it against the stored state changes nothing either). With the rule engine's
+        journal, only at its checkpoints: until then the journal rows name each sample's source
+        (`RuleEngine.note_source`), and the marks are read back from them at start."""
+        if not (transitions or states) or not self.engine.checkpointed:
+            return ()
+        return self.gate.changed_marks()
+
+    def uncommitted(self) -> int:
+        """Groups evaluated and queued whose commit has not landed yet: what they caused (a
+        rule that raised or cleared) is in the engine, not yet in the outbox."""
+        return self._commits.qsize() + self._landing
 
     @property
     def lock(self) -> asyncio.Lock:

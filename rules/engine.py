@@ -18,6 +18,7 @@ definition did not change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -51,10 +52,11 @@ class RuleEngine:
 
     __slots__ = ("_built", "_by_id", "_checkpoint_due", "_dirty", "_fingerprint", "_forget",
                  "_handlers", "_instances", "_journal", "_journal_limit", "_journal_rows",
-                 "_journal_seq", "_journal_ticks", "_journaled", "_limit", "_loaded",
+                 "_journal_seq", "_journal_source", "_journal_ticks", "_journaled", "_limit",
+                 "_loaded",
                  "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes", "_orphans",
                  "_patterns", "_previous", "_record", "_refused", "_routes", "_rules",
-                 "_ticking", "_unsaved", "replayed")
+                 "_ticking", "_unsaved", "checkpointed", "journal_marks", "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
                  journal_samples: int = 0) -> None:
@@ -72,7 +74,14 @@ class RuleEngine:
         self._record = self._journal.append if journal_samples else None
         self._journal_rows: list[int] = []  # stored since the last checkpoint (or at start)
         self._journal_seq = 0  # the next row's number
-        self._journal_ticks = 0  # ticks among the inputs since the last take_dirty
+        self._journal_ticks = 0  # ticks and source names among the inputs since take_dirty
+        self._journal_source: str | None = None  # the source named last in those inputs
+        # Whether the last take_dirty stored everything (no journal: always). Until the next
+        # checkpoint the journal rows also hold the sample marks (`note_source`).
+        self.checkpointed = True
+        # The newest device time per (source, asset, signal) among the journaled samples
+        # evaluated again at start: marks of committed samples (gateway/dedup.py).
+        self.journal_marks: dict[tuple[str, str, str], float] = {}
         self._journaled = 0  # samples in those rows
         self._checkpoint_due = True
         self._unsaved: set[RuleInstance] = set()  # changed since the last checkpoint
@@ -138,6 +147,16 @@ class RuleEngine:
                     out.append(t)
         return _NONE if out is None else out
 
+    def note_source(self, source: str) -> None:
+        """The samples evaluated next come from `source` (the pipeline says so per batch). With
+        a journal the name goes into it, so the journal also tells which samples each source
+        had delivered: their marks (gateway/dedup.py) need no rows of their own until the
+        next checkpoint."""
+        if self._record is not None and source != self._journal_source:
+            self._journal_source = source
+            self._record(source)
+            self._journal_ticks += 1
+
     def tick(self, now: float) -> Sequence[Transition]:
         """Let time pass for rules that need it (debounce expiry, stale data)."""
         out: list[Transition] | None = None
@@ -170,6 +189,7 @@ class RuleEngine:
         """
         inputs = self._journal.copy()  # the journal row's own list
         self._journal.clear()
+        self._journal_source = None  # each row names its sources itself
         changed = bool(self._dirty or self._mute_dirty)
         out: list[RuleState]
         if not self._journal_limit:
@@ -182,8 +202,10 @@ class RuleEngine:
                 self._mute_dirty.clear()
             n = len(inputs) - self._journal_ticks  # samples
             self._journal_ticks = 0
+            self.checkpointed = False
             if self._checkpoint_due or (changed and (not inputs or self._full(n))):
                 out = self._checkpoint()
+                self.checkpointed = True
             elif changed:
                 out = [jn.encode(self._journal_seq, self._fingerprint, inputs)]
                 self._journal_rows.append(self._journal_seq)
@@ -309,17 +331,27 @@ class RuleEngine:
                 inputs = jn.decode(row.data)
             except StateError:
                 break
+            source: str | None = None
+            marks = self.journal_marks
             for item in inputs:
+                if isinstance(item, str):
+                    source = item
+                    continue
                 try:  # a failing rule fails as it did live: the rest of that input is skipped
                     if isinstance(item, float):
                         self._replay_tick(item, ours)
                     else:
                         self.replayed += 1
+                        if source is not None and item.device_ts is not None:
+                            key = (source, item.asset, item.signal)
+                            if marks.get(key, -math.inf) < item.device_ts:
+                                marks[key] = item.device_ts
                         self._replay_sample(item, ours)
                 except Exception:  # as the pipeline did live (it counted it then)
                     pass
         self._journal.clear()  # what the replay went through again
         self._journal_ticks = 0
+        self._journal_source = None
         self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
         self._dirty |= before
 

@@ -37,7 +37,7 @@ JOURNAL_VERSION = 1
 SAMPLES_PER_CHANGED = 100
 FLOOR_SAMPLES = 2_000  # ...but never sooner than this many samples
 MAX_ROWS = 1_000  # or this many journal rows (many tiny groups)
-Input = Sample | float  # a sample, or the time of a tick
+Input = Sample | float | str  # a sample, the time of a tick, or the source of what follows
 _QUALITIES = frozenset(int(q) for q in Quality)
 
 
@@ -60,7 +60,7 @@ def decode(data: Any) -> list[Input]:
         raise StateError(f"journal version {version!r}, expected {JOURNAL_VERSION}")
     out: list[Input] = []
     for item in as_list(items, None, "journal inputs"):
-        if isinstance(item, float):
+        if isinstance(item, float | str):
             out.append(item)
             continue
         fields = as_list(item, 6, "journal sample")

@@ -288,8 +288,11 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                 if st is None:
                     return False
                 pending = st["outbox"]["pending"]
+                # (`uncommitted`: a tick may have cleared an episode in the engine whose
+                # commit, and so its record, has not landed yet)
                 return (not any(pending.values())
                         and st["pipeline"]["samples"] > 0
+                        and st["pipeline"]["uncommitted"] == 0
                         and not st["open_episodes"])
 
             try:

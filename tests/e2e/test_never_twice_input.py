@@ -132,6 +132,27 @@ async def test_an_identical_resend_is_evaluated_once(stack: Stack) -> None:
         f"{requests.count('temp-high')}: a resent old sample raised a second episode")
 
 
+async def test_a_resend_after_a_kill_is_evaluated_once(stack: Stack) -> None:
+    """A device resends its last reading after our restart (a retained message, a device that
+    republishes on reconnect). Its mark (newest device time evaluated) must have survived the
+    kill -9 with the rule state, also between the rule engine's checkpoints, when both live in
+    its journal: else the copy completes the 3-of-5 window and raises a request."""
+    port = await _up(stack, _count_rule("vib-3-of-5", "vibration"))
+    t = time.time()
+    for n, (v, ts) in enumerate([(3.0, t - 1.0), (8.0, t), (3.0, t + 0.1), (8.0, t + 0.2)]):
+        stack.publish("pump-1", "vibration", v, ts=ts)
+        await stack.wait_evaluated(port, n + 1)  # a commit group each: journal rows
+    await stack.restart_subprocess(port, "kill")
+    stack.publish("pump-1", "vibration", 8.0, ts=t + 0.2)  # the resend: 2 of 5 stays 2
+    await stack.fence(port)
+    assert [r["body"]["rule_id"] for r in stack.requests_for("pump-1")] == [], (
+        "the resent copy was evaluated again after the restart and completed 3 of 5")
+    stack.publish("pump-1", "vibration", 8.0, ts=t + 0.3)  # a new reading: now 3 of 5
+    await expect_exactly(1, lambda: stack.requests_for("pump-1"),
+                         "request for pump-1 (8, 3, 8, kill, resend, 8)", 15,
+                         lambda: stack.wait_drained(port))
+
+
 def shipped_rules_scaled(factor: float) -> str:
     """The shipped rule files, every `*_seconds = N` divided by `factor` (text substitution,
     so the test runs in seconds instead of minutes; the rules are otherwise as shipped)."""

@@ -97,3 +97,12 @@ def test_changed_marks_are_handed_out_once_and_survive_a_restart() -> None:
     assert restarted.admit("mqtt", vib(1, T0 + 2.5))
     restarted.load([SampleMark("mqtt", "pump-1", "vibration", T0)])  # an older mark loses
     assert not restarted.admit("mqtt", vib(1, T0 + 2.5))
+
+
+def test_marks_read_from_the_journal_are_stored_at_the_next_checkpoint() -> None:
+    gate = SampleGate()
+    gate.load([SampleMark("plc", "pump-1", "vibration", 10.0)])
+    gate.load_journaled({("plc", "pump-1", "vibration"): 12.0,
+                         ("plc", "pump-1", "current"): 5.0})
+    assert not gate.admit("plc", Sample("pump-1", "vibration", 1.0, Quality.GOOD, 0.0, 12.0))
+    assert sorted(m.device_ts for m in gate.changed_marks()) == [5.0, 12.0]

@@ -181,7 +181,7 @@ def test_without_a_journal_an_engine_keeps_no_inputs(rules_from: RulesFrom) -> N
     [1, [["a", "s", 1.0, 0, None, None]]],
     [1, [["a", "s", "1.0", 0, 0.0, None]]],
     [1, [["a", "s", 1.0, 0, 0.0]]],
-    [1, ["a tick?"]],
+    [1, [True]],
     "not a row",
 ])
 def test_damaged_rows_are_refused(data: object) -> None:
@@ -240,3 +240,26 @@ def test_a_reload_checkpoints_so_no_journal_of_the_old_rules_is_left(
     assert after.replayed == 0
     assert after.instance("temp-rising", "pump-1").snapshot() == engine.instance(  # type: ignore[union-attr]
         "temp-rising", "pump-1").snapshot()  # type: ignore[union-attr]
+
+
+def test_the_journal_tells_the_marks_of_the_samples_it_holds(rules_from: RulesFrom) -> None:
+    """Between checkpoints the sample marks (gateway/dedup.py) are not stored on their own: the
+    journal names each batch's source, and a start reads the newest device time per (source,
+    asset, signal) back from it."""
+    rules = rules_from(RATE)
+    engine, store = RuleEngine(rules, journal_samples=10_000), Store()
+    for ts, source in [(0.0, "plc"), (1.0, "plc"), (2.0, "gw"), (3.0, "plc")]:
+        engine.note_source(source)
+        engine.evaluate(Sample("pump-1", "temperature", 40.0 + ts, Quality.GOOD, ts,
+                               device_ts=ts + 0.5))
+        engine.evaluate(Sample("pump-1", "temperature", None, Quality.BAD, ts))  # no device time
+        commit(store, engine.take_dirty())
+        assert engine.checkpointed is (ts == 0.0)  # the first commit is the start's checkpoint
+    after = RuleEngine(rules, journal_samples=10_000)
+    after.restore_states(round_trip(store))
+    assert after.journal_marks == {("plc", "pump-1", "temperature"): 3.5,
+                                   ("gw", "pump-1", "temperature"): 2.5}
+    without = RuleEngine(rules)
+    assert without.checkpointed  # no journal: every commit stores everything
+    without.note_source("plc")
+    assert len(without._journal) == 0
