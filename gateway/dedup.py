@@ -102,20 +102,20 @@ class SampleGate:
     def load(self, marks: Iterable[SampleMark]) -> None:
         """Restore persisted marks at start (a later mark for the same key wins if newer)."""
         for mark in marks:
-            key = (mark.source, mark.asset, mark.signal)
-            current = self._newest.get(key)
-            if current is None or mark.device_ts > current:
-                self._newest[key] = mark.device_ts
+            self._raise_to((mark.source, mark.asset, mark.signal), mark.device_ts)
 
     def load_journaled(self, marks: Mapping[_Key, float]) -> None:
         """At start, after `load`: the marks the rule engine read from its journal (samples
         committed since its last checkpoint, whose marks were not stored on their own). They
         are stored at the next checkpoint, which deletes that journal."""
         for key, device_ts in marks.items():
-            current = self._newest.get(key)
-            if current is None or device_ts > current:
-                self._newest[key] = device_ts
+            self._raise_to(key, device_ts)
             self._changed.add(key)
+
+    def _raise_to(self, key: _Key, device_ts: float) -> None:
+        current = self._newest.get(key)
+        if current is None or device_ts > current:
+            self._newest[key] = device_ts
 
     def __len__(self) -> int:
         """How many (source, asset, signal) marks are held."""

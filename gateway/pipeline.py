@@ -294,8 +294,8 @@ class Pipeline:
         once they are committed."""
         async with self._lock:
             states = self.engine.take_dirty()
-            marks = self._marks(transitions, states) if self.engine.checkpointed else ()
-            landed = await self._enqueue(self._shape(transitions, states, marks))
+            landed = await self._enqueue(self._shape(transitions, states,
+                                                     self._marks(transitions, states)))
         await landed
 
     def _marks(self, transitions: Sequence[Transition], states: Sequence[RuleState]

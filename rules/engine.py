@@ -51,12 +51,11 @@ class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
     __slots__ = ("_built", "_by_id", "_checkpoint_due", "_dirty", "_fingerprint", "_forget",
-                 "_handlers", "_instances", "_journal", "_journal_limit", "_journal_rows",
-                 "_journal_seq", "_journal_source", "_journal_ticks", "_journaled", "_limit",
-                 "_loaded",
-                 "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes", "_orphans",
-                 "_patterns", "_previous", "_record", "_refused", "_routes", "_rules",
-                 "_ticking", "_unsaved", "checkpointed", "journal_marks", "replayed")
+                 "_handlers", "_instances", "_journal", "_journal_limit", "_journal_other",
+                 "_journal_rows", "_journal_seq", "_journal_source", "_journaled", "_limit",
+                 "_loaded", "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes",
+                 "_orphans", "_patterns", "_previous", "_record", "_refused", "_routes",
+                 "_rules", "_ticking", "_unsaved", "checkpointed", "journal_marks", "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
                  journal_samples: int = 0) -> None:
@@ -74,7 +73,7 @@ class RuleEngine:
         self._record = self._journal.append if journal_samples else None
         self._journal_rows: list[int] = []  # stored since the last checkpoint (or at start)
         self._journal_seq = 0  # the next row's number
-        self._journal_ticks = 0  # ticks and source names among the inputs since take_dirty
+        self._journal_other = 0  # ticks and source names (not samples) since take_dirty
         self._journal_source: str | None = None  # the source named last in those inputs
         # Whether the last take_dirty stored everything (no journal: always). Until the next
         # checkpoint the journal rows also hold the sample marks (`note_source`).
@@ -155,7 +154,7 @@ class RuleEngine:
         if self._record is not None and source != self._journal_source:
             self._journal_source = source
             self._record(source)
-            self._journal_ticks += 1
+            self._journal_other += 1
 
     def tick(self, now: float) -> Sequence[Transition]:
         """Let time pass for rules that need it (debounce expiry, stale data)."""
@@ -165,7 +164,7 @@ class RuleEngine:
             self._orphans.clear()
         if self._ticking and self._record is not None:
             self._record(float(now))
-            self._journal_ticks += 1
+            self._journal_other += 1
         for inst in self._ticking:
             t = inst.tick(now)
             if t is not None:
@@ -200,8 +199,8 @@ class RuleEngine:
                 self._dirty.clear()
                 self._mute_unsaved |= self._mute_dirty
                 self._mute_dirty.clear()
-            n = len(inputs) - self._journal_ticks  # samples
-            self._journal_ticks = 0
+            n = len(inputs) - self._journal_other  # samples
+            self._journal_other = 0
             self.checkpointed = False
             if self._checkpoint_due or (changed and (not inputs or self._full(n))):
                 out = self._checkpoint()
@@ -350,7 +349,7 @@ class RuleEngine:
                 except Exception:  # as the pipeline did live (it counted it then)
                     pass
         self._journal.clear()  # what the replay went through again
-        self._journal_ticks = 0
+        self._journal_other = 0
         self._journal_source = None
         self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
         self._dirty |= before

@@ -5,7 +5,8 @@ a combination's latest values), so storing each changed instance at every commit
 rows a second at 10,000 signals, and SQLite writes whole pages: ~2.5 MB a second for every
 1,000 signals at 1 Hz, which wears out the flash of an edge box within a year or two. Instead,
 a commit in which state changed stores one journal row: the samples and ticks the engine
-evaluated in that group, in order. Now and then (`RuleEngine.take_dirty`, by size) a
+evaluated in that group, in order, each batch after the name of its source (the sample marks
+of gateway/dedup.py are read back from them). Now and then (`RuleEngine.take_dirty`, by size) a
 *checkpoint* stores every instance changed since the last one and deletes the journal rows.
 
 After a crash, state is the checkpoint plus the journal evaluated again in order: the engine is
@@ -39,6 +40,7 @@ FLOOR_SAMPLES = 2_000  # ...but never sooner than this many samples
 MAX_ROWS = 1_000  # or this many journal rows (many tiny groups)
 Input = Sample | float | str  # a sample, the time of a tick, or the source of what follows
 _QUALITIES = frozenset(int(q) for q in Quality)
+_NUMBER = float | int
 
 
 def row_key(seq: int) -> str:
@@ -48,8 +50,9 @@ def row_key(seq: int) -> str:
 
 def encode(seq: int, fingerprint: str, inputs: list[Input]) -> RuleState:
     """One journal row: the inputs as they are (the list is the row's now). msgpack writes a
-    sample as an array of its fields (a named tuple is a tuple; quality an int) and a tick as a
-    float, in C: no Python work per sample here, thousands per commit."""
+    sample as an array of its fields (a named tuple is a tuple; quality an int), a tick as a
+    float and a source name as a string, in C: no Python work per sample here, thousands per
+    commit."""
     return RuleState(JOURNAL, row_key(seq), fingerprint, (JOURNAL_VERSION, inputs))
 
 
@@ -65,10 +68,9 @@ def decode(data: Any) -> list[Input]:
             continue
         fields = as_list(item, 6, "journal sample")
         asset, signal, value, quality, ts, device_ts = fields
-        number = float | int
         if not (isinstance(asset, str) and isinstance(signal, str) and quality in _QUALITIES
-                and isinstance(ts, number) and (value is None or isinstance(value, number))
-                and (device_ts is None or isinstance(device_ts, number))):
+                and isinstance(ts, _NUMBER) and (value is None or isinstance(value, _NUMBER))
+                and (device_ts is None or isinstance(device_ts, _NUMBER))):
             raise StateError(f"journal sample {fields!r}: does not fit")
         out.append(Sample(asset, signal, None if value is None else float(value),
                           Quality(quality), float(ts),
