@@ -142,6 +142,11 @@ class CountThreshold(RuleInstance):
         self.last_value = v
         if self.inverted:
             mark = (self.lo <= v <= self.hi) + 2 * (not (v < self.clo or v > self.chi))
+        elif (not self.n_held and self.clo <= v <= self.chi and self.pending_since is None
+              and not self.active):
+            # The usual case: the window is all clear and stays so. Its marks are all 0 (the
+            # clear band lies within the alarm band), so which slot is next does not matter.
+            return None
         else:
             mark = (v > self.hi or v < self.lo) + 2 * (not (self.clo <= v <= self.chi))
         ring, slot = self.ring, self.slot
