@@ -1,13 +1,13 @@
 """Throughput of the MQTT source: a flood of messages through a real Mosquitto into batches().
 
     .venv/bin/python -m benchmarks.mqtt_bench --messages 20000 --qos 1 --queue 1000
-    .venv/bin/python -m benchmarks.mqtt_bench --workers 0 1 2 --protocol 3.1.1
+    .venv/bin/python -m benchmarks.mqtt_bench --workers 0 1 --protocol 3.1.1
     .venv/bin/python -m benchmarks.mqtt_bench --pipe   # only the worker -> daemon frames
-    .venv/bin/python -m benchmarks.mqtt_bench --rate 5000 10000 --workers 0 2   # offered load
+    .venv/bin/python -m benchmarks.mqtt_bench --rate 5000 10000 --workers 0 1   # offered load
 
 A paho publisher in another process floods the broker; the consumer acks every batch as soon
 as it has it (the cost of the pipeline is not included). Prints messages/s, CPU-microseconds per
-message of all our processes (the consumer and its MQTT worker processes, `--workers`), and
+message of all our processes (the consumer and its MQTT worker process, `--workers`), and
 whether every message arrived exactly once.
 
 `--rate R...`: a publisher offers R messages/s (one `{"value", "ts"}` reading each, stamped at
@@ -216,7 +216,7 @@ def main() -> None:
     parser.add_argument("--queue", type=int, default=1000)
     parser.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
     parser.add_argument("--workers", type=int, nargs="+", default=[0],
-                        help="0: the in-process source; N: ingest in N worker processes")
+                        help="0: the in-process source; 1: ingest in a worker process")
     parser.add_argument("--pipe", action="store_true",
                         help="time only the worker -> daemon frames (no broker)")
     parser.add_argument("--rate", type=int, nargs="+", default=[],

@@ -8,9 +8,10 @@ back. So the publisher never competes for the CPU while we measure, and both con
 the bare paho client, one after the other on the same broker) see exactly the same backlog.
 Timing runs from the first message received to the last. 100 assets x 5 signals, QoS 1. The
 consumer runs on uvloop, as the daemon does (`gateway.cli_base.run_async`).
-Each row is measured in process (today's source) and with ingest in 1 and 2 worker processes;
-the note gives the CPU-microseconds per sample of all our processes (the daemon's and the
-workers'), which a busy shared box changes far less than the wall rate.
+Each row is measured in process and with ingest in a worker process (`workers = 1`: not more,
+drivers/mqtt/config.py says why); the note gives the CPU-microseconds per sample of all our
+processes (the daemon's and the worker's), which a busy shared box changes far less than the
+wall rate.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int
 
 def measure(name: str, protocol: str, per_message: int, messages: int, target: str,
             floor: float, min_ratio: float = 0.0,
-            workers: tuple[int, ...] = (0, 1, 2)) -> list[Row]:
+            workers: tuple[int, ...] = (0, 1)) -> list[Row]:
     """One row per `workers` setting (0: in process), each on a fresh broker (no session of
     an earlier run left to queue for), all against the same bare paho ceiling."""
     with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:

@@ -17,6 +17,21 @@ if TYPE_CHECKING:
     from drivers.mqtt.pool import MqttWorkerSource
 
 _CAPTURES = {"asset", "signal"}
+# One worker at most. With two, a shared subscription splits the messages between them and
+# their order is lost: after a restart each worker's backlog comes back in its own time, so a
+# reading can be evaluated after a newer one of its signal (skipped as older: an excursion
+# never raises) or a mute after the readings it should have muted (a muted asset raises).
+# Found by the crash trials (`--profile delays --workers 2`: 2 requests too many in 60
+# kills); tests/drivers/mqtt/test_worker_order.py loses excursions that way with two workers.
+MAX_WORKERS = 1
+TOO_MANY_WORKERS = (
+    "workers = {workers}: at most 1. Two or more worker processes share the subscription, and "
+    "the broker hands an asset's messages to either of them: their order is lost, and with it "
+    "the promise (a late reading is skipped as older, so an excursion raises nothing; a late "
+    "mute lets a muted asset raise a request). workers = 1 keeps the order and takes the "
+    "MQTT work off the daemon's core; more throughput: protocol = \"3.1.1\", or split the "
+    "plant between sources by asset (each with its own worker), never an asset's signals "
+    "between two")
 
 
 class Protocol(enum.StrEnum):
@@ -199,14 +214,13 @@ class MqttSourceConfig(ZonedTimeSettings, ValidRangeSettings):
     max_payload_bytes: int = Field(default=256 * 1024, ge=1)
     rejection_quiet_seconds: float = Field(default=60.0, gt=0)  # ends a logged trouble episode
     retained: RetainedPolicy = RetainedPolicy.ACCEPT
-    # Ingest in worker processes (drivers/mqtt/pool.py): 0 = the client runs in the daemon's
-    # process; N >= 1 = N processes (`python -m drivers.mqtt.worker`) each own a connection,
-    # decode and route, and hand compact batches to the daemon, which acks through them after
-    # the commit. N > 1 splits the load with a shared subscription ($share/<share_group>/...).
-    # Measured figures and why the default is what it is: config/examples/source-mqtt.toml.
-    # 0: in process. Workers win only at saturation; why 0 is the default: the example config.
-    workers: int = Field(default=0, ge=0, le=16)
-    share_group: str | None = None  # unset: the client id (workers > 1 only)
+    # Ingest in a worker process (drivers/mqtt/pool.py): 0 = the client runs in the daemon's
+    # process; 1 = one process (`python -m drivers.mqtt.worker`) owns the connection, decodes
+    # and routes, and hands compact batches to the daemon, which acks through it after the
+    # commit. Not more: two workers share the subscription, the broker hands an asset's
+    # messages to either, and their order is lost (`MAX_WORKERS`). Measured figures and why
+    # the default is 0: config/examples/source-mqtt.toml.
+    workers: int = Field(default=0, ge=0)
     subscriptions: list[Subscription] = []
     topics: list[TopicEntry] = []
 
@@ -220,9 +234,8 @@ class MqttSourceConfig(ZonedTimeSettings, ValidRangeSettings):
             raise ValueError("reconnect_max_seconds is below reconnect_initial_seconds")
         if self.client_id is not None and not self.client_id:
             raise ValueError("client_id must not be empty (persistent sessions need one)")
-        if self.share_group is not None and (
-                not self.share_group or any(c in self.share_group for c in "/+#")):
-            raise ValueError("share_group must be non-empty, without '/', '+' or '#'")
+        if self.workers > MAX_WORKERS:
+            raise ValueError(TOO_MANY_WORKERS.format(workers=self.workers))
         seen: set[str] = set()
         for entry in self.topics:
             if entry.topic in seen:
@@ -242,19 +255,10 @@ class MqttSourceConfig(ZonedTimeSettings, ValidRangeSettings):
     def effective_client_id(self) -> str:
         return self.client_id or f"plantbridge-{self.name}"
 
-    @property
-    def effective_share_group(self) -> str:
-        """The shared-subscription group of a source with workers > 1 (no '/', '+', '#')."""
-        if self.share_group is not None:
-            return self.share_group
-        return "".join("_" if c in "/+#" else c for c in self.effective_client_id)
-
-    def worker_config(self, index: int) -> MqttSourceConfig:
-        """The config worker `index` runs: its own client id (one worker keeps the source's,
-        so going from 0 to 1 worker keeps the broker session), in-process (workers = 0)."""
-        client_id = (self.effective_client_id if self.workers <= 1
-                     else f"{self.effective_client_id}-w{index}")
-        return self.model_copy(update={"client_id": client_id, "workers": 0})
+    def worker_config(self) -> MqttSourceConfig:
+        """The config the worker runs: in process (workers = 0), with the source's client id,
+        so going from 0 to 1 worker and back keeps the broker session."""
+        return self.model_copy(update={"client_id": self.effective_client_id, "workers": 0})
 
     def build(self) -> MqttSource | MqttWorkerSource:
         if self.workers >= 1:

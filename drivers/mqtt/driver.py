@@ -64,12 +64,9 @@ class SetupFailed(LinkError):
 class MqttSource:
     """Streams `SampleBatch`es from one broker: `async with src: async for b in src.batches()`."""
 
-    def __init__(self, config: MqttSourceConfig, share_group: str | None = None) -> None:
-        """`share_group`: subscribe as a member of this shared-subscription group (a worker
-        process of a source with workers > 1, see drivers/mqtt/pool.py)."""
+    def __init__(self, config: MqttSourceConfig) -> None:
         self.name = config.name
         self._cfg = config
-        self._share = f"$share/{share_group}/" if share_group else ""
         self._clock = config.clock(config.name)
         self._router = Router(config.subscriptions, config.topics, self._clock)
         self._rejections = RejectionLog(config.name, config.rejection_quiet_seconds)
@@ -230,8 +227,7 @@ class MqttSource:
         if code.is_failure:
             raise BrokerRefused(f"broker refused the connection: {code}")
         self._suback_codes = {}
-        filters = [(self._share + f, q) for f, q in self._router.filters]
-        self._suback_wanted = mqtt_client.subscribe(client, cfg.protocol, filters)
+        self._suback_wanted = mqtt_client.subscribe(client, cfg.protocol, self._router.filters)
         try:
             async with asyncio.timeout(cfg.connect_timeout_seconds):
                 granted = await self._suback

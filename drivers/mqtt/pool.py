@@ -1,4 +1,4 @@
-"""An MQTT source whose ingest runs in worker processes (`workers = N` on the source).
+"""An MQTT source whose ingest runs in a worker process (`workers = 1` on the source).
 
 Why processes, and why `asyncio` subprocesses of `python -m drivers.mqtt.worker` rather than
 `multiprocessing`: at saturation paho's receive path and the decoding are most of a core, and
@@ -7,25 +7,24 @@ pipes as ordinary streams (no extra thread, no pickling, no fork of a daemon tha
 connections and sockets), and its life is tied to the pipe: when the daemon dies, the worker's
 stdin ends and it exits, so no orphan keeps a broker session busy.
 
-Each worker runs the ordinary `MqttSource` with a client id of its own (`<client id>-w<i>`;
-one worker keeps the source's own id) in a persistent session; with N > 1 the broker splits
-the messages between them through a shared subscription `$share/<group>/<filter>`. Workers
-send column batches; this side builds the `Sample`s in bulk and hands them on as
-`SampleBatch`es whose `ack` sends the batch's token back to its worker after the commit.
-The worker then sends the PUBACKs. A worker that exits is restarted with backoff (logged,
-counted under `counted["worker_restarts"]`); the broker redelivers its unacknowledged
-messages to the same client id, and acks still owed to the dead incarnation are dropped (they
-would be wrong).
+The worker runs the ordinary `MqttSource` with the source's own client id (so going from 0 to
+1 worker keeps the broker session) in a persistent session. It sends column batches; this side
+builds the `Sample`s in bulk and hands them on as `SampleBatch`es whose `ack` sends the batch's
+token back to the worker after the commit. The worker then sends the PUBACKs. A worker that
+exits is restarted with backoff (logged, counted under `counted["worker_restarts"]`); the broker
+redelivers its unacknowledged messages to the same client id, and acks still owed to the dead
+incarnation are dropped (they would be wrong).
 
-Order: one worker's batches keep their order. With N > 1, two messages of one signal may go
-to different workers and so arrive out of order; the pipeline's duplicate gate skips a reading
-not newer than the last one evaluated for its signal (counted as a duplicate).
+Order: the worker's batches keep the order of its one connection, as in process. One worker,
+never more (drivers/mqtt/config.py, `MAX_WORKERS`): two would share the subscription and lose
+the order of an asset's messages between them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -45,8 +44,6 @@ from gateway.model import SampleBatch, SourceHealth, SourceState
 log = logging.getLogger("drivers.mqtt")
 _STOP_SECONDS = 5.0  # a worker told to stop (its stdin closed) gets this long to disconnect
 _STABLE_SECONDS = 60.0  # a worker that ran this long restarts without the accumulated backoff
-_WORST = (SourceState.FAILED, SourceState.RECONNECTING, SourceState.CONNECTING,
-          SourceState.DEGRADED, SourceState.STOPPED, SourceState.CONNECTED)
 
 
 def _worker_env() -> dict[str, str]:
@@ -67,16 +64,16 @@ class _Worker:
 
 
 class MqttWorkerSource:
-    """The `Source` of an MQTT broker read by `config.workers` worker processes."""
+    """The `Source` of an MQTT broker read by a worker process."""
 
     def __init__(self, config: MqttSourceConfig) -> None:
-        if config.workers < 1:
-            raise ValueError("MqttWorkerSource needs workers >= 1 (0 is the in-process source)")
+        if config.workers != 1:
+            raise ValueError("MqttWorkerSource needs workers = 1 (0 is the in-process source)")
         self.name = config.name
         self._cfg = config
-        self._workers = [_Worker(i) for i in range(config.workers)]
-        # Bounded by the workers' windows: each has at most `queue_max_messages` messages
-        # sent and not acknowledged, so this holds at most workers x that many.
+        self._workers = [_Worker(0)]  # a list: start, stop and supervise read the same way
+        # Bounded by the worker's window: at most `queue_max_messages` messages sent and not
+        # acknowledged.
         self._out: asyncio.Queue[SampleBatch] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -126,44 +123,21 @@ class MqttWorkerSource:
             yield await self._out.get()
 
     def health(self) -> SourceHealth:
-        """One health for the source: each worker's, combined (counts summed)."""
-        parts = [w.health or SourceHealth(SourceState.CONNECTING, "worker starting")
-                 for w in self._workers]
-        states = {h.state for h in parts}
-        if len(states) == 1:
-            state = parts[0].state
-        elif states & {SourceState.CONNECTED, SourceState.DEGRADED}:
-            state = SourceState.DEGRADED  # some workers connected, some not
-        else:
-            state = min(states, key=_WORST.index)
-        if len(parts) == 1:
-            detail = parts[0].detail
-        else:
-            detail = "; ".join(f"worker {i}: {h.detail}" for i, h in enumerate(parts))
-        rejected: dict[str, int] = {}
-        counted: dict[str, int] = {}
-        for h in parts:
-            for reason, n in h.rejected.items():
-                rejected[reason] = rejected.get(reason, 0) + n
-            for why, n in h.counted.items():
-                counted[why] = counted.get(why, 0) + n
-        if self.restarts:
-            counted["worker_restarts"] = self.restarts
-            detail += f"; workers restarted {self.restarts} times"
-        skews = [h.clock_skew_seconds for h in parts if h.clock_skew_seconds is not None]
-        notes = list(dict.fromkeys(h.clock_note for h in parts if h.clock_note))
-        return SourceHealth(state, detail, max(h.since for h in parts),
-                            sum(h.samples_total for h in parts), rejected,
-                            skews[0] if skews else None, "; ".join(notes), counted)
+        """The worker's health, as it last reported it, and how often it was restarted."""
+        h = self._workers[0].health or SourceHealth(SourceState.CONNECTING, "worker starting")
+        if not self.restarts:
+            return h
+        return dataclasses.replace(
+            h, detail=f"{h.detail}; worker restarted {self.restarts} times",
+            counted={**h.counted, "worker_restarts": self.restarts})
 
     # --- workers ----------------------------------------------------------------------------
 
     async def _supervise(self, w: _Worker) -> None:
         cfg = self._cfg
         backoff = Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds)
-        share = cfg.effective_share_group if cfg.workers > 1 else None
-        hello = frames.encode({"config": cfg.worker_config(w.index).model_dump_json(),
-                               "share_group": share, "index": w.index})
+        hello = frames.encode({"config": cfg.worker_config().model_dump_json(),
+                               "index": w.index})
         while True:
             w.started = time.monotonic()
             try:

@@ -126,7 +126,7 @@ async def serve(reader: asyncio.StreamReader, out: asyncio.StreamWriter) -> None
     if first is None:
         return
     cfg = MqttSourceConfig.model_validate_json(first["config"])
-    source = MqttSource(cfg, share_group=first["share_group"])
+    source = MqttSource(cfg)
     link = WorkerLink(source, out, cfg.queue_max_messages)
     async with source:
         tasks = [asyncio.create_task(coro, name=f"mqtt-worker-{name}")

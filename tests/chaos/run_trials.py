@@ -1,7 +1,7 @@
 """Run a long series of crash trials and print what they found.
 
     .venv/bin/python -m tests.chaos.run_trials --trials 300 [--assets 8] [--seed N]
-        [--upstream rest|sap_pm|maximo] [--profile continuous|delays] [--workers N]
+        [--upstream rest|sap_pm|maximo] [--profile continuous|delays] [--workers 0|1]
 
 `--profile delays`: sensors report by exception, rules have on/off delays and maintenance
 mutes, so kills land while a delay is pending or an asset is muted (issue 10).
@@ -25,8 +25,9 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--upstream", choices=["rest", "sap_pm", "maximo"], default="rest")
     p.add_argument("--profile", choices=["continuous", "delays"], default="continuous")
-    p.add_argument("--workers", type=int, default=0,
-                   help="MQTT ingest in this many worker processes (the source's `workers`)")
+    p.add_argument("--workers", type=int, default=0, choices=(0, 1),
+                   help="MQTT ingest in the daemon (0) or a worker process (1): the source's "
+                        "`workers`")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="plantbridge-chaos-") as tmp:
         report = asyncio.run(run_crash_trials(Path(tmp), args.trials, args.assets, args.seed,

@@ -48,7 +48,7 @@ STEP_SECONDS = 0.05
 class TrialReport:
     upstream: str = "rest"
     profile: str = "continuous"
-    workers: int = 0  # MQTT worker processes (0: ingest in the daemon)
+    workers: int = 0  # MQTT ingest in a worker process (1) or in the daemon (0)
     trials: int = 0
     kills: int = 0
     # kills that landed while some asset was in "on-delay", "off-delay" or "mute"
@@ -68,7 +68,7 @@ class TrialReport:
     def summary(self) -> str:
         verdict = "OK" if self.ok else "FAILED"
         during = "".join(f", {n} during {what}" for what, n in sorted(self.kills_during.items()))
-        workers = f", {self.workers} MQTT workers" if self.workers else ""
+        workers = ", MQTT worker" if self.workers else ""
         return (f"{verdict} ({self.upstream}, {self.profile}{workers}): {self.trials} trials, "
                 f"{self.kills} SIGKILLs{during}, "
                 f"{self.episodes_published} episodes published, {self.requests} requests and "
@@ -255,7 +255,7 @@ async def run_crash_trials(workdir: Path, trials: int, assets: int = 8, seed: in
                 on_delay=0.2, off_delay=0.2).replace('asset_pattern = "pump-*"',
                                                      'asset_pattern = "asset-*"')
             source = stack.mqtt_source()
-            if workers:  # MQTT ingest in worker processes: the kill takes them with the daemon
+            if workers:  # MQTT ingest in a worker process: the kill takes it with the daemon
                 named = '\nname = "plant"\n'
                 assert named in source
                 source = source.replace(named, f"{named}workers = {workers}\n")

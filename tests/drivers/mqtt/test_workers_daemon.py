@@ -1,5 +1,5 @@
-"""`plantbridge run` with MQTT ingest in two worker processes: a rule raises, one request
-reaches the CMMS simulator; kill -9 of the daemon takes its workers with it (no orphans)."""
+"""`plantbridge run` with MQTT ingest in a worker process: a rule raises, one request reaches
+the CMMS simulator; kill -9 of the daemon takes its worker with it (no orphan)."""
 
 from __future__ import annotations
 
@@ -62,13 +62,13 @@ def source_with_workers(stack: Stack, workers: int) -> str:
 
 
 @pytest.mark.slow
-async def test_daemon_with_two_workers_raises_once_and_leaves_no_orphans(stack: Stack) -> None:
+async def test_daemon_with_a_worker_raises_once_and_leaves_no_orphan(stack: Stack) -> None:
     port = free_port()
-    stack.write_config(vibration_rule(), http_port=port, source=source_with_workers(stack, 2))
+    stack.write_config(vibration_rule(), http_port=port, source=source_with_workers(stack, 1))
     proc = stack.spawn_daemon()
     await stack.wait_subprocess_up(port)
     pids = workers_of(proc.pid)
-    assert len(pids) == 2, f"expected two MQTT workers, found {pids}"
+    assert len(pids) == 1, f"expected one MQTT worker, found {pids}"
 
     await stack.episode("pump-1")
     await wait_for(lambda: len(stack.requests_for("pump-1")) == 1, 20, "the request")
@@ -82,16 +82,16 @@ async def test_daemon_with_two_workers_raises_once_and_leaves_no_orphans(stack: 
 
     os.kill(proc.pid, signal.SIGKILL)  # the daemon alone, not its process group
     proc.wait(10)
-    await wait_for(lambda: not any(alive(p) for p in pids), 15, "the workers exit with it")
+    await wait_for(lambda: not any(alive(p) for p in pids), 15, "the worker exits with it")
 
     # Started again on the same sessions: nothing redelivered raises twice; a SIGTERM stops
-    # the daemon cleanly, workers included.
+    # the daemon cleanly, its worker included.
     proc = stack.spawn_daemon()
     await stack.wait_subprocess_up(port)
     pids = workers_of(proc.pid)
-    assert len(pids) == 2
+    assert len(pids) == 1
     await stack.episode("pump-2")
     await wait_for(lambda: len(stack.updates_for("pump-2")) == 1, 20, "pump-2 raised, cleared")
     assert [len(stack.requests_for(a)) for a in ("pump-1", "pump-2")] == [1, 1]
     assert await stack.terminate() == 0, stack.daemon_log()[-2000:]
-    await wait_for(lambda: not any(alive(p) for p in pids), 15, "the workers stop with it")
+    await wait_for(lambda: not any(alive(p) for p in pids), 15, "the worker stops with it")
