@@ -17,13 +17,16 @@ wall rate.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 import paho.mqtt.client as paho
@@ -36,9 +39,12 @@ from benchmarks.rules_bench import RULES
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.pool import MqttWorkerSource
 from gateway.cli_base import run_async
-from gateway.model import SourceState
+from gateway.model import SampleBatch, SourceState
 from rules import RuleEngine
 from tests.harness import Mosquitto, running_mosquitto, wait_for, wait_for_sync
+
+if TYPE_CHECKING:
+    from drivers.mqtt.driver import MqttSource
 
 SIGNALS = ("vibration", "temperature", "current", "running", "pressure")
 ASSETS = 100
@@ -53,8 +59,12 @@ def payload(i: int, per_message: int, t0: float) -> bytes:
     return orjson.dumps(items[0] if per_message == 1 else items)
 
 
+LINES = 2  # the assets are on two lines: a plant split between sources by line keeps order
+
+
 def topic(i: int) -> str:
-    return f"plant/pump-{i % ASSETS}/{SIGNALS[i // ASSETS % len(SIGNALS)]}"
+    a = i % ASSETS
+    return f"plant/line-{a % LINES}/pump-{a}/{SIGNALS[i // ASSETS % len(SIGNALS)]}"
 
 
 def preload(port: int, messages: int, per_message: int) -> None:
@@ -106,7 +116,7 @@ def bare(broker: Mosquitto, protocol: str, messages: int, per_message: int,
     client = _bare_client(protocol, broker.port)
     subscribed = threading.Event()
     client.on_subscribe = lambda *_: subscribed.set()
-    client.subscribe("plant/+/+", qos=1)
+    client.subscribe("plant/+/+/+", qos=1)
     deadline = time.monotonic() + 30
     while not subscribed.is_set() and time.monotonic() < deadline:
         client.loop(0.1)
@@ -145,13 +155,13 @@ def _cpu_seconds(pid: int) -> float:
 class Cpu:
     """CPU seconds of this process and of the source's worker processes, from a start on."""
 
-    def __init__(self, source: object) -> None:
-        self._source = source
+    def __init__(self, sources: list[object]) -> None:
+        self._sources = sources
         self._start = self._now()
 
     def _now(self) -> dict[int, float]:
-        pids = [os.getpid(), *(self._source.pids if isinstance(self._source, MqttWorkerSource)
-                               else [])]
+        pids = [os.getpid(), *(pid for s in self._sources if isinstance(s, MqttWorkerSource)
+                               for pid in s.pids)]
         return {pid: _cpu_seconds(pid) for pid in pids}
 
     def used(self) -> tuple[float, float]:
@@ -177,29 +187,40 @@ class Measured:
         return f"{main + workers:.1f} CPU-us/sample{split}"
 
 
-async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int,
-               workers: int = 0) -> Measured:
-    """Samples/s through the source's `batches()` and `RuleEngine.evaluate`, acked per batch;
-    `workers` > 0: ingest in that many worker processes (drivers/mqtt/pool.py)."""
-    cfg = MqttSourceConfig.model_validate({
-        "name": f"bench-{protocol}-w{workers}", "port": broker.port, "protocol": protocol,
+def configs(port: int, protocol: str, workers: int, sources: int) -> list[MqttSourceConfig]:
+    """One source for the whole plant, or (`sources` = LINES) one per line: a plant split by
+    asset, the way config/examples/source-mqtt.toml says to use more cores."""
+    lines = ["+"] if sources == 1 else [f"line-{k}" for k in range(sources)]
+    return [MqttSourceConfig.model_validate({
+        "name": f"bench-{protocol}-w{workers}-{k}", "port": port, "protocol": protocol,
         "workers": workers,
-        "subscriptions": [{"pattern": "plant/+asset/+signal", "qos": 1, "format": "json",
-                           "value_path": "value", "timestamp_path": "ts"}]})
-    source = cfg.build()
-    async with source:  # the persistent sessions subscribe: the broker keeps what follows
-        await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
+        "subscriptions": [{"pattern": f"plant/{line}/+asset/+signal", "qos": 1,
+                           "format": "json", "value_path": "value", "timestamp_path": "ts"}]})
+        for k, line in enumerate(lines)]
+
+
+async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int,
+               workers: int = 0, sources: int = 1) -> Measured:
+    """Samples/s through the sources' `batches()` and `RuleEngine.evaluate`, acked per batch;
+    `workers` 1: ingest in a worker process per source (drivers/mqtt/pool.py); `sources` > 1:
+    the plant split between that many sources by line, their batches evaluated as they come."""
+    cfgs = configs(broker.port, protocol, workers, sources)
+    for cfg in cfgs:  # the persistent sessions subscribe: the broker keeps what follows
+        async with cfg.build() as source:
+            await _connected(source)
     await asyncio.to_thread(preload, broker.port, messages, per_message)
     evaluate = RuleEngine(rules_from_text(RULES)).evaluate
     want = messages * per_message
     got = 0
-    source = cfg.build()
-    async with source:
+    running = [cfg.build() for cfg in cfgs]
+    async with contextlib.AsyncExitStack() as stack:
+        for source in running:
+            await stack.enter_async_context(source)
         async with asyncio.timeout(300):
-            async for batch in source.batches():
+            async for batch in _merged(running):
                 if got == 0:
                     first = time.perf_counter()
-                    cpu = Cpu(source)  # workers are up: the first batch came from one
+                    cpu = Cpu(list(running))  # workers are up: the first batch came from one
                 for sample in batch.samples:
                     evaluate(sample)
                 got += len(batch.samples)
@@ -212,22 +233,54 @@ async def ours(broker: Mosquitto, protocol: str, messages: int, per_message: int
     return Measured(want / (end - first), main, workers_cpu, want)
 
 
+async def _connected(source: MqttSource | MqttWorkerSource) -> None:
+    await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
+
+
+async def _merged(sources: list[MqttSource | MqttWorkerSource]) -> AsyncIterator[SampleBatch]:
+    """The sources' batches as they come (one source: its own iterator, nothing between)."""
+    if len(sources) == 1:
+        async for batch in sources[0].batches():
+            yield batch
+        return
+    queue: asyncio.Queue[SampleBatch] = asyncio.Queue()
+
+    async def pump(source: MqttSource | MqttWorkerSource) -> None:
+        async for batch in source.batches():
+            queue.put_nowait(batch)
+
+    pumps = [asyncio.create_task(pump(s)) for s in sources]
+    try:
+        while True:
+            yield await queue.get()
+    finally:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+
+# (workers per source, sources): in process; one worker; the plant split by line between two
+# sources, a worker each (both cores, each asset's order kept: its messages take one connection)
+SETUPS = ((0, 1), (1, 1), (1, LINES))
+
+
 def measure(name: str, protocol: str, per_message: int, messages: int, target: str,
             floor: float, min_ratio: float = 0.0,
-            workers: tuple[int, ...] = (0, 1)) -> list[Row]:
-    """One row per `workers` setting (0: in process), each on a fresh broker (no session of
-    an earlier run left to queue for), all against the same bare paho ceiling."""
+            setups: tuple[tuple[int, int], ...] = SETUPS) -> list[Row]:
+    """One row per setup, each on a fresh broker (no session of an earlier run left to queue
+    for), all against the same bare paho ceiling."""
     with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
         wait_for_sync(lambda: broker.proc is not None, 5)
         ceiling = bare(broker, protocol, messages, per_message, decode=per_message > 1)
     load = os.getloadavg()[0]
     rows = []
-    for n in workers:
+    for n, sources in setups:
         with tempfile.TemporaryDirectory() as tmp, running_mosquitto(Path(tmp)) as broker:
-            got = run_async(ours(broker, protocol, messages, per_message, n))  # on uvloop
+            got = run_async(ours(broker, protocol, messages, per_message, n, sources))  # uvloop
         met = got.samples_per_second >= floor and got.samples_per_second >= min_ratio * ceiling
         what = "with orjson decode" if per_message > 1 else "no work"
-        label = name if n == 0 else f"{name}, {n} worker{'s' if n > 1 else ''}"
+        label = (name if n == 0 else f"{name}, 1 worker" if sources == 1
+                 else f"{name}, {sources} sources by line, a worker each")
         rows.append(Row(label, got.samples_per_second, "samples/s", target, met, ceiling,
                         f"{messages:,} msgs x {per_message}; {got.cpu_note()} "
                         f"(all our processes); load {load:.1f} on {os.cpu_count()} "

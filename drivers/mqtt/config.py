@@ -22,7 +22,7 @@ _CAPTURES = {"asset", "signal"}
 # reading can be evaluated after a newer one of its signal (skipped as older: an excursion
 # never raises) or a mute after the readings it should have muted (a muted asset raises).
 # Found by the crash trials (`--profile delays --workers 2`: 2 requests too many in 60
-# kills); tests/drivers/mqtt/test_worker_order.py loses excursions that way with two workers.
+# kills); tests/e2e/test_worker_order.py loses excursions that way with two workers.
 MAX_WORKERS = 1
 TOO_MANY_WORKERS = (
     "workers = {workers}: at most 1. Two or more worker processes share the subscription, and "

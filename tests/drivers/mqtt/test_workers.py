@@ -173,7 +173,7 @@ def test_workers_config() -> None:
     assert one.worker_config().client_id == "line-1"  # 0 -> 1 worker keeps the session
     assert one.worker_config().workers == 0  # the worker runs the source in process
     # Two workers would share the subscription and lose the order of an asset's messages
-    # (tests/drivers/mqtt/test_worker_order.py): refused, saying why and what to do instead.
+    # (tests/e2e/test_worker_order.py): refused, saying why and what to do instead.
     with pytest.raises(ValueError, match=r"workers = 2: at most 1\..*order is lost.*"
                                          r"workers = 1 keeps the order"):
         pool_config(1883, 2)

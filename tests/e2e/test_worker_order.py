@@ -14,35 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-from simulators.cmms import CmmsSimulator
 from tests.drivers.mqtt.test_workers_daemon import source_with_workers
-from tests.e2e.stack import API_KEY, Stack, assert_exactly_once, vibration_rule
-from tests.harness import Mosquitto, free_port, wait_for
+from tests.e2e.stack import Stack, assert_exactly_once, vibration_rule
+from tests.harness import free_port, wait_for
 
 PUMPS = [f"pump-{i}" for i in range(12)]
-
-
-@pytest.fixture
-async def stack(tmp_path: Path, mosquitto: Mosquitto) -> AsyncIterator[Stack]:
-    sim = CmmsSimulator(host="127.0.0.1", port=0, api_key=API_KEY)
-    await sim.start()
-    s = Stack(tmp_path, mosquitto, sim)
-    try:
-        yield s
-    finally:
-        s.close()
-        if s.proc is not None and s.proc.poll() is None:
-            os.killpg(s.proc.pid, signal.SIGKILL)
-            s.proc.wait()
-        await sim.stop()
 
 
 @pytest.mark.slow
