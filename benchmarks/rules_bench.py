@@ -210,9 +210,9 @@ def bench_evaluate(n_assets: int = 2500, seconds: int = 60, rounds: int = 5,
         if spent < best:
             best, best_dirty = spent, in_dirty
         transitions, dirty = n, states
-        calls = seconds * sum(  # rule handlers (the journal's append is not a rule)
-            1 for by in engine._handlers.values() for h in by.values() for one in h
-            if getattr(one, "__self__", None) is not engine._journal)
+        calls = seconds * sum(  # rule handlers of the routes used (the journal is not one)
+            len(engine._routes.get((asset, signal), ()))
+            for asset, by in engine._handlers.items() for signal in by)
     return {"signals": n_assets * len(SIGNALS), "samples": len(data), "seconds": best,
             "take_dirty_seconds": best_dirty, "dirty_states": dirty,
 
