@@ -8,6 +8,7 @@ bad quality) is unknown, and unknown neither raises nor clears.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -152,10 +153,7 @@ class CombinationRule(RuleInstance):
         self.conditions = conditions
         self.need_all = need_all
         self.max_age = max_age
-        index: dict[str, list[tuple[int, int, float]]] = {}
-        for i, (signal, op, level) in enumerate(conditions):
-            index.setdefault(signal, []).append((i, _OPCODE[op], level))
-        self.index = {signal: tuple(found) for signal, found in index.items()}
+        self.index = _index_of(conditions)
         # Per condition: when its signal last had a usable value, that value, and whether the
         # condition held for it.
         self.seen = [-math.inf] * len(conditions)
@@ -256,3 +254,14 @@ class CombinationRule(RuleInstance):
                  for i, (signal, op, level) in enumerate(self.conditions)]
         mode = "all of" if self.need_all else "any of"
         return f"{mode}: {', '.join(parts)}" if raising else f"no longer {mode}: {', '.join(parts)}"
+
+
+@functools.lru_cache(maxsize=256)
+def _index_of(conditions: tuple[Condition, ...]) -> dict[str, tuple[tuple[int, int, float], ...]]:
+    """Per signal, its conditions as (position, opcode, level): one dict shared by every
+    instance with these conditions (read-only), so it stays in the cache however many assets
+    the rule covers."""
+    index: dict[str, list[tuple[int, int, float]]] = {}
+    for i, (signal, op, level) in enumerate(conditions):
+        index.setdefault(signal, []).append((i, _OPCODE[op], level))
+    return {signal: tuple(found) for signal, found in index.items()}
