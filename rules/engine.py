@@ -3,8 +3,8 @@
 Routing is one dictionary lookup on (asset, signal) to a tuple of hooks, each called as
 `hook.evaluate(sample)`: the cost per sample is O(rules on that signal), and a sample no rule
 cares about costs one lookup. A hook is the rule instance itself where the handler is its own
-`evaluate` (the usual case), else a `_Call` holding the handler (a mute signal's, the engine's,
-the journal's). Calling a method of the instance, rather than a bound method kept in the
+`evaluate` (the usual case), else a `_Call` holding the handler (a mute signal's, the
+engine's). Calling a method of the instance, rather than a bound method kept in the
 tuple, spares a separate object per handler that each sample must reach in memory: with
 10,000 signals most of them are out of the cache, and this was a quarter of the evaluation
 time (benchmarks/rules_bench.py). The first
@@ -60,8 +60,7 @@ class RuleEngine:
                  "_handlers", "_instances", "_journal", "_journal_limit", "_journal_other",
                  "_journal_rows", "_journal_seq", "_journal_source", "_journaled", "_limit",
                  "_loaded", "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes",
-                 "_orphans", "_patterns", "_previous", "_record", "_record_hook",
-                 "_refused", "_routes",
+                 "_orphans", "_patterns", "_previous", "_record", "_refused", "_routes",
                  "_rules", "_ticking", "_unsaved", "checkpointed", "journal_marks", "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
@@ -74,11 +73,10 @@ class RuleEngine:
             raise ValueError("journal_samples must be 0 (no journal) or more")
         self._limit = max_instances_per_rule
         self._journal_limit = journal_samples
-        # Inputs since the last take_dirty. With a journal, its `append` is the first handler
-        # of every route (no cost per sample without one: a replay tool, a benchmark).
+        # Inputs since the last take_dirty. With a journal, `evaluate` appends each sample that
+        # some rule sees, before the rules (the replay fails the same way if one fails on it).
         self._journal: list[jn.Input] = []
         self._record = self._journal.append if journal_samples else None
-        self._record_hook = _Call(self._record) if self._record is not None else None
         self._journal_rows: list[int] = []  # stored since the last checkpoint (or at start)
         self._journal_seq = 0  # the next row's number
         self._journal_other = 0  # ticks and source names (not samples) since take_dirty
@@ -142,6 +140,8 @@ class RuleEngine:
             hooks = self._handlers[sample.asset][sample.signal]
         except KeyError:
             hooks = self._miss(sample.asset, sample.signal)
+        if hooks and self._record is not None:  # journaled before a rule can fail on it
+            self._record(sample)
         out: list[Transition] | None = None
         for hook in hooks:
             t = hook.evaluate(sample)
@@ -507,7 +507,7 @@ class RuleEngine:
             handlers = self._routes[route] = (*self._routes.get(route, ()), handler)
             seen = self._handlers.get(route[0])
             if seen is not None and route[1] in seen:
-                seen[route[1]] = self._journaled_route(handlers)
+                seen[route[1]] = _hooks(handlers)
         if inst.needs_tick():
             self._ticking.append(inst)
         return inst
@@ -568,17 +568,10 @@ class RuleEngine:
         if any(r.matches(asset) for r in self._mute_rules.get(signal, ())):
             key = (asset, signal)
             self._routes[key] = (self._remember_mute, *self._routes.get(key, ()))
-        hooks = self._journaled_route(self._routes.get((asset, signal), ()))
+        hooks = _hooks(self._routes.get((asset, signal), ()))
         self._handlers.setdefault(asset, {})[signal] = hooks
         return hooks
 
-    def _journaled_route(self, handlers: tuple[Handler, ...]) -> tuple[Hook, ...]:
-        """A route as evaluated, as hooks: with a journal, a sample some rule sees is
-        journaled first (before a rule can fail on it: the replay fails the same way)."""
-        hooks = tuple(map(_hook, handlers))
-        if self._record_hook is None or not hooks:
-            return hooks
-        return (self._record_hook, *hooks)
 
 
 class Hook(Protocol):
@@ -595,6 +588,11 @@ class _Call:
 
     def __init__(self, handler: Callable[[Sample], Any]) -> None:
         self.evaluate = handler
+
+
+def _hooks(handlers: tuple[Handler, ...]) -> tuple[Hook, ...]:
+    """A route's handlers as `evaluate` calls them."""
+    return tuple(map(_hook, handlers))
 
 
 def _hook(handler: Handler) -> Hook:
