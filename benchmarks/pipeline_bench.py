@@ -4,11 +4,14 @@
 
 `Pipeline` (the rule engine, the resend gate, commit grouping) on an `OutboxStore` file, fed
 sample batches in which every sample flips its asset's threshold rule (raise, then clear on the
-next sample): every sample is a transition, a message to one sink, a rule-state row and a
-sample mark, committed before its batch is acknowledged (groups of up to 4,000 samples, the next
-one evaluated while the last one is written). The ceiling is plain `sqlite3` doing
-the same transactions (WAL, synchronous=FULL): per transition one message row with a ~200-byte
-body and a unique key, one episode row and one rule-state row, per sample one mark row.
+next sample): every sample is a transition and a message to one sink, committed before its
+batch is acknowledged (groups of up to 4,000 samples, the next one evaluated while the last one
+is written). Rule state as the daemon stores it (`[rules] state_journal_samples`, default):
+a journal row of the group's inputs per commit, the changed instances and the sample marks at a
+checkpoint (rules/journal.py). The ceiling is plain `sqlite3` doing the same transactions (WAL,
+synchronous=FULL): per transition one message row with a ~200-byte body and a unique key and
+one episode row; per commit one journal row of the group's samples; at the first commit (a
+checkpoint) one rule-state row and one mark per asset.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from benchmarks.rows import Row, rules_from_text
 from buffer.store import OutboxStore
 from gateway.cli_base import run_async
+from gateway.config import RulesConfig
 from gateway.model import Quality, Sample, SampleBatch
 from gateway.pipeline import Pipeline
 from rules import RuleEngine
@@ -62,8 +66,9 @@ async def ours(assets: int, rounds: int, path: Path, site: str = "bench",
     # that, so keep it out of the collector's full passes, which would scan it again and again.
     gc.freeze()
     async with await OutboxStore.open(path) as store:
-        pipeline = Pipeline(RuleEngine(rules_from_text(RULE)), store, [sink], site,
-                            lambda: None)
+        engine = RuleEngine(rules_from_text(RULE),
+                            journal_samples=RulesConfig().state_journal_samples)
+        pipeline = Pipeline(engine, store, [sink], site, lambda: None)
         done = asyncio.Event()
         # listeners run once per committed transition, after its commit
         pipeline.listeners.append(
@@ -104,10 +109,13 @@ def bare(assets: int, rounds: int, commits: int, path: Path) -> float:
                        [(f"request:{i}:cmms", body) for i in ids])
         db.executemany("INSERT OR REPLACE INTO episodes VALUES (?, ?, ?)",
                        [(f"ep-{i % assets}", 1.0, None) for i in ids])
-        db.executemany("INSERT OR REPLACE INTO state VALUES ('vib-high', ?, ?)",
-                       [(f"pump-{i % assets:05d}", body[:60]) for i in ids])
-        db.executemany("INSERT OR REPLACE INTO marks VALUES (?, ?)",
-                       [(f"pump-{i % assets:05d}", float(i)) for i in ids])
+        db.execute("INSERT OR REPLACE INTO state VALUES ('*journal', ?, ?)",
+                   (str(first), b"s" * (50 * len(ids))))  # the group's samples, packed
+        if first == 0:  # the checkpoint at start: every instance and mark
+            db.executemany("INSERT OR REPLACE INTO state VALUES ('vib-high', ?, ?)",
+                           [(f"pump-{a:05d}", body[:60]) for a in range(assets)])
+            db.executemany("INSERT OR REPLACE INTO marks VALUES (?, ?)",
+                           [(f"pump-{a:05d}", float(a)) for a in range(assets)])
         db.execute("COMMIT")
     elapsed = time.perf_counter() - start
     db.close()
