@@ -4,14 +4,16 @@ Routing is one dictionary lookup on (asset, signal) to a tuple of hooks, each ca
 `hook.evaluate(sample)`: the cost per sample is O(rules on that signal), and a sample no rule
 cares about costs one lookup. A hook is the rule instance itself where the handler is its own
 `evaluate` (the usual case), else a `_Call` holding the handler (a mute signal's, the
-engine's). Calling a method of the instance, rather than a bound method kept in the
-tuple, spares a separate object per handler that each sample must reach in memory: with
-10,000 signals most of them are out of the cache, and this was a quarter of the evaluation
-time (benchmarks/rules_bench.py). The first
-sample of an (asset, signal) misses that lookup once: then the pattern rules (`asset_pattern`)
-that evaluate this signal are built for the asset, up to `max_instances_per_rule` per rule (the
-rest are refused and counted), and the key is cached. So a pattern rule has instances only for
-assets that sent one of its own signals; a mute signal alone builds nothing.
+engine's). Calling a method of the instance, rather than a bound method kept in the tuple,
+spares a separate object per handler that each sample must reach in memory: with 10,000
+signals most of them are out of the cache, and that was a fifth of `evaluate`'s time
+(benchmarks/rules_bench.py).
+
+The first sample of an (asset, signal) misses that lookup once: then the pattern rules
+(`asset_pattern`) that evaluate this signal are built for the asset, up to
+`max_instances_per_rule` per rule (the rest are refused and counted), and the key is cached. So
+a pattern rule has instances only for assets that sent one of its own signals; a mute signal
+alone builds nothing.
 
 Durable state: every instance reports itself to the engine's dirty set when it changes
 something a restart must keep; `take_dirty` snapshots exactly those (and says which instances a
@@ -571,7 +573,6 @@ class RuleEngine:
         hooks = _hooks(self._routes.get((asset, signal), ()))
         self._handlers.setdefault(asset, {})[signal] = hooks
         return hooks
-
 
 
 class Hook(Protocol):
