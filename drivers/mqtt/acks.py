@@ -1,4 +1,5 @@
-"""The ack callback both MQTT sources hand out with a batch (in process and worker pool)."""
+"""The ack callback the worker pool hands out with a batch (the in-process source builds a
+lighter one per message: `driver._MessageAck`)."""
 
 from __future__ import annotations
 
