@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from drivers.mqtt import client as mqtt_client
+from drivers.mqtt.acks import LoopAck
 from drivers.mqtt.codec import Reason
 from drivers.mqtt.config import MqttSourceConfig, RetainedPolicy
 from drivers.mqtt.rejections import RejectionLog
@@ -435,33 +436,23 @@ class MqttSource:
         self._state, self._detail = state, detail
 
 
+class _MessageAck(LoopAck):
+    """The ack of one QoS 1 message of one connection, dropped when the connection is gone
+    (the broker redelivers). Built for every message: as a closure over `once_on_loop` (three
+    function objects) it cost a worker 10 % of its CPU at saturation (py-spy, MQTT 5, one
+    sample per message)."""
 
-class _MessageAck:
-    """The ack of one QoS 1 message of one connection: callable from any thread (it runs on
-    the source's loop thread) and any number of times (it acks once); dropped when the
-    connection is gone (the broker redelivers). What `acks.once_on_loop` does, as one small
-    object: built for every message, the three closures that took cost a worker 10 % of its
-    CPU at saturation (py-spy, MQTT 5, one sample per message)."""
-
-    __slots__ = ("client", "done", "mid", "source", "thread")
+    __slots__ = ("client", "mid", "source")
 
     def __init__(self, source: MqttSource, client: paho.Client, mid: int) -> None:
+        super().__init__(source._loop_thread)  # the loop thread of this connection
         self.source = source
         self.client = client
         self.mid = mid
-        self.thread = source._loop_thread  # the loop thread of this connection
-        self.done = False
 
-    def __call__(self) -> None:
-        source = self.source
-        if threading.get_ident() != self.thread:
-            loop = source._loop
-            if loop is not None:
-                with contextlib.suppress(RuntimeError):  # loop closed: the broker redelivers
-                    loop.call_soon_threadsafe(self)
-            return
-        if self.done:
-            return
-        self.done = True
-        if self.client is source._client and source._connected:
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.source._loop
+
+    def act(self) -> None:
+        if self.client is self.source._client and self.source._connected:
             self.client.ack(self.mid, 1)

@@ -1,7 +1,7 @@
 """The pipe between the daemon and an MQTT worker process: length-prefixed msgpack frames.
 
 Daemon -> worker (the worker's stdin):
-    first  {"config": <MqttSourceConfig as JSON>, "index": int}
+    first  {"config": <MqttSourceConfig as JSON>}
     then   token (int): the batch `token` was committed; acknowledge its messages now.
 Worker -> daemon (the worker's stdout):
     ("b", token, cols)  one batch as six columns (see `columns`): assets, signals, values,

@@ -56,7 +56,6 @@ def _worker_env() -> dict[str, str]:
 
 @dataclass(slots=True)
 class _Worker:
-    index: int
     proc: asyncio.subprocess.Process | None = None
     health: SourceHealth | None = None
     restarts: int = 0
@@ -71,7 +70,7 @@ class MqttWorkerSource:
             raise ValueError("MqttWorkerSource needs workers = 1 (0 is the in-process source)")
         self.name = config.name
         self._cfg = config
-        self._workers = [_Worker(0)]  # a list: start, stop and supervise read the same way
+        self._worker = _Worker()
         # Bounded by the worker's window: at most `queue_max_messages` messages sent and not
         # acknowledged.
         self._out: asyncio.Queue[SampleBatch] = asyncio.Queue()
@@ -82,13 +81,13 @@ class MqttWorkerSource:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the running workers (benchmarks and tests look at them)."""
-        return [w.proc.pid for w in self._workers
-                if w.proc is not None and w.proc.returncode is None]
+        """The running worker's process id, in a list (benchmarks and tests look at it)."""
+        proc = self._worker.proc
+        return [proc.pid] if proc is not None and proc.returncode is None else []
 
     @property
     def restarts(self) -> int:
-        return sum(w.restarts for w in self._workers)
+        return self._worker.restarts
 
     # --- Source protocol --------------------------------------------------------------------
 
@@ -96,17 +95,17 @@ class MqttWorkerSource:
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self._stopping = False
-        self._tasks = [asyncio.create_task(self._supervise(w), name=f"mqtt-worker:{self.name}:"
-                                           f"{w.index}") for w in self._workers]
+        self._tasks = [asyncio.create_task(self._supervise(self._worker),
+                                           name=f"mqtt-worker:{self.name}")]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        """Close every worker's stdin (it disconnects, keeping its session, and exits); kill
-        what has not exited after a few seconds."""
+        """Close the worker's stdin (it disconnects, keeping its session, and exits); kill it
+        if it has not exited after a few seconds."""
         self._stopping = True
-        for w in self._workers:
-            if w.proc is not None and w.proc.stdin is not None:
-                w.proc.stdin.close()
+        proc = self._worker.proc
+        if proc is not None and proc.stdin is not None:
+            proc.stdin.close()
         try:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_STOP_SECONDS):
@@ -124,20 +123,19 @@ class MqttWorkerSource:
 
     def health(self) -> SourceHealth:
         """The worker's health, as it last reported it, and how often it was restarted."""
-        h = self._workers[0].health or SourceHealth(SourceState.CONNECTING, "worker starting")
+        h = self._worker.health or SourceHealth(SourceState.CONNECTING, "worker starting")
         if not self.restarts:
             return h
         return dataclasses.replace(
             h, detail=f"{h.detail}; worker restarted {self.restarts} times",
             counted={**h.counted, "worker_restarts": self.restarts})
 
-    # --- workers ----------------------------------------------------------------------------
+    # --- the worker -------------------------------------------------------------------------
 
     async def _supervise(self, w: _Worker) -> None:
         cfg = self._cfg
         backoff = Backoff(cfg.reconnect_initial_seconds, cfg.reconnect_max_seconds)
-        hello = frames.encode({"config": cfg.worker_config().model_dump_json(),
-                               "index": w.index})
+        hello = frames.encode({"config": cfg.worker_config().model_dump_json()})
         while True:
             w.started = time.monotonic()
             try:
@@ -147,8 +145,8 @@ class MqttWorkerSource:
             except OSError as exc:  # out of processes or memory: try again, say so
                 w.restarts += 1
                 delay = backoff.next_delay()
-                log.error("source %s: cannot start worker %d: %s; trying again in %.1f s",
-                          self.name, w.index, exc, delay)
+                log.error("source %s: cannot start its worker: %s; trying again in %.1f s",
+                          self.name, exc, delay)
                 await asyncio.sleep(delay)
                 continue
             w.proc = proc
@@ -157,8 +155,8 @@ class MqttWorkerSource:
                 proc.stdin.write(hello)
                 await self._read(w, proc, proc.stdout)
             except frames.FrameError as exc:
-                log.error("source %s: worker %d (pid %d) broke the pipe protocol (%s); "
-                          "restarting it", self.name, w.index, proc.pid, exc)
+                log.error("source %s: worker (pid %d) broke the pipe protocol (%s); "
+                          "restarting it", self.name, proc.pid, exc)
             finally:
                 await self._reap(proc)
             w.health = None
@@ -168,9 +166,9 @@ class MqttWorkerSource:
             if time.monotonic() - w.started >= _STABLE_SECONDS:
                 backoff.reset()
             delay = backoff.next_delay()
-            log.warning("source %s: worker %d (pid %d) exited with code %s; restarting it in "
+            log.warning("source %s: worker (pid %d) exited with code %s; restarting it in "
                         "%.1f s (restart %d); the broker redelivers what it had not "
-                        "acknowledged", self.name, w.index, proc.pid, proc.returncode, delay,
+                        "acknowledged", self.name, proc.pid, proc.returncode, delay,
                         w.restarts)
             await asyncio.sleep(delay)
 
