@@ -118,8 +118,17 @@ def under_journald(stream: IO[str]) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
+# The level and format `setup` chose, handed to the helper processes the daemon starts (the
+# MQTT ingest worker) in their environment, so their lines read like the daemon's: the same
+# timestamps, journald priorities (`journalctl -p warning` shows a worker's warnings too) and
+# JSON when the config says so.
+_CHILD_ENV = "PLANTBRIDGE_LOG"
+_chosen = {"level": "info", "format": "text"}
+
+
 def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None) -> None:
     """Route every logger to one stdout handler in the configured format."""
+    _chosen.update(level=level, format=fmt)
     out = sys.stdout if stream is None else stream
     handler = logging.StreamHandler(out)
     if fmt == "json":
@@ -132,3 +141,14 @@ def setup(level: str = "info", fmt: str = "text", stream: IO[str] | None = None)
     # Libraries that log every retry or frame: keep their warnings, drop their chatter.
     for noisy in ("asyncua", "pymodbus", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def child_env() -> dict[str, str]:
+    """Environment entries for a helper process to log as this one does (`setup_child`)."""
+    return {_CHILD_ENV: f"{_chosen['level']} {_chosen['format']}"}
+
+
+def setup_child(stream: IO[str]) -> None:
+    """In a helper process: `setup` as the parent chose it (`child_env`), to `stream`."""
+    level, _, fmt = os.environ.get(_CHILD_ENV, "info text").partition(" ")
+    setup(level, fmt or "text", stream)

@@ -38,6 +38,7 @@ from typing import Self
 from drivers.mqtt import frames
 from drivers.mqtt.acks import once_on_loop
 from drivers.mqtt.config import MqttSourceConfig
+from gateway import logs
 from gateway.backoff import Backoff
 from gateway.model import SampleBatch, SourceHealth, SourceState
 
@@ -48,10 +49,11 @@ _STABLE_SECONDS = 60.0  # a worker that ran this long restarts without the accum
 
 def _worker_env() -> dict[str, str]:
     """The daemon's environment (secrets from env or $CREDENTIALS_DIRECTORY included), with our
-    code importable whatever the working directory."""
+    code importable whatever the working directory, and the daemon's log level and format."""
     root = str(Path(__file__).resolve().parents[2])
     path = os.environ.get("PYTHONPATH")
-    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{path}" if path else root)
+    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{path}" if path else root,
+                **logs.child_env())
 
 
 @dataclass(slots=True)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from drivers.mqtt import frames
 from drivers.mqtt.config import MqttSourceConfig
 from drivers.mqtt.driver import MqttSource
+from gateway import logs
 from gateway.collector import GC_YOUNG_OBJECTS as _GC_YOUNG_OBJECTS  # noqa: F401  # tests read it
 from gateway.collector import tune_gc
 from gateway.model import Sample, SampleBatch
@@ -167,9 +168,7 @@ async def _main(out_fd: int) -> None:
 def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s %(levelname)s mqtt-worker[{os.getpid()}] "
-                               "%(name)s: %(message)s")
+    logs.setup_child(sys.stderr)  # the daemon's level and format (stderr: see below)
     # The frame stream gets a private copy of stdout; fd 1 then points at stderr, so a stray
     # print() (ours or a library's) cannot corrupt it.
     out_fd = os.dup(1)

@@ -4,6 +4,7 @@ the CMMS simulator; kill -9 of the daemon takes its worker with it (no orphan)."
 from __future__ import annotations
 
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -69,6 +70,9 @@ async def test_daemon_with_a_worker_raises_once_and_leaves_no_orphan(stack: Stac
     await stack.wait_subprocess_up(port)
     pids = workers_of(proc.pid)
     assert len(pids) == 1, f"expected one MQTT worker, found {pids}"
+    # The worker logs as the daemon does (its timestamps, journald priorities, JSON if set).
+    assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d INFO +drivers\.mqtt: source plant: "
+                     r"connected", stack.daemon_log(), re.M), stack.daemon_log()[-2000:]
 
     await stack.episode("pump-1")
     await wait_for(lambda: len(stack.requests_for("pump-1")) == 1, 20, "the request")
