@@ -172,8 +172,10 @@ async def test_slow_consumer_overflow_is_counted_not_silent(
                 if source.health().state is SourceState.CONNECTED:
                     break
         assert source.health().samples_total > 20  # more arrived than the queue holds
-    # logged once per episode of lag, not per dropped batch
+    # Logged once per episode of lag, not per dropped batch. Each episode but the last ends
+    # with "caught up"; the last may still be open: notifications already on their way when
+    # the burst ended fill the queue again once nobody consumes (seen once in CI, load ~2).
     warned = [r for r in caplog.records if "batch queue full" in r.getMessage()]
     caught_up = [r for r in caplog.records if "caught up" in r.getMessage()]
-    assert 1 <= len(warned) <= len(caught_up)
+    assert caught_up and len(caught_up) <= len(warned) <= len(caught_up) + 1
     assert source.health().rejected["overflow"] > 10 * len(warned)
