@@ -6,6 +6,7 @@ the same transition re-evaluated after a crash maps onto the same outbox row (in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import time
@@ -21,6 +22,9 @@ _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"  # RFC 4648 base32
 _B32_PAIRS = [a + b for a in _B32 for b in _B32]  # 10 bits -> two characters
 
 
+# An episode's raise and its clear both derive the key (of the same episode, usually within
+# seconds or minutes of each other): the clear finds it here. A miss costs ~1.1 us.
+@functools.lru_cache(maxsize=4096)
 def dedup_key(episode_id: str) -> str:
     """A deterministic external reference of at most 20 characters (SAP and Maximo allow 20):
     "PB" and the first 18 RFC 4648 base32 characters of the episode id's SHA-256, i.e. its
