@@ -57,6 +57,14 @@ YIELD_EVERY_SAMPLES = 500  # evaluation gives the loop a turn after about this m
 # benchmarks/pipeline_bench.py at load ~1.5, same CPU per transition: 5 ms ~37,000
 # transitions/s, 1 ms ~45,000, 0.2 ms ~52,000. Only a waiting thread makes the holder switch.
 GIL_SWITCH_SECONDS = 0.0002
+# Samples a group takes off the intake queue at most (only what is queued: a quiet plant commits
+# each batch alone). A burst of transitions writes its rows all over the outbox's key and
+# episode indexes, and each commit writes every page it touched: bigger groups touch each page
+# once for more rows. Measured (benchmarks/pipeline_bench.py, 1,000 assets flipping, quiet
+# box): 4,000 -> 47-49k transitions/s, 8,000 -> 51-56k, 16,000 -> 50-52k (the evaluation of
+# one group then waits longer for the commit before it). A group is evaluated in slices of
+# YIELD_EVERY_SAMPLES, so the loop stays responsive either way.
+MAX_GROUP_SAMPLES = 8000
 
 
 @dataclass(slots=True)
@@ -113,7 +121,7 @@ class _Group:
 class Pipeline:
     def __init__(self, engine: RuleEngine, outbox: OutboxStore, sinks: Sequence[str], site: str,
                  wake_forwarders: Callable[[], None], *, queue_size: int = 256,
-                 max_group: int = 4000, tick_seconds: float = 1.0,
+                 max_group: int = MAX_GROUP_SAMPLES, tick_seconds: float = 1.0,
                  clock: Callable[[], float] = time.time, gate: SampleGate | None = None,
                  commit_depth: int = 2,
                  gil_switch_seconds: float | None = GIL_SWITCH_SECONDS) -> None:
