@@ -124,13 +124,18 @@ class MqttWorkerSource:
             yield await self._out.get()
 
     def health(self) -> SourceHealth:
-        """The worker's health, as it last reported it, and how often it was restarted."""
+        """The worker's health, as it last reported it, saying which process reads the broker
+        (the status page and `plantbridge status` show it) and how often it was restarted."""
         h = self._worker.health or SourceHealth(SourceState.CONNECTING, "worker starting")
-        if not self.restarts:
-            return h
+        pids = self.pids
+        where = f"read by worker process {pids[0]}" if pids else "worker process not running"
+        if self.restarts:
+            n = self.restarts
+            where += ", restarted once" if n == 1 else f", restarted {n} times"
         return dataclasses.replace(
-            h, detail=f"{h.detail}; worker restarted {self.restarts} times",
-            counted={**h.counted, "worker_restarts": self.restarts})
+            h, detail=f"{h.detail}; {where}" if h.detail else where,
+            counted={**h.counted, "worker_restarts": self.restarts} if self.restarts
+            else h.counted)
 
     # --- the worker -------------------------------------------------------------------------
 

@@ -104,6 +104,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing(
     async with running_pool(cfg) as (source, got):
         first_pids = source.pids
         assert len(first_pids) == 1
+        assert f"read by worker process {first_pids[0]}" in source.health().detail
         publish = [publisher.publish_raw(f"plant/pump-{i % 7}/s{i}",
                                          f'{{"value": {i}, "ts": {T0 + i}}}') for i in range(n)]
         for coro in publish[:n // 3]:
@@ -138,6 +139,8 @@ async def test_a_worker_killed_mid_stream_loses_nothing(
                        "the new worker connected")
         assert source.health().counted.get("worker_restarts") == 1
         assert _alive(source.pids[0]) and not _alive(first_pids[0])
+        assert (f"read by worker process {source.pids[0]}, restarted once"
+                in source.health().detail), source.health().detail
 
 
 async def test_rejections_are_counted_and_acknowledged(
