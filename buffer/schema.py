@@ -190,7 +190,21 @@ _V8 = (
 )
 
 
-MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+# The lease's per-episode index in the time order of episodes. Keyed by the episode id, it put
+# a burst's rows all over the index (ids read "rule/asset/raise-ms": one place per asset), and
+# every commit wrote each page it touched: a third of the database thread's time at 1,000
+# assets flipping. The id's last 13 characters (its raise time in ms, for the engine's ids)
+# lead now, so new episodes go to the end; the lease seeks with the same expression, any
+# episode id works the same (only where it lands changes). Measured on a burst's commits
+# replayed alone (100,000 transitions, 25 commits): 57-59k -> 68-72k transitions/s.
+_V9 = (
+    "DROP INDEX outbox_episode_heads",
+    """CREATE INDEX outbox_episode_heads
+       ON outbox(sink, substr(episode_id, -13), episode_id, id) WHERE state = 0""",
+)
+
+
+MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 LATEST = len(MIGRATIONS)
 
 

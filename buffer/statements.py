@@ -42,7 +42,8 @@ EPISODE = (
 # `limit` heads: a lease costs O(limit + skipped), where only heads that are not due (retrying)
 # or records queued behind a head are stepped over, whatever the size of the backlog.
 # Order holds within an episode (a clear waits until its raise is settled: delivered or dead),
-# whatever their priorities; other episodes, also of the same asset, never wait on it.
+# whatever their priorities; other episodes, also of the same asset, never wait on it. The seek
+# repeats the per-episode index's leading expression (buffer/schema.py, V9) to use it.
 LEASE = """
 SELECT o.id, o.key, o.sink, o.asset, o.episode_id, o.kind, o.class, o.created_at, o.body,
        o.attempts, r.receipt, o.sent_at, o.priority
@@ -50,8 +51,9 @@ FROM outbox o INDEXED BY outbox_sink_pending
 LEFT JOIN receipts r ON r.sink = o.sink AND r.episode_id = o.episode_id
 WHERE o.state = 0 AND o.sink = :sink AND o.next_attempt_at <= :now
   AND NOT EXISTS (SELECT 1 FROM outbox p INDEXED BY outbox_episode_heads
-                  WHERE p.state = 0 AND p.sink = :sink AND p.episode_id = o.episode_id
-                  AND p.id < o.id)
+                  WHERE p.state = 0 AND p.sink = :sink
+                  AND substr(p.episode_id, -13) = substr(o.episode_id, -13)
+                  AND p.episode_id = o.episode_id AND p.id < o.id)
 ORDER BY o.priority, o.id LIMIT :limit
 """
 # LEASE for a forwarder about to send: records it marked sent itself (after :since, when it
