@@ -1,8 +1,10 @@
 """The data types that cross package boundaries.
 
 Everyone may import this module; it imports nothing of ours. Types on the per-sample path are
-immutable and cheap to build: frozen, slotted dataclasses, and `Sample`, made once per reading,
-a named tuple (pydantic is for config only: it is too slow per sample).
+immutable and cheap to build: frozen, slotted dataclasses; `Sample`, made once per reading, a
+named tuple; the types made once per transition or outbox record, `hot_record`s (frozen to the
+type checker, without the frozen `__init__`'s cost at run time). Pydantic is for config only:
+it is too slow per sample.
 """
 
 from __future__ import annotations
