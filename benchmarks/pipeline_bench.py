@@ -5,7 +5,7 @@
 `Pipeline` (the rule engine, the resend gate, commit grouping) on an `OutboxStore` file, fed
 sample batches in which every sample flips its asset's threshold rule (raise, then clear on the
 next sample): every sample is a transition and a message to one sink, committed before its
-batch is acknowledged (groups of up to 4,000 samples, the next one evaluated while the last one
+batch is acknowledged (groups of up to 8,000 samples, the next one evaluated while the last one
 is written). Rule state as the daemon stores it (`[rules] state_journal_samples`, default):
 a journal row of the group's inputs per commit, the changed instances and the sample marks at a
 checkpoint (rules/journal.py). The ceiling is plain `sqlite3` doing the same transactions (WAL,
