@@ -28,7 +28,7 @@ from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew, StorageError
 from buffer.lock import OutboxFileLock, in_use
 from buffer.records import SalvageReport, Synchronous
 from buffer.salvage import ADD_NOTICE, SALVAGE_PENDING, salvage
-from buffer.schema import APPLICATION_ID, LATEST, migrate
+from buffer.schema import APPLICATION_ID, LATEST, downgrade, migrate
 from buffer.wal import WalDamage, inspect_wal
 
 _CORRUPT_CODES = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -147,6 +147,25 @@ async def connect(path: Path) -> tuple[aiosqlite.Connection, Path | None, WalDam
 
 def _probe(path: Path) -> None:
     sqlite3.connect(path).close()
+
+
+async def downgrade_file(path: Path, target: int) -> int:
+    """Take the outbox at `path` back to schema `target` for an older release, holding the
+    daemon's lock (OutboxLocked while it runs); returns the version it was at. The file is
+    taken as it is: opened without the store, which would migrate it forward first. Raises
+    schema.CannotDowngrade, having changed nothing, when a step cannot be undone."""
+    if not await asyncio.to_thread(path.is_file):
+        raise StorageError(path, "no outbox file here: nothing to downgrade")
+    file_lock = OutboxFileLock.acquire(path)
+    try:
+        db = await _connect(path)
+        try:
+            await _check_identity(db, path)
+            return await downgrade(db, target)
+        finally:
+            await db.close()
+    finally:
+        file_lock.release()
 
 
 async def _connect(path: Path) -> aiosqlite.Connection:

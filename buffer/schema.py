@@ -6,7 +6,7 @@ steps 1..N in order, so a file of any earlier version migrates forward.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiosqlite
 
@@ -206,6 +206,45 @@ _V9 = (
 
 MIGRATIONS: Sequence[Sequence[str]] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 LATEST = len(MIGRATIONS)
+
+
+# Steps that can be undone, so that a release can be rolled back with its outbox
+# (`plantbridge outbox downgrade --to N`): version -> the statements that take a file of that
+# version back to the one before. Only steps that change no data (indexes) are here.
+REVERSIBLE: Mapping[int, Sequence[str]] = {
+    9: ("DROP INDEX outbox_episode_heads",
+        "CREATE INDEX outbox_episode_heads ON outbox(sink, episode_id, id) WHERE state = 0"),
+}
+
+
+class CannotDowngrade(ValueError):
+    """The file cannot be taken back to the version asked for: nothing was changed."""
+
+
+async def downgrade(db: aiosqlite.Connection, target: int) -> int:
+    """Take the file back from its version to `target`, one step per transaction; returns the
+    version it started at. Checks every step first: a step that changed data is refused before
+    anything is undone. The connection must be in autocommit mode (isolation_level=None)."""
+    start = await user_version(db)
+    if target < 1:
+        raise CannotDowngrade(f"schema version {target} does not exist (the first is 1)")
+    stuck = [v for v in range(start, target, -1) if v not in REVERSIBLE]
+    if stuck:
+        raise CannotDowngrade(
+            f"schema step {max(stuck)} changed the data and cannot be undone: the oldest "
+            f"version this file can be taken back to is {max(stuck)}")
+    for version in range(start, target, -1):
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in REVERSIBLE[version]:
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {version - 1}")
+            await db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise
+    return start
 
 
 async def user_version(db: aiosqlite.Connection) -> int:

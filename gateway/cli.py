@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_outbox_parser(sub: Any) -> None:
-    ob = sub.add_parser("outbox", help="list, export or drop undelivered records")
+    ob = sub.add_parser("outbox", help="list, export or drop undelivered records; downgrade "
+                        "the file for an older release")
     acts = ob.add_subparsers(dest="action", required=True)
     for name, helptext in (("list", "what is not delivered yet (pending and dead)"),
                            ("export", "write records as JSON lines with body and last error")):
@@ -172,6 +173,11 @@ def add_outbox_parser(sub: Any) -> None:
     dr.add_argument("ids", nargs="+", type=int, metavar="ID")
     dr.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     dr.add_argument("--yes", action="store_true", help="do not ask (needed without a terminal)")
+    dg = acts.add_parser("downgrade", help="with the daemon stopped: take the outbox file back "
+                         "to the schema of an older release, to roll back to it")
+    dg.add_argument("--to", type=int, required=True, metavar="VERSION",
+                    help="the schema version the older release knows (its refusal names it)")
+    dg.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     ob.set_defaults(func=cmd_outbox)
 
 

@@ -83,6 +83,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     cfg = loaded.config
     if args.action == "drop":
         return _outbox_drop(cfg, args.ids, args.yes)
+    if args.action == "downgrade":
+        return _outbox_downgrade(cfg, args.to)
     if args.action == "acknowledge":
         n = run_async(tools.acknowledge(cfg))
         print(f"acknowledged {n} notice(s)" if n else "no notice to acknowledge")
@@ -102,6 +104,26 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(orjson.dumps(tools.as_dict(rec), default=str).decode())
     else:
         print(tools.format_list(found))
+    return 0
+
+
+def _outbox_downgrade(cfg: config_mod.PlantBridgeConfig, target: int) -> int:
+    """Take the file back to an older release's schema, or say why not (nothing changed)."""
+    from buffer.errors import OutboxError
+    from buffer.schema import LATEST, CannotDowngrade
+    from gateway import outbox_tools as tools
+
+    try:
+        was, path = run_async(tools.downgrade(cfg, target))
+    except (CannotDowngrade, OutboxError) as exc:  # OutboxLocked: the daemon runs
+        print(f"outbox not changed: {exc}", file=sys.stderr)
+        return 1
+    if was <= target:
+        print(f"outbox {path} is at schema {was}: nothing to do")
+    else:
+        print(f"outbox {path}: schema {was} -> {target}. A release that knows schema {target} "
+              f"can open it now. Any command of this release (schema {LATEST}) that opens the "
+              "outbox (run, outbox list, trace, dead-letters) migrates it forward again")
     return 0
 
 

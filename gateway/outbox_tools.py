@@ -1,4 +1,5 @@
-"""`plantbridge outbox list | export | drop`: look into the outbox beside the running daemon.
+"""`plantbridge outbox list | export | drop | downgrade`: look into the outbox beside the running
+daemon (`downgrade --to N`, with the daemon stopped, takes the file back for an older release).
 
 `list` shows what is not delivered yet (pending and dead letters); `export --dead FILE` writes
 dead letters as JSON lines with their body and last error, so they can be kept or mailed before
@@ -42,6 +43,16 @@ async def drop(cfg: PlantBridgeConfig, ids: Sequence[int]) -> int:
     """Delete these undelivered records for good; returns how many were there to delete."""
     async with await cfg.buffer.build(cfg.gateway.state_dir) as store:
         return await store.drop_records(ids)
+
+
+async def downgrade(cfg: PlantBridgeConfig, target: int) -> tuple[int, Path]:
+    """Take the outbox back to schema `target` for an older release; returns the version it
+    was at and the file. Holds the daemon's lock meanwhile: refused (OutboxLocked) while the
+    daemon runs, and it cannot start until this is done."""
+    from buffer.opening import downgrade_file
+
+    path = cfg.buffer.resolved_path(cfg.gateway.state_dir)
+    return await downgrade_file(path, target), path
 
 
 def as_dict(rec: StoredRecord) -> dict[str, Any]:

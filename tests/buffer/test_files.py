@@ -10,7 +10,8 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from buffer.errors import OutboxForeignFile, OutboxSchemaTooNew
+from buffer.errors import OutboxForeignFile, OutboxLocked, OutboxSchemaTooNew, StorageError
+from buffer.opening import downgrade_file
 from buffer.schema import APPLICATION_ID, LATEST, migrate
 from buffer.store import OutboxStore
 from gateway.model import TransitionKind
@@ -30,6 +31,14 @@ def sqlite_exec(path: Path, *sql: str) -> None:
         for s in sql:
             conn.execute(s)
         conn.commit()
+    finally:
+        conn.close()
+
+
+def sqlite_user_version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
         conn.close()
 
@@ -160,3 +169,28 @@ async def test_migrates_from_every_earlier_version(db_path: Path, version: int) 
             assert (await store.stats(10.0)).bytes == 100
         else:
             assert recs == []
+
+
+async def test_downgrade_refuses_a_missing_file_a_held_one_and_a_foreign_one(
+        db_path: Path) -> None:
+    with pytest.raises(StorageError, match="no outbox file here"):
+        await downgrade_file(db_path, LATEST - 1)
+    assert not db_path.parent.is_dir() or not list(db_path.parent.iterdir())  # nothing made
+    async with await OutboxStore.open(db_path, lock=True):  # the daemon runs
+        with pytest.raises(OutboxLocked):
+            await downgrade_file(db_path, LATEST - 1)
+    assert sqlite_user_version(db_path) == LATEST
+    other = db_path.with_name("other.sqlite")
+    sqlite_exec(other, "CREATE TABLE t (x)")
+    with pytest.raises(OutboxForeignFile):
+        await downgrade_file(other, 1)
+
+
+async def test_downgrade_then_upgrade_keeps_the_lease_order(db_path: Path) -> None:
+    async with await OutboxStore.open(db_path) as store:
+        await store.commit([], [message("r1", episode_id="e1"), message("c1", episode_id="e1")])
+    assert await downgrade_file(db_path, 8) == LATEST
+    assert sqlite_user_version(db_path) == 8
+    async with await OutboxStore.open(db_path) as store:  # migrated forward again
+        assert await pragma(store, "user_version") == LATEST
+        assert [r.message.key for r in await store.lease("cmms", 10, 1e9)] == ["r1"]

@@ -1,16 +1,19 @@
-"""`plantbridge outbox list | export | drop`, run as real processes beside a running daemon."""
+"""`plantbridge outbox list | export | drop | downgrade`, run as real processes beside a running
+daemon (downgrade: after it stopped)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
 import time
 
 import orjson
 
+from buffer.schema import LATEST
 from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
 from tests.e2e.stack import Stack, vibration_rule
 from tests.harness import wait_for
@@ -126,3 +129,56 @@ async def test_drop_asks_a_person_at_a_terminal(stack: Stack) -> None:
     assert await pending() == 0
     stack.sim.faults.clear()
     assert stack.sim.requests == []
+
+
+def _schema(path: str) -> tuple[int, str]:
+    """The file's schema version and the definition of the lease's per-episode index."""
+    db = sqlite3.connect(path)
+    try:
+        [(version,)] = db.execute("PRAGMA user_version").fetchall()
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master"
+                              " WHERE name = 'outbox_episode_heads'").fetchall()
+        return version, " ".join(sql.split())
+    finally:
+        db.close()
+
+
+async def test_downgrade_for_a_rollback_waits_for_the_daemon_and_keeps_what_is_pending(
+        stack: Stack) -> None:
+    """An admin rolls back a release: the outbox goes back to the older schema with its pending
+    request, never under a running daemon, never past a step that changed data; this release,
+    started again, migrates it forward and delivers the request once."""
+    stack.write_config(vibration_rule())
+    outbox = str(stack.tmp / "state" / "outbox.sqlite")
+    d = await stack.start_daemon()
+    assert d.outbox is not None
+    stack.sim.faults.set("error_5xx", count=10_000, status=503)  # the request stays pending
+    await stack.play("pump-1", [3.0] + [8.0] * 10)
+
+    async def pending() -> bool:
+        assert d.outbox is not None
+        return (await d.outbox.stats(time.time())).pending.get("cmms", 0) == 1
+
+    await wait_for(pending, 20, "the request pending behind 503s")
+    code, said = await _cli(stack, "downgrade", "--to", "8")
+    assert code == 1 and "outbox not changed" in said and "in use" in said, said
+    await stack.stop_daemon()
+    assert _schema(outbox) == (LATEST, "CREATE INDEX outbox_episode_heads ON outbox(sink,"
+                                       " substr(episode_id, -13), episode_id, id) WHERE state = 0")
+
+    code, said = await _cli(stack, "downgrade", "--to", "7")  # step 8 made a table
+    assert code == 1 and "step 8 changed the data and cannot be undone" in said, said
+    assert _schema(outbox)[0] == LATEST
+    code, said = await _cli(stack, "downgrade", "--to", "8")
+    assert code == 0 and f"schema {LATEST} -> 8" in said, said
+    assert _schema(outbox) == (8, "CREATE INDEX outbox_episode_heads ON outbox(sink, episode_id,"
+                                  " id) WHERE state = 0")
+    code, said = await _cli(stack, "downgrade", "--to", "8")
+    assert code == 0 and "nothing to do" in said, said
+
+    stack.sim.faults.clear()
+    await stack.start_daemon()
+    await wait_for(lambda: len(stack.requests_for("pump-1")) == 1, 20, "the request delivered")
+    await stack.settled()
+    assert len(stack.requests_for("pump-1")) == 1
+    assert _schema(outbox)[0] == LATEST
