@@ -234,16 +234,7 @@ async def downgrade(db: aiosqlite.Connection, target: int) -> int:
             f"schema step {max(stuck)} changed the data and cannot be undone: the oldest "
             f"version this file can be taken back to is {max(stuck)}")
     for version in range(start, target, -1):
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in REVERSIBLE[version]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {version - 1}")
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
+        await _step(db, REVERSIBLE[version], version - 1)
     return start
 
 
@@ -260,14 +251,19 @@ async def migrate(db: aiosqlite.Connection, target: int = LATEST) -> int:
     """
     start = await user_version(db)
     for version in range(start + 1, target + 1):
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            for statement in MIGRATIONS[version - 1]:
-                await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {version}")
-            await db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                await db.execute("ROLLBACK")
-            raise
+        await _step(db, MIGRATIONS[version - 1], version)
     return start
+
+
+async def _step(db: aiosqlite.Connection, statements: Sequence[str], version: int) -> None:
+    """`statements`, then `version` as the file's, in one transaction."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in statements:
+            await db.execute(statement)
+        await db.execute(f"PRAGMA user_version = {version}")
+        await db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+        raise
