@@ -162,6 +162,8 @@ async def downgrade_file(path: Path, target: int) -> int:
         try:
             await _check_identity(db, path)
             return await downgrade(db, target)
+        except sqlite3.Error as exc:  # a damaged file: `plantbridge run` salvages it first
+            raise StorageError(path, f"cannot downgrade: {exc}") from exc
         finally:
             await db.close()
     finally:

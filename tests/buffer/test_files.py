@@ -184,6 +184,11 @@ async def test_downgrade_refuses_a_missing_file_a_held_one_and_a_foreign_one(
     sqlite_exec(other, "CREATE TABLE t (x)")
     with pytest.raises(OutboxForeignFile):
         await downgrade_file(other, 1)
+    damaged = db_path.with_name("damaged.sqlite")
+    damaged.write_bytes(b"SQLite format 3\x00" + b"\xde\xad" * 4000)
+    with pytest.raises(StorageError, match=r"damaged\.sqlite"):
+        await downgrade_file(damaged, 1)
+    assert damaged.read_bytes() == b"SQLite format 3\x00" + b"\xde\xad" * 4000
 
 
 async def test_downgrade_then_upgrade_keeps_the_lease_order(db_path: Path) -> None:
