@@ -286,6 +286,14 @@ class Delivery:
     retry_after_seconds: float | None = None
 
 
+if TYPE_CHECKING:
+    def _hot_records_are_frozen_to_the_checker(t: Transition, m: OutboxMessage) -> None:
+        """Never runs. mypy strict fails on an unused `type: ignore`: were these assignments
+        no longer errors to it (a `hot_record` not seen as frozen), the check would fail."""
+        t.reason = ""  # type: ignore[misc]
+        m.key = ""  # type: ignore[misc]
+
+
 class Sink(Protocol):
     """An upstream adapter. Never touches SQLite; classifies every record it was given."""
 
