@@ -70,7 +70,7 @@ async def bench(messages: int, qos: int, queue: int, protocol: str, workers: int
             await wait_for(lambda: source.health().state is SourceState.CONNECTED, 30)
             pub = multiprocessing.get_context("spawn").Process(
                 target=_flood, args=(broker.port, messages, qos))
-            cpu = Cpu(source)
+            cpu = Cpu([source])
             start = time.perf_counter()
             pub.start()
             count = 0
@@ -155,7 +155,7 @@ async def bench_rate(rate: int, seconds: float, workers: int, protocol: str) -> 
                     break
                 now, last = time.time(), time.perf_counter()
                 if cpu is None and total >= rate // 2:  # half a second of warm-up
-                    cpu, began, count = Cpu(source), last, 0
+                    cpu, began, count = Cpu([source]), last, 0
                     latencies.clear()
                 for s in batch.samples:
                     latencies.append(now - (s.device_ts or now))
