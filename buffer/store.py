@@ -89,7 +89,7 @@ class OutboxStore(OutboxSending, OperatorViews):
     async def open(cls, path: Path, *, synchronous: Synchronous = Synchronous.FULL,
                    max_bytes: int | None = None,
                    retention_seconds: float = DEFAULT_RETENTION_SECONDS,
-                   lock: bool = False) -> OutboxStore:
+                   lock: bool = False) -> Self:
         """Open (creating, migrating, or salvaging a corrupt file into a fresh one) the outbox
         at `path`.
 

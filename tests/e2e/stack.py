@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import config as config_mod
 from gateway.daemon import Daemon
@@ -288,7 +289,7 @@ idle_poll_seconds = 0.1
 
     def publisher(self) -> mqtt.Client:
         if self._pub is None:
-            c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="e2e-plant")
+            c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="e2e-plant")
             c.connect("127.0.0.1", self.broker.port)
             c.loop_start()
             wait_for_sync(c.is_connected, 10, "publisher connected")

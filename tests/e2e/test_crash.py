@@ -29,9 +29,12 @@ async def test_sigkill_mid_forwarding_loses_and_duplicates_nothing(stack: Stack)
     while len(stack.sim.status_updates) < len(ASSETS) and time.monotonic() < t_end:
         # Kill as soon as some, but not all, of the burst went out, then start again.
         before = len(stack.sim.requests) + len(stack.sim.status_updates)
-        await wait_for(lambda b=before: len(stack.sim.requests) + len(stack.sim.status_updates)
-                       > b or len(stack.sim.status_updates) == len(ASSETS), 30,
-                       "progress upstream")
+
+        def progress(b: int = before) -> bool:
+            return (len(stack.sim.requests) + len(stack.sim.status_updates) > b
+                    or len(stack.sim.status_updates) == len(ASSETS))
+
+        await wait_for(progress, 30, "progress upstream")
         if kills < 3 and len(stack.sim.status_updates) < len(ASSETS):
             stack.power_cut()
             kills += 1

@@ -65,7 +65,7 @@ async def test_status_tells_ids_delays_and_critical_requests(stack: Stack) -> No
     async def has_receipt() -> bool:
         _, s = await _get(port, "/status")
         eps = {e["asset"]: e for e in s["open_episodes"]}
-        return eps.get("pump-1", {}).get("receipts", {}).get("cmms") == receipt
+        return bool(eps.get("pump-1", {}).get("receipts", {}).get("cmms") == receipt)
 
     await wait_for(has_receipt, 15, "the upstream id on /status")
     _, s = await _get(port, "/status")

@@ -61,6 +61,7 @@ def test_the_rate_window_gives_the_change_of_the_plain_window_across_cuts(
         while plain[0][0] < ts - 30:
             plain.popleft()
         t = inst.evaluate(sample("p1", "temperature", v, ts))
+        assert not isinstance(t, tuple)  # no delay here: one transition at most
         raised += t is not None and t.kind is TransitionKind.RAISED
         assert inst.delta == v - plain[0][1]
         assert inst.window_pairs() == list(plain)

@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from gateway import config as config_mod
+from gateway.upstream.maximo_config import MaximoSinkConfig
+from gateway.upstream.sap_pm_config import SapPmSinkConfig
 from gateway.workflow import ExistingWork
 from rules.build import fingerprint
 from rules.loader import load_rule_files
@@ -74,9 +76,10 @@ def write(tmp: Path, policy: str) -> Path:
 def test_policy_and_parts_reach_the_upstreams(tmp_path: Path) -> None:
     loaded = config_mod.load(write(tmp_path, 'existing_work = "link"'))
     sap, maximo = loaded.config.upstreams
+    assert isinstance(sap, SapPmSinkConfig) and isinstance(maximo, MaximoSinkConfig)
     assert sap.existing_work_rules == {"bearing-wear": ExistingWork.LINK}
     assert maximo.existing_work_rules == {"bearing-wear": ExistingWork.LINK}
-    [part] = sap.spare_parts["pump-1"]["BEARING"]  # type: ignore[union-attr]
+    [part] = sap.spare_parts["pump-1"]["BEARING"]
     assert (part.material, part.reorder_level) == ("BRG-6205", 4)
 
 

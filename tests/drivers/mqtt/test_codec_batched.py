@@ -56,7 +56,8 @@ def _one_by_one(items: list[Any], options: PayloadOptions, clock: SourceClock,
         try:
             a, g = asset, signal
             if not isinstance(item, dict):
-                value, quality, stamped = to_number(item), Quality.GOOD, (received, None)
+                stamped: tuple[float, float | None] = (received, None)
+                value, quality = to_number(item), Quality.GOOD
             else:
                 raw = get(item, options.value_path)
                 if raw is MISSING:

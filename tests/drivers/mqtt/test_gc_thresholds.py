@@ -32,7 +32,7 @@ def test_run_async_tunes_the_collector(restore_thresholds: None) -> None:
 
 
 def test_the_worker_uses_the_daemons_threshold() -> None:
-    assert worker._GC_YOUNG_OBJECTS == cli_base.GC_YOUNG_OBJECTS
+    assert vars(worker)["_GC_YOUNG_OBJECTS"] == cli_base.GC_YOUNG_OBJECTS
     # the worker must not import cli_base (it loads every config model): checked in a fresh
     # interpreter, since this one has imported everything already
     code = ("import sys, drivers.mqtt.worker; "

@@ -66,7 +66,7 @@ def test_the_commented_parts_example_loads() -> None:
     """The example's `# [upstreams.parts]` block, uncommented, is a valid parts config."""
     lines = EXAMPLE.read_text().splitlines()
     start = lines.index("# [upstreams.parts]")
-    block = []
+    block: list[str] = []
     for line in lines[start:]:
         if not line.startswith("# ") or (block and "=" not in line):
             break
