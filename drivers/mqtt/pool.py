@@ -127,15 +127,13 @@ class MqttWorkerSource:
         """The worker's health, as it last reported it, saying which process reads the broker
         (the status page and `plantbridge status` show it) and how often it was restarted."""
         h = self._worker.health or SourceHealth(SourceState.CONNECTING, "worker starting")
-        pids = self.pids
+        pids, n = self.pids, self.restarts
         where = f"read by worker process {pids[0]}" if pids else "worker process not running"
-        if self.restarts:
-            n = self.restarts
+        if n:
             where += ", restarted once" if n == 1 else f", restarted {n} times"
         return dataclasses.replace(
             h, detail=f"{h.detail}; {where}" if h.detail else where,
-            counted={**h.counted, "worker_restarts": self.restarts} if self.restarts
-            else h.counted)
+            counted={**h.counted, "worker_restarts": n} if n else h.counted)
 
     # --- the worker -------------------------------------------------------------------------
 
