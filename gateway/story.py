@@ -2,7 +2,9 @@
 
 One INFO line per raise, clear and accepted delivery; one line when a record starts failing
 and one when it is finally delivered or dead-lettered (never one per retry); one line when a
-link starts failing or stops answering and one when it recovers. Every line about an event
+link starts failing or stops answering and one when it recovers. While the whole link fails,
+records that start failing are at DEBUG, but for the first, as the example: the link's line
+tells the story. Every line about an event
 carries the same correlation fields (`CORRELATION`) through `extra={"pb": ...}`, which
 gateway/logs.py renders as JSON keys or a ` key=value` tail.
 
@@ -74,12 +76,17 @@ class DeliveryStory:
                 now: float) -> None:
         """Log what a settled round means: accepts, burst starts and ends, dead letters, and
         the link going down (every record to retry) or coming back (anything answered)."""
-        answered = False
+        answered = any(d.outcome is not Outcome.RETRY for _, d in pairs)
+        # While the whole upstream fails, its own line says so (below): one record's line as
+        # the example, the others at DEBUG. A backlog meeting an outage was one WARNING per
+        # record, thousands of lines burying the one that mattered. A record that fails while
+        # others get through is its own trouble, and each such record gets its line.
+        example_due = not answered and self.link_failing_since is None
         for rec, d in pairs:
             if d.outcome is Outcome.RETRY:
-                self._retry(rec, d, now)
+                logged = self._retry(rec, d, now, loud=answered or example_due)
+                example_due = example_due and not logged
             else:
-                answered = True
                 self._settled(rec, d, latency_s, now)
         retry = [d for _, d in pairs if d.outcome is Outcome.RETRY]
         if answered and self.link_failing_since is not None:
@@ -91,14 +98,17 @@ class DeliveryStory:
             delivery_log.warning("%s: upstream failing: %s", self._sink, retry[0].reason,
                                  extra=extra(sink=self._sink))
 
-    def _retry(self, rec: OutboxRecord, d: Delivery, now: float) -> None:
+    def _retry(self, rec: OutboxRecord, d: Delivery, now: float, loud: bool) -> bool:
+        """The line of a record's first failure (WARNING for an event when `loud`, else
+        DEBUG); False when it had failed before and says nothing now."""
         if rec.id in self._failing_since:
-            return
+            return False
         if len(self._failing_since) < _MAX_TRACKED:
             self._failing_since[rec.id] = now
-        log = delivery_log.warning if _is_event(rec) else delivery_log.debug
+        log = delivery_log.warning if loud and _is_event(rec) else delivery_log.debug
         log("%s: record %d (%s) failing, will retry: %s", self._sink, rec.id, rec.message.key,
             d.reason, extra=record_fields(rec))
+        return True
 
     def _settled(self, rec: OutboxRecord, d: Delivery, latency_s: float, now: float) -> None:
         first_failure = self._failing_since.pop(rec.id, None) if self._failing_since else None

@@ -144,6 +144,29 @@ async def test_a_503_burst_logs_one_start_and_one_end(
     assert (len(link_down), len(link_up)) == (1, 1), caplog.text
 
 
+async def test_an_outage_under_a_backlog_is_one_link_line_not_a_line_per_record(
+        stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
+    """Seen by hand: 200 pumps raising while the CMMS answered 503 gave 200 WARNING lines. The
+    link's line says it once, one record's line is the example; each request still gets its
+    line when it is delivered, after how many attempts."""
+    caplog.set_level(logging.DEBUG, logger="plantbridge")
+    stack.write_config(vibration_rule())
+    await stack.start_daemon()
+    stack.sim.faults.set("error_5xx", count=100_000, status=503)
+    pumps = [f"pump-{i}" for i in range(20)]
+    await stack.play_many(pumps, [3.0] + [8.0] * 10)
+    await wait_for(lambda: len(_lines(caplog, "failing, will retry", logging.DEBUG)) == 20, 30,
+                   "every request failing once")
+    stack.sim.faults.clear()
+    await wait_for(lambda: all(stack.requests_for(p) for p in pumps), 30, "every request")
+    await wait_for(lambda: len(_lines(caplog, "delivered after")) == 20, 10, "the end lines")
+
+    assert len(_lines(caplog, "failing, will retry", logging.WARNING)) == 1, caplog.text
+    assert len(_lines(caplog, "upstream failing", logging.WARNING)) == 1, caplog.text
+    assert len(_lines(caplog, "upstream recovered")) == 1, caplog.text
+    assert all(len(stack.requests_for(p)) == 1 for p in pumps)
+
+
 async def test_a_hung_upstream_is_said_once_and_its_recovery_once(
         stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="plantbridge")
