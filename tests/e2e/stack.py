@@ -168,14 +168,17 @@ idle_poll_seconds = 0.1
         return self.proc
 
     async def subprocess_status(self, port: int) -> dict[str, Any] | None:
-        """The spawned daemon's /status, or None while it does not answer."""
+        """The spawned daemon's /status, or None while it does not answer. An answer that is
+        not a daemon's status is None too: another test's server may hold the port (a free
+        port is only free until someone binds it), and the daemon then fails to start."""
         try:
             async with aiohttp.ClientSession() as http, http.get(
                     f"http://127.0.0.1:{port}/status",
                     timeout=aiohttp.ClientTimeout(total=2)) as r:
-                return dict(await r.json())
-        except (aiohttp.ClientError, TimeoutError):
+                body = await r.json(content_type=None) if r.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
+        return dict(body) if isinstance(body, dict) and "sources" in body else None
 
     async def wait_subprocess_up(self, port: int) -> None:
         """Until the spawned daemon answers and every source is connected; fails if it died."""
@@ -266,11 +269,20 @@ idle_poll_seconds = 0.1
     async def spawn_up(self, rules: str) -> int:
         """Write a config with `rules` and a free status port, spawn the daemon, wait until it
         is subscribed. Returns the status port."""
-        port = free_port()
-        self.write_config(rules, http_port=port)
-        self.spawn_daemon()
-        await self.wait_subprocess_up(port)
-        return port
+        for attempt in range(3):
+            port = free_port()
+            self.write_config(rules, http_port=port)
+            seen = len(self.daemon_log())
+            self.spawn_daemon()
+            try:
+                await self.wait_subprocess_up(port)
+                return port
+            except AssertionError:
+                # Seen in CI: another test bound the port between free_port() and the daemon's
+                # bind (its server answered /status). Only that is retried, with a new port.
+                if attempt == 2 or "address already in use" not in self.daemon_log()[seen:]:
+                    raise
+        raise AssertionError("unreachable")
 
     def spawn_cli(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         """Another `python -m gateway.cli ...` process (not `self.proc`), output to `log_name`."""
