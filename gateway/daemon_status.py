@@ -73,8 +73,8 @@ class DaemonStatus:
             out.append("outbox budget reached: telemetry-derived records are being shed")
         if d.pipeline is not None and d.pipeline.stats.evaluation_errors:
             st = d.pipeline.stats
-            out.append(f"{st.evaluation_errors} sample(s) skipped by a rule error (a bug; see "
-                       f"the log): {st.last_evaluation_error}")
+            out.append(f"{st.evaluation_errors} rule evaluation error(s) (a bug; see the log, "
+                       f"which says what was skipped): {st.last_evaluation_error}")
         if d.pipeline is not None and d.pipeline.stats.storage_problem:
             out.append(f"cannot write the outbox: {d.pipeline.stats.storage_problem}")
         if d.reload_state["error"]:

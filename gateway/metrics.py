@@ -28,7 +28,8 @@ class GatewayCollector(Collector):
                           ("cleared", "Condition episodes cleared"),
                           ("messages", "Upstream messages committed to the outbox"),
                           ("commit_failures", "Outbox commits that failed and were retried"),
-                          ("evaluation_errors", "Samples skipped because a rule raised")):
+                          ("evaluation_errors",
+                           "Rule evaluations and ticks that raised (a bug), samples skipped")):
             yield CounterMetricFamily(f"plantbridge_{name}", doc, value=p[name])
 
         src_state = GaugeMetricFamily("plantbridge_source_up", "1 when the source is connected",

@@ -129,6 +129,7 @@ class Pipeline:
             raise ValueError("commit_depth must be at least 1")
         self._gil_switch = gil_switch_seconds  # None: leave the interpreter's setting alone
         self.engine = engine
+        engine.on_error = self._rule_failed  # one rule's bug: the others go on
         self._outbox = outbox
         self._sinks = list(sinks)
         self._site = site
@@ -326,15 +327,32 @@ class Pipeline:
     def lock(self) -> asyncio.Lock:
         return self._lock
 
-    def _evaluation_failed(self, sample: Sample, exc: Exception) -> None:
-        """A bug in a rule, hit by one sample. Crashing would not help: the broker redelivers
-        the unacknowledged message after every restart, and monitoring would stop for all.
-        Skip the sample, count it, log the first of each kind with its traceback."""
+    def _evaluation_failed(self, sample: Sample, exc: BaseException) -> None:
+        """A bug outside the rules themselves (the engine, a sample listener), hit by one
+        sample. Crashing would not help: the broker redelivers the unacknowledged message
+        after every restart, and monitoring would stop for all. Skip the sample, count it,
+        log the first of each kind with its traceback."""
+        self._count_error(exc, "evaluation failed on %s/%s = %r; sample skipped",
+                          sample.asset, sample.signal, sample.value)
+
+    def _rule_failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
+        """A bug in one rule (`RuleEngine.on_error`): the engine went on with the others, so
+        their raises and clears stand and every other timer still runs. Count it and log the
+        first of each kind with its traceback."""
+        from rules.engine import MUTE_MEMORY
+
+        who = "the mute-signal memory" if rule_id == MUTE_MEMORY else f"rule {rule_id}"
+        if sample is None:
+            self._count_error(exc, "%s failed at a tick; the other rules ticked", who)
+        else:
+            self._count_error(exc, "%s failed on %s/%s = %r; the other rules saw the sample",
+                              who, sample.asset, sample.signal, sample.value)
+
+    def _count_error(self, exc: BaseException, message: str, *args: object) -> None:
         self.stats.evaluation_errors += 1
         what = f"{type(exc).__name__}: {exc}"
         if what != self.stats.last_evaluation_error:
-            log.exception("rule evaluation failed on %s/%s = %r; sample skipped",
-                          sample.asset, sample.signal, sample.value)
+            log.error(message, *args, exc_info=exc)
         self.stats.last_evaluation_error = what
 
     def _valid(self, samples: Sequence[Sample]) -> Sequence[Sample]:

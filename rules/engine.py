@@ -26,6 +26,7 @@ definition did not change.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -53,6 +54,9 @@ MUTE_MEMORY = "*mutes"
 REMOVED = "rule removed on reload"
 GONE = "rule no longer exists (removed while the gateway was stopped)"
 Key = tuple[str, str]
+# What the daemon does with a rule that raised (a bug): (rule id, the sample, or None at a
+# tick, the exception). See `RuleEngine.on_error`.
+RuleFailed = Callable[[str, Sample | None, Exception], None]
 
 
 class RuleEngine:
@@ -63,17 +67,25 @@ class RuleEngine:
                  "_journal_rows", "_journal_seq", "_journal_source", "_journaled", "_limit",
                  "_loaded", "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes",
                  "_orphans", "_patterns", "_previous", "_record", "_refused", "_routes",
-                 "_rules", "_ticking", "_unsaved", "checkpointed", "journal_marks", "replayed")
+                 "_rules", "_ticking", "_unsaved", "checkpointed", "journal_marks", "on_error",
+                 "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
-                 journal_samples: int = 0) -> None:
+                 journal_samples: int = 0, on_error: RuleFailed | None = None) -> None:
         """`journal_samples` > 0: store inputs between checkpoints, at most this many samples
-        (rules/journal.py); 0: snapshot every changed instance at every `take_dirty`."""
+        (rules/journal.py); 0: snapshot every changed instance at every `take_dirty`.
+
+        `on_error`: a rule that raises on a sample or at a tick (a bug) is reported to it, and
+        the other rules go on: they still see the sample and still tick, and what they cause
+        is returned. One rule's bug must not cost another rule's raise (its state would hold
+        an episode the outbox never got) nor every timer of the plant. None (the replay
+        tools): the exception propagates, and the rest of that sample or tick is skipped."""
         if max_instances_per_rule < 1:
             raise ValueError("max_instances_per_rule must be at least 1")
         if journal_samples < 0:
             raise ValueError("journal_samples must be 0 (no journal) or more")
         self._limit = max_instances_per_rule
+        self.on_error = on_error
         self._journal_limit = journal_samples
         # Inputs since the last take_dirty. With a journal, `evaluate` appends each sample that
         # some rule sees, before the rules (the replay fails the same way if one fails on it).
@@ -146,7 +158,11 @@ class RuleEngine:
             self._record(sample)
         out: list[Transition] | None = None
         for hook in hooks:
-            t = hook.evaluate(sample)
+            try:
+                t = hook.evaluate(sample)
+            except Exception as exc:  # a bug in that rule (costs nothing until one raises)
+                self._failed(hook.rule_id, sample, exc)
+                continue
             if t is not None:
                 if out is None:
                     out = []
@@ -176,13 +192,23 @@ class RuleEngine:
             self._record(float(now))
             self._journal_other += 1
         for inst in self._ticking:
-            t = inst.tick(now)
+            try:
+                t = inst.tick(now)
+            except Exception as exc:
+                self._failed(inst.rule_id, None, exc)
+                continue
             if t is not None:
                 if out is None:
                     out = [t]
                 else:
                     out.append(t)
         return _NONE if out is None else out
+
+    def _failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
+        """A rule raised: report it and go on with the others, or without `on_error`, raise."""
+        if self.on_error is None:
+            raise exc
+        self.on_error(rule_id, sample, exc)
 
     # --- durable state ----------------------------------------------------------------------
 
@@ -356,8 +382,8 @@ class RuleEngine:
                             if marks.get(key, -math.inf) < item.device_ts:
                                 marks[key] = item.device_ts
                         self._replay_sample(item, ours)
-                except Exception:  # as the pipeline did live (it counted it then)
-                    pass
+                except Exception:  # the engine's own code failed live too (the pipeline
+                    pass  # skipped that sample and counted it then)
         self._journal.clear()  # what the replay went through again
         self._journal_other = 0
         self._journal_source = None
@@ -367,7 +393,8 @@ class RuleEngine:
     def _replay_tick(self, now: float, ours: set[RuleInstance] | None) -> None:
         for inst in self._ticking:
             if ours is None or inst in ours:
-                inst.tick(now)
+                with contextlib.suppress(Exception):  # it failed live too (reported then)
+                    inst.tick(now)
 
     def _replay_sample(self, sample: Sample, ours: set[RuleInstance] | None) -> None:
         """`evaluate` without its transitions (and without journaling it again)."""
@@ -376,7 +403,8 @@ class RuleEngine:
         for handler in self._routes.get((sample.asset, sample.signal), ()):
             owner = getattr(handler, "__self__", None)
             if ours is None or owner is self or owner in ours:
-                handler(sample)
+                with contextlib.suppress(Exception):  # it failed live too (reported then)
+                    handler(sample)
 
     def _forget_parts(self, parts: dict[Key, dict[str, dict[int, bytes]]]) -> None:
         """Stored extra rows (rate window segments) that no loaded instance uses now: forget
@@ -578,17 +606,21 @@ class RuleEngine:
 class Hook(Protocol):
     """What a route calls per sample: a rule instance (its `evaluate`) or a `_Call`."""
 
+    @property
+    def rule_id(self) -> str: ...
+
     def evaluate(self, sample: Sample, /) -> Transition | tuple[Transition, ...] | None: ...
 
 
 class _Call:
     """A handler that is not a rule's own `evaluate`, called the same way as a rule:
-    `hook.evaluate(sample)`."""
+    `hook.evaluate(sample)`; `rule_id` names whose it is when it fails."""
 
-    __slots__ = ("evaluate",)
+    __slots__ = ("evaluate", "rule_id")
 
-    def __init__(self, handler: Callable[[Sample], Any]) -> None:
+    def __init__(self, handler: Callable[[Sample], Any], rule_id: str) -> None:
         self.evaluate = handler
+        self.rule_id = rule_id
 
 
 def _hooks(handlers: tuple[Handler, ...]) -> tuple[Hook, ...]:
@@ -599,9 +631,9 @@ def _hooks(handlers: tuple[Handler, ...]) -> tuple[Hook, ...]:
 def _hook(handler: Handler) -> Hook:
     """The rule instance when `handler` is its own `evaluate`, else the handler in a `_Call`."""
     owner = getattr(handler, "__self__", None)
-    if isinstance(owner, RuleInstance) and handler == owner.evaluate:
-        return owner
-    return _Call(handler)
+    if isinstance(owner, RuleInstance):
+        return owner if handler == owner.evaluate else _Call(handler, owner.rule_id)
+    return _Call(handler, MUTE_MEMORY)
 
 
 def _mute_memory(data: Any) -> dict[str, float]:

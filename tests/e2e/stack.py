@@ -67,6 +67,9 @@ class Stack:
     proc: subprocess.Popen[bytes] | None = None
     _pub: mqtt.Client | None = field(default=None, repr=False)
     _fences: int = field(default=0, repr=False)
+    # Put first on the spawned daemon's PYTHONPATH: a `sitecustomize.py` there runs in the
+    # child before the daemon (fault injection into the real process: tests/e2e/test_rule_bug.py).
+    child_path: Path | None = None
 
     # --- config -----------------------------------------------------------------------------
 
@@ -160,6 +163,10 @@ idle_poll_seconds = 0.1
     def spawn_daemon(self) -> subprocess.Popen[bytes]:
         log = open(self.tmp / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.child_path is not None:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(self.child_path), str(Path(__file__).resolve().parents[2]),
+                 *filter(None, [os.environ.get("PYTHONPATH")])])
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "run", "--config",
              str(self.tmp / "plantbridge.toml")],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from gateway.model import EpisodeState, Quality, Rule, TransitionKind
+import pytest
+
+from gateway.model import EpisodeState, Quality, Rule, Sample, TransitionKind
 from rules import RuleEngine
 from rules.engine import GONE, REMOVED
 from tests.rules.conftest import RulesFrom, sample
@@ -229,3 +231,75 @@ def test_bad_quality_raised_by_a_tick_reports_no_value(rules_from: RulesFrom) ->
                                            "vibration quality bad for 5 s")
     (t,) = engine.evaluate(sample("p1", "vibration", 2.4, 7.0))
     assert (t.kind, t.value) == (TransitionKind.CLEARED, 2.4)
+
+
+BUGGY_FIRST = """
+[[rule]]
+id = "vib-sensor"
+kind = "bad_quality"
+asset = "pump-1"
+signal = "vibration"
+limit_seconds = 5
+""" + TEMP.replace('"temperature"', '"vibration"').replace("temp-high", "vib-over")
+
+
+def plant_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bad-quality kind raises on 666 and at every tick (a bug in one rule kind)."""
+    from rules.watch import BadQualityRule
+
+    real = BadQualityRule.evaluate
+
+    def evaluate(self: BadQualityRule, s: Sample) -> object:
+        if s.value == 666.0:
+            raise ZeroDivisionError("planted")
+        return real(self, s)
+
+    def tick(self: BadQualityRule, now: float) -> None:
+        raise ZeroDivisionError("planted at a tick")
+
+    monkeypatch.setattr(BadQualityRule, "evaluate", evaluate)
+    monkeypatch.setattr(BadQualityRule, "tick", tick)
+
+
+def test_a_rule_that_raises_is_reported_and_the_others_go_on(
+        rules_from: RulesFrom, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `on_error` (the daemon's), a failing rule is skipped alone: the rule after it on the
+    signal still raises on the same sample, and still ticks."""
+    plant_bug(monkeypatch)
+    failed: list[tuple[str, Sample | None, str]] = []
+    engine = RuleEngine(rules_from(BUGGY_FIRST + vib()),
+                        on_error=lambda rule, s, exc: failed.append((rule, s, str(exc))))
+    poison = sample("pump-1", "vibration", 666.0, 10.0)
+    (t,) = engine.evaluate(poison)  # vib-over raises at once; vib-high waits for its delay
+    assert (t.rule_id, t.kind) == ("vib-over", TransitionKind.RAISED)
+    assert failed == [("vib-sensor", poison, "planted")]
+    (t,) = engine.tick(12.0)  # the sensor rule fails first in tick order, vib-high still raises
+    assert (t.rule_id, t.kind) == ("vib-high", TransitionKind.RAISED)
+    assert failed[1:] == [("vib-sensor", None, "planted at a tick")]
+
+
+def test_without_on_error_a_rule_that_raises_raises(
+        rules_from: RulesFrom, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay tools run without `on_error`: a rule bug stops them with its traceback."""
+    plant_bug(monkeypatch)
+    engine = RuleEngine(rules_from(BUGGY_FIRST + vib()))
+    with pytest.raises(ZeroDivisionError, match="planted"):
+        engine.evaluate(sample("pump-1", "vibration", 666.0, 10.0))
+    with pytest.raises(ZeroDivisionError, match="planted at a tick"):
+        engine.tick(12.0)
+
+
+def test_a_failing_mute_handler_is_reported_with_its_rule(
+        rules_from: RulesFrom, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mute-signal handler is called through the engine too: its failure names its rule."""
+    from rules.episode import RuleInstance
+
+    def broken(self: RuleInstance, s: Sample) -> None:
+        raise ValueError("mute bug")
+
+    monkeypatch.setattr(RuleInstance, "_on_mute_signal", broken)
+    failed: list[str] = []
+    rules = rules_from(TEMP + 'suppress_while = { signal = "running", equals = 0 }\n')
+    engine = RuleEngine(rules, on_error=lambda rule, s, exc: failed.append(rule))
+    assert engine.evaluate(sample("pump-1", "running", 0.0, 1.0)) == ()
+    assert failed == ["temp-high"]

@@ -6,8 +6,6 @@ with and without one); these are the single behaviours around it.
 
 from __future__ import annotations
 
-import contextlib
-
 import msgpack
 import pytest
 
@@ -199,24 +197,31 @@ def test_the_setting_is_checked(tmp_path) -> None:  # type: ignore[no-untyped-de
 
 def test_a_rule_that_failed_live_fails_the_same_way_in_the_replay(
         rules_from: RulesFrom, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The pipeline skips the rest of a sample whose rule raised (a bug): the replay at start
-    must do the same, and not stop the start."""
-    from rules.watch import StaleRule
+    """Live, the engine skips only the rule that raised (a bug) and the rules after it still
+    see the sample (`on_error`, as the daemon runs it): the replay at start must do the same,
+    and not stop the start."""
+    from rules.threshold import RateRule
 
-    real = StaleRule.evaluate
+    real = RateRule.evaluate
 
-    def broken(self: StaleRule, s: Sample) -> object:
+    def broken(self: RateRule, s: Sample) -> object:
         if s.value == 13.0:
             raise RuntimeError("a bug")
         return real(self, s)
 
-    monkeypatch.setattr(StaleRule, "evaluate", broken)
-    rules = rules_from(RATE)
-    engine, store = RuleEngine(rules, journal_samples=10_000), Store()
+    monkeypatch.setattr(RateRule, "evaluate", broken)
+    rules = rules_from(RATE)  # the rate rule first, then the stale rule, on one signal
+    failed: list[tuple[str, float | None]] = []
+    engine = RuleEngine(rules, journal_samples=10_000,
+                        on_error=lambda rule, s, exc: failed.append((rule, s and s.value)))
+    store = Store()
+    silent = engine.instance("silent", "pump-1")
+    assert silent is not None
     for ts, v in enumerate([40.0, 41.0, 13.0, 42.0]):
-        with contextlib.suppress(RuntimeError):  # as the pipeline does
-            engine.evaluate(sample("pump-1", "temperature", v, float(ts)))
+        engine.evaluate(sample("pump-1", "temperature", v, float(ts)))
+        assert silent.last_value == v  # the stale rule saw each sample, 13.0 too
         commit(store, engine.take_dirty())
+    assert failed == [("temp-rising", 13.0)]
     after = RuleEngine(rules, journal_samples=10_000)
     after.restore_states(round_trip(store))
     assert after.replayed == 3
