@@ -65,6 +65,11 @@ GIL_SWITCH_SECONDS = 0.0002
 # one group then waits longer for the commit before it). A group is evaluated in slices of
 # YIELD_EVERY_SAMPLES, so the loop stays responsive either way.
 MAX_GROUP_SAMPLES = 8000
+# A kind of rule failure is logged with its traceback at most once an hour, and at most this
+# many kinds are remembered (past that, new kinds are only counted, the last one shown on the
+# status page): a rule that fails at every tick or sample must not fill the log.
+_ERRORS_LOGGED = 100
+_ERROR_LOG_SECONDS = 3600.0
 
 
 @dataclass(slots=True)
@@ -156,6 +161,7 @@ class Pipeline:
         self._commits: asyncio.Queue[_Group] = asyncio.Queue()  # bounded by _depth in run()
         self._committing = False  # run()'s committer is up: ticks and applies go through it
         self._landing = False  # the committer is writing a group now
+        self._errors_logged: dict[tuple[str, bool, str], float] = {}  # see `_count_error`
 
     # --- intake -------------------------------------------------------------------------
 
@@ -332,28 +338,39 @@ class Pipeline:
         sample. Crashing would not help: the broker redelivers the unacknowledged message
         after every restart, and monitoring would stop for all. Skip the sample, count it,
         log the first of each kind with its traceback."""
-        self._count_error(exc, "evaluation failed on %s/%s = %r; sample skipped",
+        self._count_error(("", False), exc, "evaluation failed on %s/%s = %r; sample skipped",
                           sample.asset, sample.signal, sample.value)
 
     def _rule_failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
         """A bug in one rule (`RuleEngine.on_error`): the engine went on with the others, so
         their raises and clears stand and every other timer still runs. Count it and log the
-        first of each kind with its traceback."""
+        first of each kind (per rule, sample or tick) with its traceback."""
         from rules.engine import MUTE_MEMORY
 
         who = "the mute-signal memory" if rule_id == MUTE_MEMORY else f"rule {rule_id}"
         if sample is None:
-            self._count_error(exc, "%s failed at a tick; the other rules ticked", who)
+            self._count_error((rule_id, True), exc, "%s failed at a tick; the other rules ticked",
+                              who)
         else:
-            self._count_error(exc, "%s failed on %s/%s = %r; the other rules saw the sample",
+            self._count_error((rule_id, False), exc,
+                              "%s failed on %s/%s = %r; the other rules saw the sample",
                               who, sample.asset, sample.signal, sample.value)
 
-    def _count_error(self, exc: BaseException, message: str, *args: object) -> None:
+    def _count_error(self, where: tuple[str, bool], exc: BaseException, message: str,
+                     *args: object) -> None:
+        """Count a failure; log it with its traceback unless this kind of failure (`where`: the
+        rule id, or "" for the engine, and whether at a tick; the error) was logged within the
+        hour."""
         self.stats.evaluation_errors += 1
         what = f"{type(exc).__name__}: {exc}"
-        if what != self.stats.last_evaluation_error:
-            log.error(message, *args, exc_info=exc)
         self.stats.last_evaluation_error = what
+        kind, now, logged = (*where, what), time.monotonic(), self._errors_logged
+        last = logged.get(kind)
+        if last is None and len(logged) >= _ERRORS_LOGGED:
+            return
+        if last is None or now - last >= _ERROR_LOG_SECONDS:
+            logged[kind] = now
+            log.error(message, *args, exc_info=exc)
 
     def _valid(self, samples: Sequence[Sample]) -> Sequence[Sample]:
         """The samples rules may see: a finite value, or bad quality. Drivers should never

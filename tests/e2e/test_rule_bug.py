@@ -27,15 +27,15 @@ limit_seconds = 5
 """
 
 PLANTED = '''
-"""Planted bugs (tests/e2e/test_rule_bug.py): the bad-quality rule kind fails on 666 and at
-every tick."""
+"""Planted bugs (tests/e2e/test_rule_bug.py): the bad-quality rule kind fails on 666 and 3.25
+and at every tick."""
 from rules.watch import BadQualityRule
 
 _real = BadQualityRule.evaluate
 
 
 def evaluate(self, sample):
-    if sample.value == 666.0:
+    if sample.value in (666.0, 3.25):
         raise ZeroDivisionError("planted bug in evaluate")
     return _real(self, sample)
 
@@ -79,6 +79,15 @@ async def test_a_rule_that_raises_costs_no_other_rule_its_request(stack: Stack) 
     await stack.episode("pump-2")
     await wait_for(lambda: len(stack.updates_for("pump-2")) == 1, 20, "pump-2's episode")
     await stack.wait_drained(port)
+    # The same failure again, between failing ticks: counted, not logged again.
+    before = (await stack.status_now(port))["pipeline"]["evaluation_errors"]
+    stack.publish("pump-1", "vibration", 3.25)
+
+    async def counted_and_ticked() -> bool:
+        st = await stack.subprocess_status(port)
+        return st is not None and st["pipeline"]["evaluation_errors"] >= before + 3
+
+    await wait_for(counted_and_ticked, 20, "the second evaluate failure and two more ticks")
 
     assert stack.proc.poll() is None, stack.daemon_log()[-3000:]
     assert len(stack.sim.requests) == 2, stack.sim.requests
@@ -92,5 +101,6 @@ async def test_a_rule_that_raises_costs_no_other_rule_its_request(stack: Stack) 
     assert ("rule vib-sensor failed on pump-1/vibration = 666.0; the other rules saw the "
             "sample") in log, log[-3000:]
     assert "rule vib-sensor failed at a tick; the other rules ticked" in log, log[-3000:]
-    assert "ZeroDivisionError: planted bug in tick" in log  # the traceback, once
+    # Each kind of failure logged once, with its traceback, though they alternate.
     assert log.count("ZeroDivisionError: planted bug in tick") == 1, log[-3000:]
+    assert log.count("ZeroDivisionError: planted bug in evaluate") == 1, log[-3000:]
