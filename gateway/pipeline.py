@@ -248,9 +248,12 @@ class Pipeline:
         source, batch = item
         self.engine.note_source(source)
         for sample in self.gate.admit_all(source, self._valid(batch.samples)):
-            try:  # a failing listener is skipped like a failing rule
+            try:  # the page's trends: a bug there must not cost the rules this sample
                 for hook in hooks:
                     hook(sample)
+            except Exception as exc:
+                self._listener_failed(sample, exc)
+            try:
                 caused = evaluate(sample)
                 if caused:
                     transitions.extend(caused)
@@ -334,12 +337,17 @@ class Pipeline:
         return self._lock
 
     def _evaluation_failed(self, sample: Sample, exc: BaseException) -> None:
-        """A bug outside the rules themselves (the engine, a sample listener), hit by one
-        sample. Crashing would not help: the broker redelivers the unacknowledged message
-        after every restart, and monitoring would stop for all. Skip the sample, count it,
-        log the first of each kind with its traceback."""
+        """A bug in the engine's own code (not in a rule), hit by one sample. Crashing would
+        not help: the broker redelivers the unacknowledged message after every restart, and
+        monitoring would stop for all. Skip the sample, count it, log it with its traceback."""
         self._count_error(("", False), exc, "evaluation failed on %s/%s = %r; sample skipped",
                           sample.asset, sample.signal, sample.value)
+
+    def _listener_failed(self, sample: Sample, exc: Exception) -> None:
+        """A sample listener raised (a bug): the listeners after it miss this sample, the
+        rules do not."""
+        self._count_error(("", False), exc, "a sample listener failed on %s/%s = %r; the "
+                          "rules saw the sample", sample.asset, sample.signal, sample.value)
 
     def _rule_failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
         """A bug in one rule (`RuleEngine.on_error`): the engine went on with the others, so

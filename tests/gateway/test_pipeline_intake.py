@@ -59,3 +59,29 @@ async def test_a_batch_is_checked_gated_evaluated_and_acknowledged_after_commit(
         assert (pipeline.stats.samples, pipeline.stats.rejected_invalid) == (9, 3)
         assert pipeline.gate.skipped == {"mqtt": 2}
         assert [e.rule_id for e in await outbox.open_episodes()] == ["vib-high"]
+
+
+async def test_a_failing_sample_listener_costs_the_rules_nothing(tmp_path: Path) -> None:
+    """A listener (the page's trend ring) that raises is counted; the rules still see the
+    sample, and the episode it completes is committed."""
+    (tmp_path / "r.toml").write_text(RULE)
+    engine = RuleEngine(load_rule_files([tmp_path / "r.toml"]))
+    async with await OutboxStore.open(tmp_path / "o.sqlite") as outbox:
+        pipeline = Pipeline(engine, outbox, ["cmms"], "site", lambda: None)
+
+        def broken(sample: Sample) -> None:
+            raise RuntimeError("trend ring bug")
+
+        pipeline.sample_listeners.append(broken)
+        acked: list[str] = []
+        runner = asyncio.create_task(pipeline.run())
+        try:
+            batch = [vib(8, T0 + 1), vib(8, T0 + 2), vib(8, T0 + 3)]
+            await pipeline.submit(SampleBatch(batch, lambda: acked.append("batch")), "mqtt")
+            await wait_for(lambda: acked == ["batch"], 10)
+        finally:
+            runner.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+        assert [e.rule_id for e in await outbox.open_episodes()] == ["vib-high"]
+        assert pipeline.stats.evaluation_errors == 3
+        assert pipeline.stats.last_evaluation_error == "RuntimeError: trend ring bug"
