@@ -93,13 +93,13 @@ class _Compiled:
 
     def samples(self, raw: Sequence[int] | Sequence[bool], ts: float) -> tuple[list[Sample], int]:
         """One sample per point, and how many of them are NaN readings (BAD, no value)."""
-        good, bad, make = Quality.GOOD, Quality.BAD, new_sample
+        good, bad, make, cls = Quality.GOOD, Quality.BAD, _make_tuple, Sample
         values = self.decode(raw)
         if self.assets is None:
             a = self.asset
-            return ([make(a, s, v, good if v is not None else bad, ts)
+            return ([make(cls, (a, s, v, good if v is not None else bad, ts, None))
                      for s, v in zip(self.signals, values, strict=True)], values.count(None))
-        return ([make(a, s, v, good if v is not None else bad, ts)
+        return ([make(cls, (a, s, v, good if v is not None else bad, ts, None))
                  for a, s, v in zip(self.assets, self.signals, values, strict=True)],
                 values.count(None))
 
@@ -124,8 +124,11 @@ def _compile(config: ModbusSourceConfig, plans: dict[int, list[Read]]
     return out
 
 
-# Sample is a NamedTuple (gateway/model.py): as cheap to build as a tuple, no helper needed.
-new_sample = Sample
+new_sample = Sample  # a NamedTuple (gateway/model.py)
+# `Sample(...)` without the named tuple's Python-level `__new__`, for the blocks of a poll
+# (every field given, device time None): 142 against 246 ns a sample (timeit, 1,000-point
+# blocks), about 1 % of a core at 100,000 points a second. The same object in every way.
+_make_tuple = tuple.__new__
 
 
 class ModbusSource:
