@@ -340,14 +340,16 @@ class Pipeline:
         """A bug in the engine's own code (not in a rule), hit by one sample. Crashing would
         not help: the broker redelivers the unacknowledged message after every restart, and
         monitoring would stop for all. Skip the sample, count it, log it with its traceback."""
-        self._count_error(("", False), exc, "evaluation failed on %s/%s = %r; sample skipped",
+        self._count_error(("", False), f"evaluation of {sample.asset}/{sample.signal}", exc,
+                          "evaluation failed on %s/%s = %r; sample skipped",
                           sample.asset, sample.signal, sample.value)
 
     def _listener_failed(self, sample: Sample, exc: Exception) -> None:
         """A sample listener raised (a bug): the listeners after it miss this sample, the
         rules do not."""
-        self._count_error(("", False), exc, "a sample listener failed on %s/%s = %r; the "
-                          "rules saw the sample", sample.asset, sample.signal, sample.value)
+        self._count_error(("", False), "a sample listener", exc, "a sample listener failed on "
+                          "%s/%s = %r; the rules saw the sample",
+                          sample.asset, sample.signal, sample.value)
 
     def _rule_failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
         """A bug in one rule (`RuleEngine.on_error`): the engine went on with the others, so
@@ -357,21 +359,21 @@ class Pipeline:
 
         who = "the mute-signal memory" if rule_id == MUTE_MEMORY else f"rule {rule_id}"
         if sample is None:
-            self._count_error((rule_id, True), exc, "%s failed at a tick; the other rules ticked",
-                              who)
+            self._count_error((rule_id, True), f"{who} at a tick", exc,
+                              "%s failed at a tick; the other rules ticked", who)
         else:
-            self._count_error((rule_id, False), exc,
+            self._count_error((rule_id, False), f"{who} on {sample.asset}/{sample.signal}", exc,
                               "%s failed on %s/%s = %r; the other rules saw the sample",
                               who, sample.asset, sample.signal, sample.value)
 
-    def _count_error(self, where: tuple[str, bool], exc: BaseException, message: str,
-                     *args: object) -> None:
-        """Count a failure; log it with its traceback unless this kind of failure (`where`: the
-        rule id, or "" for the engine, and whether at a tick; the error) was logged within the
-        hour."""
+    def _count_error(self, where: tuple[str, bool], said: str, exc: BaseException,
+                     message: str, *args: object) -> None:
+        """Count a failure and show it (`said`: what failed, for the status page); log it with
+        its traceback unless this kind of failure (`where`: the rule id, or "" outside the
+        rules, and whether at a tick; the error) was logged within the hour."""
         self.stats.evaluation_errors += 1
         what = f"{type(exc).__name__}: {exc}"
-        self.stats.last_evaluation_error = what
+        self.stats.last_evaluation_error = f"{said}: {what}"
         kind, now, logged = (*where, what), time.monotonic(), self._errors_logged
         last = logged.get(kind)
         if last is None and len(logged) >= _ERRORS_LOGGED:

@@ -84,4 +84,5 @@ async def test_a_failing_sample_listener_costs_the_rules_nothing(tmp_path: Path)
             await asyncio.gather(runner, return_exceptions=True)
         assert [e.rule_id for e in await outbox.open_episodes()] == ["vib-high"]
         assert pipeline.stats.evaluation_errors == 3
-        assert pipeline.stats.last_evaluation_error == "RuntimeError: trend ring bug"
+        assert pipeline.stats.last_evaluation_error == ("a sample listener: RuntimeError: "
+                                                        "trend ring bug")
