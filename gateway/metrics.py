@@ -29,7 +29,8 @@ class GatewayCollector(Collector):
                           ("messages", "Upstream messages committed to the outbox"),
                           ("commit_failures", "Outbox commits that failed and were retried"),
                           ("evaluation_errors",
-                           "Rule evaluations and ticks that raised (a bug), samples skipped")):
+                           "Rule evaluations, ticks and sample listeners that raised (a bug; "
+                           "see the log)")):
             yield CounterMetricFamily(f"plantbridge_{name}", doc, value=p[name])
 
         src_state = GaugeMetricFamily("plantbridge_source_up", "1 when the source is connected",
