@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -19,9 +21,43 @@ from pathlib import Path
 
 
 def free_port() -> int:
+    """A port on 127.0.0.1 that nothing holds now, for a server a test starts next.
+
+    Not from the kernel's ephemeral range (what `bind(0)` hands out): every outgoing connection
+    of the suite also takes its local port from there, so a port picked that way could be
+    taken by some test's client before our server binds it (seen in CI: the daemon failed to
+    start on "address already in use"). Ports come from a slice below that range, one slice
+    per xdist worker (no two workers pick the same port), in turn (a worker does not pick the
+    same port again soon); each is checked free by binding it. Falls back to `bind(0)` when
+    the machine leaves no room below its ephemeral range."""
+    for _ in range(_SLICE if _SLICE >= 100 else 0):
+        port = _PORTS_FROM + next(_turn) % _SLICE
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _port_slice() -> tuple[int, int]:
+    """(first port, how many) of this process's slice: below the ephemeral range, from 20000,
+    split into 8 (the xdist workers gw0..gw6, and anything else)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    size = max(0, low - 20000) // 8
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) % 7 if worker[2:].isdigit() else 7
+    return 20000 + index * size, size
+
+
+_PORTS_FROM, _SLICE = _port_slice()
+_turn = itertools.count(random.randrange(max(1, _SLICE)))  # runs of the suite start apart
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
