@@ -33,7 +33,7 @@ def test_free_ports_come_from_this_workers_slice_below_the_ephemeral_range() -> 
     ports = [free_port() for _ in range(50)]
     assert len(set(ports)) == 50
     if low - 20000 >= 800:  # room for the slices (else free_port falls back to bind(0))
-        assert _PORTS_FROM + _SLICE <= low
+        assert low >= _PORTS_FROM + _SLICE
         assert all(_PORTS_FROM <= p < _PORTS_FROM + _SLICE for p in ports), ports
     for p in ports[:5]:  # each is free
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
