@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from gateway.daemon import Daemon
 
 
+# A rule evaluation error is a problem (page, /readyz, STATUS=) for this long after the last
+# one: a bug hit once last week is not wrong now, and only a restart would have cleared it.
+# The count stays in /status and `plantbridge_evaluation_errors_total`, the traceback in the log.
+EVALUATION_ERROR_SECONDS = 3600.0
+
+
 class DaemonStatus:
     """The daemon's observation side; `Daemon.problems()`, `delays()` and `snapshot()` call it."""
 
@@ -71,10 +77,13 @@ class DaemonStatus:
                            "cause, then: plantbridge dead-letters --requeue all)")
         if o.get("full"):
             out.append("outbox budget reached: telemetry-derived records are being shed")
-        if d.pipeline is not None and d.pipeline.stats.evaluation_errors:
-            st = d.pipeline.stats
+        st = d.pipeline.stats if d.pipeline is not None else None
+        if (st is not None and st.last_evaluation_error_at is not None
+                and now - st.last_evaluation_error_at < EVALUATION_ERROR_SECONDS):
             out.append(f"{st.evaluation_errors} rule evaluation error(s) (a bug; see the log, "
-                       f"which says what was skipped): {st.last_evaluation_error}")
+                       f"which says what was skipped), the last "
+                       f"{age_words(now - st.last_evaluation_error_at)} ago: "
+                       f"{st.last_evaluation_error}")
         if d.pipeline is not None and d.pipeline.stats.storage_problem:
             out.append(f"cannot write the outbox: {d.pipeline.stats.storage_problem}")
         if d.reload_state["error"]:

@@ -86,6 +86,7 @@ class PipelineStats:
     commit_failures: int = 0
     evaluation_errors: int = 0
     last_evaluation_error: str = ""
+    last_evaluation_error_at: float | None = None  # the pipeline's clock
     storage_problem: str = ""
     last_sample_at: float | None = None
     samples_by_source: dict[str, int] = field(default_factory=dict)
@@ -374,6 +375,7 @@ class Pipeline:
         self.stats.evaluation_errors += 1
         what = f"{type(exc).__name__}: {exc}"
         self.stats.last_evaluation_error = f"{said}: {what}"
+        self.stats.last_evaluation_error_at = self._clock()
         kind, now, logged = (*where, what), time.monotonic(), self._errors_logged
         last = logged.get(kind)
         if last is None and len(logged) >= _ERRORS_LOGGED:

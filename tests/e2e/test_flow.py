@@ -187,6 +187,10 @@ async def test_a_rule_bug_skips_the_sample_and_monitoring_goes_on(stack: Stack) 
     await wait_for(lambda: d.pipeline is not None and d.pipeline.stats.evaluation_errors == 1,
                    10, "the poison sample counted")
     assert any("rule evaluation error(s)" in p for p in d.problems())
+    # A problem for an hour after the last one (readyz red meanwhile), then only counted.
+    d.pipeline.stats.last_evaluation_error_at -= 3601  # type: ignore[operator]
+    assert not any("rule evaluation error(s)" in p for p in d.problems())
+    assert d.pipeline.stats.evaluation_errors == 1
     await stack.episode("pump-2")
     await wait_for(lambda: len(stack.sim.status_updates) == 1, 15, "monitoring goes on")
     assert stack.task is not None and not stack.task.done()
