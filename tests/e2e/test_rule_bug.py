@@ -80,14 +80,21 @@ async def test_a_rule_that_raises_costs_no_other_rule_its_request(stack: Stack) 
     await wait_for(lambda: len(stack.updates_for("pump-2")) == 1, 20, "pump-2's episode")
     await stack.wait_drained(port)
     # The same failure again, between failing ticks: counted, not logged again.
-    before = (await stack.status_now(port))["pipeline"]["evaluation_errors"]
+    # Ticks fail all the while: wait until the sample was evaluated (counted), then for two
+    # more failures after it, so the last one shown is a tick's.
+    before = (await stack.status_now(port))["pipeline"]["samples"]
     stack.publish("pump-1", "vibration", 3.25)
+    seen: list[int] = []
 
-    async def counted_and_ticked() -> bool:
+    async def failed_since_the_sample(more: int) -> bool:
         st = await stack.subprocess_status(port)
-        return st is not None and st["pipeline"]["evaluation_errors"] >= before + 3
+        if st is None or st["pipeline"]["samples"] <= before:
+            return False
+        seen.append(st["pipeline"]["evaluation_errors"])
+        return seen[-1] >= seen[0] + more
 
-    await wait_for(counted_and_ticked, 20, "the second evaluate failure and two more ticks")
+    await wait_for(lambda: failed_since_the_sample(2), 20,
+                   "the second evaluate failure, then two more at ticks")
 
     assert stack.proc.poll() is None, stack.daemon_log()[-3000:]
     assert len(stack.sim.requests) == 2, stack.sim.requests
