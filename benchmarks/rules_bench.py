@@ -9,6 +9,9 @@
     .venv/bin/python benchmarks/rules_bench.py --skip-replay    # evaluation only
     .venv/bin/python benchmarks/rules_bench.py --days 7         # the week, streamed in slabs
 
+The engine measured is the one the daemon would run: compiled by mypyc where the install could
+(rules/native.py), else the Python source; PLANTBRIDGE_PURE_PYTHON=1 measures the latter.
+
 Evaluation: 2,500 assets x 4 signals = 10,000 signals, every rule kind in a realistic mix (a
 debounced threshold with hysteresis on every vibration, a rate rule on every temperature, a
 count-form band on every current, stale and bad-quality watches, a combination on every pump,
@@ -251,6 +254,7 @@ def rows(quick: bool) -> list[Any]:
     """The suite's row (`python -m benchmarks --only rules`): rule evaluations/s on one core
     (CPU time), 10,000 signals in the realistic mix (200 signals briefly with `quick`)."""
     from benchmarks.rows import Row
+    from rules import native
 
     e = (bench_evaluate(50, 5, 1) if quick else bench_evaluate(rounds=3))
     value = e["rule_calls_per_second"]
@@ -261,8 +265,7 @@ def rows(quick: bool) -> list[Any]:
                 f"({e['dirty_per_second']:,.0f} rows a second: a journal row per commit, "
                 f"a checkpoint now and then"
                 + ("" if quick else f", {state_bytes():,.0f} kB/s to store at steady state")
-                + "); "
-                "no ceiling (pure Python, no library)")]
+                + f"); rule engine {native.describe()}; no ceiling (no library does this)")]
 
 
 def replay_rows(quick: bool) -> list[Any]:

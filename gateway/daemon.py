@@ -45,6 +45,7 @@ from gateway.timebase import gateway_now
 from gateway.upstream.forwarder import Forwarder
 from gateway.valid_range import build_source
 from rules import RuleEngine
+from rules import native as rules_native
 
 log = logging.getLogger("plantbridge")
 
@@ -181,8 +182,9 @@ class Daemon:
                 self.notifier.ready(self.status.one_line())
                 # the running engine's counts: pattern rules have built the instances whose
                 # state was restored, which the rule files alone cannot say
-                log.info("running: %d sources, %d upstreams, %s", len(self.sources),
-                         len(self.sinks), describe_running_rules(engine))
+                log.info("running: %d sources, %d upstreams, %s; rule engine %s",
+                         len(self.sources), len(self.sinks), describe_running_rules(engine),
+                         rules_native.describe())
                 await self.stop_event.wait()
                 self.notifier.stopping()
                 log.info("stopping: sources first")

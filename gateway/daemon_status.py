@@ -19,6 +19,7 @@ from gateway.identity_probe import identity_status
 from gateway.messages import iso_time
 from gateway.timebase import gateway_now
 from rules import RuleEngine
+from rules import native as rules_native
 from rules.loader import describe_running
 
 if TYPE_CHECKING:
@@ -211,6 +212,7 @@ class DaemonStatus:
         snap = {
             "site": d.cfg.gateway.site,
             "uptime_seconds": time.time() - d.started_at,
+            "rule_engine": rules_native.describe(),  # compiled, or pure Python and why
             "problems": self.problems(),
             "delays": self.delays(),  # among the problems; alone they leave /readyz green
             "sources": sources,

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 from gateway.model import (
     EpisodeState,
@@ -603,15 +603,6 @@ class RuleEngine:
         return hooks
 
 
-class Hook(Protocol):
-    """What a route calls per sample: a rule instance (its `evaluate`) or a `_Call`."""
-
-    @property
-    def rule_id(self) -> str: ...
-
-    def evaluate(self, sample: Sample, /) -> Transition | tuple[Transition, ...] | None: ...
-
-
 class _Call:
     """A handler that is not a rule's own `evaluate`, called the same way as a rule:
     `hook.evaluate(sample)`; `rule_id` names whose it is when it fails."""
@@ -621,6 +612,12 @@ class _Call:
     def __init__(self, handler: Callable[[Sample], Any], rule_id: str) -> None:
         self.evaluate = handler
         self.rule_id = rule_id
+
+
+# What a route calls per sample: a rule instance (its `evaluate`) or a `_Call`. A union of
+# classes, not a protocol: compiled, a rule's `evaluate` is then a direct native call, where a
+# protocol made a bound method per call (about a third of the compiled engine's time).
+Hook: TypeAlias = RuleInstance | _Call
 
 
 def _hooks(handlers: tuple[Handler, ...]) -> tuple[Hook, ...]:

@@ -14,6 +14,8 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from gateway.model import (
     EpisodeState,
     RequestDetails,
@@ -86,6 +88,7 @@ class RequestTemplate:
                               long_text=self.long_text.format(**names))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RuleInstance:
     """Base of every rule kind. Subclasses implement `evaluate` and, when time matters, `tick`."""
 

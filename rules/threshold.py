@@ -15,6 +15,8 @@ from array import array
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from gateway.model import EpisodeState, Quality, RuleState, Sample, Transition
 from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_float, as_int, as_list, as_opt_float
@@ -26,6 +28,7 @@ _BIG_ENDIAN = sys.byteorder == "big"
 _COMPACT = 1024  # cut the part of a rate window that left it once it is this long
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BandThreshold(RuleInstance):
     """above / below / outside a band, with optional hysteresis and debounce."""
 
@@ -76,6 +79,7 @@ class BandThreshold(RuleInstance):
                 else f"{what} back inside {num(self.clo)}..{num(self.chi)}")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InsideThreshold(RuleInstance):
     """Alarm while the value is inside a band (e.g. a resonance speed range)."""
 
@@ -108,6 +112,7 @@ class InsideThreshold(RuleInstance):
                 else f"{what} back outside {num(self.clo)}..{num(self.chi)}")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CountThreshold(RuleInstance):
     """N of the last M good samples beyond the level raise; fewer than N not yet clear, clear."""
 
@@ -202,6 +207,7 @@ class CountThreshold(RuleInstance):
                 f"samples (now {num(value)})")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class RateRule(RuleInstance):
     """The change of a signal within a sliding time window, compared with a level.
 

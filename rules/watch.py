@@ -12,6 +12,8 @@ import functools
 import math
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from gateway.model import Quality, RuleState, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_bool, as_float, as_list, as_opt_float
@@ -19,6 +21,7 @@ from rules.state import VERSION, StateError, as_bool, as_float, as_list, as_opt_
 _BAD = Quality.BAD
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class StaleRule(RuleInstance):
     """No sample at all for longer than the limit.
 
@@ -93,6 +96,7 @@ class StaleRule(RuleInstance):
         self.last_seen = as_opt_float(data, "last_seen")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class BadQualityRule(RuleInstance):
     """Bad quality without a break for longer than the limit: a failed sensor or link."""
 
@@ -139,6 +143,7 @@ _OPS = {"above": ">", "below": "<", "equals": "="}
 _OPCODE = {"above": 0, "below": 1, "equals": 2}
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class CombinationRule(RuleInstance):
     """All of (or any of) several conditions on the latest value of each signal."""
 

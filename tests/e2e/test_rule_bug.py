@@ -28,24 +28,23 @@ limit_seconds = 5
 
 PLANTED = '''
 """Planted bugs (tests/e2e/test_rule_bug.py): the bad-quality rule kind fails on 666 and 3.25
-and at every tick."""
+and at every tick. In a subclass that rules/build.py builds, not a patched method, which would
+not reach a compiled engine (tests/rules/planted.py)."""
+import rules.build
 from rules.watch import BadQualityRule
 
-_real = BadQualityRule.evaluate
+
+class PlantedBadQualityRule(BadQualityRule):
+    def evaluate(self, sample):
+        if sample.value in (666.0, 3.25):
+            raise ZeroDivisionError("planted bug in evaluate")
+        return BadQualityRule.evaluate(self, sample)
+
+    def tick(self, now):
+        raise ZeroDivisionError("planted bug in tick")
 
 
-def evaluate(self, sample):
-    if sample.value in (666.0, 3.25):
-        raise ZeroDivisionError("planted bug in evaluate")
-    return _real(self, sample)
-
-
-def tick(self, now):
-    raise ZeroDivisionError("planted bug in tick")
-
-
-BadQualityRule.evaluate = evaluate
-BadQualityRule.tick = tick
+rules.build.BadQualityRule = PlantedBadQualityRule
 '''
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from gateway.daemon_status import describe_running_rules
 from gateway.model import Quality, Sample
 from rules import RuleEngine, load_rule_files
+from rules import native as rules_native
 from tests.e2e.conftest import stack  # noqa: F401 - the whole-stack fixture of the e2e suite
 from tests.e2e.stack import Stack, vibration_rule
 from tests.harness import wait_for
@@ -50,6 +51,8 @@ async def test_after_a_restart_the_running_line_counts_the_restored_pattern_inst
     assert "0 rule instance" not in second, second
     assert "1 rule (1 pattern rule builds instances as assets report: 1 built so far)" \
         in second, second
+    # Which engine runs: the compiled one wherever this tree has a build of its source.
+    assert second.endswith(f"; rule engine {rules_native.describe()}"), second
     # Before any data the pattern rule has built nothing, and the line says just that.
     assert "1 rule (1 pattern rule builds instances as assets report: 0 built so far)" in first
     await stack.terminate()

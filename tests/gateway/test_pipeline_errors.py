@@ -13,6 +13,7 @@ from buffer.store import OutboxStore
 from gateway import pipeline as pipeline_mod
 from gateway.pipeline import Pipeline
 from rules import RuleEngine, load_rule_files
+from tests.rules.planted import plant
 
 RULE = """
 [[rule]]
@@ -35,7 +36,7 @@ async def test_each_kind_of_failure_is_logged_once_an_hour_and_every_one_counted
         calls[0] += 1
         raise ZeroDivisionError(f"planted, value {calls[0] % 2}")  # two kinds, alternating
 
-    monkeypatch.setattr(BadQualityRule, "tick", tick)
+    planted = plant(monkeypatch, "BadQualityRule", tick=tick)
     (tmp_path / "r.toml").write_text(RULE)
     engine = RuleEngine(load_rule_files([tmp_path / "r.toml"]))
     async with await OutboxStore.open(tmp_path / "o.sqlite") as outbox:
@@ -59,7 +60,7 @@ async def test_each_kind_of_failure_is_logged_once_an_hour_and_every_one_counted
     assert (pipeline.stats.evaluation_errors, logged()) == (14, 4)
     # At most _ERRORS_LOGGED kinds are remembered; past that, new kinds are only counted.
     monkeypatch.setattr(pipeline_mod, "_ERRORS_LOGGED", 2)
-    monkeypatch.setattr(BadQualityRule, "tick", lambda self, now: 1 / 0)
+    monkeypatch.setattr(planted, "tick", lambda self, now: 1 / 0)  # a Python class: patchable
     engine.tick(20.0)
     assert (pipeline.stats.evaluation_errors, logged()) == (15, 4)
     assert pipeline.stats.last_evaluation_error.endswith("ZeroDivisionError: division by zero")

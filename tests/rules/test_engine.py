@@ -8,6 +8,7 @@ from gateway.model import EpisodeState, Quality, Rule, Sample, TransitionKind
 from rules import RuleEngine
 from rules.engine import GONE, REMOVED
 from tests.rules.conftest import RulesFrom, sample
+from tests.rules.planted import plant
 
 VIB = """
 [[rule]]
@@ -247,18 +248,15 @@ def plant_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bad-quality kind raises on 666 and at every tick (a bug in one rule kind)."""
     from rules.watch import BadQualityRule
 
-    real = BadQualityRule.evaluate
-
     def evaluate(self: BadQualityRule, s: Sample) -> object:
         if s.value == 666.0:
             raise ZeroDivisionError("planted")
-        return real(self, s)
+        return BadQualityRule.evaluate(self, s)
 
     def tick(self: BadQualityRule, now: float) -> None:
         raise ZeroDivisionError("planted at a tick")
 
-    monkeypatch.setattr(BadQualityRule, "evaluate", evaluate)
-    monkeypatch.setattr(BadQualityRule, "tick", tick)
+    plant(monkeypatch, "BadQualityRule", evaluate=evaluate, tick=tick)
 
 
 def test_a_rule_that_raises_is_reported_and_the_others_go_on(

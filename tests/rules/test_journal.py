@@ -15,6 +15,7 @@ from rules import RuleEngine
 from rules import journal as jn
 from rules.state import StateError
 from tests.rules.conftest import RulesFrom, sample
+from tests.rules.planted import plant
 from tests.rules.test_state import Store, commit, round_trip
 
 RATE = """
@@ -202,14 +203,12 @@ def test_a_rule_that_failed_live_fails_the_same_way_in_the_replay(
     and not stop the start."""
     from rules.threshold import RateRule
 
-    real = RateRule.evaluate
-
     def broken(self: RateRule, s: Sample) -> object:
         if s.value == 13.0:
             raise RuntimeError("a bug")
-        return real(self, s)
+        return RateRule.evaluate(self, s)
 
-    monkeypatch.setattr(RateRule, "evaluate", broken)
+    plant(monkeypatch, "RateRule", evaluate=broken)
     rules = rules_from(RATE)  # the rate rule first, then the stale rule, on one signal
     failed: list[tuple[str, float | None]] = []
     engine = RuleEngine(rules, journal_samples=10_000,
