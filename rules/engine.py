@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from gateway.model import (
     EpisodeState,
@@ -47,7 +47,7 @@ from rules.episode import Handler, RuleInstance
 from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
 from rules.windowlog import segment_key, split_parts
 
-_NONE: tuple[Transition, ...] = ()
+_NONE: Final[tuple[Transition, ...]] = ()
 # The rule id of the engine's own stored state: the mute signals of assets that have no pattern
 # instance yet (rule ids start with a letter or digit, so this one is never a rule's).
 MUTE_MEMORY = "*mutes"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -40,8 +40,8 @@ from rules.state import (
 # What a handler returns: usually nothing, one transition, or two when a delay had run out
 # before the sample came (`RuleInstance._overdue`): the delayed flip, then the sample's own.
 Handler = Callable[[Sample], "Transition | tuple[Transition, ...] | None"]
-_RAISED = TransitionKind.RAISED
-_CLEARED = TransitionKind.CLEARED
+_RAISED: Final = TransitionKind.RAISED
+_CLEARED: Final = TransitionKind.CLEARED
 
 
 def both(first: Transition, then: Transition | tuple[Transition, ...] | None

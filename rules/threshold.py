@@ -13,7 +13,7 @@ import math
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -22,10 +22,10 @@ from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_float, as_int, as_list, as_opt_float
 from rules.windowlog import SEGMENT_POINTS, WindowLog, check_kind, is_logged, le_bytes
 
-_BAD = Quality.BAD
-INF = math.inf
-_BIG_ENDIAN = sys.byteorder == "big"
-_COMPACT = 1024  # cut the part of a rate window that left it once it is this long
+_BAD: Final = Quality.BAD
+INF: Final = math.inf
+_BIG_ENDIAN: Final = sys.byteorder == "big"
+_COMPACT: Final = 1024  # cut the part of a rate window that left it once it is this long
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
 
@@ -18,7 +18,7 @@ from gateway.model import Quality, RuleState, Sample, Transition, TransitionKind
 from rules.episode import RequestTemplate, RuleInstance, both, num
 from rules.state import VERSION, StateError, as_bool, as_float, as_list, as_opt_float
 
-_BAD = Quality.BAD
+_BAD: Final = Quality.BAD
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
