@@ -63,12 +63,11 @@ class RuleEngine:
     """Evaluate samples and ticks against a `RuleSet`; replace it on reload without a gap."""
 
     __slots__ = ("_built", "_by_id", "_checkpoint_due", "_dirty", "_fingerprint", "_forget",
-                 "_handlers", "_instances", "_journal", "_journal_limit", "_journal_other",
-                 "_journal_rows", "_journal_seq", "_journal_source", "_journaled", "_limit",
-                 "_loaded", "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes",
-                 "_orphans", "_patterns", "_previous", "_record", "_refused", "_routes",
-                 "_rules", "_ticking", "_unsaved", "checkpointed", "journal_marks", "on_error",
-                 "replayed")
+                 "_handlers", "_hot", "_hot_asset", "_instances", "_journal", "_journal_limit",
+                 "_journal_other", "_journal_rows", "_journal_seq", "_journal_source", "_journaled",
+                 "_limit", "_loaded", "_mute_dirty", "_mute_rules", "_mute_unsaved", "_mutes",
+                 "_orphans", "_patterns", "_previous", "_record", "_refused", "_routes", "_rules",
+                 "_ticking", "_unsaved", "checkpointed", "journal_marks", "on_error", "replayed")
 
     def __init__(self, rules: RuleSet, max_instances_per_rule: int = 1000,
                  journal_samples: int = 0, on_error: RuleFailed | None = None) -> None:
@@ -134,6 +133,12 @@ class RuleEngine:
         # The keys seen, asset -> signal -> their hooks: the hot path (two lookups of strings
         # whose hashes are cached, no key tuple to build per sample).
         self._handlers: dict[str, dict[str, tuple[Hook, ...]]] = {}
+        # The last asset looked up (the very object) and its signals: samples of one asset
+        # come together (a device's poll, a message with several signals), and the lookup
+        # in a dict of every asset is a cache miss at plant size. An inner dict is never
+        # replaced, only this whole map (here), so the pair stays right until then.
+        self._hot_asset: str | None = None
+        self._hot: dict[str, tuple[Hook, ...]] = {}
         self._ticking: list[RuleInstance] = []
         self._built: dict[str, int] = {}  # rule id -> instances built from its pattern
         self._refused: dict[str, set[str]] = {}  # rule id -> assets refused by the cap
@@ -150,10 +155,16 @@ class RuleEngine:
 
     def evaluate(self, sample: Sample) -> Sequence[Transition]:
         """Transitions this sample causes, in rule order (usually none)."""
+        asset = sample.asset
         try:
-            hooks = self._handlers[sample.asset][sample.signal]
+            if asset is self._hot_asset:
+                hooks = self._hot[sample.signal]
+            else:
+                by = self._handlers[asset]
+                hooks = by[sample.signal]
+                self._hot_asset, self._hot = asset, by
         except KeyError:
-            hooks = self._miss(sample.asset, sample.signal)
+            hooks = self._miss(asset, sample.signal)
         if hooks and self._record is not None:  # journaled before a rule can fail on it
             self._record(sample)
         out: list[Transition] | None = None

@@ -146,6 +146,21 @@ def test_reload_new_rule_starts_clean(rules_from: RulesFrom) -> None:
     assert (t.rule_id, t.ts) == ("temp-high", 3.0)
 
 
+def test_a_reload_reaches_the_asset_of_the_sample_before(rules_from: RulesFrom) -> None:
+    """The engine keeps the last asset's signals at hand (samples of one asset come together):
+    after a reload the same asset object must reach the new rules, not the old routes."""
+    asset = "".join(["pump", "-1"])  # one object for every sample, as a driver's route has
+    engine = RuleEngine(rules_from(vib()))
+    for ts in (1.0, 2.0):  # the second is looked up through the kept asset
+        assert not engine.evaluate(sample(asset, "temperature", 90.0, ts))
+    engine.replace(rules_from(vib() + TEMP), now=3.0)
+    (t,) = engine.evaluate(sample(asset, "temperature", 90.0, 4.0))
+    assert (t.rule_id, t.ts) == ("temp-high", 4.0)
+    engine.replace(rules_from(vib()), now=5.0)  # and away again: the clear, then nothing
+    assert not engine.evaluate(sample(asset, "temperature", 95.0, 6.0))
+    assert not engine.evaluate(sample(asset, "temperature", 95.0, 7.0))
+
+
 def test_bad_quality_sample_is_no_threshold_crossing(rules_from: RulesFrom) -> None:
     engine = RuleEngine(rules_from(TEMP))
     assert not engine.evaluate(sample("pump-1", "temperature", None, 1.0))
