@@ -626,8 +626,8 @@ class _Call:
 
 
 # What a route calls per sample: a rule instance (its `evaluate`) or a `_Call`. A union of
-# classes, not a protocol: compiled, a rule's `evaluate` is then a direct native call, where a
-# protocol made a bound method per call (about a third of the compiled engine's time).
+# classes rather than a protocol, so that compiled, a rule's `evaluate` is a native call (an
+# A/B against the protocol measured no difference: CPython's method vectorcall is cheap too).
 Hook: TypeAlias = RuleInstance | _Call
 
 
