@@ -7,7 +7,7 @@ PLANTBRIDGE_COMPILE=0, the package installs as pure Python and runs the same, sl
 
 from __future__ import annotations
 
-import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -17,15 +17,28 @@ from typing import Any
 from setuptools import setup
 
 HERE = Path(__file__).resolve().parent
-MODULES = ("episode", "threshold", "watch", "engine")  # = rules.native.MODULES
+
+
+def _native() -> Any:
+    """rules/native.py alone (standard library only): which modules, the manifest's name, the
+    digest, from the one place the running engine reads them too."""
+    spec = importlib.util.spec_from_file_location("_plantbridge_native",
+                                                  HERE / "rules" / "native.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+NATIVE = _native()
 GROUP = "plantbridge_rules"  # mypyc's shared library: plantbridge_rules__mypyc
 BUILDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
 
 def _forget_old_build() -> None:
     """A build that fails must not leave the last one's modules to shadow newer source."""
-    (HERE / "rules" / "_native.json").unlink(missing_ok=True)
-    for pattern in [f"rules/{name}.*.so" for name in MODULES] + [f"{GROUP}__mypyc.*.so"]:
+    (HERE / "rules" / NATIVE.MANIFEST).unlink(missing_ok=True)
+    for pattern in [f"rules/{name}.*.so" for name in NATIVE.MODULES] + [f"{GROUP}__mypyc.*.so"]:
         for old in HERE.glob(pattern):
             old.unlink()
 
@@ -36,7 +49,7 @@ def ext_modules() -> list[Any]:
     _forget_old_build()
     if os.environ.get("PLANTBRIDGE_COMPILE", "1") == "0":
         return []
-    sources = [f"rules/{name}.py" for name in MODULES]
+    sources = [f"rules/{name}.py" for name in NATIVE.MODULES]
     try:
         from mypyc.build import mypycify
 
@@ -49,9 +62,9 @@ def ext_modules() -> list[Any]:
         return []
     for ext in exts:
         ext.optional = True  # no C compiler: the pure Python engine, not a failed install
-    digests = {f"rules.{name}": hashlib.sha256((HERE / "rules" / f"{name}.py").read_bytes())
-               .hexdigest() for name in MODULES}
-    (HERE / "rules" / "_native.json").write_text(json.dumps(digests, indent=1) + "\n")
+    digests = {f"rules.{name}": NATIVE.source_digest(HERE / "rules" / f"{name}.py")
+               for name in NATIVE.MODULES}
+    (HERE / "rules" / NATIVE.MANIFEST).write_text(json.dumps(digests, indent=1) + "\n")
     return exts
 
 

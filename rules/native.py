@@ -9,20 +9,21 @@ or when there is no compiler, or with PLANTBRIDGE_PURE_PYTHON=1 in the environme
 Python source runs (same results: tests/rules/test_native.py). `describe()` says which, and
 why; the daemon logs it at start and the status page shows it.
 
-This module must stay pure Python and be imported before any of `MODULES` (rules/__init__.py
-does that first).
+This module must stay pure Python and import nothing outside the standard library: setup.py
+loads it by path for `MODULES`, `MANIFEST` and `source_digest`. Imported as `rules.native`
+(rules/__init__.py does that first) it decides at once (`choose()`); loaded by setup.py under
+another name it decides nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery
 import importlib.util
 import json
 import os
 import sys
 from collections.abc import Sequence
-from importlib.machinery import ModuleSpec
+from importlib.machinery import EXTENSION_SUFFIXES, ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
@@ -48,7 +49,7 @@ def _why_not_compiled(here: Path) -> str | None:
         return f"unreadable {MANIFEST}: {exc}"
     for name in MODULES:
         if not any((here / f"{name}{suffix}").exists()
-                   for suffix in importlib.machinery.EXTENSION_SUFFIXES):
+                   for suffix in EXTENSION_SUFFIXES):
             return f"rules/{name} was not compiled (see the install log)"
         if built.get(f"rules.{name}") != source_digest(here / f"{name}.py"):
             return f"rules/{name}.py changed since it was compiled: run scripts/setup again"
@@ -68,12 +69,19 @@ class _FromSource:
             fullname, source)
 
 
-REASON = _why_not_compiled(_HERE)
-COMPILED = REASON is None
-if not COMPILED and any(f"rules.{name}" in sys.modules for name in MODULES):
-    raise ImportError("rules.native must be imported before the modules it chooses")
-if not COMPILED:
-    sys.meta_path.insert(0, _FromSource(_HERE))
+REASON: str | None = "not decided"  # set by `choose()`
+COMPILED = False
+
+
+def choose() -> None:
+    """Decide, before any of `MODULES` is imported: run at the import of `rules.native`."""
+    global REASON, COMPILED
+    REASON = _why_not_compiled(_HERE)
+    COMPILED = REASON is None
+    if not COMPILED and any(f"rules.{name}" in sys.modules for name in MODULES):
+        raise ImportError("rules.native.choose() must run before the modules it chooses")
+    if not COMPILED:
+        sys.meta_path.insert(0, _FromSource(_HERE))
 
 
 def describe() -> str:
@@ -87,3 +95,7 @@ def loaded_compiled() -> bool:
     """Whether the running engine really is the compiled one (for tests and the benchmark)."""
     engine = sys.modules.get("rules.engine")
     return engine is not None and not str(engine.__file__).endswith(".py")
+
+
+if __name__ == "rules.native":
+    choose()
