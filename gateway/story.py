@@ -18,7 +18,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.logs import FIELDS_ATTR
+from gateway.logs import FIELDS_ATTR, burst
 from gateway.messages import dedup_key
 from gateway.model import Delivery, MessageClass, OutboxRecord, Outcome, Transition
 
@@ -82,12 +82,13 @@ class DeliveryStory:
         # record, thousands of lines burying the one that mattered. A record that fails while
         # others get through is its own trouble, and each such record gets its line.
         example_due = not answered and self.link_failing_since is None
-        for rec, d in pairs:
-            if d.outcome is Outcome.RETRY:
-                logged = self._retry(rec, d, now, loud=answered or example_due)
-                example_due = example_due and not logged
-            else:
-                self._settled(rec, d, latency_s, now)
+        with burst():  # a round's lines, one flush
+            for rec, d in pairs:
+                if d.outcome is Outcome.RETRY:
+                    logged = self._retry(rec, d, now, loud=answered or example_due)
+                    example_due = example_due and not logged
+                else:
+                    self._settled(rec, d, latency_s, now)
         retry = [d for _, d in pairs if d.outcome is Outcome.RETRY]
         if answered and self.link_failing_since is not None:
             delivery_log.info("%s: upstream recovered after %s, delivering again", self._sink,

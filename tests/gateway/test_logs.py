@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 
+from gateway import logs
 from gateway.logs import TextFormatter, fields_tail
 
 
@@ -35,3 +38,54 @@ def test_the_timestamp_is_the_second_of_each_record_even_when_formatted_once_a_s
 ])
 def test_tail_values_with_a_separator_are_quoted(value: object, shown: str) -> None:
     assert fields_tail({"v": value}) == f" v={shown}"
+
+
+class CountingStream(io.StringIO):
+    """What a handler wrote, and how often it flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+        self.at_flush: list[str] = []  # the text written by each flush
+
+    def flush(self) -> None:
+        self.flushes += 1
+        self.at_flush.append(self.getvalue())
+
+
+@pytest.fixture
+def logged() -> Iterator[CountingStream]:
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    out = CountingStream()
+    logs.setup("info", "text", out)
+    try:
+        yield out
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+
+
+def test_a_burst_writes_every_line_and_flushes_once_at_its_end(logged: CountingStream) -> None:
+    log = logging.getLogger("plantbridge.forwarder")
+    log.info("before")
+    assert logged.flushes == 1  # outside a burst: a flush per line, as before
+    with logs.burst():
+        for i in range(5):
+            log.info("accepted %d", i)
+        with logs.burst():  # nested: still the outer one's single flush
+            log.warning("inner")
+        assert logged.flushes == 1
+    assert logged.flushes == 2
+    lines = logged.at_flush[-1].splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "before", *(f"accepted {i}" for i in range(5)), "inner"]
+
+
+def test_a_burst_that_raises_still_flushes_its_lines(logged: CountingStream) -> None:
+    with pytest.raises(RuntimeError), logs.burst():
+        logging.getLogger("plantbridge.forwarder").error("before the fault")
+        raise RuntimeError("fault")
+    assert logged.flushes == 1 and "before the fault" in logged.at_flush[-1]
+    logging.getLogger("plantbridge.forwarder").info("after")
+    assert logged.flushes == 2  # and the next line is flushed on its own again
