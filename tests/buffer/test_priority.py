@@ -6,9 +6,10 @@ from __future__ import annotations
 import sqlite3
 import time
 from dataclasses import replace
+from itertools import product
 
 from buffer.schema import MIGRATIONS
-from buffer.statements import LEASE
+from buffer.statements import LEASE, priority_of
 from buffer.store import OutboxStore
 from gateway.messages import messages_for
 from gateway.model import (
@@ -39,6 +40,22 @@ async def test_lease_orders_by_priority_then_age(store: OutboxStore) -> None:
     assert keys(await store.lease("cmms", 10, 2000.0)) == [
         "critical", "raise-old", "raise-new", "clear", "status", "telemetry"]
     assert keys(await store.lease("cmms", 2, 2000.0)) == ["critical", "raise-old"]
+
+
+async def test_every_kind_class_and_priority_comes_back_as_committed(
+        store: OutboxStore) -> None:
+    # the lease maps a row's columns back to the enums by table, not by the enums' own calls:
+    # every combination must come back as it went in, a priority its kind and class imply as
+    # None (how it is usually given)
+    combos = list(product(MessageKind, MessageClass, [None, *Priority]))
+    sent = [replace(message(f"m-{i}", asset=f"a-{i}", kind=kind, message_class=cls,
+                            body={"i": i, "nested": {"x": [1.5, None, "y"]}}), priority=p)
+            for i, (kind, cls, p) in enumerate(combos)]
+    await store.commit([], sent)
+    got = {r.message.key: r.message for r in await store.lease("cmms", len(sent), 2000.0)}
+    for m in sent:
+        implied = priority_of(replace(m, priority=None))
+        assert got[m.key] == (replace(m, priority=None) if m.priority == implied else m)
 
 
 async def test_a_critical_raise_committed_last_is_leased_first(store: OutboxStore) -> None:
