@@ -91,7 +91,8 @@ class Forwarder(ForwarderRounds):
                                 min(cfg.probe_max_seconds, cfg.retry_max_seconds))
         self._rng = random.Random()
         self._in_flight: dict[int, float] = {}  # record id -> monotonic start, oldest first
-        self._sends: dict[int, asyncio.Task[None]] = {}  # record id -> its send, once begun
+        self._sends: dict[int, asyncio.Task[None]] = {}  # record id -> its send task
+        self._unbegun: set[int] = set()  # launched, the task not yet run: not to be cancelled
         self._timed_out: set[int] = set()  # sends cancelled for the send timeout
         self._hung_until = -1.0  # the start of the latest request already reported hung
         self._deadline: asyncio.TimerHandle | None = None  # the one timer (`_deadlines`)
@@ -162,7 +163,9 @@ class Forwarder(ForwarderRounds):
         due = started + min(self._hung_after, self._cfg.send_timeout_seconds)
         if self._deadline is None or due < self._deadline_at:  # (armed for a late one)
             self._arm(due)
-        tg.create_task(self._deliver(rec), name=f"send-{self.sink.name}-{rec.id}")
+        self._unbegun.add(rec.id)
+        self._sends[rec.id] = tg.create_task(self._deliver(rec),
+                                             name=f"send-{self.sink.name}-{rec.id}")
         self.stats.sent += 1
         self.stats.in_flight = len(self._in_flight)
 
@@ -187,15 +190,13 @@ class Forwarder(ForwarderRounds):
     async def _deliver(self, rec: OutboxRecord) -> None:
         started = self._clock()
         t0 = self._in_flight.get(rec.id, time.monotonic())
-        task = asyncio.current_task()
-        if task is not None:
-            self._sends[rec.id] = task
+        self._unbegun.discard(rec.id)
         try:
             d = await self._send_one(rec)
         except asyncio.CancelledError:
             # our send timeout (`_deadlines`) unless someone else cancelled too, as
             # asyncio.timeout tells them apart
-            if rec.id not in self._timed_out or task is None or task.uncancel() > 0:
+            if rec.id not in self._timed_out or self._sends[rec.id].uncancel() > 0:
                 raise
             d = Delivery(rec.id, Outcome.RETRY, reason="send timed out")
         except TimeoutError:  # a sink's own timeout that it did not turn into a Delivery
@@ -249,11 +250,10 @@ class Forwarder(ForwarderRounds):
                 break
             if rid in self._timed_out:
                 continue
-            send = self._sends.get(rid)
-            if send is None:  # not begun yet (a loop that stalled): look again shortly
-                due.append(now + 0.01)
+            if rid in self._unbegun:  # a task cancelled before it runs would never settle
+                due.append(now + 0.01)  # (a loop that stalled): look again shortly
                 break
             self._timed_out.add(rid)
-            send.cancel()
+            self._sends[rid].cancel()
         if due:
             self._arm(min(due))
