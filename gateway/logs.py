@@ -49,7 +49,11 @@ def _text_value(value: Any) -> str:
 
 def fields_tail(fields: Mapping[str, Any]) -> str:
     """` key=value` for each field that has a value, in the order given."""
-    return "".join(f" {k}={_text_value(v)}" for k, v in fields.items() if v is not None)
+    tail = ""
+    for key, value in fields.items():  # a plain loop: a line per accepted request in a drain
+        if value is not None:
+            tail += f" {key}={_text_value(value)}"
+    return tail
 
 
 class JsonFormatter(logging.Formatter):
@@ -91,7 +95,16 @@ class TextFormatter(logging.Formatter):
         return self._stamp
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            line = super().format(record)
+        else:  # what logging.Formatter makes of our format, less its generic steps (a drain
+            # logs a line per accepted request)
+            record.message = record.getMessage()
+            if self._journald:
+                line = f"{record.levelname} {record.name}: {record.message}"
+            else:
+                record.asctime = self.formatTime(record, self.datefmt)
+                line = f"{record.asctime} {record.levelname:<7} {record.name}: {record.message}"
         tail = fields_tail(record_fields(record))
         if tail:
             # after the message but before a traceback, so the tail stays on the first line

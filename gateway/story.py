@@ -31,8 +31,14 @@ delivery_log = logging.getLogger("plantbridge.forwarder")
 
 def extra(**fields: Any) -> dict[str, Any]:
     """`extra=` for a logging call: the correlation fields in their stable order, then others."""
-    ordered = {k: fields[k] for k in CORRELATION if fields.get(k) is not None}
-    ordered.update((k, v) for k, v in fields.items() if k not in ordered and v is not None)
+    ordered = {}
+    for key in CORRELATION:  # plain loops: this runs for every accepted request of a drain
+        value = fields.get(key)
+        if value is not None:
+            ordered[key] = value
+    for key, value in fields.items():
+        if value is not None and key not in ordered:
+            ordered[key] = value
     return {FIELDS_ATTR: ordered}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 
@@ -89,3 +90,39 @@ def test_a_burst_that_raises_still_flushes_its_lines(logged: CountingStream) -> 
     assert logged.flushes == 1 and "before the fault" in logged.at_flush[-1]
     logging.getLogger("plantbridge.forwarder").info("after")
     assert logged.flushes == 2  # and the next line is flushed on its own again
+
+
+def _reference(record: logging.LogRecord, journald: bool) -> str:
+    """The line as logging.Formatter makes it from our format, the tail after the first line."""
+    fmt = ("%(levelname)s %(name)s: %(message)s" if journald
+           else "%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    plain = logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%S")
+    plain.converter = time.gmtime
+    line = plain.format(record)
+    head, sep, rest = line.partition("\n")
+    line = head + fields_tail(logs.record_fields(record)) + sep + rest
+    return f"<{ {logging.WARNING: 4, logging.ERROR: 3}.get(record.levelno, 6)}>{line}" \
+        if journald else line
+
+
+@pytest.mark.parametrize("journald", [False, True])
+def test_the_direct_line_is_the_one_logging_formatter_makes(journald: bool) -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failure = sys.exc_info()
+    cases = [
+        ("accepted %s in %.0f ms", ("WR-1", 12.34), None, {"key": "request:PB1", "ms": 12.3}),
+        ("two\nlines %d", (7,), None, {"receipt": "WR 9"}),
+        ("no fields", (), None, {}),
+        ("with a traceback", (), failure, {"sink": "cmms"}),
+        ("percent %% kept", (), None, {"n": None}),
+    ]
+    for level in (logging.INFO, logging.WARNING, logging.ERROR):
+        for msg, args, exc, fields in cases:
+            made = [logging.LogRecord("plantbridge.forwarder", level, __file__, 1, msg, args, exc)
+                    for _ in range(2)]
+            for rec in made:
+                rec.created = 1_764_900_000.25
+                setattr(rec, logs.FIELDS_ATTR, fields)
+            assert TextFormatter(journald).format(made[0]) == _reference(made[1], journald)
