@@ -85,6 +85,10 @@ class DaemonStatus:
                        f"which says what was skipped), the last "
                        f"{age_words(now - st.last_evaluation_error_at)} ago: "
                        f"{st.last_evaluation_error}")
+        for off in st.hooks_off if st is not None else ():
+            out.append(f"message hook {off} is off after a bug (see the log): transitions go "
+                       "out without it, so shelves and roll-ups may not hold raises back, "
+                       "until the daemon restarts")
         if d.pipeline is not None and d.pipeline.stats.storage_problem:
             out.append(f"cannot write the outbox: {d.pipeline.stats.storage_problem}")
         if d.reload_state["error"]:

@@ -88,6 +88,9 @@ class PipelineStats:
     last_evaluation_error: str = ""
     last_evaluation_error_at: float | None = None  # the pipeline's clock
     storage_problem: str = ""
+    # message hooks switched off after they raised (`Pipeline._hook_failed`): what the status
+    # page says about each, until the daemon restarts
+    hooks_off: list[str] = field(default_factory=list)
     last_sample_at: float | None = None
     samples_by_source: dict[str, int] = field(default_factory=dict)
 
@@ -152,6 +155,7 @@ class Pipeline:
         self.stats = PipelineStats()
         self.listeners: list[TransitionListener] = []
         self.message_hooks: list[MessageHook] = []  # shelving, roll-up: see `Shaped`
+        self._hooks_off: set[MessageHook] = set()  # raised once: skipped (`_hook_failed`)
         # Called once per admitted sample, before the rules see it (the page's trend ring,
         # gateway/trends.py). Keep them cheap: they run on the hot path.
         self.sample_listeners: list[Callable[[Sample], None]] = []
@@ -352,6 +356,22 @@ class Pipeline:
                           "%s/%s = %r; the rules saw the sample",
                           sample.asset, sample.signal, sample.value)
 
+    def _hook_failed(self, hook: MessageHook, exc: Exception) -> None:
+        """A message hook raised (a bug in shelving, the roll-up, ...). Crashing would not
+        help: the unacknowledged samples come back after a restart and hit the same bug, and
+        nothing would be sent meanwhile. So the hook is off until the daemon restarts: this
+        group and every later one go on without it (what it had changed of its own state
+        before raising is never acted on, and its state rows of this group are not written),
+        so a raise it would have held back or rolled up is sent as it is: too many requests
+        rather than none."""
+        self._hooks_off.add(hook)
+        name = getattr(hook, "__qualname__", repr(hook))
+        what = f"{type(exc).__name__}: {exc}"
+        self.stats.hooks_off.append(f"{name} ({what})")
+        self._count_error(("", False), f"message hook {name}", exc,
+                          "message hook %s failed (a bug); it is off until the daemon restarts, "
+                          "and transitions go out without it", name)
+
     def _rule_failed(self, rule_id: str, sample: Sample | None, exc: Exception) -> None:
         """A bug in one rule (`RuleEngine.on_error`): the engine went on with the others, so
         their raises and clears stand and every other timer still runs. Count it and log the
@@ -404,7 +424,13 @@ class Pipeline:
         if self.message_hooks:
             now, own_states = self._clock(), list(states)
             for hook in self.message_hooks:
-                shaped = hook(outgoing, now, self._sinks)
+                if hook in self._hooks_off:
+                    continue
+                try:
+                    shaped = hook(outgoing, now, self._sinks)
+                except Exception as exc:
+                    self._hook_failed(hook, exc)
+                    continue
                 outgoing = shaped.transitions
                 messages.extend(shaped.messages)
                 own_states.extend(shaped.states)
