@@ -5,7 +5,9 @@ its CPU is not ours).
 Each case runs in a fresh subprocess so its peak RSS is its own. Reported per case: requests
 per cycle (the coalesced plan), cycles done vs due and skipped, points/s delivered as Samples,
 driver CPU (% of one core) and peak RSS, simulator CPU. A decode-only figure (no sockets) gives
-the driver's own ceiling.
+the driver's own ceiling. Ours and the bare client run on the daemon's event loop and collector
+(gateway/cli_base.py `run_async`: uvloop, `tune_gc`); `--loop asyncio` runs both on plain
+asyncio at Python's collector thresholds instead.
 
     .venv/bin/python benchmarks/modbus_bench.py                 # all four cases, ~40 s
     .venv/bin/python benchmarks/modbus_bench.py --seconds 10 --points 100000 --interval-ms 100
@@ -25,16 +27,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drivers.modbus.config import ModbusSourceConfig  # noqa: E402
 from drivers.modbus.driver import ModbusSource, _compile  # noqa: E402
+from gateway.cli_base import run_async  # noqa: E402
 from rules import RuleEngine, load_rule_files  # noqa: E402
 
+T = TypeVar("T")
 POINTS_PER_DEVICE = 1000
 # Every sample goes through the rule engine, as in the daemon: a debounced threshold on one
 # point per device, the other points are lookups that find no rule.
@@ -93,9 +98,11 @@ def proc_cpu_seconds(pid: int) -> float:
 
 
 def run_case(total_points: int, interval_ms: int, seconds: float,
-             ceiling: bool = True) -> dict[str, Any]:
+             ceiling: bool = True, loop: str = "daemon") -> dict[str, Any]:
     """Our source (+ the rule engine) against the simulator, then, with `ceiling`, the bare
-    pymodbus client doing the same reads against the same simulator process."""
+    pymodbus client doing the same reads against the same simulator process. `loop`: "daemon"
+    (uvloop and the daemon's collector thresholds, as `plantbridge run`) or "asyncio"."""
+    run: Callable[[Coroutine[Any, Any, T]], T] = run_async if loop == "daemon" else asyncio.run
     port = free_port()
     cfgs, registers = configs(port, total_points, interval_ms)
     units = sum(len(c.devices) for c in cfgs)
@@ -108,8 +115,8 @@ def run_case(total_points: int, interval_ms: int, seconds: float,
         sim.stdout.readline()  # "modbus plant ... on host:port": it listens
         # The ceiling first: it also warms the simulator up, which otherwise answers slowly
         # for its first seconds and made our cycles late (and the comparison unfair).
-        bare = asyncio.run(measure_bare(cfgs, seconds)) if ceiling else {}
-        result = asyncio.run(measure(cfgs, sim.pid, seconds))
+        bare = run(measure_bare(cfgs, seconds)) if ceiling else {}
+        result = run(measure(cfgs, sim.pid, seconds))
         result.update({f"bare_{k}": v for k, v in bare.items()})
     finally:
         sim.terminate()
@@ -283,22 +290,17 @@ def main() -> None:
     p.add_argument("--points", type=int)
     p.add_argument("--interval-ms", type=int)
     p.add_argument("--seconds", type=float, default=6.0)
-    p.add_argument("--uvloop", action="store_true")
+    p.add_argument("--loop", choices=["daemon", "asyncio"], default="daemon")
     args = p.parse_args()
     if args.points and args.interval_ms:
-        if args.uvloop:
-            import uvloop
-
-            uvloop.install()
-        print(json.dumps(run_case(args.points, args.interval_ms, args.seconds)))
+        print(json.dumps(run_case(args.points, args.interval_ms, args.seconds,
+                                  loop=args.loop)))
         return
     print(json.dumps(decode_only(100_000)), flush=True)
     for points in (10_000, 100_000):
         for interval in (1000, 100):
             cmd = [sys.executable, __file__, "--points", str(points), "--interval-ms",
-                   str(interval), "--seconds", str(args.seconds)]
-            if args.uvloop:
-                cmd.append("--uvloop")
+                   str(interval), "--seconds", str(args.seconds), "--loop", args.loop]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True)
             print(out.stdout.strip(), flush=True)
 
