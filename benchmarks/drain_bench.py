@@ -307,8 +307,7 @@ def measure(args: argparse.Namespace) -> tuple[dict[str, Any], Ceiling]:
     global LOOP
     LOOP = args.loop
     # the collector as the daemon runs it (gateway/cli_base.py run_async): at Python's
-    # default it cost the drain 5-15 % of its loop CPU. The full suite had it already from an
-    # earlier row; this row run alone did not.
+    # default it cost the drain 5-15 % of its loop CPU
     tune_gc()
     r = run_on_loop(run(args))
     n = min(args.records, 40_000)
