@@ -110,10 +110,13 @@ PRUNE_SQL = (
     " AND record_id NOT IN (SELECT id FROM outbox)",
 )
 
+# in the form of a multi-row insert padded with rows of NULLs (buffer/statements.py
+# insert_rows); facts are first-one-wins, so copies of a row pad them
 _INSERT_ATTEMPT = (
     "INSERT INTO attempts (record_id, key, sink, episode_id, started_at, finished_at, outcome,"
     " http_status, latency_ms, error, receipt, number)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+    " SELECT * FROM (VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)) WHERE column1 IS NOT NULL")
+_NO_ATTEMPT = (None,) * 12
 _INSERT_FACTS = ("INSERT OR IGNORE INTO attempt_facts (record_id, episode_id, stored_at, facts)"
                  " VALUES (?, ?, ?, ?)")
 _RECORD_COLUMNS = (
@@ -123,24 +126,30 @@ _RECORD_FROM = ("FROM outbox o LEFT JOIN receipts r"
                 " ON r.sink = o.sink AND r.episode_id = o.episode_id")
 
 
+# a statement of one VALUES row, its parameter rows, and what pads a multi-row statement of
+# it (None: a copy of the last row)
+HistoryRows = tuple[str, list[tuple[Any, ...]], tuple[Any, ...] | None]
+
+
 def history_rows(attempts: Sequence[Attempt], facts: Sequence[MessageFacts]
-                 ) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """(statement, parameter rows) that append `attempts` and (first one wins) `facts`: what
-    `write` runs, and what the store's settle runs in its own transaction."""
+                 ) -> list[HistoryRows]:
+    """(statement, parameter rows, pad) that append `attempts` and (first one wins) `facts`:
+    what `write` runs, and what the store's settle runs in its own transaction."""
     return [
         (_INSERT_ATTEMPT, [
             (a.record_id, a.key, a.sink, a.episode_id, a.started_at, a.finished_at, a.outcome,
-             a.http_status, a.latency_ms, a.error, a.receipt, a.number) for a in attempts]),
+             a.http_status, a.latency_ms, a.error, a.receipt, a.number) for a in attempts],
+         _NO_ATTEMPT),
         (_INSERT_FACTS, [
             (f.record_id, f.episode_id, f.stored_at,
-             orjson.dumps(dict(f.facts), default=str).decode()) for f in facts]),
+             orjson.dumps(dict(f.facts), default=str).decode()) for f in facts], None),
     ]
 
 
 async def write(db: aiosqlite.Connection, attempts: Sequence[Attempt],
                 facts: Sequence[MessageFacts]) -> None:
     """Insert attempts and (first one wins) facts; the caller owns the transaction."""
-    for sql, rows in history_rows(attempts, facts):
+    for sql, rows, _ in history_rows(attempts, facts):
         if rows:
             await db.executemany(sql, rows)
 

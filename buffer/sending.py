@@ -98,7 +98,7 @@ class OutboxSending(StoreBase):
         rows: list[Any] = []
         async with self._lock:
             await self._sync_used()
-            if first or limit > 0 or any(params for _, params in history):
+            if first or limit > 0 or any(params for _, params, _ in history):
                 freed, rows = await self._in_thread(partial(
                     settle_and_lease_in_one, first=first, now=now, history=history,
                     lease=lease, exclude=exclude, limit=limit))

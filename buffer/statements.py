@@ -11,7 +11,7 @@ from typing import Any
 import msgpack
 import orjson
 
-from buffer.base import CHUNK
+from buffer.attempts import HistoryRows
 from buffer.records import PreparedCommit
 from buffer.state import DELETE_STATE, UPSERT_MARK, UPSERT_STATE
 from gateway.model import (
@@ -151,39 +151,46 @@ def settle_rows(live: dict[int, tuple[str, str, int]], first: dict[int, Delivery
 
 # --- whole transactions, run on the database thread (see StoreBase._in_thread) -------------
 
+# the ids a JSON array: one statement whatever their number (an IN list of ?s made a statement
+# per round size, more than the connection's statement cache holds)
 LIVE = ("SELECT id, sink, episode_id, COALESCE(length(body), 0) FROM outbox"
-        " WHERE state = 0 AND id IN ({})")
+        " WHERE state = 0 AND id IN (SELECT value FROM json_each(?))")
 MARK_SENT = "UPDATE outbox SET sent_at = ? WHERE id = ? AND state = 0"
+# A round's accepts and marks as one statement each, the ids a JSON array (see the note on the
+# append below: executemany hands the GIL over once per row, five rows per record in a drain)
+SETTLE_ACCEPTED_IDS = SETTLE_ACCEPTED.replace("WHERE id = ?",
+                                              "WHERE id IN (SELECT value FROM json_each(?))")
+MARK_SENT_IDS = MARK_SENT.replace("WHERE id = ?", "WHERE id IN (SELECT value FROM json_each(?))")
+assert SETTLE_ACCEPTED_IDS != SETTLE_ACCEPTED and MARK_SENT_IDS != MARK_SENT
 
 
 def settle_and_lease_in_one(conn: sqlite3.Connection, first: dict[int, Delivery], now: float,
-                            history: Sequence[tuple[str, Rows]], lease: dict[str, Any],
+                            history: Sequence[HistoryRows], lease: dict[str, Any],
                             exclude: Collection[int], limit: int) -> tuple[int, list[Any]]:
     """In the caller's transaction: apply outcomes to the pending records among `first`
-    (unknown or settled ids are ignored), append the attempt history rows (statement, rows),
+    (unknown or settled ids are ignored), append the attempt history rows (statement, rows, pad),
     then LEASE with `lease` params up to `limit` rows not in `exclude` and mark them sent at
     `now`. Returns the body bytes freed and the leased rows."""
     freed = 0
     if first:
-        live: dict[int, tuple[str, str, int]] = {}
-        ids = list(first)
-        for i in range(0, len(ids), CHUNK):
-            chunk = ids[i:i + CHUNK]
-            rows = conn.execute(LIVE.format(",".join("?" * len(chunk))), chunk).fetchall()
-            live.update((r[0], (r[1], r[2], r[3])) for r in rows)
+        live = {r[0]: (r[1], r[2], r[3])
+                for r in conn.execute(LIVE, (orjson.dumps(list(first)),)).fetchall()}
         ok, receipts, dead, retry, freed = settle_rows(live, first, now)
-        history = [(SETTLE_ACCEPTED, ok), (ADD_RECEIPT, receipts), (SETTLE_DEAD, dead),
-                   (SETTLE_RETRY, retry), *history]
-    for sql, params in history:
-        if params:
-            conn.executemany(sql, params)
+        if ok:
+            conn.execute(SETTLE_ACCEPTED_IDS, (now, orjson.dumps([rid for _, rid in ok])))
+        insert_rows(conn, ADD_RECEIPT, receipts)  # OR IGNORE: a copy of a row changes nothing
+        for sql, params in ((SETTLE_DEAD, dead), (SETTLE_RETRY, retry)):  # rare: row by row
+            if params:
+                conn.executemany(sql, params)
+    for sql, params, pad in history:
+        insert_rows(conn, sql, params, pad)
     leased: list[Any] = []
     if limit > 0:
         sql = LEASE_UNSENT if "since" in lease else LEASE
         leased = [r for r in conn.execute(sql, lease).fetchall() if r[0] not in exclude]
         del leased[limit:]
         if leased:
-            conn.executemany(MARK_SENT, [(now, r[0]) for r in leased])
+            conn.execute(MARK_SENT_IDS, (now, orjson.dumps([r[0] for r in leased])))
     return freed, leased
 
 

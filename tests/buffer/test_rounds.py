@@ -6,7 +6,7 @@ from pathlib import Path
 
 from buffer.attempts import Attempt, MessageFacts
 from buffer.store import OutboxStore
-from gateway.model import Delivery, Outcome
+from gateway.model import Delivery, MessageKind, Outcome
 from tests.buffer.conftest import message
 
 
@@ -60,3 +60,41 @@ async def test_a_clock_that_stood_still_leases_again_and_exclude_guards(
     # marked at exactly `since`: not skipped in SQL, so only `exclude` keeps it out
     assert [r.id for r in await store.lease_for_send("cmms", 10, 100.0, since=100.0)] == [a.id]
     assert await store.lease_for_send("cmms", 10, 100.0, exclude={a.id}, since=100.0) == []
+
+
+async def test_a_round_larger_than_one_statement_settles_every_record(
+        store: OutboxStore) -> None:
+    """A round's accepts, receipts, attempts, facts and marks go in a few multi-row statements
+    (buffer/statements.py): a round of 300 spans several statement shapes, each row lands once,
+    and of two receipts for one episode the first stays."""
+    n = 300
+    await store.commit([], [message(f"k{i:03d}", asset=f"p-{i:03d}") for i in range(2 * n)])
+    await store.commit([], [message("clear", asset="p-000", kind=MessageKind.STATUS_UPDATE)])
+    sent = await store.lease_for_send("cmms", n, 100.0)
+    assert len(sent) == n
+    deliveries = [Delivery(r.id, Outcome.ACCEPTED, receipt=f"MR-{r.id}") for r in sent]
+    attempts = [Attempt(r.id, r.message.key, "cmms", r.message.episode_id, 100.0, 101.0,
+                        "accepted", 201, 3.0, "", f"MR-{r.id}", 1) for r in sent]
+    facts = [MessageFacts(r.id, r.message.episode_id, 101.0, {"title": r.message.key})
+             for r in sent]
+    got = await store.settle_and_lease(deliveries, 101.0, "cmms", 2 * n, attempts=attempts,
+                                       facts=facts, exclude={r.id for r in sent})
+    # the other 300 raises and the clear whose raise is now settled; nothing twice
+    assert len(got) == n + 1 and len({r.id for r in got}) == n + 1
+    assert not {r.id for r in got} & {r.id for r in sent}
+    stats = await store.stats(101.0)
+    assert stats.delivered == {"cmms": n} and stats.pending == {"cmms": n + 1}
+    for r in (sent[0], sent[127], sent[128], sent[-1]):  # either side of a statement's end
+        trace = await store.trace(f"MR-{r.id}")
+        assert trace is not None and [a.number for a in trace.attempts] == [1]
+        assert trace.facts[r.id] == {"title": r.message.key}
+    [clear] = [r for r in got if r.message.key == "clear"]
+    assert clear.upstream_ref == f"MR-{sent[0].id}"  # the raise's receipt
+    # a second receipt for the same episode does not replace the first
+    await store.settle_and_lease([Delivery(clear.id, Outcome.ACCEPTED, receipt="MR-other")],
+                                 102.0, "cmms", 0)
+    await store.commit([], [message("note", asset="p-000", kind=MessageKind.STATUS_UPDATE)])
+    [note] = [r for r in await store.lease("cmms", 3 * n, 103.0) if r.message.key == "note"]
+    assert note.upstream_ref == f"MR-{sent[0].id}"
+    marked = {r.id: r for r in await store.lease("cmms", 3 * n, 200.0)}
+    assert all(marked[r.id].unsettled_send_at == 101.0 for r in got if r.id in marked)
