@@ -17,8 +17,10 @@ Defaults per upstream kind (guesses, labelled as such: no vendor publishes one n
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from types import TracebackType
 
 import aiohttp
 from pydantic import Field
@@ -53,6 +55,79 @@ def client_timeout(connect_seconds: float, first_byte_seconds: float,
     means a hung upstream), total. A first-byte timeout above the total is capped by it."""
     return aiohttp.ClientTimeout(total=total_seconds, sock_connect=connect_seconds,
                                  sock_read=min(first_byte_seconds, total_seconds))
+
+
+class TotalTimeouts:
+    """The total timeout of every request of one HTTP client, on one timer.
+
+    aiohttp arms a timer per request for `ClientTimeout.total`: about 8 us of loop CPU per
+    request on uvloop, a tenth of what a bare client spends, at thousands of requests a second.
+    Requests sent inside `limit()` with `timeout` (the same timeouts without the total) are
+    cancelled here instead once past the total, which `limit()` turns into the TimeoutError
+    aiohttp raises for it, told apart from other cancels as `asyncio.timeout` does. Every
+    request has the same limit, so they fall due in the order they started: the timer sits on
+    the oldest, and fires about once per total while requests come and go."""
+
+    def __init__(self, timeout: aiohttp.ClientTimeout) -> None:
+        self.seconds = timeout.total
+        self.timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeout.connect, sock_read=timeout.sock_read,
+            sock_connect=timeout.sock_connect, ceil_threshold=timeout.ceil_threshold)
+        self._due: dict[_Limit, float] = {}  # in the order they started: oldest first
+        self._timer: asyncio.TimerHandle | None = None
+
+    def limit(self) -> _Limit:
+        """A `with` block around one request: TimeoutError when it runs past the total."""
+        return _Limit(self)
+
+    def _start(self, limit: _Limit) -> None:
+        if self.seconds is None or self.seconds <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._due[limit] = loop.time() + self.seconds
+        if self._timer is None:
+            self._timer = loop.call_at(due, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        while self._due:
+            limit, due = next(iter(self._due.items()))
+            if due > now:
+                self._timer = asyncio.get_running_loop().call_at(due, self._expire)
+                return
+            del self._due[limit]
+            limit.expire()
+
+
+class _Limit:
+    """One request under `TotalTimeouts`."""
+
+    __slots__ = ("_cancelling", "_expired", "_owner", "_task")
+
+    def __init__(self, owner: TotalTimeouts) -> None:
+        self._owner = owner
+        self._expired = False
+
+    def __enter__(self) -> None:
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("TotalTimeouts.limit() outside a task")
+        self._task, self._cancelling = task, task.cancelling()
+        self._owner._start(self)
+
+    def expire(self) -> None:
+        self._expired = True
+        self._task.cancel()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._owner._due.pop(self, None)
+        if (self._expired and self._task.uncancel() <= self._cancelling
+                and exc_type is asyncio.CancelledError):
+            raise TimeoutError(
+                f"no complete answer within the total timeout ({self._owner.seconds:g} s)"
+            ) from exc
 
 
 class TokenBucket:

@@ -20,7 +20,7 @@ import orjson
 from gateway.model import Delivery, MessageKind, OutboxRecord, Outcome
 from gateway.status_poll import UpstreamReadError, UpstreamRecord, work_state
 from gateway.upstream.lanes import send_in_episode_lanes
-from gateway.upstream.limits import client_timeout
+from gateway.upstream.limits import TotalTimeouts, client_timeout
 from gateway.upstream.rest_config import (
     ApiKeyAuth,
     AuthConfig,
@@ -68,6 +68,9 @@ class RestSink(RestWorkflowSteps):
         self._headers = headers
         self._base = cfg.base_url.rstrip("/")
         self._session: aiohttp.ClientSession | None = None
+        self._timeout = client_timeout(cfg.connect_timeout_seconds,
+                                       cfg.first_byte_timeout_seconds, cfg.total_timeout_seconds)
+        self._totals = TotalTimeouts(self._timeout)  # of the sends, on one timer
         self.limits = cfg.limits
         self.first_byte_timeout_seconds = min(cfg.first_byte_timeout_seconds,
                                               cfg.total_timeout_seconds)
@@ -75,13 +78,11 @@ class RestSink(RestWorkflowSteps):
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             cfg = self._cfg
-            timeout = client_timeout(cfg.connect_timeout_seconds,
-                                     cfg.first_byte_timeout_seconds, cfg.total_timeout_seconds)
             # keep-alive pool as large as what may be in flight
             connector = aiohttp.TCPConnector(
                 ssl=cfg.tls.for_url(self._base),
                 limit=max(cfg.concurrent_requests, cfg.limits.max_in_flight))
-            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                                   headers=self._headers)
         return self._session
 
@@ -160,21 +161,22 @@ class RestSink(RestWorkflowSteps):
                         params: dict[str, str] | None = None) -> bytes | Delivery:
         """One HTTP request: the 2xx body, or the Delivery its failure means."""
         try:
-            async with self._get_session().request(
-                    method, self._base + path, data=body, headers=headers, params=params,
-                    allow_redirects=False) as resp:
-                answer = await resp.read()
-                status, ctype = resp.status, resp.content_type
-                retry_after = resp.headers.get("Retry-After")
-                location = resp.headers.get("Location", "")
+            with self._totals.limit():
+                async with self._get_session().request(
+                        method, self._base + path, data=body, headers=headers, params=params,
+                        allow_redirects=False, timeout=self._totals.timeout) as resp:
+                    answer = await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Delivery(record_id, Outcome.RETRY, reason=transport_reason(exc))
-        if 200 <= status < 300:
+        status = resp.status
+        if 200 <= status < 300:  # the headers are read only when they explain a failure
             return answer
-        problem = problem_text(answer, ctype)
+        problem = problem_text(answer, resp.content_type)
+        location = resp.headers.get("Location", "")
         if 300 <= status < 400 and location:
             problem = f"{problem} (Location: {location})".strip()
-        return delivery_for(record_id, classify_status(status, problem, retry_after))
+        return delivery_for(record_id, classify_status(status, problem,
+                                                       resp.headers.get("Retry-After")))
 
     def _reconcile_due(self, rec: OutboxRecord) -> bool:
         return (self._cfg.reconcile is ReconcileMode.LOOKUP

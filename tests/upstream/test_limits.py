@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import aiohttp
 import pytest
 from pydantic import ValidationError
 
@@ -10,6 +13,7 @@ from gateway.upstream.limits import (
     SAP_PM_LIMITS,
     InFlightCap,
     TokenBucket,
+    TotalTimeouts,
     UpstreamLimits,
     client_timeout,
 )
@@ -94,3 +98,63 @@ def test_limits_are_validated_and_have_per_upstream_defaults() -> None:
 def test_client_timeout_caps_first_byte_at_total() -> None:
     t = client_timeout(1.0, 10.0, 2.0)
     assert (t.sock_connect, t.sock_read, t.total) == (1.0, 2.0, 2.0)
+
+
+async def _held(totals: TotalTimeouts, until: asyncio.Future[None]) -> str:
+    """A request under `totals` that lasts until `until` is done."""
+    try:
+        with totals.limit():
+            await until
+    except TimeoutError:
+        return "timed out"
+    return "answered"
+
+
+async def test_total_timeouts_end_each_request_at_its_own_deadline() -> None:
+    totals = TotalTimeouts(client_timeout(1.0, 10.0, 0.3))
+    assert totals.timeout.total is None and totals.timeout.sock_read == 0.3  # aiohttp's part
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[None] = loop.create_future()
+    # (a future each: cancelling a task cancels the future it waits on)
+    first = asyncio.create_task(_held(totals, loop.create_future()))
+    await asyncio.sleep(0.1)  # started apart: one timer serves both deadlines
+    quick = asyncio.create_task(_held(totals, answer))
+    second = asyncio.create_task(_held(totals, loop.create_future()))
+    await asyncio.sleep(0)
+    answer.set_result(None)  # answered well within its total
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(first, quick, second)
+    assert list(results) == ["timed out", "answered", "timed out"]
+    assert not totals._due  # nothing left behind to cancel later
+
+
+async def test_a_cancel_from_elsewhere_is_not_a_timeout() -> None:
+    totals = TotalTimeouts(aiohttp.ClientTimeout(total=30))
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_held(totals, never))
+    await asyncio.sleep(0)
+    task.cancel()  # a stop, say: it must end the task, not read as the upstream's slowness
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not totals._due
+
+
+async def test_a_cancel_at_the_deadline_still_cancels() -> None:
+    """Our expiry and someone else's cancel together: theirs wins, as asyncio.timeout does."""
+    totals = TotalTimeouts(aiohttp.ClientTimeout(total=0.05))
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(_held(totals, never))
+    await asyncio.sleep(0)
+    [[limit]] = [list(totals._due)]
+    limit.expire()  # the timer's cancel ...
+    task.cancel()  # ... and a stop in the same loop turn
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_no_total_means_no_deadline() -> None:
+    totals = TotalTimeouts(aiohttp.ClientTimeout(total=None, sock_read=5))
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    assert await _held(totals, done) == "answered"
+    assert totals._timer is None and not totals._due

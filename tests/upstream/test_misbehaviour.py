@@ -45,6 +45,18 @@ async def _hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     await reader.read()  # never answer; ends only when the client gives up and closes
 
 
+async def _trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A 201 whose body comes a byte at a time: no read ever waits long (the first-byte
+    timeout never fires), only the total timeout ends it."""
+    await _read_request(reader)
+    writer.write(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 100000\r\n\r\n")
+    while True:
+        writer.write(b" ")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+
+
 async def _reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.transport.abort()
 
@@ -63,6 +75,7 @@ async def _429_in_a_minute(reader: asyncio.StreamReader, writer: asyncio.StreamW
 PROBLEM = b'{"title": "Validation failed", "detail": "asset unknown"}'
 CASES: list[tuple[str, Script, Outcome, str]] = [
     ("hang", _hang, Outcome.RETRY, "timed out"),
+    ("trickle", _trickle, Outcome.RETRY, "timed out"),
     ("reset", _reset, Outcome.RETRY, ""),
     ("half-written", _reply(b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
                             b"Content-Length: 100\r\n\r\n{\"id\": \"MR-1"), Outcome.RETRY, ""),
