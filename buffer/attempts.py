@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 import msgpack
 import orjson
 
 from buffer.schema import DEAD, DELIVERED, PENDING
+
+if TYPE_CHECKING:  # frozen to the checker, without the frozen __init__'s cost (gateway/model.py)
+    from dataclasses import dataclass as hot_record
+else:
+    from gateway.model import hot_record
 
 STATE_NAMES = {PENDING: "pending", DELIVERED: "delivered", DEAD: "dead"}
 # A record retried for days would fill the disk with history nobody reads: the writer keeps
@@ -33,7 +38,7 @@ def worth_keeping(number: int, final: bool) -> bool:
     return final or number <= KEEP_FIRST_ATTEMPTS or number % KEEP_EVERY_ATTEMPT == 0
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record(frozen=True, slots=True)  # one per settled send: thousands a second in a drain
 class Attempt:
     """One send of one record and what came of it. `outcome` is an Outcome value."""
 
@@ -51,7 +56,7 @@ class Attempt:
     number: int = 0  # the record's attempt number, 1 = first (gaps: see KEEP_FIRST_ATTEMPTS)
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record(frozen=True, slots=True)
 class MessageFacts:
     """What a message said, kept after its body is gone (JSON-able values only)."""
 

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from buffer.attempts import Attempt, MessageFacts, worth_keeping
@@ -22,12 +21,16 @@ from gateway.upstream.retry_policy import BreakerState, http_status
 from gateway.workflow import follow_ups
 
 if TYPE_CHECKING:
+    from dataclasses import dataclass as hot_record
+
     from buffer.store import OutboxStore
+else:
+    from gateway.model import hot_record
 
 log = logging.getLogger("plantbridge.forwarder")
 
 
-@dataclass(frozen=True, slots=True)
+@hot_record(frozen=True, slots=True)  # one per finished request (gateway/model.py)
 class Done:
     """A finished request, waiting to be settled."""
 
