@@ -77,7 +77,9 @@ def node_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodePeer]:
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + 30
+        # node-opcua makes its PKI (a key pair, a self-signed certificate) on its first start:
+        # seconds on an idle box, past 30 s once seen on a 2-core box busy with the suite
+        deadline = time.monotonic() + 90
         info: dict[str, Any] | None = None
         while info is None:
             left = deadline - time.monotonic()
