@@ -38,11 +38,15 @@ class StallingSink:
         self.attempts: dict[str, int] = {}
         self.cancelled: dict[str, int] = {}
         self.accepted: list[str] = []
+        self.sent_by: dict[asyncio.Task[object] | None, list[str]] = {}  # task -> its sends
+        self.stalled_in: list[asyncio.Task[object] | None] = []  # the task of each stall
 
     async def send_one(self, rec: OutboxRecord) -> Delivery:
         asset = rec.message.asset
+        self.sent_by.setdefault(asyncio.current_task(), []).append(asset)
         self.attempts[asset] = self.attempts.get(asset, 0) + 1
         if asset in self.stalling and self.attempts[asset] <= self.stall:
+            self.stalled_in.append(asyncio.current_task())
             try:
                 await asyncio.Event().wait()  # an answer that never comes
             except asyncio.CancelledError:
@@ -110,6 +114,25 @@ async def test_a_send_past_the_send_timeout_is_cancelled_and_sent_again_once(
     assert trace is not None
     assert [(a.outcome, a.error) for a in trace.attempts] == [
         ("retry", "send timed out"), ("accepted", "")], trace.attempts
+
+
+async def test_senders_are_kept_and_one_that_timed_out_goes_on_sending(
+        outbox: OutboxStore) -> None:
+    # a sender per slot of the window, not a task per request; the one whose send was
+    # cancelled for the timeout is the same task, and must go on to send other records
+    sink = StallingSink({"pump-3"})
+    assets = [f"pump-{i}" for i in range(60)]
+    await commit(outbox, assets)
+    async with forwarding(outbox, sink, send_timeout_seconds=0.3, hung_after_seconds=30) as (
+            fwd, _):
+        await wait_for(lambda: len(sink.accepted) == 60, 10, "all sixty delivered")
+    assert sorted(sink.accepted) == sorted(assets)  # once each
+    assert sink.cancelled == {"pump-3": 1}
+    assert None not in sink.sent_by
+    assert len(sink.sent_by) <= fwd.limits.max_in_flight < 60
+    [stalled_in] = sink.stalled_in
+    sends = sink.sent_by[stalled_in]  # its first pump-3 is the stalled attempt
+    assert len(sends) > sends.index("pump-3") + 1, sink.sent_by  # and it went on
 
 
 async def test_a_stop_during_a_stalled_send_is_a_stop_not_a_timeout(outbox: OutboxStore) -> None:
