@@ -39,6 +39,7 @@ from gateway.upstream.lanes import ReadyHeads
 from gateway.upstream.limits import (
     DEFAULT_FIRST_BYTE_TIMEOUT_SECONDS,
     UNDECLARED_LIMITS,
+    Deadlines,
     InFlightCap,
     TokenBucket,
     UpstreamLimits,
@@ -91,14 +92,13 @@ class Forwarder(ForwarderRounds):
                                 min(cfg.probe_max_seconds, cfg.retry_max_seconds))
         self._rng = random.Random()
         self._in_flight: dict[int, float] = {}  # record id -> monotonic start, oldest first
-        self._sends: dict[int, asyncio.Task[None]] = {}  # record id -> the sender sending it
-        self._unbegun: set[int] = set()  # handed over, not yet begun: not to be cancelled
-        # senders waiting for a record: a task each, started as the window first needs them
-        # and kept (a task per request was about 4 % of the loop in a drain, py-spy)
-        self._idle_senders: list[tuple[asyncio.Task[None], asyncio.Future[OutboxRecord]]] = []
-        self._timed_out: set[int] = set()  # sends cancelled for the send timeout
+        # senders waiting for a record (the future they wait on): a task each, started as the
+        # window first needs them and kept (a task per request was about 4 % of the loop in a
+        # drain, py-spy)
+        self._idle_senders: list[asyncio.Future[OutboxRecord]] = []
+        self._send_limits = Deadlines(cfg.send_timeout_seconds)  # one timer for every send
         self._hung_until = -1.0  # the start of the latest request already reported hung
-        self._deadline: asyncio.TimerHandle | None = None  # the one timer (`_deadlines`)
+        self._deadline: asyncio.TimerHandle | None = None  # the hung timer (`_deadlines`)
         self._deadline_at = 0.0  # when it fires (time.monotonic)
         self._unsettled: set[int] = set()  # sent, not yet settled: never leased twice
         # what this forwarder marks sent after this instant the lease skips in SQL (marks up to
@@ -163,17 +163,14 @@ class Forwarder(ForwarderRounds):
         self._breaker.started(rec.id)
         started = time.monotonic()
         self._in_flight[rec.id] = started
-        due = started + min(self._hung_after, self._cfg.send_timeout_seconds)
+        due = started + self._hung_after
         if self._deadline is None or due < self._deadline_at:  # (armed for a late one)
             self._arm(due)
-        self._unbegun.add(rec.id)
         if self._idle_senders:
-            sender, handed = self._idle_senders.pop()
+            handed = self._idle_senders.pop()
         else:
             handed = asyncio.get_running_loop().create_future()
-            sender = tg.create_task(self._sender(handed),
-                                    name=f"send-{self.sink.name}-{self.stats.sent}")
-        self._sends[rec.id] = sender
+            tg.create_task(self._sender(handed), name=f"send-{self.sink.name}-{self.stats.sent}")
         handed.set_result(rec)
         self.stats.sent += 1
         self.stats.in_flight = len(self._in_flight)
@@ -198,31 +195,21 @@ class Forwarder(ForwarderRounds):
 
     async def _sender(self, handed: asyncio.Future[OutboxRecord]) -> None:
         """Sends what it is handed, one record at a time, until the forwarder stops. A send
-        cancelled for its timeout settles as a RETRY and the sender goes on (`_deliver`)."""
-        task = asyncio.current_task()
-        assert task is not None
+        past its timeout settles as a RETRY and the sender goes on (`_deliver`)."""
         while True:
             await self._deliver(await handed)
             handed = asyncio.get_running_loop().create_future()
-            self._idle_senders.append((task, handed))
+            self._idle_senders.append(handed)
 
     async def _deliver(self, rec: OutboxRecord) -> None:
         started = self._clock()
         t0 = self._in_flight.get(rec.id, time.monotonic())
-        self._unbegun.discard(rec.id)
         try:
-            d = await self._send_one(rec)
-        except asyncio.CancelledError:
-            # our send timeout (`_deadlines`) unless someone else cancelled too, as
-            # asyncio.timeout tells them apart
-            if rec.id not in self._timed_out or self._sends[rec.id].uncancel() > 0:
-                raise
-            d = Delivery(rec.id, Outcome.RETRY, reason="send timed out")
-        except TimeoutError:  # a sink's own timeout that it did not turn into a Delivery
+            with self._send_limits.limit():  # send_timeout_seconds; a stop is still a stop
+                d = await self._send_one(rec)
+        except TimeoutError:  # that, or a sink's own timeout it did not turn into a Delivery
             d = Delivery(rec.id, Outcome.RETRY, reason="send timed out")
         finally:
-            self._sends.pop(rec.id, None)
-            self._timed_out.discard(rec.id)
             self._in_flight.pop(rec.id, None)
             self.stats.in_flight = len(self._in_flight)
         if d.record_id != rec.id:  # a sink bug must not settle another record
@@ -232,7 +219,7 @@ class Forwarder(ForwarderRounds):
         self._kick.set()
         self._refill.set()
 
-    # --- deadlines: one timer for everything in flight --------------------------------------
+    # --- the hung limit: one timer for everything in flight -------------------------------
 
     def _arm(self, due: float) -> None:
         """The timer at `due` (time.monotonic: a loop's own clock may have another base)."""
@@ -243,36 +230,18 @@ class Forwarder(ForwarderRounds):
             max(due - time.monotonic(), 0.0), self._deadlines)
 
     def _deadlines(self) -> None:
-        """The hung limit and the send timeout of every request in flight, on one timer at
-        the earliest deadline, instead of a timer and an asyncio.timeout per request (at
-        thousands of requests a second they were a twentieth of the loop). Requests are in
-        `_in_flight` oldest first, so each pass looks at the due ones and the next one only.
-        A request without an answer for the hung limit reports the upstream hung (once per
-        request); one past the send timeout is cancelled and settles as a RETRY."""
+        """The hung limit of every request in flight, on one timer at the earliest deadline,
+        instead of a timer per request. Requests are in `_in_flight` oldest first, so each
+        pass looks at the due ones and the next one only. A request without an answer for the
+        hung limit reports the upstream hung, once per request. (The send timeout is
+        `_send_limits`, the same mechanism.)"""
         self._deadline = None
-        if not self._in_flight:
-            return
         now = time.monotonic()
-        due: list[float] = []
         for t0 in self._in_flight.values():
             if t0 <= self._hung_until:
                 continue
             if t0 + self._hung_after > now:
-                due.append(t0 + self._hung_after)
-                break
+                self._arm(t0 + self._hung_after)
+                return
             self._hung_until = t0
             self._hung()
-        timeout = self._cfg.send_timeout_seconds
-        for rid, t0 in self._in_flight.items():
-            if t0 + timeout > now:
-                due.append(t0 + timeout)
-                break
-            if rid in self._timed_out:
-                continue
-            if rid in self._unbegun:  # a task cancelled before it runs would never settle
-                due.append(now + 0.01)  # (a loop that stalled): look again shortly
-                break
-            self._timed_out.add(rid)
-            self._sends[rid].cancel()
-        if due:
-            self._arm(min(due))

@@ -1,7 +1,8 @@
 """The forwarder's own deadlines on any sink: the send timeout cancels a send that never ends
 (it settles as a RETRY and is sent again), the hung limit flags a silent upstream, and a
 cancel from outside (a stop) is never taken for a timeout. One timer serves every request in
-flight (gateway/upstream/forwarder.py `_deadlines`), so these check it reaches each one."""
+flight (gateway/upstream/limits.py `Deadlines`, forwarder.py `_deadlines` for the hung limit),
+so these check it reaches each one."""
 
 from __future__ import annotations
 
