@@ -65,7 +65,7 @@ _UNSET = SourceClock("?")  # rules see receive time; for callers without a sourc
 
 # Sample is a NamedTuple (gateway/model.py): as cheap to build as a tuple, no helper needed.
 new_sample = Sample
-_GOOD, _BAD = Quality.GOOD, Quality.BAD
+_BAD = Quality.BAD
 
 
 def to_sample(binding: Binding, dv: ua.DataValue | None, received: float,
@@ -76,11 +76,18 @@ def to_sample(binding: Binding, dv: ua.DataValue | None, received: float,
     if dv is None:
         return new_sample(binding.asset, binding.signal, None, _BAD, received, None)
     status = dv.StatusCode
-    quality = _SEVERITY[(status.value >> 30) & 0x3] if status is not None else _GOOD
-    device = _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp)
-    source_ts, device_ts = clock.stamp(device, received)
     variant = dv.Value
-    raw = variant.Value if variant is not None else None
+    return sample_of(binding, variant.Value if variant is not None else None,
+                     status.value if status is not None else 0,
+                     _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp), received, clock)
+
+
+def sample_of(binding: Binding, raw: Any, status: int, device: float | None, received: float,
+              clock: SourceClock = _UNSET) -> Sample:
+    """`to_sample` for a DataValue already taken apart: its value, status code and device time
+    (a subscription's rows, drivers/opcua/notifications.py)."""
+    quality = _SEVERITY[(status >> 30) & 0x3]
+    source_ts, device_ts = clock.stamp(device, received)
     if quality is _BAD or raw is None:
         return new_sample(binding.asset, binding.signal, None, _BAD, source_ts, device_ts)
     # a float is by far the usual value: no isinstance chain for it

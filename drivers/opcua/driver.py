@@ -32,9 +32,11 @@ from drivers.opcua.convert import (
     OVERFLOW_BITS,
     Binding,
     NotNumeric,
+    sample_of,
     status_name,
     to_sample,
 )
+from drivers.opcua.notifications import DataChanges, Row
 from drivers.opcua.session import (
     Planned,
     SecurityFailure,
@@ -220,7 +222,9 @@ class OpcUaSource:
             for ev in events:
                 if ev is None:
                     raise SessionLost("subscription closed")
-                if type(ev) is DataChangeEvent or isinstance(ev, DataChangeEvent):
+                if type(ev) is DataChanges:
+                    self._rows(ev.rows, handles, now, samples)
+                elif isinstance(ev, DataChangeEvent):
                     item = ev.data.monitored_item
                     binding = find(item.ClientHandle)
                     if binding is None:
@@ -240,6 +244,23 @@ class OpcUaSource:
                     if code & 0x80000000:
                         raise SessionLost(f"subscription status {status_name(code)}")
             self._emit(samples)
+
+    def _rows(self, rows: list[Row], handles: dict[int, Binding], now: float,
+              samples: list[Sample]) -> None:
+        """A publish response's data changes, decoded by drivers/opcua/notifications.py."""
+        add, clock, find = samples.append, self._clock, handles.get
+        for handle, value, status, source, server in rows:
+            binding = find(handle)
+            if binding is None:
+                self._reject("unknown_handle", str(handle))
+                continue
+            try:
+                add(sample_of(binding, value, status, source or server, now, clock))
+            except NotNumeric as exc:
+                self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
+            if status & OVERFLOW_BITS == OVERFLOW_BITS:
+                self._reject("server_queue_overflow", f"{binding.asset}/{binding.signal}: "
+                             "raise queue_size or publish faster")
 
     async def _poll(self, client: Client, bindings: Sequence[Binding], interval_ms: float,
                     per_read: int) -> None:

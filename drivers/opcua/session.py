@@ -33,6 +33,7 @@ from drivers.opcua.config import (
     split_node_id,
 )
 from drivers.opcua.convert import Binding, status_name
+from drivers.opcua.notifications import decode_data_changes
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +229,9 @@ async def subscribe(client: Client, cfg: OpcUaSourceConfig, publishing_interval_
     # policy), so it only fills if the event loop is starved; then asyncua warns per drop.
     sub = await client.create_subscription(params, None, queue_maxsize=cfg.notification_queue_size,
                                            overflow=OverflowPolicy.WARN)
+    if not decode_data_changes(client, sub):  # before the items: nothing has arrived yet
+        log.info("%s: this asyncua has no publish hook; data changes decoded by asyncua",
+                 cfg.name)
     calls = 0
     for start in range(0, len(planned), per_call):
         chunk = planned[start:start + per_call]

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua.client.client import Client
 
+from drivers.opcua import notifications
+from drivers.opcua.notifications import Row, data_change_rows, decode_data_changes
 from gateway.model import Quality, SourceState
 from tests.drivers.opcua.support import plant_config, running
 from tests.harness import free_port, wait_for
@@ -150,3 +153,29 @@ async def test_values_dropped_in_the_servers_item_queue_are_counted(
         await wait_for(lambda: source.health().rejected.get("server_queue_overflow", 0) >= 1,
                        10, "the overflow bit counted")
         assert all(s.quality is Quality.GOOD for s in got.of("peer", "ramp"))
+
+
+async def test_node_opcua_times_read_in_part_6_order(node_peer: NodePeer) -> None:
+    """node-opcua sends source picoseconds; asyncua 2.1 then reads every server time from the
+    wrong bytes (1601-01-01). The driver's decoder (drivers/opcua/notifications.py) reads both
+    times where Part 6 puts them."""
+    client = Client(node_peer.endpoint, timeout=10)
+    rows: list[Row] = []
+
+    def keep(raw: bytes) -> list[Row]:
+        rows.extend(got := data_change_rows(raw))
+        return got
+
+    async with client:
+        idx = await client.get_namespace_index(node_peer.namespace_uri)
+        sub = await client.create_subscription(100, None, queue_maxsize=0)
+        assert decode_data_changes(client, sub)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(notifications, "data_change_rows", keep)
+            await sub.subscribe_data_change(client.get_node(f"ns={idx};s=peer.temperature"))
+            await wait_for(lambda: len(rows) >= 3, 10, "data changes from node-opcua")
+    now = time.time()
+    for _, value, status, source, server in rows:
+        assert status == 0 and 43.9 <= value <= 46.1
+        assert source is not None and server is not None
+        assert abs(source - now) < 60 and abs(server - now) < 60, (source, server)
