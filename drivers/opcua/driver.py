@@ -243,7 +243,11 @@ class OpcUaSource:
                     code = ev.notification.Status.value
                     if code & 0x80000000:
                         raise SessionLost(f"subscription status {status_name(code)}")
-            self._emit(samples)
+            if len(samples) <= limit:
+                self._emit(samples)
+            else:  # one publish response's data changes can exceed a batch
+                for start in range(0, len(samples), limit):
+                    self._emit(samples[start:start + limit])
 
     def _rows(self, rows: list[Row], handles: dict[int, Binding], now: float,
               samples: list[Sample]) -> None:

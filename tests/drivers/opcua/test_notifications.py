@@ -3,6 +3,7 @@ own decoder on the same bytes, and against OPC UA Part 6 where asyncua reads it 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import struct
 from typing import Any
@@ -15,6 +16,7 @@ from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary, variant_t
 from drivers.opcua import notifications
 from drivers.opcua.convert import _epoch
 from drivers.opcua.notifications import DataChanges, decode_publish_response, seconds_of
+from simulators.opcua_plant import NAMESPACE_URI
 from tests.drivers.opcua.support import SimFactory, plant_config, running
 from tests.harness import wait_for
 
@@ -170,3 +172,20 @@ async def test_the_driver_reads_a_subscription_through_the_rows(
         assert sum(decoded) >= len(got.samples) > 0
         assert got.of("fan-1", "running")[-1].value == 1.0
         assert source.health().rejected.get("unknown_handle", 0) == 0
+
+
+async def test_a_publish_response_is_split_into_batches_of_the_configured_size(
+        make_sim: SimFactory) -> None:
+    """200 items change together, so one publish response carries 200 rows: the consumer
+    still gets batches of at most `batch_max_samples`."""
+    sim = await make_sim(extra_variables=200, extra_interval_ms=50)
+    nodes = [{"asset": "load", "signal": f"s{i}", "node_id": f"nsu={NAMESPACE_URI};s=load.{i}"}
+             for i in range(200)]
+    sizes: list[int] = []
+    async with plant_config(sim.endpoint, nodes, batch_max_samples=7).build() as source:
+        async with asyncio.timeout(20):
+            async for batch in source.batches():
+                sizes.append(len(batch.samples))
+                if sum(sizes) >= 1000:
+                    break
+    assert max(sizes) == 7, sizes[:20]
