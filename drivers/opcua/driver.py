@@ -243,11 +243,7 @@ class OpcUaSource:
                     code = ev.notification.Status.value
                     if code & 0x80000000:
                         raise SessionLost(f"subscription status {status_name(code)}")
-            if len(samples) <= limit:
-                self._emit(samples)
-            else:  # one publish response's data changes can exceed a batch
-                for start in range(0, len(samples), limit):
-                    self._emit(samples[start:start + limit])
+            self._emit(samples)
 
     def _rows(self, rows: list[Row], handles: dict[int, Binding], now: float,
               samples: list[Sample]) -> None:
@@ -313,8 +309,15 @@ class OpcUaSource:
                                       f"{limit:.1f} s): resubscribing")
 
     def _emit(self, samples: list[Sample]) -> None:
-        """Hand a batch to the consumer. When it lags a full queue's worth, the oldest batch
-        goes (the newest readings matter most to rules), counted and logged once."""
+        """Hand samples to the consumer in batches of at most `batch_max_samples` (a publish
+        response's data changes or a poll cycle can hold more). When it lags a full queue's
+        worth, the oldest batch goes (the newest readings matter most to rules), counted and
+        logged once."""
+        limit = self._cfg.batch_max_samples
+        if len(samples) > limit:
+            for start in range(0, len(samples), limit):
+                self._emit(samples[start:start + limit])
+            return
         if not samples:
             return
         self._samples_total += len(samples)

@@ -174,13 +174,14 @@ async def test_the_driver_reads_a_subscription_through_the_rows(
         assert source.health().rejected.get("unknown_handle", 0) == 0
 
 
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
 async def test_a_publish_response_is_split_into_batches_of_the_configured_size(
-        make_sim: SimFactory) -> None:
-    """200 items change together, so one publish response carries 200 rows: the consumer
-    still gets batches of at most `batch_max_samples`."""
+        make_sim: SimFactory, mode: str) -> None:
+    """200 items change together, so one publish response (or one poll cycle) carries 200
+    values: the consumer still gets batches of at most `batch_max_samples`."""
     sim = await make_sim(extra_variables=200, extra_interval_ms=50)
-    nodes = [{"asset": "load", "signal": f"s{i}", "node_id": f"nsu={NAMESPACE_URI};s=load.{i}"}
-             for i in range(200)]
+    nodes = [{"asset": "load", "signal": f"s{i}", "node_id": f"nsu={NAMESPACE_URI};s=load.{i}",
+              "mode": mode, "poll_interval_ms": 100} for i in range(200)]
     sizes: list[int] = []
     async with plant_config(sim.endpoint, nodes, batch_max_samples=7).build() as source:
         async with asyncio.timeout(20):
