@@ -273,12 +273,12 @@ idle_poll_seconds = 0.1
         await wait_for(lambda: bool(self.requests_for(asset)), 20, f"the request of {asset}")
         await self.wait_drained(port)
 
-    async def spawn_up(self, rules: str) -> int:
-        """Write a config with `rules` and a free status port, spawn the daemon, wait until it
-        is subscribed. Returns the status port."""
+    async def spawn_up(self, rules: str, source: str | None = None) -> int:
+        """Write a config with `rules` (and `source` instead of the MQTT one) and a free status
+        port, spawn the daemon, wait until it is subscribed. Returns the status port."""
         for attempt in range(3):
             port = free_port()
-            self.write_config(rules, http_port=port)
+            self.write_config(rules, http_port=port, source=source)
             seen = len(self.daemon_log())
             self.spawn_daemon()
             try:
