@@ -32,7 +32,8 @@ def status_name(code: int) -> str:
     return name[0] if name else f"0x{code:08X}"
 
 
-def _epoch(ts: dt.datetime | None) -> float | None:
+def epoch_of(ts: dt.datetime | None) -> float | None:
+    """A datetime asyncua decoded, as epoch seconds."""
     if ts is None:
         return None
     if ts.tzinfo is None:  # OPC UA times are UTC; a naive datetime must not be read as local
@@ -79,7 +80,7 @@ def to_sample(binding: Binding, dv: ua.DataValue | None, received: float,
     variant = dv.Value
     return sample_of(binding, variant.Value if variant is not None else None,
                      status.value if status is not None else 0,
-                     _epoch(dv.SourceTimestamp) or _epoch(dv.ServerTimestamp), received, clock)
+                     epoch_of(dv.SourceTimestamp) or epoch_of(dv.ServerTimestamp), received, clock)
 
 
 def sample_of(binding: Binding, raw: Any, status: int, device: float | None, received: float,

@@ -36,7 +36,7 @@ from drivers.opcua.convert import (
     status_name,
     to_sample,
 )
-from drivers.opcua.notifications import DataChanges, Row
+from drivers.opcua.notifications import DataChanges, Row, read_rows
 from drivers.opcua.session import (
     Planned,
     SecurityFailure,
@@ -274,13 +274,12 @@ class OpcUaSource:
                 params = ua.ReadParameters()
                 params.NodesToRead = ids[start:start + per_read]
                 params.TimestampsToReturn = ua.TimestampsToReturn.Both
-                values = await client.uaclient.read(params)
-                now = gateway_now()
-                for binding, dv in zip(bindings[start:start + per_read], values, strict=True):
-                    try:
-                        samples.append(to_sample(binding, dv, now, self._clock))
-                    except NotNumeric as exc:
-                        self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
+                rows = await read_rows(client, params)
+                if len(rows) != len(params.NodesToRead):
+                    raise SessionLost(f"the server answered {len(rows)} values for "
+                                      f"{len(params.NodesToRead)} nodes read")
+                self._rows(rows, dict(enumerate(bindings[start:start + per_read])),
+                           gateway_now(), samples)
             self._emit(samples)
             await asyncio.sleep(max(0.0, interval_ms / 1000 - (time.monotonic() - started)))
 

@@ -12,9 +12,10 @@ import pytest
 from asyncua import ua
 from asyncua.common.utils import Buffer
 from asyncua.ua.ua_binary import struct_from_binary, struct_to_binary, variant_to_binary
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 from drivers.opcua import notifications
-from drivers.opcua.convert import _epoch
+from drivers.opcua.convert import epoch_of
 from drivers.opcua.notifications import DataChanges, decode_publish_response, seconds_of
 from simulators.opcua_plant import NAMESPACE_URI
 from tests.drivers.opcua.support import SimFactory, plant_config, running
@@ -64,7 +65,7 @@ def _as_rows(note: ua.DataChangeNotification) -> list[tuple[Any, ...]]:
         dv = it.Value
         rows.append((it.ClientHandle, dv.Value.Value if dv.Value is not None else None,
                      dv.StatusCode.value if dv.StatusCode is not None else 0,
-                     _epoch(dv.SourceTimestamp), _epoch(dv.ServerTimestamp)))
+                     epoch_of(dv.SourceTimestamp), epoch_of(dv.ServerTimestamp)))
     return rows
 
 
@@ -109,7 +110,7 @@ def test_a_keep_alive_has_no_notifications() -> None:
                                    134_000_000_000_123_456, ua.uatypes.MAX_OPC_FILETIME - 1,
                                    ua.uatypes.MAX_OPC_FILETIME, 2**63 - 1])
 def test_times_are_asyncuas_to_the_microsecond(ticks: int) -> None:
-    assert seconds_of(ticks) == _epoch(ua.win_epoch_to_datetime(ticks))
+    assert seconds_of(ticks) == epoch_of(ua.win_epoch_to_datetime(ticks))
 
 
 def _datavalue_bytes(mask: int, *fields: bytes) -> bytes:
@@ -130,7 +131,7 @@ def test_picoseconds_are_read_in_part_6_order() -> None:
     assert rows == [(h, 4.25, 0, seconds_of(source), seconds_of(server)) for h in (1, 2)]
     theirs = struct_from_binary(ua.DataChangeNotification, Buffer(body))
     # what this guards against: asyncua's reading of the same bytes
-    assert _epoch(theirs.MonitoredItems[0].Value.ServerTimestamp) != seconds_of(server)
+    assert epoch_of(theirs.MonitoredItems[0].Value.ServerTimestamp) != seconds_of(server)
 
 
 @pytest.mark.parametrize("cut", [3, 20, 200, -1])
@@ -190,3 +191,72 @@ async def test_a_publish_response_is_split_into_batches_of_the_configured_size(
                 if sum(sizes) >= 1000:
                     break
     assert max(sizes) == 7, sizes[:20]
+
+
+def _read_response(values: list[ua.DataValue], result: int = 0) -> bytes:
+    resp = ua.ReadResponse()
+    resp.ResponseHeader.ServiceResult = ua.StatusCode(ua.UInt32(result))
+    resp.Results = values
+    return struct_to_binary(resp)
+
+
+def test_a_read_response_reads_as_asyncua_reads_it() -> None:
+    values = [_item(i).Value for i in range(300)]
+    raw = _read_response(values)
+    theirs = struct_from_binary(ua.ReadResponse, Buffer(raw))
+    header, rows = notifications.decode_read_response(Buffer(raw))
+    assert header == theirs.ResponseHeader
+    expected = notifications._as_rows(theirs.Results)
+    assert [r[0] for r in rows] == list(range(300))
+    for row, want in zip(rows, expected, strict=True):
+        assert all(_same(x, y) for x, y in zip(row, want, strict=True)), (row, want)
+
+
+class _Session:
+    """Answers every request with the bytes it was given, as a session's `_send_request`."""
+
+    def __init__(self, answer: bytes) -> None:
+        self.answer = answer
+
+    async def _send_request(self, request: Any, timeout: float | None = None) -> Buffer:
+        assert isinstance(request, ua.ReadRequest)
+        return Buffer(self.answer)
+
+
+class _Client:
+    def __init__(self, answer: bytes) -> None:
+        self.uaclient = type("UaClient", (), {"session": _Session(answer)})()
+
+
+async def test_a_bad_service_result_raises_as_asyncuas_read_does() -> None:
+    raw = _read_response([], result=0x800E0000)  # BadTooManyOperations
+    with pytest.raises(UaStatusCodeError) as raised:
+        await notifications.read_rows(_Client(raw), ua.ReadParameters())  # type: ignore[arg-type]
+    assert raised.value.code == 0x800E0000
+    cut = _read_response([_item(1).Value, _item(2).Value])[:-7]
+    with pytest.raises(Exception) as theirs:
+        struct_from_binary(ua.ReadResponse, Buffer(cut))
+    with pytest.raises(type(theirs.value)):
+        await notifications.read_rows(_Client(cut), ua.ReadParameters())  # type: ignore[arg-type]
+
+
+async def test_the_driver_polls_through_the_rows(make_sim: SimFactory,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[int] = []
+    decode = notifications.decode_read_response
+
+    def counting(data: Buffer) -> tuple[ua.ResponseHeader, list[notifications.Row]]:
+        header, rows = decode(data)
+        read.append(len(rows))
+        return header, rows
+
+    monkeypatch.setattr(notifications, "decode_read_response", counting)
+    sim = await make_sim(scenario="steady")
+    nodes = [{"asset": a, "signal": s, "node_id": f"nsu={NAMESPACE_URI};s={a}.{s}",
+              "mode": "poll", "poll_interval_ms": 100}
+             for a in ("pump-1", "fan-1") for s in ("vibration", "running")]
+    async with running(plant_config(sim.endpoint, nodes)) as (_, got):
+        await wait_for(lambda: len(got.of("pump-1", "vibration")) >= 3, 10, "polled reads")
+        assert sum(read) >= len(got.samples) > 0
+        assert got.of("fan-1", "running")[-1].value == 1.0
+        assert all(s.device_ts is not None for s in got.samples)
