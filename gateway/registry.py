@@ -31,15 +31,17 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
 
 from pydantic import Field, ValidationError, model_validator
 
 from gateway.settings import StrictModel
 from gateway.tomllines import TomlLines
-from gateway.upstream.maximo_config import MaximoAssetRef, MaximoSinkConfig
-from gateway.upstream.sap_pm_config import SapAssetRef, SapPmSinkConfig, TechnicalObjectType
 from rules.loader import plain_words
+
+if TYPE_CHECKING:  # imported where used: an idle daemon without these upstreams needs neither
+    from gateway.upstream.maximo_config import MaximoAssetRef, MaximoSinkConfig
+    from gateway.upstream.sap_pm_config import SapAssetRef, SapPmSinkConfig
 
 AssetId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$")]
 # Maximo values go into oslc.where between double quotes: no quote inside.
@@ -196,12 +198,16 @@ class Registry:
         return {a: sap_ref(e.sap) for a, e in self._entries.items() if e.sap is not None}
 
     def maximo_refs(self) -> dict[str, MaximoAssetRef]:
+        from gateway.upstream.maximo_config import MaximoAssetRef
+
         return {a: MaximoAssetRef(assetnum=e.maximo.assetnum, siteid=e.maximo.siteid,
                                   location=e.maximo.location)
                 for a, e in self._entries.items() if e.maximo is not None}
 
 
 def sap_ref(ident: SapIdentity) -> SapAssetRef:
+    from gateway.upstream.sap_pm_config import SapAssetRef, TechnicalObjectType
+
     kind = (TechnicalObjectType.EQUIPMENT if ident.is_equipment
             else TechnicalObjectType.FUNCTIONAL_LOCATION)
     return SapAssetRef(technical_object=ident.technical_object, object_type=kind,
@@ -209,15 +215,34 @@ def sap_ref(ident: SapIdentity) -> SapAssetRef:
                        work_center=ident.work_center, work_center_plant=ident.work_center_plant)
 
 
+def sap_config(upstream: object) -> SapPmSinkConfig | None:
+    """`upstream` when it is an SAP PM upstream's config. Its module is imported only then: an
+    idle daemon without SAP or Maximo upstreams loads neither."""
+    if getattr(upstream, "type", None) != "sap_pm":
+        return None
+    from gateway.upstream.sap_pm_config import SapPmSinkConfig
+
+    return upstream if isinstance(upstream, SapPmSinkConfig) else None
+
+
+def maximo_config(upstream: object) -> MaximoSinkConfig | None:
+    """`upstream` when it is a Maximo upstream's config (see `sap_config`)."""
+    if getattr(upstream, "type", None) != "maximo":
+        return None
+    from gateway.upstream.maximo_config import MaximoSinkConfig
+
+    return upstream if isinstance(upstream, MaximoSinkConfig) else None
+
+
 def with_registry(upstream: U, registry: Registry) -> U:
     """The upstream's config with the registry merged into its `asset_map`: both are used,
     and where both name an asset the registry's identity wins (`map_conflicts` reports it)."""
-    if isinstance(upstream, SapPmSinkConfig):
-        merged_sap = {**upstream.asset_map, **registry.sap_refs()}
-        return upstream.model_copy(update={"asset_map": merged_sap})
-    if isinstance(upstream, MaximoSinkConfig):
-        merged_mx = {**upstream.asset_map, **registry.maximo_refs()}
-        return upstream.model_copy(update={"asset_map": merged_mx})
+    if (sap := sap_config(upstream)) is not None:
+        merged_sap = {**sap.asset_map, **registry.sap_refs()}
+        return sap.model_copy(update={"asset_map": merged_sap})  # type: ignore[return-value]
+    if (mx := maximo_config(upstream)) is not None:
+        merged_mx = {**mx.asset_map, **registry.maximo_refs()}
+        return mx.model_copy(update={"asset_map": merged_mx})  # type: ignore[return-value]
     return upstream
 
 
@@ -225,15 +250,15 @@ def map_conflicts(upstream: object, registry: Registry) -> list[tuple[str, str]]
     """(asset, plain words) for each asset that the upstream's own asset_map and the registry
     name differently."""
     out: list[tuple[str, str]] = []
-    if isinstance(upstream, SapPmSinkConfig):
+    if (sap := sap_config(upstream)) is not None:
         ours = registry.sap_refs()
-        for asset, ref in sorted(upstream.asset_map.items()):
+        for asset, ref in sorted(sap.asset_map.items()):
             if asset in ours and ours[asset] != ref:
                 out.append((asset, f"asset_map names it {_sap_words(ref)}, the asset registry "
                                    f"{_sap_words(ours[asset])}; the registry's is used"))
-    elif isinstance(upstream, MaximoSinkConfig):
-        site = upstream.siteid
-        for asset, mref in sorted(upstream.asset_map.items()):
+    elif (mx := maximo_config(upstream)) is not None:
+        site = mx.siteid
+        for asset, mref in sorted(mx.asset_map.items()):
             reg = registry.identity(asset, "maximo")
             if reg is None:
                 continue
@@ -246,6 +271,8 @@ def map_conflicts(upstream: object, registry: Registry) -> list[tuple[str, str]]
 
 
 def _sap_words(ref: SapAssetRef) -> str:
+    from gateway.upstream.sap_pm_config import TechnicalObjectType
+
     kind = "equipment" if ref.object_type is TechnicalObjectType.EQUIPMENT else \
         "functional location"
     routing = [f"{k} {v}" for k, v in (("planning plant", ref.planning_plant),

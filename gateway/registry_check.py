@@ -14,37 +14,51 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from gateway.registry import Registry, RegistryProblem, map_conflicts, with_registry
-from gateway.upstream.maximo_config import MaximoSinkConfig, UnknownAssetPolicy
-from gateway.upstream.sap_pm_config import SapPmSinkConfig
+from gateway.registry import (
+    Registry,
+    RegistryProblem,
+    map_conflicts,
+    maximo_config,
+    sap_config,
+    with_registry,
+)
 from rules import RuleSet
+
+if TYPE_CHECKING:
+    from gateway.upstream.maximo_config import MaximoSinkConfig
 
 _SHOWN = 6
 
 
 def _cannot_map(upstream: object, asset: str) -> str | None:
     """Why this upstream cannot map the asset, or None when it can."""
-    if isinstance(upstream, SapPmSinkConfig) and asset not in upstream.asset_map:
-        return (f"upstream '{upstream.name}' (SAP) has no technical object for it: give it "
+    if (sap := sap_config(upstream)) is not None and asset not in sap.asset_map:
+        return (f"upstream '{sap.name}' (SAP) has no technical object for it: give it "
                 "`sap = { equipment = \"...\" }` in the asset registry")
-    if (isinstance(upstream, MaximoSinkConfig) and asset not in upstream.asset_map
-            and upstream.unknown_asset is UnknownAssetPolicy.REJECT):
-        return (f"upstream '{upstream.name}' (Maximo) has no asset for it: give it "
+    if (mx := maximo_config(upstream)) is not None and asset not in mx.asset_map \
+            and _rejects_unknown(mx):
+        return (f"upstream '{mx.name}' (Maximo) has no asset for it: give it "
                 "`maximo = { assetnum = \"...\", siteid = \"...\" }` in the asset registry")
     return None
 
 
+def _rejects_unknown(upstream: MaximoSinkConfig) -> bool:
+    from gateway.upstream.maximo_config import UnknownAssetPolicy
+
+    return upstream.unknown_asset is UnknownAssetPolicy.REJECT
+
+
 def _maps(upstream: object) -> bool:
     """Does this upstream need an identity per asset (rather than taking the canonical id)?"""
-    return isinstance(upstream, SapPmSinkConfig) or (
-        isinstance(upstream, MaximoSinkConfig)
-        and upstream.unknown_asset is UnknownAssetPolicy.REJECT)
+    return sap_config(upstream) is not None or (
+        (mx := maximo_config(upstream)) is not None and _rejects_unknown(mx))
 
 
 def _comment_on_sap(upstreams: Sequence[object], rules: RuleSet) -> list[RegistryProblem]:
     """`closed_upstream = "comment"` meets SAP's read-only completed notifications (NOCO)."""
-    saps = [u.name for u in upstreams if isinstance(u, SapPmSinkConfig)]
+    saps = [sap.name for u in upstreams if (sap := sap_config(u)) is not None]
     if not saps:
         return []
     return [RegistryProblem(

@@ -2,7 +2,8 @@
 importing their libraries (asyncua, pymodbus, numpy) or the simulators; nor, without a NATS
 upstream, the NATS client; nor the config models of kinds it does not name; nor what only a
 scrape or a page view needs (prometheus_client, the page renderer); nor, without a SAP PM or
-Maximo upstream, their clients (identity_probe.py then has nothing to look up)."""
+Maximo upstream, their clients (identity_probe.py then has nothing to look up) or their
+config models (the asset registry reads an upstream's `type` before importing one)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ Daemon(config.load(Path(sys.argv[1])))
 heavy = ("asyncua", "pymodbus", "numpy", "simulators", "nats", "prometheus_client",
          "drivers.opcua.config", "drivers.modbus.config", "gateway.upstream.uns_config",
          "gateway.upstream.nats_config", "gateway.metrics", "gateway.page",
-         "gateway.upstream.sap_pm", "gateway.upstream.maximo", "gateway.registry_online")
+         "gateway.upstream.sap_pm", "gateway.upstream.maximo", "gateway.registry_online",
+         "gateway.upstream.sap_pm_config", "gateway.upstream.maximo_config")
 print(" ".join(m for m in heavy if m in sys.modules) or "none")
 """
 
