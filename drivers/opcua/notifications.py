@@ -1,4 +1,4 @@
-"""Publish responses with their data changes decoded straight into rows.
+"""Publish responses' data changes, and polled reads, decoded straight into rows.
 
 asyncua decodes every MonitoredItemNotification generically: a DataValue, a Variant and two
 datetimes built field by field (about 8 µs an item on the 2-core bench box, most of what a busy
@@ -8,7 +8,8 @@ envelope (header, sequence numbers, results, any other notification) with asyncu
 decoders, each DataChangeNotification into `DataChanges` rows, a struct unpack per field. A
 variant that is not a scalar number or boolean (a string, an array, a structure) goes through
 asyncua's variant decoder in place, so every value reaches the driver as asyncua gives it; a
-response this module cannot read is decoded whole by asyncua, as before.
+response this module cannot read is decoded whole by asyncua, as before. `read_rows` does the
+same for the DataValues of a Read (polled nodes).
 
 DataValue fields follow OPC UA Part 6, 5.2.2.17: Value, Status, SourceTimestamp,
 SourcePicoseconds, ServerTimestamp, ServerPicoseconds. asyncua 2.1 reads ServerTimestamp before
