@@ -31,7 +31,7 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, cast, overload
 
 from pydantic import Field, ValidationError, model_validator
 
@@ -239,10 +239,10 @@ def with_registry(upstream: U, registry: Registry) -> U:
     and where both name an asset the registry's identity wins (`map_conflicts` reports it)."""
     if (sap := sap_config(upstream)) is not None:
         merged_sap = {**sap.asset_map, **registry.sap_refs()}
-        return sap.model_copy(update={"asset_map": merged_sap})  # type: ignore[return-value]
+        return cast(U, sap.model_copy(update={"asset_map": merged_sap}))
     if (mx := maximo_config(upstream)) is not None:
         merged_mx = {**mx.asset_map, **registry.maximo_refs()}
-        return mx.model_copy(update={"asset_map": merged_mx})  # type: ignore[return-value]
+        return cast(U, mx.model_copy(update={"asset_map": merged_mx}))
     return upstream
 
 

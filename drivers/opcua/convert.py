@@ -69,24 +69,35 @@ new_sample = Sample
 _BAD = Quality.BAD
 
 
+# A DataValue taken apart: (client handle or index, value, status code, source time, server
+# time), times in epoch seconds or None. drivers/opcua/notifications.py decodes them from the
+# wire; `row_of` takes one from what asyncua decoded.
+Row = tuple[int, Any, int, float | None, float | None]
+
+
+def row_of(handle: int, dv: ua.DataValue | None) -> Row:
+    """The row of a DataValue asyncua decoded (None: no DataValue, a bad sample)."""
+    if dv is None:
+        return handle, None, 0, None, None
+    status, variant = dv.StatusCode, dv.Value
+    return (handle, variant.Value if variant is not None else None,
+            status.value if status is not None else 0,
+            epoch_of(dv.SourceTimestamp), epoch_of(dv.ServerTimestamp))
+
+
 def to_sample(binding: Binding, dv: ua.DataValue | None, received: float,
               clock: SourceClock = _UNSET) -> Sample:
     """Bad status gives value None. The device time is SourceTimestamp, else ServerTimestamp,
     else none; `clock` decides what rules see (`received`, on the gateway clock, unless the
     source trusts its device time and the clock is within the skew limit)."""
-    if dv is None:
-        return new_sample(binding.asset, binding.signal, None, _BAD, received, None)
-    status = dv.StatusCode
-    variant = dv.Value
-    return sample_of(binding, variant.Value if variant is not None else None,
-                     status.value if status is not None else 0,
-                     epoch_of(dv.SourceTimestamp) or epoch_of(dv.ServerTimestamp), received, clock)
+    _, raw, status, source, server = row_of(0, dv)
+    return sample_of(binding, raw, status, source or server, received, clock)
 
 
 def sample_of(binding: Binding, raw: Any, status: int, device: float | None, received: float,
               clock: SourceClock = _UNSET) -> Sample:
-    """`to_sample` for a DataValue already taken apart: its value, status code and device time
-    (a subscription's rows, drivers/opcua/notifications.py)."""
+    """`to_sample` for a DataValue already taken apart (a `Row`): its value, status code and
+    device time."""
     quality = _SEVERITY[(status >> 30) & 0x3]
     source_ts, device_ts = clock.stamp(device, received)
     if quality is _BAD or raw is None:

@@ -18,7 +18,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Self
 
 from asyncua import ua
@@ -32,11 +32,12 @@ from drivers.opcua.convert import (
     OVERFLOW_BITS,
     Binding,
     NotNumeric,
+    Row,
+    row_of,
     sample_of,
     status_name,
-    to_sample,
 )
-from drivers.opcua.notifications import DataChanges, Row, read_rows
+from drivers.opcua.notifications import DataChanges, read_rows
 from drivers.opcua.session import (
     Planned,
     SecurityFailure,
@@ -218,36 +219,24 @@ class OpcUaSource:
                 events.append(queue.get_nowait())
             now = gateway_now()  # one receive time for the batch
             samples: list[Sample] = []
-            add, clock, find = samples.append, self._clock, handles.get  # the per-item path
             for ev in events:
                 if ev is None:
                     raise SessionLost("subscription closed")
                 if type(ev) is DataChanges:
                     self._rows(ev.rows, handles, now, samples)
-                elif isinstance(ev, DataChangeEvent):
+                elif isinstance(ev, DataChangeEvent):  # decoded by asyncua (a republish)
                     item = ev.data.monitored_item
-                    binding = find(item.ClientHandle)
-                    if binding is None:
-                        self._reject("unknown_handle", str(item.ClientHandle))
-                        continue
-                    dv = item.Value
-                    try:
-                        add(to_sample(binding, dv, now, clock))
-                    except NotNumeric as exc:
-                        self._reject("not_numeric", f"{binding.asset}/{binding.signal}: {exc}")
-                    if (dv is not None and (status := dv.StatusCode) is not None
-                            and status.value & OVERFLOW_BITS == OVERFLOW_BITS):
-                        self._reject("server_queue_overflow", f"{binding.asset}/"
-                                     f"{binding.signal}: raise queue_size or publish faster")
+                    self._rows((row_of(item.ClientHandle, item.Value),), handles, now, samples)
                 elif isinstance(ev, StatusChangeEvent):
                     code = ev.notification.Status.value
                     if code & 0x80000000:
                         raise SessionLost(f"subscription status {status_name(code)}")
             self._emit(samples)
 
-    def _rows(self, rows: list[Row], handles: dict[int, Binding], now: float,
+    def _rows(self, rows: Iterable[Row], handles: dict[int, Binding], now: float,
               samples: list[Sample]) -> None:
-        """A publish response's data changes, decoded by drivers/opcua/notifications.py."""
+        """DataValues taken apart (drivers/opcua/notifications.py, convert.row_of) as samples
+        of the bindings their handles name, into `samples`."""
         add, clock, find = samples.append, self._clock, handles.get
         for handle, value, status, source, server in rows:
             binding = find(handle)

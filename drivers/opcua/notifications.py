@@ -37,12 +37,10 @@ from asyncua.ua.ua_binary import (
 )
 from asyncua.ua.uaerrors import UaStructParsingError
 
-from drivers.opcua.convert import epoch_of
+from drivers.opcua.convert import Row as Row  # the rows this module makes
+from drivers.opcua.convert import row_of
 
 log = logging.getLogger(__name__)
-
-# (client handle, value, status code, source time, server time); times in epoch seconds or None
-Row = tuple[int, Any, int, float | None, float | None]
 
 _DATA_CHANGE = ObjectIds.DataChangeNotification_Encoding_DefaultBinary
 _I32 = struct.Struct("<i")
@@ -222,13 +220,7 @@ async def read_rows(client: Client, parameters: ua.ReadParameters) -> list[Row]:
 
 
 def _as_rows(values: Sequence[ua.DataValue]) -> list[Row]:
-    rows: list[Row] = []
-    for index, dv in enumerate(values):
-        status, variant = dv.StatusCode, dv.Value
-        rows.append((index, variant.Value if variant is not None else None,
-                     status.value if status is not None else 0,
-                     epoch_of(dv.SourceTimestamp), epoch_of(dv.ServerTimestamp)))
-    return rows
+    return [row_of(index, dv) for index, dv in enumerate(values)]
 
 
 Explode = Callable[[Iterable[Any]], Iterable[Any]]

@@ -260,3 +260,29 @@ async def test_the_driver_polls_through_the_rows(make_sim: SimFactory,
         assert sum(read) >= len(got.samples) > 0
         assert got.of("fan-1", "running")[-1].value == 1.0
         assert all(s.device_ts is not None for s in got.samples)
+
+
+async def test_without_the_hooks_asyncuas_decoding_still_feeds_the_driver(
+        make_sim: SimFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An asyncua without the private hooks (or a republished message) hands the pump its own
+    DataChangeEvents: the same samples come out of them."""
+    from drivers.opcua import session
+
+    monkeypatch.setattr(session, "decode_data_changes", lambda client, sub: False)
+    rows_of = notifications.data_change_rows
+    decoded: list[int] = []
+
+    def counting(raw: bytes) -> list[notifications.Row]:
+        decoded.append(1)
+        return rows_of(raw)
+
+    monkeypatch.setattr(notifications, "data_change_rows", counting)
+    sim = await make_sim(scenario="steady")
+    async with running(plant_config(sim.endpoint)) as (source, got):
+        await wait_for(lambda: len(got.of("pump-1", "vibration")) >= 3, 10, "changes")
+        vib = got.of("pump-1", "vibration")
+        assert all(s.value is not None and 2.2 <= s.value <= 2.8 for s in vib)
+        assert all(s.device_ts is not None for s in vib)
+        assert got.of("fan-1", "running")[-1].value == 1.0
+        assert source.health().rejected.get("unknown_handle", 0) == 0
+    assert not decoded
