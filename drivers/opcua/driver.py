@@ -199,7 +199,7 @@ class OpcUaSource:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await close_client(client, timeout_seconds=1.0, transport_lost=lost.done())
+            await close_client(client, timeout_seconds=0.5 if lost.done() else 1.0)
 
     @staticmethod
     async def _wait_lost(lost: asyncio.Future[Exception]) -> None:

@@ -116,14 +116,8 @@ async def open_client(cfg: OpcUaSourceConfig) -> Client:
     return client
 
 
-async def close_client(client: Client, timeout_seconds: float, transport_lost: bool = False
-                       ) -> None:
-    """Close what is open without raising or logging tracebacks (the server may be gone). With
-    the transport already lost there is nothing to send the closes over: only the socket goes
-    (asyncua would log a warning for each close it cannot send)."""
-    if transport_lost:
-        client.disconnect_socket()
-        return
+async def close_client(client: Client, timeout_seconds: float) -> None:
+    """Close what is open without raising or logging tracebacks (the server may be gone)."""
     with contextlib.suppress(Exception):
         await asyncio.wait_for(client.close_session(), timeout_seconds)
     with contextlib.suppress(Exception):
