@@ -10,10 +10,12 @@ import contextlib
 import itertools
 import os
 import random
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -92,6 +94,42 @@ def wait_for_sync(predicate: Callable[[], bool], timeout: float = 10.0, what: st
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_line(proc: subprocess.Popen[bytes], wanted: Callable[[bytes], bool],
+                  timeout: float, what: str) -> bytes:
+    """The first line of `proc`'s stdout (a binary pipe) that is `wanted`, within `timeout`.
+    Reads the raw pipe: a buffered reader behind select() hides a line that came in one chunk
+    with the lines before it, and the wait then runs out with the process long ready."""
+    assert proc.stdout is not None
+    fd, pending = proc.stdout.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        assert left > 0 and proc.poll() is None, f"{what} did not start"
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        pending += os.read(fd, 65536)
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if wanted(line):
+                return line
+
+
+def drain(proc: subprocess.Popen[bytes]) -> threading.Thread:
+    """Read `proc`'s stdout to its end in a thread, so that a full pipe never stops it; join
+    the thread (after the process ended) before closing the pipe."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 65536):
+                pass
+
+    thread = threading.Thread(target=run, daemon=True, name="drain")
+    thread.start()
+    return thread
 
 
 def mosquitto_binary() -> str:

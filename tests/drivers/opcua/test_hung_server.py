@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import select
 import signal
 import subprocess
 import sys
@@ -13,23 +12,16 @@ import pytest
 
 from gateway.model import SourceState
 from tests.drivers.opcua.support import plant_config, running
-from tests.harness import free_port, wait_for
+from tests.harness import free_port, wait_for, wait_for_line
 
 
 @pytest.fixture
-def sim_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def sim_process() -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "simulators.opcua_plant", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 20
-        while True:
-            left = deadline - time.monotonic()
-            assert left > 0 and proc.poll() is None, "simulator process did not start"
-            readable = select.select([proc.stdout], [], [], left)[0]
-            if readable and "serving" in proc.stdout.readline():
-                break
+        wait_for_line(proc, lambda line: b"serving" in line, 20, "simulator process")
         yield proc, f"opc.tcp://127.0.0.1:{port}/plantbridge/"
     finally:
         proc.send_signal(signal.SIGCONT)
@@ -44,7 +36,7 @@ def sim_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
 
 
 async def test_hung_server_is_detected_and_recovered(
-        sim_process: tuple[subprocess.Popen[str], str]) -> None:
+        sim_process: tuple[subprocess.Popen[bytes], str]) -> None:
     proc, endpoint = sim_process
     cfg = plant_config(endpoint, keepalive_interval_seconds=0.5, request_timeout_seconds=1.0)
     async with running(cfg) as (source, got):

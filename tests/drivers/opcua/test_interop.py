@@ -6,16 +6,13 @@ its package.json, then started on a free port. Skipped only where node or npm ar
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
 import os
-import select
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +26,7 @@ from drivers.opcua import notifications
 from drivers.opcua.notifications import Row, data_change_rows, decode_data_changes
 from gateway.model import Quality, SourceState
 from tests.drivers.opcua.support import plant_config, running
-from tests.harness import free_port, wait_for
+from tests.harness import drain, free_port, wait_for, wait_for_line
 
 PEER_SRC = Path(__file__).parent / "node_peer"
 
@@ -80,14 +77,12 @@ def node_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodePeer]:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("node-peer-pki"))}
     proc = subprocess.Popen(["node", "server.js", str(port)], cwd=home, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    drain = None
+    reader = None
     try:
-        assert proc.stdout is not None
-        info = _ready_line(proc, proc.stdout.fileno(), time.monotonic() + 90)
-        # nobody reads the peer's output from here on: drain it, so that a full pipe never
-        # stops the peer mid-test
-        drain = threading.Thread(target=_drain, args=(proc.stdout.fileno(),), daemon=True)
-        drain.start()
+        # node-opcua makes its PKI on its first start: seconds, even on a busy 2-core box
+        info = json.loads(wait_for_line(proc, lambda line: line.startswith(b"{"), 90,
+                                        "node-opcua peer"))
+        reader = drain(proc)  # nobody reads the peer's output from here on
         yield NodePeer(info["endpoint"], info["namespaceUri"])
     finally:
         proc.terminate()
@@ -96,33 +91,10 @@ def node_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodePeer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if drain is not None:
-            drain.join(10)  # the peer is gone: its pipe ends; the fd is closed only after
+        if reader is not None:
+            reader.join(10)  # the peer is gone, its pipe ended: the fd is closed only after
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def _ready_line(proc: subprocess.Popen[bytes], fd: int, deadline: float) -> dict[str, Any]:
-    """The peer's JSON ready line. Read from the raw pipe: a buffered reader behind select()
-    hides a ready line that came in one chunk with the warnings before it, and the wait then
-    ran into its deadline with the peer long up (seen twice in CI as "did not start")."""
-    pending = b""
-    while True:
-        left = deadline - time.monotonic()
-        assert left > 0 and proc.poll() is None, "node-opcua peer did not start"
-        if not select.select([fd], [], [], left)[0]:
-            continue
-        pending += os.read(fd, 65536)
-        *lines, pending = pending.split(b"\n")
-        for line in lines:
-            if line.startswith(b"{"):
-                return dict(json.loads(line))
-
-
-def _drain(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        while os.read(fd, 65536):
-            pass
 
 
 def _deltas(values: list[float | None]) -> list[float]:
