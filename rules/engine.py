@@ -43,8 +43,8 @@ from gateway.model import (
 from rules import journal as jn
 from rules.build import RuleDef, RuleSet
 from rules.build import fingerprint as spec_fingerprint
-from rules.episode import Handler, RuleInstance
-from rules.state import NOWHERE, VERSION, StateError, as_float, as_list, as_str
+from rules.episode import NOWHERE, Changed, Handler, RuleInstance
+from rules.state import VERSION, StateError, as_float, as_list, as_str
 from rules.windowlog import segment_key, split_parts
 
 _NONE: Final[tuple[Transition, ...]] = ()
@@ -105,7 +105,7 @@ class RuleEngine:
         self._unsaved: set[RuleInstance] = set()  # changed since the last checkpoint
         self._mute_unsaved: set[str] = set()
         self.replayed = 0  # journaled samples evaluated again at the last start
-        self._dirty: set[RuleInstance] = set()  # changed since the last take_dirty
+        self._dirty = Changed()  # changed since the last take_dirty
         self._forget: dict[Key, RuleState] = {}  # (rule_id, asset) removed: forget its state
         self._loaded: set[Key] = set()  # loaded by restore_states, not yet checked by restore
         self._orphans: list[EpisodeState] = []  # restored episodes of rules that are gone
@@ -240,9 +240,10 @@ class RuleEngine:
         out: list[RuleState]
         if not self._journal_limit:
             out = self._snapshots(self._dirty, self._mute_dirty) if changed else []
+            self._dirty.clear()
         else:
             if changed:
-                self._unsaved |= self._dirty
+                self._unsaved.update(self._dirty)
                 self._dirty.clear()
                 self._mute_unsaved |= self._mute_dirty
                 self._mute_dirty.clear()
@@ -276,22 +277,23 @@ class RuleEngine:
         """Snapshots of everything changed since the last checkpoint, and the journal rows
         deleted: from here on the stored state alone is the state."""
         out = self._snapshots(self._unsaved, self._mute_unsaved)
+        self._unsaved.clear()
         out.extend(RuleState(jn.JOURNAL, jn.row_key(k), "", None) for k in self._journal_rows)
         self._journal_rows.clear()
         self._journaled = 0
         self._checkpoint_due = False
         return out
 
-    def _snapshots(self, instances: set[RuleInstance], mutes: set[str]) -> list[RuleState]:
-        """The stored form of these instances and these assets' mute memory (both sets are
-        emptied): every instance in them is live, `replace` drops the others."""
+    def _snapshots(self, instances: Iterable[RuleInstance], mutes: set[str]) -> list[RuleState]:
+        """The stored form of these instances and these assets' mute memory (`mutes` is
+        emptied, the caller empties `instances`): every instance in them is live, `replace`
+        drops the others."""
         log: list[RuleState] = []  # rows an instance keeps beside its own (rate windows)
         # `new_state` spelled out: a RuleState without a Python call, thousands per group
         make, cls = tuple.__new__, RuleState
         out: list[RuleState] = [
             make(cls, (inst.rule_id, inst.asset, inst._fingerprint, inst.durable(log)))
             for inst in instances]
-        instances.clear()
         if log:
             out += log
         if mutes:
@@ -366,7 +368,7 @@ class RuleEngine:
         self._checkpoint_due = True
         if not numbered:
             return
-        before = set(self._dirty)  # set aside, to see which instances the journal changes
+        before = list(self._dirty)  # set aside, to see which instances the journal changes
         self._dirty.clear()
         expected = numbered[0][0]
         for k, row in numbered:
@@ -399,7 +401,8 @@ class RuleEngine:
         self._journal_other = 0
         self._journal_source = None
         self._loaded.update(inst.key for inst in self._dirty)  # checked by `restore`
-        self._dirty |= before
+        for inst in before:
+            self._dirty.add(inst)
 
     def _replay_tick(self, now: float, ours: set[RuleInstance] | None) -> None:
         for inst in self._ticking:
@@ -505,8 +508,8 @@ class RuleEngine:
         live = self._instances
         for key, inst in old.items():
             if live.get(key) is not inst:
-                inst._dirty = NOWHERE
                 self._dirty.discard(inst)
+                inst._dirty = NOWHERE
                 self._unsaved.discard(inst)
                 for k in inst.log_keys():  # its window segments go with it
                     self._forget_segment(inst.rule_id, inst.asset, k, inst.fingerprint())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from mypy_extensions import mypyc_attr
@@ -25,7 +25,6 @@ from gateway.model import (
     TransitionKind,
 )
 from rules.state import (
-    NOWHERE,
     VERSION,
     StateError,
     as_bool,
@@ -68,6 +67,72 @@ def episode_id(rule_id: str, asset: str, ts: float) -> str:
     return f"{rule_id}/{asset}/{round(ts * 1000)}"
 
 
+_generation = 0  # the last `Changed.clear` generation handed out, over every engine
+
+
+def _next_generation() -> int:
+    global _generation
+    _generation += 1
+    return _generation
+
+
+class Changed:
+    """The instances whose stored state changed since `clear` (an engine's dirty set), each
+    once, in the order they first changed.
+
+    A list and a mark on each instance (`RuleInstance._changed`, the generation of the
+    collection it was added to) instead of a set: an instance adds itself for nearly every
+    sample it sees, and a set emptied at every commit group regrew and rehashed its table to
+    thousands of entries once per group, a tenth of the rule engine's cost. `clear` starts a
+    new generation, so no instance needs its mark reset. An instance is in at most one
+    `Changed` at a time (its engine's).
+    """
+
+    __slots__ = ("_generation", "items")
+
+    def __init__(self) -> None:
+        self._generation = _next_generation()
+        self.items: list[RuleInstance] = []
+
+    def add(self, inst: RuleInstance) -> None:
+        if inst._changed != self._generation:
+            inst._changed = self._generation
+            self.items.append(inst)
+
+    def discard(self, inst: RuleInstance) -> None:
+        if inst._changed == self._generation:
+            inst._changed = 0
+            self.items.remove(inst)  # rare (a restore or a reload): a scan is fine
+
+    def clear(self) -> None:
+        self._generation = _next_generation()
+        self.items = []
+
+    def __contains__(self, inst: RuleInstance) -> bool:
+        return inst._changed == self._generation
+
+    def __iter__(self) -> Iterator[RuleInstance]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+
+class _Nowhere(Changed):
+    """Where an instance outside any engine reports its changes: it keeps nothing."""
+
+    __slots__ = ()
+
+    def add(self, inst: RuleInstance) -> None:
+        return None
+
+
+NOWHERE: Final[Changed] = _Nowhere()
+
+
 class RequestTemplate:
     """Request details from the rule file; {asset}, {signal}, {value}, {rule_id} filled at raise."""
 
@@ -92,10 +157,10 @@ class RequestTemplate:
 class RuleInstance:
     """Base of every rule kind. Subclasses implement `evaluate` and, when time matters, `tick`."""
 
-    __slots__ = ("_dirty", "_fingerprint", "_request", "_suppress", "_suppressed_by", "active",
-                 "asset", "episode_id", "key", "last_value", "off_delay", "on_delay",
-                 "pending_since", "raised_at", "request", "rule_id", "severity", "signal",
-                 "suppressed")
+    __slots__ = ("_changed", "_dirty", "_fingerprint", "_request", "_suppress",
+                 "_suppressed_by", "active", "asset", "episode_id", "key", "last_value",
+                 "off_delay", "on_delay", "pending_since", "raised_at", "request", "rule_id",
+                 "severity", "signal", "suppressed")
 
     def __init__(self, rule_id: str, asset: str, signal: str, severity: int,
                  request: RequestTemplate, fingerprint: str,
@@ -120,8 +185,9 @@ class RuleInstance:
         self.pending_since: float | None = None
         self.last_value: float | None = None
         # Where to report a change a restart must keep (the engine's dirty set; see
-        # rules/state.py). Outside an engine: nowhere.
-        self._dirty: set[Any] = NOWHERE
+        # rules/state.py). Outside an engine: nowhere. `_changed` is `Changed`'s mark.
+        self._dirty: Changed = NOWHERE
+        self._changed = 0
 
     def needs_tick(self) -> bool:
         """Whether time alone can change this rule (the engine ticks only those)."""

@@ -6,9 +6,10 @@ which makes the instance start clean, as it did before durable state existed. ms
 tuples into lists and may hand back an int where a float was written (a float that was integral
 stays float in msgpack, but other writers may differ), so the readers below accept both.
 
-Dirty tracking: an instance adds itself to its engine's dirty set (`RuleInstance._dirty`)
-wherever it changes something a restart must keep; the engine snapshots those at
-`take_dirty()`. Instances outside an engine point at `NOWHERE`, which forgets everything.
+Dirty tracking: an instance adds itself to its engine's dirty set (`RuleInstance._dirty`, a
+`rules.episode.Changed`) wherever it changes something a restart must keep; the engine
+snapshots those at `take_dirty()`. Instances outside an engine point at `NOWHERE`, which
+forgets everything.
 """
 
 from __future__ import annotations
@@ -23,16 +24,6 @@ VERSION = 1
 
 class StateError(ValueError):
     """Stored rule state that cannot be loaded (other version, wrong shape): start clean."""
-
-
-class Nowhere(set[Any]):
-    """A dirty set that keeps nothing: for instances that are not in an engine."""
-
-    def add(self, element: Any) -> None:
-        return None
-
-
-NOWHERE = Nowhere()
 
 
 def as_list(data: Any, length: int | None = None, what: str = "state") -> list[Any]:

@@ -247,6 +247,48 @@ def test_samples_that_change_nothing_leave_nothing_to_store(rules_from: RulesFro
     assert engine.take_dirty() == []
 
 
+def test_each_changed_instance_is_stored_once_per_group_in_every_group(
+        rules_from: RulesFrom) -> None:
+    """The dirty set (`rules.episode.Changed`, a list and a mark per instance): an instance
+    that changes many times in a group is stored once; after a group it is stored again when
+    it changes again; two engines over the same rules keep their own."""
+    rules = rules_from(DEBOUNCED + PATTERN)
+    engine, other = RuleEngine(rules), RuleEngine(rules)
+    for ts in range(1, 4):
+        engine.evaluate(sample("pump-1", "vibration", 8.0 + ts, float(ts)))
+        engine.evaluate(sample("pump-2", "vibration", 8.0 + ts, float(ts)))
+    other.evaluate(sample("pump-1", "vibration", 8.0, 1.0))
+    first = [(s.rule_id, s.asset) for s in engine.take_dirty()]
+    assert len(first) == len(set(first)) and {a for _, a in first} == {"pump-1", "pump-2"}
+    assert engine.take_dirty() == []
+    engine.evaluate(sample("pump-2", "vibration", 2.0, 4.0))  # clears: a change to store
+    assert {a for _, a in ((s.rule_id, s.asset) for s in engine.take_dirty())} == {"pump-2"}
+    assert {s.asset for s in other.take_dirty()} == {"pump-1"}  # untouched by `engine`'s
+
+
+def test_the_dirty_set_keeps_each_instance_once_until_cleared(rules_from: RulesFrom) -> None:
+    from rules.episode import NOWHERE, Changed
+
+    engine = RuleEngine(rules_from(DEBOUNCED))
+    engine.evaluate(sample("pump-1", "vibration", 2.0, 1.0))
+    engine.evaluate(sample("pump-2", "vibration", 2.0, 1.0))
+    a, b = engine.instances()[:2]
+    NOWHERE.add(a)  # where an instance outside an engine reports: it keeps nothing
+    assert a not in NOWHERE and not NOWHERE and list(NOWHERE) == []
+    changed = Changed()
+    for inst in (b, a, b, a):
+        changed.add(inst)
+    assert list(changed) == [b, a] and len(changed) == 2 and a in changed
+    changed.clear()
+    assert a not in changed and not changed and list(changed) == []
+    changed.add(a)
+    changed.add(b)
+    changed.discard(a)
+    assert list(changed) == [b] and a not in changed
+    changed.discard(a)  # not in it: nothing happens
+    assert list(changed) == [b]
+
+
 def test_stale_never_raises_for_an_asset_that_never_reported(rules_from: RulesFrom) -> None:
     engine = RuleEngine(rules_from(STALE))
     engine.evaluate(sample("fan-1", "temperature", 20.0, 0.0))  # another signal only
