@@ -88,37 +88,49 @@ class Changed:
     `Changed` at a time (its engine's).
     """
 
-    __slots__ = ("_generation", "items")
+    __slots__ = ("_generation", "_holes", "_items")
 
     def __init__(self) -> None:
         self._generation = _next_generation()
-        self.items: list[RuleInstance] = []
+        self._items: list[RuleInstance] = []
+        self._holes = 0  # entries discarded but still in `_items` (see `discard`)
 
     def add(self, inst: RuleInstance) -> None:
         if inst._changed != self._generation:
             inst._changed = self._generation
-            self.items.append(inst)
+            self._items.append(inst)
 
     def discard(self, inst: RuleInstance) -> None:
+        """Unmark it; its entry goes at the next read. A restore or a reload discards
+        thousands, and removing each from the list would make that quadratic."""
         if inst._changed == self._generation:
             inst._changed = 0
-            self.items.remove(inst)  # rare (a restore or a reload): a scan is fine
+            self._holes += 1
 
     def clear(self) -> None:
         self._generation = _next_generation()
-        self.items = []
+        self._items = []
+        self._holes = 0
+
+    def _live(self) -> list[RuleInstance]:
+        if self._holes:  # drop discarded entries; one added again after it has two: keep one
+            generation = self._generation
+            self._items = list(dict.fromkeys(
+                [inst for inst in self._items if inst._changed == generation]))
+            self._holes = 0
+        return self._items
 
     def __contains__(self, inst: RuleInstance) -> bool:
         return inst._changed == self._generation
 
     def __iter__(self) -> Iterator[RuleInstance]:
-        return iter(self.items)
+        return iter(self._live())
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self._live())
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self._live())
 
 
 class _Nowhere(Changed):

@@ -284,9 +284,16 @@ def test_the_dirty_set_keeps_each_instance_once_until_cleared(rules_from: RulesF
     changed.add(a)
     changed.add(b)
     changed.discard(a)
-    assert list(changed) == [b] and a not in changed
+    assert list(changed) == [b] and a not in changed and len(changed) == 1
     changed.discard(a)  # not in it: nothing happens
     assert list(changed) == [b]
+    changed.discard(b)
+    changed.add(b)  # discarded, then changed again: in it once
+    changed.add(a)
+    assert list(changed) == [b, a] and len(changed) == 2
+    changed.discard(a)
+    changed.discard(b)
+    assert not changed and list(changed) == []
 
 
 def test_stale_never_raises_for_an_asset_that_never_reported(rules_from: RulesFrom) -> None:
