@@ -10,6 +10,7 @@ Levels are strict ("above 7.1" means more than 7.1); clear levels are inclusive 
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from rules.windowlog import SEGMENT_POINTS, WindowLog, check_kind, is_logged, le
 _BAD: Final = Quality.BAD
 INF: Final = math.inf
 _BIG_ENDIAN: Final = sys.byteorder == "big"
+_PAIR: Final = struct.Struct("=dd")  # a (time, value) pair as the window's array holds it
 _COMPACT: Final = 1024  # cut the part of a rate window that left it once it is this long
 
 
@@ -257,8 +259,9 @@ class RateRule(RuleInstance):
             # change is the same whichever of them is the oldest. A shorter window to store.
             points[-2] = ts
         else:
-            points.append(ts)
-            points.append(v)
+            # one pair in one call: array.append parses its argument as a format string does,
+            # twice; the compiled engine spent 2.5 % of its instructions there
+            points.frombytes(_PAIR.pack(ts, v))
         start = ts - self.window
         while points[head] < start:
             head += 2
