@@ -1,4 +1,5 @@
-"""PUBLISH decoding off paho's generic path (`drivers.mqtt.client.lean_publish`).
+"""paho's per-message costs we avoid: PUBLISH decoding (`lean_publish`) and a `send` per
+PUBACK (`coalesce_pubacks`).
 
 paho 2.2 builds a `Properties` object per MQTT 5 PUBLISH; the lean decoder gives the same
 message for the PUBLISHes it takes (QoS 0/1; MQTT 5 with only Subscription Identifiers, or
@@ -9,6 +10,7 @@ MQTT 3.1.1) and declines everything else, which paho then decodes itself. Held t
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from drivers.mqtt.client import lean_publish
+from drivers.mqtt.client import ReadAheadSocket, coalesce_pubacks, lean_publish
 from tests.drivers.mqtt.conftest import running_source, source_config
 from tests.harness import Mosquitto, wait_for
 
@@ -165,3 +167,62 @@ async def test_a_source_reads_through_the_lean_decoder_and_paho_takes_the_rest(
         pub.disconnect()
     # v5: only the message with a user property; 3.1.1: the broker drops properties
     assert paho_decodes == ([b"plant/tagged/current"] if protocol == "5" else [])
+
+
+def out(command: int, data: bytes, pos: int = 0) -> dict[str, Any]:
+    return {"command": command, "mid": data[-1], "qos": 1, "pos": pos,
+            "to_process": len(data) - pos, "packet": data, "info": None}
+
+
+def test_runs_of_pubacks_become_one_packet_in_order() -> None:
+    acks = [out(0x40, bytes([0x40, 2, 0, i])) for i in range(1, 6)]
+    ping = out(0xC0, b"\xc0\x00")
+    started = out(0x40, b"\x40\x02\x00\x09", pos=2)  # half written: left as it is
+    queue = deque([started, acks[0], acks[1], ping, acks[2], acks[3], acks[4]])
+    coalesce_pubacks(queue)
+    assert [p["packet"] for p in queue] == [
+        started["packet"], acks[0]["packet"] + acks[1]["packet"], ping["packet"],
+        acks[2]["packet"] + acks[3]["packet"] + acks[4]["packet"]]
+    assert [(p["pos"], p["to_process"]) for p in queue] == [(2, 2), (0, 8), (0, 2), (0, 12)]
+    single = deque([acks[0], ping])
+    coalesce_pubacks(single)
+    assert list(single) == [acks[0], ping]  # nothing to join: the same packets
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_a_burst_of_acks_goes_out_in_few_sends_and_every_one_counts(
+        mosquitto: Mosquitto, monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    """20 messages acknowledged at once (as a commit does; 20: Mosquitto's in-flight limit for
+    a 3.1.1 client): a few sends, not 20, and after a restart of the persistent session the
+    broker redelivers none of them."""
+    sends: list[int] = []
+    plain_send = ReadAheadSocket.send
+
+    def counting(self: ReadAheadSocket, buffer: bytes | bytearray) -> int:
+        sends.append(len(buffer))
+        return plain_send(self, buffer)
+
+    monkeypatch.setattr(ReadAheadSocket, "send", counting)
+    cfg = source_config(mosquitto.port, protocol=protocol, client_id=f"burst-{protocol}",
+                        subscriptions=[{"pattern": "plant/+asset/+signal"}])
+    pub = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        async with running_source(cfg, auto_ack=False) as (_, got):
+            for i in range(20):
+                pub.publish(f"plant/p{i}/vibration", str(i), qos=1)
+            await wait_for(lambda: len(got.samples) == 20, 10, "20 samples")
+            before = len(sends)
+            for batch in got.batches:  # all on the loop thread, one after another
+                assert batch.ack is not None
+                batch.ack()
+            await wait_for(lambda: sum(sends[before:]) >= 20 * 4, 10, "20 PUBACKs sent")
+            assert len(sends) - before <= 3  # one send per PUBACK would be 20
+        async with running_source(cfg) as (_, again):
+            pub.publish("plant/marker/vibration", "-1", qos=1)
+            await wait_for(lambda: any(s.value == -1.0 for s in again.samples), 10, "marker")
+            assert [s.value for s in again.samples] == [-1.0]  # nothing redelivered
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
