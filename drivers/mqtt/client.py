@@ -163,7 +163,8 @@ def lean_publish(command: int, packet: bytes | bytearray, v5: bool) -> LeanPubli
 
 # paho internals the lean `_Client._handle_publish` uses; without any of them it stands aside
 _PAHO_PARTS = ("_handle_publish", "_handle_on_message", "_send_puback", "_easy_log",
-               "_in_packet", "_protocol", "_manual_ack", "_out_packet")
+               "_in_packet", "_protocol", "_manual_ack", "_out_packet", "_in_callback_mutex",
+               "_userdata", "suppress_exceptions")
 _PUBACK = 0x40  # the packet type in the first byte's high nibble
 
 
@@ -212,9 +213,14 @@ class _Client(paho.Client):
     """
 
     _lean = False  # `new_client` sets it when this paho has every part the lean path uses
+    _filtered = False  # a per-topic callback was added: paho's own dispatch then
 
     def _create_socket(self) -> Any:
         return ReadAheadSocket(super()._create_socket())
+
+    def message_callback_add(self, sub: str, callback: Any) -> None:
+        self._filtered = True
+        super().message_callback_add(sub, callback)
 
     def loop_write(self) -> MQTTErrorCode:
         if self._lean:
@@ -251,11 +257,26 @@ class _Client(paho.Client):
                     message.dup, message.qos, message.retain, message.mid, print_topic,
                     len(message.payload))
         message.timestamp = paho.time_func()
-        self._handle_on_message(message)
+        if self._filtered:
+            self._handle_on_message(message)
+        else:  # paho's dispatch without per-topic callbacks: no topic match (a trie walk)
+            self._call_on_message(message)
         if message.qos == 1 and not self._manual_ack:
             return self._send_puback(message.mid)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
+    def _call_on_message(self, message: paho.MQTTMessage) -> None:
+        """`on_message`, as paho's `_handle_on_message` calls it when no per-topic callback
+        matched."""
+        on_message = self.on_message
+        if on_message:
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(paho.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
 
 
 def tls_context(tls: TlsSettings) -> ssl.SSLContext:

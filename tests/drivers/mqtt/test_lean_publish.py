@@ -226,3 +226,34 @@ async def test_a_burst_of_acks_goes_out_in_few_sends_and_every_one_counts(
     finally:
         pub.loop_stop()
         pub.disconnect()
+
+
+def test_callbacks_are_called_as_paho_calls_them() -> None:
+    """on_message for every message; a per-topic callback (which our sources never add) turns
+    paho's own dispatch back on; an exception in the callback propagates as in paho."""
+    from drivers.mqtt.client import new_client
+
+    client = new_client(source_config(1883))
+    assert client._lean  # type: ignore[attr-defined]
+    seen: list[tuple[str, str]] = []
+    client.on_message = lambda _c, _u, m: seen.append(("any", m.topic))
+
+    def deliver(topic: bytes) -> None:
+        client._in_packet["command"] = command(0)
+        client._in_packet["packet"] = bytearray(packet(topic, 0, 0, b"1", props_of()))
+        client._handle_publish()
+
+    deliver(b"plant/p1/vibration")
+    client.message_callback_add("plant/special/#",
+                                lambda _c, _u, m: seen.append(("special", m.topic)))
+    deliver(b"plant/special/x")
+    deliver(b"plant/p2/vibration")
+    assert seen == [("any", "plant/p1/vibration"), ("special", "plant/special/x"),
+                    ("any", "plant/p2/vibration")]
+
+    def fails(*_: object) -> None:
+        raise RuntimeError("a bug in on_message")
+
+    client.on_message = fails
+    with pytest.raises(RuntimeError, match="a bug in on_message"):
+        deliver(b"plant/p3/vibration")
