@@ -196,12 +196,18 @@ def decode_read_response(data: Buffer) -> tuple[ua.ResponseHeader, list[Row]]:
     return header, datavalue_rows(data.read(len(data)), 0, handles=False)[0]
 
 
+def _session_hooks(client: Client) -> tuple[Any, Callable[..., Any] | None]:
+    """The client's session and its private `_send_request` (None where this asyncua has
+    neither): what both hooks below go through."""
+    session = getattr(getattr(client, "uaclient", None), "session", None)
+    return session, getattr(session, "_send_request", None)
+
+
 async def read_rows(client: Client, parameters: ua.ReadParameters) -> list[Row]:
     """The Read service as `client.uaclient.read`, its DataValues as rows numbered in the order
     of `parameters.NodesToRead`. A bad service result raises as asyncua's read does. Where this
     asyncua lacks the hook, or the answer is not as expected, asyncua decodes it."""
-    session = getattr(client.uaclient, "session", None)
-    send = getattr(session, "_send_request", None)
+    _, send = _session_hooks(client)
     if send is None:
         return _as_rows(await client.uaclient.read(parameters))
     request = ua.ReadRequest()
@@ -231,8 +237,7 @@ def decode_data_changes(client: Client, sub: Subscription) -> bool:
     each `DataChanges` to its iterator as one event. Call right after creating `sub`, before its
     monitored items (nothing can arrive before them). False, changing nothing, when this asyncua
     lacks the hooks (then every notification comes as asyncua decodes it)."""
-    session = getattr(getattr(client, "uaclient", None), "session", None)
-    send = getattr(session, "_send_request", None)
+    session, send = _session_hooks(client)
     explode: Explode | None = getattr(sub, "_explode_notifications", None)
     if session is None or send is None or explode is None or not hasattr(session, "publish"):
         return False
